@@ -1,0 +1,58 @@
+"""Exceptions raised for bad input.
+
+Every user-facing failure is a subclass of :class:`LayermodError` whose message is one line saying what
+was wrong and what to do; the CLI prints that line and exits non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LayermodError",
+    "GraphError",
+    "LabelError",
+    "FeatureError",
+    "LayerError",
+    "DatasetError",
+    "WeightsError",
+    "ModelError",
+    "OutputError",
+]
+
+
+class LayermodError(Exception):
+    """Base class of every error layermod raises on bad input."""
+
+
+class GraphError(LayermodError, ValueError):
+    """Invalid graph parameters or adjacency (k too large, negative weights, no edges, ...)."""
+
+
+class LabelError(LayermodError, ValueError):
+    """Labels that do not fit the samples (length mismatch, too few classes or samples per class)."""
+
+
+class FeatureError(LayermodError, ValueError):
+    """Features that cannot be used (wrong shape, NaN or Inf values)."""
+
+
+class LayerError(LayermodError, KeyError):
+    """A layer that does not exist, cannot be chosen automatically or is never called in forward."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetError(LayermodError, OSError):
+    """A dataset that is missing, corrupt or in the wrong layout."""
+
+
+class WeightsError(LayermodError, ValueError):
+    """A weights file that is missing, unreadable or does not match the architecture."""
+
+
+class ModelError(LayermodError, ValueError):
+    """A model specification that cannot be resolved (unknown architecture, bad import path)."""
+
+
+class OutputError(LayermodError, OSError):
+    """An output location that cannot be written."""
