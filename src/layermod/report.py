@@ -1,0 +1,97 @@
+"""Curves to files people read: JSON (the source of truth), CSV, PNG, and a plain-text table."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .curve import Curve
+from .fileio import atomic_path, ensure_writable_dir
+
+__all__ = ["plot_curves", "save_curve", "curve_table"]
+
+
+def plot_curves(
+    curves: Sequence[Curve],
+    path: str | os.PathLike | None = None,
+    ax=None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+):
+    """Mean Q (line) with a +-1 std band per curve against layer names; the null mean dashed if present.
+
+    Curves are drawn on the first curve's layer axis. Returns the matplotlib Axes; with ``path`` the figure is
+    saved as PNG (written atomically) and closed.
+    """
+    layers = curves[0].layers
+    if ax is None:
+        size = (max(6.0, 0.45 * len(layers) + 2), 4.2)
+        if path is None:  # interactive: let pyplot show it
+            import matplotlib.pyplot as plt
+
+            ax = plt.figure(figsize=size).add_subplot()
+        else:  # file only: no GUI backend involved
+            from matplotlib.figure import Figure
+
+            ax = Figure(figsize=size).add_subplot()
+    x = np.arange(len(layers))
+    for i, curve in enumerate(curves):
+        label = labels[i] if labels else None
+        line, = ax.plot(x[: len(curve.layers)], curve.mean, marker="o", ms=4, label=label)
+        ax.fill_between(x[: len(curve.layers)], curve.mean - curve.std, curve.mean + curve.std,
+                        color=line.get_color(), alpha=0.2, lw=0)
+        if curve.null_mean is not None:
+            ax.plot(x[: len(curve.layers)], curve.null_mean, ls="--", color=line.get_color(), alpha=0.6,
+                    label=f"{label} (shuffled labels)" if label else "shuffled labels")
+    ax.set_xticks(x, layers, rotation=60, ha="right", fontsize=8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("modularity Q")
+    ax.grid(alpha=0.3)
+    config = curves[0].config
+    ax.set_title(title or f"modularity curve (k={config.get('k', '?')}, {config.get('samples_per_draw', '?')} "
+                 f"samples x {len(curves[0].values)} draws, mean +- std)", fontsize=10)
+    if labels or any(c.null_mean is not None for c in curves):
+        ax.legend(fontsize=8)
+    if path is not None:
+        fig = ax.figure
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+    return ax
+
+
+def curve_table(curve: Curve) -> str:
+    """Fixed-width text table: index, layer, mean Q, std, increment (and z when there is a null)."""
+    width = max(len("layer"), *(len(name) for name in curve.layers))
+    head = f"{'#':>3}  {'layer':<{width}}  {'Q mean':>8}  {'std':>7}  {'dQ':>8}"
+    if curve.z is not None:
+        head += f"  {'null Q':>8}  {'z':>7}"
+    rows = [head, "-" * len(head)]
+    for i, name in enumerate(curve.layers):
+        row = f"{i:>3}  {name:<{width}}  {curve.mean[i]:8.4f}  {curve.std[i]:7.4f}  {curve.increments[i]:+8.4f}"
+        if curve.z is not None:
+            row += f"  {curve.null_mean[i]:8.4f}  {curve.z[i]:7.1f}"
+        rows.append(row)
+    return "\n".join(rows)
+
+
+def save_curve(curve: Curve, out_dir: str | os.PathLike) -> Path:
+    """Write ``curve.png``, ``curve.csv`` and, last, ``curve.json`` into ``out_dir``; each file whole or not at
+    all, so a ``curve.json`` present means the run's files are complete."""
+    out = ensure_writable_dir(out_dir)
+    curve.plot(out / "curve.png")
+    with atomic_path(out / "curve.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        extra = ["null_mean", "null_std", "z"] if curve.z is not None else []
+        writer.writerow(["index", "layer", "mean", "std", "increment", *extra,
+                         *(f"draw_{r}" for r in range(len(curve.values)))])
+        for i, name in enumerate(curve.layers):
+            nulls = [curve.null_mean[i], curve.null_std[i], curve.z[i]] if extra else []
+            writer.writerow([i, name, curve.mean[i], curve.std[i], curve.increments[i], *nulls, *curve.values[:, i]])
+    with atomic_path(out / "curve.json") as tmp:
+        tmp.write_text(curve.to_json())
+    return out
