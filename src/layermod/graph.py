@@ -9,7 +9,8 @@ Decisions, on purpose:
 * **Blockwise.** Similarities are computed ``block_size`` rows at a time (matmul + ``topk``), so an
   ``N x N`` dense matrix never exists for large ``N``; there is no Python loop over samples.
 * **Ties.** Among equally similar candidates for the k-th place, the lower sample index wins, so the graph
-  does not depend on the matmul backend's tie order.
+  does not depend on the matmul backend's tie order. "Equal" allows a few rounding errors (``4 eps`` of the
+  score's scale): a matmul need not give bitwise equal values for duplicated rows.
 * **Zero vectors.** Cosine uses ``x / max(||x||, 1e-8)``: a zero vector has similarity 0 to everything, so
   its edges have weight 0 and are dropped from the sparse result (its neighbours are then the lowest indices).
 * **Negative cosine.** Modularity needs non-negative weights, so a negative similarity is clamped to 0:
@@ -47,6 +48,8 @@ def as_feature_matrix(features: torch.Tensor | np.ndarray) -> torch.Tensor:
     x = torch.as_tensor(features)
     if x.ndim == 0:
         raise FeatureError("features must have shape (N, D); got a scalar")
+    if x.numel() == 0:
+        raise FeatureError(f"features are empty (shape {tuple(x.shape)}); pass at least 2 samples with D >= 1 values")
     x = x.reshape(x.shape[0], -1)
     if x.dtype != torch.float64:
         x = x.float()
@@ -77,7 +80,8 @@ def knn_graph(
         metric: ``"cosine"`` (paper) or ``"euclidean"``.
         symmetrize: ``"mean"`` (paper: ``(A + A^T) / 2``), ``"union"`` (``max(A, A^T)``: an edge when either
             side points) or ``"mutual"`` (``min(A, A^T)``: only pairs that point at each other).
-        weighted: edge weights from the metric (see module doc); ``False`` gives weight 1 per directed edge.
+        weighted: edge weights from the metric (see module doc); ``False`` gives weight 1 per directed edge
+            (cosine: only to neighbours with positive similarity, the edges of the weighted graph).
         block_size: rows of the similarity matrix computed at once (default: about 16M entries per block).
 
     Returns:
@@ -92,8 +96,8 @@ def knn_graph(
         raise GraphError(f"unknown metric {metric!r}; use 'cosine' or 'euclidean'")
     if symmetrize not in ("mean", "union", "mutual"):
         raise GraphError(f"unknown symmetrize {symmetrize!r}; use 'mean', 'union' or 'mutual'")
-    block = block_size or default_block_size(n)
-    if block < 1:
+    block = default_block_size(n) if block_size is None else block_size
+    if not isinstance(block, (int, np.integer)) or isinstance(block, bool) or block < 1:
         raise GraphError(f"block_size={block_size} must be positive")
 
     if metric == "cosine":
@@ -104,13 +108,15 @@ def knn_graph(
     scores, neighbours = _top_k(x, sq, k, block)
 
     if not weighted:
-        weights = torch.ones_like(scores)
+        # one per directed edge, but only where the weighted graph has an edge: a cosine neighbour with
+        # similarity <= 0 (zero vector, pointing away) is no edge in either graph
+        weights = torch.ones_like(scores) if metric == "euclidean" else (scores > 0).to(scores.dtype)
     elif metric == "cosine":
         weights = scores.clamp_min(0.0)
     else:
         # scores hold 2 x_i.x_j - |x_j|^2, so d_ij^2 = |x_i|^2 - score
         d2 = (sq[:, None] - scores).clamp_min(0.0)
-        scale = float(d2.median())
+        scale = float(np.median(d2.double().cpu().numpy()))  # torch's median is the lower middle value
         weights = torch.exp(-d2 / scale) if scale > 0 else torch.ones_like(d2)
 
     rows = np.repeat(np.arange(n), k)
@@ -133,10 +139,14 @@ def _top_k(x: torch.Tensor, sq: torch.Tensor | None, k: int, block: int) -> tupl
     """Best k other rows for each row of ``x``: (scores (N, k), indices (N, k)), best first.
 
     Score is ``x_i . x_j`` (cosine on normalised rows) or ``2 x_i . x_j - |x_j|^2`` (euclidean, same order
-    as ``-d_ij^2``). Ties at the k-th place go to the lower index.
+    as ``-d_ij^2``). Ties at the k-th place (equal up to rounding, see the module doc) go to the lower index;
+    the scores of such rows come in index order rather than best first.
     """
     n = x.shape[0]
     take = min(k + 1, n - 1)  # one spare to detect a tie across the k-th place
+    # identical columns of one matmul (duplicated rows) can differ in the last bits, by about 2 eps of the
+    # score's scale; a wider band would also catch genuine near-ties that the computation resolves
+    rel = 4 * torch.finfo(x.dtype).eps
     all_scores, all_index = [], []
     for start in range(0, n, block):
         stop = min(start + block, n)
@@ -147,11 +157,20 @@ def _top_k(x: torch.Tensor, sq: torch.Tensor | None, k: int, block: int) -> tupl
         s[rows, rows + start] = -torch.inf
         vals, idx = torch.topk(s, take, dim=1)
         if take > k:
-            tied = (vals[:, k - 1] == vals[:, k]).nonzero().flatten()
+            kth = vals[:, k - 1]
+            if sq is None:  # unit (or zero) rows: |score| <= 1
+                tol = torch.full_like(kth, rel)
+            else:  # candidates near the k-th place have |x_j| <= |x_i| + d_ik
+                r = sq[start:stop].sqrt() + (sq[start:stop] - kth).clamp_min(0).sqrt()
+                tol = rel * (r * r + kth.abs())
+            tied = (kth - vals[:, k] <= tol).nonzero().flatten()
             if len(tied):
-                order = torch.sort(s[tied], dim=1, descending=True, stable=True).indices[:, :take]
+                st, t, tt = s[tied], kth[tied, None], tol[tied, None]
+                # clearly better than the k-th value first, then the tie band in index order (stable sort)
+                key = (st > t + tt).to(torch.int8) * 2 + (st >= t - tt).to(torch.int8)
+                order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :take]
                 idx[tied] = order
-                vals[tied] = torch.gather(s[tied], 1, order)
+                vals[tied] = torch.gather(st, 1, order)
         all_scores.append(vals[:, :k])
         all_index.append(idx[:, :k])
     return torch.cat(all_scores), torch.cat(all_index)
