@@ -16,6 +16,7 @@ __all__ = [
     "WeightsError",
     "ModelError",
     "OutputError",
+    "TrainError",
 ]
 
 
@@ -56,3 +57,7 @@ class ModelError(LayermodError, ValueError):
 
 class OutputError(LayermodError, OSError):
     """An output location that cannot be written."""
+
+
+class TrainError(LayermodError, ValueError):
+    """A training configuration that cannot run, or a run that diverged."""

@@ -1,0 +1,98 @@
+"""Safe file output: nothing half-written, and unwritable locations reported before any work is done.
+
+Decisions, on purpose:
+
+* **Temp file + rename.** :func:`atomic_path` hands out a hidden temporary name in the *same* directory as the
+  target (so the final ``os.replace`` is an atomic rename on one file system) and renames it onto the target only
+  when the ``with`` block succeeds; on any exception (``KeyboardInterrupt`` included) the temporary file is
+  deleted and the target is left untouched.
+* **Probe, don't guess.** :func:`ensure_writable_dir` creates the directory and writes (then deletes) a probe
+  file, which catches read-only mounts and ACLs that ``os.access`` does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import OutputError
+
+__all__ = ["atomic_path", "ensure_writable_dir", "check_writable_dir"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success, delete it on any exception.
+
+    The caller writes the temporary path completely (it does not exist yet when yielded). If the block ends
+    without creating it, ``path`` is left as it was. The parent directory must exist.
+
+    Example::
+
+        with atomic_path(out / "curve.json") as tmp:
+            tmp.write_text(text)
+    """
+    target = Path(path)
+    parent = target.parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {parent}: {exc.strerror or exc}; choose another --out") from None
+    os.close(fd)
+    tmp = Path(name)
+    tmp.unlink()  # the writer creates it; an empty placeholder would otherwise be renamed onto the target
+    try:
+        yield tmp
+        if tmp.exists():
+            os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create directory ``path`` (with parents) and check that a file can be written in it.
+
+    Returns the directory as a :class:`~pathlib.Path`. Raises :class:`OutputError` with one line
+    (``"cannot write to DIR: reason; choose another --out"``) when it cannot be created or written.
+    """
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"cannot write to {directory}: it exists and is not a directory; choose another --out") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write to {directory}: {_reason(exc)}; choose another --out") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".layermod-probe-", dir=directory)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {directory}: {_reason(exc)}; choose another --out") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return directory
+
+
+def check_writable_dir(path: str | os.PathLike) -> Path:
+    """Check, without creating anything, that directory ``path`` exists and is writable or could be created.
+
+    For failing early, before long work whose results go there. Raises :class:`OutputError` like
+    :func:`ensure_writable_dir`.
+    """
+    directory = Path(path).absolute()
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write to {path}: {existing} is not a directory; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {path}: permission denied in {existing}; choose another --out")
+    return Path(path)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
