@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import struct
 from collections import Counter
 from pathlib import Path
 
@@ -26,54 +25,9 @@ from layermod.data import (
     read_idx,
 )
 from layermod.errors import DatasetError, LabelError
+from idx_files import IDX_CODES, idx_bytes, write_idx, write_mnist_like
 
 REAL_DOWNLOAD = D._download_file
-IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """IDX encoding of ``array``: magic, big-endian int32 dims, big-endian data."""
-    code = IDX_CODES[array.dtype.type]
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool) -> Path:
-    payload = idx_bytes(array)
-    path.write_bytes(gzip.compress(payload) if compress else payload)
-    return path
-
-
-def write_mnist_like(folder: Path, n_train: int = 30, n_test: int = 20, compress: bool = True, seed: int = 0):
-    """Tiny MNIST-layout IDX files; returns {split: (images, labels)}."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    suffix = ".gz" if compress else ""
-    out = {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        stem_images, stem_labels = D._SPLIT_FILES[split]
-        write_idx(folder / f"{stem_images}{suffix}", images, compress)
-        write_idx(folder / f"{stem_labels}{suffix}", labels, compress)
-        out[split] = (images, labels)
-    return out
-
-
-@pytest.fixture
-def isolated(monkeypatch, tmp_path):
-    """No LAYERMOD_DATA, no system copy, an empty cache and no network for the loaders."""
-    monkeypatch.delenv("LAYERMOD_DATA", raising=False)
-    monkeypatch.setitem(D._SYSTEM_DIRS, "fashion-mnist", tmp_path / "no-system-copy")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-    def no_network(url, dest):
-        raise AssertionError(f"unexpected download of {url}")
-
-    monkeypatch.setattr(D, "_download_file", no_network)
-    return tmp_path
-
-
 def assert_one_line(err: pytest.ExceptionInfo, *fragments: str) -> str:
     message = str(err.value)
     assert "\n" not in message

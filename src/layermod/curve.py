@@ -169,7 +169,7 @@ def modularity_curve(
         null_permutations: label shuffles per layer and draw for the chance baseline (0 = none).
         batch_size: samples per forward pass.
         max_bytes: memory budget for the features held at once; layers are extracted in groups that fit.
-        progress: show progress bars.
+        progress: show progress bars (when stderr is a terminal).
 
     Returns:
         A :class:`Curve` with ``values`` of shape (repeats, L).
@@ -188,7 +188,7 @@ def modularity_curve(
     names = select_layers(model, layers, calls)
     values = np.zeros((repeats, len(names)))
     null = np.zeros((repeats, len(names), null_permutations))
-    steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=not progress)
+    steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=None if progress else True)
     layer_features = iter_layer_features(model, inputs, names, calls, max_bytes, batch_size, progress)
     for col, (name, features) in enumerate(layer_features):
         for row, pos in enumerate(positions):

@@ -72,7 +72,7 @@ def extract_features(
         inputs: (N, ...) samples as the model takes them.
         layers: module names (see :func:`layermod.layers.select_layers`).
         batch_size: samples per forward pass.
-        progress: show a progress bar over batches.
+        progress: show a progress bar over batches (when stderr is a terminal).
         stop_early: end each forward pass once every layer has fired; pass False when a layer is called more
             than once per pass (its last call's output is kept).
 
@@ -105,7 +105,7 @@ def extract_features(
     model.eval()
     try:
         starts = range(0, len(inputs), batch_size)
-        for start in tqdm(starts, desc="forward", disable=not progress, leave=False):
+        for start in tqdm(starts, desc="forward", disable=None if progress else True, leave=False):
             batch = inputs[start : start + batch_size].to(device)
             batch_out.clear()
             try:

@@ -22,7 +22,8 @@ def plot_curves(
     labels: Sequence[str] | None = None,
     title: str | None = None,
 ):
-    """Mean Q (line) with a +-1 std band per curve against layer names; the null mean dashed if present.
+    """Mean Q (line) with a ±1 std band per curve against layer names; the null mean dashed if present and
+    the ceiling ``1 - 1/C`` for C balanced classes dotted.
 
     Curves are drawn on the first curve's layer axis. Returns the matplotlib Axes; with ``path`` the figure is
     saved as PNG (written atomically) and closed.
@@ -47,15 +48,18 @@ def plot_curves(
         if curve.null_mean is not None:
             ax.plot(x[: len(curve.layers)], curve.null_mean, ls="--", color=line.get_color(), alpha=0.6,
                     label=f"{label} (shuffled labels)" if label else "shuffled labels")
+    n_classes = curves[0].config.get("n_classes")
+    if n_classes:
+        ax.axhline(1 - 1 / n_classes, ls=":", color="grey", lw=1, label=f"ceiling 1 - 1/{n_classes}")
     ax.set_xticks(x, layers, rotation=60, ha="right", fontsize=8)
     ax.set_xlabel("layer")
     ax.set_ylabel("modularity Q")
     ax.grid(alpha=0.3)
     config = curves[0].config
     ax.set_title(title or f"modularity curve (k={config.get('k', '?')}, {config.get('samples_per_draw', '?')} "
-                 f"samples x {len(curves[0].values)} draws, mean +- std)", fontsize=10)
-    if labels or any(c.null_mean is not None for c in curves):
-        ax.legend(fontsize=8)
+                 f"samples x {len(curves[0].values)} draws, mean ± std)", fontsize=10)
+    if labels or n_classes or any(c.null_mean is not None for c in curves):
+        ax.legend(fontsize=8, loc="best")
     if path is not None:
         fig = ax.figure
         fig.tight_layout()

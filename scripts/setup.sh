@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up .venv for layermod: the pinned CPU build of torch first (a bare `torch` requirement would pull a
+# multi-GB CUDA build), then layermod itself with the extras named in $1 (e.g. "test"), then Fashion-MNIST
+# from Debian's dataset-fashion-mnist package when it is missing and we may install it.
+# TORCH_SPEC overrides the torch requirement (e.g. TORCH_SPEC=torch for a GPU machine with internet).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+if [ ! -x .venv/bin/python ]; then
+  "${PYTHON:-python3}" -m venv .venv
+fi
+pip_install() { .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@"; }
+pip_install "${TORCH_SPEC:-torch==2.13.0}"
+pip_install -e ".${extras:+[$extras]}"
+if [ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] && [ "$(id -u)" = 0 ] \
+   && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
+    || echo "setup: could not install dataset-fashion-mnist; layermod will look elsewhere or download it" >&2
+fi

@@ -1,0 +1,120 @@
+"""Turn the strings a user types (model and data specifications) into objects.
+
+Model specification, one of:
+
+* a registered architecture name (``layermod.models.available()``), built with the given arguments and, with
+  weights, loaded from a ``.safetensors`` file;
+* ``package.module:function`` (or ``path/to/file.py:function``), an importable callable returning an
+  ``nn.Module``; weights, if given, are loaded into it;
+* nothing, with a weights file whose JSON sidecar names the architecture (a layermod checkpoint).
+
+Data specification, one of: a dataset name (``layermod.data.DATASETS``), a ``.npz`` file holding arrays ``X``
+(N, ...) and ``y`` (N,) (read without pickle), or ``module:function`` returning a torch ``Dataset`` or an
+``(X, y)`` pair.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import models
+from .checkpoint import load_checkpoint, load_weights, read_sidecar
+from .data import DATASETS, as_dataset, load_dataset
+from .errors import DatasetError, ModelError
+
+__all__ = ["import_object", "resolve_model", "resolve_data"]
+
+
+def import_object(spec: str, error: type[Exception] = ModelError) -> object:
+    """The object named by ``"module.path:attr"`` or ``"file.py:attr"``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise error(f"cannot read {spec!r}; write it as module.path:function or file.py:function")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise error(f"no file {module_name}; check the path in {spec!r}")
+            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise error(f"cannot import {module_name!r} ({err}); check the name and that it is installed") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise error(f"{module_name!r} has no attribute {attr!r}") from None
+
+
+def resolve_model(
+    spec: str | None,
+    weights: str | os.PathLike | None = None,
+    arch_args: dict | None = None,
+) -> tuple[nn.Module, dict]:
+    """Build the model a user named.
+
+    Args:
+        spec: architecture name, ``module:function``, or None to take the architecture from the weights' sidecar.
+        weights: a ``.safetensors`` file, optional.
+        arch_args: keyword arguments for a registered architecture (num_classes, in_channels, width, ...).
+
+    Returns:
+        (model in eval mode, description dict for the run's config).
+    """
+    arch_args = {k: v for k, v in (arch_args or {}).items() if v is not None}
+    if spec is None:
+        if weights is None:
+            raise ModelError("no model given; pass --model NAME or module:function, or --weights of a layermod checkpoint")
+        model, meta = load_checkpoint(weights)
+        return model, {"model": meta.get("arch"), "arch_args": meta.get("arch_args", {}), "weights": str(weights)}
+    if ":" in spec:
+        factory = import_object(spec)
+        if not callable(factory):
+            raise ModelError(f"{spec!r} is not callable; point at a function that returns an nn.Module")
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"{spec!r} returned {type(model).__name__}, not an nn.Module")
+        description = {"model": spec}
+    else:
+        if weights is not None and Path(weights).with_suffix(".json").is_file():
+            sidecar = read_sidecar(weights)
+            if sidecar.get("arch") not in (None, spec):
+                raise ModelError(f"weights {weights} are for {sidecar['arch']!r}, not {spec!r}; drop --model or fix it")
+            arch_args = {**sidecar.get("arch_args", {}), **arch_args}
+        model = models.create(spec, **arch_args)
+        description = {"model": spec, "arch_args": arch_args}
+    if weights is not None:
+        load_weights(model, weights)
+        description["weights"] = str(weights)
+    return model.eval(), description
+
+
+def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | None = None):
+    """Load the dataset a user named; returns (torch Dataset, description dict for the run's config)."""
+    if spec in DATASETS:
+        return load_dataset(spec, split=split, data_dir=data_dir), {"dataset": spec, "split": split}
+    if spec.endswith(".npz"):
+        try:
+            with np.load(spec, allow_pickle=False) as arrays:
+                x, y = arrays["X"], arrays["y"]
+        except (OSError, ValueError) as err:
+            raise DatasetError(f"cannot read {spec} ({err}); it must be a .npz file with arrays X and y") from None
+        except KeyError:
+            raise DatasetError(f"{spec} lacks array X or y; save it with np.savez(path, X=..., y=...)") from None
+        return as_dataset((torch.from_numpy(x).float(), torch.from_numpy(y))), {"dataset": spec}
+    if ":" in spec:
+        loaded = import_object(spec, error=DatasetError)
+        return as_dataset(loaded() if callable(loaded) else loaded), {"dataset": spec}
+    raise DatasetError(f"unknown dataset {spec!r}; use one of {', '.join(DATASETS)}, a .npz file or module:function")

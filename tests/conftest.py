@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import pytest
+
+from layermod import data as D
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """No LAYERMOD_DATA, no system copy, an empty cache and no network for the loaders."""
+    monkeypatch.delenv("LAYERMOD_DATA", raising=False)
+    monkeypatch.setitem(D._SYSTEM_DIRS, "fashion-mnist", tmp_path / "no-system-copy")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def no_network(url, dest):
+        raise AssertionError(f"unexpected download of {url}")
+
+    monkeypatch.setattr(D, "_download_file", no_network)
+    return tmp_path

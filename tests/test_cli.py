@@ -1,0 +1,182 @@
+"""Every CLI command end to end on tiny inputs, and every bad input as one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from layermod import models
+from layermod.checkpoint import save_checkpoint
+from layermod.cli import main
+from idx_files import write_mnist_like
+
+
+@pytest.fixture
+def blobs_npz(tmp_path):
+    """A .npz dataset of 4 separated classes, 30 samples each, as 1x4x4 images."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30)
+    x = (rng.normal(size=(4, 16)) * 3)[y] + 0.3 * rng.normal(size=(120, 16))
+    path = tmp_path / "blobs.npz"
+    np.savez(path, X=x.reshape(-1, 1, 4, 4).astype(np.float32), y=y)
+    return path
+
+
+@pytest.fixture
+def user_model_file(tmp_path):
+    """A model defined outside layermod and its tests' modules: a residual MLP in its own file."""
+    path = tmp_path / "user_model.py"
+    path.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        class Residual(nn.Module):
+            def __init__(self, dim):
+                super().__init__()
+                self.fc = nn.Linear(dim, dim)
+
+            def forward(self, x):
+                return x + torch.relu(self.fc(x))
+
+        def build():
+            torch.manual_seed(0)
+            return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), Residual(12), Residual(12), nn.Linear(12, 4))
+    """))
+    return path
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    """The layermod command in a subprocess: (exit status, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "layermod.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "LAYERMOD_DEBUG": ""}, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_curve_on_a_user_model_writes_json_csv_png(tmp_path, blobs_npz, user_model_file):
+    out = tmp_path / "run"
+    status = main(["curve", "--model", f"{user_model_file}:build", "--dataset", str(blobs_npz), "--n-per-class", "10",
+                   "--repeats", "3", "--null", "5", "--out", str(out), "--quiet"])
+    assert status == 0
+    data = json.loads((out / "curve.json").read_text())
+    assert data["layers"] == ["1", "2", "3"]  # stem + both residual blocks
+    assert np.array(data["values"]).shape == (3, 3)
+    assert data["config"]["model"] == f"{user_model_file}:build"
+    assert data["config"]["dataset"] == str(blobs_npz)
+    assert data["config"]["n_per_class"] == 10 and data["config"]["null_permutations"] == 5
+    assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((out / "curve.csv").read_text().splitlines()) == 4
+
+
+def test_curve_from_a_checkpoint_with_sidecar(tmp_path, blobs_npz, capsys):
+    model = models.create("mlp", num_classes=4, in_channels=1, width=0.1, input_size=16, depth=2)
+    weights = save_checkpoint(model, tmp_path / "ckpt" / "best.safetensors",
+                              {"arch": "mlp", "arch_args": {"num_classes": 4, "in_channels": 1, "width": 0.1,
+                                                            "input_size": 16, "depth": 2}})
+    status = main(["curve", "--weights", str(weights), "--dataset", str(blobs_npz), "--layers", "0,-1",
+                   "--n-per-class", "8", "--repeats", "2", "--out", str(tmp_path / "run")])
+    assert status == 0
+    table = capsys.readouterr().out
+    curve = json.loads((tmp_path / "run" / "curve.json").read_text())
+    assert len(curve["layers"]) == 2
+    assert all(name in table for name in curve["layers"])
+    assert curve["config"]["model"] == "mlp" and curve["config"]["layers"] == [0, -1]
+
+
+def test_layers_lists_modules_shapes_and_auto_points(user_model_file, capsys):
+    assert main(["layers", "--model", f"{user_model_file}:build", "--input-shape", "1,4,4"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[1] if line[:4].strip() else line.split()[0]: line for line in out.splitlines()[1:] if line}
+    assert lines["2"].split()[0] == "1" and lines["2"].rstrip().endswith("12")
+    assert "2.fc" in out and "3 auto points" in out
+
+
+def test_demo_end_to_end_on_tiny_fashion_mnist_files(tmp_path, monkeypatch):
+    data = tmp_path / "fmnist"
+    write_mnist_like(data, n_train=200, n_test=1000)
+    out, cache = tmp_path / "demo", tmp_path / "cache"
+    args = ["demo", "--data-dir", str(data), "--cache-dir", str(cache), "--out", str(out), "--epochs", "1", "--quiet"]
+    assert main(args) == 0
+    curve = json.loads((out / "curve.json").read_text())
+    assert curve["config"]["samples_per_draw"] == 1000 and len(curve["values"]) == 5
+    assert len(curve["z"]) == len(curve["layers"]) >= 5
+    weights = list(cache.rglob("*.safetensors"))
+    assert len(weights) == 1
+    stamp = weights[0].stat().st_mtime_ns
+    assert main(args) == 0  # second run reuses the cached model
+    assert weights[0].stat().st_mtime_ns == stamp
+    assert json.loads((out / "curve.json").read_text())["values"] == curve["values"]
+
+
+def one_line_error(status: int, stdout: str, stderr: str, *fragments: str) -> None:
+    assert status == 2, (stdout, stderr)
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("layermod: error:"), stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path, blobs_npz, user_model_file):
+    model = f"{user_model_file}:build"
+    curve = ["curve", "--model", model, "--dataset", str(blobs_npz), "--n-per-class", "5", "--repeats", "1"]
+    out = ["--out", str(tmp_path / "out")]
+    one_line_error(*run(*curve, "--k", "20", *out), "k=20", "lower k")
+    one_line_error(*run(*curve, "--n-per-class", "50", *out), "class 0 has 30 samples", "lower n_per_class")
+    one_line_error(*run(*curve, "--layers", "2.fx", *out), "no layer named '2.fx'", "2.fc")
+    one_line_error(*run("curve", "--model", "no_such_module:build", "--dataset", str(blobs_npz), *out), "cannot import")
+    one_line_error(*run("curve", "--model", "vgg99", "--dataset", str(blobs_npz), *out), "vgg99", "mlp")
+    one_line_error(*run("curve", "--model", "smallcnn", "--dataset", "fashion-mnist", "--data-dir",
+                        str(tmp_path / "nowhere"), *out), "--data-dir")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line_error(*run(*curve, "--out", str(blocker / "sub")), "cannot write")
+    assert not (tmp_path / "out").exists()  # nothing half-written by the failed runs
+
+
+def test_nan_features_and_single_class_data(tmp_path, user_model_file):
+    x = np.ones((20, 1, 4, 4), np.float32)
+    x[::2] = np.nan  # every sample of class 0
+    np.savez(tmp_path / "nan.npz", X=x, y=np.arange(20) % 2)
+    np.savez(tmp_path / "one.npz", X=np.ones((20, 16), np.float32), y=np.zeros(20, int))
+    base = ["curve", "--model", f"{user_model_file}:build", "--n-per-class", "4", "--repeats", "1", "--out",
+            str(tmp_path / "out")]
+    one_line_error(*run(*base, "--dataset", str(tmp_path / "nan.npz")), "layer '1'", "NaN")
+    one_line_error(*run(*base, "--dataset", str(tmp_path / "one.npz")), "2 classes")
+
+
+def test_weights_that_do_not_match_the_architecture(tmp_path, blobs_npz):
+    small = models.create("mlp", num_classes=4, width=0.1, input_size=16, depth=2)
+    weights = save_checkpoint(small, tmp_path / "w.safetensors", {"arch": "mlp", "arch_args": {}})
+    (tmp_path / "w.json").unlink()
+    one_line_error(*run("curve", "--model", "mlp", "--num-classes", "4", "--weights", str(weights), "--dataset",
+                        str(blobs_npz), "--out", str(tmp_path / "o")), "do not match")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    one_line_error(*run("curve", "--model", "mlp", "--weights", str(tmp_path / "bad.safetensors"), "--dataset",
+                        str(blobs_npz), "--out", str(tmp_path / "o")), "bad.safetensors")
+
+
+def test_corrupt_dataset_file(tmp_path, user_model_file):
+    data = tmp_path / "fm"
+    write_mnist_like(data)
+    (data / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bgarbage")
+    one_line_error(*run("curve", "--model", f"{user_model_file}:build", "--dataset", "fashion-mnist", "--data-dir",
+                        str(data), "--out", str(tmp_path / "o")), "t10k-images-idx3-ubyte.gz")
+
+
+def test_help_of_every_command():
+    for command in ("layers", "curve", "demo"):
+        status, stdout, _ = run(command, "--help")
+        assert status == 0 and "--" in stdout and command in stdout
+
+
+def test_model_that_does_not_fit_the_data(tmp_path, blobs_npz):
+    path = tmp_path / "m.py"
+    path.write_text("from torch import nn\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(99, 3))\n")
+    one_line_error(*run("curve", "--model", f"{path}:build", "--dataset", str(blobs_npz), "--n-per-class", "5", "--out",
+                        str(tmp_path / "o")), "check that the data fit the model")
