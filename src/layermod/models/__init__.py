@@ -103,4 +103,4 @@ def _qualname(fn: Builder) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-from . import small  # noqa: F401  (registers the built-in models)
+from . import resnet, small, vgg  # noqa: F401  (registers the built-in models)

@@ -1,0 +1,146 @@
+"""CIFAR-style VGG with batch norm: ``"vgg11"``, ``"vgg13"``, ``"vgg16"``, ``"vgg19"``.
+
+The common CIFAR variant of Simonyan & Zisserman's VGG (configurations A, B, D, E) with a BatchNorm after every
+convolution: five stages of ``Conv3x3(padding 1) -> BatchNorm -> ReLU`` units separated by 2x2 max-pools, then
+global average pooling and one linear classifier (no 4096-wide fully connected layers). VGG16 for CIFAR-10 has
+14,724,042 parameters (14.7M).
+
+Structure (the same as ``"smallcnn"``), which pruning code relies on:
+
+* ``model.features`` is an ``nn.Sequential`` with **one child per entry of** ``model.cfg``: an int ``c`` becomes a
+  unit ``nn.Sequential(conv=Conv2d(3x3, no bias), bn=BatchNorm2d, relu=ReLU)`` with ``round(c * width)`` outputs,
+  ``"M"`` becomes ``MaxPool2d(2, ceil_mode=True)``. So ``features[i]`` is ``cfg[i]``: removing the unit
+  ``features.i`` from a model means rebuilding it with ``cfg`` minus entry ``i`` (and the same ``width``).
+* ``model.pool`` (``AdaptiveAvgPool2d(1)``), ``model.flatten``, ``model.classifier`` (the final ``nn.Linear``).
+
+Decisions, on purpose:
+
+* **Any input size.** The pools use ``ceil_mode=True`` so a side of odd length rounds up instead of down:
+  28x28 Fashion-MNIST images go 28 -> 14 -> 7 -> 4 -> 2 -> 1 through the five pools (with plain ``MaxPool2d(2)``
+  7 -> 3 -> 1 -> 0 fails), 32x32 CIFAR images go 32 -> 16 -> 8 -> 4 -> 2 -> 1 exactly as usual. Any size runs;
+  8x8 or more is the intended range.
+* **Measurement points.** ``layers="auto"`` picks every convolution's output (8 / 10 / 13 / 16 points).
+* **No conv bias, no in-place ReLU.** The BatchNorm after each conv makes a conv bias redundant; a forward hook
+  on a conv or batch-norm output must see that output, not the tensor a following in-place ReLU overwrote.
+* **Init.** Kaiming-normal (fan-out, ReLU) conv weights, BatchNorm weight 1 and bias 0, PyTorch's default for the
+  classifier.
+* **``cfg`` override.** ``cfg`` is a list of ints (base channel counts, multiplied by ``width``) and ``"M"``; it
+  replaces the named depth's configuration so a pruned VGG can be rebuilt from its checkpoint's ``arch_args``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from . import register, scaled
+from .small import conv_unit
+
+__all__ = ["CONFIGS", "VGG", "vgg11", "vgg13", "vgg16", "vgg19"]
+
+Cfg = Sequence[int | str]
+
+CONFIGS: dict[int, tuple[int | str, ...]] = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
+
+
+class VGG(nn.Module):
+    """VGG-BN: conv units and max-pools as listed in ``cfg``, global average pooling, a linear classifier.
+
+    Input (B, in_channels, H, W), any H, W >= 1 (8 or more intended); output (B, num_classes) logits.
+
+    Attributes:
+        cfg: the configuration as built (a list; ints are base channel counts before ``width``).
+        width: the channel multiplier.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        width: float = 1.0,
+        cfg: Cfg = CONFIGS[16],
+    ) -> None:
+        super().__init__()
+        self.cfg = check_cfg(cfg)
+        self.width = float(width)
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for entry in self.cfg:
+            if entry == "M":
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            else:
+                out = scaled(entry, width)
+                layers.append(conv_unit(channels, out))
+                channels = out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(channels, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.pool(self.features(x))))
+
+
+def check_cfg(cfg: Cfg) -> list[int | str]:
+    """``cfg`` as a list of ints >= 1 and ``"M"`` with at least one int; :class:`ModelError` otherwise."""
+    if isinstance(cfg, (str, bytes)):
+        raise ModelError(f"cfg={cfg!r} must be a list of channel counts and 'M' (max-pool), e.g. [64, 'M', 128, 'M']")
+    try:
+        values = list(cfg)
+    except TypeError:
+        raise ModelError(
+            f"cfg={cfg!r} must be a list of channel counts and 'M' (max-pool), e.g. [64, 'M', 128, 'M']"
+        ) from None
+    out: list[int | str] = []
+    for value in values:
+        if isinstance(value, str) and value.strip().upper() == "M":
+            out.append("M")
+        elif not isinstance(value, bool) and isinstance(value, int) and value >= 1:
+            out.append(int(value))
+        else:
+            raise ModelError(f"cfg entry {value!r} is neither a channel count >= 1 nor 'M' (max-pool); fix cfg={values!r}")
+    if not any(v != "M" for v in out):
+        raise ModelError(f"cfg={values!r} has no convolution; give at least one channel count")
+    return out
+
+
+def _build(depth: int, num_classes: int, in_channels: int, width: float, cfg: Cfg | None) -> VGG:
+    return VGG(num_classes, in_channels, width, cfg=CONFIGS[depth] if cfg is None else cfg)
+
+
+@register("vgg11")
+def vgg11(num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
+    """VGG11-BN, CIFAR style (8 convs); ``cfg`` overrides the configuration. See :class:`VGG`."""
+    return _build(11, num_classes, in_channels, width, cfg)
+
+
+@register("vgg13")
+def vgg13(num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
+    """VGG13-BN, CIFAR style (10 convs); ``cfg`` overrides the configuration. See :class:`VGG`."""
+    return _build(13, num_classes, in_channels, width, cfg)
+
+
+@register("vgg16")
+def vgg16(num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
+    """VGG16-BN, CIFAR style (13 convs); ``cfg`` overrides the configuration. See :class:`VGG`."""
+    return _build(16, num_classes, in_channels, width, cfg)
+
+
+@register("vgg19")
+def vgg19(num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
+    """VGG19-BN, CIFAR style (16 convs); ``cfg`` overrides the configuration. See :class:`VGG`."""
+    return _build(19, num_classes, in_channels, width, cfg)
