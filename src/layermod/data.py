@@ -1,9 +1,11 @@
 """Labelled image datasets and class-balanced sample draws.
 
-Three built-in datasets are known by name: ``"fashion-mnist"`` and ``"mnist"`` (28x28 grey images read
-from IDX files) and ``"digits"`` (scikit-learn's 8x8 digits). Any torch ``Dataset`` of ``(x, y)`` pairs or an
-``(X, y)`` pair of tensors/arrays can be used instead; :func:`dataset_labels`, :func:`gather` and
-:func:`as_dataset` accept all three forms.
+Built-in datasets known by name: ``"fashion-mnist"`` and ``"mnist"`` (28x28 grey images read from IDX
+files), ``"digits"`` (scikit-learn's 8x8 digits) and ``"cifar10"``/``"cifar100"`` (32x32 colour images,
+read by :mod:`layermod.cifar`); ``"folder:PATH"`` loads a folder of one subfolder of images per class
+(:mod:`layermod.imagefolder`). Any torch ``Dataset`` of ``(x, y)`` pairs or an ``(X, y)`` pair of
+tensors/arrays can be used instead; :func:`dataset_labels`, :func:`gather` and :func:`as_dataset` accept all
+three forms.
 
 Decisions, on purpose:
 
@@ -55,7 +57,7 @@ __all__ = [
     "as_dataset",
 ]
 
-DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "digits")
+DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "digits", "cifar10", "cifar100")
 
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -168,25 +170,39 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
 ) -> ArrayDataset:
-    """Load a built-in dataset split as normalised float32 images.
+    """Load a built-in dataset split, or an image folder, as normalised float32 images.
 
     Args:
-        name: one of :data:`DATASETS` (case-insensitive).
-        split: ``"train"`` or ``"test"``.
-        data_dir: folder holding the IDX files (or a ``<name>`` subfolder of it); when given, the only
-            place searched. Ignored for ``"digits"``.
-        download: fetch missing IDX files into the per-user cache when no copy is found.
+        name: one of :data:`DATASETS` (case-insensitive), or ``"folder:PATH"`` for an image folder
+            (see :func:`layermod.imagefolder.load_image_folder`).
+        split: ``"train"`` or ``"test"``; for a folder, the split subfolder to load when it has any.
+        data_dir: folder holding the IDX files or the CIFAR folder/archive (or a ``<name>`` subfolder of it);
+            when given, the only place searched. Ignored for ``"digits"`` and folders.
+        download: fetch missing IDX files or the CIFAR archive into the per-user cache when no copy is found.
 
     Returns:
-        :class:`ArrayDataset` with data (N, 1, 28, 28) for fashion-mnist/mnist, (N, 1, 8, 8) for digits.
+        :class:`ArrayDataset` with data (N, 1, 28, 28) for fashion-mnist/mnist, (N, 1, 8, 8) for digits,
+        (N, 3, 32, 32) for cifar10/cifar100, (N, C, H, W) for a folder.
     """
+    if str(name)[:7].lower() == "folder:":
+        # imported here: layermod.imagefolder builds on this module
+        from .imagefolder import load_image_folder
+
+        return load_image_folder(str(name)[7:], split)
     key = str(name).lower()
     if key not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+        raise DatasetError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}, or folder:PATH for an image folder"
+        )
     if split not in _SPLIT_FILES:
         raise DatasetError(f"unknown split {split!r} for {key}; use 'train' or 'test'")
     if key == "digits":
         return _load_digits(split)
+    if key in ("cifar10", "cifar100"):
+        # imported here: layermod.cifar builds on this module
+        from .cifar import load_cifar
+
+        return load_cifar(key, split, data_dir, download)
 
     folder = _locate(key, split, data_dir, download)
     images_path, labels_path = (_idx_path(folder, stem) for stem in _SPLIT_FILES[split])

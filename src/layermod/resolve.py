@@ -8,7 +8,8 @@ Model specification, one of:
   ``nn.Module``; weights, if given, are loaded into it;
 * nothing, with a weights file whose JSON sidecar names the architecture (a layermod checkpoint).
 
-Data specification, one of: a dataset name (``layermod.data.DATASETS``), a ``.npz`` file holding arrays ``X``
+Data specification, one of: a dataset name (``layermod.data.DATASETS``), ``folder:PATH`` (one folder of images
+per class, optionally under train/ and test/), a ``.npz`` file holding arrays ``X``
 (N, ...) and ``y`` (N,) (read without pickle), or ``module:function`` returning a torch ``Dataset`` or an
 ``(X, y)`` pair.
 """
@@ -103,7 +104,7 @@ def resolve_model(
 
 def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | None = None):
     """Load the dataset a user named; returns (torch Dataset, description dict for the run's config)."""
-    if spec in DATASETS:
+    if spec in DATASETS or spec.startswith("folder:"):
         return load_dataset(spec, split=split, data_dir=data_dir), {"dataset": spec, "split": split}
     if spec.endswith(".npz"):
         try:
@@ -117,4 +118,6 @@ def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | N
     if ":" in spec:
         loaded = import_object(spec, error=DatasetError)
         return as_dataset(loaded() if callable(loaded) else loaded), {"dataset": spec}
-    raise DatasetError(f"unknown dataset {spec!r}; use one of {', '.join(DATASETS)}, a .npz file or module:function")
+    raise DatasetError(
+        f"unknown dataset {spec!r}; use one of {', '.join(DATASETS)}, folder:PATH, a .npz file or module:function"
+    )
