@@ -43,6 +43,7 @@ from torch import nn
 
 from ..errors import ModelError
 from . import register, scaled
+from .small import kaiming_init
 
 __all__ = [
     "BasicBlock",
@@ -169,12 +170,7 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        kaiming_init(self)
 
     def stages(self) -> list[nn.Sequential]:
         """``[layer1, ..., layerK]``."""

@@ -28,7 +28,7 @@ from torch import nn
 from ..errors import ModelError
 from . import register, scaled
 
-__all__ = ["MLP", "SmallCNN", "conv_unit", "mlp", "smallcnn"]
+__all__ = ["MLP", "SmallCNN", "conv_unit", "kaiming_init", "mlp", "smallcnn"]
 
 CNN_BASE_WIDTH = 16
 MLP_BASE_WIDTH = 256
@@ -43,6 +43,16 @@ def conv_unit(in_channels: int, out_channels: int) -> nn.Sequential:
             relu=nn.ReLU(),
         )
     )
+
+
+def kaiming_init(model: nn.Module) -> None:
+    """He-normal (fan-out) weights for every ``Conv2d``; weight 1 and bias 0 for every ``BatchNorm2d``."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 class SmallCNN(nn.Module):

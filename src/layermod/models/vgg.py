@@ -37,7 +37,7 @@ from torch import nn
 
 from ..errors import ModelError
 from . import register, scaled
-from .small import conv_unit
+from .small import conv_unit, kaiming_init
 
 __all__ = ["CONFIGS", "VGG", "vgg11", "vgg13", "vgg16", "vgg19"]
 
@@ -84,12 +84,7 @@ class VGG(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.classifier = nn.Linear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.flatten(self.pool(self.features(x))))
