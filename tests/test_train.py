@@ -182,7 +182,7 @@ def test_single_sample_last_batch_is_skipped(n, batch_size, steps):
 @pytest.mark.parametrize(
     "field, value",
     [("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("lr", float("inf")), ("momentum", 1.0),
-     ("weight_decay", -1.0), ("schedule", "step"), ("num_workers", -1), ("epochs", 2.5)],
+     ("weight_decay", -1.0), ("schedule", "linear"), ("num_workers", -1), ("epochs", 2.5)],
 )
 def test_bad_config(field, value):
     config = TrainConfig(**{field: value})

@@ -2,19 +2,32 @@
 
 Every command reports bad input as one line on stderr and exits with status 2 (1 for an unexpected internal
 error, 130 when interrupted); set ``LAYERMOD_DEBUG=1`` to see tracebacks.
+
+``train`` builds registered architectures only, so that its checkpoints rebuild from their sidecars; the number
+of classes and input channels default to the training data's, and ``--arch-arg KEY=VALUE`` passes any other
+builder argument (the value read as JSON when it parses, else as a string). Its training flags default to
+``None`` so that a flag given explicitly overrides either preset (the small CPU one or ``--paper``).
+``eval`` takes the architecture and, unless given, the dataset from the checkpoint's sidecar.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import LayermodError
+from .errors import DatasetError, LayermodError, ModelError
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from .train import TrainConfig
 
 __all__ = ["main", "build_parser"]
 
@@ -53,7 +66,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 def _add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", required=required,
-                       help="fashion-mnist, mnist, digits, a .npz file with arrays X and y, or module:function")
+                       help="fashion-mnist, mnist, digits, cifar10, cifar100, folder:PATH (one folder per class), "
+                       "a .npz file with arrays X and y, or module:function")
     group.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
     group.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache)")
 
@@ -63,12 +77,15 @@ def _load_model(args: argparse.Namespace):
 
     arch_args = {"num_classes": args.num_classes, "in_channels": args.in_channels, "width": args.width}
     model, description = resolve_model(args.model, args.weights, arch_args)
-    try:
-        device = torch.device(args.device)
-        model.to(device)
-    except (RuntimeError, AssertionError) as err:
-        raise LayermodError(f"cannot use device {args.device!r} ({err}); pass --device cpu") from None
+    _to_device(model, args.device)
     return model, description
+
+
+def _to_device(model: torch.nn.Module, device: str) -> None:
+    try:
+        model.to(torch.device(device))
+    except (RuntimeError, AssertionError) as err:
+        raise LayermodError(f"cannot use device {device!r} ({err}); pass --device cpu") from None
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -135,6 +152,270 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+
+_TRAIN_FLAGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "milestones", "gamma", "seed")
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    """The preset (``--paper`` or the small CPU defaults) with every explicitly given flag on top; validated."""
+    from dataclasses import replace
+
+    from .augment import augmentation_for
+    from .train import PAPER_RECIPE, TrainConfig
+
+    given = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+    if args.workers is not None:
+        given["num_workers"] = args.workers
+    if "milestones" in given and "schedule" not in given:
+        given["schedule"] = "step"
+    if given.get("schedule", "step") != "step" and "milestones" not in given:
+        given["milestones"] = ()
+    augment = args.augment if args.augment is not None else augmentation_for(args.dataset)
+    config = replace(PAPER_RECIPE if args.paper else TrainConfig(), **given, augment=augment)
+    config.validate()
+    return config
+
+
+def _arch_args(args: argparse.Namespace, train_set: Dataset) -> dict:
+    """Builder arguments: the flags, else the number of classes and channels of the training data."""
+    from .data import dataset_labels, gather
+
+    num_classes = args.num_classes
+    if num_classes is None:
+        classes = getattr(train_set, "classes", None)
+        num_classes = len(classes) if classes else int(dataset_labels(train_set).max()) + 1
+    in_channels = args.in_channels
+    if in_channels is None:
+        example, _ = gather(train_set, [0])
+        in_channels = int(example.shape[1]) if example.ndim >= 3 else 1
+    width = args.width if args.width is not None else 1.0
+    return {"num_classes": num_classes, "in_channels": in_channels, "width": width, **dict(args.arch_arg or [])}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a registered architecture; write DIR/metrics.csv, last.*, best.* (and dynamics.* with --track-every)."""
+    from . import models
+    from .checkpoint import read_sidecar
+    from .dynamics import TrackConfig
+    from .fileio import check_writable_dir
+    from .resolve import resolve_data
+    from .train import balanced_subset, fit
+
+    check_writable_dir(args.out)
+    arch = args.model.strip().lower()
+    if arch not in models.available():
+        if ":" in args.model:
+            raise ModelError(f"train builds registered architectures (their checkpoints rebuild from the sidecar), "
+                             f"not {args.model!r}; available: {', '.join(models.available())}")
+        models.create(arch)  # an unknown name: raises ModelError listing the available ones
+    config = _train_config(args)
+    train_set, train_description = resolve_data(args.dataset, "train", args.data_dir)
+    if args.test_dataset is not None:
+        test_spec = args.test_dataset
+    elif "split" in train_description:
+        test_spec = args.dataset
+    else:
+        raise DatasetError(f"{args.dataset} has no test split; pass --test-dataset with held-out data")
+    test_set, _ = resolve_data(test_spec, "test", args.data_dir)
+    normalization = getattr(train_set, "normalization", None) or {}
+    if args.subset is not None:
+        train_set = balanced_subset(train_set, args.subset, config.seed)
+    arch_args = _arch_args(args, train_set)
+    torch.manual_seed(config.seed)
+    model = models.create(arch, **arch_args)
+    _to_device(model, args.device)
+    track = None
+    if args.track_every:
+        track = TrackConfig(every=args.track_every, per_class=args.probe_per_class, repeats=args.probe_repeats,
+                            k=args.k, seed=args.probe_seed)
+    meta = {"arch": arch, "arch_args": arch_args, "dataset": args.dataset, "test_dataset": test_spec,
+            "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None, "subset": args.subset,
+            "train_size": len(train_set), "test_size": len(test_set), "normalization": normalization,
+            "device": args.device}
+    resumable = args.resume and os.path.isfile(os.path.join(args.out, "last.json"))
+    before = read_sidecar(os.path.join(args.out, "last.safetensors")).get("epoch", 0) if resumable else 0
+    history = fit(model, train_set, test_set, config, args.out, meta, track, resume=args.resume,
+                  progress=not args.quiet)
+    last = history[-1]
+    if last["epoch"] <= before:
+        print(f"nothing to train: {args.out} already holds {last['epoch']} epochs (--epochs {config.epochs}); "
+              "raise --epochs to train longer")
+        return 0
+    best = max(history, key=lambda row: row["test_acc"])
+    files = "last.safetensors, best.safetensors, metrics.csv" + (", dynamics.json, dynamics.png" if track else "")
+    print(f"trained epochs {before + 1}-{last['epoch']}: test accuracy {last['test_acc']:.4f} (best "
+          f"{best['test_acc']:.4f} at epoch {best['epoch']}); wrote {files} in {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Accuracy of a layermod checkpoint (architecture from its sidecar; dataset too unless given)."""
+    from .checkpoint import load_checkpoint
+    from .fileio import atomic_path, check_writable_dir, ensure_writable_dir
+    from .resolve import resolve_data
+    from .train import check_model_fits, evaluate
+
+    if args.out:
+        check_writable_dir(args.out)
+    model, meta = load_checkpoint(args.weights)
+    _to_device(model, args.device)
+    spec, data_dir = args.dataset, args.data_dir
+    if spec is None:
+        spec = meta.get("test_dataset") or meta.get("dataset")
+        if not isinstance(spec, str) or not spec:
+            raise DatasetError(f"the sidecar of {args.weights} names no dataset; pass --dataset")
+        data_dir = data_dir if data_dir is not None else meta.get("data_dir")
+    dataset, description = resolve_data(spec, args.split, data_dir)
+    check_model_fits(model, dataset, spec)
+    accuracy = evaluate(model, dataset, batch_size=args.batch_size)
+    n = len(dataset)
+    correct = round(accuracy * n)
+    where = f"{spec} ({description['split']} split)" if "split" in description else spec
+    print(f"accuracy {accuracy:.4f} ({correct}/{n}) of {args.weights} on {where}")
+    if args.out:
+        result = {"weights": str(args.weights), "arch": meta.get("arch"), "arch_args": meta.get("arch_args"),
+                  "epoch": meta.get("epoch"), "dataset": spec, "split": description.get("split"),
+                  "data_dir": data_dir, "accuracy": accuracy, "correct": correct, "n": n}
+        out = ensure_writable_dir(args.out)
+        with atomic_path(out / "eval.json") as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _arch_arg(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}; write KEY=VALUE, e.g. depth=2 or convs=[1,1,1]")
+    if key in ("num_classes", "in_channels", "width"):
+        raise argparse.ArgumentTypeError(f"pass {key} as --{key.replace('_', '-')}, not --arch-arg")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def _epochs_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}; write epochs separated by commas, e.g. 50,100") from None
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _positive_real(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _train_description() -> str:
+    from .train import PAPER_RECIPE, TrainConfig
+
+    def recipe(c: TrainConfig) -> str:
+        schedule = (f"x{c.gamma:g} after epochs {','.join(map(str, c.milestones))}" if c.schedule == "step"
+                    else f"{c.schedule} schedule")
+        return (f"{c.epochs} epochs, batch {c.batch_size}, lr {c.lr:g}, momentum {c.momentum:g}, weight decay "
+                f"{c.weight_decay:g}, {schedule}")
+
+    return (f"{cmd_train.__doc__}\n\n"
+            f"Defaults (small, for a CPU): {recipe(TrainConfig())}.\n"
+            f"--paper (Lu et al. 2022): {recipe(PAPER_RECIPE)}.\n"
+            "Flags given explicitly override either. Random crop (padding 4) and flip are on by default where the\n"
+            "dataset calls for them (CIFAR). To continue a run, repeat its command with --resume (only --epochs\n"
+            "may change).")
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    from .data import DATASETS
+    from .train import PAPER_RECIPE, TrainConfig
+
+    small, paper = TrainConfig(), PAPER_RECIPE
+    train = commands.add_parser("train", help="train a registered architecture with checkpoints and optional "
+                                "modularity tracking", description=_train_description(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = train.add_argument_group("model")
+    model.add_argument("--model", required=True, help="registered architecture name (see layermod.models)")
+    model.add_argument("--num-classes", type=_positive, help="classes (default: the training data's)")
+    model.add_argument("--in-channels", type=_positive, help="input channels (default: the training data's)")
+    model.add_argument("--width", type=_positive_real, help="width multiplier (default 1)")
+    model.add_argument("--arch-arg", type=_arch_arg, action="append", metavar="KEY=VALUE",
+                       help="another builder argument, repeatable (e.g. input_size=64, convs=[1,1,1])")
+    model.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
+
+    data = train.add_argument_group("data")
+    data.add_argument("--dataset", required=True, help=f"{', '.join(DATASETS)} or folder:PATH (train split for "
+                      "training, test split for evaluation), a .npz file with arrays X and y, or module:function")
+    data.add_argument("--test-dataset", help="held-out data (default: the test split of --dataset; required when "
+                      "--dataset has no splits)")
+    data.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache)")
+    data.add_argument("--subset", type=_positive, metavar="N", help="train on a class-balanced subset of N samples "
+                      "(N // classes per class, drawn with --seed), for quick CPU runs")
+    data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                      help="random crop (padding 4) and horizontal flip of training batches (default: on for the "
+                      "datasets that call for it, CIFAR)")
+
+    training = train.add_argument_group("training (SGD)")
+    training.add_argument("--paper", action="store_true", help="start from the paper's recipe instead of the small "
+                          "CPU defaults (see above)")
+    training.add_argument("--epochs", type=_positive, help=f"epochs (default {small.epochs}; --paper {paper.epochs})")
+    training.add_argument("--batch-size", type=_positive,
+                          help=f"samples per step (default {small.batch_size}; --paper {paper.batch_size})")
+    training.add_argument("--lr", type=_positive_real, help=f"peak learning rate (default {small.lr:g}; --paper "
+                          f"{paper.lr:g})")
+    training.add_argument("--momentum", type=float, help=f"SGD momentum (default {small.momentum:g}; --paper "
+                          f"{paper.momentum:g})")
+    training.add_argument("--weight-decay", type=float, help=f"L2 weight decay (default {small.weight_decay:g}; "
+                          f"--paper {paper.weight_decay:g})")
+    training.add_argument("--schedule", choices=["cosine", "step", "constant"],
+                          help=f"learning-rate schedule (default {small.schedule}; --paper {paper.schedule}; "
+                          "step when only --milestones is given)")
+    training.add_argument("--milestones", type=_epochs_list, metavar="E1,E2",
+                          help="epochs after which the step schedule multiplies the rate by --gamma (--paper "
+                          f"{','.join(map(str, paper.milestones))}); each below --epochs")
+    training.add_argument("--gamma", type=float, help=f"factor of the step schedule (default {paper.gamma:g})")
+    training.add_argument("--seed", type=int, help=f"seed of the initial weights, shuffling, augmentation and "
+                          f"--subset (default {small.seed})")
+    training.add_argument("--workers", type=_non_negative, help="DataLoader workers for datasets not held in memory (default 0)")
+
+    tracking = train.add_argument_group("modularity tracking")
+    tracking.add_argument("--track-every", type=_non_negative, default=0, metavar="N",
+                          help="measure the modularity curve every N epochs (and at epoch 0 and the last epoch) "
+                          "into DIR/dynamics.json and dynamics.png (default 0: off)")
+    tracking.add_argument("--probe-per-class", type=_positive, default=50,
+                          help="probe samples per class from the test split, per draw (default 50)")
+    tracking.add_argument("--probe-repeats", type=_positive, default=5, help="class-balanced probe draws (default 5)")
+    tracking.add_argument("--k", type=_positive, default=3, help="neighbours per sample (default 3, the paper's)")
+    tracking.add_argument("--probe-seed", type=int, default=0, help="seed of the probe draws (default 0)")
+
+    train.add_argument("--out", required=True, help="run directory for metrics.csv, last.*, best.*, dynamics.*")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from last.* (same settings; "
+                       "--epochs may grow)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    train.set_defaults(func=cmd_train)
+
+
+def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    evaluation = commands.add_parser("eval", help="accuracy of a layermod checkpoint", description=cmd_eval.__doc__)
+    evaluation.add_argument("--weights", required=True, help="checkpoint .safetensors with its JSON sidecar "
+                            "(e.g. DIR/best.safetensors written by train)")
+    evaluation.add_argument("--dataset", help="dataset (default: the sidecar's held-out data)")
+    evaluation.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
+    evaluation.add_argument("--data-dir", help="folder holding the dataset files (default: the sidecar's, else "
+                            "$LAYERMOD_DATA, system and cache)")
+    evaluation.add_argument("--batch-size", type=_positive, default=512, help="samples per forward pass (default 512)")
+    evaluation.add_argument("--device", default="cpu", help="torch device to run the model on (default cpu)")
+    evaluation.add_argument("--out", help="also write DIR/eval.json")
+    evaluation.set_defaults(func=cmd_eval)
+
+
 def _add_graph_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("measurement")
     group.add_argument("--layers", type=_layers, default="auto",
@@ -185,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retrain", action="store_true", help="train again even if cached weights exist")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
+
+    _add_train_parser(commands)
+    _add_eval_parser(commands)
     return parser
 
 
