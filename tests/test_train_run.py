@@ -14,13 +14,15 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import Dataset, Subset
 
+import layermod.fit as F
 import layermod.train as T
 from layermod import augment, models
 from layermod.checkpoint import load_checkpoint
 from layermod.cli import _train_config, build_parser, main
 from layermod.data import ArrayDataset
 from layermod.errors import DatasetError, TrainError
-from layermod.train import PAPER_RECIPE, TrainConfig, balanced_subset, evaluate, fit, lr_at
+from layermod.fit import fit
+from layermod.train import PAPER_RECIPE, TrainConfig, balanced_subset, evaluate, lr_at
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -214,13 +216,13 @@ def test_resume_detects_files_from_different_saves(tmp_path, data, capsys):
 
 
 def test_an_interrupt_while_saving_waits_for_the_epoch_to_be_saved(tmp_path, data, monkeypatch):
-    original = T._save_last
+    original = F._save_last
 
     def signalled(*args):
         signal.raise_signal(signal.SIGINT)  # held back until the epoch is saved
         original(*args)
 
-    monkeypatch.setattr(T, "_save_last", signalled)
+    monkeypatch.setattr(F, "_save_last", signalled)
     x, y = blobs(8, 1)
     dataset = ArrayDataset(torch.from_numpy(x), torch.from_numpy(y), list("0123"), "blobs")
     torch.manual_seed(0)

@@ -199,7 +199,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .dynamics import TrackConfig
     from .fileio import check_writable_dir
     from .resolve import resolve_data
-    from .train import balanced_subset, fit
+    from .fit import fit
+    from .train import balanced_subset
 
     check_writable_dir(args.out)
     arch = args.model.strip().lower()

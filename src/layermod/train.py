@@ -1,4 +1,4 @@
-"""Train and evaluate a classifier: in memory (:func:`train`) or as a resumable run on disk (:func:`fit`).
+"""Train and evaluate a classifier in memory; :mod:`layermod.fit` builds resumable runs on disk on top of it.
 
 SGD with momentum and weight decay, the learning rate set every step by a schedule, cross-entropy loss, one
 history row per epoch; :func:`train_epoch` and :func:`evaluate` are the building blocks of both.
@@ -27,92 +27,44 @@ Decisions, on purpose:
 * **Divergence.** A non-finite loss stops training with :class:`TrainError` (lower the learning rate) rather
   than silently producing NaN weights.
 * **Device.** Batches go to the device of the model's first parameter; the model is left in eval mode.
-
-A run on disk (:func:`fit`) writes into its directory:
-
-* ``metrics.csv``: one row per epoch, columns epoch, lr (the rate of the epoch's first step), train_loss,
-  train_acc, test_acc, seconds (training pass plus evaluation);
-* ``last.safetensors`` + ``last.json`` after every epoch, ``best.safetensors`` + ``best.json`` whenever the test
-  accuracy beats every earlier epoch (layermod checkpoints: :func:`~layermod.checkpoint.load_checkpoint` reads
-  them); the sidecars hold the caller's ``meta`` (architecture, dataset, normalisation, ...), ``training`` (the
-  full config), ``tracking``, ``seed``, ``epoch``, ``accuracy`` (that epoch's test accuracy), ``best_epoch``,
-  ``best_accuracy`` and the ``history`` rows so far;
-* ``last-optimizer.safetensors``: the SGD momentum buffers by parameter name, so that resuming is exact;
-* with tracking, ``dynamics.json`` + ``dynamics.png`` (:mod:`layermod.dynamics`).
-
-And, on purpose:
-
-* **Nothing half-written.** Every file is written under a temporary name and renamed. Per epoch the order is
-  best.*, dynamics.*, the optimizer state, last.safetensors and then ``last.json``, which commits the epoch;
-  metrics.csv is rewritten from the committed history after it. SIGINT and SIGTERM arriving while an epoch is
-  being saved are held until it is saved, so an interrupted run loses at most the epoch in progress. If the
-  process is killed outright inside that window, ``last.json``'s SHA-256 digests of the weights and momentum
-  buffers no longer match, and resuming says so instead of continuing inexactly.
-* **Resume.** ``resume=True`` continues from ``last.*``: weights, momentum buffers, history, best accuracy and
-  tracked epochs (later ones, saved before an interruption, are dropped). The settings must equal the saved
-  run's: the ``meta`` except ``data_dir`` and ``device``, the training config except ``epochs`` and
-  ``num_workers``, and the tracking. ``epochs`` may grow; under a cosine schedule the decay is then re-planned
-  over the new total from the resumed step. Without ``resume`` a directory that already holds a run is refused,
-  never overwritten.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import hashlib
 import itertools
-import json
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from .checkpoint import load_weights, read_sidecar, save_checkpoint
-from .curve import Curve, modularity_curve
 from .data import ArrayDataset, balanced_draws, dataset_labels, gather
-from .dynamics import Dynamics, TrackConfig
 from .errors import DatasetError, TrainError
 from .features import model_device
-from .fileio import atomic_path, ensure_writable_dir
 
 __all__ = [
     "PAPER_RECIPE",
     "TrainConfig",
     "balanced_subset",
     "check_model_fits",
+    "dataset_length",
     "evaluate",
-    "fit",
     "lr_at",
+    "make_optimizer",
+    "num_batches",
+    "run_epoch",
     "train",
     "train_epoch",
 ]
 
 SCHEDULES = ("cosine", "step", "constant")
 AUGMENT_PADDING = 4
-LAST = "last"
-BEST = "best"
-OPTIMIZER_FILE = "last-optimizer.safetensors"
-METRICS_FILE = "metrics.csv"
-METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "seconds")
-_RUN_KEYS = frozenset({
-    "training", "tracking", "seed", "epoch", "accuracy", "best_epoch", "best_accuracy", "history",
-    "weights_sha256", "optimizer_sha256", "format", "version",
-})
-_FREE_META = frozenset({"data_dir", "device"})
-_FREE_TRAINING = frozenset({"epochs", "num_workers"})
-_UNSET = object()
 
 
 @dataclass
@@ -270,7 +222,7 @@ def evaluate(
     float tensor and ``y`` an int class. Batches go to ``device`` (default: the model's device); the model itself is
     not moved.
     """
-    n = _length(data, "evaluation data")
+    n = dataset_length(data, "evaluation data")
     if not _is_int(batch_size) or batch_size < 1:
         raise TrainError(f"batch_size={batch_size!r} must be an integer >= 1")
     device = torch.device(device) if device is not None else model_device(model)
@@ -298,11 +250,11 @@ def train_epoch(
     The learning rate of every step is ``lr_at(step, total_steps, config)``. Returns
     ``(mean loss per sample, accuracy on the seen samples, next step)``.
     """
-    n = _length(data, "training data")
+    n = dataset_length(data, "training data")
     device = model_device(model)
     augment = _augmenter(data) if config.augment else None
     order = torch.randperm(n, generator=generator)
-    steps = _num_batches(n, config.batch_size)
+    steps = num_batches(n, config.batch_size)
     total_steps = total_steps if total_steps is not None else step + steps
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -357,116 +309,20 @@ def train(
         count the training pass and the evaluation. The model is left in eval mode.
     """
     config.validate()
-    n = _length(train_data, "training data")
+    n = dataset_length(train_data, "training data")
     if test_data is not None:
-        _length(test_data, "test data")
-    optimizer = _sgd(model, config)
-    steps = _num_batches(n, config.batch_size)
-    history = [_run_epoch(model, train_data, test_data, optimizer, config, epoch, steps, progress)
+        dataset_length(test_data, "test data")
+    optimizer = make_optimizer(model, config)
+    steps = num_batches(n, config.batch_size)
+    history = [run_epoch(model, train_data, test_data, optimizer, config, epoch, steps, progress)
                for epoch in range(1, config.epochs + 1)]
     model.eval()
     return history
 
 
-def fit(
-    model: nn.Module,
-    train_data: Dataset,
-    test_data: Dataset,
-    config: TrainConfig,
-    out_dir: str | Path,
-    meta: dict | None = None,
-    track: TrackConfig | None = None,
-    resume: bool = False,
-    progress: bool = True,
-) -> list[dict]:
-    """Train ``model`` as a run in ``out_dir``: checkpoints and metrics every epoch, resumable (see module doc).
-
-    Args:
-        model: the classifier, freshly initialised (or any weights: resuming replaces them), on its device.
-        train_data, test_data: datasets of ``(x, y)`` pairs; ``test_data`` is evaluated after every epoch and is
-            where the tracking probe is drawn from.
-        config: see :class:`TrainConfig`; validated first.
-        out_dir: the run directory, created when the first files are written.
-        meta: JSON-serialisable description written into every sidecar and compared on resume. For
-            :func:`~layermod.checkpoint.load_checkpoint` to rebuild the model it holds ``"arch"`` and
-            ``"arch_args"``; the CLI adds the dataset, normalisation, subset and sizes.
-        track: measure the modularity curve on a fixed test probe at epoch 0, every ``track.every`` epochs and at
-            the last epoch, into ``dynamics.json`` / ``dynamics.png``; ``None``: no tracking.
-        resume: continue the run saved in ``out_dir``.
-        progress: progress bars and one line per epoch.
-
-    Returns:
-        Every epoch's row so far (resumed ones included): ``{"epoch", "lr", "train_loss", "train_acc",
-        "test_acc", "seconds"}``. The model holds the last epoch's weights, in eval mode.
-
-    Raises:
-        TrainError: bad config, a schedule that does not fit, a model that does not fit the data, ``out_dir``
-            already holding a run (without ``resume``), nothing to resume, or settings differing from the saved
-            run (one line naming them).
-    """
-    config.validate()
-    if track is not None:
-        track.validate()
-    n_train = _length(train_data, "training data")
-    _length(test_data, "test data")
-    out = Path(out_dir)
-    meta = _plain_meta(meta)
-    tracking = track.to_dict() if track is not None else None
-    saved = _saved_run(out, resume)
-    if saved is not None:
-        differences = _differences(_settings(saved), _settings({**meta, "training": config.to_dict(),
-                                                                "tracking": tracking}))
-        if differences:
-            raise TrainError(f"cannot resume {out}: the settings differ from the saved run ({'; '.join(differences)}); "
-                             "repeat the saved settings (only epochs may change) or choose another output directory")
-    check_model_fits(model, train_data, "the training data")
-    check_model_fits(model, test_data, "the test data")
-    steps = _num_batches(n_train, config.batch_size)
-    optimizer = _sgd(model, config)
-    dynamics: Dynamics | None = None
-    if saved is not None:
-        history, best = _restore(model, optimizer, out, saved)
-        if track is not None:
-            dynamics = Dynamics.load(out).until(history[-1]["epoch"])
-        _write_metrics(out / METRICS_FILE, history)
-        if progress:
-            tqdm.write(f"resuming {out} after epoch {history[-1]['epoch']}")
-    else:
-        history, best = [], None
-        if track is not None:
-            curve = _probe_curve(model, test_data, track, track.layers)
-            dynamics = Dynamics.start(0, curve, evaluate(model, test_data), _dynamics_config(curve, track, meta))
-        ensure_writable_dir(out)
-        if dynamics is not None:
-            dynamics.save(out)
-    done = history[-1]["epoch"] if history else 0
-    for epoch in range(done + 1, config.epochs + 1):
-        lr = lr_at((epoch - 1) * steps, steps * config.epochs, config)
-        row = _run_epoch(model, train_data, test_data, optimizer, config, epoch, steps, progress)
-        history.append({"epoch": epoch, "lr": lr, **row})
-        tracked = dynamics is not None and track.tracks(epoch, config.epochs)
-        if tracked:
-            dynamics = dynamics.record(epoch, _probe_curve(model, test_data, track, dynamics.layers), row["test_acc"])
-        improved = best is None or row["test_acc"] > best[1]
-        if improved:
-            best = (epoch, row["test_acc"])
-        sidecar = {**meta, "training": config.to_dict(), "tracking": tracking, "seed": config.seed, "epoch": epoch,
-                   "accuracy": row["test_acc"], "best_epoch": best[0], "best_accuracy": best[1], "history": history}
-        with _interrupts_held():
-            if improved:
-                save_checkpoint(model, out / f"{BEST}.safetensors", sidecar)
-            if tracked:
-                dynamics.save(out)
-            _save_last(model, optimizer, out, sidecar)
-            _write_metrics(out / METRICS_FILE, history)
-    model.eval()
-    return history
 
 
-# --------------------------------------------------------------------------------------------- run internals
-
-
-def _sgd(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay)
 
@@ -476,7 +332,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def _run_epoch(
+def run_epoch(
     model: nn.Module,
     train_data: Dataset,
     test_data: Dataset | None,
@@ -517,161 +373,6 @@ def _augmenter(data: Dataset) -> Callable[[torch.Tensor, torch.Generator], torch
     return apply
 
 
-def _probe_curve(model: nn.Module, test_data: Dataset, track: TrackConfig, layers) -> Curve:
-    return modularity_curve(model, test_data, layers=layers, k=track.k, n_per_class=track.per_class,
-                            repeats=track.repeats, seed=track.seed, batch_size=track.batch_size)
-
-
-def _dynamics_config(curve: Curve, track: TrackConfig, meta: dict) -> dict:
-    c = curve.config
-    return {
-        "every": track.every, "probe_per_class": track.per_class, "repeats": track.repeats, "k": track.k,
-        "seed": track.seed, "layers": c["layers"], "metric": c["metric"], "symmetrize": c["symmetrize"],
-        "n_classes": c["n_classes"], "samples_per_draw": c["samples_per_draw"],
-        "disjoint_draws": c["disjoint_draws"], "dataset": meta.get("test_dataset", meta.get("dataset")),
-        "split": "test",
-    }
-
-
-def _plain_meta(meta: dict | None) -> dict:
-    """``meta`` as plain JSON values (tuples become lists), checked not to use the keys :func:`fit` writes."""
-    if meta is None:
-        return {}
-    if not isinstance(meta, dict):
-        raise TrainError(f"meta must be a dict, got {type(meta).__name__}")
-    taken = sorted(set(meta) & _RUN_KEYS)
-    if taken:
-        raise TrainError(f"meta keys {', '.join(taken)} are written by fit itself; rename them")
-    try:
-        return json.loads(json.dumps(meta, allow_nan=False))
-    except (TypeError, ValueError) as err:
-        raise TrainError(f"meta is not JSON-serialisable ({err}); pass plain numbers, strings, lists and dicts") from None
-
-
-def _saved_run(out: Path, resume: bool) -> dict | None:
-    """The sidecar of ``out/last`` when resuming; refuses a fresh run into a run directory."""
-    sidecar = out / f"{LAST}.json"
-    if not resume:
-        if sidecar.exists():
-            raise TrainError(f"{out} already holds a training run ({sidecar.name}); continue it with --resume "
-                             "(resume=True) or choose another output directory")
-        return None
-    if not sidecar.is_file():
-        raise TrainError(f"nothing to resume in {out} (no {sidecar.name}); start the run without --resume")
-    saved = read_sidecar(out / f"{LAST}.safetensors")
-    needed = ("training", "epoch", "history", "best_epoch", "best_accuracy", "weights_sha256", "optimizer_sha256")
-    missing = [key for key in needed if key not in saved]
-    if missing or not saved["history"]:
-        raise TrainError(f"{sidecar} is not a training run's checkpoint (no {', '.join(missing) or 'history'}); "
-                         "start a new run in another directory")
-    return saved
-
-
-def _settings(sidecar: Mapping) -> dict:
-    """What must be equal to resume: the meta (less the free keys), training (less epochs, workers), tracking."""
-    settings = {k: v for k, v in sidecar.items() if k not in _RUN_KEYS and k not in _FREE_META}
-    settings["training"] = {k: v for k, v in (sidecar.get("training") or {}).items() if k not in _FREE_TRAINING}
-    settings["tracking"] = sidecar.get("tracking")
-    return settings
-
-
-def _differences(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
-    """``"name saved -> current"`` for every differing entry, nested dicts by dotted name."""
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        old, new = saved.get(key, _UNSET), current.get(key, _UNSET)
-        if isinstance(old, dict) and isinstance(new, dict):
-            out += _differences(old, new, f"{prefix}{key}.")
-        elif old != new:
-            out.append(f"{prefix}{key} {_show(old)} -> {_show(new)}")
-    return out
-
-
-def _show(value: object) -> str:
-    if value is _UNSET:
-        return "unset"
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, saved: dict) -> tuple[list[dict], tuple]:
-    """Load the last weights and momentum buffers (digests checked); returns (history, (best epoch, accuracy))."""
-    load_weights(model, out / f"{LAST}.safetensors")
-    stale = "(the run was stopped while saving); start a new run in another directory"
-    if _digest(model.state_dict()) != saved["weights_sha256"]:
-        raise TrainError(f"cannot resume {out}: {LAST}.safetensors does not belong to {LAST}.json {stale}")
-    try:
-        buffers = load_file(str(out / OPTIMIZER_FILE))
-    except Exception as exc:  # noqa: BLE001  (safetensors raises its own error types, and OSError)
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise TrainError(f"cannot resume {out}: {OPTIMIZER_FILE} is missing or unreadable ({reason}); "
-                         "start a new run in another directory") from None
-    if _digest(buffers) != saved["optimizer_sha256"]:
-        raise TrainError(f"cannot resume {out}: {OPTIMIZER_FILE} does not belong to {LAST}.json {stale}")
-    params = dict(model.named_parameters())
-    index = {name: i for i, name in enumerate(params)}
-    state = optimizer.state_dict()
-    state["state"] = {index[name]: {"momentum_buffer": buffer} for name, buffer in buffers.items()}
-    optimizer.load_state_dict(state)  # casts to each parameter's dtype and device
-    return list(saved["history"]), (saved["best_epoch"], saved["best_accuracy"])
-
-
-def _momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """SGD momentum buffers on the CPU by parameter name (parameters without one are left out)."""
-    buffers = {}
-    for name, param in model.named_parameters():
-        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
-        if buffer is not None:
-            buffers[name] = buffer.detach().to("cpu").contiguous()
-    return buffers
-
-
-def _save_last(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, sidecar: dict) -> None:
-    """Momentum buffers, then last.safetensors, then last.json (the commit) with the digests of both."""
-    buffers = _momentum_buffers(model, optimizer)
-    with atomic_path(out / OPTIMIZER_FILE) as tmp:
-        save_file(buffers, str(tmp), metadata={"layermod": "sgd-momentum-buffers"})
-    digests = {"weights_sha256": _digest(model.state_dict()), "optimizer_sha256": _digest(buffers)}
-    save_checkpoint(model, out / f"{LAST}.safetensors", {**sidecar, **digests})
-
-
-def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of ``tensors``."""
-    sha = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().to("cpu").contiguous()
-        sha.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        sha.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return sha.hexdigest()
-
-
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(METRICS_COLUMNS)
-        for row in history:
-            writer.writerow([row[column] for column in METRICS_COLUMNS])
-
-
-@contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM while the block runs, then deliver the first one that arrived (main thread only;
-    elsewhere signals cannot be caught and the block runs as is)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        if caught:
-            signal.raise_signal(caught[0])
-
-
 def _commas(values: list) -> str:
     return ",".join(str(v) for v in values)
 
@@ -687,7 +388,7 @@ def _is_real(value: object) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _length(data: Dataset, what: str) -> int:
+def dataset_length(data: Dataset, what: str) -> int:
     try:
         n = len(data)  # type: ignore[arg-type]
     except TypeError:
@@ -702,7 +403,7 @@ def _drops_last(n: int, batch_size: int) -> bool:
     return batch_size > 1 and n > 1 and n % batch_size == 1
 
 
-def _num_batches(n: int, batch_size: int) -> int:
+def num_batches(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size) - int(_drops_last(n, batch_size))
 
 
