@@ -169,8 +169,15 @@ def test_corrupt_dataset_file(tmp_path, user_model_file):
                         str(data), "--out", str(tmp_path / "o")), "t10k-images-idx3-ubyte.gz")
 
 
+def test_models_lists_the_zoo_with_parameter_counts(capsys):
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(rows) == set(models.available())
+    assert rows["resnet56"] == "855,770" and rows["vgg16"] == "14,724,042"
+
+
 def test_help_of_every_command():
-    for command in ("layers", "curve", "demo"):
+    for command in ("layers", "curve", "demo", "models", "train", "eval"):
         status, stdout, _ = run(command, "--help")
         assert status == 0 and "--" in stdout and command in stdout
 

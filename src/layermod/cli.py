@@ -143,6 +143,21 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the registered architectures with their parameter counts (10 classes, 3 channels, width 1)."""
+    from . import models
+
+    print(f"{'name':<10}  {'params':>11}  description")
+    for name in models.available():
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            model = models.create(name, num_classes=10, in_channels=3)
+        params = sum(p.numel() for p in model.parameters())
+        summary = (models.describe(name) or "").strip().split("\n")[0]
+        summary = re.sub(r"[;.]?\s*[Ss]ee :class:`\w+`\.?", "", summary).rstrip(".")
+        print(f"{name:<10}  {params:>11,}  {summary}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train (or reuse) a small CNN on Fashion-MNIST and measure its modularity curve."""
     from .demo import run_demo
@@ -458,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--quiet", action="store_true", help="no progress bars or table")
     curve.set_defaults(func=cmd_curve)
 
+    listing = commands.add_parser("models", help="list the built-in architectures", description=cmd_models.__doc__)
+    listing.set_defaults(func=cmd_models)
+
     demo = commands.add_parser("demo", help="train a small CNN on Fashion-MNIST and show its curve",
                                description=cmd_demo.__doc__)
     demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
@@ -484,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("layermod: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped early, e.g. `| head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # a bug, not bad input: one line unless asked for more
         if os.environ.get("LAYERMOD_DEBUG"):
             traceback.print_exc()

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import ModelError
 
-__all__ = ["available", "create", "register", "scaled"]
+__all__ = ["available", "create", "describe", "register", "scaled"]
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
@@ -58,6 +58,11 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def describe(name: str) -> str | None:
+    """The docstring of the builder registered as ``name`` (None if it has none)."""
+    return inspect.getdoc(_builder(name))
+
+
 def create(name: str, num_classes: int = 10, in_channels: int = 1, width: float = 1.0, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``.
 
@@ -72,12 +77,7 @@ def create(name: str, num_classes: int = 10, in_channels: int = 1, width: float 
         ModelError: unknown name (the message lists the available ones) or bad arguments.
     """
     key = str(name).strip().lower()
-    builder = _REGISTRY.get(key)
-    if builder is None:
-        names = available()
-        close = difflib.get_close_matches(key, names, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ModelError(f"unknown model {name!r}; {hint}available: {', '.join(names) or '(none)'}")
+    builder = _builder(name)
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("in_channels", in_channels)
     if isinstance(width, bool) or not isinstance(width, numbers.Real) or not math.isfinite(width) or width <= 0:
@@ -87,6 +87,18 @@ def create(name: str, num_classes: int = 10, in_channels: int = 1, width: float 
     except TypeError as exc:
         raise ModelError(f"bad arguments for model {key!r}: {exc}") from None
     return builder(int(num_classes), int(in_channels), float(width), **kwargs)
+
+
+def _builder(name: str) -> Builder:
+    """The builder registered as ``name`` (case-insensitive); ModelError listing the names otherwise."""
+    key = str(name).strip().lower()
+    builder = _REGISTRY.get(key)
+    if builder is None:
+        names = available()
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ModelError(f"unknown model {name!r}; {hint}available: {', '.join(names) or '(none)'}")
+    return builder
 
 
 def scaled(base: int, width: float) -> int:
