@@ -150,6 +150,15 @@ def test_nan_features_and_single_class_data(tmp_path, user_model_file):
     one_line_error(*run(*base, "--dataset", str(tmp_path / "one.npz")), "2 classes")
 
 
+def test_options_that_contradict_the_checkpoint_sidecar(tmp_path, blobs_npz):
+    model = models.create("mlp", num_classes=4, width=0.1, input_size=16, depth=2)
+    weights = save_checkpoint(model, tmp_path / "w.safetensors", {"arch": "mlp", "arch_args": {
+        "num_classes": 4, "in_channels": 1, "width": 0.1, "input_size": 16, "depth": 2}})
+    base = ["curve", "--weights", str(weights), "--dataset", str(blobs_npz), "--out", str(tmp_path / "o")]
+    one_line_error(*run(*base, "--model", "smallcnn"), "are for 'mlp', not 'smallcnn'")
+    one_line_error(*run(*base, "--model", "mlp", "--num-classes", "5"), "num_classes 4 (asked 5)")
+
+
 def test_weights_that_do_not_match_the_architecture(tmp_path, blobs_npz):
     small = models.create("mlp", num_classes=4, width=0.1, input_size=16, depth=2)
     weights = save_checkpoint(small, tmp_path / "w.safetensors", {"arch": "mlp", "arch_args": {}})

@@ -93,7 +93,12 @@ def resolve_model(
             sidecar = read_sidecar(weights)
             if sidecar.get("arch") not in (None, spec):
                 raise ModelError(f"weights {weights} are for {sidecar['arch']!r}, not {spec!r}; drop --model or fix it")
-            arch_args = {**sidecar.get("arch_args", {}), **arch_args}
+            saved = sidecar.get("arch_args", {})
+            clashes = [f"{key} {saved[key]} (asked {value})" for key, value in arch_args.items()
+                       if key in saved and saved[key] != value]
+            if clashes:
+                raise ModelError(f"weights {weights} were saved with {', '.join(clashes)}; drop those options or fix them")
+            arch_args = {**saved, **arch_args}
         model = models.create(spec, **arch_args)
         description = {"model": spec, "arch_args": arch_args}
     if weights is not None:
