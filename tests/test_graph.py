@@ -133,6 +133,20 @@ def test_matches_brute_force(metric, symmetrize, weighted, k):
     np.testing.assert_allclose(one_block.toarray(), a.toarray(), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_matches_brute_force_past_the_chunked_top_k_threshold(metric, k):
+    # wide rows use the two-stage (chunk maxima, then chunks) top-k; with duplicates and a zero row mixed in
+    x, _ = clustered(1000, 12, 5, seed=k)
+    x[500:520] = x[:20]
+    x[777] = 0
+    expected = brute_knn(x, k, metric)
+    for block_size in (None, 333):
+        a = knn_graph(x, k=k, metric=metric, block_size=block_size)
+        assert_valid(a, 1000, k)
+        assert_matches(a, expected)
+
+
 INPUT_KINDS = {
     "numpy-float32": lambda x: x.astype(np.float32),
     "numpy-float64": lambda x: x.astype(np.float64),

@@ -36,14 +36,15 @@ Metric = Literal["cosine", "euclidean"]
 Symmetrize = Literal["mean", "union", "mutual"]
 
 COSINE_EPS = 1e-8
-_BLOCK_ELEMENTS = 16 * 2**20  # similarity entries held at once (64 MiB in float32)
+_CHUNK = 64  # columns per chunk in the two-stage top-k
+_BLOCK_ELEMENTS = 4 * 2**20  # similarity entries held at once (16 MiB in float32: the allocator reuses it)
 
 
 def as_feature_matrix(features: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Return ``features`` as a finite floating tensor of shape (N, D).
+    """Return ``features`` as a floating tensor of shape (N, D).
 
     Trailing dimensions are flattened: (N, C, H, W) becomes (N, C*H*W). float64 input stays float64,
-    anything else becomes float32. Raises :class:`FeatureError` on NaN/Inf or fewer than 1 dimension.
+    anything else becomes float32. Raises :class:`FeatureError` on a scalar or empty input.
     """
     x = torch.as_tensor(features)
     if x.ndim == 0:
@@ -51,16 +52,25 @@ def as_feature_matrix(features: torch.Tensor | np.ndarray) -> torch.Tensor:
     if x.numel() == 0:
         raise FeatureError(f"features are empty (shape {tuple(x.shape)}); pass at least 2 samples with D >= 1 values")
     x = x.reshape(x.shape[0], -1)
-    if x.dtype != torch.float64:
-        x = x.float()
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).any(dim=1).nonzero()[0, 0])
-        raise FeatureError(f"features contain NaN or Inf (first at sample {bad}); check the model and inputs")
-    return x
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def _check_finite(x: torch.Tensor, row_norms: torch.Tensor) -> None:
+    """Raise :class:`FeatureError` unless every row of ``x`` (N, D) is finite.
+
+    ``row_norms`` (N,) are norms the caller needs anyway; they are NaN or Inf whenever a row is, so the full
+    (N, D) scan runs only when one of them is, to name the sample (or report an overflow of finite values).
+    """
+    if torch.isfinite(row_norms).all():
+        return
+    bad = (~torch.isfinite(x)).any(dim=1).nonzero()
+    if len(bad):
+        raise FeatureError(f"features contain NaN or Inf (first at sample {int(bad[0, 0])}); check the model and inputs")
+    raise FeatureError(f"features are too large for {x.dtype} (their norms overflow); rescale them")
 
 
 def default_block_size(n: int) -> int:
-    """Rows per block so that one block of similarities holds about 16M entries."""
+    """Rows per block so that one block of similarities holds about 4M entries."""
     return max(1, min(n, _BLOCK_ELEMENTS // max(n, 1)))
 
 
@@ -82,7 +92,7 @@ def knn_graph(
             side points) or ``"mutual"`` (``min(A, A^T)``: only pairs that point at each other).
         weighted: edge weights from the metric (see module doc); ``False`` gives weight 1 per directed edge
             (cosine: only to neighbours with positive similarity, the edges of the weighted graph).
-        block_size: rows of the similarity matrix computed at once (default: about 16M entries per block).
+        block_size: rows of the similarity matrix computed at once (default: about 4M entries per block).
 
     Returns:
         (N, N) symmetric ``scipy.sparse.csr_array`` of float64 weights, at most ``2 k N`` stored entries,
@@ -101,10 +111,13 @@ def knn_graph(
         raise GraphError(f"block_size={block_size} must be positive")
 
     if metric == "cosine":
-        x = x / x.norm(dim=1, keepdim=True).clamp_min(COSINE_EPS)
+        norms = x.norm(dim=1, keepdim=True)
+        _check_finite(x, norms)
+        x = x / norms.clamp_min(COSINE_EPS)
         sq = None
     else:
         sq = (x * x).sum(dim=1)
+        _check_finite(x, sq)
     scores, neighbours = _top_k(x, sq, k, block)
 
     if not weighted:
@@ -147,15 +160,18 @@ def _top_k(x: torch.Tensor, sq: torch.Tensor | None, k: int, block: int) -> tupl
     # identical columns of one matmul (duplicated rows) can differ in the last bits, by about 2 eps of the
     # score's scale; a wider band would also catch genuine near-ties that the computation resolves
     rel = 4 * torch.finfo(x.dtype).eps
+    # columns padded to whole chunks (scores -inf) so that each block reshapes to (rows, chunks, _CHUNK)
+    padded = torch.cat([x, x.new_zeros(-n % _CHUNK, x.shape[1])])
     all_scores, all_index = [], []
     for start in range(0, n, block):
         stop = min(start + block, n)
-        s = x[start:stop] @ x.T
+        s = x[start:stop] @ padded.T
         if sq is not None:
-            s.mul_(2).sub_(sq[None, :])
+            s[:, :n].mul_(2).sub_(sq[None, :])
+        s[:, n:] = -torch.inf
         rows = torch.arange(stop - start, device=x.device)
         s[rows, rows + start] = -torch.inf
-        vals, idx = torch.topk(s, take, dim=1)
+        vals, idx = _chunked_topk(s, take)
         if take > k:
             kth = vals[:, k - 1]
             if sq is None:  # unit (or zero) rows: |score| <= 1
@@ -174,3 +190,20 @@ def _top_k(x: torch.Tensor, sq: torch.Tensor | None, k: int, block: int) -> tupl
         all_scores.append(vals[:, :k])
         all_index.append(idx[:, :k])
     return torch.cat(all_scores), torch.cat(all_index)
+
+
+def _chunked_topk(s: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(s, take, dim=1)`` for a small ``take``, exact in values, in about one read of ``s``.
+
+    ``s`` (B, C * _CHUNK): the best ``take`` values of a row all lie in the ``take`` chunks with the largest
+    maxima, so a topk over chunk maxima (B, C) and then over those few chunks replaces a topk over the row.
+    Which of several equal values is returned may differ from ``torch.topk``; callers settle ties themselves.
+    """
+    b, width = s.shape
+    if width // _CHUNK <= take:
+        return torch.topk(s, take, dim=1)
+    chunks = s.view(b, width // _CHUNK, _CHUNK)
+    best_chunks = torch.topk(chunks.amax(dim=2), take, dim=1).indices  # (B, take)
+    columns = (best_chunks[:, :, None] * _CHUNK + torch.arange(_CHUNK, device=s.device)).view(b, -1)
+    vals, pos = torch.topk(torch.gather(s, 1, columns), take, dim=1)
+    return vals, torch.gather(columns, 1, pos)

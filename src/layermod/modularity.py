@@ -37,11 +37,17 @@ class _Edges:
 
     @classmethod
     def of(cls, adjacency: sp.sparray | sp.spmatrix | np.ndarray) -> "_Edges":
-        coo = sp.coo_array(adjacency)
+        if sp.issparse(adjacency) and adjacency.format == "csr" and adjacency.has_canonical_format:
+            # what knn_graph returns: the stored entries are already unique, read them as they are
+            indptr = adjacency.indptr
+            row = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+            coo = sp.coo_array((adjacency.data, (row, adjacency.indices)), shape=adjacency.shape)
+        else:
+            coo = sp.coo_array(adjacency)
+            coo.sum_duplicates()
         n, m = coo.shape
         if n != m:
             raise GraphError(f"adjacency must be square; got shape {coo.shape}")
-        coo.sum_duplicates()
         weight = coo.data.astype(np.float64)
         if weight.size and weight.min() < 0:
             raise GraphError("adjacency has negative weights; modularity needs non-negative weights")
