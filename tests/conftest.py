@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from layermod import data as D
 
@@ -17,3 +18,12 @@ def isolated(monkeypatch, tmp_path):
 
     monkeypatch.setattr(D, "_download_file", no_network)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: more threads only wait for each other, so use one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,6 +19,7 @@ from layermod import cifar as C
 from layermod import data as D
 from layermod.data import ArrayDataset, load_dataset
 from layermod.errors import DatasetError
+from assertions import assert_one_line
 
 REAL_DOWNLOAD = D._download_file
 RECONSTRUCT = np.ndarray.__reduce__(np.empty(0))[0]
@@ -108,13 +109,6 @@ def write_cifar(root: Path, name: str, archive: bool, files: dict[str, bytes] | 
             tar.addfile(info, io.BytesIO(raw))
     return path, expected
 
-
-def assert_one_line(err: pytest.ExceptionInfo, *fragments: str) -> str:
-    message = str(err.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def check_split(ds: ArrayDataset, name: str, expected) -> None:

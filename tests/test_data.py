@@ -26,15 +26,9 @@ from layermod.data import (
 )
 from layermod.errors import DatasetError, LabelError
 from idx_files import IDX_CODES, idx_bytes, write_idx, write_mnist_like
+from assertions import assert_one_line
 
 REAL_DOWNLOAD = D._download_file
-def assert_one_line(err: pytest.ExceptionInfo, *fragments: str) -> str:
-    message = str(err.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message
-    return message
-
 
 # ---------------------------------------------------------------- read_idx
 

@@ -12,6 +12,7 @@ from PIL import Image
 from layermod.data import ArrayDataset, load_dataset
 from layermod.errors import DatasetError
 from layermod.imagefolder import load_image_folder
+from assertions import assert_one_line
 
 
 def write_images(folder: Path, per_class: dict[str, int], size=(8, 8), mode="RGB", seed=0, suffix=".png"):
@@ -28,13 +29,6 @@ def write_images(folder: Path, per_class: dict[str, int], size=(8, 8), mode="RGB
             out[name].append(pixels)
     return out
 
-
-def assert_one_line(err: pytest.ExceptionInfo, *fragments: str) -> str:
-    message = str(err.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def raw_pixels(ds: ArrayDataset) -> np.ndarray:

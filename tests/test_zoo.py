@@ -22,13 +22,7 @@ ZOO = [*VGGS, *WIDE, *CIFAR]
 SMALL = 0.125  # width for forward passes: tiny but every structural choice intact
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs on a loaded 2-core machine: OpenMP spin-up costs seconds per first call; one thread does not."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(model: nn.Module) -> int:
