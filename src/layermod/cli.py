@@ -60,7 +60,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-classes", type=int, help="classes of a built-in architecture (default 10)")
     group.add_argument("--in-channels", type=int, help="input channels of a built-in architecture (default 1)")
     group.add_argument("--width", type=float, help="width multiplier of a built-in architecture (default 1)")
-    group.add_argument("--device", default="cpu", help="torch device to run the model on (default cpu)")
+    group.add_argument("--device", default="auto", help="torch device to run the model on (default auto: cuda when available)")
 
 
 def _add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -82,6 +82,9 @@ def _load_model(args: argparse.Namespace):
 
 
 def _to_device(model: torch.nn.Module, device: str) -> None:
+    """Move ``model`` to ``device``; ``"auto"`` is CUDA when available, else the CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         model.to(torch.device(device))
     except (RuntimeError, AssertionError) as err:
@@ -364,7 +367,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--width", type=_positive_real, help="width multiplier (default 1)")
     model.add_argument("--arch-arg", type=_arch_arg, action="append", metavar="KEY=VALUE",
                        help="another builder argument, repeatable (e.g. input_size=64, convs=[1,1,1])")
-    model.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
+    model.add_argument("--device", default="auto", help="torch device to train on (default auto: cuda when available)")
 
     data = train.add_argument_group("data")
     data.add_argument("--dataset", required=True, help=f"{', '.join(DATASETS)} or folder:PATH (train split for "
@@ -427,7 +430,8 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluation.add_argument("--data-dir", help="folder holding the dataset files (default: the sidecar's, else "
                             "$LAYERMOD_DATA, system and cache)")
     evaluation.add_argument("--batch-size", type=_positive, default=512, help="samples per forward pass (default 512)")
-    evaluation.add_argument("--device", default="cpu", help="torch device to run the model on (default cpu)")
+    evaluation.add_argument("--device", default="auto",
+                            help="torch device to run the model on (default auto: cuda when available)")
     evaluation.add_argument("--out", help="also write DIR/eval.json")
     evaluation.set_defaults(func=cmd_eval)
 
