@@ -31,7 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from . import models
+from . import models, prune
 from .errors import WeightsError
 from .fileio import atomic_path, ensure_writable_dir
 
@@ -177,6 +177,9 @@ def read_sidecar(path: str | os.PathLike) -> dict:
 def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     """Rebuild a registry model from the sidecar's ``"arch"`` / ``"arch_args"``, load its weights, eval mode.
 
+    A sidecar ``"plan": {"remove": [unit names]}`` (a pruned model) is applied with
+    :func:`layermod.prune.apply_plan` after building the architecture and before loading the weights.
+
     Returns:
         ``(model, meta)`` with ``meta`` the sidecar dict.
 
@@ -184,6 +187,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         WeightsError: sidecar or weights problems (see :func:`read_sidecar`, :func:`load_weights`), or a sidecar
             without ``"arch"`` (build the model yourself and call :func:`load_weights`).
         ModelError: the architecture is not registered.
+        PlanError: the plan names a module the architecture does not have.
     """
     file = weights_path(path)
     meta = read_sidecar(file)
@@ -196,6 +200,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     if not isinstance(args, dict):
         raise WeightsError(f"checkpoint sidecar {sidecar_path(file)}: 'arch_args' must be an object of create() arguments")
     model = models.create(arch, **args)
+    plan = meta.get("plan")
+    if plan is not None:
+        remove = plan.get("remove") if isinstance(plan, dict) else None
+        if not isinstance(remove, list) or not all(isinstance(name, str) for name in remove):
+            raise WeightsError(f"checkpoint sidecar {sidecar_path(file)}: 'plan' must be {{\"remove\": [unit names]}}")
+        model = prune.apply_plan(model, remove)
     load_weights(model, file)
     model.eval()
     return model, meta

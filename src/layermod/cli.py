@@ -161,6 +161,79 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Find redundant layers from the curve, prune them, fine-tune, and compare against other methods."""
+    import json
+
+    from .checkpoint import read_sidecar, save_checkpoint
+    from .curve import Curve, modularity_curve
+    from .data import gather
+    from .fileio import atomic_path, check_writable_dir, ensure_writable_dir
+    from .layers import auto_layers, trace_calls
+    from .prune import apply_plan, removable_units
+    from .prune_study import compare_methods, method_order, save_comparison
+    from .redundancy import budget_for_params, find_redundant, plan_dict, read_plan, select_units, verdict_table
+    from .resolve import resolve_data, resolve_model
+    from .train import TrainConfig, balanced_subset
+
+    check_writable_dir(args.out)
+    model, _ = resolve_model(None, args.weights)
+    meta = read_sidecar(args.weights)
+    dataset = args.dataset or meta.get("dataset")
+    if dataset is None:
+        raise LayermodError("the checkpoint names no dataset; pass --dataset")
+    test_set, _ = resolve_data(dataset, "test", args.data_dir)
+    example, _ = gather(test_set, [0])
+    units = removable_units(model, example)
+    if not units:
+        print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
+        return 0
+    if args.curve:
+        curve = Curve.load(args.curve)
+        if curve.layers != auto_layers(model, trace_calls(model, example)):
+            raise LayermodError(f"the curve in {args.curve} was measured on other layers than this model's auto "
+                                "points; measure it on this checkpoint (drop --curve)")
+    else:
+        curve = modularity_curve(model, test_set, n_per_class=args.n_per_class, repeats=args.repeats, k=args.k,
+                                 progress=not args.quiet)
+    verdicts = find_redundant(curve, z=args.z, min_gain=args.min_gain)
+    print(verdict_table(verdicts))
+    total = sum(p.numel() for p in model.parameters())
+    order = method_order("modularity", units, verdicts)
+    if args.plan:
+        remove = read_plan(args.plan)["remove"]
+        apply_plan(model, remove, example)  # refuses a plan that breaks the structure
+    else:
+        budget = args.remove if args.remove else budget_for_params(order, units, args.target_params, total)
+        remove = select_units(order, units, budget)
+    plan = plan_dict(remove, "modularity" if not args.plan else f"edited {args.plan}", verdicts, len(remove))
+    out = ensure_writable_dir(args.out)
+    with atomic_path(out / "plan.json") as tmp:
+        tmp.write_text(json.dumps(plan, indent=2))
+    print(f"plan: remove {len(remove)} of {len(units)} removable units: {', '.join(remove)}")
+    if args.plan_only:
+        print(f"wrote {out / 'plan.json'}; edit it and pass it back with --plan")
+        return 0
+    train_set, _ = resolve_data(dataset, "train", args.data_dir)
+    if args.finetune_subset:
+        train_set = balanced_subset(train_set, args.finetune_subset, 0)
+    finetune = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size,
+                           schedule="cosine", weight_decay=5e-4)
+    latency_batch, _ = gather(test_set, list(range(min(args.batch_size, len(test_set)))))
+    rows, finals = compare_methods(model, units, len(remove), train_set, test_set, finetune, verdicts, example,
+                                   methods=args.methods, seeds=args.seeds, latency_batch=latency_batch,
+                                   plan=remove, progress=not args.quiet)
+    save_comparison(rows, out)
+    if "modularity" in finals:
+        row = next(r for r in rows if r["method"] == "modularity")
+        save_checkpoint(finals["modularity"], out / "pruned.safetensors",
+                        {**{k: v for k, v in meta.items() if k in ("arch", "arch_args", "dataset", "normalization")},
+                         "plan": {"remove": remove}, "accuracy": row["accs"][0], "finetune": finetune.to_dict()})
+    print((out / "comparison.md").read_text())
+    print(f"wrote {out}/plan.json, comparison.json/.csv/.md/.png" + (", pruned.safetensors" if "modularity" in finals else ""))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train (or reuse) a small CNN on Fashion-MNIST and measure its modularity curve."""
     from .demo import run_demo
@@ -489,6 +562,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retrain", action="store_true", help="train again even if cached weights exist")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
+
+    prune = commands.add_parser("prune", help="remove redundant layers, fine-tune, compare with other methods",
+                                description=cmd_prune.__doc__)
+    prune.add_argument("--weights", required=True, help="a layermod checkpoint (.safetensors with its sidecar)")
+    _add_data_args(prune, required=False)
+    budget = prune.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--remove", type=_positive, help="number of units (layers) to remove")
+    budget.add_argument("--target-params", type=float, help="fraction of parameters to remove, e.g. 0.3")
+    budget.add_argument("--plan", help="an edited plan.json to apply instead of choosing")
+    prune.add_argument("--plan-only", action="store_true", help="write plan.json and stop")
+    prune.add_argument("--curve", help="curve.json measured on this checkpoint (default: measure it now)")
+    prune.add_argument("--n-per-class", type=_positive, default=50, help="curve: samples per class per draw")
+    prune.add_argument("--repeats", type=_positive, default=5, help="curve: draws (default 5)")
+    prune.add_argument("--k", type=_positive, default=3, help="curve: neighbours (default 3)")
+    prune.add_argument("--z", type=float, default=2.0, help="plateau band in standard errors of the increment")
+    prune.add_argument("--min-gain", type=float, default=0.005, help="increments below this are negligible")
+    prune.add_argument("--methods", type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
+                       default=["none", "modularity", "steepest", "cosine", "random", "first", "last"],
+                       help="methods compared at the same budget (default: all)")
+    prune.add_argument("--seeds", type=_positive, default=3, help="fine-tuning seeds per method (default 3)")
+    prune.add_argument("--finetune-epochs", type=_positive, default=1, help="fine-tuning epochs (default 1)")
+    prune.add_argument("--finetune-lr", type=float, default=0.01, help="fine-tuning learning rate, cosine (default 0.01)")
+    prune.add_argument("--finetune-subset", type=int, default=0,
+                       help="fine-tune on a class-balanced subset of N training samples (default 0: all)")
+    prune.add_argument("--batch-size", type=_positive, default=128, help="fine-tuning batch size (default 128)")
+    prune.add_argument("--out", required=True, help="run directory")
+    prune.add_argument("--quiet", action="store_true", help="no progress bars")
+    prune.set_defaults(func=cmd_prune)
 
     _add_train_parser(commands)
     _add_eval_parser(commands)

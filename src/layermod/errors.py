@@ -7,16 +7,17 @@ was wrong and what to do; the CLI prints that line and exits non-zero without a 
 from __future__ import annotations
 
 __all__ = [
-    "LayermodError",
+    "DatasetError",
+    "FeatureError",
     "GraphError",
     "LabelError",
-    "FeatureError",
     "LayerError",
-    "DatasetError",
-    "WeightsError",
+    "LayermodError",
     "ModelError",
     "OutputError",
+    "PlanError",
     "TrainError",
+    "WeightsError",
 ]
 
 
@@ -61,3 +62,7 @@ class OutputError(LayermodError, OSError):
 
 class TrainError(LayermodError, ValueError):
     """A training configuration that cannot run, or a run that diverged."""
+
+
+class PlanError(LayermodError, ValueError):
+    """A pruning plan that cannot be applied (unknown or non-removable unit, a stage left empty, repeats)."""

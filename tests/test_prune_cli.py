@@ -1,0 +1,97 @@
+"""`layermod prune` end to end on a tiny checkpoint: plan, pruned checkpoint, comparison of every method."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from idx_files import write_mnist_like
+from layermod import models
+from layermod.checkpoint import load_checkpoint, save_checkpoint
+from layermod.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """Tiny Fashion-MNIST-layout files and an (untrained) ResNet20 checkpoint that names them."""
+    data = tmp_path / "fm"
+    write_mnist_like(data, n_train=200, n_test=100)
+    args = {"num_classes": 10, "in_channels": 1, "width": 0.125}
+    torch.manual_seed(0)
+    weights = save_checkpoint(models.create("resnet20", **args), tmp_path / "ckpt" / "best.safetensors",
+                              {"arch": "resnet20", "arch_args": args, "dataset": "fashion-mnist"})
+    return ["--weights", str(weights), "--data-dir", str(data), "--n-per-class", "5", "--repeats", "2", "--quiet"]
+
+
+def test_prune_writes_plan_comparison_and_a_loadable_pruned_checkpoint(tmp_path, setup, capsys):
+    out = tmp_path / "run"
+    assert main(["prune", *setup, "--remove", "2", "--seeds", "2", "--finetune-subset", "100", "--out", str(out)]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert len(plan["remove"]) == 2 and plan["method"] == "modularity"
+    rows = {row["method"]: row for row in json.loads((out / "comparison.json").read_text())["rows"]}
+    assert set(rows) == {"none", "modularity", "steepest", "cosine", "random", "first", "last"}
+    assert rows["none"]["n_removed"] == 0
+    assert rows["modularity"]["layers_removed"] == plan["remove"]
+    assert rows["first"]["layers_removed"] == ["layer1.0", "layer1.1"]
+    assert rows["last"]["layers_removed"] == ["layer3.2", "layer3.1"]
+    for method, row in rows.items():
+        assert len(row["accs"]) == 2 and 0 <= row["acc_mean"] <= 1
+        if method != "none":
+            assert row["n_removed"] == 2 and row["params"] < rows["none"]["params"]
+            assert row["flops"] < rows["none"]["flops"]
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((out / "comparison.csv").read_text().splitlines()) == 8
+    assert "| modularity | 2 |" in (out / "comparison.md").read_text()
+    pruned, meta = load_checkpoint(out / "pruned.safetensors")
+    assert meta["plan"]["remove"] == plan["remove"]
+    assert all(isinstance(dict(pruned.named_modules())[name], nn.Identity) for name in plan["remove"])
+    assert sum(p.numel() for p in pruned.parameters()) == rows["modularity"]["params"]
+
+
+def test_plan_only_then_an_edited_plan(tmp_path, setup):
+    out = tmp_path / "plan"
+    assert main(["prune", *setup, "--remove", "3", "--plan-only", "--out", str(out)]) == 0
+    assert not (out / "comparison.json").exists()
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps({"method": "by hand", "remove": ["layer2.2"]}))
+    assert main(["prune", *setup, "--plan", str(edited), "--methods", "modularity", "--seeds", "1",
+                 "--finetune-subset", "50", "--out", str(tmp_path / "edited-run")]) == 0
+    rows = json.loads((tmp_path / "edited-run" / "comparison.json").read_text())["rows"]
+    assert rows[0]["layers_removed"] == ["layer2.2"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--remove", "99"], "can be removed"),
+    (["--plan", "PLAN:layer2.0"], "layer2.0"),
+    (["--plan", "PLAN:layer1.0,layer1.1,layer1.2"], "stage"),
+    (["--remove", "1", "--methods", "modularity,magic"], "magic"),
+])
+def test_bad_plans_and_budgets(tmp_path, setup, capsys, extra, message):
+    if extra[0] == "--plan":
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps({"remove": extra[1].removeprefix("PLAN:").split(",")}))
+        extra = ["--plan", str(plan)]
+    assert main(["prune", *setup, *extra, "--seeds", "1", "--finetune-subset", "50", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_a_curve_of_other_layers_is_refused(tmp_path, setup, capsys):
+    curve = tmp_path / "curve.json"
+    curve.write_text(json.dumps({"layers": ["a", "b"], "values": [[0.1, 0.2]], "config": {}}))
+    assert main(["prune", *setup, "--remove", "1", "--curve", str(curve), "--out", str(tmp_path / "o")]) == 2
+    assert "other layers" in capsys.readouterr().err
+
+
+def test_nothing_removable_exits_cleanly(tmp_path, setup, capsys):
+    args = {"num_classes": 10, "in_channels": 1, "width": 0.25, "convs": [1, 1, 1]}
+    weights = save_checkpoint(models.create("smallcnn", **args), tmp_path / "single" / "best.safetensors",
+                              {"arch": "smallcnn", "arch_args": args, "dataset": "fashion-mnist"})
+    setup[1] = str(weights)
+    assert main(["prune", *setup, "--remove", "1", "--out", str(tmp_path / "o")]) == 0
+    assert "nothing to prune" in capsys.readouterr().out
