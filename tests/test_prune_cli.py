@@ -95,3 +95,12 @@ def test_nothing_removable_exits_cleanly(tmp_path, setup, capsys):
     setup[1] = str(weights)
     assert main(["prune", *setup, "--remove", "1", "--out", str(tmp_path / "o")]) == 0
     assert "nothing to prune" in capsys.readouterr().out
+
+
+def test_from_scratch_retrains_from_fresh_weights(tmp_path, setup):
+    common = [*setup, "--remove", "1", "--methods", "modularity", "--seeds", "1", "--finetune-subset", "50"]
+    assert main(["prune", *common, "--out", str(tmp_path / "warm")]) == 0
+    assert main(["prune", *common, "--from-scratch", "--out", str(tmp_path / "cold")]) == 0
+    warm, _ = load_checkpoint(tmp_path / "warm" / "pruned.safetensors")
+    cold, _ = load_checkpoint(tmp_path / "cold" / "pruned.safetensors")
+    assert not torch.equal(warm.conv1.weight, cold.conv1.weight)

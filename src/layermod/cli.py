@@ -222,7 +222,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     latency_batch, _ = gather(test_set, list(range(min(args.batch_size, len(test_set)))))
     rows, finals = compare_methods(model, units, len(remove), train_set, test_set, finetune, verdicts, example,
                                    methods=args.methods, seeds=args.seeds, latency_batch=latency_batch,
-                                   plan=remove, progress=not args.quiet)
+                                   plan=remove, from_scratch=args.from_scratch, progress=not args.quiet)
     save_comparison(rows, out)
     if "modularity" in finals:
         row = next(r for r in rows if r["method"] == "modularity")
@@ -587,6 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--finetune-subset", type=int, default=0,
                        help="fine-tune on a class-balanced subset of N training samples (default 0: all)")
     prune.add_argument("--batch-size", type=_positive, default=128, help="fine-tuning batch size (default 128)")
+    prune.add_argument("--from-scratch", action="store_true",
+                       help="retrain every pruned model from a fresh initialisation instead of fine-tuning")
     prune.add_argument("--out", required=True, help="run directory")
     prune.add_argument("--quiet", action="store_true", help="no progress bars")
     prune.set_defaults(func=cmd_prune)

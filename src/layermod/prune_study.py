@@ -79,6 +79,7 @@ def compare_methods(
     seeds: int = 3,
     latency_batch: torch.Tensor | None = None,
     plan: Sequence[str] | None = None,
+    from_scratch: bool = False,
     progress: bool = True,
 ) -> tuple[list[dict], dict[str, nn.Module]]:
     """Prune ``budget`` units by every method, fine-tune per seed, evaluate.
@@ -95,6 +96,8 @@ def compare_methods(
         seeds: fine-tuning runs per method (random also draws a new plan per seed).
         latency_batch: (B, ...) inputs timed for CPU latency (default: ``example``).
         plan: units for the ``modularity`` method instead of its own choice (an edited plan.json).
+        from_scratch: re-initialise every pruned model (seeded) before training, as the paper retrained its
+            pruned networks, instead of fine-tuning from the surviving weights.
 
     Returns:
         (rows, models): one row per method with keys method, layers_removed, params, macs, flops,
@@ -119,6 +122,8 @@ def compare_methods(
                 remove = select_units(order, units, budget)
             pruned = apply_plan(model, remove, example) if remove else copy.deepcopy(model)
             pruned_accs.append(evaluate(pruned, test_data))
+            if from_scratch:
+                _reinitialise(pruned, seed)
             train(pruned, train_data, None, replace(finetune, seed=seed), progress=False)
             accs.append(evaluate(pruned, test_data))
             plans.append(remove)
@@ -176,6 +181,14 @@ def save_comparison(rows: Sequence[dict], out_dir: str | os.PathLike) -> None:
         ax.figure.savefig(tmp, format="png", dpi=120)
     with atomic_path(out / "comparison.json") as tmp:
         tmp.write_text(json.dumps({"rows": list(rows)}, indent=2))
+
+
+def _reinitialise(model: nn.Module, seed: int) -> None:
+    """Fresh default initialisation of every layer that has one, seeded."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
 
 
 def _probe_inputs(data: Dataset, n: int = 512) -> torch.Tensor:
