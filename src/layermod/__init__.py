@@ -5,43 +5,27 @@
     q = lm.modularity(A, labels)                        # labels: (N,)
     curve = lm.modularity_curve(model, (X, y), layers="auto", k=3, n_per_class=50, repeats=5, seed=0)
     curve.layers, curve.values, curve.mean, curve.std   # names; (repeats, L); (L,); (L,)
+    verdicts = lm.find_redundant(curve)                 # one per layer: increment, "plateau" / "drop" / "keep"
 """
 
-from . import models
+from . import errors, models
 from .curve import Curve, modularity_curve
 from .data import balanced_draws, load_dataset
-from .errors import (
-    DatasetError,
-    FeatureError,
-    GraphError,
-    LabelError,
-    LayerError,
-    LayermodError,
-    ModelError,
-    OutputError,
-    WeightsError,
-)
+from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
 from .features import extract_features
 from .graph import knn_graph
 from .layers import auto_layers, select_layers, trace_calls
 from .modularity import modularity, permutation_null
+from .redundancy import find_redundant
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Curve",
-    "DatasetError",
-    "FeatureError",
-    "GraphError",
-    "LabelError",
-    "LayerError",
-    "LayermodError",
-    "ModelError",
-    "OutputError",
-    "WeightsError",
     "auto_layers",
     "balanced_draws",
     "extract_features",
+    "find_redundant",
     "knn_graph",
     "load_dataset",
     "models",
@@ -50,4 +34,5 @@ __all__ = [
     "permutation_null",
     "select_layers",
     "trace_calls",
+    *errors.__all__,
 ]
