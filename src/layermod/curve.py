@@ -28,7 +28,7 @@ from .errors import FeatureError, GraphError, LayermodError
 from .features import iter_layer_features, model_device
 from .graph import Metric, Symmetrize, knn_graph
 from .layers import LayerSpec, select_layers, trace_calls
-from .modularity import modularity, permutation_null
+from .modularity import modularity_with_null
 
 __all__ = ["Curve", "modularity_curve", "DEFAULT_MAX_BYTES"]
 
@@ -198,9 +198,8 @@ def modularity_curve(
             except FeatureError as err:
                 raise FeatureError(f"layer {name!r}: {err}") from None
             try:
-                values[row, col] = modularity(adjacency, y, resolution)
-                if null_permutations:
-                    null[row, col] = permutation_null(adjacency, y, null_permutations, seed + row, resolution)
+                values[row, col], null[row, col] = modularity_with_null(adjacency, y, null_permutations, seed + row,
+                                                                        resolution)
             except GraphError as err:
                 raise GraphError(f"layer {name!r}: {err}") from None
             steps.update()

@@ -22,7 +22,7 @@ import torch
 
 from .errors import GraphError, LabelError
 
-__all__ = ["modularity", "permutation_null"]
+__all__ = ["modularity", "modularity_with_null", "permutation_null"]
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,23 @@ def permutation_null(
     Returns:
         (permutations,) float64 array of Q values.
     """
+    return modularity_with_null(adjacency, labels, permutations, seed, resolution)[1]
+
+
+def modularity_with_null(
+    adjacency: sp.sparray | sp.spmatrix | np.ndarray,
+    labels: np.ndarray | torch.Tensor | list,
+    permutations: int,
+    seed: int = 0,
+    resolution: float = 1.0,
+) -> tuple[float, np.ndarray]:
+    """:func:`modularity` and :func:`permutation_null` of one graph, reading its edges once.
+
+    Returns:
+        (Q, (permutations,) Q values under shuffled labels).
+    """
     edges = _Edges.of(adjacency)
     codes, n_classes = _codes(labels, len(edges.strength))
     rng = np.random.default_rng(seed)
-    return np.array([edges.q(rng.permutation(codes), n_classes, resolution) for _ in range(permutations)])
+    null = np.array([edges.q(rng.permutation(codes), n_classes, resolution) for _ in range(permutations)])
+    return edges.q(codes, n_classes, resolution), null
