@@ -160,15 +160,12 @@ def _top_k(x: torch.Tensor, sq: torch.Tensor | None, k: int, block: int) -> tupl
     # identical columns of one matmul (duplicated rows) can differ in the last bits, by about 2 eps of the
     # score's scale; a wider band would also catch genuine near-ties that the computation resolves
     rel = 4 * torch.finfo(x.dtype).eps
-    # columns padded to whole chunks (scores -inf) so that each block reshapes to (rows, chunks, _CHUNK)
-    padded = torch.cat([x, x.new_zeros(-n % _CHUNK, x.shape[1])])
     all_scores, all_index = [], []
     for start in range(0, n, block):
         stop = min(start + block, n)
-        s = x[start:stop] @ padded.T
+        s = x[start:stop] @ x.T
         if sq is not None:
-            s[:, :n].mul_(2).sub_(sq[None, :])
-        s[:, n:] = -torch.inf
+            s.mul_(2).sub_(sq[None, :])
         rows = torch.arange(stop - start, device=x.device)
         s[rows, rows + start] = -torch.inf
         vals, idx = _chunked_topk(s, take)
@@ -195,15 +192,20 @@ def _top_k(x: torch.Tensor, sq: torch.Tensor | None, k: int, block: int) -> tupl
 def _chunked_topk(s: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.topk(s, take, dim=1)`` for a small ``take``, exact in values, in about one read of ``s``.
 
-    ``s`` (B, C * _CHUNK): the best ``take`` values of a row all lie in the ``take`` chunks with the largest
-    maxima, so a topk over chunk maxima (B, C) and then over those few chunks replaces a topk over the row.
-    Which of several equal values is returned may differ from ``torch.topk``; callers settle ties themselves.
+    ``s`` (B, N) contiguous. The best ``take`` values of a row lie in the ``take`` whole chunks of ``_CHUNK``
+    columns with the largest maxima or in the last ``N % _CHUNK`` columns, so a topk over chunk maxima
+    (a strided view, no copy) and then over those few columns replaces a topk over the row. Which of several
+    equal values is returned may differ from ``torch.topk``; callers settle ties themselves.
     """
-    b, width = s.shape
-    if width // _CHUNK <= take:
+    b, n = s.shape
+    whole = n // _CHUNK
+    if whole <= take:
         return torch.topk(s, take, dim=1)
-    chunks = s.view(b, width // _CHUNK, _CHUNK)
+    chunks = s.as_strided((b, whole, _CHUNK), (s.stride(0), _CHUNK, 1))
     best_chunks = torch.topk(chunks.amax(dim=2), take, dim=1).indices  # (B, take)
-    columns = (best_chunks[:, :, None] * _CHUNK + torch.arange(_CHUNK, device=s.device)).view(b, -1)
+    offsets = torch.arange(_CHUNK, device=s.device)
+    columns = (best_chunks[:, :, None] * _CHUNK + offsets).view(b, -1)
+    tail = torch.arange(whole * _CHUNK, n, device=s.device).expand(b, -1)
+    columns = torch.cat([columns, tail], dim=1)
     vals, pos = torch.topk(torch.gather(s, 1, columns), take, dim=1)
     return vals, torch.gather(columns, 1, pos)
