@@ -7,6 +7,7 @@ was wrong and what to do; the CLI prints that line and exits non-zero without a 
 from __future__ import annotations
 
 __all__ = [
+    "AttackError",
     "DatasetError",
     "FeatureError",
     "GraphError",
@@ -16,6 +17,7 @@ __all__ = [
     "ModelError",
     "OutputError",
     "PlanError",
+    "ReportError",
     "TrainError",
     "WeightsError",
 ]
@@ -23,6 +25,10 @@ __all__ = [
 
 class LayermodError(Exception):
     """Base class of every error layermod raises on bad input."""
+
+
+class AttackError(LayermodError, ValueError):
+    """An attack that cannot run: a budget outside the pixel range, a model without input gradients, ..."""
 
 
 class GraphError(LayermodError, ValueError):
@@ -66,3 +72,7 @@ class TrainError(LayermodError, ValueError):
 
 class PlanError(LayermodError, ValueError):
     """A pruning plan that cannot be applied (unknown or non-removable unit, a stage left empty, repeats)."""
+
+
+class ReportError(LayermodError, OSError):
+    """Run directories a report cannot be made from (missing, or holding no readable layermod output)."""
