@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up .venv for layermod: the pinned CPU build of torch first (a bare `torch` requirement would pull a
 # multi-GB CUDA build), then layermod itself with the extras named in $1 (e.g. "test"), then Fashion-MNIST
-# from Debian's dataset-fashion-mnist package when it is missing and we may install it.
+# from Debian's dataset-fashion-mnist package when it is missing and we may install it, and with the "test"
+# extra Debian's chromium for the browser check of the HTML report (tests/test_html.py).
 # TORCH_SPEC overrides the torch requirement (e.g. TORCH_SPEC=torch for a GPU machine with internet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +17,13 @@ if [ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] && [ "$(
    && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
     || echo "setup: could not install dataset-fashion-mnist; layermod will look elsewhere or download it" >&2
+fi
+browser_found() { command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null
+if [[ ",$extras," == *,test,* ]] && ! browser_found; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt_chromium() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }
+    apt_chromium || { apt-get update -qq >/dev/null 2>&1 && apt_chromium; } || true
+  fi
+  browser_found || echo "setup: could not install chromium; the browser checks in tests/test_html.py will be skipped" \
+    "(and fail when CI is set)" >&2
 fi
