@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -154,6 +155,7 @@ def modularity_curve(
     batch_size: int = 256,
     max_bytes: int = DEFAULT_MAX_BYTES,
     progress: bool = False,
+    visit: Callable[[str, torch.Tensor, list[np.ndarray]], None] | None = None,
 ) -> Curve:
     """Modularity curve of ``model`` on class-balanced draws from ``data``.
 
@@ -170,6 +172,9 @@ def modularity_curve(
         batch_size: samples per forward pass.
         max_bytes: memory budget for the features held at once; layers are extracted in groups that fit.
         progress: show progress bars (when stderr is a terminal).
+        visit: called as ``visit(name, features, positions)`` for every layer, with its features (M, D) for
+            the union of the draws and ``positions``, one index array into those M rows per draw: other
+            per-layer statistics on the same samples without a second pass over the model.
 
     Returns:
         A :class:`Curve` with ``values`` of shape (repeats, L).
@@ -191,6 +196,8 @@ def modularity_curve(
     steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=None if progress else True)
     layer_features = iter_layer_features(model, inputs, names, calls, max_bytes, batch_size, progress)
     for col, (name, features) in enumerate(layer_features):
+        if visit is not None:
+            visit(name, features, positions)
         for row, pos in enumerate(positions):
             y = targets[pos]
             try:

@@ -37,7 +37,7 @@ from .prune import Unit, apply_plan, block_influence, latency, model_cost
 from .redundancy import Verdict, rank_by_increment, select_units
 from .train import TrainConfig, evaluate, train
 
-__all__ = ["METHODS", "method_order", "compare_methods", "save_comparison"]
+__all__ = ["METHODS", "compare_methods", "method_order", "plot_comparison", "save_comparison"]
 
 METHODS = ("none", "modularity", "steepest", "cosine", "random", "first", "last")
 
@@ -150,7 +150,6 @@ def save_comparison(rows: Sequence[dict], out_dir: str | os.PathLike) -> None:
     """Write comparison.json (the source of truth), .csv, .md and comparison.png (accuracy against removed
     FLOPs, mean with std bars) into ``out_dir``, each file whole or not at all."""
     out = ensure_writable_dir(out_dir)
-    base = next((row for row in rows if row["method"] == "none"), rows[0])
     columns = ["method", "n_removed", "params", "macs", "flops", "latency_ms", "acc_pruned_mean", "acc_mean",
                "acc_std"]
     with atomic_path(out / "comparison.csv") as tmp, open(tmp, "w", newline="") as fh:
@@ -166,8 +165,17 @@ def save_comparison(rows: Sequence[dict], out_dir: str | os.PathLike) -> None:
                      f"{100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f} % |")
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    plot_comparison(rows, out / "comparison.png")
+    with atomic_path(out / "comparison.json") as tmp:
+        tmp.write_text(json.dumps({"rows": list(rows)}, indent=2))
+
+
+def plot_comparison(rows: Sequence[dict], path: str | os.PathLike | None = None):
+    """Accuracy after fine-tuning (mean with std bars) against the FLOPs each method removed, one point per
+    row of a comparison; returns the Figure, written as PNG (atomically) with ``path``."""
     from matplotlib.figure import Figure
 
+    base = next((row for row in rows if row["method"] == "none"), rows[0])
     ax = Figure(figsize=(6.4, 4.2)).add_subplot()
     for row in rows:
         saved = 100 * (1 - row["flops"] / base["flops"])
@@ -177,10 +185,10 @@ def save_comparison(rows: Sequence[dict], out_dir: str | os.PathLike) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.figure.tight_layout()
-    with atomic_path(out / "comparison.png") as tmp:
-        ax.figure.savefig(tmp, format="png", dpi=120)
-    with atomic_path(out / "comparison.json") as tmp:
-        tmp.write_text(json.dumps({"rows": list(rows)}, indent=2))
+    if path is not None:
+        with atomic_path(path) as tmp:
+            ax.figure.savefig(tmp, format="png", dpi=120)
+    return ax.figure
 
 
 def _reinitialise(model: nn.Module, seed: int) -> None:

@@ -39,6 +39,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .curve import Curve
 from .errors import PlanError
 
@@ -46,6 +48,7 @@ __all__ = [
     "Verdict",
     "budget_for_params",
     "find_redundant",
+    "paired_difference",
     "plan_dict",
     "rank_by_increment",
     "read_plan",
@@ -72,6 +75,18 @@ class Verdict:
     verdict: str
 
 
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over draws of ``a - b`` and its paired standard error ``std(a - b, ddof=1) / sqrt(R)``.
+
+    ``a`` and ``b`` are (R, ...) values measured on the same R draws; returns two arrays of shape (...). With a
+    single draw there is no spread to measure and the standard error is 0.
+    """
+    diffs = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    repeats = len(diffs)
+    noise = diffs.std(axis=0, ddof=1) / math.sqrt(repeats) if repeats > 1 else np.zeros(diffs.shape[1:])
+    return diffs.mean(axis=0), noise
+
+
 def find_redundant(curve: Curve, z: float = 2.0, min_gain: float = 0.005) -> list[Verdict]:
     """One :class:`Verdict` per layer of ``curve``, in the curve's order.
 
@@ -83,12 +98,9 @@ def find_redundant(curve: Curve, z: float = 2.0, min_gain: float = 0.005) -> lis
     if not (math.isfinite(min_gain) and min_gain >= 0):
         raise PlanError(f"min_gain must be a finite number >= 0, got {min_gain}")
     values = curve.values
-    repeats = len(values)
     verdicts = [Verdict(curve.layers[0], math.nan, math.nan, math.nan, "keep")] if curve.layers else []
     for index in range(1, len(curve.layers)):
-        diffs = values[:, index] - values[:, index - 1]
-        increment = float(diffs.mean())
-        noise = float(diffs.std(ddof=1) / math.sqrt(repeats)) if repeats > 1 else 0.0
+        increment, noise = map(float, paired_difference(values[:, index], values[:, index - 1]))
         threshold = max(z * noise, min_gain)
         if not (math.isfinite(increment) and math.isfinite(threshold)) or increment > threshold:
             verdict = "keep"
