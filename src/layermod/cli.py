@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import DatasetError, LayermodError, ModelError
+from .errors import DatasetError, LayermodError, ModelError, ReportError
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -139,10 +139,125 @@ def cmd_curve(args: argparse.Namespace) -> int:
     dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir)
     curve = modularity_curve(model, dataset, progress=not args.quiet, **_curve_options(args))
     curve = curve.with_config(**model_description, **data_description, data_dir=args.data_dir)
+    if args.views:
+        _save_views(args, model, dataset, curve)
     save_curve(curve, args.out)
     if not args.quiet:
         print(curve_table(curve))
-    print(f"wrote {os.path.join(args.out, 'curve.json')} and curve.png")
+    views = ", embedding.json and embedding.png" if args.views else ""
+    print(f"wrote {os.path.join(args.out, 'curve.json')}, curve.csv, curve.png{views}")
+    return 0
+
+
+def _save_views(args: argparse.Namespace, model: torch.nn.Module, dataset, curve) -> None:
+    """2-D views and kNN graphs of a few of the curve's layers, evenly spaced, into the run directory."""
+    from .embedding import layer_views, pick_layers, save_views
+
+    config = {"method": args.view_method, "n_per_class": args.view_per_class, "k": args.k, "seed": args.seed,
+              "metric": args.metric}
+    views = layer_views(model, dataset, pick_layers(curve.layers, args.views), n_per_class=args.view_per_class,
+                        k=args.k, seed=args.seed, method=args.view_method, batch_size=args.batch_size,
+                        metric=args.metric)
+    save_views(views, args.out, class_names=getattr(dataset, "classes", None), config=config)
+
+
+def _pixel_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}; write LOW,HIGH, e.g. 0,1 or 0,255") from None
+    if not low < high:
+        raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {text!r}")
+    return low, high
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    """Attack class-balanced samples (FGSM / PGD), then measure clean and attacked curves on the same draws
+    with the true labels as communities; write DIR/attack.json, attack.csv and attack.png."""
+    from dataclasses import replace
+
+    from .adversarial import adversarial_curves
+    from .attacks import AttackConfig, PixelSpace
+    from .fileio import check_writable_dir
+    from .resolve import resolve_data
+
+    check_writable_dir(args.out)
+    config = AttackConfig(method=args.method, eps=args.eps, norm=args.norm, steps=args.steps,
+                          step_size=args.step_size, random_start=not args.no_random_start, seed=args.seed)
+    model, model_description = _load_model(args)
+    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir)
+    space = PixelSpace.from_normalization(getattr(dataset, "normalization", None), *args.pixel_range)
+    config.validate(space)
+    result = adversarial_curves(model, dataset, config, space, keep=args.keep, pool_per_class=args.pool_per_class,
+                                progress=not args.quiet, **_curve_options(args))
+    described = {**model_description, **data_description, "data_dir": args.data_dir}
+    result = replace(result, clean=result.clean.with_config(**described),
+                     attacked=result.attacked.with_config(**described))
+    result.save(args.out)
+    summary = result.summary
+    print(f"{config.method} ({config.norm}, eps {config.eps:g}): {summary['n_flipped']} of {summary['n_correct']} "
+          f"correctly classified samples flipped (success rate {summary['success_rate']:.3f}); "
+          f"accuracy {summary['clean_accuracy']:.4f} -> {summary['adversarial_accuracy']:.4f}")
+    if not args.quiet:
+        print(_attack_table(result))
+    index = result.parting_index()
+    where = "the curves do not part" if index is None else f"the curves part at layer {index} ({result.clean.layers[index]})"
+    print(f"{where}; last layer: clean Q {result.clean.mean[-1]:.4f}, attacked {result.attacked.mean[-1]:.4f}")
+    print(f"wrote {os.path.join(args.out, 'attack.json')}, attack.csv, attack.png")
+    return 0
+
+
+def _attack_table(result) -> str:
+    width = max(len("layer"), *(len(name) for name in result.clean.layers))
+    head = f"{'#':>3}  {'layer':<{width}}  {'clean Q':>8}  {'attacked':>8}  {'gap':>8}  {'± se':>7}"
+    rows = [head, "-" * len(head)]
+    for i, name in enumerate(result.clean.layers):
+        rows.append(f"{i:>3}  {name:<{width}}  {result.clean.mean[i]:8.4f}  {result.attacked.mean[i]:8.4f}  "
+                    f"{result.gap[i]:+8.4f}  {result.gap_se[i]:7.4f}")
+    return "\n".join(rows)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Layer difference D_ij = |Q_i - Q_j| beside linear CKA between all pairs of layers, on the same draws; with
+    --weights-b / --model-b between two models. Writes DIR/compare.json, d.csv, cka.csv and compare.png."""
+    from dataclasses import replace
+
+    from .compare import compare_layers
+    from .fileio import check_writable_dir
+    from .resolve import resolve_data, resolve_model
+
+    check_writable_dir(args.out)
+    model, description = _load_model(args)
+    other = None
+    names = (args.weights or args.model, args.weights or args.model)
+    if args.model_b or args.weights_b:
+        arch_args = {"num_classes": args.num_classes, "in_channels": args.in_channels, "width": args.width}
+        other, _ = resolve_model(args.model_b, args.weights_b, arch_args if args.model_b else None)
+        _to_device(other, args.device)
+        names = (names[0], args.weights_b or args.model_b)
+    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir)
+    options = _curve_options(args)
+    layers = options.pop("layers")
+    comparison = compare_layers(model, dataset, other, layers=layers, layers_b=args.layers_b, unbiased=args.unbiased,
+                                names=names, progress=not args.quiet, **options)
+    comparison = replace(comparison, config={**comparison.config, **description, **data_description,
+                                             "data_dir": args.data_dir})
+    comparison.save(args.out)
+    print(f"{len(comparison.curve_a.layers)} x {len(comparison.curve_b.layers)} layers: D and CKA on "
+          f"{comparison.curve_a.config['samples_per_draw']} samples x {len(comparison.curve_a.values)} draws")
+    print(f"wrote {os.path.join(args.out, 'compare.json')}, d.csv, cka.csv, compare.png")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Gather what run directories hold (curves, verdicts, dynamics, attacks, heat maps, pruning, 2-D views) into
+    one self-contained HTML file; every number also downloadable from it as CSV/JSON."""
+    from .run_report import write_report
+
+    problems = write_report(args.runs, args.out, title=args.title)
+    print(f"wrote {args.out}")
+    if problems:
+        raise ReportError(f"the report leaves out {len(problems)} unreadable item(s): {'; '.join(problems)}")
     return 0
 
 
@@ -546,9 +661,58 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(curve)
     _add_data_args(curve, required=True)
     _add_graph_args(curve)
+    views = curve.add_argument_group("2-D views (for the report)")
+    views.add_argument("--views", type=_non_negative, default=3,
+                       help="draw a 2-D embedding and the kNN graph of this many evenly spaced layers (default 3; 0: none)")
+    views.add_argument("--view-method", choices=["pca", "tsne"], default="pca",
+                       help="2-D embedding (default pca; tsne needs scikit-learn)")
+    views.add_argument("--view-per-class", type=_positive, default=30, help="samples per class in the views (default 30)")
     curve.add_argument("--out", required=True, help="run directory for curve.json, curve.csv, curve.png")
     curve.add_argument("--quiet", action="store_true", help="no progress bars or table")
     curve.set_defaults(func=cmd_curve)
+
+    attack = commands.add_parser("attack", help="clean vs adversarial (FGSM / PGD) curves on the same samples",
+                                 description=cmd_attack.__doc__)
+    _add_model_args(attack)
+    _add_data_args(attack, required=True)
+    _add_graph_args(attack)
+    group = attack.add_argument_group("attack")
+    group.add_argument("--method", default="pgd",
+                       help="fgsm, pgd, or torchattacks:NAME (e.g. torchattacks:CW; pip install --no-deps torchattacks)")
+    group.add_argument("--eps", type=float, default=0.3, help="budget in pixel units (default 0.3, the paper's)")
+    group.add_argument("--norm", choices=["linf", "l2"], default="linf", help="budget norm (default linf)")
+    group.add_argument("--steps", type=_positive, default=40, help="PGD steps (default 40)")
+    group.add_argument("--step-size", type=float, default=0.01, help="PGD step in pixel units (default 0.01)")
+    group.add_argument("--no-random-start", action="store_true", help="PGD starts at the clean input")
+    group.add_argument("--keep", choices=["flipped", "all"], default="flipped",
+                       help="flipped: only samples classified correctly and then flipped (the paper's filter; default)")
+    group.add_argument("--pool-per-class", type=_positive,
+                       help="samples attacked per class (default 2 x n-per-class x repeats)")
+    group.add_argument("--pixel-range", type=_pixel_range, default=(0.0, 1.0),
+                       help="valid pixel range LOW,HIGH before normalisation (default 0,1)")
+    attack.add_argument("--out", required=True, help="run directory for attack.json, attack.csv, attack.png")
+    attack.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    attack.set_defaults(func=cmd_attack)
+
+    compare = commands.add_parser("compare", help="layer difference |Q_i - Q_j| beside linear CKA, as heat maps",
+                                  description=cmd_compare.__doc__)
+    _add_model_args(compare)
+    compare.add_argument("--model-b", help="second model (columns), as --model")
+    compare.add_argument("--weights-b", help="weights of the second model, as --weights")
+    compare.add_argument("--layers-b", type=_layers, help="layers of the second model (default: as --layers)")
+    compare.add_argument("--unbiased", action="store_true", help="unbiased HSIC in the minibatch CKA")
+    _add_data_args(compare, required=True)
+    _add_graph_args(compare)
+    compare.add_argument("--out", required=True, help="run directory for compare.json, d.csv, cka.csv, compare.png")
+    compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    compare.set_defaults(func=cmd_compare)
+
+    report = commands.add_parser("report", help="one self-contained HTML page from run directories",
+                                 description=cmd_report.__doc__)
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories written by layermod commands")
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.add_argument("--title", help="page title (default: the run directories' names)")
+    report.set_defaults(func=cmd_report)
 
     listing = commands.add_parser("models", help="list the built-in architectures", description=cmd_models.__doc__)
     listing.set_defaults(func=cmd_models)

@@ -1,0 +1,281 @@
+"""Run directories -> one self-contained HTML page (``layermod report``).
+
+Every layermod command writes one run directory with JSON as the source of truth. The report reads what each
+directory holds, redraws every figure from the JSON (so pictures and numbers agree), and embeds the files the
+numbers came from as downloads, so the page needs no network and nothing beside it.
+
+What is recognised, in the order shown: the checkpoint sidecar (``best.json``) and ``metrics.csv``, the curve
+with its redundancy verdicts (``curve.json``), 2-D views and kNN graphs (``embedding.json``), training
+dynamics (``dynamics.json``), clean vs attacked curves (``attack.json``), D and CKA heat maps
+(``compare.json``), pruning (``plan.json``, ``comparison.json``) and ``eval.json``.
+
+Bad input, on purpose: a run directory that is missing or holds none of these files, and any file that cannot
+be read, is reported (a notice in the page and one line in the returned list) while everything readable is
+still shown. Only when nothing at all is readable is no page written (:class:`ReportError`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .adversarial import AdversarialCurves
+from .compare import LayerComparison
+from .curve import Curve
+from .dynamics import Dynamics
+from .embedding import plot_views, views_from_dict
+from .errors import LayermodError, ReportError
+from .html import HtmlDocument
+from .prune_study import plot_comparison
+from .redundancy import find_redundant
+from .report import plot_curves
+
+__all__ = ["KNOWN_FILES", "write_report"]
+
+
+def _axes(width: float, height: float = 4.2):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height)).add_subplot()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def _download(doc: HtmlDocument, run: Path, *names: str) -> None:
+    for name in names:
+        if (run / name).is_file():
+            doc.download(f"{run.name}-{name}", (run / name).read_bytes(),
+                         mime="application/json" if name.endswith(".json") else "text/csv", label=name)
+
+
+def _csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _checkpoint(doc: HtmlDocument, run: Path) -> None:
+    meta = _read_json(run / "best.json")
+    args = ", ".join(f"{key}={value}" for key, value in sorted(meta.get("arch_args", {}).items()))
+    doc.subsection("Model")
+    doc.paragraph(f"{meta.get('arch', 'model')}({args}) trained on {meta.get('dataset', '?')}: best test accuracy "
+                  f"{100 * float(meta.get('best_accuracy', meta.get('accuracy', float('nan')))):.2f} % at epoch "
+                  f"{meta.get('best_epoch', meta.get('epoch', '?'))}.")
+    _download(doc, run, "best.json")
+
+
+def _metrics(doc: HtmlDocument, run: Path) -> None:
+    with open(run / "metrics.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or len(rows) < 2:
+        raise ValueError("no rows")
+    header, body = rows[0], rows[1:]
+    if any(len(row) != len(header) for row in body):
+        raise ValueError("rows of different lengths")
+    doc.subsection("Training")
+    doc.table(header, [[_number(cell) for cell in row] for row in body], caption="per-epoch metrics")
+    _download(doc, run, "metrics.csv")
+
+
+def _number(text: str) -> object:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _curve(doc: HtmlDocument, run: Path) -> None:
+    curve = Curve.from_dict(_read_json(run / "curve.json"))
+    verdicts = find_redundant(curve)
+    doc.subsection("Modularity curve")
+    ax = plot_curves([curve], ax=_axes(max(6.0, 0.45 * len(curve.layers) + 2)))
+    doc.figure(ax.figure, caption="mean Q per layer with a ±1 std band over the draws; dashed: shuffled labels; "
+               "dotted: the ceiling 1 - 1/C")
+    mean = curve.mean
+    redundant = [v.layer for v in verdicts if v.verdict != "keep"]
+    doc.paragraph(f"Q goes from {mean[0]:.4f} ({curve.layers[0]}) to {mean[-1]:.4f} ({curve.layers[-1]}) over "
+                  f"{len(curve.layers)} layers; highest {np.nanmax(mean):.4f} at {curve.layers[int(np.nanargmax(mean))]}. "
+                  + (f"Plateau or drop (redundant): {', '.join(redundant)}." if redundant
+                     else "Every layer adds modularity beyond the noise."))
+    header = ["#", "layer", "Q mean", "std", "increment", "± se", "verdict"]
+    rows = [[i, v.layer, mean[i], curve.std[i], v.increment, v.noise, v.verdict] for i, v in enumerate(verdicts)]
+    if curve.z is not None:
+        header += ["null Q", "z"]
+        rows = [[*row, curve.null_mean[i], curve.z[i]] for i, row in enumerate(rows)]
+    doc.table(header, rows, caption="per layer: mean Q, increment over the previous layer with its paired standard "
+              "error, and the verdict of find_redundant (z = 2, min gain 0.005)")
+    doc.download(f"{run.name}-verdicts.csv", _csv_text(header, rows), label="verdicts.csv")
+    _download(doc, run, "curve.json", "curve.csv")
+
+
+def _views(doc: HtmlDocument, run: Path) -> None:
+    views, class_names, config = views_from_dict(_read_json(run / "embedding.json"))
+    doc.subsection("Samples in 2-D and their kNN graphs")
+    doc.figure(plot_views(views, class_names=class_names),
+               caption=f"{config.get('method', '?')} embedding of {len(views[0].labels)} samples coloured by class "
+                       f"(top) and the k={config.get('k', '?')} nearest-neighbour graph on the same positions, "
+                       "edges across classes in red (bottom)")
+    doc.table(["layer", "Q", "edge weight inside classes"], [[v.layer, v.q, v.intra_fraction] for v in views])
+    _download(doc, run, "embedding.json")
+
+
+def _dynamics(doc: HtmlDocument, run: Path) -> None:
+    dynamics = Dynamics.from_dict(_read_json(run / "dynamics.json"))
+    doc.subsection("Training dynamics")
+    doc.figure(dynamics.plot(), caption="Q of every layer over the epochs (left) beside the test accuracy (right)")
+    header = ["", *(f"epoch {epoch}" for epoch in dynamics.epochs)]
+    rows = [["test accuracy", *dynamics.test_acc], *([name, *column] for name, column in
+                                                      zip(dynamics.layers, dynamics.mean.T))]
+    doc.table(header, rows, caption="test accuracy and mean Q of every layer at each tracked epoch")
+    _download(doc, run, "dynamics.json")
+
+
+def _attack(doc: HtmlDocument, run: Path) -> None:
+    result = AdversarialCurves.from_dict(_read_json(run / "attack.json"))
+    attack, summary = result.attack, result.summary
+    doc.subsection(f"Clean vs {attack.get('method', 'attack').upper()}")
+    ax = result.plot(ax=_axes(max(6.0, 0.45 * len(result.clean.layers) + 2)))
+    doc.figure(ax.figure, caption="clean and attacked curves on the same draws, true labels as communities")
+    index = result.parting_index()
+    parted = ("the curves do not part" if index is None
+              else f"the curves part at layer {index} ({result.clean.layers[index]})")
+    last_clean, last_attacked = result.clean.mean[-1], result.attacked.mean[-1]
+    doc.paragraph(f"{attack.get('method')} ({attack.get('norm')}, eps {attack.get('eps')}"
+                  + (f", {attack.get('steps')} steps of {attack.get('step_size')}" if attack.get("method") == "pgd"
+                     else "")
+                  + f"): {summary['n_flipped']} of {summary['n_correct']} correctly classified samples flipped "
+                  f"(success rate {_percent(summary['success_rate'])}); {parted}. Last layer: clean Q "
+                  f"{last_clean:.4f}, attacked {last_attacked:.4f} ({last_attacked - last_clean:+.4f}).")
+    header = ["#", "layer", "clean Q", "attacked Q", "gap", "± se"]
+    rows = [[i, name, result.clean.mean[i], result.attacked.mean[i], result.gap[i], result.gap_se[i]]
+            for i, name in enumerate(result.clean.layers)]
+    doc.table(header, rows)
+    _download(doc, run, "attack.json", "attack.csv")
+
+
+def _percent(value) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{100 * value:.1f} %"
+
+
+def _compare(doc: HtmlDocument, run: Path) -> None:
+    comparison = LayerComparison.from_dict(_read_json(run / "compare.json"))
+    doc.subsection("Layer difference D beside linear CKA")
+    doc.figure(comparison.plot(), caption="D_ij = |Q_i - Q_j| (left; small = alike) and linear CKA (right; high = "
+               "alike) between all pairs of layers, on the same samples")
+    d, cka = comparison.d, comparison.cka
+    pairs = ~np.eye(*d.shape, dtype=bool) if comparison.same_model else np.ones(d.shape, dtype=bool)
+    if pairs.sum() > 2 and np.std(d[pairs]) > 0 and np.std(cka[pairs]) > 0:
+        r = np.corrcoef(d[pairs], cka[pairs])[0, 1]
+        doc.paragraph(f"Across {int(pairs.sum())} layer pairs, D and CKA correlate with r = {r:.3f} (negative: "
+                      "pairs with similar modularity also have similar representations).")
+    _download(doc, run, "compare.json", "d.csv", "cka.csv")
+
+
+def _pruning(doc: HtmlDocument, run: Path) -> None:
+    rows = _read_json(run / "comparison.json")["rows"]
+    doc.subsection("Pruning: methods compared at the same budget")
+    doc.figure(plot_comparison(rows), caption="test accuracy after fine-tuning (mean ± std over seeds) against the "
+               "FLOPs each method removed")
+    header = ["method", "removed", "params", "MACs", "FLOPs", "latency (ms)", "acc. pruned", "acc. fine-tuned",
+              "± std", "layers removed"]
+    table = [[r["method"], r["n_removed"], r["params"], r["macs"], r["flops"], r["latency_ms"], r["acc_pruned_mean"],
+              r["acc_mean"], r["acc_std"], " ".join(r["layers_removed"])] for r in rows]
+    doc.table(header, table)
+    _download(doc, run, "comparison.json", "comparison.csv")
+
+
+def _plan(doc: HtmlDocument, run: Path) -> None:
+    plan = _read_json(run / "plan.json")
+    doc.subsection("Pruning plan")
+    doc.paragraph(f"{plan.get('method', '?')}: remove {len(plan['remove'])} unit(s): "
+                  f"{', '.join(map(str, plan['remove'])) or 'none'}.")
+    _download(doc, run, "plan.json")
+
+
+def _evaluation(doc: HtmlDocument, run: Path) -> None:
+    result = _read_json(run / "eval.json")
+    doc.subsection("Evaluation")
+    doc.paragraph(f"accuracy {100 * float(result['accuracy']):.2f} % ({result.get('correct')}/{result.get('n')}) of "
+                  f"{result.get('weights')} on {result.get('dataset')} ({result.get('split')} split)")
+    _download(doc, run, "eval.json")
+
+
+KNOWN_FILES: dict[str, Callable[[HtmlDocument, Path], None]] = {
+    "best.json": _checkpoint,
+    "metrics.csv": _metrics,
+    "curve.json": _curve,
+    "embedding.json": _views,
+    "dynamics.json": _dynamics,
+    "attack.json": _attack,
+    "compare.json": _compare,
+    "plan.json": _plan,
+    "comparison.json": _pruning,
+    "eval.json": _evaluation,
+}
+
+
+def _add_run(doc: HtmlDocument, run: Path, problems: list[str]) -> bool:
+    """Add one run directory's section; True when at least one of its files could be shown."""
+    if not run.is_dir():
+        problems.append(f"{run}: no such directory")
+        return False
+    present = [name for name in KNOWN_FILES if (run / name).is_file()]
+    if not present:
+        problems.append(f"{run}: holds none of {', '.join(KNOWN_FILES)}")
+        return False
+    doc.section(f"Run {run.name}")
+    doc.paragraph(f"{run} — found: {', '.join(present)}")
+    shown = 0
+    for name in present:
+        try:
+            KNOWN_FILES[name](doc, run)
+            shown += 1
+        except (LayermodError, OSError, ValueError, KeyError, TypeError, IndexError) as err:
+            reason = " ".join(str(err).split()) or type(err).__name__
+            problems.append(f"{run / name}: unreadable ({reason})")
+            doc.notice(f"{name} could not be read and is left out: {reason}", kind="error")
+    return shown > 0
+
+
+def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, title: str | None = None) -> list[str]:
+    """Write one HTML page gathering ``runs`` into ``out``; returns the problems (one line each) met on the way.
+
+    Raises:
+        ReportError: when no run directory holds anything readable (nothing is written then).
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise ReportError(f"--out {out} is a directory; give the HTML file to write, e.g. {out / 'report.html'}")
+    paths = [Path(run) for run in runs]
+    doc = HtmlDocument(title or "layermod report: " + ", ".join(path.name or str(path) for path in paths),
+                       subtitle="Layer-by-layer graph modularity: where classes separate, where layers stop helping.")
+    problems: list[str] = []
+    shown = [_add_run(doc, path, problems) for path in paths]
+    if not any(shown):
+        raise ReportError(f"nothing to report: {'; '.join(problems)}; point at directories written by layermod "
+                          "commands (curve, attack, compare, train, prune)")
+    if problems:
+        doc.section("Left out")
+        for problem in problems:
+            doc.notice(problem, kind="error")
+    doc.write(out)
+    return problems
