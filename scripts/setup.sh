@@ -13,6 +13,11 @@ fi
 pip_install() { .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@"; }
 pip_install "${TORCH_SPEC:-torch==2.13.0}"
 pip_install -e ".${extras:+[$extras]}"
+if [[ ",$extras," == *,test,* ]]; then
+  # torchattacks' metadata asks for torchvision, which does not import beside the CPU build of torch; it does not
+  # need it, so it goes in without dependencies (the tests of the torchattacks path use it)
+  pip_install --no-deps "torchattacks==3.5.1"
+fi
 if [ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] && [ "$(id -u)" = 0 ] \
    && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \

@@ -146,6 +146,17 @@ def test_layer_views_show_the_graph_whose_modularity_they_report(metric):
         np.testing.assert_array_equal(view.coords, embed_2d(features[view.layer]))
 
 
+@pytest.mark.parametrize("graph", [{"symmetrize": "mutual"}, {"symmetrize": "union", "weighted": False}])
+def test_layer_views_build_the_graph_the_curve_was_measured_on(graph):
+    x, y = blobs()
+    model = seeded_mlp()
+    views = layer_views(model, (x, y), n_per_class=6, k=3, seed=2, **graph)
+    curve = lm.modularity_curve(model, (x, y), k=3, n_per_class=6, repeats=1, seed=2, **graph)
+    np.testing.assert_allclose(curve.values[0], [v.q for v in views], rtol=0, atol=1e-12)
+    if graph.get("weighted") is False:
+        assert all(np.all(v.weights == 1.0) for v in views)
+
+
 def test_layer_views_use_the_samples_of_a_one_draw_curve(views):
     x, y = blobs()
     curve = lm.modularity_curve(seeded_mlp(), (x, y), k=3, n_per_class=6, repeats=1, seed=2)

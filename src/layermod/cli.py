@@ -153,11 +153,11 @@ def _save_views(args: argparse.Namespace, model: torch.nn.Module, dataset, curve
     """2-D views and kNN graphs of a few of the curve's layers, evenly spaced, into the run directory."""
     from .embedding import layer_views, pick_layers, save_views
 
-    config = {"method": args.view_method, "n_per_class": args.view_per_class, "k": args.k, "seed": args.seed,
-              "metric": args.metric}
-    views = layer_views(model, dataset, pick_layers(curve.layers, args.views), n_per_class=args.view_per_class,
-                        k=args.k, seed=args.seed, method=args.view_method, batch_size=args.batch_size,
-                        metric=args.metric)
+    per_class = args.view_per_class or min(args.n_per_class, 30)
+    graph = {"k": args.k, "metric": args.metric, "symmetrize": args.symmetrize, "weighted": not args.binary}
+    views = layer_views(model, dataset, pick_layers(curve.layers, args.views), n_per_class=per_class,
+                        seed=args.seed, method=args.view_method, batch_size=args.batch_size, **graph)
+    config = {"method": args.view_method, "n_per_class": per_class, "seed": args.seed, **graph}
     save_views(views, args.out, class_names=getattr(dataset, "classes", None), config=config)
 
 
@@ -666,7 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="draw a 2-D embedding and the kNN graph of this many evenly spaced layers (default 3; 0: none)")
     views.add_argument("--view-method", choices=["pca", "tsne"], default="pca",
                        help="2-D embedding (default pca; tsne needs scikit-learn)")
-    views.add_argument("--view-per-class", type=_positive, default=30, help="samples per class in the views (default 30)")
+    views.add_argument("--view-per-class", type=_positive,
+                       help="samples per class in the views (default: --n-per-class, at most 30)")
     curve.add_argument("--out", required=True, help="run directory for curve.json, curve.csv, curve.png")
     curve.add_argument("--quiet", action="store_true", help="no progress bars or table")
     curve.set_defaults(func=cmd_curve)

@@ -43,7 +43,7 @@ from .data import as_dataset, balanced_draws, dataset_labels, gather
 from .errors import FeatureError, GraphError, LayermodError
 from .features import extract_features, model_device
 from .fileio import atomic_path, ensure_writable_dir
-from .graph import Metric, as_feature_matrix, knn_graph
+from .graph import Metric, Symmetrize, as_feature_matrix, knn_graph
 from .layers import LayerSpec, select_layers, trace_calls
 from .modularity import modularity
 
@@ -215,11 +215,10 @@ def _upper_edges(adjacency: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([upper.row[order], upper.col[order]], axis=1).astype(np.int64), upper.data[order]
 
 
-def _view(name: str, features: torch.Tensor, labels: np.ndarray, k: int, metric: Metric, method: str,
-          seed: int) -> LayerView:
-    """The view of one layer's features (n, D) with labels (n,)."""
+def _view(name: str, features: torch.Tensor, labels: np.ndarray, graph: dict, method: str, seed: int) -> LayerView:
+    """The view of one layer's features (n, D) with labels (n,); ``graph`` holds knn_graph's options."""
     try:
-        adjacency = knn_graph(features, k=k, metric=metric)
+        adjacency = knn_graph(features, **graph)
         q = modularity(adjacency, labels)
     except (FeatureError, GraphError) as err:
         raise type(err)(f"layer {name!r}: {err}") from None
@@ -237,6 +236,8 @@ def layer_views(
     method: str = "pca",
     batch_size: int = 256,
     metric: Metric = "cosine",
+    symmetrize: Symmetrize = "mean",
+    weighted: bool = True,
 ) -> list[LayerView]:
     """2-D views and kNN graphs of ``layers`` on one class-balanced draw of ``data``.
 
@@ -246,7 +247,7 @@ def layer_views(
         layers: ``"auto"``, names, glob patterns or indices (see :mod:`layermod.layers`); see
             :func:`pick_layers` for a few evenly spaced ones.
         n_per_class: samples of each class in the draw (n = n_per_class * classes).
-        k, metric: the kNN graph (see :func:`layermod.knn_graph`), symmetrised by the mean and weighted.
+        k, metric, symmetrize, weighted: the kNN graph (see :func:`layermod.knn_graph`).
         seed: seed of the draw and of t-SNE.
         method: ``"pca"`` or ``"tsne"`` (see :func:`embed_2d`).
         batch_size: samples per forward pass.
@@ -265,7 +266,8 @@ def layer_views(
     once = all(calls[name].calls == 1 for name in names)
     features = extract_features(model, inputs, names, batch_size, stop_early=once)
     labels = targets.numpy()
-    return [_view(name, features[name], labels, k, metric, method, seed) for name in names]
+    graph = {"k": k, "metric": metric, "symmetrize": symmetrize, "weighted": weighted}
+    return [_view(name, features[name], labels, graph, method, seed) for name in names]
 
 
 def pick_layers(names: Sequence[str], count: int = 3) -> list[str]:
