@@ -54,6 +54,9 @@ def runs(tmp_path_factory):
     assert main(["attack", *measure, "--method", "pgd", "--eps", "0.3", "--steps", "5", "--step-size", "0.1",
                  "--out", str(top / "pgd")]) == 0
     assert main(["compare", *measure, "--out", str(top / "compare")]) == 0
+    assert main(["eval", "--weights", weights, "--data-dir", str(data), "--out", str(top / "eval")]) == 0
+    assert main(["prune", *measure, "--remove", "1", "--methods", "none,modularity", "--seeds", "1",
+                 "--finetune-subset", "100", "--out", str(top / "prune")]) == 0
     return top, measure
 
 
@@ -70,6 +73,15 @@ def test_attack_runs_write_paired_curves_and_pgd_is_at_least_as_strong(runs):
     assert fgsm["keep"] == "all" and fgsm["n_attacked"] == 300 and pgd["keep"] == "flipped"
     assert pgd["success_rate"] >= fgsm["success_rate"] - 0.02
     assert (top / "pgd" / "attack.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_two_models_rows_against_columns(runs, tmp_path):
+    top, measure = runs
+    other = str(top / "train" / "last.safetensors")
+    assert main(["compare", *measure, "--weights-b", other, "--layers-b", "0,-1", "--out", str(tmp_path / "ab")]) == 0
+    comparison = json.loads((tmp_path / "ab" / "compare.json").read_text())
+    assert np.array(comparison["cka"]).shape == (len(comparison["layers_a"]), 2)
+    assert comparison["names"][1] == other and comparison["curve_b"]["layers"] == comparison["layers_b"]
 
 
 def test_curve_views_and_compare_files(runs):
@@ -113,22 +125,25 @@ class _Page(HTMLParser):
 def test_report_gathers_every_run_and_renders_in_a_browser(runs, tmp_path):
     top, _ = runs
     out = tmp_path / "report.html"
-    dirs = [str(top / name) for name in ("train", "curve", "fgsm", "pgd", "compare")]
+    dirs = [str(top / name) for name in ("train", "curve", "fgsm", "pgd", "compare", "eval", "prune")]
     assert main(["report", *dirs, "--out", str(out), "--title", "tiny <VGG11> & co"]) == 0
     text = out.read_text()
     assert "tiny &lt;VGG11&gt; &amp; co" in text and "<VGG11>" not in text
     page = _Page()
     page.feed(text)
     for heading in ("Model", "Training", "Training dynamics", "Modularity curve", "Samples in 2-D and their kNN graphs",
-                    "Clean vs FGSM", "Clean vs PGD", "Layer difference D beside linear CKA"):
+                    "Clean vs FGSM", "Clean vs PGD", "Layer difference D beside linear CKA", "Evaluation",
+                    "Pruning plan", "Pruning: methods compared at the same budget"):
         assert heading in page.headings
-    assert page.images == 6  # dynamics, curve, views, two attacks, heat maps
+    assert page.images == 7  # dynamics, curve, views, two attacks, heat maps, pruning
+    contents = json.loads(text.split('id="data-contents">')[1].split("</script>")[0])
+    assert contents["left_out"] == [] and contents["runs"][1]["shown"] == ["curve.json", "embedding.json"]
     for name in ("curve-curve.json", "curve-verdicts.csv", "fgsm-attack.csv", "compare-cka.csv", "train-metrics.csv"):
         assert name in page.downloads
     require_chromium()
     shot = ARTIFACTS / "report.png"
     rendered = render(out, screenshot=shot)
-    assert 'data-render-check="ok"' in rendered.dom and 'data-images="6/6"' in rendered.dom
+    assert 'data-render-check="ok"' in rendered.dom and 'data-images="7/7"' in rendered.dom
     assert not rendered.errors
     assert shot.read_bytes()[:4] == b"\x89PNG"
 
@@ -145,6 +160,7 @@ def test_report_with_a_corrupt_file_shows_the_rest_and_exits_2(runs, tmp_path, c
     assert len(err) == 1 and "attack.json: unreadable" in err[0] and "nowhere: no such directory" in err[0]
     text = out.read_text()
     assert "Modularity curve" in text and "attack.json could not be read" in text
+    assert "nowhere: no such directory" in text
 
 
 def test_report_of_nothing_readable_writes_nothing(tmp_path, capsys):

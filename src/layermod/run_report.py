@@ -2,7 +2,8 @@
 
 Every layermod command writes one run directory with JSON as the source of truth. The report reads what each
 directory holds, redraws every figure from the JSON (so pictures and numbers agree), and embeds the files the
-numbers came from as downloads, so the page needs no network and nothing beside it.
+numbers came from as downloads, so the page needs no network and nothing beside it. A JSON block
+(``<script type="application/json" id="data-contents">``) lists what each run showed and what was left out.
 
 What is recognised, in the order shown: the checkpoint sidecar (``best.json``) and ``metrics.csv``, the curve
 with its redundancy verdicts (``curve.json``), 2-D views and kNN graphs (``embedding.json``), training
@@ -31,6 +32,7 @@ from .curve import Curve
 from .dynamics import Dynamics
 from .embedding import plot_views, views_from_dict
 from .errors import LayermodError, ReportError
+from .fileio import ensure_writable_dir
 from .html import HtmlDocument
 from .prune_study import plot_comparison
 from .redundancy import find_redundant
@@ -233,27 +235,27 @@ KNOWN_FILES: dict[str, Callable[[HtmlDocument, Path], None]] = {
 }
 
 
-def _add_run(doc: HtmlDocument, run: Path, problems: list[str]) -> bool:
-    """Add one run directory's section; True when at least one of its files could be shown."""
+def _add_run(doc: HtmlDocument, run: Path, problems: list[str]) -> list[str]:
+    """Add one run directory's section; returns the names of the files shown."""
     if not run.is_dir():
         problems.append(f"{run}: no such directory")
-        return False
+        return []
     present = [name for name in KNOWN_FILES if (run / name).is_file()]
     if not present:
         problems.append(f"{run}: holds none of {', '.join(KNOWN_FILES)}")
-        return False
+        return []
     doc.section(f"Run {run.name}")
     doc.paragraph(f"{run} — found: {', '.join(present)}")
-    shown = 0
+    shown = []
     for name in present:
         try:
             KNOWN_FILES[name](doc, run)
-            shown += 1
+            shown.append(name)
         except (LayermodError, OSError, ValueError, KeyError, TypeError, IndexError) as err:
             reason = " ".join(str(err).split()) or type(err).__name__
             problems.append(f"{run / name}: unreadable ({reason})")
             doc.notice(f"{name} could not be read and is left out: {reason}", kind="error")
-    return shown > 0
+    return shown
 
 
 def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, title: str | None = None) -> list[str]:
@@ -277,5 +279,8 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, titl
         doc.section("Left out")
         for problem in problems:
             doc.notice(problem, kind="error")
+    doc.data("contents", {"runs": [{"path": str(path), "shown": names} for path, names in zip(paths, shown)],
+                          "left_out": problems})
+    ensure_writable_dir(out.parent)
     doc.write(out)
     return problems
