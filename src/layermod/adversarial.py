@@ -34,7 +34,7 @@ from .attacks import AttackConfig, PixelSpace, attack
 from .curve import DEFAULT_MAX_BYTES, Curve, modularity_curve
 from .data import as_dataset, balanced_draws, dataset_labels, gather
 from .errors import AttackError, LayermodError
-from .fileio import atomic_path, ensure_writable_dir
+from .fileio import atomic_path, ensure_writable_dir, write_csv
 from .redundancy import paired_difference
 
 __all__ = ["KEEP", "AdversarialCurves", "adversarial_curves"]
@@ -143,20 +143,13 @@ class AdversarialCurves:
         """Write ``attack.png``, ``attack.csv`` and, last, ``attack.json`` into ``out_dir``."""
         out = ensure_writable_dir(out_dir)
         self.plot(out / "attack.png")
-        with atomic_path(out / "attack.csv") as tmp:
-            rows = ["index,layer,clean_mean,clean_std,attacked_mean,attacked_std,gap,gap_se"]
-            for i, name in enumerate(self.clean.layers):
-                numbers = (self.clean.mean[i], self.clean.std[i], self.attacked.mean[i], self.attacked.std[i],
-                           self.gap[i], self.gap_se[i])
-                rows.append(",".join([str(i), _csv_text(name), *(repr(float(v)) for v in numbers)]))
-            tmp.write_text("\n".join(rows) + "\n")
+        columns = (self.clean.mean, self.clean.std, self.attacked.mean, self.attacked.std, self.gap, self.gap_se)
+        write_csv(out / "attack.csv", ["index", "layer", "clean_mean", "clean_std", "attacked_mean", "attacked_std",
+                                       "gap", "gap_se"],
+                  ([i, name, *(float(column[i]) for column in columns)] for i, name in enumerate(self.clean.layers)))
         with atomic_path(out / "attack.json") as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2))
         return out
-
-
-def _csv_text(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
 def adversarial_curves(

@@ -25,7 +25,7 @@ from torch import nn
 
 from .curve import Curve, modularity_curve
 from .errors import LayermodError
-from .fileio import atomic_path, ensure_writable_dir
+from .fileio import atomic_path, ensure_writable_dir, write_csv
 from .similarity import cka_matrix, layer_grams, modularity_difference, plot_heatmaps
 
 __all__ = ["LayerComparison", "compare_layers"]
@@ -106,20 +106,11 @@ class LayerComparison:
         out = ensure_writable_dir(out_dir)
         self.plot(out / "compare.png")
         for name, matrix in (("d", self.d), ("cka", self.cka)):
-            with atomic_path(out / f"{name}.csv") as tmp:
-                tmp.write_text(_matrix_csv(matrix, self.curve_a.layers, self.curve_b.layers))
+            write_csv(out / f"{name}.csv", ["layer", *self.curve_b.layers],
+                      ([row_name, *map(float, row)] for row_name, row in zip(self.curve_a.layers, matrix)))
         with atomic_path(out / "compare.json") as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2))
         return out
-
-
-def _matrix_csv(matrix: np.ndarray, rows: list[str], columns: list[str]) -> str:
-    def cell(text: str) -> str:
-        return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
-
-    lines = [",".join(["layer", *map(cell, columns)])]
-    lines += [",".join([cell(name), *(repr(float(v)) for v in row)]) for name, row in zip(rows, matrix)]
-    return "\n".join(lines) + "\n"
 
 
 def compare_layers(

@@ -13,14 +13,16 @@ Decisions, on purpose:
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import OutputError
 
-__all__ = ["atomic_path", "ensure_writable_dir", "check_writable_dir"]
+__all__ = ["atomic_path", "check_writable_dir", "csv_text", "ensure_writable_dir", "write_csv"]
 
 
 @contextlib.contextmanager
@@ -92,6 +94,22 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {path}: permission denied in {existing}; choose another --out")
     return Path(path)
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A CSV table (quoted where needed, ``\\n`` line ends) with ``header`` and one line per row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Write :func:`csv_text` of ``header`` and ``rows`` to ``path``, whole or not at all."""
+    text = csv_text(header, rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _reason(exc: OSError) -> str:

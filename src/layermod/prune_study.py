@@ -19,7 +19,6 @@ one batch, and test accuracy mean and std over seeds.
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import os
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .errors import PlanError
-from .fileio import atomic_path, ensure_writable_dir
+from .fileio import atomic_path, ensure_writable_dir, write_csv
 from .prune import Unit, apply_plan, block_influence, latency, model_cost
 from .redundancy import Verdict, rank_by_increment, select_units
 from .train import TrainConfig, evaluate, train
@@ -152,11 +151,8 @@ def save_comparison(rows: Sequence[dict], out_dir: str | os.PathLike) -> None:
     out = ensure_writable_dir(out_dir)
     columns = ["method", "n_removed", "params", "macs", "flops", "latency_ms", "acc_pruned_mean", "acc_mean",
                "acc_std"]
-    with atomic_path(out / "comparison.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow([*columns, "layers_removed"])
-        for row in rows:
-            writer.writerow([*(row[c] for c in columns), " ".join(row["layers_removed"])])
+    write_csv(out / "comparison.csv", [*columns, "layers_removed"],
+              ([*(row[c] for c in columns), " ".join(row["layers_removed"])] for row in rows))
     lines = ["| method | removed | params | MACs | FLOPs | latency (ms) | acc. pruned | acc. fine-tuned |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:

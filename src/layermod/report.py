@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .curve import Curve
-from .fileio import atomic_path, ensure_writable_dir
+from .fileio import atomic_path, ensure_writable_dir, write_csv
 
 __all__ = ["plot_curves", "save_curve", "curve_table"]
 
@@ -88,14 +87,12 @@ def save_curve(curve: Curve, out_dir: str | os.PathLike) -> Path:
     all, so a ``curve.json`` present means the run's files are complete."""
     out = ensure_writable_dir(out_dir)
     curve.plot(out / "curve.png")
-    with atomic_path(out / "curve.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        extra = ["null_mean", "null_std", "z"] if curve.z is not None else []
-        writer.writerow(["index", "layer", "mean", "std", "increment", *extra,
-                         *(f"draw_{r}" for r in range(len(curve.values)))])
-        for i, name in enumerate(curve.layers):
-            nulls = [curve.null_mean[i], curve.null_std[i], curve.z[i]] if extra else []
-            writer.writerow([i, name, curve.mean[i], curve.std[i], curve.increments[i], *nulls, *curve.values[:, i]])
+    extra = ["null_mean", "null_std", "z"] if curve.z is not None else []
+    header = ["index", "layer", "mean", "std", "increment", *extra, *(f"draw_{r}" for r in range(len(curve.values)))]
+    write_csv(out / "curve.csv", header, (
+        [i, name, curve.mean[i], curve.std[i], curve.increments[i],
+         *([curve.null_mean[i], curve.null_std[i], curve.z[i]] if extra else []), *curve.values[:, i]]
+        for i, name in enumerate(curve.layers)))
     with atomic_path(out / "curve.json") as tmp:
         tmp.write_text(curve.to_json())
     return out

@@ -18,7 +18,6 @@ still shown. Only when nothing at all is readable is no page written (:class:`Re
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from .curve import Curve
 from .dynamics import Dynamics
 from .embedding import plot_views, views_from_dict
 from .errors import LayermodError, ReportError
-from .fileio import ensure_writable_dir
+from .fileio import csv_text, ensure_writable_dir
 from .html import HtmlDocument
 from .prune_study import plot_comparison
 from .redundancy import find_redundant
@@ -62,14 +61,6 @@ def _download(doc: HtmlDocument, run: Path, *names: str) -> None:
         if (run / name).is_file():
             doc.download(f"{run.name}-{name}", (run / name).read_bytes(),
                          mime="application/json" if name.endswith(".json") else "text/csv", label=name)
-
-
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 def _checkpoint(doc: HtmlDocument, run: Path) -> None:
@@ -125,7 +116,7 @@ def _curve(doc: HtmlDocument, run: Path) -> None:
         rows = [[*row, curve.null_mean[i], curve.z[i]] for i, row in enumerate(rows)]
     doc.table(header, rows, caption="per layer: mean Q, increment over the previous layer with its paired standard "
               "error, and the verdict of find_redundant (z = 2, min gain 0.005)")
-    doc.download(f"{run.name}-verdicts.csv", _csv_text(header, rows), label="verdicts.csv")
+    doc.download(f"{run.name}-verdicts.csv", csv_text(header, rows), label="verdicts.csv")
     _download(doc, run, "curve.json", "curve.csv")
 
 
