@@ -73,7 +73,7 @@ def test_figure_is_redrawn_from_the_json_file_alone(tmp_path):
 
 def test_unreadable_file_is_one_line(tmp_path):
     (tmp_path / "dynamics.json").write_text('{"layers": ["a"]}')
-    with pytest.raises(LayermodError, match="cannot read dynamics from .*'values'.*layermod train") as info:
+    with pytest.raises(LayermodError, match="cannot read dynamics from .*'values'.*written by layermod") as info:
         plot_dynamics(tmp_path)
     assert "\n" not in str(info.value)
 

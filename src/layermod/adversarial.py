@@ -33,8 +33,14 @@ from torch import nn
 from .attacks import AttackConfig, PixelSpace, attack
 from .curve import DEFAULT_MAX_BYTES, Curve, modularity_curve
 from .data import as_dataset, balanced_draws, dataset_labels, gather
-from .errors import AttackError, LayermodError
-from .fileio import atomic_path, ensure_writable_dir, write_csv
+from .errors import AttackError
+from .fileio import (
+    atomic_path,
+    ensure_writable_dir,
+    read_json_file,
+    save_png,
+    write_csv,
+)
 from .redundancy import paired_difference
 
 __all__ = ["KEEP", "AdversarialCurves", "adversarial_curves"]
@@ -108,14 +114,7 @@ class AdversarialCurves:
     @classmethod
     def load(cls, path: str | os.PathLike) -> AdversarialCurves:
         """Read ``attack.json`` (or the ``attack.json`` inside a run directory)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "attack.json"
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise LayermodError(f"cannot read attack curves from {path}: {err}; point at an attack.json written by "
-                                "layermod") from None
+        return read_json_file(path, "attack.json", cls.from_dict, "attack curves")
 
     def plot(self, path: str | os.PathLike | None = None, ax=None):
         """Clean and attacked curves (mean, ±1 std band) with the parting layer marked; PNG with ``path``."""
@@ -133,10 +132,8 @@ class AdversarialCurves:
             ax.annotate("curves part", (index, ax.get_ylim()[1]), color="crimson", fontsize=8, ha="left",
                         va="top", xytext=(3, -3), textcoords="offset points")
         if path is not None:
-            fig = ax.figure
-            fig.tight_layout()
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=120)
+            ax.figure.tight_layout()
+            save_png(ax.figure, path)
         return ax
 
     def save(self, out_dir: str | os.PathLike) -> Path:

@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from .curve import Curve, modularity_curve
-from .errors import LayermodError
-from .fileio import atomic_path, ensure_writable_dir, write_csv
+from .fileio import atomic_path, ensure_writable_dir, read_json_file, write_csv
 from .similarity import cka_matrix, layer_grams, modularity_difference, plot_heatmaps
 
 __all__ = ["LayerComparison", "compare_layers"]
@@ -86,14 +85,7 @@ class LayerComparison:
     @classmethod
     def load(cls, path: str | os.PathLike) -> LayerComparison:
         """Read ``compare.json`` (or the ``compare.json`` inside a run directory)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "compare.json"
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise LayermodError(f"cannot read a layer comparison from {path}: {err}; point at a compare.json written "
-                                "by layermod") from None
+        return read_json_file(path, "compare.json", cls.from_dict, "a layer comparison")
 
     def plot(self, path: str | os.PathLike | None = None):
         """D and CKA heat maps side by side (see :func:`layermod.similarity.plot_heatmaps`)."""

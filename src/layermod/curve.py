@@ -17,7 +17,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,8 +24,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import as_dataset, balanced_draws, dataset_labels, gather
-from .errors import FeatureError, GraphError, LayermodError
+from .errors import FeatureError, GraphError
 from .features import iter_layer_features, model_device
+from .fileio import read_json_file
 from .graph import Metric, Symmetrize, knn_graph
 from .layers import LayerSpec, select_layers, trace_calls
 from .modularity import modularity_with_null
@@ -120,13 +120,7 @@ class Curve:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Curve":
         """Read a ``curve.json`` file (or the ``curve.json`` inside a run directory)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "curve.json"
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise LayermodError(f"cannot read curve from {path}: {err}; point at a curve.json written by layermod") from None
+        return read_json_file(path, "curve.json", cls.from_dict, "a curve")
 
     def plot(self, path: str | os.PathLike | None = None, ax=None, label: str | None = None):
         """Draw mean Q with a +-1 std band against layer names; save as PNG when ``path`` is given."""

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from .curve import Curve
-from .errors import LayermodError, TrainError
-from .fileio import atomic_path, ensure_writable_dir
+from .errors import TrainError
+from .fileio import atomic_path, ensure_writable_dir, read_json_file, save_png
 from .layers import LayerSpec
 
 __all__ = ["JSON_NAME", "LEGEND_MAX", "PNG_NAME", "Dynamics", "TrackConfig", "plot_dynamics"]
@@ -173,16 +173,7 @@ class Dynamics:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Dynamics:
         """Read a ``dynamics.json`` file (or the one inside a run directory)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / JSON_NAME
-        try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            reason = " ".join(str(err).split()) or type(err).__name__
-            raise LayermodError(
-                f"cannot read dynamics from {path} ({reason}); point at a {JSON_NAME} written by layermod train"
-            ) from None
+        return read_json_file(path, JSON_NAME, cls.from_dict, "dynamics")
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write ``dynamics.png`` and then ``dynamics.json`` into ``out_dir``, each atomically; returns the JSON
@@ -242,8 +233,7 @@ class Dynamics:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.tight_layout()
         if path is not None:
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=120)
+            save_png(fig, path)
         return fig
 
 

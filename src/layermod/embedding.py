@@ -42,7 +42,7 @@ from torch import nn
 from .data import as_dataset, balanced_draws, dataset_labels, gather
 from .errors import FeatureError, GraphError, LayermodError
 from .features import extract_features, model_device
-from .fileio import atomic_path, ensure_writable_dir
+from .fileio import atomic_path, ensure_writable_dir, save_png
 from .graph import Metric, Symmetrize, as_feature_matrix, knn_graph
 from .layers import LayerSpec, select_layers, trace_calls
 from .modularity import modularity
@@ -456,8 +456,7 @@ def plot_views(views: Sequence[LayerView], path: str | os.PathLike | None = None
     axes[1, 0].set_ylabel("kNN graph (red: across classes)", fontsize=9)
     _legend(axes[0, -1], colours, class_names)
     if path is not None:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        save_png(fig, path, tight=True)
     return fig
 
 

@@ -15,14 +15,19 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from .errors import OutputError
+from .errors import LayermodError, OutputError
 
-__all__ = ["atomic_path", "check_writable_dir", "csv_text", "ensure_writable_dir", "write_csv"]
+T = TypeVar("T")
+
+__all__ = ["atomic_path", "check_writable_dir", "csv_text", "ensure_writable_dir", "read_json_file", "save_png",
+           "write_csv"]
 
 
 @contextlib.contextmanager
@@ -110,6 +115,29 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
     text = csv_text(header, rows)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def save_png(figure, path: str | os.PathLike, tight: bool = False) -> None:
+    """Save a matplotlib ``figure`` as a 120-dpi PNG at ``path``, whole or not at all (``tight``: crop to the
+    drawn area, for figures with legends outside their axes)."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight" if tight else None)
+
+
+def read_json_file(path: str | os.PathLike, name: str, parse: Callable[[dict], T], what: str) -> T:
+    """``parse`` of the JSON object in ``path`` (a file, or the file ``name`` inside a run directory).
+
+    Any failure, from a missing file to a missing key, is one :class:`LayermodError` line: "cannot read
+    ``what`` from PATH (reason); point at a NAME written by layermod".
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / name
+    try:
+        return parse(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise LayermodError(f"cannot read {what} from {path} ({reason}); point at a {name} written by layermod") from None
 
 
 def _reason(exc: OSError) -> str:

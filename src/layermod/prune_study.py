@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .errors import PlanError
-from .fileio import atomic_path, ensure_writable_dir, write_csv
+from .fileio import atomic_path, ensure_writable_dir, save_png, write_csv
 from .prune import Unit, apply_plan, block_influence, latency, model_cost
 from .redundancy import Verdict, rank_by_increment, select_units
 from .train import TrainConfig, evaluate, train
@@ -182,8 +182,7 @@ def plot_comparison(rows: Sequence[dict], path: str | os.PathLike | None = None)
     ax.legend(fontsize=8)
     ax.figure.tight_layout()
     if path is not None:
-        with atomic_path(path) as tmp:
-            ax.figure.savefig(tmp, format="png", dpi=120)
+        save_png(ax.figure, path)
     return ax.figure
 
 

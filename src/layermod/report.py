@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .curve import Curve
-from .fileio import atomic_path, ensure_writable_dir, write_csv
+from .fileio import atomic_path, ensure_writable_dir, save_png, write_csv
 
 __all__ = ["plot_curves", "save_curve", "curve_table"]
 
@@ -60,10 +60,8 @@ def plot_curves(
     if labels or n_classes or any(c.null_mean is not None for c in curves):
         ax.legend(fontsize=8, loc="best")
     if path is not None:
-        fig = ax.figure
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
+        ax.figure.tight_layout()
+        save_png(ax.figure, path)
     return ax
 
 

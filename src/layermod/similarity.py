@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from .errors import FeatureError, LayermodError
-from .fileio import atomic_path
+from .fileio import save_png
 
 __all__ = [
     "centered_gram",
@@ -381,6 +381,5 @@ def plot_heatmaps(
         ax.set_xlabel(label_b or "layer")
         ax.set_title(title, fontsize=10)
     if path is not None:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
+        save_png(fig, path)
     return fig
