@@ -18,7 +18,6 @@ still shown. Only when nothing at all is readable is no page written (:class:`Re
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from .curve import Curve
 from .dynamics import Dynamics
 from .embedding import plot_views, views_from_dict
 from .errors import LayermodError, ReportError
-from .fileio import csv_text, ensure_writable_dir
+from .fileio import csv_text, ensure_writable_dir, read_json_file
 from .html import HtmlDocument
 from .prune_study import plot_comparison
 from .redundancy import find_redundant
@@ -46,14 +45,14 @@ def _axes(width: float, height: float = 4.2):
     return Figure(figsize=(width, height)).add_subplot()
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
+def _object(data) -> dict:
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data
+
+
+def _read_json(path: Path) -> dict:
+    return read_json_file(path, path.name, _object, "JSON")
 
 
 def _download(doc: HtmlDocument, run: Path, *names: str) -> None:
@@ -97,7 +96,7 @@ def _number(text: str) -> object:
 
 
 def _curve(doc: HtmlDocument, run: Path) -> None:
-    curve = Curve.from_dict(_read_json(run / "curve.json"))
+    curve = Curve.load(run)
     verdicts = find_redundant(curve)
     doc.subsection("Modularity curve")
     ax = plot_curves([curve], ax=_axes(max(6.0, 0.45 * len(curve.layers) + 2)))
@@ -121,7 +120,7 @@ def _curve(doc: HtmlDocument, run: Path) -> None:
 
 
 def _views(doc: HtmlDocument, run: Path) -> None:
-    views, class_names, config = views_from_dict(_read_json(run / "embedding.json"))
+    views, class_names, config = read_json_file(run, "embedding.json", views_from_dict, "2-D views")
     doc.subsection("Samples in 2-D and their kNN graphs")
     doc.figure(plot_views(views, class_names=class_names),
                caption=f"{config.get('method', '?')} embedding of {len(views[0].labels)} samples coloured by class "
@@ -132,7 +131,7 @@ def _views(doc: HtmlDocument, run: Path) -> None:
 
 
 def _dynamics(doc: HtmlDocument, run: Path) -> None:
-    dynamics = Dynamics.from_dict(_read_json(run / "dynamics.json"))
+    dynamics = Dynamics.load(run)
     doc.subsection("Training dynamics")
     doc.figure(dynamics.plot(), caption="Q of every layer over the epochs (left) beside the test accuracy (right)")
     header = ["", *(f"epoch {epoch}" for epoch in dynamics.epochs)]
@@ -143,7 +142,7 @@ def _dynamics(doc: HtmlDocument, run: Path) -> None:
 
 
 def _attack(doc: HtmlDocument, run: Path) -> None:
-    result = AdversarialCurves.from_dict(_read_json(run / "attack.json"))
+    result = AdversarialCurves.load(run)
     attack, summary = result.attack, result.summary
     doc.subsection(f"Clean vs {attack.get('method', 'attack').upper()}")
     ax = result.plot(ax=_axes(max(6.0, 0.45 * len(result.clean.layers) + 2)))
@@ -170,7 +169,7 @@ def _percent(value) -> str:
 
 
 def _compare(doc: HtmlDocument, run: Path) -> None:
-    comparison = LayerComparison.from_dict(_read_json(run / "compare.json"))
+    comparison = LayerComparison.load(run)
     doc.subsection("Layer difference D beside linear CKA")
     doc.figure(comparison.plot(), caption="D_ij = |Q_i - Q_j| (left; small = alike) and linear CKA (right; high = "
                "alike) between all pairs of layers, on the same samples")
