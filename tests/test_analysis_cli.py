@@ -132,7 +132,8 @@ def test_report_gathers_every_run_and_renders_in_a_browser(runs, tmp_path):
     page = _Page()
     page.feed(text)
     for heading in ("Model", "Training", "Training dynamics", "Modularity curve", "Samples in 2-D and their kNN graphs",
-                    "Clean vs FGSM", "Clean vs PGD", "Layer difference D beside linear CKA", "Evaluation",
+                    "Clean vs FGSM (linf, eps 0.3)", "Clean vs PGD (linf, eps 0.3, 5 steps of 0.1)",
+                    "Layer difference D beside linear CKA", "Evaluation",
                     "Pruning plan", "Pruning: methods compared at the same budget"):
         assert heading in page.headings
     assert page.images == 7  # dynamics, curve, views, two attacks, heat maps, pruning
@@ -204,3 +205,14 @@ def test_attack_on_a_model_without_gradients(tmp_path, capsys):
                    "--repeats", "1", "--keep", "all", "--quiet", "--out", str(tmp_path / "a")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and "gradient" in err[0]
+
+
+def test_attack_through_torchattacks_with_its_own_options(runs, tmp_path):
+    pytest.importorskip("torchattacks")
+    _, measure = runs
+    out = tmp_path / "cw"
+    assert main(["attack", *measure, "--method", "torchattacks:CW", "--attack-arg", "c=1", "--attack-arg", "steps=5",
+                 "--keep", "all", "--out", str(out)]) == 0
+    result = json.loads((out / "attack.json").read_text())
+    assert result["attack"]["method"] == "torchattacks:CW" and result["attack"]["options"] == {"c": 1, "steps": 5}
+    assert result["n_attacked"] == 300 and result["n_flipped"] > 0

@@ -76,6 +76,16 @@ class AdversarialCurves:
         """(L,) paired standard error of :attr:`gap` (0 with a single draw)."""
         return paired_difference(self.clean.values, self.attacked.values)[1]
 
+    @property
+    def label(self) -> str:
+        """The attack in a few words, e.g. ``"PGD (linf, eps 0.3, 40 steps of 0.01)"`` or ``"CW (c=1)"``."""
+        method = self.attack.get("method", "attack")
+        if method in ("fgsm", "pgd"):
+            steps = f", {self.attack['steps']} steps of {self.attack['step_size']:g}" if method == "pgd" else ""
+            return f"{method.upper()} ({self.attack['norm']}, eps {self.attack['eps']:g}{steps})"
+        options = ", ".join(f"{key}={value}" for key, value in self.attack.get("options", {}).items())
+        return method.removeprefix("torchattacks:") + (f" ({options})" if options else "")  # its options say it all
+
     def parting_index(self, z: float = 2.0, min_gain: float = 0.005) -> int | None:
         """Index of the first layer from which every later layer's gap exceeds ``max(z * se, min_gain)``."""
         apart = self.gap > np.maximum(z * self.gap_se, min_gain)
@@ -120,9 +130,7 @@ class AdversarialCurves:
         """Clean and attacked curves (mean, ±1 std band) with the parting layer marked; PNG with ``path``."""
         from .report import plot_curves
 
-        name = self.attack.get("method", "attack").upper()
-        eps = self.attack.get("eps")
-        label = f"{name} ({self.attack.get('norm', 'linf')}, eps {eps:g})" if eps is not None else name
+        label = self.label
         ax = plot_curves([self.clean, self.attacked], ax=ax, labels=["clean", label],
                          title=f"clean vs {label}: {self.summary['n_flipped']} samples flipped of "
                                f"{self.summary['n_correct']} correct ({self.keep} kept), same draws")

@@ -183,7 +183,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
     check_writable_dir(args.out)
     config = AttackConfig(method=args.method, eps=args.eps, norm=args.norm, steps=args.steps,
-                          step_size=args.step_size, random_start=not args.no_random_start, seed=args.seed)
+                          step_size=args.step_size, random_start=not args.no_random_start, seed=args.seed,
+                          options=dict(args.attack_arg or []))
     model, model_description = _load_model(args)
     dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir)
     space = PixelSpace.from_normalization(getattr(dataset, "normalization", None), *args.pixel_range)
@@ -195,7 +196,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                      attacked=result.attacked.with_config(**described))
     result.save(args.out)
     summary = result.summary
-    print(f"{config.method} ({config.norm}, eps {config.eps:g}): {summary['n_flipped']} of {summary['n_correct']} "
+    print(f"{result.label}: {summary['n_flipped']} of {summary['n_correct']} "
           f"correctly classified samples flipped (success rate {summary['success_rate']:.3f}); "
           f"accuracy {summary['clean_accuracy']:.4f} -> {summary['adversarial_accuracy']:.4f}")
     if not args.quiet:
@@ -489,17 +490,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _arch_arg(text: str) -> tuple[str, object]:
+def _key_value(text: str) -> tuple[str, object]:
+    """KEY=VALUE with the value read as JSON when it parses, else kept as a string."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"cannot read {text!r}; write KEY=VALUE, e.g. depth=2 or convs=[1,1,1]")
-    if key in ("num_classes", "in_channels", "width"):
-        raise argparse.ArgumentTypeError(f"pass {key} as --{key.replace('_', '-')}, not --arch-arg")
     try:
         return key, json.loads(raw)
     except json.JSONDecodeError:
         return key, raw
+
+
+def _arch_arg(text: str) -> tuple[str, object]:
+    key, value = _key_value(text)
+    if key in ("num_classes", "in_channels", "width"):
+        raise argparse.ArgumentTypeError(f"pass {key} as --{key.replace('_', '-')}, not --arch-arg")
+    return key, value
 
 
 def _epochs_list(text: str) -> tuple[int, ...]:
@@ -685,6 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--steps", type=_positive, default=40, help="PGD steps (default 40)")
     group.add_argument("--step-size", type=float, default=0.01, help="PGD step in pixel units (default 0.01)")
     group.add_argument("--no-random-start", action="store_true", help="PGD starts at the clean input")
+    group.add_argument("--attack-arg", type=_key_value, action="append", metavar="KEY=VALUE",
+                       help="keyword argument of a torchattacks class, e.g. c=1 or steps=50 (repeatable)")
     group.add_argument("--keep", choices=["flipped", "all"], default="flipped",
                        help="flipped: only samples classified correctly and then flipped (the paper's filter; default)")
     group.add_argument("--pool-per-class", type=_positive,

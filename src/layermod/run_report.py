@@ -104,8 +104,9 @@ def _curve(doc: HtmlDocument, run: Path) -> None:
                "dotted: the ceiling 1 - 1/C")
     mean = curve.mean
     redundant = [v.layer for v in verdicts if v.verdict != "keep"]
+    top = int(np.nanargmax(mean))
     doc.paragraph(f"Q goes from {mean[0]:.4f} ({curve.layers[0]}) to {mean[-1]:.4f} ({curve.layers[-1]}) over "
-                  f"{len(curve.layers)} layers; highest {np.nanmax(mean):.4f} at {curve.layers[int(np.nanargmax(mean))]}. "
+                  f"{len(curve.layers)} layers; highest {mean[top]:.4f} at {curve.layers[top]}. "
                   + (f"Plateau or drop (redundant): {', '.join(redundant)}." if redundant
                      else "Every layer adds modularity beyond the noise."))
     header = ["#", "layer", "Q mean", "std", "increment", "± se", "verdict"]
@@ -143,19 +144,16 @@ def _dynamics(doc: HtmlDocument, run: Path) -> None:
 
 def _attack(doc: HtmlDocument, run: Path) -> None:
     result = AdversarialCurves.load(run)
-    attack, summary = result.attack, result.summary
-    doc.subsection(f"Clean vs {attack.get('method', 'attack').upper()}")
+    summary = result.summary
+    doc.subsection(f"Clean vs {result.label}")
     ax = result.plot(ax=_axes(max(6.0, 0.45 * len(result.clean.layers) + 2)))
     doc.figure(ax.figure, caption="clean and attacked curves on the same draws, true labels as communities")
     index = result.parting_index()
     parted = ("the curves do not part" if index is None
               else f"the curves part at layer {index} ({result.clean.layers[index]})")
     last_clean, last_attacked = result.clean.mean[-1], result.attacked.mean[-1]
-    doc.paragraph(f"{attack.get('method')} ({attack.get('norm')}, eps {attack.get('eps')}"
-                  + (f", {attack.get('steps')} steps of {attack.get('step_size')}" if attack.get("method") == "pgd"
-                     else "")
-                  + f"): {summary['n_flipped']} of {summary['n_correct']} correctly classified samples flipped "
-                  f"(success rate {_percent(summary['success_rate'])}); {parted}. Last layer: clean Q "
+    doc.paragraph(f"{result.label}: {summary['n_flipped']} of {summary['n_correct']} correctly classified samples "
+                  f"flipped (success rate {_percent(summary['success_rate'])}); {parted}. Last layer: clean Q "
                   f"{last_clean:.4f}, attacked {last_attacked:.4f} ({last_attacked - last_clean:+.4f}).")
     header = ["#", "layer", "clean Q", "attacked Q", "gap", "± se"]
     rows = [[i, name, result.clean.mean[i], result.attacked.mean[i], result.gap[i], result.gap_se[i]]
