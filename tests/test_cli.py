@@ -105,6 +105,9 @@ def test_demo_end_to_end_on_tiny_fashion_mnist_files(tmp_path, monkeypatch):
     curve = json.loads((out / "curve.json").read_text())
     assert curve["config"]["samples_per_draw"] == 1000 and len(curve["values"]) == 5
     assert len(curve["z"]) == len(curve["layers"]) >= 5
+    views = json.loads((out / "embedding.json").read_text())
+    assert [v["layer"] for v in views["layers"]] == [curve["layers"][i] for i in (0, len(curve["layers"]) // 2, -1)]
+    assert "Samples in 2-D and their kNN graphs" in (out / "report.html").read_text()
     weights = list(cache.rglob("*.safetensors"))
     assert len(weights) == 1
     stamp = weights[0].stat().st_mtime_ns

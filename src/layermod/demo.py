@@ -1,7 +1,8 @@
 """The demo: train a small CNN on Fashion-MNIST (or reuse it from the cache), then measure its curve.
 
 The curve uses the paper's defaults (cosine kNN graph, k = 3) on 5 disjoint class-balanced draws of 1,000
-test images (100 per class), with a 20-shuffle label-permutation null for z-scores.
+test images (100 per class), with a 20-shuffle label-permutation null for z-scores. Beside it: 2-D views and
+kNN graphs of the first, middle and last layers (PCA, 30 images per class), and the HTML report of it all.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from . import models
 from .checkpoint import load_checkpoint, save_checkpoint
 from .curve import Curve, modularity_curve
 from .data import load_dataset
+from .embedding import layer_views, pick_layers, save_views
 from .fileio import check_writable_dir, ensure_writable_dir
 from .report import curve_table, save_curve
+from .run_report import write_report
 from .train import TrainConfig, evaluate, train
 
 __all__ = ["run_demo", "DEMO_ARCH", "DEMO_ARCH_ARGS", "DEMO_TRAINING"]
@@ -42,7 +45,8 @@ def run_demo(
     retrain: bool = False,
     progress: bool = True,
 ) -> Curve:
-    """Train or reuse the demo model, write ``out``/curve.{json,csv,png}, print the per-layer table."""
+    """Train or reuse the demo model, write ``out``/curve.{json,csv,png}, embedding.{json,png} and report.html,
+    print the per-layer table."""
     check_writable_dir(out)
     test_set = load_dataset("fashion-mnist", split="test", data_dir=data_dir)
     config = replace(DEMO_TRAINING, epochs=epochs or DEMO_TRAINING.epochs)
@@ -70,7 +74,11 @@ def run_demo(
     curve = curve.with_config(model=DEMO_ARCH, arch_args=DEMO_ARCH_ARGS, weights=str(weights),
                               dataset="fashion-mnist", split="test", data_dir=str(data_dir) if data_dir else None,
                               test_accuracy=accuracy, training=meta.get("training"))
+    views = layer_views(model, test_set, pick_layers(curve.layers, 3), n_per_class=30, k=3, seed=0)
+    save_views(views, out, class_names=test_set.classes, config={"method": "pca", "n_per_class": 30, "k": 3, "seed": 0})
     out_dir = save_curve(curve, out)
+    write_report([out_dir], out_dir / "report.html", title=f"layermod demo: {DEMO_ARCH} on Fashion-MNIST")
     print(curve_table(curve))
-    print(f"wrote {out_dir / 'curve.json'}, curve.csv and curve.png")
+    print(f"wrote {out_dir / 'curve.json'}, curve.csv, curve.png, embedding.json, embedding.png and report.html "
+          "(open it in a browser)")
     return curve
