@@ -9,7 +9,7 @@ the matrices are model A's layers (rows) against model B's (columns).
 the samples alike": the paper's claim is that the two heat maps show the same block structure.
 
 Memory: the Grams of every layer are held at once, ``L x repeats x n^2`` float64 values for n samples per
-draw (for 20 layers, 5 draws of 500 samples: 200 MB).
+draw (for 20 layers, 5 draws of 500 samples: 200 MB, and as much again while the CKA matrix is computed).
 """
 
 from __future__ import annotations
