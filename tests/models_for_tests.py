@@ -1,4 +1,5 @@
-"""Small models of the shapes layermod must handle: Sequential, residual, ModuleList, tuple/dict outputs."""
+"""Small models of the shapes layermod must handle (Sequential, residual, ModuleList, tuple/dict outputs), and
+small labelled samples for them."""
 
 from __future__ import annotations
 
@@ -112,3 +113,12 @@ def vgg_like() -> nn.Sequential:
         nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
     )
+
+
+def blobs(n_per_class=40, classes=4, dim=16, spread=0.3, seed=0):
+    """Gaussian classes around random centres: (X (N, 1, 4, 4), y (N,))."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=g) * 3
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    x = centres[y] + spread * torch.randn(len(y), dim, generator=g)
+    return x.view(-1, 1, 4, 4), y

@@ -7,16 +7,7 @@ from torch import nn
 
 import layermod as lm
 from layermod.curve import Curve
-from models_for_tests import TinyResNet
-
-
-def blobs(n_per_class=40, classes=4, dim=16, spread=0.3, seed=0):
-    """Gaussian classes around random centres: (X (N, 1, 4, 4), y (N,))."""
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(classes, dim, generator=g) * 3
-    y = torch.arange(classes).repeat_interleave(n_per_class)
-    x = centres[y] + spread * torch.randn(len(y), dim, generator=g)
-    return x.view(-1, 1, 4, 4), y
+from models_for_tests import TinyResNet, blobs
 
 
 def mixing_mlp():

@@ -7,7 +7,7 @@ import torch
 from assertions import assert_one_line
 from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgba
-from models_for_tests import Shared, mlp
+from models_for_tests import Shared, blobs, mlp
 
 import layermod as lm
 from layermod.embedding import (
@@ -27,13 +27,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ODD_NAMES = ["<b>bold</b>", "fish & chips", 'say "hi" $5 or $6']
 
 
-def blobs(n_per_class=10, classes=3, dim=16, spread=0.3, seed=0):
-    """Gaussian classes around random centres: (X (N, 1, 4, 4), y (N,))."""
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(classes, dim, generator=g) * 3
-    y = torch.arange(classes).repeat_interleave(n_per_class)
-    x = centres[y] + spread * torch.randn(len(y), dim, generator=g)
-    return x.view(-1, 1, 4, 4), y
+def small_blobs(n_per_class=10):
+    return blobs(n_per_class=n_per_class, classes=3)
 
 
 def seeded_mlp():
@@ -56,7 +51,7 @@ def hand_view(labels=(0, 0, 1, 1), edges=((0, 1), (1, 2), (2, 3)), weights=(1.0,
 
 @pytest.fixture(scope="module")
 def views():
-    x, y = blobs()
+    x, y = small_blobs()
     return layer_views(seeded_mlp(), (x, y), n_per_class=6, k=3, seed=2)
 
 
@@ -93,7 +88,7 @@ def test_pca_flattens_trailing_dimensions_and_handles_one_feature():
 
 
 def test_tsne_is_seeded():
-    x, _ = blobs(n_per_class=8)
+    x, _ = small_blobs(n_per_class=8)
     x = x.flatten(1)
     first = embed_2d(x, "tsne", seed=3)
     assert first.shape == (24, 2) and np.isfinite(first).all()
@@ -115,7 +110,7 @@ def test_tsne_without_scikit_learn_says_how_to_get_it(monkeypatch):
     with pytest.raises(lm.LayermodError) as err:
         embed_2d(np.random.default_rng(0).normal(size=(10, 3)), "tsne")
     assert_one_line(err, "t-SNE needs scikit-learn", "pip install scikit-learn", "--view-method pca")
-    x, y = blobs()
+    x, y = small_blobs()
     with pytest.raises(lm.LayermodError, match="scikit-learn"):  # before any forward pass
         layer_views(seeded_mlp(), (x, y), n_per_class=4, method="tsne")
     assert embed_2d(np.random.default_rng(0).normal(size=(10, 3))).shape == (10, 2)  # PCA needs no sklearn
@@ -126,7 +121,7 @@ def test_tsne_without_scikit_learn_says_how_to_get_it(monkeypatch):
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_layer_views_show_the_graph_whose_modularity_they_report(metric):
-    x, y = blobs()
+    x, y = small_blobs()
     model = seeded_mlp()
     got = layer_views(model, (x, y), n_per_class=6, k=3, seed=2, metric=metric)
     names = lm.select_layers(model, "auto", lm.trace_calls(model, x[:2]))
@@ -148,7 +143,7 @@ def test_layer_views_show_the_graph_whose_modularity_they_report(metric):
 
 @pytest.mark.parametrize("graph", [{"symmetrize": "mutual"}, {"symmetrize": "union", "weighted": False}])
 def test_layer_views_build_the_graph_the_curve_was_measured_on(graph):
-    x, y = blobs()
+    x, y = small_blobs()
     model = seeded_mlp()
     views = layer_views(model, (x, y), n_per_class=6, k=3, seed=2, **graph)
     curve = lm.modularity_curve(model, (x, y), k=3, n_per_class=6, repeats=1, seed=2, **graph)
@@ -158,14 +153,14 @@ def test_layer_views_build_the_graph_the_curve_was_measured_on(graph):
 
 
 def test_layer_views_use_the_samples_of_a_one_draw_curve(views):
-    x, y = blobs()
+    x, y = small_blobs()
     curve = lm.modularity_curve(seeded_mlp(), (x, y), k=3, n_per_class=6, repeats=1, seed=2)
     assert curve.layers == [v.layer for v in views]
     np.testing.assert_allclose(curve.values[0], [v.q for v in views], rtol=0, atol=1e-12)
 
 
 def test_layer_views_of_chosen_layers_and_a_layer_called_twice():
-    x, y = blobs()
+    x, y = small_blobs()
     model = seeded_mlp()
     picked = pick_layers(lm.select_layers(model, "auto", lm.trace_calls(model, x[:2])), 2)
     assert [v.layer for v in layer_views(model, (x, y), picked, n_per_class=4)] == ["1", "5"]
@@ -179,7 +174,7 @@ def test_layer_views_of_chosen_layers_and_a_layer_called_twice():
 
 
 def test_layer_views_check_k_before_the_forward_pass():
-    x, y = blobs()
+    x, y = small_blobs()
     with pytest.raises(lm.GraphError) as err:
         layer_views(seeded_mlp(), (x, y), n_per_class=2, k=6)
     assert_one_line(err, "k=6", "lower k")
