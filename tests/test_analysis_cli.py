@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -216,3 +217,12 @@ def test_attack_through_torchattacks_with_its_own_options(runs, tmp_path):
     result = json.loads((out / "attack.json").read_text())
     assert result["attack"]["method"] == "torchattacks:CW" and result["attack"]["options"] == {"c": 1, "steps": 5}
     assert result["n_attacked"] == 300 and result["n_flipped"] > 0
+
+
+def test_tsne_views_without_scikit_learn_fail_before_the_curve(runs, tmp_path, monkeypatch, capsys):
+    _, measure = runs
+    monkeypatch.setitem(sys.modules, "sklearn.manifold", None)
+    monkeypatch.setattr("layermod.curve.modularity_curve", lambda *a, **k: pytest.fail("the curve was measured"))
+    assert main(["curve", *measure, "--view-method", "tsne", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scikit-learn" in err[0]

@@ -135,6 +135,10 @@ def cmd_curve(args: argparse.Namespace) -> int:
     from .resolve import resolve_data
 
     check_writable_dir(args.out)
+    if args.views:
+        from .embedding import check_method
+
+        check_method(args.view_method)  # a missing scikit-learn is found before the curve, not after
     model, model_description = _load_model(args)
     dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir)
     curve = modularity_curve(model, dataset, progress=not args.quiet, **_curve_options(args))

@@ -50,6 +50,7 @@ from .modularity import modularity
 __all__ = [
     "METHODS",
     "LayerView",
+    "check_method",
     "embed_2d",
     "layer_views",
     "pick_layers",
@@ -183,6 +184,12 @@ def _embedder(method: str) -> Callable[[torch.Tensor, int], np.ndarray]:
     raise LayermodError(f"unknown embedding method {method!r}; use one of {', '.join(METHODS)}")
 
 
+def check_method(method: str) -> None:
+    """Raise :class:`LayermodError` now for an unknown method, or for t-SNE without scikit-learn, so that a
+    caller can fail before long work whose results the views would sit beside."""
+    _embedder(method)
+
+
 def embed_2d(features: torch.Tensor | np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
     """2-D embedding of the rows of ``features``.
 
@@ -255,7 +262,7 @@ def layer_views(
     Returns:
         One :class:`LayerView` per selected layer, in forward order of the selection.
     """
-    _embedder(method)  # unknown method or missing scikit-learn: fail before the forward pass
+    check_method(method)  # before the forward pass
     dataset = as_dataset(data)
     draw = balanced_draws(dataset_labels(dataset), n_per_class, 1, seed)[0]
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k < len(draw):
