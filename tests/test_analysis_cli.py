@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from browser import ARTIFACTS, render, require_chromium
 from idx_files import write_idx
+
 from layermod import data as D
 from layermod.cli import main
 
