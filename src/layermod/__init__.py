@@ -10,19 +10,35 @@
     comparison = lm.compare_layers(model, (X, y))       # D_ij = |Q_i - Q_j| beside linear CKA
 """
 
-from . import errors, models
-from .adversarial import adversarial_curves
-from .attacks import AttackConfig, PixelSpace, attack, fgsm, pgd
-from .compare import compare_layers
-from .curve import Curve, modularity_curve
-from .data import balanced_draws, load_dataset
+import importlib
+
+from . import errors
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
-from .features import extract_features
-from .graph import knn_graph
-from .layers import auto_layers, select_layers, trace_calls
-from .modularity import modularity, permutation_null
-from .redundancy import find_redundant
-from .similarity import linear_cka
+
+# Where each public name lives. They are imported on first use (PEP 562), so that ``import layermod.cli`` is quick
+# and a Ctrl-C while torch loads reaches the command's own handler instead of printing a traceback.
+_EXPORTS = {
+    "AttackConfig": "attacks",
+    "Curve": "curve",
+    "PixelSpace": "attacks",
+    "adversarial_curves": "adversarial",
+    "attack": "attacks",
+    "auto_layers": "layers",
+    "balanced_draws": "data",
+    "compare_layers": "compare",
+    "extract_features": "features",
+    "fgsm": "attacks",
+    "find_redundant": "redundancy",
+    "knn_graph": "graph",
+    "linear_cka": "similarity",
+    "load_dataset": "data",
+    "modularity": "modularity",
+    "modularity_curve": "curve",
+    "permutation_null": "modularity",
+    "pgd": "attacks",
+    "select_layers": "layers",
+    "trace_calls": "layers",
+}
 
 __version__ = "0.1.0"
 
@@ -50,3 +66,17 @@ __all__ = [
     "trace_calls",
     *errors.__all__,
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "models":
+        return importlib.import_module(".models", __name__)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -20,11 +20,10 @@ import sys
 import traceback
 from typing import TYPE_CHECKING
 
-import torch
-
 from .errors import DatasetError, LayermodError, ModelError, ReportError
 
 if TYPE_CHECKING:
+    import torch
     from torch.utils.data import Dataset
 
     from .train import TrainConfig
@@ -52,6 +51,26 @@ def _positive(text: str) -> int:
     return value
 
 
+_MAX_INPUT_VALUES = 2**27  # one input of --input-shape: at most 128M values (512 MB as float32)
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    """``C,H,W`` (any number of positive sizes) of one input, refused when absurdly large."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}; write the sizes of one input, e.g. 1,28,28") from None
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be at least 1, got {text!r}")
+    values = 1
+    for size in shape:
+        values *= size
+    if values > _MAX_INPUT_VALUES:
+        raise argparse.ArgumentTypeError(f"{text} is {values:,} values per input (at most {_MAX_INPUT_VALUES:,}); "
+                                         "give the shape of one real input")
+    return shape
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", help="architecture name (see layermod.models), or module:function / file.py:function "
@@ -76,13 +95,15 @@ def _load_model(args: argparse.Namespace):
     from .resolve import resolve_model
 
     arch_args = {"num_classes": args.num_classes, "in_channels": args.in_channels, "width": args.width}
-    model, description = resolve_model(args.model, args.weights, arch_args)
+    model, description = resolve_model(args.model, args.weights, arch_args, seed=getattr(args, "seed", 0))
     _to_device(model, args.device)
     return model, description
 
 
 def _to_device(model: torch.nn.Module, device: str) -> None:
     """Move ``model`` to ``device``; ``"auto"`` is CUDA when available, else the CPU."""
+    import torch
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -93,6 +114,8 @@ def _to_device(model: torch.nn.Module, device: str) -> None:
 
 def cmd_layers(args: argparse.Namespace) -> int:
     """Print every called module with its type and output shape, marking the auto points."""
+    import torch
+
     from .data import gather
     from .features import model_device
     from .layers import auto_layers, trace_calls
@@ -237,7 +260,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     names = (args.weights or args.model, args.weights or args.model)
     if args.model_b or args.weights_b:
         arch_args = {"num_classes": args.num_classes, "in_channels": args.in_channels, "width": args.width}
-        other, _ = resolve_model(args.model_b, args.weights_b, arch_args if args.model_b else None)
+        other, _ = resolve_model(args.model_b, args.weights_b, arch_args if args.model_b else None, seed=args.seed + 1)
         _to_device(other, args.device)
         names = (names[0], args.weights_b or args.model_b)
     dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir)
@@ -268,6 +291,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """List the registered architectures with their parameter counts (10 classes, 3 channels, width 1)."""
+    import torch
+
     from . import models
 
     print(f"{'name':<10}  {'params':>11}  description")
@@ -302,7 +327,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     dataset = args.dataset or meta.get("dataset")
     if dataset is None:
         raise LayermodError("the checkpoint names no dataset; pass --dataset")
-    test_set, _ = resolve_data(dataset, "test", args.data_dir)
+    trusted = args.dataset is not None  # a dataset named in the sidecar may not be code
+    test_set, _ = resolve_data(dataset, "test", args.data_dir, allow_import=trusted)
     example, _ = gather(test_set, [0])
     units = removable_units(model, example)
     if not units:
@@ -334,7 +360,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.plan_only:
         print(f"wrote {out / 'plan.json'}; edit it and pass it back with --plan")
         return 0
-    train_set, _ = resolve_data(dataset, "train", args.data_dir)
+    train_set, _ = resolve_data(dataset, "train", args.data_dir, allow_import=trusted)
     if args.finetune_subset:
         train_set = balanced_subset(train_set, args.finetune_subset, 0)
     finetune = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size,
@@ -405,6 +431,8 @@ def _arch_args(args: argparse.Namespace, train_set: Dataset) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a registered architecture; write DIR/metrics.csv, last.*, best.* (and dynamics.* with --track-every)."""
+    import torch
+
     from . import models
     from .checkpoint import read_sidecar
     from .dynamics import TrackConfig
@@ -477,7 +505,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not isinstance(spec, str) or not spec:
             raise DatasetError(f"the sidecar of {args.weights} names no dataset; pass --dataset")
         data_dir = data_dir if data_dir is not None else meta.get("data_dir")
-    dataset, description = resolve_data(spec, args.split, data_dir)
+    dataset, description = resolve_data(spec, args.split, data_dir, allow_import=args.dataset is not None)
     check_model_fits(model, dataset, spec)
     accuracy = evaluate(model, dataset, batch_size=args.batch_size)
     n = len(dataset)
@@ -648,7 +676,7 @@ def _add_graph_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-per-class", type=_positive, default=50, help="samples per class in each draw (default 50)")
     group.add_argument("--repeats", type=_positive, default=5, help="class-balanced draws (default 5)")
     group.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
-    group.add_argument("--null", type=int, default=0, metavar="P",
+    group.add_argument("--null", type=_non_negative, default=0, metavar="P",
                        help="label shuffles per layer and draw for a chance baseline and z-scores (default 0: none)")
     group.add_argument("--batch-size", type=_positive, default=256, help="samples per forward pass (default 256)")
     group.add_argument("--max-memory", type=_memory, default="2G",
@@ -664,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description=cmd_layers.__doc__)
     _add_model_args(layers)
     _add_data_args(layers, required=False)
-    layers.add_argument("--input-shape", type=lambda t: tuple(_positive(v) for v in t.split(",")),
+    layers.add_argument("--input-shape", type=_input_shape,
                         help="shape of one input, e.g. 1,28,28 (instead of --dataset)")
     layers.set_defaults(func=cmd_layers)
 
@@ -778,8 +806,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``layermod`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # inside: the train presets in its help import torch
         return args.func(args)
     except LayermodError as err:
         print(f"layermod: error: {err}", file=sys.stderr)

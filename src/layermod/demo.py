@@ -13,6 +13,8 @@ import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import torch
+
 from . import models
 from .checkpoint import load_checkpoint, save_checkpoint
 from .curve import Curve, modularity_curve
@@ -60,6 +62,7 @@ def run_demo(
     else:
         ensure_writable_dir(weights.parent)
         train_set = load_dataset("fashion-mnist", split="train", data_dir=data_dir)
+        torch.manual_seed(config.seed)  # the initial weights, so that a retrained demo is the same model
         model = models.create(DEMO_ARCH, **DEMO_ARCH_ARGS)
         print(f"training {DEMO_ARCH} on Fashion-MNIST for {config.epochs} epochs (cached afterwards in {weights.parent})")
         history = train(model, train_set, test_set, config, progress=progress)

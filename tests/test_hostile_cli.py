@@ -1,0 +1,218 @@
+"""The command line against hostile files and careless input: no code runs from a file, no stray module shadows
+an installed one, every bad input is one line, and the same command twice writes the same bytes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from idx_files import write_mnist_like
+from layermod import models
+from layermod.checkpoint import save_checkpoint
+from layermod.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+LAYERMOD = Path(sys.executable).with_name("layermod")  # the installed command, as a user runs it
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> Path:
+    """A .npz of 3 separated classes, 20 samples each, as 1x28x28 images."""
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 20)
+    x = (rng.normal(size=(3, 784)) * 3)[y] + 0.3 * rng.normal(size=(60, 784))
+    path = tmp_path / "blobs.npz"
+    np.savez(path, X=x.reshape(-1, 1, 28, 28).astype(np.float32), y=y)
+    return path
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """An untrained tiny MLP checkpoint whose sidecar may be edited by the test."""
+    args = {"num_classes": 3, "in_channels": 1, "width": 0.25}
+    torch.manual_seed(0)
+    return save_checkpoint(models.create("mlp", **args), tmp_path / "ckpt" / "best.safetensors",
+                           {"arch": "mlp", "arch_args": args, "dataset": "digits"})
+
+
+def set_sidecar_dataset(weights: Path, dataset: str) -> None:
+    """Rewrite the dataset the sidecar names, keeping any digest of the weights valid."""
+    sidecar = weights.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["dataset"] = meta["test_dataset"] = dataset
+    sidecar.write_text(json.dumps(meta))
+
+
+def one_line(status: int, err: str, *fragments: str) -> None:
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("layermod: error:"), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def write_helper(folder: Path, marker: Path) -> None:
+    """A helper.py whose import leaves ``marker`` behind: proof that code from a file ran."""
+    (folder / "helper.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+                                      "def load():\n    raise SystemExit('ran')\n")
+
+
+@pytest.mark.parametrize("command", ["eval", "prune"])
+def test_a_sidecar_naming_code_as_its_dataset_is_refused_unrun(command, checkpoint, tmp_path, monkeypatch, capsys):
+    marker = tmp_path / "ran.txt"
+    write_helper(checkpoint.parent, marker)
+    monkeypatch.chdir(checkpoint.parent)
+    for spec in ("helper:load", f"{checkpoint.parent / 'helper.py'}:load"):
+        set_sidecar_dataset(checkpoint, spec)
+        extra = ["--remove", "1", "--out", str(tmp_path / "out")] if command == "prune" else []
+        status = main([command, "--weights", str(checkpoint), *extra])
+        one_line(status, capsys.readouterr().err, "never runs from a file", "--dataset")
+        assert not marker.exists()
+
+
+def test_a_dataset_named_on_the_command_line_may_still_be_code(checkpoint, tmp_path, monkeypatch, capsys):
+    (tmp_path / "mydata.py").write_text(textwrap.dedent("""
+        import numpy as np
+        def load():
+            rng = np.random.default_rng(0)
+            return rng.normal(size=(30, 1, 28, 28)).astype("float32"), np.arange(30) % 3
+    """))
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--weights", str(checkpoint), "--dataset", "mydata:load"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_a_stray_module_in_the_working_directory_shadows_nothing(tmp_path, blobs):
+    marker = tmp_path / "shadowed.txt"
+    for name in ("matplotlib", "scipy", "safetensors"):
+        (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
+    (tmp_path / "user_model.py").write_text(
+        "from torch import nn\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.ReLU(), nn.Linear(8, 3))\n")
+    proc = subprocess.run([str(LAYERMOD), "curve", "--model", "user_model:build", "--dataset", str(blobs),
+                           "--n-per-class", "5", "--repeats", "2", "--views", "1", "--quiet", "--out", "run"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not marker.exists(), marker.read_text()
+    assert (tmp_path / "run" / "curve.png").is_file()
+
+
+def test_a_model_function_that_raises_is_one_line(tmp_path, blobs, capsys):
+    (tmp_path / "broken.py").write_text("def build():\n    raise RuntimeError('no weights for this size')\n")
+    (tmp_path / "syntax.py").write_text("def build(:\n")
+    for spec, message in ((f"{tmp_path / 'broken.py'}:build", "raised RuntimeError: no weights for this size"),
+                          (f"{tmp_path / 'syntax.py'}:build", "raised SyntaxError")):
+        status = main(["curve", "--model", spec, "--dataset", str(blobs), "--out", str(tmp_path / "out")])
+        one_line(status, capsys.readouterr().err, message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["layers", "--model", "mlp", "--input-shape", "1,100000,100000"], "values per input"),
+    (["layers", "--model", "mlp", "--input-shape", "1,-4"], "at least 1"),
+    (["layers", "--model", "mlp", "--input-shape", "1,x"], "cannot read"),
+    (["curve", "--model", "mlp", "--dataset", "digits", "--null", "-3", "--out", "o"], "at least 0"),
+])
+def test_bad_options_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_ctrl_c_while_starting_is_one_line(tmp_path):
+    """SIGINT while torch is still loading ends with the command's own line and status 130."""
+    code = ("import os, signal, threading\n"
+            "threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+            "from layermod.cli import main\n"
+            "raise SystemExit(main(['models']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "layermod: interrupted"
+
+
+def curve_run(tmp_path: Path, blobs: Path, name: str, *extra: str) -> Path:
+    out = tmp_path / name
+    assert main(["curve", "--model", "mlp", "--num-classes", "3", "--width", "0.25", "--dataset", str(blobs),
+                 "--n-per-class", "6", "--repeats", "3", "--null", "3", "--views", "1", "--quiet", "--seed", "7",
+                 *extra, "--out", str(out)]) == 0
+    return out
+
+
+def same_bytes(a: Path, b: Path, names: list[str]) -> None:
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_curve_of_an_untrained_builtin_model_is_the_same_twice(tmp_path, blobs):
+    """The untrained model's weights come from --seed, so two runs agree byte for byte, and another seed differs."""
+    first, second = curve_run(tmp_path, blobs, "a"), curve_run(tmp_path, blobs, "b")
+    same_bytes(first, second, ["curve.json", "curve.csv", "curve.png", "embedding.json"])
+    assert json.loads((first / "curve.json").read_text())["config"]["seed"] == 7
+    other = tmp_path / "c"
+    assert main(["curve", "--model", "mlp", "--num-classes", "3", "--width", "0.25", "--dataset", str(blobs),
+                 "--n-per-class", "6", "--repeats", "3", "--null", "3", "--views", "0", "--quiet", "--seed", "8",
+                 "--out", str(other)]) == 0
+    assert json.loads((other / "curve.json").read_text())["values"] != json.loads((first / "curve.json").read_text())["values"]
+
+
+def test_attack_is_the_same_twice(tmp_path, checkpoint):
+    data = tmp_path / "digits.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, X=rng.uniform(size=(90, 1, 28, 28)).astype(np.float32), y=np.arange(90) % 3)
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["attack", "--weights", str(checkpoint), "--dataset", str(data), "--method", "fgsm", "--eps", "0.3",
+                     "--keep", "all", "--n-per-class", "5", "--repeats", "2", "--quiet", "--out", str(out)]) == 0
+        runs.append(out)
+    same_bytes(*runs, ["attack.json", "attack.csv", "attack.png"])
+
+
+def test_prune_is_the_same_twice_apart_from_latency(tmp_path):
+    data = tmp_path / "fm"
+    write_mnist_like(data, n_train=100, n_test=100)
+    args = {"num_classes": 10, "in_channels": 1, "width": 0.125}
+    torch.manual_seed(0)
+    weights = save_checkpoint(models.create("resnet20", **args), tmp_path / "ckpt" / "best.safetensors",
+                              {"arch": "resnet20", "arch_args": args, "dataset": "fashion-mnist"})
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["prune", "--weights", str(weights), "--data-dir", str(data), "--n-per-class", "4",
+                     "--repeats", "2", "--remove", "1", "--methods", "none,modularity,random", "--seeds", "1",
+                     "--finetune-subset", "50", "--quiet", "--out", str(out)]) == 0
+        runs.append(out)
+    same_bytes(*runs, ["plan.json", "pruned.safetensors", "pruned.json"])
+    rows = [json.loads((out / "comparison.json").read_text())["rows"] for out in runs]
+    for row_a, row_b in zip(*rows):
+        row_a.pop("latency_ms"), row_b.pop("latency_ms")
+        assert row_a == row_b
+
+
+def test_train_is_the_same_twice(tmp_path):
+    data = tmp_path / "fm"
+    write_mnist_like(data, n_train=60, n_test=40)
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["train", "--model", "mlp", "--width", "0.25", "--dataset", "fashion-mnist", "--data-dir", str(data),
+                     "--epochs", "2", "--batch-size", "16", "--quiet", "--out", str(out)]) == 0
+        runs.append(out)
+    same_bytes(*runs, ["best.safetensors", "last.safetensors"])
+    for name in ("best.json", "last.json"):
+        sidecars = [json.loads((out / name).read_text()) for out in runs]
+        for meta in sidecars:
+            for row in meta.get("history", []):
+                row.pop("seconds", None)
+        assert sidecars[0] == sidecars[1], name
+
