@@ -216,3 +216,20 @@ def test_train_is_the_same_twice(tmp_path):
                 row.pop("seconds", None)
         assert sidecars[0] == sidecars[1], name
 
+
+
+def test_demo_trained_twice_is_the_same_model_and_curve(tmp_path):
+    data = tmp_path / "fm"
+    write_mnist_like(data, n_train=200, n_test=1000)
+    runs = []
+    for name in ("a", "b"):
+        out, cache = tmp_path / name, tmp_path / f"cache-{name}"
+        assert main(["demo", "--data-dir", str(data), "--cache-dir", str(cache), "--out", str(out), "--epochs", "1",
+                     "--quiet"]) == 0
+        runs.append(out)
+        (weights,) = cache.rglob("model.safetensors")
+        (out / "model.safetensors").write_bytes(weights.read_bytes())
+    same_bytes(*runs, ["model.safetensors", "curve.csv", "curve.png", "embedding.json"])
+    curves = [json.loads((out / "curve.json").read_text()) for out in runs]
+    assert [curve["config"].pop("weights") for curve in curves] != [None, None]  # the two caches' paths
+    assert curves[0] == curves[1]
