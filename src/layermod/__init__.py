@@ -11,6 +11,8 @@
 """
 
 import importlib
+import sys
+import types
 
 from . import errors
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
@@ -80,3 +82,16 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """The package, whose public functions win over its submodules of the same name (``modularity``): importing
+    a submodule sets it as an attribute of the package, which would otherwise hide the function."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
