@@ -98,7 +98,7 @@ def test_a_gap_within_the_noise_of_the_draws_does_not_count():
 def test_round_trip_files_and_nan_success(tmp_path):
     result = curves([[0.1, 0.5], [0.12, 0.52]], [[0.1, 0.2], [0.11, 0.21]])
     result = AdversarialCurves(result.clean, result.attacked, result.attack,
-                               {**result.summary, "n_correct": 0, "success_rate": math.nan})
+                               {**result.summary, "n_correct": 0, "n_flipped": 0, "success_rate": math.nan})
     result.save(tmp_path)
     data = json.loads((tmp_path / "attack.json").read_text())  # strict JSON: no NaN
     assert data["success_rate"] is None and data["parting_layer"] == "l1" and data["parting_index"] == 1

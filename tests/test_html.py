@@ -274,6 +274,24 @@ def test_notice_kinds():
         doc.notice("x", kind="danger")
 
 
+def test_all_or_nothing_keeps_a_block_only_when_it_succeeds():
+    doc = HtmlDocument("t")
+    doc.section("Run a")
+    doc.paragraph("kept before")
+    before = doc.render()
+    with pytest.raises(RuntimeError), doc.all_or_nothing():
+        doc.subsection("half")
+        doc.section("Run b")
+        doc.data("half", [1])
+        raise RuntimeError("drawing failed")
+    assert doc.render() == before
+    doc.section("Run b")  # its anchor and data name are free again
+    doc.data("half", [1])
+    with doc.all_or_nothing():
+        doc.paragraph("kept after")
+    assert "<p>kept after</p>" in doc.render() and 'id="run-b"' in doc.render()
+
+
 def test_page_has_the_required_head_and_footer():
     text = full_document().render()
     page = Page(text)

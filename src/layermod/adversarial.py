@@ -42,10 +42,13 @@ from .fileio import (
     write_csv,
 )
 from .redundancy import paired_difference
+from .validate import literal_text, mapping, number, required, shorten, text, within
 
 __all__ = ["KEEP", "AdversarialCurves", "adversarial_curves"]
 
 KEEP = ("flipped", "all")
+_COUNTS = ("n_attacked", "n_correct", "n_flipped")
+_RATES = ("success_rate", "clean_accuracy", "adversarial_accuracy")
 
 
 @dataclass(frozen=True)
@@ -112,20 +115,34 @@ class AdversarialCurves:
 
     @classmethod
     def from_dict(cls, data: dict) -> AdversarialCurves:
-        """Inverse of :meth:`to_dict` (gap and parting layer are recomputed)."""
-        summary_keys = ("n_attacked", "n_correct", "n_flipped", "success_rate", "clean_accuracy",
-                        "adversarial_accuracy")
-        clean, attacked = Curve.from_dict(data["clean"]), Curve.from_dict(data["attacked"])
+        """Inverse of :meth:`to_dict` (gap and parting layer are recomputed), for data read from a file.
+
+        Checked as :mod:`layermod.validate` says: both curves as :meth:`Curve.from_dict` checks them, on the same
+        layers and draws; the attack's method and the settings :attr:`label` shows; counts integers with
+        ``0 <= n_flipped <= n_correct <= n_attacked``; rates in [0, 1] or null. Raises ValueError naming the
+        first problem.
+        """
+        data = mapping(data, "the attack result")
+        clean = within("clean", Curve.from_dict, required(data, "clean"))
+        attacked = within("attacked", Curve.from_dict, required(data, "attacked"))
         if clean.layers != attacked.layers or clean.values.shape != attacked.values.shape:
             raise ValueError("the clean and attacked curves have different layers or draws")
-        return cls(clean, attacked, dict(data["attack"]), {key: data[key] for key in summary_keys},
-                   data.get("keep", "flipped"))
+        summary = {key: number(required(data, key), key, 0, integer=True) for key in _COUNTS}
+        if not summary["n_flipped"] <= summary["n_correct"] <= summary["n_attacked"]:
+            raise ValueError(f"{summary['n_flipped']} flipped of {summary['n_correct']} correct of "
+                             f"{summary['n_attacked']} attacked samples cannot be")
+        summary.update({key: number(required(data, key), key, 0, 1, missing=True) for key in _RATES})
+        keep = data.get("keep", "flipped")
+        if keep not in KEEP:
+            raise ValueError(f"keep is {shorten(repr(keep))}, not one of {', '.join(KEEP)}")
+        return cls(clean, attacked, _settings(required(data, "attack")), summary, keep)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AdversarialCurves:
         """Read ``attack.json`` (or the ``attack.json`` inside a run directory)."""
         return read_json_file(path, "attack.json", cls.from_dict, "attack curves")
 
+    @literal_text
     def plot(self, path: str | os.PathLike | None = None, ax=None):
         """Clean and attacked curves (mean, ±1 std band) with the parting layer marked; PNG with ``path``."""
         from .report import plot_curves
@@ -223,6 +240,21 @@ def _check_enough(targets: torch.Tensor, chosen: torch.Tensor, n_per_class: int,
         hint = "raise eps, keep all samples (--keep all), or lower --n-per-class"
     raise AttackError(f"only {int(kept[short])} of {pool} samples of class {int(classes[short])} {why}, fewer than "
                       f"--n-per-class {n_per_class}; {hint}")
+
+
+def _settings(value: object) -> dict:
+    """An attack's settings read from a file: a JSON object with a method and, for fgsm and pgd, the budget and
+    steps that :attr:`AdversarialCurves.label` shows."""
+    settings = mapping(value, "attack")
+    method = text(required(settings, "method"), "attack.method")
+    if method in ("fgsm", "pgd"):
+        text(required(settings, "norm"), "attack.norm")
+        number(required(settings, "eps"), "attack.eps", 0)
+    if method == "pgd":
+        number(required(settings, "steps"), "attack.steps", 1, integer=True)
+        number(required(settings, "step_size"), "attack.step_size", 0)
+    mapping(settings.get("options", {}), "attack.options")
+    return dict(settings)
 
 
 def _finite(value):

@@ -26,6 +26,7 @@ from torch import nn
 from .curve import Curve, modularity_curve
 from .fileio import atomic_path, ensure_writable_dir, read_json_file, write_csv
 from .similarity import cka_matrix, layer_grams, modularity_difference, plot_heatmaps
+from .validate import mapping, names, numbers, required, within
 
 __all__ = ["LayerComparison", "compare_layers"]
 
@@ -73,14 +74,17 @@ class LayerComparison:
 
     @classmethod
     def from_dict(cls, data: dict) -> LayerComparison:
-        """Inverse of :meth:`to_dict` (D is recomputed from the curves)."""
-        curve_a = Curve.from_dict(data["curve_a"])
-        curve_b = Curve.from_dict(data["curve_b"]) if "curve_b" in data else curve_a
-        cka = np.array(data["cka"], dtype=float)
-        if cka.shape != (len(curve_a.layers), len(curve_b.layers)):
-            raise ValueError(f"cka has shape {cka.shape} for {len(curve_a.layers)} x {len(curve_b.layers)} layers")
-        names = tuple(data.get("names", ("model", "model")))
-        return cls(curve_a, curve_b, cka, names, dict(data.get("config", {})))
+        """Inverse of :meth:`to_dict` (D is recomputed from the curves), for data read from a file: the curves
+        checked as :meth:`Curve.from_dict` checks them, cka (La, Lb) in [-1, 1] or null (NaN for a layer without
+        variance), two model names. Raises ValueError naming the first problem."""
+        data = mapping(data, "the comparison")
+        curve_a = within("curve_a", Curve.from_dict, required(data, "curve_a"))
+        curve_b = within("curve_b", Curve.from_dict, data["curve_b"]) if "curve_b" in data else curve_a
+        cka = numbers(required(data, "cka"), "cka", (len(curve_a.layers), len(curve_b.layers)), -1, 1, missing=True)
+        models = names(data.get("names", ["model", "model"]), "names")
+        if len(models) != 2:
+            raise ValueError(f"names holds {len(models)} names, not the 2 of the models compared")
+        return cls(curve_a, curve_b, cka, (models[0], models[1]), mapping(data.get("config", {}), "config"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LayerComparison:

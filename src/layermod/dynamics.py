@@ -34,6 +34,7 @@ from .curve import Curve
 from .errors import TrainError
 from .fileio import atomic_path, ensure_writable_dir, read_json_file, save_png
 from .layers import LayerSpec
+from .validate import label, literal_text, mapping, names, numbers, q_bounds, required, run_config
 
 __all__ = ["JSON_NAME", "LEGEND_MAX", "PNG_NAME", "Dynamics", "TrackConfig", "plot_dynamics"]
 
@@ -111,8 +112,9 @@ class Dynamics:
             raise ValueError(f"values must be (epochs, repeats, {len(self.layers)} layers), got shape {values.shape}")
         if not len(epochs) == len(values) == len(acc):
             raise ValueError(f"{len(epochs)} epochs, {len(values)} value blocks and {len(acc)} accuracies differ")
-        if any(b <= a for a, b in itertools.pairwise(epochs)):
-            raise ValueError(f"epochs must be strictly increasing, got {epochs}")
+        for a, b in itertools.pairwise(epochs):
+            if b <= a:
+                raise ValueError(f"epochs must be strictly increasing, but epoch {b} follows epoch {a}")
         object.__setattr__(self, "layers", list(self.layers))
         object.__setattr__(self, "epochs", epochs)
         object.__setattr__(self, "values", values)
@@ -166,9 +168,17 @@ class Dynamics:
 
     @classmethod
     def from_dict(cls, data: dict) -> Dynamics:
-        """Inverse of :meth:`to_dict` (mean is recomputed from values; null becomes NaN)."""
-        values = np.array(data["values"], dtype=float)
-        return cls(list(data["layers"]), list(data["epochs"]), values, data["test_acc"], dict(data.get("config", {})))
+        """Inverse of :meth:`to_dict` (mean is recomputed from values; null becomes NaN), for data read from a
+        file: checked as :mod:`layermod.validate` says (epochs integers >= 0, values (T, draws, L) within
+        modularity's range, test_acc (T,) in [0, 1]); raises ValueError naming the first problem."""
+        data = mapping(data, "the dynamics")
+        config = run_config(data.get("config", {}))
+        layers = names(required(data, "layers"), "layers")
+        values = numbers(required(data, "values"), "values", (None, None, len(layers)), *q_bounds(config),
+                         missing=True)
+        epochs = numbers(required(data, "epochs"), "epochs", (len(values),), 0, integer=True)
+        test_acc = numbers(required(data, "test_acc"), "test_acc", (len(values),), 0, 1, missing=True)
+        return cls(layers, epochs.tolist(), values, test_acc, config)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Dynamics:
@@ -184,6 +194,7 @@ class Dynamics:
             tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         return out / JSON_NAME
 
+    @literal_text
     def plot(self, path: str | os.PathLike | None = None):
         """Draw Q per layer over the epochs with the test accuracy in a panel beside it (see the module doc).
 
@@ -208,7 +219,7 @@ class Dynamics:
         norm = Normalize(0, max(n_layers - 1, 1))
         mean = self.mean
         for i, name in enumerate(self.layers):
-            q_ax.plot(self.epochs, mean[:, i], marker="o", ms=3, lw=1.4, color=cmap(norm(i)), label=name)
+            q_ax.plot(self.epochs, mean[:, i], marker="o", ms=3, lw=1.4, color=cmap(norm(i)), label=label(name))
         n_classes = self.config.get("n_classes")
         if n_classes:
             q_ax.axhline(1 - 1 / n_classes, ls=":", color="grey", lw=1)

@@ -22,7 +22,8 @@ Decisions, on purpose:
   edges inside a class are light grey, edges across classes red, so the red share shows what Q penalises.
 * **Files.** ``embedding.json`` is written last and atomically (as ``curve.json`` is by
   :func:`layermod.report.save_curve`), so its presence means the PNG is complete. :func:`views_from_dict`
-  checks everything it reads and raises a one-line :class:`LayermodError` on malformed data.
+  (and :func:`load_views`, which reads the file) checks everything it reads as :mod:`layermod.validate` says
+  and raises a one-line :class:`LayermodError` on malformed data.
 """
 
 from __future__ import annotations
@@ -42,17 +43,33 @@ from torch import nn
 from .data import as_dataset, balanced_draws, dataset_labels, gather
 from .errors import FeatureError, GraphError, LayermodError
 from .features import extract_features, model_device
-from .fileio import atomic_path, ensure_writable_dir, save_png
+from .fileio import atomic_path, ensure_writable_dir, read_json_file, save_png
 from .graph import Metric, Symmetrize, as_feature_matrix, knn_graph
 from .layers import LayerSpec, select_layers, trace_calls
 from .modularity import modularity
+from .validate import (
+    MAX_ITEMS,
+    label,
+    literal_text,
+    mapping,
+    names,
+    number,
+    numbers,
+    q_bounds,
+    required,
+    run_config,
+    shorten,
+    text,
+)
 
 __all__ = [
+    "MAX_VIEWS",
     "METHODS",
     "LayerView",
     "check_method",
     "embed_2d",
     "layer_views",
+    "load_views",
     "pick_layers",
     "plot_views",
     "save_views",
@@ -61,10 +78,10 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = ("pca", "tsne")
+MAX_VIEWS = 64  # views in one file: the columns of one figure
 
 _INTRA_COLOUR = "lightgrey"
 _CROSS_COLOUR = "tab:red"
-_VIEW_KEYS = ("layer", "q", "coords", "labels", "edges", "weights")
 _REWRITE_HINT = "write it again with layermod.embedding.save_views"
 
 
@@ -341,52 +358,61 @@ def _malformed(why: str) -> LayermodError:
     return LayermodError(f"malformed embedding data ({why}); {_REWRITE_HINT}")
 
 
-def _view_from_dict(i: int, entry) -> LayerView:
-    """``layers[i]`` of a :func:`views_to_dict` dict as a LayerView, or a malformed-data error."""
-    if not isinstance(entry, dict):
-        raise _malformed(f"layers[{i}] is a {type(entry).__name__}, not an object")
-    missing = [key for key in _VIEW_KEYS if key not in entry]
-    if missing:
-        raise _malformed(f"layers[{i}] has no {', '.join(missing)}")
-    if not isinstance(entry["layer"], str):
-        raise _malformed(f"layers[{i}].layer is not a string")
-    if isinstance(entry["q"], bool) or not isinstance(entry["q"], (int, float)):
-        raise _malformed(f"layers[{i}].q is not a number")
+def _view_from_json(i: int, entry: object) -> LayerView:
+    """``layers[i]`` of a :func:`views_to_dict` dict read from a file as a LayerView; ValueError naming the first
+    problem (types and bounds as :mod:`layermod.validate` says, at most ``MAX_ITEMS`` samples)."""
+    where = f"layers[{i}]"
+    entry = mapping(entry, where)
+    layer = text(required(entry, "layer"), f"{where}.layer")
+    labels = numbers(required(entry, "labels"), f"{where}.labels", (None,), 0, integer=True)
+    n = len(labels)
+    if n > MAX_ITEMS:
+        raise ValueError(f"{where} has {n:,} samples, more than {MAX_ITEMS:,}")
+    coords = numbers(required(entry, "coords"), f"{where}.coords", (n, 2))
+    edges = numbers(required(entry, "edges"), f"{where}.edges", (None, 2), 0, n - 1, integer=True)
+    weights = numbers(required(entry, "weights"), f"{where}.weights", (len(edges),), 0)
+    q = number(required(entry, "q"), f"{where}.q", *q_bounds({}))
     try:
-        fields = _view_arrays(*(entry[key] for key in _VIEW_KEYS[2:]), entry["q"])
-    except (ValueError, TypeError) as err:
-        raise _malformed(f"layers[{i}] ({entry['layer']}): {err}") from None
-    coords, labels, edges, weights, q = fields
-    return LayerView(entry["layer"], coords, labels, edges, weights, q)
+        fields = _view_arrays(coords, labels, edges, weights, q)
+    except ValueError as err:
+        raise ValueError(f"{where} ({shorten(layer)}): {err}") from None
+    return LayerView(layer, *fields)
+
+
+def _views_from_json(data: object) -> tuple[list[LayerView], list[str] | None, dict]:
+    """:func:`views_from_dict` raising ValueError (for :func:`layermod.fileio.read_json_file`)."""
+    data = mapping(data, "the embedding data")
+    entries = required(data, "layers")
+    if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_VIEWS:
+        raise ValueError(f"layers is not a list of 1 to {MAX_VIEWS} views")
+    class_names = data.get("class_names")
+    if class_names is not None:
+        class_names = names(class_names, "class_names")
+    config = run_config(data.get("config", {}))
+    views = [_view_from_json(i, entry) for i, entry in enumerate(entries)]
+    problem = _class_names_problem(views, class_names)
+    if problem:
+        raise ValueError(problem)
+    return views, class_names, config
 
 
 def views_from_dict(data: dict) -> tuple[list[LayerView], list[str] | None, dict]:
     """Inverse of :func:`views_to_dict`: ``(views, class_names, config)``.
 
     ``class_names`` and ``config`` may be absent (None and ``{}``). Anything malformed (not a dict, missing
-    keys, arrays whose lengths disagree, edges out of range, non-finite numbers, labels without a class name)
-    raises a one-line :class:`LayermodError`.
+    keys, arrays whose lengths disagree, edges out of range, non-finite or out-of-range numbers, more than
+    :data:`MAX_VIEWS` views, labels without a class name) raises a one-line :class:`LayermodError`.
     """
-    if not isinstance(data, dict):
-        raise _malformed(f"a {type(data).__name__}, not an object")
-    if not isinstance(data.get("layers"), list):
-        raise _malformed("no list of layers")
-    class_names = data.get("class_names")
-    if class_names is not None and not isinstance(class_names, list):
-        raise _malformed("class_names is not a list")
-    config = data.get("config", {})
-    if not isinstance(config, dict):
-        raise _malformed("config is not an object")
-    views = [_view_from_dict(i, entry) for i, entry in enumerate(data["layers"])]
-    problem = _class_names_problem(views, class_names)
-    if problem:
-        raise _malformed(problem)
-    return views, class_names, dict(config)
+    try:
+        return _views_from_json(data)
+    except ValueError as err:
+        raise _malformed(str(err)) from None
 
 
-def _plain(text: str) -> str:
-    """``text`` shown literally by matplotlib (a ``$`` would otherwise start math)."""
-    return text.replace("$", r"\$")
+def load_views(path: str | os.PathLike) -> tuple[list[LayerView], list[str] | None, dict]:
+    """:func:`views_from_dict` of ``embedding.json`` (or the one inside a run directory); a one-line
+    :class:`~layermod.errors.ReportError` naming the file when it cannot be read."""
+    return read_json_file(path, "embedding.json", _views_from_json, "2-D views")
 
 
 def _class_colours(classes: np.ndarray) -> dict[int, tuple]:
@@ -404,7 +430,7 @@ def _node_colours(view: LayerView, colours: dict[int, tuple]) -> list[tuple]:
 def _draw_samples(ax, view: LayerView, colours: dict[int, tuple]) -> None:
     """Top panel: the samples at their 2-D coordinates, coloured by class."""
     ax.scatter(view.coords[:, 0], view.coords[:, 1], s=12, c=_node_colours(view, colours), linewidths=0)
-    ax.set_title(f"{_plain(view.layer)}\nQ = {view.q:.3f}, intra-class edges {view.intra_fraction:.0%}", fontsize=9)
+    ax.set_title(f"{label(view.layer)}\nQ = {view.q:.3f}, intra-class edges {view.intra_fraction:.0%}", fontsize=9)
 
 
 def _draw_graph(ax, view: LayerView, colours: dict[int, tuple]) -> None:
@@ -424,19 +450,21 @@ def _legend(ax, colours: dict[int, tuple], class_names: Sequence[str] | None) ->
 
     handles = [
         Line2D([], [], ls="", marker="o", ms=5, color=colour,
-               label=_plain(class_names[c] if class_names is not None else str(c)))
+               label=label(class_names[c] if class_names is not None else str(c)))
         for c, colour in colours.items()
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=7,
               ncol=1 + (len(handles) - 1) // 20, title="class", title_fontsize=8)
 
 
+@literal_text
 def plot_views(views: Sequence[LayerView], path: str | os.PathLike | None = None,
                class_names: Sequence[str] | None = None):
     """One column per view: samples coloured by class (top) and the kNN graph on the same coordinates (bottom).
 
     Column titles give the layer, Q and the share of edge weight inside classes; one legend names the classes
-    (``class_names[label]``, else the label). Returns the matplotlib Figure; with ``path`` it is saved as PNG
+    (``class_names[label]``, else the label); names are drawn literally and shortened (see
+    :mod:`layermod.validate`). Returns the matplotlib Figure; with ``path`` it is saved as PNG
     (written atomically) without involving pyplot.
     """
     if not views:

@@ -1,4 +1,5 @@
-"""Safe file output: nothing half-written, and unwritable locations reported before any work is done.
+"""Safe file output: nothing half-written, and unwritable locations reported before any work is done; and the one
+reader of the JSON results that runs leave behind.
 
 Decisions, on purpose:
 
@@ -8,6 +9,9 @@ Decisions, on purpose:
   deleted and the target is left untouched.
 * **Probe, don't guess.** :func:`ensure_writable_dir` creates the directory and writes (then deletes) a probe
   file, which catches read-only mounts and ACLs that ``os.access`` does not.
+* **Results are read, never trusted.** :func:`read_json_file` reads at most :data:`MAX_JSON_BYTES` and hands
+  the parsed JSON to a loader that checks it (see :mod:`layermod.validate`); whatever fails becomes one line
+  naming the file.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from .errors import LayermodError, OutputError
+from .errors import LayermodError, OutputError, ReportError
+from .validate import REASON_CHARS, shorten
 
 T = TypeVar("T")
 
-__all__ = ["atomic_path", "check_writable_dir", "csv_text", "ensure_writable_dir", "read_json_file", "save_png",
-           "write_csv"]
+MAX_JSON_BYTES = 128 * 2**20  # the largest JSON file read: far above any result layermod writes
+
+__all__ = ["MAX_JSON_BYTES", "atomic_path", "check_writable_dir", "csv_text", "ensure_writable_dir", "read_json_file",
+           "save_png", "write_csv"]
 
 
 @contextlib.contextmanager
@@ -124,20 +131,26 @@ def save_png(figure, path: str | os.PathLike, tight: bool = False) -> None:
         figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight" if tight else None)
 
 
-def read_json_file(path: str | os.PathLike, name: str, parse: Callable[[dict], T], what: str) -> T:
-    """``parse`` of the JSON object in ``path`` (a file, or the file ``name`` inside a run directory).
+def read_json_file(path: str | os.PathLike, name: str, parse: Callable[[Any], T], what: str,
+                   error: type[LayermodError] = ReportError) -> T:
+    """``parse`` of the JSON in ``path`` (a file, or the file ``name`` inside a run directory).
 
-    Any failure, from a missing file to a missing key, is one :class:`LayermodError` line: "cannot read
-    ``what`` from PATH (reason); point at a NAME written by layermod".
+    Any failure, from a missing file or one over :data:`MAX_JSON_BYTES` (refused unread) to a value ``parse``
+    finds impossible, is one ``error`` line: "cannot read ``what`` from PATH (reason); point at a NAME written
+    by layermod", the reason cut to :data:`~layermod.validate.REASON_CHARS` characters.
     """
     path = Path(path)
     if path.is_dir():
         path = path / name
     try:
-        return parse(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
-        reason = " ".join(str(err).split()) or type(err).__name__
-        raise LayermodError(f"cannot read {what} from {path} ({reason}); point at a {name} written by layermod") from None
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            raise ValueError(f"larger than {MAX_JSON_BYTES:,} bytes, far more than a layermod result holds")
+        return parse(json.loads(raw.decode("utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError, LayermodError) as err:
+        reason = shorten(str(err), REASON_CHARS) or type(err).__name__
+        raise error(f"cannot read {what} from {path} ({reason}); point at a {name} written by layermod") from None
 
 
 def _reason(exc: OSError) -> str:

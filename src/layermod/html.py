@@ -28,6 +28,7 @@ Decisions, on purpose:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import io
@@ -38,7 +39,7 @@ import os
 import re
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -252,6 +253,31 @@ class HtmlDocument:
             raise ValueError(f"data block name {name!r} is not [A-Za-z0-9_-]+ or is already used")
         self._ids.add(element_id)
         self._data.append(f'<script type="application/json" id="{element_id}">{_script_json(payload)}</script>')
+
+    @contextlib.contextmanager
+    def all_or_nothing(self) -> Iterator[None]:
+        """Keep what the ``with`` block adds only when it ends without an exception; otherwise the page is as it
+        was before the block (sections, anchors, content and data blocks), and the exception goes on.
+
+        Example: an item that fails half-way leaves no heading without its figure::
+
+            try:
+                with doc.all_or_nothing():
+                    doc.subsection("Curve")
+                    doc.figure(plot())  # raises
+            except ValueError as err:
+                doc.notice(f"left out: {err}", kind="error")
+        """
+        sections, intro, data, ids = len(self._sections), len(self._intro), len(self._data), set(self._ids)
+        parts = len(self._sections[-1].parts) if self._sections else 0
+        try:
+            yield
+        except BaseException:
+            del self._sections[sections:], self._intro[intro:], self._data[data:]
+            if self._sections:
+                del self._sections[-1].parts[parts:]
+            self._ids = ids
+            raise
 
     def render(self) -> str:
         """The whole page as a string."""

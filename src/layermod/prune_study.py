@@ -13,7 +13,8 @@ Methods, each an order of the removable units (most removable first) from which
 Every pruned model starts from the original's weights (:func:`layermod.prune.apply_plan`), is fine-tuned with
 the same :class:`~layermod.train.TrainConfig` once per seed, and evaluated before and after fine-tuning. A row
 per method reports what was removed (for the first seed), parameters, MACs and FLOPs per sample, CPU latency of
-one batch, and test accuracy mean and std over seeds.
+one batch, and test accuracy mean and std over seeds. :func:`read_comparison` reads the rows back from
+``comparison.json`` and refuses rows that cannot be (see :func:`comparison_from_dict`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .errors import PlanError
-from .fileio import atomic_path, ensure_writable_dir, save_png, write_csv
+from .fileio import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv
 from .prune import Unit, apply_plan, block_influence, latency, model_cost
 from .redundancy import Verdict, rank_by_increment, select_units
 from .train import TrainConfig, evaluate, train
+from .validate import literal_text, mapping, names, number, numbers, required, shorten
 
-__all__ = ["METHODS", "compare_methods", "method_order", "plot_comparison", "save_comparison"]
+__all__ = ["METHODS", "compare_methods", "comparison_from_dict", "method_order", "plot_comparison", "read_comparison",
+           "save_comparison"]
 
 METHODS = ("none", "modularity", "steepest", "cosine", "random", "first", "last")
 
@@ -166,6 +169,48 @@ def save_comparison(rows: Sequence[dict], out_dir: str | os.PathLike) -> None:
         tmp.write_text(json.dumps({"rows": list(rows)}, indent=2))
 
 
+def comparison_from_dict(data: object) -> list[dict]:
+    """The rows of a ``comparison.json`` read from a file, checked as :mod:`layermod.validate` says: one row per
+    method of :data:`METHODS`, each with the units removed (as many as ``n_removed``), params, MACs and FLOPs
+    (integers, FLOPs >= 1), a latency >= 0 and accuracies (and their std) in [0, 1]. Raises ValueError naming
+    the first problem."""
+    rows = required(mapping(data, "the comparison"), "rows")
+    if not isinstance(rows, list) or not 1 <= len(rows) <= len(METHODS):
+        raise ValueError(f"rows is not a list of 1 to {len(METHODS)} rows")
+    checked = [_row(i, row) for i, row in enumerate(rows)]
+    methods = [row["method"] for row in checked]
+    if len(set(methods)) < len(methods):
+        raise ValueError(f"a method has two rows: {', '.join(methods)}")
+    return checked
+
+
+def _row(i: int, row: object) -> dict:
+    """``rows[i]`` of a comparison, checked (see :func:`comparison_from_dict`)."""
+    where = f"rows[{i}]"
+    row = mapping(row, where)
+    method = required(row, "method")
+    if method not in METHODS:
+        raise ValueError(f"{where}.method is {shorten(repr(method))}, not one of {', '.join(METHODS)}")
+    removed = names(required(row, "layers_removed"), f"{where}.layers_removed", empty=True)
+    if number(required(row, "n_removed"), f"{where}.n_removed", 0, integer=True) != len(removed):
+        raise ValueError(f"{where}.n_removed is {row['n_removed']} for {len(removed)} layers removed")
+    for key in ("params", "macs"):
+        number(required(row, key), f"{where}.{key}", 0, integer=True)
+    number(required(row, "flops"), f"{where}.flops", 1, integer=True)
+    number(required(row, "latency_ms"), f"{where}.latency_ms", 0)
+    for key in ("acc_pruned_mean", "acc_mean", "acc_std"):
+        number(required(row, key), f"{where}.{key}", 0, 1)
+    numbers(required(row, "accs"), f"{where}.accs", (None,), 0, 1)
+    return dict(row)
+
+
+def read_comparison(path: str | os.PathLike) -> list[dict]:
+    """The rows of ``comparison.json`` (or the one inside a run directory), checked by
+    :func:`comparison_from_dict`; a one-line :class:`~layermod.errors.ReportError` naming the file otherwise."""
+    return read_json_file(path, "comparison.json", comparison_from_dict, "a pruning comparison")
+
+
+@literal_text
 def plot_comparison(rows: Sequence[dict], path: str | os.PathLike | None = None):
     """Accuracy after fine-tuning (mean with std bars) against the FLOPs each method removed, one point per
     row of a comparison; returns the Figure, written as PNG (atomically) with ``path``."""

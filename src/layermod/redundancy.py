@@ -31,18 +31,18 @@ editable ``plan.json``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .curve import Curve
 from .errors import PlanError
+from .fileio import read_json_file
+from .validate import mapping, names, required, text
 
 __all__ = [
     "Verdict",
@@ -234,15 +234,18 @@ def plan_dict(remove: Sequence[str], method: str, verdicts: Sequence[Verdict] | 
             "verdicts": rows}
 
 
-def read_plan(path: str | os.PathLike) -> dict:
-    """Read a ``plan.json`` (possibly edited by hand); it must hold a ``"remove"`` list of unit names."""
-    path = Path(path)
-    try:
-        plan = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise PlanError(f"cannot read plan from {path}: {err}; point at a plan.json written by layermod") from None
-    if not isinstance(plan, dict) or not isinstance(plan.get("remove"), list) \
-            or not all(isinstance(name, str) for name in plan["remove"]):
-        raise PlanError(f"plan {path} has no \"remove\" list of unit names; "
-                        "write it as {\"remove\": [\"layer3.4\", ...]}")
+def _plan_from_json(data: object) -> dict:
+    """A plan read from a file: a JSON object with a ``"remove"`` list of unit names (and a method name, if
+    any), checked as :mod:`layermod.validate` says; ValueError naming the first problem."""
+    plan = mapping(data, "the plan")
+    names(required(plan, "remove"), "remove", empty=True)
+    if "method" in plan:
+        text(plan["method"], "method")
     return plan
+
+
+def read_plan(path: str | os.PathLike) -> dict:
+    """Read a ``plan.json`` (possibly edited by hand, e.g. to ``{"remove": ["layer3.4"]}``), or the one inside a
+    run directory; it must hold a ``"remove"`` list of unit names. Raises a one-line :class:`PlanError` naming
+    the file otherwise."""
+    return read_json_file(path, "plan.json", _plan_from_json, "a plan", PlanError)

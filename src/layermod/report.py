@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,10 +11,29 @@ import numpy as np
 
 from .curve import Curve
 from .fileio import atomic_path, ensure_writable_dir, save_png, write_csv
+from .validate import TITLE_CHARS, label, literal_text
 
-__all__ = ["plot_curves", "save_curve", "curve_table"]
+__all__ = ["MAX_TICKS", "MAX_WIDTH", "curve_axes", "curve_table", "plot_curves", "save_curve"]
 
 
+MAX_WIDTH = 24.0  # inches of a curve figure; beyond it, layer names are thinned rather than the figure widened
+MAX_TICKS = 50  # layer names on the axis at most
+
+
+def curve_axes(n_layers: int, interactive: bool = False):
+    """New axes for a curve of ``n_layers`` layers: 0.45 in per layer, 6 to :data:`MAX_WIDTH` in wide, 4.2 in
+    high; on a pyplot figure when ``interactive``, else on a plain Figure (no GUI backend involved)."""
+    size = (min(max(6.0, 0.45 * n_layers + 2), MAX_WIDTH), 4.2)
+    if interactive:
+        import matplotlib.pyplot as plt
+
+        return plt.figure(figsize=size).add_subplot()
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size).add_subplot()
+
+
+@literal_text
 def plot_curves(
     curves: Sequence[Curve],
     path: str | os.PathLike | None = None,
@@ -24,39 +44,33 @@ def plot_curves(
     """Mean Q (line) with a ±1 std band per curve against layer names; the null mean dashed if present and
     the ceiling ``1 - 1/C`` for C balanced classes dotted.
 
-    Curves are drawn on the first curve's layer axis. Returns the matplotlib Axes; with ``path`` the figure is
-    saved as PNG (written atomically) and closed.
+    Curves are drawn on the first curve's layer axis. Names and labels are drawn literally and shortened (see
+    :mod:`layermod.validate`); with more than :data:`MAX_TICKS` layers only every n-th name is shown. Returns
+    the matplotlib Axes; with ``path`` the figure is saved as PNG (written atomically) and closed.
     """
     layers = curves[0].layers
     if ax is None:
-        size = (max(6.0, 0.45 * len(layers) + 2), 4.2)
-        if path is None:  # interactive: let pyplot show it
-            import matplotlib.pyplot as plt
-
-            ax = plt.figure(figsize=size).add_subplot()
-        else:  # file only: no GUI backend involved
-            from matplotlib.figure import Figure
-
-            ax = Figure(figsize=size).add_subplot()
+        ax = curve_axes(len(layers), interactive=path is None)
     x = np.arange(len(layers))
     for i, curve in enumerate(curves):
-        label = labels[i] if labels else None
-        line, = ax.plot(x[: len(curve.layers)], curve.mean, marker="o", ms=4, label=label)
+        name = label(labels[i]) if labels else None
+        line, = ax.plot(x[: len(curve.layers)], curve.mean, marker="o", ms=4, label=name)
         ax.fill_between(x[: len(curve.layers)], curve.mean - curve.std, curve.mean + curve.std,
                         color=line.get_color(), alpha=0.2, lw=0)
         if curve.null_mean is not None:
             ax.plot(x[: len(curve.layers)], curve.null_mean, ls="--", color=line.get_color(), alpha=0.6,
-                    label=f"{label} (shuffled labels)" if label else "shuffled labels")
+                    label=f"{name} (shuffled labels)" if name else "shuffled labels")
     n_classes = curves[0].config.get("n_classes")
     if n_classes:
         ax.axhline(1 - 1 / n_classes, ls=":", color="grey", lw=1, label=f"ceiling 1 - 1/{n_classes}")
-    ax.set_xticks(x, layers, rotation=60, ha="right", fontsize=8)
+    ticks = x[:: math.ceil(len(layers) / MAX_TICKS)]
+    ax.set_xticks(ticks, [label(layers[i]) for i in ticks], rotation=60, ha="right", fontsize=8)
     ax.set_xlabel("layer")
     ax.set_ylabel("modularity Q")
     ax.grid(alpha=0.3)
     config = curves[0].config
-    ax.set_title(title or f"modularity curve (k={config.get('k', '?')}, {config.get('samples_per_draw', '?')} "
-                 f"samples x {len(curves[0].values)} draws, mean ± std)", fontsize=10)
+    ax.set_title(label(title or f"modularity curve (k={config.get('k', '?')}, {config.get('samples_per_draw', '?')} "
+                       f"samples x {len(curves[0].values)} draws, mean ± std)", TITLE_CHARS), fontsize=10)
     if labels or n_classes or any(c.null_mean is not None for c in curves):
         ax.legend(fontsize=8, loc="best")
     if path is not None:

@@ -13,11 +13,20 @@ dynamics (``dynamics.json``), clean vs attacked curves (``attack.json``), D and 
 Bad input, on purpose: a run directory that is missing or holds none of these files, and any file that cannot
 be read, is reported (a notice in the page and one line in the returned list) while everything readable is
 still shown. Only when nothing at all is readable is no page written (:class:`ReportError`).
+
+* **Checked by the loaders.** Every file is read by its result type's loader, which refuses what cannot be
+  (Q outside modularity's range, lengths that disagree, accuracies above 1, absurd sizes; see
+  :mod:`layermod.validate`) in one line naming the file; the sidecar and ``eval.json`` are checked here.
+* **One file fails alone.** Each file is added inside :meth:`HtmlDocument.all_or_nothing`, and *any* exception
+  (a memory error while drawing included) leaves that file out whole, with a notice, and goes on with the next;
+  a reason from outside layermod is cut to :data:`~layermod.validate.REASON_CHARS` characters.
+* **Names as they are.** Figures draw layer and class names literally, shortened; tables show them whole.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,31 +37,16 @@ from .adversarial import AdversarialCurves
 from .compare import LayerComparison
 from .curve import Curve
 from .dynamics import Dynamics
-from .embedding import plot_views, views_from_dict
+from .embedding import load_views, plot_views
 from .errors import LayermodError, ReportError
 from .fileio import csv_text, ensure_writable_dir, read_json_file
 from .html import HtmlDocument
-from .prune_study import plot_comparison
-from .redundancy import find_redundant
-from .report import plot_curves
+from .prune_study import plot_comparison, read_comparison
+from .redundancy import find_redundant, read_plan
+from .report import curve_axes, plot_curves
+from .validate import MAX_ITEMS, REASON_CHARS, TITLE_CHARS, label, mapping, number, required, shorten, text
 
 __all__ = ["KNOWN_FILES", "write_report"]
-
-
-def _axes(width: float, height: float = 4.2):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height)).add_subplot()
-
-
-def _object(data) -> dict:
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    return data
-
-
-def _read_json(path: Path) -> dict:
-    return read_json_file(path, path.name, _object, "JSON")
 
 
 def _download(doc: HtmlDocument, run: Path, *names: str) -> None:
@@ -62,51 +56,66 @@ def _download(doc: HtmlDocument, run: Path, *names: str) -> None:
                          mime="application/json" if name.endswith(".json") else "text/csv", label=name)
 
 
+def _sidecar(data: object) -> dict:
+    """What the report shows of a checkpoint sidecar, checked: names, the accuracy in [0, 1], the epoch."""
+    meta = mapping(data, "the sidecar")
+    arguments = ", ".join(f"{key}={value}" for key, value in sorted(mapping(meta.get("arch_args", {}),
+                                                                            "arch_args").items()))
+    return {
+        "model": f"{text(meta.get('arch', 'model'), 'arch')}({shorten(arguments, TITLE_CHARS)})",
+        "dataset": text(meta.get("dataset", "?"), "dataset"),
+        "accuracy": number(meta.get("best_accuracy", meta.get("accuracy")), "best_accuracy", 0, 1),
+        "epoch": number(meta.get("best_epoch", meta.get("epoch")), "best_epoch", 0, integer=True),
+    }
+
+
 def _checkpoint(doc: HtmlDocument, run: Path) -> None:
-    meta = _read_json(run / "best.json")
-    args = ", ".join(f"{key}={value}" for key, value in sorted(meta.get("arch_args", {}).items()))
+    meta = read_json_file(run, "best.json", _sidecar, "a checkpoint sidecar")
     doc.subsection("Model")
-    doc.paragraph(f"{meta.get('arch', 'model')}({args}) trained on {meta.get('dataset', '?')}: best test accuracy "
-                  f"{100 * float(meta.get('best_accuracy', meta.get('accuracy', float('nan')))):.2f} % at epoch "
-                  f"{meta.get('best_epoch', meta.get('epoch', '?'))}.")
+    doc.paragraph(f"{meta['model']} trained on {meta['dataset']}: best test accuracy {100 * meta['accuracy']:.2f} % "
+                  f"at epoch {meta['epoch']}.")
     _download(doc, run, "best.json")
 
 
 def _metrics(doc: HtmlDocument, run: Path) -> None:
     with open(run / "metrics.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
-    if not rows or len(rows) < 2:
+        rows = list(itertools.islice(csv.reader(fh), MAX_ITEMS + 2))
+    if len(rows) < 2:
         raise ValueError("no rows")
+    if len(rows) > MAX_ITEMS + 1:
+        raise ValueError(f"more than {MAX_ITEMS:,} rows")
     header, body = rows[0], rows[1:]
     if any(len(row) != len(header) for row in body):
         raise ValueError("rows of different lengths")
     doc.subsection("Training")
-    doc.table(header, [[_number(cell) for cell in row] for row in body], caption="per-epoch metrics")
+    doc.table([shorten(name) for name in header], [[_number(cell) for cell in row] for row in body],
+              caption="per-epoch metrics")
     _download(doc, run, "metrics.csv")
 
 
-def _number(text: str) -> object:
+def _number(cell: str) -> object:
     try:
-        return int(text)
+        return int(cell)
     except ValueError:
         try:
-            return float(text)
+            return float(cell)
         except ValueError:
-            return text
+            return shorten(cell)
 
 
 def _curve(doc: HtmlDocument, run: Path) -> None:
     curve = Curve.load(run)
     verdicts = find_redundant(curve)
     doc.subsection("Modularity curve")
-    ax = plot_curves([curve], ax=_axes(max(6.0, 0.45 * len(curve.layers) + 2)))
+    ax = plot_curves([curve], ax=curve_axes(len(curve.layers)))
     doc.figure(ax.figure, caption="mean Q per layer with a ±1 std band over the draws; dashed: shuffled labels; "
                "dotted: the ceiling 1 - 1/C")
     mean = curve.mean
-    redundant = [v.layer for v in verdicts if v.verdict != "keep"]
+    redundant = [label(v.layer) for v in verdicts if v.verdict != "keep"]
     top = int(np.nanargmax(mean))
-    doc.paragraph(f"Q goes from {mean[0]:.4f} ({curve.layers[0]}) to {mean[-1]:.4f} ({curve.layers[-1]}) over "
-                  f"{len(curve.layers)} layers; highest {mean[top]:.4f} at {curve.layers[top]}. "
+    doc.paragraph(f"Q goes from {mean[0]:.4f} ({label(curve.layers[0])}) to {mean[-1]:.4f} "
+                  f"({label(curve.layers[-1])}) over {len(curve.layers)} layers; highest {mean[top]:.4f} at "
+                  f"{label(curve.layers[top])}. "
                   + (f"Plateau or drop (redundant): {', '.join(redundant)}." if redundant
                      else "Every layer adds modularity beyond the noise."))
     header = ["#", "layer", "Q mean", "std", "increment", "± se", "verdict"]
@@ -121,10 +130,11 @@ def _curve(doc: HtmlDocument, run: Path) -> None:
 
 
 def _views(doc: HtmlDocument, run: Path) -> None:
-    views, class_names, config = read_json_file(run, "embedding.json", views_from_dict, "2-D views")
+    views, class_names, config = load_views(run)
+    method = shorten(str(config.get("method", "?")))
     doc.subsection("Samples in 2-D and their kNN graphs")
     doc.figure(plot_views(views, class_names=class_names),
-               caption=f"{config.get('method', '?')} embedding of {len(views[0].labels)} samples coloured by class "
+               caption=f"{method} embedding of {len(views[0].labels)} samples coloured by class "
                        f"(top) and the k={config.get('k', '?')} nearest-neighbour graph on the same positions, "
                        "edges across classes in red (bottom)")
     doc.table(["layer", "Q", "edge weight inside classes"], [[v.layer, v.q, v.intra_fraction] for v in views])
@@ -145,14 +155,15 @@ def _dynamics(doc: HtmlDocument, run: Path) -> None:
 def _attack(doc: HtmlDocument, run: Path) -> None:
     result = AdversarialCurves.load(run)
     summary = result.summary
-    doc.subsection(f"Clean vs {result.label}")
-    ax = result.plot(ax=_axes(max(6.0, 0.45 * len(result.clean.layers) + 2)))
+    attack = shorten(result.label, TITLE_CHARS)
+    doc.subsection(f"Clean vs {attack}")
+    ax = result.plot(ax=curve_axes(len(result.clean.layers)))
     doc.figure(ax.figure, caption="clean and attacked curves on the same draws, true labels as communities")
     index = result.parting_index()
     parted = ("the curves do not part" if index is None
-              else f"the curves part at layer {index} ({result.clean.layers[index]})")
+              else f"the curves part at layer {index} ({label(result.clean.layers[index])})")
     last_clean, last_attacked = result.clean.mean[-1], result.attacked.mean[-1]
-    doc.paragraph(f"{result.label}: {summary['n_flipped']} of {summary['n_correct']} correctly classified samples "
+    doc.paragraph(f"{attack}: {summary['n_flipped']} of {summary['n_correct']} correctly classified samples "
                   f"flipped (success rate {_percent(summary['success_rate'])}); {parted}. Last layer: clean Q "
                   f"{last_clean:.4f}, attacked {last_attacked:.4f} ({last_attacked - last_clean:+.4f}).")
     header = ["#", "layer", "clean Q", "attacked Q", "gap", "± se"]
@@ -181,7 +192,7 @@ def _compare(doc: HtmlDocument, run: Path) -> None:
 
 
 def _pruning(doc: HtmlDocument, run: Path) -> None:
-    rows = _read_json(run / "comparison.json")["rows"]
+    rows = read_comparison(run)
     doc.subsection("Pruning: methods compared at the same budget")
     doc.figure(plot_comparison(rows), caption="test accuracy after fine-tuning (mean ± std over seeds) against the "
                "FLOPs each method removed")
@@ -194,18 +205,30 @@ def _pruning(doc: HtmlDocument, run: Path) -> None:
 
 
 def _plan(doc: HtmlDocument, run: Path) -> None:
-    plan = _read_json(run / "plan.json")
+    plan = read_plan(run)
     doc.subsection("Pruning plan")
-    doc.paragraph(f"{plan.get('method', '?')}: remove {len(plan['remove'])} unit(s): "
-                  f"{', '.join(map(str, plan['remove'])) or 'none'}.")
+    doc.paragraph(f"{label(plan.get('method', '?'))}: remove {len(plan['remove'])} unit(s): "
+                  f"{', '.join(map(label, plan['remove'])) or 'none'}.")
     _download(doc, run, "plan.json")
 
 
+def _eval_result(data: object) -> dict:
+    """An ``eval.json`` checked: the accuracy in [0, 1] is ``correct / n`` of integers 0 <= correct <= n."""
+    result = mapping(data, "the evaluation")
+    accuracy = number(required(result, "accuracy"), "accuracy", 0, 1)
+    correct = number(required(result, "correct"), "correct", 0, integer=True)
+    n = number(required(result, "n"), "n", 1, integer=True)
+    if correct > n or abs(accuracy - correct / n) > 1e-9:
+        raise ValueError(f"accuracy {accuracy:g} with {correct} correct of {n} samples cannot be")
+    return result
+
+
 def _evaluation(doc: HtmlDocument, run: Path) -> None:
-    result = _read_json(run / "eval.json")
+    result = read_json_file(run, "eval.json", _eval_result, "an evaluation")
+    shown = {key: shorten(str(result.get(key))) for key in ("weights", "dataset", "split")}
     doc.subsection("Evaluation")
-    doc.paragraph(f"accuracy {100 * float(result['accuracy']):.2f} % ({result.get('correct')}/{result.get('n')}) of "
-                  f"{result.get('weights')} on {result.get('dataset')} ({result.get('split')} split)")
+    doc.paragraph(f"accuracy {100 * result['accuracy']:.2f} % ({result['correct']}/{result['n']}) of "
+                  f"{shown['weights']} on {shown['dataset']} ({shown['split']} split)")
     _download(doc, run, "eval.json")
 
 
@@ -237,13 +260,23 @@ def _add_run(doc: HtmlDocument, run: Path, problems: list[str]) -> list[str]:
     shown = []
     for name in present:
         try:
-            KNOWN_FILES[name](doc, run)
+            with doc.all_or_nothing():
+                KNOWN_FILES[name](doc, run)
             shown.append(name)
-        except (LayermodError, OSError, ValueError, KeyError, TypeError, IndexError) as err:
-            reason = " ".join(str(err).split()) or type(err).__name__
+        except Exception as err:  # whatever one file does, the others are still shown; it is listed, not hidden
+            reason = _reason(err)
             problems.append(f"{run / name}: unreadable ({reason})")
             doc.notice(f"{name} could not be read and is left out: {reason}", kind="error")
     return shown
+
+
+def _reason(err: Exception) -> str:
+    """One line on why an item failed: a :class:`LayermodError`'s message (whose quotes of file content are
+    already cut), else the error's type and its message cut to :data:`~layermod.validate.REASON_CHARS`."""
+    if isinstance(err, LayermodError):
+        return str(err)
+    message = shorten(str(err), REASON_CHARS)
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, title: str | None = None) -> list[str]:

@@ -62,6 +62,7 @@ import torch
 
 from .errors import FeatureError, LayermodError
 from .fileio import save_png
+from .validate import TITLE_CHARS, label, literal_text
 
 __all__ = [
     "centered_gram",
@@ -75,6 +76,7 @@ __all__ = [
 
 _CHUNK_ELEMENTS = 4 * 2**20  # feature entries converted to float64 at once (32 MiB)
 _MAX_TICKS = 25  # layer names per heat-map axis; more layers thin the ticks
+_MAX_PANEL = 16.0  # inches of one heat map at most
 _COLORMAP = "viridis"
 
 
@@ -321,8 +323,8 @@ def _set_layer_ticks(ax, layers_a: Sequence[str], layers_b: Sequence[str]) -> No
     step_a, size_a = _tick_layout(len(layers_a))
     step_b, size_b = _tick_layout(len(layers_b))
     rows, cols = np.arange(0, len(layers_a), step_a), np.arange(0, len(layers_b), step_b)
-    ax.set_yticks(rows, [layers_a[i] for i in rows], fontsize=size_a)
-    ax.set_xticks(cols, [layers_b[j] for j in cols], fontsize=size_b, rotation=60, ha="right",
+    ax.set_yticks(rows, [label(layers_a[i]) for i in rows], fontsize=size_a)
+    ax.set_xticks(cols, [label(layers_b[j]) for j in cols], fontsize=size_b, rotation=60, ha="right",
                   rotation_mode="anchor")
 
 
@@ -336,6 +338,7 @@ def _new_figure(size: tuple[float, float], interactive: bool):
     return Figure(figsize=size, layout="constrained")
 
 
+@literal_text
 def plot_heatmaps(
     d: np.ndarray,
     cka: np.ndarray,
@@ -350,9 +353,10 @@ def plot_heatmaps(
 
     Rows are ``layers_a`` (model A), columns ``layers_b`` (model B; None: ``layers_a``); layer 0 is top-left.
     D uses the reversed colormap (0 = bright), CKA the plain one on [0, 1], so similar layers are bright in both;
-    NaN cells are grey. With many layers the names are thinned and set smaller. ``titles`` replaces the two
-    panel titles, ``label_a``/``label_b`` the axis labels. Returns the matplotlib Figure; with ``path`` it is
-    also saved as PNG (written atomically).
+    NaN cells are grey. With many layers the names are thinned and set smaller, and the panels stop growing at
+    :data:`_MAX_PANEL` inches; names are drawn literally and shortened (see :mod:`layermod.validate`).
+    ``titles`` replaces the two panel titles, ``label_a``/``label_b`` the axis labels. Returns the matplotlib
+    Figure; with ``path`` it is also saved as PNG (written atomically).
     """
     import matplotlib
 
@@ -364,7 +368,7 @@ def plot_heatmaps(
             raise LayermodError(f"{name} has shape {matrix.shape} but there are {shape[0]} x {shape[1]} layer "
                                 "names; pass the matrices of the same layers")
     titles = titles or ("modularity difference |Q_i - Q_j|", "linear CKA")
-    panel = max(4.5, 0.14 * max(shape) + 2.5)
+    panel = min(max(4.5, 0.14 * max(shape) + 2.5), _MAX_PANEL)
     fig = _new_figure((2 * panel + 1.5, panel), interactive=path is None)
     d_max = float(np.nanmax(d)) if np.isfinite(d).any() else 0.0
     panels = [
@@ -377,9 +381,9 @@ def plot_heatmaps(
                           aspect="auto")
         fig.colorbar(image, ax=ax, shrink=0.85, label=bar_label)
         _set_layer_ticks(ax, layers_a, layers_b)
-        ax.set_ylabel(label_a or "layer")
-        ax.set_xlabel(label_b or "layer")
-        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(label(label_a or "layer"))
+        ax.set_xlabel(label(label_b or "layer"))
+        ax.set_title(label(title, TITLE_CHARS), fontsize=10)
     if path is not None:
         save_png(fig, path)
     return fig
