@@ -15,6 +15,9 @@ Decisions, on purpose:
   :data:`IMAGE_SUFFIXES`; hidden files and other suffixes are skipped. An image lying outside the class
   folders, a class folder without images, and an image Pillow cannot decode are each a one-line
   :class:`DatasetError` naming the path.
+* **Declared size checked before decoding.** An image whose header declares more pixels than its file can
+  sensibly hold (4 bytes per pixel over the bound of :mod:`layermod.data`: 32 times the file's size, or
+  16 MiB) is refused before Pillow decodes it, so a small decompression bomb never allocates its pixels.
 * **Colour.** Images are read as 8-bit RGB (alpha dropped), or single-channel ``L`` when every image of the
   set is greyscale (Pillow modes ``1``, ``L``, ``LA``); greyscale images in a colour set are repeated over
   the three channels.
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import ArrayDataset, _one_line
+from .data import ArrayDataset, _expansion_limit, _one_line
 from .errors import DatasetError
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
@@ -43,6 +46,7 @@ __all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
 IMAGE_SUFFIXES: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 _SPLIT_NAMES = ("train", "test")
 _GREY_MODES = frozenset({"1", "L", "LA"})
+_BYTES_PER_PIXEL = 4  # the most a decoded mode takes (RGBA, CMYK, I, F)
 
 
 def load_image_folder(
@@ -158,9 +162,16 @@ def _read_image(image_module: Any, file: Path, size: int | None) -> np.ndarray:
     """One image as uint8 (H, W) when greyscale, else (H, W, 3), resized to (size, size) if given."""
     try:
         with image_module.open(file) as image:
+            width, height = image.size
+            stored = file.stat().st_size
+            if width * height * _BYTES_PER_PIXEL > _expansion_limit(stored):
+                raise DatasetError(f"{file} declares {width}x{height} pixels, more than its {stored} bytes can hold "
+                                   "(a decompression bomb?); delete or replace it")
             image = image.convert("L" if image.mode in _GREY_MODES else "RGB")
             if size is not None and image.size != (size, size):
                 image = image.resize((size, size), image_module.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
+    except DatasetError:
+        raise
     except Exception as e:  # noqa: BLE001  (Pillow's decoders raise many types: OSError, SyntaxError, ...)
         raise DatasetError(f"{file} cannot be read as an image ({_one_line(e)}); delete or replace it") from None
