@@ -9,9 +9,20 @@ three forms.
 
 Decisions, on purpose:
 
-* **IDX parsing is strict.** :func:`read_idx` reads the whole file, detects gzip by its magic bytes (not
-  the suffix) and checks magic, header and payload size exactly; anything off (also trailing bytes) is a
-  :class:`DatasetError` naming the file and saying to delete it and download again.
+* **IDX parsing is strict.** :func:`read_idx` detects gzip by its magic bytes (not the suffix) and checks
+  magic, header and payload size exactly; anything off (also trailing bytes) is a :class:`DatasetError`
+  naming the file and saying to delete it and download again.
+* **Sizes a file declares are checked before memory is allocated.** A file may declare (IDX dims, ``.npy``
+  shapes, archive member sizes) at most the bytes it really holds: a raw file its own size, a compressed one
+  at most ``_MAX_EXPANSION`` (32) times its compressed size, or ``_EXPANSION_FLOOR`` (16 MiB) when that is
+  more. A gzip IDX file is inflated as a stream: header first, then exactly the declared payload, then one
+  byte more to refuse trailing data. Dims are read as signed int32, so a negative one is refused, and their
+  product is taken on Python integers, so it never overflows. A reader thus allocates at most about twice
+  that bound (the data and one converted copy), and a decompression bomb is refused from its header, before
+  it is inflated; :mod:`layermod.cifar` and :mod:`layermod.imagefolder` use the same bound.
+* **.npz files** (:func:`load_npz`) are zip archives read member by member without pickle: only stored or
+  deflated members, each member's declared size bounded as above, each ``.npy`` header read first and its
+  dtype (numeric: bool, int, uint, float) and shape checked to declare exactly the bytes of the member.
 * **Search order.** For the IDX datasets the folder holding the split's two files is searched in
   ``data_dir`` (and ``data_dir/<name>``), ``$LAYERMOD_DATA/<name>``, the Debian package
   folder (fashion-mnist only), and the per-user cache ``${XDG_CACHE_HOME:-~/.cache}/layermod/data/<name>``.
@@ -26,15 +37,26 @@ Decisions, on purpose:
   (as in the paper) when every class has ``n_per_class * repeats`` samples; otherwise each draw is sampled
   without replacement on its own and draws may overlap.
 * **Labels are integers.** Float, boolean or string labels are a :class:`LabelError`, never rounded.
+* **Labels are class indices, kept as given.** :func:`as_dataset` names the classes ``"0" .. str(max label)``
+  so that ``classes[label]`` names ``label``; labels are not renumbered, because a model's outputs, and the
+  other split of the same data, use the same indices. A label of ``_MAX_CLASSES`` (65536) or more is a
+  :class:`LabelError` (renumber the classes), so a label like 2**40 never builds 2**40 class names.
+* **Map-style datasets only.** Draws pick samples by index, so a Dataset needs ``__len__`` and
+  ``__getitem__``; an ``IterableDataset`` or a class without ``__len__`` is a :class:`DatasetError`. Inputs
+  ``X`` that require grad are detached, small sparse ones made dense, complex ones refused
+  (:func:`layermod.coerce.as_real_tensor`). Draws take any integer seed (:mod:`layermod.coerce`).
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
+import struct
 import tempfile
 import urllib.request
+import zipfile
 import zlib
 from http.client import HTTPException
 from pathlib import Path
@@ -42,8 +64,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
+from .coerce import as_real_tensor, seed_sequence
 from .errors import DatasetError, LabelError
 
 __all__ = [
@@ -51,6 +74,7 @@ __all__ = [
     "DATASETS",
     "load_dataset",
     "read_idx",
+    "load_npz",
     "dataset_labels",
     "balanced_draws",
     "gather",
@@ -61,6 +85,11 @@ DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "digits", "cifar10", "cif
 
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
+_MAX_EXPANSION = 32  # bytes a compressed file may declare or inflate to, per byte of the file
+_EXPANSION_FLOOR = 16 * 2**20  # ... or this many, when more: tiny files of zeros compress far better
+_MAX_CLASSES = 2**16  # class indices of (X, y) labels must be below this
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+_NUMERIC_KINDS = "biuf"  # numpy dtype kinds of bool, int, uint, float
 
 _SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -126,42 +155,122 @@ class ArrayDataset(Dataset):
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into an array of its shape and native-endian dtype.
 
-    Raises :class:`DatasetError` (one line naming the file) when it cannot be read, is not valid gzip,
-    has a bad magic number, or its header or payload is truncated or too long.
+    The header is read and checked before the payload: the payload must be exactly the ``prod(dims) * itemsize``
+    bytes the header declares, and a compressed file may declare at most :func:`_expansion_limit` of its size,
+    so a gzip bomb is refused before it is inflated. Raises :class:`DatasetError` (one line naming the file)
+    when the file cannot be read, is not valid gzip, has a bad magic number, negative or unusable dims, or its
+    header or payload is truncated or too long.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DatasetError(
-                f"{path} is not a valid gzip file ({_one_line(e)}); delete it and download again"
-            ) from None
 
     def invalid(why: str) -> DatasetError:
         return DatasetError(f"{path} is not a valid IDX file ({why}); delete it and download again")
 
-    if len(raw) < 4:
-        raise invalid("truncated header")
-    if raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise invalid(f"bad magic {raw[:4].hex()}")
-    ndim = raw[3]
-    offset = 4 + 4 * ndim
-    if len(raw) < offset:
-        raise invalid("truncated header")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - offset < expected:
-        raise invalid(f"truncated data: {len(raw) - offset} of {expected} bytes")
-    if len(raw) - offset > expected:
-        raise invalid(f"{len(raw) - offset - expected} trailing bytes after the data")
-    values = np.frombuffer(raw, dtype=dtype, count=expected // dtype.itemsize, offset=offset)
-    return values.astype(dtype.newbyteorder("=")).reshape(shape)
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            compressed = file.read(2) == _GZIP_MAGIC
+            file.seek(0)
+            stream = gzip.GzipFile(fileobj=file) if compressed else file
+
+            def read(n: int) -> bytes:
+                try:
+                    return stream.read(n)
+                except (OSError, EOFError, zlib.error) as e:
+                    if not compressed:
+                        raise
+                    raise DatasetError(
+                        f"{path} is not a valid gzip file ({_one_line(e)}); delete it and download again"
+                    ) from None
+
+            magic = read(4)
+            if len(magic) < 4:
+                raise invalid("truncated header")
+            if magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise invalid(f"bad magic {magic.hex()}")
+            ndim = magic[3]
+            dims = read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise invalid("truncated header")
+            shape = struct.unpack(f">{ndim}i", dims)
+            if any(d < 0 for d in shape):
+                raise invalid(f"negative dimension in shape {shape}")
+            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            expected = math.prod(shape) * dtype.itemsize
+            available = size - 4 - 4 * ndim
+            if not compressed and available < expected:
+                raise invalid(f"truncated data: {available} of {expected} bytes")
+            if not compressed and available > expected:
+                raise invalid(f"{available - expected} trailing bytes after the data")
+            if compressed and expected > _expansion_limit(size):
+                raise invalid(f"its header declares shape {shape}, {expected} bytes, more than a {size}-byte gzip "
+                              "file holds")
+            payload = read(expected)
+            if len(payload) < expected:
+                raise invalid(f"truncated data: {len(payload)} of {expected} bytes")
+            if read(1):
+                raise invalid(f"trailing bytes after the {expected} bytes of data")
+    except DatasetError:
+        raise
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return np.frombuffer(payload, dtype=dtype).astype(dtype.newbyteorder("=")).reshape(shape)
+    except ValueError:  # more dims than numpy allows, or dims whose product overflows next to a zero
+        raise invalid(f"shape {shape} is not a usable array shape") from None
+
+
+def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays ``X`` as float32 (N, ...) and ``y`` (N,) in native byte order from a ``.npz`` file, without pickle.
+
+    Each member's sizes are checked against the file, and its ``.npy`` header (numeric dtype, shape) against the
+    member, before the array is allocated (see the module docstring). Raises :class:`DatasetError` (one line
+    naming the file) for a file that is no zip archive, lacks ``X.npy`` or ``y.npy``, or holds an array that is
+    not numeric or does not match its header.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            x = _npz_array(archive, "X", path, size)
+            y = _npz_array(archive, "y", path, size)
+    except DatasetError:
+        raise
+    except (OSError, EOFError, ValueError, TypeError, RuntimeError, NotImplementedError, zlib.error,
+            zipfile.BadZipFile) as e:
+        raise DatasetError(f"cannot read {path} ({_one_line(e)}); it must be a .npz file with arrays X and y") from None
+    return x.astype(np.float32, copy=False), y.astype(y.dtype.newbyteorder("="), copy=False)
+
+
+def _npz_array(archive: zipfile.ZipFile, name: str, path: Path, size: int) -> np.ndarray:
+    """Member ``<name>.npy`` of the ``.npz`` archive at ``path`` (``size`` bytes), checked before it is read."""
+    fix = "save it again with np.savez(path, X=..., y=...) from numeric arrays"
+    try:
+        info = archive.getinfo(f"{name}.npy")
+    except KeyError:
+        raise DatasetError(f"{path} lacks array {name}; save it with np.savez(path, X=..., y=...)") from None
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise DatasetError(f"{path} member {info.filename} uses zip compression method {info.compress_type}, "
+                           f"not stored or deflated; {fix} (or np.savez_compressed)")
+    stored = info.compress_type == zipfile.ZIP_STORED
+    most = info.compress_size if stored else _expansion_limit(info.compress_size)
+    if info.compress_size > size or info.file_size > most:
+        raise DatasetError(f"{path} member {info.filename} declares {info.file_size} bytes packed in "
+                           f"{info.compress_size} of a {size}-byte file, so it is corrupt or a zip bomb; {fix}")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in _NPY_HEADERS:
+            raise DatasetError(f"{path} array {name} is in .npy format version {version}; {fix}")
+        shape, _, dtype = _NPY_HEADERS[version](member)
+        data_bytes = info.file_size - member.tell()
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise DatasetError(f"{path} array {name} holds {dtype} values, not numbers; {fix}")
+    declared = math.prod(shape) * dtype.itemsize
+    if any(d < 0 for d in shape) or declared != data_bytes:
+        raise DatasetError(f"{path} array {name} declares shape {shape} of {dtype}, {declared} bytes, but holds "
+                           f"{data_bytes}; {fix}")
+    with archive.open(info) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
 
 
 def load_dataset(
@@ -245,30 +354,35 @@ def dataset_labels(data) -> np.ndarray:
         return _label_array(data[1])
     if hasattr(data, "targets"):
         return _label_array(data.targets)
-    return _label_array([_label_value(_item(data, i)[1]) for i in range(len(data))])
+    return _label_array([_label_value(_item(data, i)[1]) for i in range(_length(data))])
 
 
 def as_dataset(data) -> Dataset:
     """Return ``data`` as a torch Dataset: an ``(X, y)`` pair becomes an :class:`ArrayDataset`.
 
     ``X`` becomes a float32 tensor (N, ...), ``y`` int64 class indices (>= 0); ``classes`` are
-    ``"0" .. str(max label)``, name ``"tensors"``, no normalisation. A Dataset is returned unchanged.
+    ``"0" .. str(max label)``, name ``"tensors"``, no normalisation. A map-style Dataset is returned unchanged.
+
+    Raises:
+        DatasetError: neither a pair nor a Dataset, a Dataset without ``__len__`` (e.g. an IterableDataset),
+            or inputs X that are not real numbers.
+        LabelError: labels that are not one non-negative integer per sample.
     """
     if isinstance(data, Dataset):
+        _length(data)
         return data
     if not _is_pair(data):
         raise DatasetError(
             f"expected a torch Dataset or an (X, y) pair, got {type(data).__name__}; pass one of those"
         )
-    x = torch.as_tensor(data[0]).float()
+    x = as_real_tensor(data[0], "inputs X", DatasetError).float()
     y = _label_array(data[1])
     if x.ndim < 1 or len(x) != len(y):
         n = len(x) if x.ndim else 0
         raise LabelError(f"{n} features but {len(y)} labels; pass one label per sample")
     if len(y) and y.min() < 0:
         raise LabelError(f"labels must be class indices >= 0, got {y.min()}; renumber the classes from 0")
-    classes = [str(c) for c in range(int(y.max()) + 1)] if len(y) else []
-    return ArrayDataset(x, torch.from_numpy(y), classes, "tensors", {})
+    return ArrayDataset(x, torch.from_numpy(y), _label_names(y), "tensors", {})
 
 
 def balanced_draws(labels, n_per_class: int, repeats: int, seed: int = 0) -> list[np.ndarray]:
@@ -278,7 +392,8 @@ def balanced_draws(labels, n_per_class: int, repeats: int, seed: int = 0) -> lis
         labels: (N,) integer labels (tensor, array or list).
         n_per_class: samples of every class present in ``labels`` per draw.
         repeats: number of draws.
-        seed: seed of ``numpy.random.default_rng``; the same seed gives the same draws.
+        seed: seed of ``numpy.random.default_rng``, any integer (a negative one as in :mod:`layermod.coerce`);
+            the same seed gives the same draws.
 
     Returns:
         ``repeats`` sorted int64 arrays of ``n_per_class * n_classes`` indices each. The draws are disjoint
@@ -297,7 +412,7 @@ def balanced_draws(labels, n_per_class: int, repeats: int, seed: int = 0) -> lis
             f"class {classes[smallest]} has {counts[smallest]} samples but n_per_class={n_per_class} was asked; "
             f"lower n_per_class to at most {counts[smallest]}"
         )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed_sequence(seed, LabelError))
     disjoint = counts[smallest] >= n_per_class * repeats
     blocks = []
     for c in classes:
@@ -315,6 +430,9 @@ def gather(data, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
     ``data`` is an ``(X, y)`` pair, an :class:`ArrayDataset` (indexed directly) or any Dataset of ``(x, y)``
     pairs (read item by item, so its transforms apply).
+
+    Raises:
+        DatasetError: items that are not ``(x, y)`` pairs, or inputs that are not real numbers of one shape.
     """
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if isinstance(data, ArrayDataset):
@@ -322,9 +440,16 @@ def gather(data, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return data.data[take].float(), data.targets[take].long()
     if _is_pair(data):
         y = _label_array(data[1])
-        return torch.as_tensor(data[0])[torch.from_numpy(idx)].float(), torch.from_numpy(y[idx])
+        x = as_real_tensor(data[0], "inputs X", DatasetError)
+        return x[torch.from_numpy(idx)].float(), torch.from_numpy(y[idx])
     items = [_item(data, int(i)) for i in idx]
-    xs = [torch.as_tensor(x) for x, _ in items]
+    xs = [as_real_tensor(x, f"item {i} of {type(data).__name__}", DatasetError) for i, (x, _) in zip(idx, items)]
+    shapes = {tuple(x.shape) for x in xs}
+    if len(shapes) > 1:
+        raise DatasetError(
+            f"the inputs of {type(data).__name__} have different shapes ({', '.join(map(str, sorted(shapes)[:3]))}); "
+            "make its items one shape (resize or crop them)"
+        )
     x = torch.stack(xs).float() if xs else torch.empty(0)
     y = _label_array([_label_value(label) for _, label in items])
     return x, torch.from_numpy(y)
@@ -333,6 +458,21 @@ def gather(data, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 def _is_pair(data) -> bool:
     """True for a tuple or list ``(X, y)`` (not a Dataset)."""
     return isinstance(data, (tuple, list)) and len(data) == 2
+
+
+def _length(data) -> int:
+    """``len(data)`` of a map-style dataset; :class:`DatasetError` for an IterableDataset or a dataset without
+    ``__len__`` (draws pick samples by index)."""
+    try:
+        if not isinstance(data, IterableDataset):
+            return len(data)
+    except TypeError:
+        pass
+    kind = "an IterableDataset" if isinstance(data, IterableDataset) else "a dataset without __len__"
+    raise DatasetError(
+        f"{type(data).__name__} is {kind}, so samples cannot be drawn by index; give a map-style Dataset "
+        "with __len__ and __getitem__ returning (x, y)"
+    )
 
 
 def _item(data, i: int) -> tuple[Any, Any]:
@@ -368,6 +508,24 @@ def _label_array(labels) -> np.ndarray:
     if y.dtype.kind not in "iu" and not (len(y) == 0 and y.dtype.kind == "f"):
         raise LabelError(f"labels must be integers, got dtype {y.dtype}; convert them to class indices")
     return y.astype(np.int64)
+
+
+def _label_names(y: np.ndarray) -> list[str]:
+    """Class names ``"0" .. str(max label)`` of (N,) class indices >= 0; :class:`LabelError` past ``_MAX_CLASSES``."""
+    if not len(y):
+        return []
+    top = int(y.max())
+    if top >= _MAX_CLASSES:
+        raise LabelError(
+            f"labels go up to {top} but class indices must be below {_MAX_CLASSES}; renumber the classes from 0, "
+            "e.g. y = np.unique(y, return_inverse=True)[1]"
+        )
+    return [str(c) for c in range(top + 1)]
+
+
+def _expansion_limit(stored_bytes: int) -> int:
+    """Most bytes a compressed file or member of ``stored_bytes`` may declare or inflate to."""
+    return max(_EXPANSION_FLOOR, _MAX_EXPANSION * stored_bytes)
 
 
 def _one_line(e: BaseException) -> str:

@@ -9,9 +9,9 @@ Model specification, one of:
 * nothing, with a weights file whose JSON sidecar names the architecture (a layermod checkpoint).
 
 Data specification, one of: a dataset name (``layermod.data.DATASETS``), ``folder:PATH`` (one folder of images
-per class, optionally under train/ and test/), a ``.npz`` file holding arrays ``X``
-(N, ...) and ``y`` (N,) (read without pickle), or ``module:function`` returning a torch ``Dataset`` or an
-``(X, y)`` pair.
+per class, optionally under train/ and test/), a ``.npz`` file holding arrays ``X`` (N, ...) and ``y`` (N,)
+(read by :func:`layermod.data.load_npz`: no pickle, sizes checked before reading), or ``module:function``
+returning a torch ``Dataset`` or an ``(X, y)`` pair.
 
 Decisions, on purpose:
 
@@ -32,13 +32,12 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import models
 from .checkpoint import load_checkpoint, load_weights, read_sidecar
-from .data import DATASETS, as_dataset, load_dataset
+from .data import DATASETS, as_dataset, load_dataset, load_npz
 from .errors import DatasetError, LayermodError, ModelError
 
 __all__ = ["call_user_function", "import_object", "resolve_model", "resolve_data"]
@@ -150,14 +149,7 @@ def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | N
     if spec in DATASETS or spec.startswith("folder:"):
         return load_dataset(spec, split=split, data_dir=data_dir), {"dataset": spec, "split": split}
     if spec.endswith(".npz"):
-        try:
-            with np.load(spec, allow_pickle=False) as arrays:
-                x, y = arrays["X"], arrays["y"]
-        except (OSError, ValueError) as err:
-            raise DatasetError(f"cannot read {spec} ({err}); it must be a .npz file with arrays X and y") from None
-        except KeyError:
-            raise DatasetError(f"{spec} lacks array X or y; save it with np.savez(path, X=..., y=...)") from None
-        return as_dataset((torch.from_numpy(x).float(), torch.from_numpy(y))), {"dataset": spec}
+        return as_dataset(load_npz(spec)), {"dataset": spec}
     if ":" in spec:
         if not allow_import:
             raise DatasetError(f"the dataset {spec!r} read from a file is code, which layermod never runs from a "

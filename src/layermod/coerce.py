@@ -1,0 +1,83 @@
+"""What users pass, made into what the measurement uses: numbers as dense real tensors, seeds as numpy seeds.
+
+The lowest room of the package beside :mod:`layermod.errors`: data, graph and modularity code all call it.
+
+Decisions, on purpose:
+
+* **Autograd.** A tensor that requires grad is detached: measuring never needs its history.
+* **Sparse input.** A scipy sparse matrix or a sparse torch tensor is made dense when that takes at most
+  ``MAX_DENSE_VALUES`` values (256 MiB as float32); a larger one is refused, asking for a dense array.
+* **Complex input** is refused: dropping the imaginary part (numpy's and torch's cast) would be silently wrong.
+* **Seeds.** Any integer is a seed. A seed ``s >= 0`` is used as it is (``numpy.random.default_rng(s)`` gives
+  the same stream as before); a negative one stands for ``s mod 2**128`` (so ``-1`` and ``2**128 - 1`` give the
+  same draws). Whoever records the seed records it as given.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .errors import LayermodError
+
+__all__ = ["MAX_DENSE_VALUES", "as_real_tensor", "seed_sequence"]
+
+MAX_DENSE_VALUES = 2**26
+_NEGATIVE_SEED_MODULUS = 2**128
+
+
+def as_real_tensor(values: object, what: str, error: type[LayermodError]) -> torch.Tensor:
+    """``values`` (tensor, array, nested lists, scipy sparse) as a dense real tensor without autograd history.
+
+    The dtype and device are kept (an array becomes a CPU tensor of its dtype); callers convert as they need.
+
+    Args:
+        values: the user's numbers.
+        what: how to name them in a message, e.g. ``"features"``.
+        error: the :class:`LayermodError` subclass to raise.
+
+    Raises:
+        error: non-numeric or complex values, or a sparse input too large to make dense.
+    """
+    if sp.issparse(values):
+        _check_dense_size(values.shape, what, error)
+        values = values.toarray()
+    if isinstance(values, torch.Tensor):
+        tensor = values.detach()
+        if tensor.layout != torch.strided:
+            _check_dense_size(tuple(tensor.shape), what, error)
+            tensor = tensor.to_dense()
+    else:
+        try:
+            tensor = torch.as_tensor(values)
+        except (TypeError, ValueError, RuntimeError) as err:
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise error(f"cannot read {what} as numbers ({reason}); pass a numeric array or tensor") from None
+    if tensor.is_complex():
+        raise error(f"{what} are complex; pass real values (e.g. the magnitude abs(x), or torch.view_as_real(x))")
+    return tensor
+
+
+def _check_dense_size(shape: tuple[int, ...], what: str, error: type[LayermodError]) -> None:
+    size = math.prod(shape)
+    if size > MAX_DENSE_VALUES:
+        raise error(
+            f"{what} are sparse with shape {tuple(shape)}, {size:,} values when dense (more than "
+            f"{MAX_DENSE_VALUES:,}); pass a dense array of fewer samples or values"
+        )
+
+
+def seed_sequence(seed: int | np.random.SeedSequence, error: type[LayermodError]) -> np.random.SeedSequence:
+    """Any integer seed (see the module doc) as a ``numpy.random.SeedSequence``; a SeedSequence passes through.
+
+    Raises:
+        error: a seed that is not an integer (floats and bools are refused, not rounded).
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise error(f"seed={seed!r} must be an integer")
+    return np.random.SeedSequence(int(seed) % _NEGATIVE_SEED_MODULUS if seed < 0 else int(seed))
