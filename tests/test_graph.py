@@ -1,8 +1,8 @@
 """Tests of ``layermod.knn_graph`` against a plainly written brute-force kNN graph.
 
 The oracle (``brute_knn``) follows the paper / module doc literally: a dense float64 similarity matrix, for
-every row an argsort (stable, so the lower index wins ties) with self excluded, the directed weighted matrix,
-then the symmetrisation. Nothing here is copied from running the library.
+every row its k best with self excluded, candidates tied with the k-th best sharing the places left, the
+directed weighted matrix, then the symmetrisation. Nothing here is copied from running the library.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ def _as_float64(features) -> np.ndarray:
 
 
 def brute_neighbours(features, k: int, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
-    """(neighbours (N, k), score matrix (N, N)); cosine similarity or squared distance d2."""
+    """(shares (N, N), score matrix (N, N)); cosine similarity or squared distance d2.
+
+    ``shares[i, j]`` is 1 when j is one of i's k best, and ``(k - a) / m`` for each of the m candidates tied
+    (exactly equal in float64) with the k-th best, a being how many are strictly better."""
     x = _as_float64(features)
     n = x.shape[0]
     if metric == "cosine":
@@ -49,32 +52,32 @@ def brute_neighbours(features, k: int, metric: str = "cosine") -> tuple[np.ndarr
         d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=-1)
         key = d2.copy()
         score = d2
-    neighbours = np.empty((n, k), dtype=np.int64)
+    shares = np.zeros((n, n))
     for i in range(n):
         row = key[i].copy()
         row[i] = np.inf  # never self
-        neighbours[i] = np.argsort(row, kind="stable")[:k]  # stable: equal keys keep the lower index first
-    return neighbours, score
+        kth = np.sort(row)[k - 1]
+        better, tied = row < kth, row == kth
+        shares[i, better] = 1.0
+        shares[i, tied] = (k - better.sum()) / tied.sum()
+    return shares, score
 
 
 def brute_knn(features, k: int, metric: str = "cosine", symmetrize: str = "mean", weighted: bool = True) -> np.ndarray:
     """Dense (N, N) float64 adjacency built the slow, obvious way."""
-    neighbours, score = brute_neighbours(features, k, metric)
-    n = neighbours.shape[0]
-    rows = np.repeat(np.arange(n), k)
-    cols = neighbours.ravel()
+    shares, score = brute_neighbours(features, k, metric)
+    chosen = shares > 0
     if metric == "cosine":
-        w = np.clip(score[rows, cols], 0.0, None)  # negative cosine -> no edge
+        w = np.clip(score, 0.0, None)  # negative cosine -> no edge
     else:
-        d2 = score[rows, cols]
-        med = np.median(d2)  # median of the N*k directed kNN squared distances
-        w = np.exp(-d2 / med) if med > 0 else np.ones_like(d2)
+        best = np.sort(np.where(np.eye(len(score), dtype=bool), np.inf, score), axis=1)[:, :k]
+        med = np.median(best)  # median of the N*k squared distances of the k nearest
+        w = np.exp(-score / med) if med > 0 else np.ones_like(score)
     if not weighted:
         # one per directed edge: every euclidean neighbour (even where the kernel underflows to 0), but only
         # cosine neighbours with positive similarity
         w = np.ones_like(w) if metric == "euclidean" else (w > 0).astype(np.float64)
-    directed = np.zeros((n, n))
-    directed[rows, cols] = w
+    directed = np.where(chosen, w * shares, 0.0)
     if symmetrize == "mean":
         return (directed + directed.T) / 2
     if symmetrize == "union":
@@ -82,12 +85,12 @@ def brute_knn(features, k: int, metric: str = "cosine", symmetrize: str = "mean"
     return np.minimum(directed, directed.T)
 
 
-def assert_valid(a, n: int, k: int) -> None:
-    """Structural contract of every knn_graph result."""
+def assert_valid(a, n: int, k: int, tied: bool = False) -> None:
+    """Structural contract of every knn_graph result (``tied``: samples may tie, so more than k edges each)."""
     assert isinstance(a, sp.csr_array)
     assert a.shape == (n, n)
     assert a.dtype == np.float64
-    assert a.nnz <= 2 * k * n
+    assert tied or a.nnz <= 2 * k * n
     assert np.all(np.isfinite(a.data))
     assert np.all(a.data > 0), "explicit zeros or negative weights stored"
     assert np.all(a.diagonal() == 0), "self-loop"
@@ -204,9 +207,9 @@ def test_matches_brute_force_random(seed, n, d, k, metric, symmetrize, weighted,
     x = np.random.default_rng(seed).normal(size=(n, d))
     if relu:
         x = np.maximum(x, 0)
-        x[:, 0] += 0.1  # no zero rows: continuous features, no ties
+        x[:, 0] += 0.1  # no zero rows; but rows (x0, 0, ..., 0) all point the same way: cosine ties
     a = knn_graph(x, k=k, metric=metric, symmetrize=symmetrize, weighted=weighted, block_size=block_size)
-    assert_valid(a, n, k)
+    assert_valid(a, n, k, tied=relu)
     assert_matches(a, brute_knn(x, k, metric, symmetrize, weighted), atol=1e-9)
 
 
@@ -293,7 +296,7 @@ def test_mean_is_average_of_mutual_and_union(seed, n, k, metric):
 
 @pytest.mark.parametrize("metric, k", [("cosine", 2), ("cosine", 5), ("euclidean", 5), ("euclidean", 7)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_duplicated_rows_lower_index_wins(metric, k, dtype):
+def test_duplicated_rows(metric, k, dtype):
     rng = np.random.default_rng(11)
     base = rng.normal(size=(9, 5))
     x = base[rng.permutation(np.repeat(np.arange(9), 3))].astype(dtype)  # every row three times, shuffled
@@ -331,34 +334,39 @@ def test_duplicated_rows_random(seed, n_base, copies, d, extra, metric, dtype, b
         assert_matches(a, expected, atol=0)
 
 
-def test_duplicate_tie_goes_to_lowest_index():
-    # rows 1, 2, 3, 4 are identical and 0 is a distinct vector close to them; with k = 1 every copy
-    # points to the lowest-index *other* copy: 1 -> 2, 2 -> 1, 3 -> 1, 4 -> 1
+def test_duplicates_share_the_tied_places():
+    # rows 1, 2, 3, 4 are identical and 0 is a distinct vector close to them. With k = 1 no copy is preferred:
+    # 0 points to each copy with share 1/4, every copy to each of the 3 others with share 1/3
     v = np.array([1.0, 2.0, 3.0])
     x = np.stack([v + [0.3, 0, 0], v, v, v, v])
+    expected = np.full((5, 5), 1 / 3) - np.eye(5) / 3
+    expected[0, :] = expected[:, 0] = 1 / 4
+    expected[0, 0] = 0
     for metric in METRICS:
         for block in (None, 1, 2, 3):
             binary = knn_graph(x, k=1, metric=metric, weighted=False, block_size=block, symmetrize="union")
-            edges = {tuple(e) for e in np.argwhere(binary.toarray() > 0) if e[0] < e[1]}
-            assert edges == {(0, 1), (1, 2), (1, 3), (1, 4)}, (metric, block, edges)
+            assert_valid(binary, 5, 1, tied=True)
+            np.testing.assert_allclose(binary.toarray(), expected, rtol=0, atol=1e-15, err_msg=f"{metric} {block}")
 
 
 @pytest.mark.parametrize("k", [1, 2, 4, 6])
 @pytest.mark.parametrize("block_size", [None, 1, 3, 7])
 def test_one_hot_exact_ties(k, block_size):
-    # one-hot rows: similarity exactly 1 within a category and 0 across; among equals the lower index wins,
+    # one-hot rows: similarity exactly 1 within a category and 0 across; equals share the places,
     # and similarity-0 neighbours give no edge at all
     cats = np.array([2, 0, 1, 2, 2, 0, 1, 2, 0, 2, 1, 1, 2, 0])
     x = np.eye(3)[cats]
     a = knn_graph(x, k=k, block_size=block_size)
-    assert_valid(a, len(cats), k)
+    assert_valid(a, len(cats), k, tied=True)
     assert_matches(a, brute_knn(x, k), atol=1e-6)
     dense = a.toarray()
     i, j = np.nonzero(dense)
     assert np.all(cats[i] == cats[j]), "edge between categories with cosine 0"
-    # node 4 (category 2; members 0, 3, 4, 7, 9, 12) points to its k lowest-index fellows
-    fellows = [m for m in np.flatnonzero(cats == 2) if m != 4][:k]
-    assert set(np.flatnonzero(dense[4])) >= set(fellows)
+    # node 4 (category 2; members 0, 3, 4, 7, 9, 12) points to each of its 5 fellows with share min(k, 5) / 5,
+    # and so does each fellow to it
+    fellows = [m for m in np.flatnonzero(cats == 2) if m != 4]
+    assert list(np.flatnonzero(dense[4])) == fellows
+    np.testing.assert_allclose(dense[4, fellows], min(k, 5) / 5, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("k", [1, 3, 4, 8])
@@ -372,7 +380,7 @@ def test_integer_grid_euclidean_ties(k, dtype):
     for block in (None, 1, 5, 7):
         for weighted in (True, False):
             a = knn_graph(g, k=k, metric="euclidean", block_size=block, weighted=weighted)
-            assert_valid(a, len(g), k)
+            assert_valid(a, len(g), k, tied=True)
             assert_matches(a, expected if weighted else brute_knn(g, k, "euclidean", weighted=False), atol=1e-6)
         ref = a if ref is None else ref
         assert (a != ref).nnz == 0

@@ -119,7 +119,8 @@ def test_a_model_function_that_raises_is_one_line(tmp_path, blobs, capsys):
     (["layers", "--model", "mlp", "--input-shape", "1,100000,100000"], "values per input"),
     (["layers", "--model", "mlp", "--input-shape", "1,-4"], "at least 1"),
     (["layers", "--model", "mlp", "--input-shape", "1,x"], "cannot read"),
-    (["curve", "--model", "mlp", "--dataset", "digits", "--null", "-3", "--out", "o"], "at least 0"),
+    (["curve", "--model", "mlp", "--dataset", "digits", "--null", "-3", "--out", "o"], "at least 2"),
+    (["curve", "--model", "mlp", "--dataset", "digits", "--null", "1", "--out", "o"], "at least 2"),
 ])
 def test_bad_options_are_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -163,6 +164,12 @@ def test_curve_of_an_untrained_builtin_model_is_the_same_twice(tmp_path, blobs):
                  "--n-per-class", "6", "--repeats", "3", "--null", "3", "--views", "0", "--quiet", "--seed", "8",
                  "--out", str(other)]) == 0
     assert json.loads((other / "curve.json").read_text())["values"] != json.loads((first / "curve.json").read_text())["values"]
+
+
+def test_a_negative_seed_is_a_seed(tmp_path, blobs):
+    out = curve_run(tmp_path, blobs, "negative", "--seed", "-1")
+    curve = json.loads((out / "curve.json").read_text())
+    assert curve["config"]["seed"] == -1 and len(curve["values"]) == 3
 
 
 def test_attack_is_the_same_twice(tmp_path, checkpoint):

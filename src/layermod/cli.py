@@ -40,8 +40,17 @@ def _memory(text: str) -> int:
 
 
 def _layers(text: str) -> list[str | int]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    return [int(item) if re.fullmatch(r"-?\d+", item) else item for item in items]
+    """``--layers``, read as the API reads a layer string (:func:`layermod.layers.parse_layers`)."""
+    from .layers import parse_layers
+
+    return parse_layers(text)
+
+
+def _null(text: str) -> int:
+    value = int(text)
+    if value < 0 or value == 1:
+        raise argparse.ArgumentTypeError(f"must be 0 (no null) or at least 2 (a spread to take z from), got {value}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -675,8 +684,9 @@ def _add_graph_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--binary", action="store_true", help="unit edge weights instead of similarities")
     group.add_argument("--n-per-class", type=_positive, default=50, help="samples per class in each draw (default 50)")
     group.add_argument("--repeats", type=_positive, default=5, help="class-balanced draws (default 5)")
-    group.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
-    group.add_argument("--null", type=_non_negative, default=0, metavar="P",
+    group.add_argument("--seed", type=int, default=0, help="seed of the draws, the shuffles and an untrained model's "
+                       "weights; any integer (default 0)")
+    group.add_argument("--null", type=_null, default=0, metavar="P",
                        help="label shuffles per layer and draw for a chance baseline and z-scores (default 0: none)")
     group.add_argument("--batch-size", type=_positive, default=256, help="samples per forward pass (default 256)")
     group.add_argument("--max-memory", type=_memory, default="2G",

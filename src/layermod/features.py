@@ -6,19 +6,24 @@ has produced its output, so measuring early layers does not pay for the rest of 
 
 When all chosen layers at once would exceed a memory budget, :func:`plan_passes` splits them into groups,
 each extracted by its own pass over the samples.
+
+A model that fails on one batch (e.g. it only takes one batch size, so the short last batch breaks it) is a
+:class:`ModelError` naming the batch, its samples and shape and the layers being extracted, not a raw
+exception from inside the model.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import FeatureError, LayerError
-from .layers import LayerCall, first_tensor
+from .errors import FeatureError, LayerError, ModelError
+from .layers import FORWARD_ERRORS, LayerCall, first_tensor
 
 __all__ = ["extract_features", "plan_passes", "iter_layer_features", "model_device"]
 
@@ -81,8 +86,11 @@ def extract_features(
 
     Raises:
         LayerError: a layer that returns no tensor or is not called.
-        FeatureError: a layer whose output does not start with the batch dimension.
+        FeatureError: a layer whose output does not start with the batch dimension, or a batch_size < 1.
+        ModelError: the model fails on a batch.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise FeatureError(f"batch_size={batch_size!r} must be a positive integer")
     modules = dict(model.named_modules())
     device = model_device(model)
     wanted = set(layers)
@@ -105,13 +113,16 @@ def extract_features(
     model.eval()
     try:
         starts = range(0, len(inputs), batch_size)
-        for start in tqdm(starts, desc="forward", disable=None if progress else True, leave=False):
+        bar = tqdm(starts, desc="forward", disable=None if progress else True, leave=False)
+        for number, start in enumerate(bar):
             batch = inputs[start : start + batch_size].to(device)
             batch_out.clear()
             try:
                 model(batch)
             except _Done:
                 pass
+            except FORWARD_ERRORS as err:
+                raise _batch_failure(err, number, len(starts), start, batch, layers) from None
             for name in layers:
                 if name not in batch_out:
                     raise LayerError(f"layer {name!r} is never called in forward; choose another layer")
@@ -127,6 +138,19 @@ def extract_features(
         for handle in handles:
             handle.remove()
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+
+def _batch_failure(
+    err: Exception, number: int, batches: int, start: int, batch: torch.Tensor, layers: list[str]
+) -> ModelError:
+    """The one-line error for a forward pass that failed on batch ``number`` (0-based) of ``batches``."""
+    reason = " ".join(str(err).split()) or type(err).__name__
+    names = ", ".join(repr(name) for name in layers[:3]) + (f" and {len(layers) - 3} more" if len(layers) > 3 else "")
+    return ModelError(
+        f"the model fails on batch {number + 1} of {batches} (samples {start}..{start + len(batch) - 1}, shape "
+        f"{tuple(batch.shape)}) while extracting {names}: {reason}; check that it takes batches of any size "
+        "(or set batch_size / --batch-size so that every batch has a size it takes)"
+    )
 
 
 def iter_layer_features(

@@ -8,26 +8,41 @@ Decisions, on purpose:
 
 * **Blockwise.** Similarities are computed ``block_size`` rows at a time (matmul + ``topk``), so an
   ``N x N`` dense matrix never exists for large ``N``; there is no Python loop over samples.
-* **Ties.** Among equally similar candidates for the k-th place, the lower sample index wins, so the graph
-  does not depend on the matmul backend's tie order. "Equal" allows a few rounding errors (``4 eps`` of the
-  score's scale): a matmul need not give bitwise equal values for duplicated rows.
+* **Ties are shared.** When several candidates are equally similar at the k-th place ("equal" allows a few
+  rounding errors, ``4 eps`` of the score's scale: a matmul need not give bitwise equal values for duplicated
+  rows), none of them is preferred: with ``a`` candidates clearly better than the k-th value and ``m`` tied
+  with it, every tied one gets an edge whose weight is multiplied by ``(k - a) / m``. Each sample still
+  spends k edges' worth of weight, and the graph depends only on the samples, not on their order: permuting
+  the samples permutes the graph, so Q does not change (a lower-index rule would make Q depend on the order
+  whenever samples tie, e.g. duplicated rows with different labels). The price is one edge per tied
+  candidate: more than ``MAX_TIED_EDGES`` of them in one graph (about 2,000 samples with identical features)
+  is refused with a :class:`GraphError` rather than building a dense graph.
+* **Constant features** (every sample's vector equal, or all parallel for cosine) carry no information:
+  every pair ties, the graph is complete with equal weights, and Q is the no-structure value
+  ``sum_c n_c (n_c - 1) / (N (N - 1)) - sum_c (n_c / N)^2`` (``-(C - 1) / (C (N - 1))`` for C balanced classes),
+  the same for any order and any arrangement of the labels.
 * **Zero vectors.** Cosine uses ``x / max(||x||, 1e-8)``: a zero vector has similarity 0 to everything, so
-  its edges have weight 0 and are dropped from the sparse result (its neighbours are then the lowest indices).
+  it ties with every sample and all its edges weigh 0: it has no edges at all. All-zero features (cosine)
+  give a graph without edges, whose modularity is undefined (:func:`layermod.modularity` refuses it).
 * **Negative cosine.** Modularity needs non-negative weights, so a negative similarity is clamped to 0:
   a neighbour that points away is no edge at all. With ReLU features cosines are never negative.
 * **Euclidean.** Neighbours are the k nearest in L2 distance; weights are a heat kernel
   ``exp(-d^2 / median(d_kNN^2))``, which is scale-free (1 for duplicates, about 0.37 at the typical
-  neighbour distance).
+  neighbour distance; all 1 when most nearest neighbours are duplicates, median 0). Neighbours are ranked
+  by the matmul expansion ``|x_i|^2 - 2 x_i.x_j + |x_j|^2``, but the weights use ``d^2`` computed from the
+  differences of the chosen pairs, which is exactly 0 for duplicates (the expansion leaves rounding noise,
+  and noise divided by a noise-level median would give arbitrary weights).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .coerce import as_real_tensor
 from .errors import FeatureError, GraphError
 
 __all__ = ["knn_graph", "as_feature_matrix", "default_block_size"]
@@ -38,15 +53,20 @@ Symmetrize = Literal["mean", "union", "mutual"]
 COSINE_EPS = 1e-8
 _CHUNK = 64  # columns per chunk in the two-stage top-k
 _BLOCK_ELEMENTS = 4 * 2**20  # similarity entries held at once (16 MiB in float32: the allocator reuses it)
+MAX_TIED_EDGES = 2**22  # edges to tied candidates in one graph (about 100 MiB of indices and weights)
 
 
 def as_feature_matrix(features: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Return ``features`` as a floating tensor of shape (N, D).
 
     Trailing dimensions are flattened: (N, C, H, W) becomes (N, C*H*W). float64 input stays float64,
-    anything else becomes float32. Raises :class:`FeatureError` on a scalar or empty input.
+    anything else becomes float32. A tensor that requires grad is detached, a small sparse input made dense
+    (see :func:`layermod.coerce.as_real_tensor`).
+
+    Raises:
+        FeatureError: a scalar, empty, complex or non-numeric input, or a sparse one too large to make dense.
     """
-    x = torch.as_tensor(features)
+    x = as_real_tensor(features, "features", FeatureError)
     if x.ndim == 0:
         raise FeatureError("features must have shape (N, D); got a scalar")
     if x.numel() == 0:
@@ -67,6 +87,14 @@ def _check_finite(x: torch.Tensor, row_norms: torch.Tensor) -> None:
     if len(bad):
         raise FeatureError(f"features contain NaN or Inf (first at sample {int(bad[0, 0])}); check the model and inputs")
     raise FeatureError(f"features are too large for {x.dtype} (their norms overflow); rescale them")
+
+
+def check_options(metric: Metric, symmetrize: Symmetrize) -> None:
+    """:class:`GraphError` unless ``metric`` and ``symmetrize`` are names :func:`knn_graph` knows."""
+    if metric not in get_args(Metric):
+        raise GraphError(f"unknown metric {metric!r}; use 'cosine' or 'euclidean'")
+    if symmetrize not in get_args(Symmetrize):
+        raise GraphError(f"unknown symmetrize {symmetrize!r}; use 'mean', 'union' or 'mutual'")
 
 
 def default_block_size(n: int) -> int:
@@ -91,21 +119,23 @@ def knn_graph(
         symmetrize: ``"mean"`` (paper: ``(A + A^T) / 2``), ``"union"`` (``max(A, A^T)``: an edge when either
             side points) or ``"mutual"`` (``min(A, A^T)``: only pairs that point at each other).
         weighted: edge weights from the metric (see module doc); ``False`` gives weight 1 per directed edge
-            (cosine: only to neighbours with positive similarity, the edges of the weighted graph).
+            (a tied place's 1 shared; cosine: only to neighbours with positive similarity, the edges of the
+            weighted graph).
         block_size: rows of the similarity matrix computed at once (default: about 4M entries per block).
 
     Returns:
-        (N, N) symmetric ``scipy.sparse.csr_array`` of float64 weights, at most ``2 k N`` stored entries,
-        no explicit zeros.
+        (N, N) symmetric ``scipy.sparse.csr_array`` of float64 weights, no explicit zeros; at most ``2 k N``
+        stored entries unless samples tie for the k-th place (then one more per tied candidate).
+
+    Raises:
+        FeatureError: features that are not (N, D) real finite numbers (see :func:`as_feature_matrix`).
+        GraphError: an invalid option, or ties needing more than ``MAX_TIED_EDGES`` edges.
     """
     x = as_feature_matrix(features)
     n = x.shape[0]
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= n - 1:
         raise GraphError(f"k={k} needs 1 <= k <= N-1 = {n - 1}; lower k or use more samples")
-    if metric not in ("cosine", "euclidean"):
-        raise GraphError(f"unknown metric {metric!r}; use 'cosine' or 'euclidean'")
-    if symmetrize not in ("mean", "union", "mutual"):
-        raise GraphError(f"unknown symmetrize {symmetrize!r}; use 'mean', 'union' or 'mutual'")
+    check_options(metric, symmetrize)
     block = default_block_size(n) if block_size is None else block_size
     if not isinstance(block, (int, np.integer)) or isinstance(block, bool) or block < 1:
         raise GraphError(f"block_size={block_size} must be positive")
@@ -118,8 +148,9 @@ def knn_graph(
     else:
         sq = (x * x).sum(dim=1)
         _check_finite(x, sq)
-    scores, neighbours = _top_k(x, sq, k, block)
+    edges = _neighbours(x, sq, k, block)
 
+    scores = edges.scores
     if not weighted:
         # one per directed edge, but only where the weighted graph has an edge: a cosine neighbour with
         # similarity <= 0 (zero vector, pointing away) is no edge in either graph
@@ -127,14 +158,16 @@ def knn_graph(
     elif metric == "cosine":
         weights = scores.clamp_min(0.0)
     else:
-        # scores hold 2 x_i.x_j - |x_j|^2, so d_ij^2 = |x_i|^2 - score
-        d2 = (sq[:, None] - scores).clamp_min(0.0)
-        scale = float(np.median(d2.double().cpu().numpy()))  # torch's median is the lower middle value
+        # the kernel's scale is the median of the N k nearest squared distances (with ties: the same values
+        # whichever tied sample holds the place)
+        d2 = _squared_distances(x, edges.rows, edges.cols)
+        nearest = _squared_distances(x, torch.arange(n, device=x.device).repeat_interleave(k), edges.best.flatten())
+        scale = float(np.median(nearest.double().cpu().numpy()))  # torch's median is the lower middle value
         weights = torch.exp(-d2 / scale) if scale > 0 else torch.ones_like(d2)
 
-    rows = np.repeat(np.arange(n), k)
     directed = sp.csr_array(
-        (weights.double().cpu().numpy().ravel(), (rows, neighbours.cpu().numpy().ravel())), shape=(n, n)
+        ((weights.double() * edges.shares).cpu().numpy(), (edges.rows.cpu().numpy(), edges.cols.cpu().numpy())),
+        shape=(n, n),
     )
     if symmetrize == "mean":
         adjacency = (directed + directed.T) * 0.5
@@ -148,19 +181,36 @@ def knn_graph(
     return adjacency
 
 
-def _top_k(x: torch.Tensor, sq: torch.Tensor | None, k: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best k other rows for each row of ``x``: (scores (N, k), indices (N, k)), best first.
+class _Neighbours(NamedTuple):
+    """Directed kNN edges: row (E,), col (E,), score (E,) and share (E,) float64 of each; and best (N, k),
+    every row's k best others (with ties: some of the tied ones in the last places)."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    scores: torch.Tensor
+    shares: torch.Tensor
+    best: torch.Tensor
+
+
+def _neighbours(x: torch.Tensor, sq: torch.Tensor | None, k: int, block: int) -> _Neighbours:
+    """The k best other rows of every row of ``x`` (N, D), ties at the k-th place shared (module doc).
 
     Score is ``x_i . x_j`` (cosine on normalised rows) or ``2 x_i . x_j - |x_j|^2`` (euclidean, same order
-    as ``-d_ij^2``). Ties at the k-th place (equal up to rounding, see the module doc) go to the lower index;
-    the scores of such rows come in index order rather than best first.
+    as ``-d_ij^2``). A row without a tie across the k-th place gets its k best with share 1; a tied row gets
+    its ``a`` clearly better candidates with share 1 and its ``m`` tied ones with share ``(k - a) / m``
+    (cosine: only those with a positive score, the others are no edge whatever their share).
+
+    Raises:
+        GraphError: ties that would need more than ``MAX_TIED_EDGES`` edges.
     """
     n = x.shape[0]
     take = min(k + 1, n - 1)  # one spare to detect a tie across the k-th place
     # identical columns of one matmul (duplicated rows) can differ in the last bits, by about 2 eps of the
     # score's scale; a wider band would also catch genuine near-ties that the computation resolves
     rel = 4 * torch.finfo(x.dtype).eps
-    all_scores, all_index = [], []
+    parts: list[tuple[torch.Tensor, ...]] = []
+    best = []
+    tied_edges = 0
     for start in range(0, n, block):
         stop = min(start + block, n)
         s = x[start:stop] @ x.T
@@ -169,24 +219,49 @@ def _top_k(x: torch.Tensor, sq: torch.Tensor | None, k: int, block: int) -> tupl
         rows = torch.arange(stop - start, device=x.device)
         s[rows, rows + start] = -torch.inf
         vals, idx = _chunked_topk(s, take)
-        if take > k:
-            kth = vals[:, k - 1]
-            if sq is None:  # unit (or zero) rows: |score| <= 1
-                tol = torch.full_like(kth, rel)
-            else:  # candidates near the k-th place have |x_j| <= |x_i| + d_ik
-                r = sq[start:stop].sqrt() + (sq[start:stop] - kth).clamp_min(0).sqrt()
-                tol = rel * (r * r + kth.abs())
-            tied = (kth - vals[:, k] <= tol).nonzero().flatten()
-            if len(tied):
-                st, t, tt = s[tied], kth[tied, None], tol[tied, None]
-                # clearly better than the k-th value first, then the tie band in index order (stable sort)
-                key = (st > t + tt).to(torch.int8) * 2 + (st >= t - tt).to(torch.int8)
-                order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :take]
-                idx[tied] = order
-                vals[tied] = torch.gather(st, 1, order)
-        all_scores.append(vals[:, :k])
-        all_index.append(idx[:, :k])
-    return torch.cat(all_scores), torch.cat(all_index)
+        best.append(idx[:, :k])
+        kth = vals[:, k - 1]
+        if sq is None:  # unit (or zero) rows: |score| <= 1
+            tol = torch.full_like(kth, rel)
+        else:  # candidates near the k-th place have |x_j| <= |x_i| + d_ik
+            r = sq[start:stop].sqrt() + (sq[start:stop] - kth).clamp_min(0).sqrt()
+            tol = rel * (r * r + kth.abs())
+        tied = kth - vals[:, k] <= tol if take > k else torch.zeros_like(kth, dtype=torch.bool)
+
+        clear = (~tied).nonzero().flatten()
+        parts.append((
+            (clear + start).repeat_interleave(k), idx[clear, :k].flatten(), vals[clear, :k].flatten(),
+            torch.ones(len(clear) * k, dtype=torch.float64, device=x.device),
+        ))
+        tied_rows = tied.nonzero().flatten()
+        if len(tied_rows):
+            st = s[tied_rows]
+            better = st > (kth + tol)[tied_rows, None]
+            band = (st >= (kth - tol)[tied_rows, None]) & ~better
+            share = (k - better.sum(dim=1)).double() / band.sum(dim=1).double()
+            keep = better | band
+            if sq is None:
+                keep &= st > 0
+            tied_edges += int(keep.sum())
+            if tied_edges > MAX_TIED_EDGES:
+                raise GraphError(
+                    f"too many samples tie for the k={k} nearest places (sharing them needs more than "
+                    f"{MAX_TIED_EDGES:,} edges), as with constant or heavily duplicated features; "
+                    "measure fewer samples or another layer"
+                )
+            i, j = keep.nonzero(as_tuple=True)
+            parts.append((tied_rows[i] + start, j, st[i, j], torch.where(better[i, j], 1.0, share[i])))
+    rows, cols, scores, shares = (torch.cat(column) for column in zip(*parts))
+    return _Neighbours(rows, cols, scores, shares, torch.cat(best))
+
+
+def _squared_distances(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``|x_i - x_j|^2`` (E,) for the pairs ``(rows[e], cols[e])``, from the differences (exactly 0 for
+    duplicated rows, where the expansion used for ranking leaves rounding errors), about ``_BLOCK_ELEMENTS``
+    values at a time."""
+    step = max(1, _BLOCK_ELEMENTS // x.shape[1])
+    return torch.cat([(x[rows[s : s + step]] - x[cols[s : s + step]]).square().sum(dim=1)
+                      for s in range(0, len(rows), step)])
 
 
 def _chunked_topk(s: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,11 @@ Selection grammar (one item or a list of items, results concatenated without rep
 * a glob pattern over module names (``"features.*"``, ``"blocks.?"``), matches in forward order;
 * an int: index into the ``"auto"`` points, negatives count from the end (``-1`` is the last point).
 
+A string is read like the CLI's ``--layers`` (:func:`parse_layers`): comma-separated items (commas inside a
+glob's ``[...]`` do not split), and an item that is a whole number (``"0"``, ``"-1"``) is an index, so
+``"features.0,features.3"`` is two layers and ``"0,-1"`` the first and last auto points. Inside a list, a
+string is one name or pattern and an int an index, so ``["0"]`` names the module ``0`` of an ``nn.Sequential``.
+
 ``"auto"`` rules, first that applies:
 
 1. **Residual networks**: the stem plus every residual block. A residual block is a module whose own
@@ -23,7 +28,8 @@ Selection grammar (one item or a list of items, results concatenated without rep
 4. **MLPs** (two or more linear layers): every ``nn.Linear``.
 
 Anything else raises :class:`LayerError` asking for names. A module that is called more than once in one
-forward pass keeps its last call's output.
+forward pass keeps its last call's output. A forward pass that fails inside the model (the exceptions in
+``FORWARD_ERRORS``) is a :class:`ModelError` saying on which inputs it failed.
 """
 
 from __future__ import annotations
@@ -31,18 +37,36 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import operator
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from .errors import LayerError, ModelError
 
-__all__ = ["LayerCall", "LayerSpec", "trace_calls", "auto_layers", "select_layers", "residual_blocks", "first_tensor"]
+__all__ = [
+    "FORWARD_ERRORS",
+    "LayerCall",
+    "LayerSpec",
+    "auto_layers",
+    "first_tensor",
+    "layer_items",
+    "parse_layers",
+    "residual_blocks",
+    "select_layers",
+    "trace_calls",
+]
 
 LayerSpec = str | int | Sequence[str | int]
+
+# what a model's forward raises on inputs it cannot take (shape, dtype or device mismatches, asserts)
+FORWARD_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, AssertionError)
+_ITEM_SEPARATOR = re.compile(r",(?![^\[]*\])")  # a comma outside [...]
+_INDEX = re.compile(r"[+-]?\d+")
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
@@ -122,7 +146,7 @@ def trace_calls(model: nn.Module, example: torch.Tensor) -> dict[str, LayerCall]
     try:
         model.eval()
         model(example)
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+    except FORWARD_ERRORS as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(
             f"the model fails on inputs of shape {tuple(example.shape)} ({reason}); check that the data fit the model"
@@ -223,19 +247,48 @@ def _unknown(name: str, names: list[str]) -> LayerError:
     return LayerError(f"no layer named {name!r}{hint} (run `layermod layers` to list them all)")
 
 
+def parse_layers(text: str) -> list[str | int]:
+    """A layer choice written as text (the CLI's ``--layers``): comma-separated items, whole numbers as ints.
+
+    ``"features.0, features.3"`` -> ``["features.0", "features.3"]``; ``"0,-1"`` -> ``[0, -1]``;
+    ``"blocks.[0,2]"`` stays one glob. Empty items are dropped.
+    """
+    items = [item.strip() for item in _ITEM_SEPARATOR.split(text)]
+    return [int(item) if _INDEX.fullmatch(item) else item for item in items if item]
+
+
+def layer_items(spec: LayerSpec) -> list[str | int]:
+    """``spec`` as a flat list of items: a string through :func:`parse_layers`, an int (numpy's too) as a
+    one-item list, the items of a list or other iterable as they are (numpy ints as ints).
+
+    Raises:
+        LayerError: anything else (e.g. a float).
+    """
+    if isinstance(spec, str):
+        return parse_layers(spec)
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        return [int(spec)]
+    try:
+        items = list(spec)
+    except TypeError:
+        raise LayerError(f"cannot read layer choice {spec!r}; use names, glob patterns, ints or 'auto'") from None
+    return [int(item) if isinstance(item, np.integer) else item for item in items]
+
+
 def select_layers(model: nn.Module, spec: LayerSpec, calls: dict[str, LayerCall]) -> list[str]:
     """Resolve a layer choice (grammar in the module doc) into module names.
 
     Args:
         model: the network.
-        spec: ``"auto"``, a name, a glob, an int index into the auto points, or a list of those.
+        spec: ``"auto"``, a name, a glob, an int index into the auto points, a comma-separated string of
+            those, or a list (see the module doc).
         calls: :func:`trace_calls` of the same model, used for order and to check every layer runs.
 
     Raises:
         LayerError: unknown name (with the closest real names), a pattern matching nothing, an index out of
             range, or a layer that is never called in forward.
     """
-    items = [spec] if isinstance(spec, (str, int)) else list(spec)
+    items = layer_items(spec)
     if not items:
         raise LayerError("no layers selected; pass 'auto', names, patterns or indices")
     names = [name for name, _ in model.named_modules() if name]
