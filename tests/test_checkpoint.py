@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -59,7 +60,8 @@ def test_sidecar_content(tmp_path):
     meta = meta_for(num_classes=5, width=0.5)
     path = save_checkpoint(trained_like(num_classes=5, width=0.5), tmp_path / "best.safetensors", meta)
     side = json.loads((tmp_path / "best.json").read_text())
-    assert side == {**meta, "format": FORMAT, "version": VERSION}
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert side == {**meta, "format": FORMAT, "version": VERSION, "weights_sha256": digest}
     assert read_sidecar(path) == side
     assert read_sidecar(tmp_path / "best") == side
     assert read_sidecar(tmp_path) == side  # a directory means DIR/best.safetensors
@@ -165,6 +167,9 @@ def test_truncated_file(tmp_path):
     path = save_checkpoint(trained_like(), tmp_path / "best", meta_for())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="best.safetensors does not belong to best.json"):
+        load_weights(models.create("smallcnn"), path)
+    (tmp_path / "best.json").unlink()
     with pytest.raises(WeightsError, match="unreadable or corrupt"):
         load_weights(models.create("smallcnn"), path)
 
@@ -274,3 +279,17 @@ def test_path_resolution(tmp_path):
     assert weights_path(tmp_path) == tmp_path / "best.safetensors"
     assert weights_path(tmp_path / "m.v2") == tmp_path / "m.v2.safetensors"
     assert sidecar_path(tmp_path / "m.v2.safetensors") == tmp_path / "m.v2.json"
+
+
+def test_load_checkpoint_rebuilds_a_pruned_model(tmp_path):
+    from layermod.prune import apply_plan
+
+    pruned = apply_plan(trained_like(num_classes=3, width=0.25), ["features.1", "features.4"])
+    meta = {"arch": "smallcnn", "arch_args": {"num_classes": 3, "width": 0.25},
+            "plan": {"remove": ["features.1", "features.4"]}}
+    save_checkpoint(pruned, tmp_path / "pruned", meta)
+    loaded, _ = load_checkpoint(tmp_path / "pruned")
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), pruned(x))
+    assert isinstance(loaded.features[1], nn.Identity)

@@ -16,23 +16,29 @@ directory. It writes there:
 And, on purpose:
 
 * **Nothing half-written.** Every file is written under a temporary name and renamed. Per epoch the order is
-  best.*, dynamics.*, the optimizer state, last.safetensors and then ``last.json``, which commits the epoch;
-  metrics.csv is rewritten from the committed history after it. SIGINT and SIGTERM arriving while an epoch is
-  being saved are held until it is saved, so an interrupted run loses at most the epoch in progress. If the
-  process is killed outright inside that window, ``last.json``'s SHA-256 digests of the weights and momentum
-  buffers no longer match, and resuming says so instead of continuing inexactly.
+  best.* (one checkpoint commit), dynamics.*, then last.* with the momentum buffers as its companion file (one
+  commit: ``last.json`` records the SHA-256 of ``last.safetensors`` and ``last-optimizer.safetensors`` and
+  commits the epoch, see :mod:`layermod.checkpoint`); metrics.csv is rewritten from the committed history after
+  it. SIGINT and SIGTERM arriving while an epoch is being saved are held until it is saved. A process killed
+  outright at any point leaves ``last.*`` at the previous epoch or at this one, never in between, so a resume
+  loses at most the epoch in progress and continues exactly; a ``best.*`` committed ahead of ``last.*`` is
+  rewritten identically when the epoch is trained again. Starting or resuming tidies the run directory first:
+  interrupted checkpoint saves are settled and stale temporaries of metrics.csv and dynamics.* are deleted.
 * **Resume.** ``resume=True`` continues from ``last.*``: weights, momentum buffers, history, best accuracy and
-  tracked epochs (later ones, saved before an interruption, are dropped). The settings must equal the saved
-  run's: the ``meta`` except ``data_dir`` and ``device``, the training config except ``epochs`` and
-  ``num_workers``, and the tracking. ``epochs`` may grow; under a cosine schedule the decay is then re-planned
-  over the new total from the resumed step. Without ``resume`` a directory that already holds a run is refused,
-  never overwritten.
+  tracked epochs (later ones, saved before an interruption, are dropped). Files that do not match the digests
+  in ``last.json`` (damaged, or copied from elsewhere) are refused with one line naming the files to delete; a
+  run saved before the digests covered the file bytes (checkpoint version 1) is checked against its digests of
+  the tensors. The settings must equal the saved run's: the ``meta`` except ``data_dir`` and ``device``, the
+  training config except ``epochs`` and ``num_workers``, and the tracking. ``epochs`` may grow; under a cosine
+  schedule the decay is then re-planned over the new total from the resumed step. Without ``resume`` a
+  directory that already holds a run is refused, never overwritten.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import hashlib
 import json
 import signal
@@ -41,15 +47,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import load_weights, read_sidecar, save_checkpoint
+from .checkpoint import load_companion, load_weights, read_sidecar, save_checkpoint, settle
 from .curve import Curve, modularity_curve
-from .dynamics import Dynamics, TrackConfig
-from .errors import TrainError
+from .dynamics import JSON_NAME, PNG_NAME, Dynamics, TrackConfig
+from .errors import OutputError, TrainError, WeightsError
 from .fileio import atomic_path, ensure_writable_dir
 from .train import TrainConfig, dataset_length, num_batches, run_epoch, make_optimizer, check_model_fits, evaluate, lr_at
 
@@ -62,7 +67,7 @@ METRICS_FILE = "metrics.csv"
 METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "seconds")
 _RUN_KEYS = frozenset({
     "training", "tracking", "seed", "epoch", "accuracy", "best_epoch", "best_accuracy", "history",
-    "weights_sha256", "optimizer_sha256", "format", "version",
+    "weights_sha256", "files_sha256", "optimizer_sha256", "format", "version",
 })
 _FREE_META = frozenset({"data_dir", "device"})
 _FREE_TRAINING = frozenset({"epochs", "num_workers"})
@@ -122,6 +127,7 @@ def fit(
                              "repeat the saved settings (only epochs may change) or choose another output directory")
     check_model_fits(model, train_data, "the training data")
     check_model_fits(model, test_data, "the test data")
+    _tidy(out)
     steps = num_batches(n_train, config.batch_size)
     optimizer = make_optimizer(model, config)
     dynamics: Dynamics | None = None
@@ -206,7 +212,9 @@ def _saved_run(out: Path, resume: bool) -> dict | None:
     if not sidecar.is_file():
         raise TrainError(f"nothing to resume in {out} (no {sidecar.name}); start the run without --resume")
     saved = read_sidecar(out / f"{LAST}.safetensors")
-    needed = ("training", "epoch", "history", "best_epoch", "best_accuracy", "weights_sha256", "optimizer_sha256")
+    needed = ["training", "epoch", "history", "best_epoch", "best_accuracy"]
+    if saved["version"] == 1:
+        needed += ["weights_sha256", "optimizer_sha256"]
     missing = [key for key in needed if key not in saved]
     if missing or not saved["history"]:
         raise TrainError(f"{sidecar} is not a training run's checkpoint (no {', '.join(missing) or 'history'}); "
@@ -243,18 +251,16 @@ def _show(value: object) -> str:
 
 def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, saved: dict) -> tuple[list[dict], tuple]:
     """Load the last weights and momentum buffers (digests checked); returns (history, (best epoch, accuracy))."""
-    load_weights(model, out / f"{LAST}.safetensors")
-    stale = "(the run was stopped while saving); start a new run in another directory"
-    if _digest(model.state_dict()) != saved["weights_sha256"]:
-        raise TrainError(f"cannot resume {out}: {LAST}.safetensors does not belong to {LAST}.json {stale}")
+    last = out / f"{LAST}.safetensors"
     try:
-        buffers = load_file(str(out / OPTIMIZER_FILE))
-    except Exception as exc:  # noqa: BLE001  (safetensors raises its own error types, and OSError)
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise TrainError(f"cannot resume {out}: {OPTIMIZER_FILE} is missing or unreadable ({reason}); "
-                         "start a new run in another directory") from None
-    if _digest(buffers) != saved["optimizer_sha256"]:
-        raise TrainError(f"cannot resume {out}: {OPTIMIZER_FILE} does not belong to {LAST}.json {stale}")
+        load_weights(model, last)
+        buffers = load_companion(last, OPTIMIZER_FILE)
+    except WeightsError as err:
+        raise TrainError(f"cannot resume {out}: {err}") from None
+    if saved["version"] == 1 and (_tensor_digest(model.state_dict()), _tensor_digest(buffers)) != (
+            saved["weights_sha256"], saved["optimizer_sha256"]):
+        raise TrainError(f"cannot resume {out}: {LAST}.safetensors or {OPTIMIZER_FILE} does not belong to {LAST}.json "
+                         "(the run was stopped while saving); start a new run in another directory")
     params = dict(model.named_parameters())
     index = {name: i for i, name in enumerate(params)}
     state = optimizer.state_dict()
@@ -274,16 +280,27 @@ def _momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer) -> dic
 
 
 def _save_last(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, sidecar: dict) -> None:
-    """Momentum buffers, then last.safetensors, then last.json (the commit) with the digests of both."""
-    buffers = _momentum_buffers(model, optimizer)
-    with atomic_path(out / OPTIMIZER_FILE) as tmp:
-        save_file(buffers, str(tmp), metadata={"layermod": "sgd-momentum-buffers"})
-    digests = {"weights_sha256": _digest(model.state_dict()), "optimizer_sha256": _digest(buffers)}
-    save_checkpoint(model, out / f"{LAST}.safetensors", {**sidecar, **digests})
+    """last.safetensors with the momentum buffers as its companion, committed by last.json."""
+    save_checkpoint(model, out / f"{LAST}.safetensors", sidecar,
+                    companions={OPTIMIZER_FILE: _momentum_buffers(model, optimizer)})
 
 
-def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of ``tensors``."""
+def _tidy(out: Path) -> None:
+    """Settle interrupted checkpoint saves in ``out`` and delete stale temporaries of metrics.csv and dynamics.*
+    (what a process killed while writing them leaves)."""
+    settle(out / f"{LAST}.safetensors", [OPTIMIZER_FILE])
+    settle(out / f"{BEST}.safetensors")
+    for name in (METRICS_FILE, JSON_NAME, PNG_NAME):
+        for stale in glob.glob(glob.escape(str(out / f".{name}")) + ".*.tmp"):
+            try:
+                Path(stale).unlink(missing_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot delete {stale}: {exc.strerror or exc}; check that {out} is "
+                                  "writable") from None
+
+
+def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of ``tensors``: the digests of version-1 run sidecars."""
     sha = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu").contiguous()

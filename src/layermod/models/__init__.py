@@ -6,9 +6,14 @@ registered under a lower-case name with :func:`register`; :func:`create` builds 
 
 Decisions, on purpose:
 
-* **Checked arguments.** ``num_classes`` and ``in_channels`` must be integers >= 1 and ``width`` a finite
-  number > 0; extra keyword arguments are checked against the builder's signature before it runs, so a
-  typo is one :class:`~layermod.errors.ModelError` line instead of a ``TypeError`` from deep inside.
+* **Checked arguments.** ``num_classes`` must be an integer in [1, 1,000,000], ``in_channels`` one in [1, 4096]
+  and ``width`` a finite number in (0, 64]; extra keyword arguments are checked against the builder's signature
+  before it runs, so a typo is one :class:`~layermod.errors.ModelError` line instead of a ``TypeError`` from deep
+  inside. The builders bound their own counts the same way (:func:`check_count`: an ``int``, never a ``float``
+  or ``bool``, at most :data:`MAX_UNITS` units or blocks in all, ...). A checkpoint sidecar is untrusted
+  input: these bounds stop ``depth: 1e8`` or ``width: 1e6`` before any module is built, and
+  :func:`layermod.checkpoint.load_checkpoint` builds on the ``meta`` device and compares the shapes with the
+  weights file before allocating anything.
 * **Names.** Lookup is case-insensitive; an unknown name lists every available name and suggests the
   closest one (``difflib``).
 * **Width.** ``width`` multiplies every channel / hidden count; each is rounded and kept >= 1, so
@@ -28,7 +33,25 @@ from torch import nn
 
 from ..errors import ModelError
 
-__all__ = ["available", "create", "describe", "register", "scaled"]
+__all__ = ["MAX_CHANNELS", "MAX_CLASSES", "MAX_INPUT_SIZE", "MAX_IN_CHANNELS", "MAX_STAGES", "MAX_UNITS",
+           "MAX_WIDTH",
+           "available", "check_count", "create", "describe", "register", "scaled"]
+
+MAX_CLASSES = 1_000_000
+"""Largest ``num_classes``."""
+MAX_IN_CHANNELS = 4096
+"""Largest ``in_channels``."""
+MAX_WIDTH = 64.0
+"""Largest ``width`` multiplier."""
+MAX_UNITS = 1000
+"""Most units in one model: conv units (``"smallcnn"``), residual blocks, hidden layers (``"mlp"``) or ``cfg``
+entries (VGG), summed over the stages. It bounds the time to build a model (about 3 s for 1,000 ResNet blocks)."""
+MAX_STAGES = 16
+"""Most stages of a ``"smallcnn"`` (each halves the input size)."""
+MAX_CHANNELS = 65_536
+"""Largest base channel count of a VGG ``cfg`` entry."""
+MAX_INPUT_SIZE = 4096 * 4096
+"""Largest ``input_size`` (values per channel) of the MLP."""
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
@@ -63,27 +86,36 @@ def describe(name: str) -> str | None:
     return inspect.getdoc(_builder(name))
 
 
-def create(name: str, num_classes: int = 10, in_channels: int = 1, width: float = 1.0, **kwargs: Any) -> nn.Module:
+def create(name: str, /, num_classes: int = 10, in_channels: int = 1, width: float = 1.0, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``.
 
     Args:
         name: a name from :func:`available` (case-insensitive).
-        num_classes: outputs of the classifier, >= 1.
-        in_channels: channels of the input images, >= 1.
-        width: multiplier of every channel / hidden count, > 0.
-        **kwargs: builder-specific options (e.g. ``depth`` for ``"mlp"``).
+        num_classes: outputs of the classifier, in [1, :data:`MAX_CLASSES`].
+        in_channels: channels of the input images, in [1, :data:`MAX_IN_CHANNELS`].
+        width: multiplier of every channel / hidden count, in (0, :data:`MAX_WIDTH`].
+        **kwargs: builder-specific options (e.g. ``depth`` for ``"mlp"``), checked against its signature.
 
     Raises:
-        ModelError: unknown name (the message lists the available ones) or bad arguments.
+        ModelError: unknown name (the message lists the available ones) or bad arguments (one line naming the
+            argument and its bound).
     """
     key = str(name).strip().lower()
     builder = _builder(name)
-    _check_positive_int("num_classes", num_classes)
-    _check_positive_int("in_channels", in_channels)
-    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not math.isfinite(width) or width <= 0:
-        raise ModelError(f"width={width!r} must be a finite number > 0")
+    check_count("num_classes", num_classes, 1, MAX_CLASSES)
+    check_count("in_channels", in_channels, 1, MAX_IN_CHANNELS)
+    if (isinstance(width, bool) or not isinstance(width, numbers.Real) or not math.isfinite(width)
+            or not 0 < width <= MAX_WIDTH):
+        raise ModelError(f"width={width!r:.40} must be a finite number in (0, {MAX_WIDTH:g}]")
+    signature = inspect.signature(builder)
+    if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        options = [n for n, p in list(signature.parameters.items())[3:] if p.kind is not p.VAR_POSITIONAL]
+        unknown = [k for k in kwargs if k not in options]
+        if unknown:
+            raise ModelError(f"model {key!r} has no argument {unknown[0]!r:.40}; besides num_classes, in_channels and "
+                             f"width it takes {', '.join(options) or 'nothing'}")
     try:
-        inspect.signature(builder).bind(int(num_classes), int(in_channels), float(width), **kwargs)
+        signature.bind(int(num_classes), int(in_channels), float(width), **kwargs)
     except TypeError as exc:
         raise ModelError(f"bad arguments for model {key!r}: {exc}") from None
     return builder(int(num_classes), int(in_channels), float(width), **kwargs)
@@ -97,7 +129,7 @@ def _builder(name: str) -> Builder:
         names = available()
         close = difflib.get_close_matches(key, names, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ModelError(f"unknown model {name!r}; {hint}available: {', '.join(names) or '(none)'}")
+        raise ModelError(f"unknown model {name!r:.60}; {hint}available: {', '.join(names) or '(none)'}")
     return builder
 
 
@@ -106,9 +138,12 @@ def scaled(base: int, width: float) -> int:
     return max(1, round(base * width))
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ModelError(f"{name}={value!r} must be an integer >= 1")
+def check_count(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an ``int`` in [``low``, ``high``]; :class:`ModelError` naming ``name`` and the bounds otherwise
+    (a ``float`` such as ``1e8`` or a ``bool`` is refused, not rounded)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise ModelError(f"{name}={value!r:.40} must be an integer in [{low}, {high:,}]")
+    return int(value)
 
 
 def _qualname(fn: Builder) -> str:

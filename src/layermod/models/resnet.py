@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from . import register, scaled
+from . import MAX_UNITS, register, scaled
 from .small import kaiming_init
 
 __all__ = [
@@ -184,7 +184,8 @@ class ResNet(nn.Module):
 
 
 def check_blocks(blocks: Sequence[int], stages: int) -> list[int]:
-    """``blocks`` as a list of ``stages`` ints >= 1; :class:`ModelError` otherwise."""
+    """``blocks`` as a list of ``stages`` ints >= 1 adding up to at most :data:`~layermod.models.MAX_UNITS`;
+    :class:`ModelError` otherwise."""
     example = ", ".join(["2"] * stages)
     if isinstance(blocks, (str, bytes)):
         values = None
@@ -194,9 +195,11 @@ def check_blocks(blocks: Sequence[int], stages: int) -> list[int]:
         except TypeError:
             values = None
     if values is None or len(values) != stages:
-        raise ModelError(f"blocks={blocks!r} must list the number of blocks of each of the {stages} stages, e.g. [{example}]")
+        raise ModelError(f"blocks={blocks!r:.60} must list the number of blocks of each of the {stages} stages, e.g. [{example}]")
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise ModelError(f"blocks={values!r} must be integers >= 1 (every stage keeps at least one block)")
+        raise ModelError(f"blocks={values!r:.60} must be integers >= 1 (every stage keeps at least one block)")
+    if sum(values) > MAX_UNITS:
+        raise ModelError(f"blocks={values!r:.60} adds up to {sum(values):,} blocks; at most {MAX_UNITS:,} are allowed")
     return [int(v) for v in values]
 
 

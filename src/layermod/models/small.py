@@ -14,7 +14,9 @@ Decisions, on purpose:
 * **No in-place ReLU.** A forward hook on a conv or batch-norm output must see that output, not the
   tensor a following in-place ReLU overwrote.
 * **Depth.** ``convs`` gives the number of conv units per stage (default ``(2, 2, 2)``) so that a model with
-  units removed from a stage can be rebuilt from its arguments; every stage keeps at least one unit.
+  units removed from a stage can be rebuilt from its arguments; every stage keeps at least one unit. Counts are
+  bounded (:data:`~layermod.models.MAX_UNITS` units in all, :data:`~layermod.models.MAX_STAGES` stages; MLP
+  ``depth`` <= ``MAX_UNITS``, ``input_size`` <= :data:`~layermod.models.MAX_INPUT_SIZE`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from . import register, scaled
+from . import MAX_INPUT_SIZE, MAX_STAGES, MAX_UNITS, check_count, register, scaled
 
 __all__ = ["MLP", "SmallCNN", "conv_unit", "kaiming_init", "mlp", "smallcnn"]
 
@@ -104,9 +106,8 @@ class MLP(nn.Module):
         input_size: int = 28 * 28,
     ) -> None:
         super().__init__()
-        for name, value, low in (("depth", depth, 0), ("input_size", input_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ModelError(f"{name}={value!r} must be an integer >= {low}")
+        depth = check_count("depth", depth, 0, MAX_UNITS)
+        input_size = check_count("input_size", input_size, 1, MAX_INPUT_SIZE)
         hidden = scaled(MLP_BASE_WIDTH, width)
         self.flatten = nn.Flatten()
         units: list[nn.Module] = []
@@ -137,7 +138,9 @@ def _check_convs(convs: Sequence[int]) -> tuple[int, ...]:
     try:
         values = tuple(convs)
     except TypeError:
-        raise ModelError(f"convs={convs!r} must be a sequence of unit counts per stage, e.g. (2, 2, 2)") from None
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise ModelError(f"convs={convs!r} must be a non-empty sequence of integers >= 1 (units per stage)")
+        raise ModelError(f"convs={convs!r:.60} must be a sequence of unit counts per stage, e.g. (2, 2, 2)") from None
+    counts_ok = all(not isinstance(v, bool) and isinstance(v, int) and v >= 1 for v in values)
+    if not 1 <= len(values) <= MAX_STAGES or not counts_ok or sum(values) > MAX_UNITS:
+        raise ModelError(f"convs={convs!r:.60} must list 1 to {MAX_STAGES} stages of integers >= 1 (units per stage), "
+                         f"at most {MAX_UNITS:,} units in all")
     return values

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from . import register, scaled
+from . import MAX_CHANNELS, MAX_UNITS, register, scaled
 from .small import conv_unit, kaiming_init
 
 __all__ = ["CONFIGS", "VGG", "vgg11", "vgg13", "vgg16", "vgg19"]
@@ -91,25 +91,30 @@ class VGG(nn.Module):
 
 
 def check_cfg(cfg: Cfg) -> list[int | str]:
-    """``cfg`` as a list of ints >= 1 and ``"M"`` with at least one int; :class:`ModelError` otherwise."""
+    """``cfg`` as a list of at most :data:`~layermod.models.MAX_UNITS` entries, ints in [1,
+    :data:`~layermod.models.MAX_CHANNELS`] and ``"M"``, with at least one int; :class:`ModelError` otherwise."""
     if isinstance(cfg, (str, bytes)):
-        raise ModelError(f"cfg={cfg!r} must be a list of channel counts and 'M' (max-pool), e.g. [64, 'M', 128, 'M']")
+        raise ModelError(f"cfg={cfg!r:.60} must be a list of channel counts and 'M' (max-pool), e.g. "
+                         "[64, 'M', 128, 'M']")
     try:
         values = list(cfg)
     except TypeError:
         raise ModelError(
-            f"cfg={cfg!r} must be a list of channel counts and 'M' (max-pool), e.g. [64, 'M', 128, 'M']"
+            f"cfg={cfg!r:.60} must be a list of channel counts and 'M' (max-pool), e.g. [64, 'M', 128, 'M']"
         ) from None
+    if len(values) > MAX_UNITS:
+        raise ModelError(f"cfg has {len(values):,} entries; at most {MAX_UNITS:,} are allowed")
     out: list[int | str] = []
     for value in values:
         if isinstance(value, str) and value.strip().upper() == "M":
             out.append("M")
-        elif not isinstance(value, bool) and isinstance(value, int) and value >= 1:
+        elif not isinstance(value, bool) and isinstance(value, int) and 1 <= value <= MAX_CHANNELS:
             out.append(int(value))
         else:
-            raise ModelError(f"cfg entry {value!r} is neither a channel count >= 1 nor 'M' (max-pool); fix cfg={values!r}")
+            raise ModelError(f"cfg entry {value!r:.40} is neither a channel count in [1, {MAX_CHANNELS:,}] nor 'M' "
+                             "(max-pool); fix cfg")
     if not any(v != "M" for v in out):
-        raise ModelError(f"cfg={values!r} has no convolution; give at least one channel count")
+        raise ModelError(f"cfg={values!r:.60} has no convolution; give at least one channel count")
     return out
 
 
