@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from idx_files import write_mnist_like
+from limits import MiB, memory_limit
 from layermod import models
 from layermod.checkpoint import save_checkpoint
 from layermod.cli import main
@@ -113,6 +114,18 @@ def test_a_model_function_that_raises_is_one_line(tmp_path, blobs, capsys):
         status = main(["curve", "--model", spec, "--dataset", str(blobs), "--out", str(tmp_path / "out")])
         one_line(status, capsys.readouterr().err, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_options_asking_for_a_model_larger_than_its_weights_are_refused_unbuilt(tmp_path, capsys):
+    """Plain safetensors weights (no sidecar) of a small model, and options that would build a 64x wider one."""
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "plain.safetensors"
+    save_file(models.create("smallcnn", num_classes=10, in_channels=1, width=0.25).state_dict(), str(weights))
+    with memory_limit(256 * MiB):
+        status = main(["layers", "--model", "smallcnn", "--width", "64", "--weights", str(weights),
+                       "--input-shape", "1,28,28"])
+    one_line(status, capsys.readouterr().err, "do not match the model", "shape mismatch")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from assertions import assert_one_line
 from limits import MiB, memory_limit
 
@@ -18,7 +20,7 @@ from layermod.compare import LayerComparison
 from layermod.curve import Curve
 from layermod.dynamics import Dynamics
 from layermod.embedding import LayerView, load_views, plot_views, save_views
-from layermod.errors import PlanError, ReportError
+from layermod.errors import LayermodError, PlanError, ReportError
 from layermod.prune_study import read_comparison
 from layermod.redundancy import read_plan
 from layermod.report import plot_curves, save_curve
@@ -352,3 +354,59 @@ def test_dynamics_heat_maps_and_views_draw_names_literally(tmp_path):
     assert [title.split("\n")[0] for title in literal([ax.title for ax in figure.axes[:3]])] == SHOWN[:3]
     assert literal(figure.axes[2].get_legend().get_texts()) == ["$\\c$", "a_b"]
     assert load_views(tmp_path / "views")[0][0].layer == MATH_NAMES[0]
+
+
+# --- fuzz: every result file with any JSON value put anywhere ----------------------------------------------------
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+GOOD_RESULTS = {
+    "curve.json": (Curve.load, curve_dict()),
+    "dynamics.json": (Dynamics.load, dynamics_dict()),
+    "attack.json": (AdversarialCurves.load, attack_dict()),
+    "compare.json": (LayerComparison.load, compare_dict()),
+    "embedding.json": (load_views, views_dict()),
+    "comparison.json": (read_comparison, {"rows": [pruning_row()]}),
+    "plan.json": (read_plan, {"method": "modularity", "remove": ["block.2"]}),
+}
+
+
+def replace_somewhere(document: object, data: st.DataObject) -> object:
+    """``document`` with one value, at a path drawn by ``data``, replaced by any JSON value (or the whole of it)."""
+    if isinstance(document, (dict, list)) and document and data.draw(st.booleans()):
+        keys = sorted(document) if isinstance(document, dict) else range(len(document))
+        key = data.draw(st.sampled_from(list(keys)))
+        copy = dict(document) if isinstance(document, dict) else list(document)
+        copy[key] = replace_somewhere(document[key], data)
+        return copy
+    return data.draw(JSON_VALUES)
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(sorted(GOOD_RESULTS)), data=st.data())
+def test_fuzz_result_files_load_or_are_refused_in_one_line(tmp_path, name, data):
+    load, good = GOOD_RESULTS[name]
+    text = json.dumps(replace_somewhere(good, data))  # NaN and Infinity tokens included, as Python writes them
+    folder = tmp_path / name.removesuffix(".json")
+    write(folder, name, text)
+    try:
+        load(folder)
+    except LayermodError as err:
+        assert "\n" not in str(err) and len(str(err)) < 1000, str(err)
+
+
+@settings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_a_report_never_fails_on_one_bad_file(tmp_path, data):
+    run = tmp_path / f"run{data.draw(st.integers(0, 10**9))}"
+    for name, (_, good) in GOOD_RESULTS.items():
+        write(run, name, good)
+    name = data.draw(st.sampled_from(sorted(GOOD_RESULTS)))
+    write(run, name, json.dumps(replace_somewhere(GOOD_RESULTS[name][1], data)))
+    problems = write_report([run], run / "report.html")
+    assert len(problems) <= 1
+    assert "<h3>Modularity curve</h3>" in (run / "report.html").read_text(encoding="utf-8") or name == "curve.json"

@@ -77,6 +77,7 @@ from .fileio import atomic_path, ensure_writable_dir
 __all__ = [
     "FORMAT",
     "VERSION",
+    "check_weights_fit",
     "load_checkpoint",
     "load_companion",
     "load_weights",
@@ -198,12 +199,27 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             shapes do not match the model, e.g. ``"weights X do not match the model: 2 missing keys (a, b), 1
             unexpected (c), 1 shape mismatch (fc.weight: file (10,64) vs model (5,64))"``.
     """
-    file = weights_path(path)
-    _check_name(file)
-    source = _committed(file)[1] if _has_sidecar(file) else file
+    file, source = _source(path)
     _check_fits(model, _header_shapes(source, file), file)
     model.load_state_dict(_read_tensors(source, file), strict=True)
     return model
+
+
+def check_weights_fit(model: nn.Module, path: str | os.PathLike) -> None:
+    """Refuse weights ``path`` that :func:`load_weights` would refuse for ``model``, reading only the file's header.
+
+    ``model`` may live on the ``meta`` device: built there first, a model whose size comes from a user's options is
+    compared with the file before any memory is allocated for it.
+    """
+    file, source = _source(path)
+    _check_fits(model, _header_shapes(source, file), file)
+
+
+def _source(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(the weights file as named, the file holding its committed bytes), its name and digest checked."""
+    file = weights_path(path)
+    _check_name(file)
+    return file, (_committed(file)[1] if _has_sidecar(file) else file)
 
 
 def load_companion(path: str | os.PathLike, name: str) -> dict[str, torch.Tensor]:

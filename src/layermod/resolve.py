@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from . import models
-from .checkpoint import load_checkpoint, load_weights, read_sidecar
+from .checkpoint import check_weights_fit, load_checkpoint, load_weights, read_sidecar
 from .data import DATASETS, as_dataset, load_dataset, load_npz
 from .errors import DatasetError, LayermodError, ModelError
 
@@ -132,6 +132,9 @@ def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args:
             if clashes:
                 raise ModelError(f"weights {weights} were saved with {', '.join(clashes)}; drop those options or fix them")
             arch_args = {**saved, **arch_args}
+        if weights is not None:  # options may ask for a model far larger than the file: compare shapes first
+            with torch.device("meta"):
+                check_weights_fit(models.create(spec, **arch_args), weights)
         model = models.create(spec, **arch_args)
         description = {"model": spec, "arch_args": arch_args}
     if weights is not None:
