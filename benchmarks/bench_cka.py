@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from layermod.similarity import cka_matrix, layer_grams
+from layermod.measure.similarity import cka_matrix, layer_grams
 
 
 def synthetic_layers(n_layers: int, samples: int, seed: int) -> list[torch.Tensor]:

@@ -61,7 +61,7 @@ import scipy.sparse as sp
 import torch
 
 import layermod
-from layermod.graph import COSINE_EPS, default_block_size
+from layermod.measure.graph import COSINE_EPS, default_block_size
 
 K = 3
 N_CLASSES = 10

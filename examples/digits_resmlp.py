@@ -8,7 +8,7 @@
 import torch
 from torch import nn
 
-from layermod.data import load_dataset
+from layermod.data.datasets import load_dataset
 
 
 class ResidualBlock(nn.Module):

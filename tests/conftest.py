@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layermod import data as D
+from layermod.data import datasets as D
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layermod import data as D
+from layermod.data import datasets as D
 
 IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from layermod import AttackError, LayermodError
-from layermod.adversarial import AdversarialCurves, adversarial_curves
-from layermod.attacks import AttackConfig, PixelSpace, attack
-from layermod.curve import Curve, modularity_curve
+from layermod import AttackError
+from layermod import LayermodError
+from layermod.adversarial.curves import AdversarialCurves, adversarial_curves
+from layermod.adversarial.attacks import AttackConfig, PixelSpace, attack
+from layermod.analysis.curve import Curve, modularity_curve
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

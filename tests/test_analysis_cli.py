@@ -12,7 +12,7 @@ import pytest
 from browser import ARTIFACTS, render, require_chromium
 from idx_files import write_idx
 
-from layermod import data as D
+from layermod.data import datasets as D
 from layermod.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -222,7 +222,7 @@ def test_attack_through_torchattacks_with_its_own_options(runs, tmp_path):
 def test_tsne_views_without_scikit_learn_fail_before_the_curve(runs, tmp_path, monkeypatch, capsys):
     _, measure = runs
     monkeypatch.setitem(sys.modules, "sklearn.manifold", None)
-    monkeypatch.setattr("layermod.curve.modularity_curve", lambda *a, **k: pytest.fail("the curve was measured"))
+    monkeypatch.setattr("layermod.analysis.curve.modularity_curve", lambda *a, **k: pytest.fail("the curve was measured"))
     assert main(["curve", *measure, "--view-method", "tsne", "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "scikit-learn" in err[0]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from layermod.attacks import AttackConfig, AttackResult, PixelSpace, attack, fgsm, pgd
+from layermod.adversarial.attacks import AttackConfig, AttackResult, PixelSpace, attack, fgsm, pgd
 from layermod.errors import AttackError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

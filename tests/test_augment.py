@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layermod.augment import augmentation_for, black_fill, random_crop_flip
+from layermod.training.augment import augmentation_for, black_fill, random_crop_flip
 from layermod.errors import TrainError
 
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from layermod import models
-from layermod.checkpoint import (
+from layermod.models.checkpoint import (
     FORMAT,
     VERSION,
     load_checkpoint,
@@ -282,7 +282,7 @@ def test_path_resolution(tmp_path):
 
 
 def test_load_checkpoint_rebuilds_a_pruned_model(tmp_path):
-    from layermod.prune import apply_plan
+    from layermod.pruning.units import apply_plan
 
     pruned = apply_plan(trained_like(num_classes=3, width=0.25), ["features.1", "features.4"])
     meta = {"arch": "smallcnn", "arch_args": {"num_classes": 3, "width": 0.25},

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from layermod import cifar as C
-from layermod import data as D
-from layermod.data import ArrayDataset, load_dataset
+from layermod.data import cifar as C
+from layermod.data import datasets as D
+from layermod.data.datasets import ArrayDataset, load_dataset
 from layermod.errors import DatasetError
 from assertions import assert_one_line
 

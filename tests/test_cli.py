@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from layermod import models
-from layermod.checkpoint import save_checkpoint
+from layermod.models.checkpoint import save_checkpoint
 from layermod.cli import main
 from idx_files import write_mnist_like
 

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from layermod import LayermodError
-from layermod.compare import LayerComparison, compare_layers
-from layermod.curve import modularity_curve
-from layermod.data import balanced_draws
-from layermod.features import extract_features
-from layermod.similarity import linear_cka
+from layermod.analysis.compare import LayerComparison, compare_layers
+from layermod.analysis.curve import modularity_curve
+from layermod.data.datasets import balanced_draws
+from layermod.extract.features import extract_features
+from layermod.measure.similarity import linear_cka
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

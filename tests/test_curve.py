@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import layermod as lm
-from layermod.curve import Curve
+from layermod.analysis.curve import Curve
 from models_for_tests import TinyResNet, blobs
 
 

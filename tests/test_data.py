@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import Dataset
 
-from layermod import data as D
-from layermod.data import (
+from layermod.data import datasets as D
+from layermod.data.datasets import (
     DATASETS,
     ArrayDataset,
     as_dataset,

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from layermod.curve import Curve
-from layermod.dynamics import Dynamics, TrackConfig, plot_dynamics
+from layermod.analysis.curve import Curve
+from layermod.analysis.dynamics import Dynamics, TrackConfig, plot_dynamics
 from layermod.errors import LayermodError, TrainError
 
 LAYERS = ["conv1", "conv2", "fc"]

@@ -10,7 +10,7 @@ from matplotlib.colors import to_rgba
 from models_for_tests import Shared, blobs, mlp
 
 import layermod as lm
-from layermod.embedding import (
+from layermod.analysis.views import (
     LayerView,
     embed_2d,
     layer_views,

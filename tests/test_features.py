@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import layermod as lm
-from layermod.features import extract_features, iter_layer_features, plan_passes
+from layermod.extract.features import extract_features, iter_layer_features, plan_passes
 from models_for_tests import DictOutput, Shared, TinyResNet, TupleStack
 
 X = torch.randn(10, 1, 4, 4)

@@ -28,15 +28,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-import layermod.checkpoint as C
-import layermod.fit as F
+import layermod.models.checkpoint as C
+import layermod.training.fit as F
 from layermod import models
 from layermod.cli import main
-from layermod.checkpoint import load_checkpoint, load_companion, load_weights, read_sidecar, save_checkpoint
-from layermod.data import ArrayDataset
-from layermod.errors import LayermodError, ModelError, TrainError, WeightsError
-from layermod.fit import fit
-from layermod.train import TrainConfig
+from layermod.models.checkpoint import load_checkpoint, load_companion, load_weights, read_sidecar, save_checkpoint
+from layermod.data.datasets import ArrayDataset
+from layermod.errors import LayermodError, ModelError, PlanError, TrainError, WeightsError
+from layermod.training.fit import fit
+from layermod.training.train import TrainConfig
 from assertions import assert_one_line
 from limits import MiB, memory_limit
 
@@ -438,7 +438,7 @@ def test_a_sidecar_within_bounds_is_compared_with_the_weights_before_any_memory_
 
 def test_a_plan_longer_than_the_model_is_refused(good, tmp_path):
     path = with_sidecar(good, tmp_path, lambda side: side.update(plan={"remove": ["features.0"] * 10**5}))
-    with memory_limit(LIMIT), pytest.raises(WeightsError) as err:
+    with memory_limit(LIMIT), pytest.raises(PlanError) as err:
         load_checkpoint(path)
     assert_one_line(err, "the plan removes 100000 units")
 

@@ -16,7 +16,7 @@ import torch
 from idx_files import write_mnist_like
 from limits import MiB, memory_limit
 from layermod import models
-from layermod.checkpoint import save_checkpoint
+from layermod.models.checkpoint import save_checkpoint
 from layermod.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")

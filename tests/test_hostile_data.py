@@ -24,11 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from layermod import cifar as C
-from layermod.data import as_dataset, load_dataset, load_npz, read_idx
+from layermod.data import cifar as C
+from layermod.data.datasets import as_dataset, load_dataset, load_npz, read_idx
 from layermod.errors import DatasetError, LabelError, LayermodError
-from layermod.imagefolder import load_image_folder
-from layermod.resolve import resolve_data
+from layermod.data.imagefolder import load_image_folder
+from layermod.models.spec import resolve_data
 from assertions import assert_one_line
 from idx_files import idx_bytes
 from limits import MiB, memory_limit
@@ -291,7 +291,7 @@ def test_deeply_nested_dict_key_is_refused_not_crashed(tmp_path):
     raw = tmp_path / "deep.pickle"
     raw.write_bytes(deep_tuple(3_000_000))
     script = (
-        "import sys; from pathlib import Path; from layermod import cifar as C\n"
+        "import sys; from pathlib import Path; from layermod.data import cifar as C\n"
         "from layermod.errors import DatasetError\n"
         "try:\n"
         "    C._unpickle(Path(sys.argv[1]).read_bytes(), 'deep.pickle', 'delete it')\n"

@@ -13,19 +13,19 @@ from hypothesis import strategies as st
 from assertions import assert_one_line
 from limits import MiB, memory_limit
 
-from layermod import fileio
-from layermod.adversarial import AdversarialCurves
+from layermod.io import files as fileio
+from layermod.adversarial.curves import AdversarialCurves
 from layermod.cli import main
-from layermod.compare import LayerComparison
-from layermod.curve import Curve
-from layermod.dynamics import Dynamics
-from layermod.embedding import LayerView, load_views, plot_views, save_views
+from layermod.analysis.compare import LayerComparison
+from layermod.analysis.curve import Curve
+from layermod.analysis.dynamics import Dynamics
+from layermod.analysis.views import LayerView, load_views, plot_views, save_views
 from layermod.errors import LayermodError, PlanError, ReportError
-from layermod.prune_study import read_comparison
-from layermod.redundancy import read_plan
-from layermod.report import plot_curves, save_curve
-from layermod.run_report import write_report
-from layermod.validate import LABEL_CHARS, MAX_ITEMS, label, numbers, shorten
+from layermod.pruning.study import read_comparison
+from layermod.analysis.redundancy import read_plan
+from layermod.analysis.curve_plot import plot_curves, save_curve
+from layermod.report.page import write_report
+from layermod.io.validate import LABEL_CHARS, MAX_ITEMS, label, numbers, shorten
 
 LAYERS = ["conv1", "block.2", "fc"]
 CONFIG = {"k": 3, "n_classes": 4, "samples_per_draw": 8}

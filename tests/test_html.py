@@ -14,7 +14,7 @@ import pytest
 from browser import ARTIFACTS, render, require_chromium
 from matplotlib.figure import Figure
 
-from layermod.html import PNG_SIGNATURE, HtmlDocument
+from layermod.report.html import PNG_SIGNATURE, HtmlDocument
 
 NASTY = "<script>alert(1)</script> \"double\" & 'single' <!-- -->"
 

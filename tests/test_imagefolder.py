@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from layermod.data import ArrayDataset, load_dataset
+from layermod.data.datasets import ArrayDataset, load_dataset
 from layermod.errors import DatasetError
-from layermod.imagefolder import load_image_folder
+from layermod.data.imagefolder import load_image_folder
 from assertions import assert_one_line
 
 

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import layermod as lm
-from layermod.layers import first_tensor, residual_blocks
+from layermod.extract.layers import first_tensor, residual_blocks
 from models_for_tests import DictOutput, Shared, TinyResNet, TupleStack, mlp, vgg_like
 
 X = torch.randn(2, 1, 4, 4)

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from layermod import models
+from layermod.models import _registry
 from layermod.errors import ModelError, OutputError
-from layermod.fileio import atomic_path, ensure_writable_dir
+from layermod.io.files import atomic_path, ensure_writable_dir
 
 
 def n_params(model: nn.Module) -> int:
@@ -89,7 +90,7 @@ def test_register_new_builder_and_refuse_name_clash():
                 return nn.Identity()
 
     finally:
-        models._REGISTRY.pop("test-tiny-linear", None)
+        _registry._REGISTRY.pop("test-tiny-linear", None)
     assert "test-tiny-linear" not in models.available()
 
 

@@ -17,7 +17,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from layermod import knn_graph, modularity, permutation_null
+from layermod import knn_graph
+from layermod.measure import modularity
+from layermod import permutation_null
 from layermod.errors import GraphError, LabelError, LayermodError
 
 HYP = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from layermod import models
-from layermod.checkpoint import load_checkpoint, save_checkpoint
+from layermod.models.checkpoint import load_checkpoint, save_checkpoint
 from layermod.errors import LayermodError, PlanError
-from layermod.prune import (
+from layermod.pruning.units import (
     Unit,
     apply_plan,
     block_influence,

@@ -10,7 +10,7 @@ from torch import nn
 
 from idx_files import write_mnist_like
 from layermod import models
-from layermod.checkpoint import load_checkpoint, save_checkpoint
+from layermod.models.checkpoint import load_checkpoint, save_checkpoint
 from layermod.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from layermod.curve import Curve
+from layermod.analysis.curve import Curve
 from layermod.errors import PlanError
-from layermod.prune import Unit
-from layermod.redundancy import (
+from layermod.pruning.units import Unit
+from layermod.analysis.redundancy import (
     Verdict,
     budget_for_params,
     find_redundant,

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from layermod.errors import FeatureError, LayermodError
-from layermod.similarity import (
+from layermod.measure.similarity import (
     centered_gram,
     cka_matrix,
     hsic,

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from layermod import models
 from layermod.errors import DatasetError, LayermodError
 from layermod.errors import TrainError
-from layermod.train import TrainConfig, evaluate, lr_at, train
+from layermod.training.train import TrainConfig, evaluate, lr_at, train
 
 
 class Blobs(Dataset):

@@ -14,15 +14,16 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import Dataset, Subset
 
-import layermod.fit as F
-import layermod.train as T
-from layermod import augment, models
-from layermod.checkpoint import load_checkpoint
+import layermod.training.fit as F
+import layermod.training.train as T
+from layermod.training import augment
+from layermod import models
+from layermod.models.checkpoint import load_checkpoint
 from layermod.cli import _train_config, build_parser, main
-from layermod.data import ArrayDataset
+from layermod.data.datasets import ArrayDataset
 from layermod.errors import DatasetError, TrainError
-from layermod.fit import fit
-from layermod.train import PAPER_RECIPE, TrainConfig, balanced_subset, evaluate, lr_at
+from layermod.training.fit import fit
+from layermod.training.train import PAPER_RECIPE, TrainConfig, balanced_subset, evaluate, lr_at
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

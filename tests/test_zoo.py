@@ -11,7 +11,7 @@ from torch import nn
 import layermod as lm
 from layermod import models
 from layermod.errors import ModelError
-from layermod.layers import residual_blocks
+from layermod.extract.layers import residual_blocks
 from layermod.models.resnet import BasicBlock, Bottleneck, ResNet
 from layermod.models.vgg import CONFIGS, VGG
 

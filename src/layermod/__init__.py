@@ -11,8 +11,6 @@
 """
 
 import importlib
-import sys
-import types
 
 from . import errors
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
@@ -20,26 +18,26 @@ from .errors import *  # noqa: F403  (every exception class, listed in errors.__
 # Where each public name lives. They are imported on first use (PEP 562), so that ``import layermod.cli`` is quick
 # and a Ctrl-C while torch loads reaches the command's own handler instead of printing a traceback.
 _EXPORTS = {
-    "AttackConfig": "attacks",
-    "Curve": "curve",
-    "PixelSpace": "attacks",
-    "adversarial_curves": "adversarial",
-    "attack": "attacks",
-    "auto_layers": "layers",
-    "balanced_draws": "data",
-    "compare_layers": "compare",
-    "extract_features": "features",
-    "fgsm": "attacks",
-    "find_redundant": "redundancy",
-    "knn_graph": "graph",
-    "linear_cka": "similarity",
-    "load_dataset": "data",
-    "modularity": "modularity",
-    "modularity_curve": "curve",
-    "permutation_null": "modularity",
-    "pgd": "attacks",
-    "select_layers": "layers",
-    "trace_calls": "layers",
+    "AttackConfig": "adversarial.attacks",
+    "Curve": "analysis.curve",
+    "PixelSpace": "adversarial.attacks",
+    "adversarial_curves": "adversarial.curves",
+    "attack": "adversarial.attacks",
+    "auto_layers": "extract.layers",
+    "balanced_draws": "data.datasets",
+    "compare_layers": "analysis.compare",
+    "extract_features": "extract.features",
+    "fgsm": "adversarial.attacks",
+    "find_redundant": "analysis.redundancy",
+    "knn_graph": "measure.graph",
+    "linear_cka": "measure.similarity",
+    "load_dataset": "data.datasets",
+    "modularity": "measure.modularity",
+    "modularity_curve": "analysis.curve",
+    "permutation_null": "measure.modularity",
+    "pgd": "adversarial.attacks",
+    "select_layers": "extract.layers",
+    "trace_calls": "extract.layers",
 }
 
 __version__ = "0.1.0"
@@ -83,15 +81,3 @@ def __getattr__(name: str) -> object:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
-
-class _Package(types.ModuleType):
-    """The package, whose public functions win over its submodules of the same name (``modularity``): importing
-    a submodule sets it as an attribute of the package, which would otherwise hide the function."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .errors import LayermodError
+from layermod.errors import LayermodError
 
 __all__ = ["MAX_DENSE_VALUES", "as_real_tensor", "seed_sequence"]
 

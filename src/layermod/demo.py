@@ -15,15 +15,15 @@ from pathlib import Path
 
 import torch
 
-from . import models
-from .checkpoint import load_checkpoint, save_checkpoint
-from .curve import Curve, modularity_curve
-from .data import load_dataset
-from .embedding import layer_views, pick_layers, save_views
-from .fileio import check_writable_dir, ensure_writable_dir
-from .report import curve_table, save_curve
-from .run_report import write_report
-from .train import TrainConfig, evaluate, train
+from layermod import models
+from layermod.models.checkpoint import load_checkpoint, save_checkpoint
+from layermod.analysis.curve import Curve, modularity_curve
+from layermod.data.datasets import load_dataset
+from layermod.analysis.views import layer_views, pick_layers, save_views
+from layermod.io.files import check_writable_dir, ensure_writable_dir
+from layermod.analysis.curve_plot import curve_table, save_curve
+from layermod.report.page import write_report
+from layermod.training.train import TrainConfig, evaluate, train
 
 __all__ = ["run_demo", "DEMO_ARCH", "DEMO_ARCH_ARGS", "DEMO_TRAINING"]
 

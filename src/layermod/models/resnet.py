@@ -41,8 +41,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import ModelError
-from . import MAX_UNITS, register, scaled
+from layermod.errors import ModelError
+from ._registry import MAX_UNITS, register, scaled
 from .small import kaiming_init
 
 __all__ = [

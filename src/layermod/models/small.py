@@ -27,8 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import ModelError
-from . import MAX_INPUT_SIZE, MAX_STAGES, MAX_UNITS, check_count, register, scaled
+from layermod.errors import ModelError
+from ._registry import MAX_INPUT_SIZE, MAX_STAGES, MAX_UNITS, check_count, register, scaled
 
 __all__ = ["MLP", "SmallCNN", "conv_unit", "kaiming_init", "mlp", "smallcnn"]
 

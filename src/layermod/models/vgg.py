@@ -35,8 +35,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import ModelError
-from . import MAX_CHANNELS, MAX_UNITS, register, scaled
+from layermod.errors import ModelError
+from ._registry import MAX_CHANNELS, MAX_UNITS, register, scaled
 from .small import conv_unit, kaiming_init
 
 __all__ = ["CONFIGS", "VGG", "vgg11", "vgg13", "vgg16", "vgg19"]

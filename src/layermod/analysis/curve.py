@@ -1,0 +1,289 @@
+"""The modularity curve: Q of each layer's kNN graph, over several class-balanced draws of samples.
+
+:func:`modularity_curve` draws ``repeats`` class-balanced sets of ``n_per_class`` samples per class (disjoint
+when the data allow, see :func:`layermod.data.balanced_draws`), runs the union of those samples through the
+model once per group of layers, and for every layer and draw builds the kNN graph and measures its modularity
+with the true classes as communities. The result is a :class:`Curve`.
+
+Optionally, a label-permutation null: for every layer and draw, Q of the same graph under
+``null_permutations`` shuffles of the labels (the Q one would see by chance), summarised per layer as the
+null's mean and standard deviation and a z-score ``(Q - null mean) / null std`` averaged over draws.
+
+Decisions, on purpose (in :func:`modularity_curve`):
+
+* **One seed, independent streams.** ``seed`` (any integer) makes ``numpy.random.SeedSequence(seed)``; the
+  draws use it as :func:`layermod.balanced_draws` does, the shuffles of draw ``r`` use child ``r`` of
+  ``SeedSequence(seed).spawn(repeats + 1)`` (:func:`layermod.permutation_null` with that seed, the same
+  shuffles for every layer of a draw), and torch's generators are seeded from the last child for the forward
+  passes and restored afterwards. Rerunning with the same arguments gives the same curve, byte for byte.
+* **z is always finite.** The null needs at least 2 shuffles (1 is refused). A null whose shuffles all give
+  the same Q (up to rounding: e.g. constant features, whose complete graph looks the same under any labels)
+  has its std raised to ``NULL_STD_FLOOR`` = 1e-6, so z stays finite (about 0 when Q equals that value).
+* **Checked before any forward pass:** resolution, metric, symmetrize, null_permutations, seed, the draws
+  and k; a failure while measuring a layer names the layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from layermod.data.datasets import as_dataset, balanced_draws, dataset_labels, gather
+from layermod.errors import FeatureError, GraphError
+from layermod.extract.features import iter_layer_features, model_device
+from layermod.io.files import read_json_file
+from layermod.coerce import seed_sequence
+from layermod.measure.graph import Metric, Symmetrize, check_options, knn_graph
+from layermod.extract.layers import LayerSpec, layer_items, select_layers, trace_calls
+from layermod.measure.modularity import check_permutations, check_resolution, modularity_with_null
+from layermod.io.validate import mapping, names, numbers, q_bounds, required, run_config
+from layermod.analysis.curve_plot import plot_curves
+
+__all__ = ["Curve", "modularity_curve", "DEFAULT_MAX_BYTES"]
+
+DEFAULT_MAX_BYTES = 2 * 2**30
+NULL_STD_FLOOR = 1e-6  # about the rounding level of Q: a null without spread gives a finite z
+
+
+def _layermod_version() -> str:
+    try:
+        return version("layermod")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _finite_or_none(values: np.ndarray | None) -> list | None:
+    if values is None:
+        return None
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float).ravel()]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Modularity per layer and draw.
+
+    Attributes:
+        layers: (L,) layer names in measurement order.
+        values: (repeats, L) Q of every draw and layer.
+        config: everything needed to rerun the measurement (model, data, k, draws, seed, ...).
+        null_mean, null_std: (L,) mean and std of Q under shuffled labels, or None without a null.
+        z: (L,) z-score of Q against that null, averaged over draws, or None.
+    """
+
+    layers: list[str]
+    values: np.ndarray
+    config: dict = field(default_factory=dict)
+    null_mean: np.ndarray | None = None
+    null_std: np.ndarray | None = None
+    z: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        values = np.atleast_2d(np.asarray(self.values, dtype=np.float64))
+        if values.shape[1] != len(self.layers):
+            raise ValueError(f"values has {values.shape[1]} columns for {len(self.layers)} layers")
+        object.__setattr__(self, "values", values)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(L,) mean Q over draws."""
+        return self.values.mean(axis=0)
+
+    @property
+    def std(self) -> np.ndarray:
+        """(L,) sample standard deviation of Q over draws (ddof=1; zeros for a single draw)."""
+        if len(self.values) < 2:
+            return np.zeros(len(self.layers))
+        return self.values.std(axis=0, ddof=1)
+
+    @property
+    def increments(self) -> np.ndarray:
+        """(L,) change of mean Q from the previous layer (the first layer's is its own Q)."""
+        return np.diff(self.mean, prepend=0.0)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict with keys layers, mean, std, values, config (and null_mean, null_std, z)."""
+        out = {
+            "layers": list(self.layers),
+            "mean": _finite_or_none(self.mean),
+            "std": _finite_or_none(self.std),
+            "values": [_finite_or_none(row) for row in self.values],
+            "config": self.config,
+        }
+        if self.z is not None:
+            out.update(null_mean=_finite_or_none(self.null_mean), null_std=_finite_or_none(self.null_std),
+                       z=_finite_or_none(self.z))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Curve":
+        """Inverse of :meth:`to_dict` (mean and std are recomputed from values), for data read from a file.
+
+        Checked as :mod:`layermod.validate` says: 1 to ``MAX_ITEMS`` layer names; values (draws, L) within
+        modularity's range for the config's resolution, null where missing; null_mean, null_std (>= 0) and z
+        (L,) all three or none. Raises ValueError naming the first problem.
+        """
+        data = mapping(data, "the curve")
+        config = run_config(data.get("config", {}))
+        layers = names(required(data, "layers"), "layers")
+        low, high = q_bounds(config)
+        values = numbers(required(data, "values"), "values", (None, len(layers)), low, high, missing=True)
+        null = [key for key in ("null_mean", "null_std", "z") if data.get(key) is not None]
+        if not null:
+            return cls(layers, values, config)
+        if len(null) < 3:
+            raise ValueError(f"{', '.join(null)} without the rest of null_mean, null_std and z")
+        per_layer = (len(layers),)
+        null_mean = numbers(data["null_mean"], "null_mean", per_layer, low, high, missing=True)
+        null_std = numbers(data["null_std"], "null_std", per_layer, 0, high - low, missing=True)
+        return cls(layers, values, config, null_mean, null_std, numbers(data["z"], "z", per_layer, missing=True))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Curve":
+        """Read a ``curve.json`` file (or the ``curve.json`` inside a run directory)."""
+        return read_json_file(path, "curve.json", cls.from_dict, "a curve")
+
+    def plot(self, path: str | os.PathLike | None = None, ax=None, label: str | None = None):
+        """Draw mean Q with a +-1 std band against layer names; save as PNG when ``path`` is given."""
+
+        return plot_curves([self], path=path, ax=ax, labels=[label] if label else None)
+
+    def with_config(self, **entries) -> "Curve":
+        """A copy whose config has ``entries`` added (e.g. how the model and data were specified)."""
+        return replace(self, config={**self.config, **entries})
+
+
+def modularity_curve(
+    model: nn.Module,
+    data,
+    layers: LayerSpec = "auto",
+    k: int = 3,
+    n_per_class: int = 50,
+    repeats: int = 5,
+    seed: int = 0,
+    metric: Metric = "cosine",
+    symmetrize: Symmetrize = "mean",
+    weighted: bool = True,
+    resolution: float = 1.0,
+    null_permutations: int = 0,
+    batch_size: int = 256,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    progress: bool = False,
+    visit: Callable[[str, torch.Tensor, list[np.ndarray]], None] | None = None,
+) -> Curve:
+    """Modularity curve of ``model`` on class-balanced draws from ``data``.
+
+    Args:
+        model: any ``nn.Module``; evaluated in eval mode without gradients on its own device.
+        data: ``(X, y)`` tensors/arrays with X (N, ...) and y (N,), or a map-style torch ``Dataset`` of ``(x, y)``.
+        layers: ``"auto"``, names, glob patterns or indices, a comma-separated string of them like the CLI's
+            ``--layers``, or a list (see :mod:`layermod.layers`).
+        k, metric, symmetrize, weighted: the kNN graph (see :func:`layermod.knn_graph`).
+        n_per_class: samples of each class in one draw.
+        repeats: number of draws.
+        seed: any integer (see :mod:`layermod.coerce`); it decides the draws, the null's shuffles and torch's
+            random numbers during the forward passes, so the same seed gives the same curve.
+        resolution: modularity resolution (1 = Newman), finite and >= 0.
+        null_permutations: label shuffles per layer and draw for the chance baseline: 0 (none) or at least 2
+            (a z-score needs the spread of the shuffles).
+        batch_size: samples per forward pass.
+        max_bytes: memory budget for the features held at once; layers are extracted in groups that fit.
+        progress: show progress bars (when stderr is a terminal).
+        visit: called as ``visit(name, features, positions)`` for every layer, with its features (M, D) for
+            the union of the draws and ``positions``, one index array into those M rows per draw: other
+            per-layer statistics on the same samples without a second pass over the model.
+
+    Returns:
+        A :class:`Curve` with ``values`` of shape (repeats, L).
+
+    Raises:
+        GraphError, LabelError, DatasetError: invalid options or data, before any forward pass.
+        LayerError, ModelError: layers that cannot be chosen, a model that fails on the data.
+        FeatureError, GraphError: a layer whose features or graph cannot be measured (the message names it).
+    """
+    gamma = check_resolution(resolution)
+    check_options(metric, symmetrize)
+    shuffles = check_permutations(null_permutations, "null_permutations")
+    if shuffles == 1:
+        raise GraphError("null_permutations=1 gives no spread for a z-score; pass 0 (no null) or at least 2 (e.g. 20)")
+    dataset = as_dataset(data)
+    labels = dataset_labels(dataset)
+    draws = balanced_draws(labels, n_per_class, repeats, seed)
+    draw_size = len(draws[0])
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < draw_size:
+        raise GraphError(f"k={k} needs 1 <= k < {draw_size} samples per draw; lower k or raise n_per_class")
+    # independent streams from one seed: the draws use the root (as balanced_draws(seed) does), draw r's
+    # shuffles child r, torch the last child
+    streams = seed_sequence(seed, GraphError).spawn(repeats + 1)
+    union = np.unique(np.concatenate(draws))
+    inputs, targets = gather(dataset, union)
+    positions = [np.searchsorted(union, draw) for draw in draws]
+
+    device = model_device(model)
+    with _seeded_torch(int(streams[-1].generate_state(1, np.uint64)[0]), device):
+        calls = trace_calls(model, inputs[:2].to(device))
+        names = select_layers(model, layers, calls)
+        values = np.zeros((repeats, len(names)))
+        null = np.zeros((repeats, len(names), shuffles))
+        steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=None if progress else True)
+        layer_features = iter_layer_features(model, inputs, names, calls, max_bytes, batch_size, progress)
+        for col, (name, features) in enumerate(layer_features):
+            if visit is not None:
+                visit(name, features, positions)
+            for row, pos in enumerate(positions):
+                try:
+                    adjacency = knn_graph(features[pos], k=k, metric=metric, symmetrize=symmetrize, weighted=weighted)
+                    values[row, col], null[row, col] = modularity_with_null(adjacency, targets[pos], shuffles,
+                                                                            streams[row], gamma)
+                except (FeatureError, GraphError) as err:
+                    raise type(err)(f"layer {name!r}: {err}") from None
+                steps.update()
+        steps.close()
+
+    config = {
+        "layers": layers if isinstance(layers, str) else layer_items(layers),
+        "resolved_layers": names,
+        "k": int(k),
+        "metric": metric,
+        "symmetrize": symmetrize,
+        "weighted": bool(weighted),
+        "resolution": gamma,
+        "n_per_class": int(n_per_class),
+        "repeats": int(repeats),
+        "seed": int(seed),
+        "null_permutations": shuffles,
+        "n_classes": int(len(np.unique(labels))),
+        "samples_per_draw": draw_size,
+        "disjoint_draws": len(union) == draw_size * repeats,
+        "layermod_version": _layermod_version(),
+        "torch_version": torch.__version__,
+    }
+    if not shuffles:
+        return Curve(names, values, config)
+    spread = np.maximum(null.std(axis=2), NULL_STD_FLOOR)
+    z = ((values - null.mean(axis=2)) / spread).mean(axis=0)
+    return Curve(names, values, config, null.mean(axis=(0, 2)), null.std(axis=(0, 2)), z)
+
+
+@contextmanager
+def _seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's CPU generator (and the CUDA generator of ``device``) seeded with ``seed`` inside the block; the
+    caller's generator states are restored afterwards."""
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for gpu in cuda:
+            with torch.cuda.device(gpu):
+                torch.cuda.manual_seed(seed)
+        yield

@@ -1,0 +1,113 @@
+"""Curves to files people read: JSON (the source of truth), CSV, PNG, and a plain-text table."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from layermod.io.files import atomic_path, ensure_writable_dir, save_png, write_csv
+from layermod.io.validate import TITLE_CHARS, label, literal_text
+
+if TYPE_CHECKING:
+    from layermod.analysis.curve import Curve
+
+__all__ = ["MAX_TICKS", "MAX_WIDTH", "curve_axes", "curve_table", "plot_curves", "save_curve"]
+
+
+MAX_WIDTH = 24.0  # inches of a curve figure; beyond it, layer names are thinned rather than the figure widened
+MAX_TICKS = 50  # layer names on the axis at most
+
+
+def curve_axes(n_layers: int, interactive: bool = False):
+    """New axes for a curve of ``n_layers`` layers: 0.45 in per layer, 6 to :data:`MAX_WIDTH` in wide, 4.2 in
+    high; on a pyplot figure when ``interactive``, else on a plain Figure (no GUI backend involved)."""
+    size = (min(max(6.0, 0.45 * n_layers + 2), MAX_WIDTH), 4.2)
+    if interactive:
+        import matplotlib.pyplot as plt
+
+        return plt.figure(figsize=size).add_subplot()
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size).add_subplot()
+
+
+@literal_text
+def plot_curves(
+    curves: Sequence[Curve],
+    path: str | os.PathLike | None = None,
+    ax=None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+):
+    """Mean Q (line) with a ±1 std band per curve against layer names; the null mean dashed if present and
+    the ceiling ``1 - 1/C`` for C balanced classes dotted.
+
+    Curves are drawn on the first curve's layer axis. Names and labels are drawn literally and shortened (see
+    :mod:`layermod.validate`); with more than :data:`MAX_TICKS` layers only every n-th name is shown. Returns
+    the matplotlib Axes; with ``path`` the figure is saved as PNG (written atomically) and closed.
+    """
+    layers = curves[0].layers
+    if ax is None:
+        ax = curve_axes(len(layers), interactive=path is None)
+    x = np.arange(len(layers))
+    for i, curve in enumerate(curves):
+        name = label(labels[i]) if labels else None
+        line, = ax.plot(x[: len(curve.layers)], curve.mean, marker="o", ms=4, label=name)
+        ax.fill_between(x[: len(curve.layers)], curve.mean - curve.std, curve.mean + curve.std,
+                        color=line.get_color(), alpha=0.2, lw=0)
+        if curve.null_mean is not None:
+            ax.plot(x[: len(curve.layers)], curve.null_mean, ls="--", color=line.get_color(), alpha=0.6,
+                    label=f"{name} (shuffled labels)" if name else "shuffled labels")
+    n_classes = curves[0].config.get("n_classes")
+    if n_classes:
+        ax.axhline(1 - 1 / n_classes, ls=":", color="grey", lw=1, label=f"ceiling 1 - 1/{n_classes}")
+    ticks = x[:: math.ceil(len(layers) / MAX_TICKS)]
+    ax.set_xticks(ticks, [label(layers[i]) for i in ticks], rotation=60, ha="right", fontsize=8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("modularity Q")
+    ax.grid(alpha=0.3)
+    config = curves[0].config
+    ax.set_title(label(title or f"modularity curve (k={config.get('k', '?')}, {config.get('samples_per_draw', '?')} "
+                       f"samples x {len(curves[0].values)} draws, mean ± std)", TITLE_CHARS), fontsize=10)
+    if labels or n_classes or any(c.null_mean is not None for c in curves):
+        ax.legend(fontsize=8, loc="best")
+    if path is not None:
+        ax.figure.tight_layout()
+        save_png(ax.figure, path)
+    return ax
+
+
+def curve_table(curve: Curve) -> str:
+    """Fixed-width text table: index, layer, mean Q, std, increment (and z when there is a null)."""
+    width = max(len("layer"), *(len(name) for name in curve.layers))
+    head = f"{'#':>3}  {'layer':<{width}}  {'Q mean':>8}  {'std':>7}  {'dQ':>8}"
+    if curve.z is not None:
+        head += f"  {'null Q':>8}  {'z':>7}"
+    rows = [head, "-" * len(head)]
+    for i, name in enumerate(curve.layers):
+        row = f"{i:>3}  {name:<{width}}  {curve.mean[i]:8.4f}  {curve.std[i]:7.4f}  {curve.increments[i]:+8.4f}"
+        if curve.z is not None:
+            row += f"  {curve.null_mean[i]:8.4f}  {curve.z[i]:7.1f}"
+        rows.append(row)
+    return "\n".join(rows)
+
+
+def save_curve(curve: Curve, out_dir: str | os.PathLike) -> Path:
+    """Write ``curve.png``, ``curve.csv`` and, last, ``curve.json`` into ``out_dir``; each file whole or not at
+    all, so a ``curve.json`` present means the run's files are complete."""
+    out = ensure_writable_dir(out_dir)
+    curve.plot(out / "curve.png")
+    extra = ["null_mean", "null_std", "z"] if curve.z is not None else []
+    header = ["index", "layer", "mean", "std", "increment", *extra, *(f"draw_{r}" for r in range(len(curve.values)))]
+    write_csv(out / "curve.csv", header, (
+        [i, name, curve.mean[i], curve.std[i], curve.increments[i],
+         *([curve.null_mean[i], curve.null_std[i], curve.z[i]] if extra else []), *curve.values[:, i]]
+        for i, name in enumerate(curve.layers)))
+    with atomic_path(out / "curve.json") as tmp:
+        tmp.write_text(curve.to_json())
+    return out

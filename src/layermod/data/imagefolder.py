@@ -1,0 +1,177 @@
+"""Labelled images from a folder holding one subfolder of images per class.
+
+Layouts: ``ROOT/<class>/<image>`` (one set), or split subfolders ``ROOT/train/<class>/<image>`` and
+``ROOT/test/<class>/<image>``. :func:`load_image_folder` returns an :class:`~layermod.data.ArrayDataset`;
+``load_dataset("folder:ROOT", split)`` calls it.
+
+Decisions, on purpose:
+
+* **Splits.** ``ROOT`` is split when it holds a ``train`` or ``test`` subfolder; ``split`` then names the
+  subfolder to load (any existing one, e.g. ``"val"``) and is required. Without split subfolders the whole
+  folder is the one set, whatever ``split`` says.
+* **Classes** are the subfolders (hidden ones skipped), sorted by name: label ``i`` is ``classes[i]``.
+  Samples are ordered by class, then by file name.
+* **Images** are the files directly inside a class folder whose suffix (any case) is one of
+  :data:`IMAGE_SUFFIXES`; hidden files and other suffixes are skipped. An image lying outside the class
+  folders, a class folder without images, and an image Pillow cannot decode are each a one-line
+  :class:`DatasetError` naming the path.
+* **Declared size checked before decoding.** An image whose header declares more pixels than its file can
+  sensibly hold (4 bytes per pixel over the bound of :mod:`layermod.data`: 32 times the file's size, or
+  16 MiB) is refused before Pillow decodes it, so a small decompression bomb never allocates its pixels.
+* **Colour.** Images are read as 8-bit RGB (alpha dropped), or single-channel ``L`` when every image of the
+  set is greyscale (Pillow modes ``1``, ``L``, ``LA``); greyscale images in a colour set are repeated over
+  the three channels.
+* **Size.** With ``size`` every image is resized to ``size`` x ``size`` (bilinear, antialiased when
+  shrinking); without it all images must share one size.
+* **Normalisation.** Pixels are scaled to [0, 1] and normalised per channel with the mean and (population)
+  std of the loaded set itself, recorded in ``ArrayDataset.normalization``; a constant channel keeps std 1.
+  Each split is normalised with its own statistics.
+* Pillow is imported only when a folder is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from layermod.data.datasets import ArrayDataset, _expansion_limit, _one_line
+from layermod.errors import DatasetError
+
+__all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+_SPLIT_NAMES = ("train", "test")
+_GREY_MODES = frozenset({"1", "L", "LA"})
+_BYTES_PER_PIXEL = 4  # the most a decoded mode takes (RGBA, CMYK, I, F)
+
+
+def load_image_folder(
+    path: str | os.PathLike,
+    split: str | None = None,
+    size: int | None = None,
+) -> ArrayDataset:
+    """Load the images of a class-per-subfolder folder as normalised float32 images.
+
+    Args:
+        path: the folder ``ROOT`` (see the module docstring for the layouts).
+        split: subfolder to load when ``ROOT`` holds ``train``/``test`` subfolders; ignored otherwise.
+        size: side of the square every image is resized to; ``None`` keeps the size all images must share.
+
+    Returns:
+        :class:`~layermod.data.ArrayDataset` named ``"folder:ROOT"`` with data (N, C, H, W) float32
+        (C = 3, or 1 when all images are greyscale), targets (N,) int64 and the class folder names.
+    """
+    if not str(path):
+        raise DatasetError("no image folder given; pass folder:PATH with the folder holding the class subfolders")
+    root = Path(path).expanduser()
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise DatasetError(f"size={size!r} is not a positive integer; pass the side length of the square images")
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder; pass a folder holding one subfolder of images per class")
+    folder = _set_folder(root, split)
+    classes, files = _class_files(folder)
+    image_module = _pillow()
+
+    arrays, labels = [], []
+    for label, paths in enumerate(files):
+        for file in paths:
+            arrays.append(_read_image(image_module, file, size))
+            labels.append(label)
+    first = arrays[0].shape[:2]
+    for file, array in zip((f for paths in files for f in paths), arrays):
+        if array.shape[:2] != first:
+            raise DatasetError(
+                f"images in {folder} differ in size: {files[0][0]} is {first[1]}x{first[0]} but {file} is "
+                f"{array.shape[1]}x{array.shape[0]}; pass size=N to load_image_folder to resize them to NxN"
+            )
+
+    grey = all(a.ndim == 2 for a in arrays)
+    if grey:
+        x = torch.from_numpy(np.stack(arrays)).unsqueeze(1)
+    else:
+        rgb = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+        x = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2)
+    x = x.contiguous().float().div_(255.0)
+    var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    std = var.sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    y = torch.tensor(labels, dtype=torch.int64)
+    normalization = {"mean": mean.tolist(), "std": std.tolist()}
+    return ArrayDataset(x, y, classes, f"folder:{path}", normalization)
+
+
+def _set_folder(root: Path, split: str | None) -> Path:
+    """The folder holding the class folders: ``root/split`` when ``root`` is split, else ``root``."""
+    if not any((root / name).is_dir() for name in _SPLIT_NAMES):
+        return root
+    subfolders = ", ".join(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    if split is None:
+        raise DatasetError(f"{root} holds split subfolders ({subfolders}); pass split= one of them")
+    folder = root / split
+    if split in ("", ".", "..") or Path(split).name != split or not folder.is_dir():
+        raise DatasetError(f"{root} has no split subfolder {split!r}; pass split= one of {subfolders}")
+    return folder
+
+
+def _class_files(folder: Path) -> tuple[list[str], list[list[Path]]]:
+    """Sorted class names and, per class, the sorted image files of its folder."""
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError as e:
+        raise DatasetError(f"cannot list {folder}: {e.strerror or e}") from None
+    loose = [e for e in entries if e.is_file() and _is_image_name(e)]
+    if loose:
+        raise DatasetError(
+            f"{folder} holds images outside class folders ({loose[0].name}); "
+            "move every image into a subfolder named after its class"
+        )
+    class_dirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+    if not class_dirs:
+        raise DatasetError(f"{folder} has no class folders; put the images of each class in a subfolder named after it")
+    files = []
+    for class_dir in class_dirs:
+        images = sorted((f for f in class_dir.iterdir() if f.is_file() and _is_image_name(f)), key=lambda p: p.name)
+        if not images:
+            raise DatasetError(
+                f"class folder {class_dir} holds no images ({' '.join(IMAGE_SUFFIXES)}); add images or remove it"
+            )
+        files.append(images)
+    return [d.name for d in class_dirs], files
+
+
+def _is_image_name(path: Path) -> bool:
+    """Whether ``path`` is a visible file name with an image suffix."""
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _pillow() -> Any:
+    """Pillow's ``Image`` module, imported on first use."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DatasetError("image folders need Pillow; pip install pillow") from None
+    return Image
+
+
+def _read_image(image_module: Any, file: Path, size: int | None) -> np.ndarray:
+    """One image as uint8 (H, W) when greyscale, else (H, W, 3), resized to (size, size) if given."""
+    try:
+        with image_module.open(file) as image:
+            width, height = image.size
+            stored = file.stat().st_size
+            if width * height * _BYTES_PER_PIXEL > _expansion_limit(stored):
+                raise DatasetError(f"{file} declares {width}x{height} pixels, more than its {stored} bytes can hold "
+                                   "(a decompression bomb?); delete or replace it")
+            image = image.convert("L" if image.mode in _GREY_MODES else "RGB")
+            if size is not None and image.size != (size, size):
+                image = image.resize((size, size), image_module.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except DatasetError:
+        raise
+    except Exception as e:  # noqa: BLE001  (Pillow's decoders raise many types: OSError, SyntaxError, ...)
+        raise DatasetError(f"{file} cannot be read as an image ({_one_line(e)}); delete or replace it") from None

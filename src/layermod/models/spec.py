@@ -1,0 +1,165 @@
+"""Turn the strings a user types (model and data specifications) into objects.
+
+Model specification, one of:
+
+* a registered architecture name (``layermod.models.available()``), built with the given arguments and, with
+  weights, loaded from a ``.safetensors`` file;
+* ``package.module:function`` (or ``path/to/file.py:function``), an importable callable returning an
+  ``nn.Module``; weights, if given, are loaded into it;
+* nothing, with a weights file whose JSON sidecar names the architecture (a layermod checkpoint).
+
+Data specification, one of: a dataset name (``layermod.data.DATASETS``), ``folder:PATH`` (one folder of images
+per class, optionally under train/ and test/), a ``.npz`` file holding arrays ``X`` (N, ...) and ``y`` (N,)
+(read by :func:`layermod.data.load_npz`: no pickle, sizes checked before reading), or ``module:function``
+returning a torch ``Dataset`` or an ``(X, y)`` pair.
+
+Decisions, on purpose:
+
+* **Code runs only when a person asks for it.** A ``module:function`` is imported only when it comes from the
+  command line or the API. A specification read from a file (a checkpoint's sidecar naming its dataset) is
+  resolved with ``allow_import=False``: it may name a registered dataset, ``folder:PATH`` or a ``.npz`` file,
+  never code.
+* **The current directory comes last.** To find ``package.module`` in the working directory, the directory is
+  appended to ``sys.path``, never put first, so a stray ``numpy.py`` or ``matplotlib.py`` there cannot shadow
+  an installed module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from layermod import models
+from layermod.models.checkpoint import check_weights_fit, load_checkpoint, load_weights, read_sidecar
+from layermod.data.datasets import DATASETS, as_dataset, load_dataset, load_npz
+from layermod.errors import DatasetError, LayermodError, ModelError
+
+__all__ = ["call_user_function", "import_object", "resolve_model", "resolve_data"]
+
+
+def import_object(spec: str, error: type[Exception] = ModelError) -> object:
+    """The object named by ``"module.path:attr"`` or ``"file.py:attr"``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise error(f"cannot read {spec!r}; write it as module.path:function or file.py:function")
+    if module_name.endswith(".py") and not Path(module_name).is_file():
+        raise error(f"no file {module_name}; check the path in {spec!r}")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.append(os.getcwd())
+            module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise error(f"cannot import {module_name!r} ({err}); check the name and that it is installed") from None
+    except Exception as err:  # noqa: BLE001  (importing runs the user's module, which may raise anything)
+        reason = " ".join(str(err).split())[:200] or "no message"
+        raise error(f"importing {module_name!r} raised {type(err).__name__}: {reason}; fix that module") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise error(f"{module_name!r} has no attribute {attr!r}") from None
+
+
+def call_user_function(spec: str, function, error: type[Exception]) -> object:
+    """``function()``, the user's code named by ``spec``; whatever it raises becomes one ``error`` line."""
+    try:
+        return function()
+    except LayermodError:
+        raise
+    except Exception as err:  # noqa: BLE001  (the user's code may raise anything)
+        reason = " ".join(str(err).split())[:200] or "no message"
+        raise error(f"{spec} raised {type(err).__name__}: {reason}; fix that function or call it yourself") from None
+
+
+def resolve_model(
+    spec: str | None,
+    weights: str | os.PathLike | None = None,
+    arch_args: dict | None = None,
+    seed: int = 0,
+) -> tuple[nn.Module, dict]:
+    """Build the model a user named.
+
+    The model is built under ``torch.manual_seed(seed)`` in a forked RNG state (the caller's is left as it was),
+    so that an untrained model, or any weights the file does not hold, are the same on every run.
+
+    Args:
+        spec: architecture name, ``module:function``, or None to take the architecture from the weights' sidecar.
+        weights: a ``.safetensors`` file, optional.
+        arch_args: keyword arguments for a registered architecture (num_classes, in_channels, width, ...).
+        seed: seed of the initial weights.
+
+    Returns:
+        (model in eval mode, description dict for the run's config).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build_model(spec, weights, {k: v for k, v in (arch_args or {}).items() if v is not None})
+
+
+def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args: dict) -> tuple[nn.Module, dict]:
+    if spec is None:
+        if weights is None:
+            raise ModelError("no model given; pass --model NAME or module:function, or --weights of a layermod checkpoint")
+        model, meta = load_checkpoint(weights)
+        return model, {"model": meta.get("arch"), "arch_args": meta.get("arch_args", {}), "weights": str(weights)}
+    if ":" in spec:
+        factory = import_object(spec)
+        if not callable(factory):
+            raise ModelError(f"{spec!r} is not callable; point at a function that returns an nn.Module")
+        model = call_user_function(spec, factory, ModelError)
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"{spec!r} returned {type(model).__name__}, not an nn.Module")
+        description = {"model": spec}
+    else:
+        if weights is not None and Path(weights).with_suffix(".json").is_file():
+            sidecar = read_sidecar(weights)
+            if sidecar.get("arch") not in (None, spec):
+                raise ModelError(f"weights {weights} are for {sidecar['arch']!r}, not {spec!r}; drop --model or fix it")
+            saved = sidecar.get("arch_args", {})
+            clashes = [f"{key} {saved[key]} (asked {value})" for key, value in arch_args.items()
+                       if key in saved and saved[key] != value]
+            if clashes:
+                raise ModelError(f"weights {weights} were saved with {', '.join(clashes)}; drop those options or fix them")
+            arch_args = {**saved, **arch_args}
+        if weights is not None:  # options may ask for a model far larger than the file: compare shapes first
+            with torch.device("meta"):
+                check_weights_fit(models.create(spec, **arch_args), weights)
+        model = models.create(spec, **arch_args)
+        description = {"model": spec, "arch_args": arch_args}
+    if weights is not None:
+        load_weights(model, weights)
+        description["weights"] = str(weights)
+    return model.eval(), description
+
+
+def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | None = None, *,
+                 allow_import: bool = True):
+    """Load the dataset a user named; returns (torch Dataset, description dict for the run's config).
+
+    ``allow_import=False`` for a specification read from a file: a ``module:function`` is then refused, not run.
+    """
+    if spec in DATASETS or spec.startswith("folder:"):
+        return load_dataset(spec, split=split, data_dir=data_dir), {"dataset": spec, "split": split}
+    if spec.endswith(".npz"):
+        return as_dataset(load_npz(spec)), {"dataset": spec}
+    if ":" in spec:
+        if not allow_import:
+            raise DatasetError(f"the dataset {spec!r} read from a file is code, which layermod never runs from a "
+                               "file; pass --dataset yourself if you trust it")
+        loaded = import_object(spec, error=DatasetError)
+        data = call_user_function(spec, loaded, DatasetError) if callable(loaded) else loaded
+        return as_dataset(data), {"dataset": spec}
+    raise DatasetError(
+        f"unknown dataset {spec!r}; use one of {', '.join(DATASETS)}, folder:PATH, a .npz file or module:function"
+    )

@@ -1,0 +1,336 @@
+"""A training run on disk: checkpoints and metrics every epoch, exact resume, optional curve tracking.
+
+:func:`fit` trains with :mod:`layermod.train` (same seeding, schedules and augmentation) and keeps the run in a
+directory. It writes there:
+
+* ``metrics.csv``: one row per epoch, columns epoch, lr (the rate of the epoch's first step), train_loss,
+  train_acc, test_acc, seconds (training pass plus evaluation);
+* ``last.safetensors`` + ``last.json`` after every epoch, ``best.safetensors`` + ``best.json`` whenever the test
+  accuracy beats every earlier epoch (layermod checkpoints: :func:`~layermod.checkpoint.load_checkpoint` reads
+  them); the sidecars hold the caller's ``meta`` (architecture, dataset, normalisation, ...), ``training`` (the
+  full config), ``tracking``, ``seed``, ``epoch``, ``accuracy`` (that epoch's test accuracy), ``best_epoch``,
+  ``best_accuracy`` and the ``history`` rows so far;
+* ``last-optimizer.safetensors``: the SGD momentum buffers by parameter name, so that resuming is exact;
+* with tracking, ``dynamics.json`` + ``dynamics.png`` (:mod:`layermod.dynamics`).
+
+And, on purpose:
+
+* **Nothing half-written.** Every file is written under a temporary name and renamed. Per epoch the order is
+  best.* (one checkpoint commit), dynamics.*, then last.* with the momentum buffers as its companion file (one
+  commit: ``last.json`` records the SHA-256 of ``last.safetensors`` and ``last-optimizer.safetensors`` and
+  commits the epoch, see :mod:`layermod.checkpoint`); metrics.csv is rewritten from the committed history after
+  it. SIGINT and SIGTERM arriving while an epoch is being saved are held until it is saved. A process killed
+  outright at any point leaves ``last.*`` at the previous epoch or at this one, never in between, so a resume
+  loses at most the epoch in progress and continues exactly; a ``best.*`` committed ahead of ``last.*`` is
+  rewritten identically when the epoch is trained again. Starting or resuming tidies the run directory first:
+  interrupted checkpoint saves are settled and stale temporaries of metrics.csv and dynamics.* are deleted.
+* **Resume.** ``resume=True`` continues from ``last.*``: weights, momentum buffers, history, best accuracy and
+  tracked epochs (later ones, saved before an interruption, are dropped). Files that do not match the digests
+  in ``last.json`` (damaged, or copied from elsewhere) are refused with one line naming the files to delete; a
+  run saved before the digests covered the file bytes (checkpoint version 1) is checked against its digests of
+  the tensors. The settings must equal the saved run's: the ``meta`` except ``data_dir`` and ``device``, the
+  training config except ``epochs`` and ``num_workers``, and the tracking. ``epochs`` may grow; under a cosine
+  schedule the decay is then re-planned over the new total from the resumed step. Without ``resume`` a
+  directory that already holds a run is refused, never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import glob
+import hashlib
+import json
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from layermod.models.checkpoint import load_companion, load_weights, read_sidecar, save_checkpoint, settle
+from layermod.analysis.curve import Curve, modularity_curve
+from layermod.analysis.dynamics import JSON_NAME, PNG_NAME, Dynamics, TrackConfig
+from layermod.errors import OutputError, TrainError, WeightsError
+from layermod.io.files import atomic_path, ensure_writable_dir
+from layermod.training.train import TrainConfig, dataset_length, num_batches, run_epoch, make_optimizer, check_model_fits, evaluate, lr_at
+
+__all__ = ["fit", "LAST", "BEST", "METRICS_FILE", "OPTIMIZER_FILE"]
+
+LAST = "last"
+BEST = "best"
+OPTIMIZER_FILE = "last-optimizer.safetensors"
+METRICS_FILE = "metrics.csv"
+METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "seconds")
+_RUN_KEYS = frozenset({
+    "training", "tracking", "seed", "epoch", "accuracy", "best_epoch", "best_accuracy", "history",
+    "weights_sha256", "files_sha256", "optimizer_sha256", "format", "version",
+})
+_FREE_META = frozenset({"data_dir", "device"})
+_FREE_TRAINING = frozenset({"epochs", "num_workers"})
+_UNSET = object()
+
+
+def fit(
+    model: nn.Module,
+    train_data: Dataset,
+    test_data: Dataset,
+    config: TrainConfig,
+    out_dir: str | Path,
+    meta: dict | None = None,
+    track: TrackConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``model`` as a run in ``out_dir``: checkpoints and metrics every epoch, resumable (see module doc).
+
+    Args:
+        model: the classifier, freshly initialised (or any weights: resuming replaces them), on its device.
+        train_data, test_data: datasets of ``(x, y)`` pairs; ``test_data`` is evaluated after every epoch and is
+            where the tracking probe is drawn from.
+        config: see :class:`TrainConfig`; validated first.
+        out_dir: the run directory, created when the first files are written.
+        meta: JSON-serialisable description written into every sidecar and compared on resume. For
+            :func:`~layermod.checkpoint.load_checkpoint` to rebuild the model it holds ``"arch"`` and
+            ``"arch_args"``; the CLI adds the dataset, normalisation, subset and sizes.
+        track: measure the modularity curve on a fixed test probe at epoch 0, every ``track.every`` epochs and at
+            the last epoch, into ``dynamics.json`` / ``dynamics.png``; ``None``: no tracking.
+        resume: continue the run saved in ``out_dir``.
+        progress: progress bars and one line per epoch.
+
+    Returns:
+        Every epoch's row so far (resumed ones included): ``{"epoch", "lr", "train_loss", "train_acc",
+        "test_acc", "seconds"}``. The model holds the last epoch's weights, in eval mode.
+
+    Raises:
+        TrainError: bad config, a schedule that does not fit, a model that does not fit the data, ``out_dir``
+            already holding a run (without ``resume``), nothing to resume, or settings differing from the saved
+            run (one line naming them).
+    """
+    config.validate()
+    if track is not None:
+        track.validate()
+    n_train = dataset_length(train_data, "training data")
+    dataset_length(test_data, "test data")
+    out = Path(out_dir)
+    meta = _plain_meta(meta)
+    tracking = track.to_dict() if track is not None else None
+    saved = _saved_run(out, resume)
+    if saved is not None:
+        differences = _differences(_settings(saved), _settings({**meta, "training": config.to_dict(),
+                                                                "tracking": tracking}))
+        if differences:
+            raise TrainError(f"cannot resume {out}: the settings differ from the saved run ({'; '.join(differences)}); "
+                             "repeat the saved settings (only epochs may change) or choose another output directory")
+    check_model_fits(model, train_data, "the training data")
+    check_model_fits(model, test_data, "the test data")
+    _tidy(out)
+    steps = num_batches(n_train, config.batch_size)
+    optimizer = make_optimizer(model, config)
+    dynamics: Dynamics | None = None
+    if saved is not None:
+        history, best = _restore(model, optimizer, out, saved)
+        if track is not None:
+            dynamics = Dynamics.load(out).until(history[-1]["epoch"])
+        _write_metrics(out / METRICS_FILE, history)
+        if progress:
+            tqdm.write(f"resuming {out} after epoch {history[-1]['epoch']}")
+    else:
+        history, best = [], None
+        if track is not None:
+            curve = _probe_curve(model, test_data, track, track.layers)
+            dynamics = Dynamics.start(0, curve, evaluate(model, test_data), _dynamics_config(curve, track, meta))
+        ensure_writable_dir(out)
+        if dynamics is not None:
+            dynamics.save(out)
+    done = history[-1]["epoch"] if history else 0
+    for epoch in range(done + 1, config.epochs + 1):
+        lr = lr_at((epoch - 1) * steps, steps * config.epochs, config)
+        row = run_epoch(model, train_data, test_data, optimizer, config, epoch, steps, progress)
+        history.append({"epoch": epoch, "lr": lr, **row})
+        tracked = dynamics is not None and track.tracks(epoch, config.epochs)
+        if tracked:
+            dynamics = dynamics.record(epoch, _probe_curve(model, test_data, track, dynamics.layers), row["test_acc"])
+        improved = best is None or row["test_acc"] > best[1]
+        if improved:
+            best = (epoch, row["test_acc"])
+        sidecar = {**meta, "training": config.to_dict(), "tracking": tracking, "seed": config.seed, "epoch": epoch,
+                   "accuracy": row["test_acc"], "best_epoch": best[0], "best_accuracy": best[1], "history": history}
+        with _interrupts_held():
+            if improved:
+                save_checkpoint(model, out / f"{BEST}.safetensors", sidecar)
+            if tracked:
+                dynamics.save(out)
+            _save_last(model, optimizer, out, sidecar)
+            _write_metrics(out / METRICS_FILE, history)
+    model.eval()
+    return history
+
+
+def _probe_curve(model: nn.Module, test_data: Dataset, track: TrackConfig, layers) -> Curve:
+    return modularity_curve(model, test_data, layers=layers, k=track.k, n_per_class=track.per_class,
+                            repeats=track.repeats, seed=track.seed, batch_size=track.batch_size)
+
+
+def _dynamics_config(curve: Curve, track: TrackConfig, meta: dict) -> dict:
+    c = curve.config
+    return {
+        "every": track.every, "probe_per_class": track.per_class, "repeats": track.repeats, "k": track.k,
+        "seed": track.seed, "layers": c["layers"], "metric": c["metric"], "symmetrize": c["symmetrize"],
+        "n_classes": c["n_classes"], "samples_per_draw": c["samples_per_draw"],
+        "disjoint_draws": c["disjoint_draws"], "dataset": meta.get("test_dataset", meta.get("dataset")),
+        "split": "test",
+    }
+
+
+def _plain_meta(meta: dict | None) -> dict:
+    """``meta`` as plain JSON values (tuples become lists), checked not to use the keys :func:`fit` writes."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise TrainError(f"meta must be a dict, got {type(meta).__name__}")
+    taken = sorted(set(meta) & _RUN_KEYS)
+    if taken:
+        raise TrainError(f"meta keys {', '.join(taken)} are written by fit itself; rename them")
+    try:
+        return json.loads(json.dumps(meta, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise TrainError(f"meta is not JSON-serialisable ({err}); pass plain numbers, strings, lists and dicts") from None
+
+
+def _saved_run(out: Path, resume: bool) -> dict | None:
+    """The sidecar of ``out/last`` when resuming; refuses a fresh run into a run directory."""
+    sidecar = out / f"{LAST}.json"
+    if not resume:
+        if sidecar.exists():
+            raise TrainError(f"{out} already holds a training run ({sidecar.name}); continue it with --resume "
+                             "(resume=True) or choose another output directory")
+        return None
+    if not sidecar.is_file():
+        raise TrainError(f"nothing to resume in {out} (no {sidecar.name}); start the run without --resume")
+    saved = read_sidecar(out / f"{LAST}.safetensors")
+    needed = ["training", "epoch", "history", "best_epoch", "best_accuracy"]
+    if saved["version"] == 1:
+        needed += ["weights_sha256", "optimizer_sha256"]
+    missing = [key for key in needed if key not in saved]
+    if missing or not saved["history"]:
+        raise TrainError(f"{sidecar} is not a training run's checkpoint (no {', '.join(missing) or 'history'}); "
+                         "start a new run in another directory")
+    return saved
+
+
+def _settings(sidecar: Mapping) -> dict:
+    """What must be equal to resume: the meta (less the free keys), training (less epochs, workers), tracking."""
+    settings = {k: v for k, v in sidecar.items() if k not in _RUN_KEYS and k not in _FREE_META}
+    settings["training"] = {k: v for k, v in (sidecar.get("training") or {}).items() if k not in _FREE_TRAINING}
+    settings["tracking"] = sidecar.get("tracking")
+    return settings
+
+
+def _differences(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
+    """``"name saved -> current"`` for every differing entry, nested dicts by dotted name."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key, _UNSET), current.get(key, _UNSET)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            out.append(f"{prefix}{key} {_show(old)} -> {_show(new)}")
+    return out
+
+
+def _show(value: object) -> str:
+    if value is _UNSET:
+        return "unset"
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, saved: dict) -> tuple[list[dict], tuple]:
+    """Load the last weights and momentum buffers (digests checked); returns (history, (best epoch, accuracy))."""
+    last = out / f"{LAST}.safetensors"
+    try:
+        load_weights(model, last)
+        buffers = load_companion(last, OPTIMIZER_FILE)
+    except WeightsError as err:
+        raise TrainError(f"cannot resume {out}: {err}") from None
+    if saved["version"] == 1 and (_tensor_digest(model.state_dict()), _tensor_digest(buffers)) != (
+            saved["weights_sha256"], saved["optimizer_sha256"]):
+        raise TrainError(f"cannot resume {out}: {LAST}.safetensors or {OPTIMIZER_FILE} does not belong to {LAST}.json "
+                         "(the run was stopped while saving); start a new run in another directory")
+    params = dict(model.named_parameters())
+    index = {name: i for i, name in enumerate(params)}
+    state = optimizer.state_dict()
+    state["state"] = {index[name]: {"momentum_buffer": buffer} for name, buffer in buffers.items()}
+    optimizer.load_state_dict(state)  # casts to each parameter's dtype and device
+    return list(saved["history"]), (saved["best_epoch"], saved["best_accuracy"])
+
+
+def _momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """SGD momentum buffers on the CPU by parameter name (parameters without one are left out)."""
+    buffers = {}
+    for name, param in model.named_parameters():
+        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            buffers[name] = buffer.detach().to("cpu").contiguous()
+    return buffers
+
+
+def _save_last(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, sidecar: dict) -> None:
+    """last.safetensors with the momentum buffers as its companion, committed by last.json."""
+    save_checkpoint(model, out / f"{LAST}.safetensors", sidecar,
+                    companions={OPTIMIZER_FILE: _momentum_buffers(model, optimizer)})
+
+
+def _tidy(out: Path) -> None:
+    """Settle interrupted checkpoint saves in ``out`` and delete stale temporaries of metrics.csv and dynamics.*
+    (what a process killed while writing them leaves)."""
+    settle(out / f"{LAST}.safetensors", [OPTIMIZER_FILE])
+    settle(out / f"{BEST}.safetensors")
+    for name in (METRICS_FILE, JSON_NAME, PNG_NAME):
+        for stale in glob.glob(glob.escape(str(out / f".{name}")) + ".*.tmp"):
+            try:
+                Path(stale).unlink(missing_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot delete {stale}: {exc.strerror or exc}; check that {out} is "
+                                  "writable") from None
+
+
+def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of ``tensors``: the digests of version-1 run sidecars."""
+    sha = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        sha.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        sha.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return sha.hexdigest()
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(METRICS_COLUMNS)
+        for row in history:
+            writer.writerow([row[column] for column in METRICS_COLUMNS])
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs, then deliver the first one that arrived (main thread only;
+    elsewhere signals cannot be caught and the block runs as is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])

@@ -1,0 +1,450 @@
+"""Train and evaluate a classifier in memory; :mod:`layermod.fit` builds resumable runs on disk on top of it.
+
+SGD with momentum and weight decay, the learning rate set every step by a schedule, cross-entropy loss, one
+history row per epoch; :func:`train_epoch` and :func:`evaluate` are the building blocks of both.
+
+Decisions, on purpose:
+
+* **Seeded per epoch.** Epoch ``e`` (1-based) draws its shuffling order (and augmentation) from a
+  ``torch.Generator`` seeded with a mix of ``(config.seed, e)``, and reseeds torch's global generator the same
+  way (randomness inside the model, such as dropout). An epoch does not depend on how the run got there, so two
+  runs from the same initial weights with the same config give the same weights, and so does a run that was
+  interrupted and resumed (on the same device and thread count).
+* **In-memory fast path.** A dataset with tensor ``.data`` and ``.targets`` plus a ``normalization`` attribute
+  (layermod's ``ArrayDataset``: float32 samples, already normalised) and no ``transform`` is batched by
+  indexing those tensors directly; anything else goes through a ``DataLoader``. Both paths draw the same
+  permutation from the generator, so the order of samples does not depend on the path.
+* **Schedules.** ``"cosine"`` decays per step from ``lr`` to 0 over all steps of all epochs,
+  ``lr_t = lr * (1 + cos(pi * t / T)) / 2``; ``"step"`` multiplies ``lr`` by ``gamma`` after each milestone
+  epoch (milestones 50, 100: epochs 1-50 at ``lr``, 51-100 at ``lr * gamma``, 101- at ``lr * gamma**2``, the
+  paper's recipe); ``"constant"`` keeps ``lr``. Every milestone must be below ``epochs``, else it would never
+  take effect.
+* **Augmentation.** ``config.augment`` passes every training batch, on the CPU, through
+  ``layermod.augment.random_crop_flip`` (padding 4, horizontal flips, the padding black in the data's
+  normalisation), drawing from the epoch's generator.
+* **No stray batch of one.** When the last batch of an epoch would hold a single sample (with ``batch_size > 1``
+  and a larger dataset), it is skipped: batch norm cannot normalise one sample per channel.
+* **Divergence.** A non-finite loss stops training with :class:`TrainError` (lower the learning rate) rather
+  than silently producing NaN weights.
+* **Device.** Batches go to the device of the model's first parameter; the model is left in eval mode.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from layermod.data.datasets import ArrayDataset, balanced_draws, dataset_labels, gather
+from layermod.errors import DatasetError, TrainError
+from layermod.extract.features import model_device
+
+__all__ = [
+    "PAPER_RECIPE",
+    "TrainConfig",
+    "balanced_subset",
+    "check_model_fits",
+    "dataset_length",
+    "evaluate",
+    "lr_at",
+    "make_optimizer",
+    "num_batches",
+    "run_epoch",
+    "train",
+    "train_epoch",
+]
+
+SCHEDULES = ("cosine", "step", "constant")
+AUGMENT_PADDING = 4
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`train` and :func:`fit`.
+
+    Attributes:
+        epochs: passes over the training data, >= 1.
+        batch_size: samples per step, >= 1.
+        lr: peak learning rate of SGD, > 0.
+        momentum: SGD momentum in [0, 1).
+        weight_decay: L2 penalty (SGD ``weight_decay``), >= 0.
+        schedule: ``"cosine"`` (per-step decay to 0), ``"step"`` (x ``gamma`` after each milestone epoch) or
+            ``"constant"``.
+        seed: seed of the per-epoch generators (shuffling, augmentation) and of ``torch.manual_seed``.
+        num_workers: ``DataLoader`` workers (unused on the in-memory fast path).
+        milestones: increasing epochs after which the ``"step"`` schedule multiplies the rate by ``gamma``; each
+            below ``epochs``; empty for the other schedules.
+        gamma: factor of the ``"step"`` schedule, in (0, 1).
+        augment: random crop (padding 4) and horizontal flip of every training batch.
+    """
+
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    seed: int = 0
+    num_workers: int = 0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    augment: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`TrainError` naming the first bad field, or a schedule that does not fit ``epochs``."""
+        checks = (
+            ("epochs", _is_int(self.epochs) and self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1"),
+            ("lr", _is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
+            ("momentum", _is_real(self.momentum) and 0 <= self.momentum < 1, "a number in [0, 1)"),
+            ("weight_decay", _is_real(self.weight_decay) and 0 <= self.weight_decay < math.inf, "a number >= 0"),
+            ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+            ("seed", _is_int(self.seed), "an integer"),
+            ("num_workers", _is_int(self.num_workers) and self.num_workers >= 0, "an integer >= 0"),
+            ("milestones", isinstance(self.milestones, (tuple, list)) and all(map(_is_int, self.milestones)),
+             "a sequence of integer epochs"),
+            ("gamma", _is_real(self.gamma) and 0 < self.gamma < 1, "a number in (0, 1)"),
+            ("augment", isinstance(self.augment, bool), "True or False"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise TrainError(f"TrainConfig.{name}={getattr(self, name)!r} must be {expected}")
+        milestones = list(self.milestones)
+        if self.schedule != "step":
+            if milestones:
+                raise TrainError(f"milestones {_commas(milestones)} apply only to the 'step' schedule, not "
+                                 f"{self.schedule!r}; drop them or use schedule 'step'")
+            return
+        if not milestones:
+            raise TrainError("TrainConfig.schedule='step' needs milestones, the epochs after which the rate is "
+                             "multiplied by gamma (e.g. 50,100)")
+        if milestones[0] < 1 or any(b <= a for a, b in itertools.pairwise(milestones)):
+            raise TrainError(f"milestones {_commas(milestones)} must be strictly increasing epochs >= 1")
+        if milestones[-1] >= self.epochs:
+            raise TrainError(f"milestone {milestones[-1]} does not fit a run of {self.epochs} epochs (it would never "
+                             f"take effect); use milestones below {self.epochs} or raise epochs")
+
+    def to_dict(self) -> dict:
+        """Plain dict of the fields (JSON-ready)."""
+        return {**asdict(self), "milestones": list(self.milestones)}
+
+
+PAPER_RECIPE = TrainConfig(epochs=150, batch_size=256, lr=0.01, momentum=0.9, weight_decay=5e-3, schedule="step",
+                           milestones=(50, 100), gamma=0.1)
+"""The paper's training: SGD momentum 0.9, lr 0.01, batch 256, weight decay 5e-3, 150 epochs, x0.1 after epochs
+50 and 100 (random crop and flip on CIFAR: set ``augment``)."""
+
+
+def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Learning rate for 0-based ``step`` of ``total_steps`` under ``config.schedule``.
+
+    ``total_steps`` is the run's ``steps_per_epoch * config.epochs``; the ``"step"`` schedule reads the epoch of
+    ``step`` from it.
+    """
+    if config.schedule == "constant" or total_steps <= 0:
+        return float(config.lr)
+    if config.schedule == "step":
+        epoch = min(step, total_steps - 1) * config.epochs // total_steps  # 0-based
+        return float(config.lr) * float(config.gamma) ** sum(1 for m in config.milestones if m <= epoch)
+    return float(config.lr) * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def balanced_subset(data: Dataset, size: int, seed: int = 0) -> Dataset:
+    """A seeded class-balanced subset of ``data``: ``size // C`` samples of each of its C classes.
+
+    An :class:`~layermod.data.ArrayDataset` gives an ArrayDataset (the in-memory fast path stays), any other
+    dataset a ``torch.utils.data.Subset``. Raises :class:`DatasetError` when ``size`` is below C or a class has
+    fewer than ``size // C`` samples.
+    """
+    labels = dataset_labels(data)
+    classes, counts = np.unique(labels, return_counts=True)
+    if not _is_int(size) or size < len(classes):
+        raise DatasetError(f"a subset of {size} samples cannot hold the {len(classes)} classes; "
+                           f"use a subset size >= {len(classes)}")
+    per_class = size // len(classes)
+    smallest = int(np.argmin(counts))
+    if counts[smallest] < per_class:
+        raise DatasetError(f"a subset of {size} needs {per_class} samples of each class but class "
+                           f"{classes[smallest]} has {counts[smallest]}; use a subset size <= "
+                           f"{counts[smallest] * len(classes)}")
+    (indices,) = balanced_draws(labels, per_class, 1, seed)
+    if isinstance(data, ArrayDataset):
+        take = torch.from_numpy(indices)
+        return ArrayDataset(data.data[take], data.targets[take], data.classes, data.name, data.normalization)
+    return Subset(data, indices.tolist())
+
+
+def check_model_fits(model: nn.Module, data: Dataset, what: str = "data") -> None:
+    """Run ``model`` once on two samples of ``data`` and check it returns (B, C) logits with C above every label.
+
+    Raises:
+        TrainError: one line saying what does not fit (input shape, output shape, number of classes).
+    """
+    labels = dataset_labels(data)
+    x, _ = gather(data, np.arange(min(2, len(labels))))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x.to(model_device(model)))
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrainError(f"the model fails on {what} of shape {tuple(x.shape[1:])} per sample ({reason}); check "
+                         "that the data fit the model (input channels and size)") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise TrainError(f"the model returns {shape} on a batch of {len(x)}, not (batch, classes) logits; "
+                         "train a classifier")
+    top = int(labels.max())
+    if top >= out.shape[1]:
+        raise TrainError(f"{what} has labels up to {top} but the model outputs {out.shape[1]} classes; "
+                         f"build it with num_classes >= {top + 1} (--num-classes)")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: Dataset, batch_size: int = 512, device: torch.device | str | None = None
+) -> float:
+    """Top-1 accuracy of ``model`` on ``data``, in [0, 1].
+
+    Runs without gradients in eval mode, and leaves the model in eval mode. ``data`` yields ``(x, y)`` with ``x`` a
+    float tensor and ``y`` an int class. Batches go to ``device`` (default: the model's device); the model itself is
+    not moved.
+    """
+    n = dataset_length(data, "evaluation data")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise TrainError(f"batch_size={batch_size!r} must be an integer >= 1")
+    device = torch.device(device) if device is not None else model_device(model)
+    model.eval()
+    correct = 0
+    for x, y in _batches(data, torch.arange(n), batch_size, num_workers=0, drop_single=False):
+        logits = model(x.to(device))
+        correct += int((logits.argmax(dim=1) == y.to(device)).sum())
+    return correct / n
+
+
+def train_epoch(
+    model: nn.Module,
+    data: Dataset,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    generator: torch.Generator,
+    step: int = 0,
+    total_steps: int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> tuple[float, float, int]:
+    """One pass over ``data`` in a random order drawn from ``generator`` (augmented when ``config.augment``).
+
+    The learning rate of every step is ``lr_at(step, total_steps, config)``. Returns
+    ``(mean loss per sample, accuracy on the seen samples, next step)``.
+    """
+    n = dataset_length(data, "training data")
+    device = model_device(model)
+    augment = _augmenter(data) if config.augment else None
+    order = torch.randperm(n, generator=generator)
+    steps = num_batches(n, config.batch_size)
+    total_steps = total_steps if total_steps is not None else step + steps
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(total=steps, desc=desc, leave=False, disable=None if progress else True, unit="batch")
+    try:
+        for x, y in _batches(data, order, config.batch_size, config.num_workers, True, generator):
+            lr = lr_at(step, total_steps, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if augment is not None:
+                x = augment(x, generator)
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainError(f"training diverged (loss {value} at step {step}); lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            batch = y.shape[0]
+            loss_sum += value * batch
+            correct += int((logits.detach().argmax(dim=1) == y).sum())
+            seen += batch
+            step += 1
+            bar.update(1)
+            if bar.n % 20 == 0 or bar.n == steps:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False)
+    finally:
+        bar.close()
+    return loss_sum / max(seen, 1), correct / max(seen, 1), step
+
+
+def train(
+    model: nn.Module,
+    train_data: Dataset,
+    test_data: Dataset | None,
+    config: TrainConfig,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``model`` in place with SGD (momentum, weight decay) and the per-step schedule of ``config``; no files.
+
+    Args:
+        model: the classifier, on the device to train on; outputs (B, num_classes) logits.
+        train_data: dataset of ``(x, y)`` pairs (float tensor, int class).
+        test_data: evaluated after every epoch (``None``: ``"test_acc"`` is ``None``).
+        config: see :class:`TrainConfig`.
+        progress: show a tqdm bar per epoch (when stderr is a terminal) and a line per epoch.
+
+    Returns:
+        One dict per epoch: ``{"epoch" (1-based), "train_loss", "train_acc", "test_acc", "seconds"}``; seconds
+        count the training pass and the evaluation. The model is left in eval mode.
+    """
+    config.validate()
+    n = dataset_length(train_data, "training data")
+    if test_data is not None:
+        dataset_length(test_data, "test data")
+    optimizer = make_optimizer(model, config)
+    steps = num_batches(n, config.batch_size)
+    history = [run_epoch(model, train_data, test_data, optimizer, config, epoch, steps, progress)
+               for epoch in range(1, config.epochs + 1)]
+    model.eval()
+    return history
+
+
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 63-bit seed for epoch ``epoch`` of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def run_epoch(
+    model: nn.Module,
+    train_data: Dataset,
+    test_data: Dataset | None,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    epoch: int,
+    steps_per_epoch: int,
+    progress: bool,
+) -> dict:
+    """Train epoch ``epoch`` (1-based) from its own seed, evaluate; the history row without ``lr``."""
+    start = time.perf_counter()
+    seed = _epoch_seed(config.seed, epoch)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    loss, acc, _ = train_epoch(
+        model, train_data, optimizer, config, generator, (epoch - 1) * steps_per_epoch,
+        steps_per_epoch * config.epochs, progress=progress, desc=f"epoch {epoch}/{config.epochs}",
+    )
+    test_acc = evaluate(model, test_data) if test_data is not None else None
+    row = {"epoch": epoch, "train_loss": loss, "train_acc": acc, "test_acc": test_acc,
+           "seconds": time.perf_counter() - start}
+    if progress:
+        shown = "-" if test_acc is None else f"{test_acc:.4f}"
+        tqdm.write(f"epoch {epoch}/{config.epochs}: loss {loss:.4f}, train acc {acc:.4f}, test acc {shown}, "
+                   f"{row['seconds']:.1f}s")
+    return row
+
+
+def _augmenter(data: Dataset) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """``(batch (B, C, H, W), generator) -> augmented batch`` from :mod:`layermod.augment`, imported lazily."""
+    from layermod.training import augment
+
+    fill = augment.black_fill(getattr(data, "normalization", None) or {})
+
+    def apply(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment.random_crop_flip(batch, padding=AUGMENT_PADDING, flip=True, fill=fill, generator=generator)
+
+    return apply
+
+
+def _commas(values: list) -> str:
+    return ",".join(str(v) for v in values)
+
+
+# --------------------------------------------------------------------------------------------- batching
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def dataset_length(data: Dataset, what: str) -> int:
+    try:
+        n = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise DatasetError(f"{what} must be a sized dataset (with __len__)") from None
+    if n == 0:
+        raise DatasetError(f"{what} is empty; check the dataset path and split")
+    return n
+
+
+def _drops_last(n: int, batch_size: int) -> bool:
+    """True when the last training batch would hold one sample out of a larger dataset (it is skipped)."""
+    return batch_size > 1 and n > 1 and n % batch_size == 1
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size) - int(_drops_last(n, batch_size))
+
+
+def _in_memory(data: Dataset) -> bool:
+    """True for a dataset whose tensors can be indexed directly (see module doc)."""
+    return (
+        isinstance(getattr(data, "data", None), torch.Tensor)
+        and isinstance(getattr(data, "targets", None), torch.Tensor)
+        and hasattr(data, "normalization")
+        and getattr(data, "transform", None) is None
+    )
+
+
+def _batches(
+    data: Dataset,
+    order: torch.Tensor,
+    batch_size: int,
+    num_workers: int,
+    drop_single: bool,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, y)`` batches following ``order`` (a permutation of the indices); ``y`` as int64."""
+    n = order.numel()
+    chunks = list(torch.split(order, batch_size))
+    if drop_single and _drops_last(n, batch_size):
+        chunks.pop()
+    if _in_memory(data):
+        x_all, y_all = data.data, data.targets  # type: ignore[attr-defined]
+        for idx in chunks:
+            yield x_all[idx], y_all[idx].long()
+        return
+    loader = DataLoader(
+        data,
+        batch_sampler=[c.tolist() for c in chunks],
+        num_workers=num_workers,
+        worker_init_fn=_seed_worker if num_workers > 0 else None,
+        generator=generator,
+    )
+    for x, y in loader:
+        yield x, torch.as_tensor(y).long()
+
+
+def _seed_worker(worker_id: int) -> None:
+    np.random.seed(torch.initial_seed() % 2**32)
