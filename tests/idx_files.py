@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layermod.data import datasets as D
+from layermod.data import idx as IDX
 
 IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
 
@@ -35,7 +35,7 @@ def write_mnist_like(folder: Path, n_train: int = 30, n_test: int = 20, compress
     for split, n in (("train", n_train), ("test", n_test)):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
-        stem_images, stem_labels = D._SPLIT_FILES[split]
+        stem_images, stem_labels = IDX._SPLIT_FILES[split]
         write_idx(folder / f"{stem_images}{suffix}", images, compress)
         write_idx(folder / f"{stem_labels}{suffix}", labels, compress)
         out[split] = (images, labels)

@@ -13,22 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import Dataset
 
-from layermod.data import datasets as D
-from layermod.data.datasets import (
-    DATASETS,
-    ArrayDataset,
-    as_dataset,
-    balanced_draws,
-    dataset_labels,
-    gather,
-    load_dataset,
-    read_idx,
-)
+from layermod.data import download as DL
+from layermod.data import idx as IDX
+from layermod.data.arrays import ArrayDataset, as_dataset, dataset_labels, gather
+from layermod.data.datasets import DATASETS, load_dataset
+from layermod.data.draws import balanced_draws
+from layermod.data.idx import read_idx
 from layermod.errors import DatasetError, LabelError
 from idx_files import IDX_CODES, idx_bytes, write_idx, write_mnist_like
 from assertions import assert_one_line
 
-REAL_DOWNLOAD = D._download_file
+REAL_DOWNLOAD = DL._download_file
 
 # ---------------------------------------------------------------- read_idx
 
@@ -154,7 +149,7 @@ def test_system_dir_then_cache(isolated, monkeypatch):
     write_mnist_like(isolated / "cache" / "layermod" / "data" / "fashion-mnist", n_test=4)
     assert len(load_dataset("fashion-mnist")) == 4
     write_mnist_like(isolated / "system", n_test=6)
-    monkeypatch.setitem(D._SYSTEM_DIRS, "fashion-mnist", isolated / "system")
+    monkeypatch.setitem(DL._SYSTEM_DIRS, "fashion-mnist", isolated / "system")
     assert len(load_dataset("fashion-mnist")) == 6
 
 
@@ -177,25 +172,32 @@ def test_failed_download_is_reported(isolated, monkeypatch):
     def fail(url, dest):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(D, "_download_file", fail)
+    monkeypatch.setattr(DL, "_download_file", fail)
     with pytest.raises(DatasetError) as err:
         load_dataset("mnist")
-    message = assert_one_line(err, "network is unreachable", "--data-dir", D._URLS["mnist"])
+    message = assert_one_line(err, "network is unreachable", "--data-dir", IDX._URLS["mnist"])
     assert "apt-get" not in message
 
 
 def test_download_into_cache(isolated, monkeypatch):
     server = isolated / "server"
     files = write_mnist_like(server, n_test=12)
-    monkeypatch.setitem(D._URLS, "mnist", server.as_uri() + "/")
-    monkeypatch.setattr(D, "_download_file", REAL_DOWNLOAD)
+    monkeypatch.setitem(IDX._URLS, "mnist", server.as_uri() + "/")
+    monkeypatch.setattr(DL, "_download_file", REAL_DOWNLOAD)
     ds = load_dataset("mnist", "test")
     np.testing.assert_array_equal(ds.targets.numpy(), files["test"][1])
     cache = isolated / "cache" / "layermod" / "data" / "mnist"
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        f"{stem}.gz" for stems in D._SPLIT_FILES.values() for stem in stems
+        f"{stem}.gz" for stems in IDX._SPLIT_FILES.values() for stem in stems
     )
 
+
+def test_download_that_leaves_the_files_missing_is_reported(isolated, monkeypatch):
+    monkeypatch.setattr(DL, "_download_file", lambda url, dest: None)
+    cache = isolated / "cache" / "layermod" / "data" / "mnist"
+    with pytest.raises(DatasetError) as err:
+        load_dataset("mnist")
+    assert_one_line(err, "incomplete", f"delete {cache}")
 
 def test_download_file_leaves_no_partial_file(tmp_path):
     source = tmp_path / "src.bin"

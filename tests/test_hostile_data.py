@@ -25,7 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from layermod.data import cifar as C
-from layermod.data.datasets import as_dataset, load_dataset, load_npz, read_idx
+from layermod.data.arrays import as_dataset
+from layermod.data.datasets import load_dataset
+from layermod.data.idx import read_idx
+from layermod.data.npz import load_npz
 from layermod.errors import DatasetError, LabelError, LayermodError
 from layermod.data.imagefolder import load_image_folder
 from layermod.models.spec import resolve_data

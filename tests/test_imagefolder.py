@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from layermod.data.datasets import ArrayDataset, load_dataset
+from layermod.data.arrays import ArrayDataset
+from layermod.data.datasets import load_dataset
 from layermod.errors import DatasetError
 from layermod.data.imagefolder import load_image_folder
 from assertions import assert_one_line

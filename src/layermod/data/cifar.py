@@ -26,18 +26,18 @@ Decisions, on purpose:
   ints (or a 1-D integer array) and are range-checked before they become an array, so memo-shared nested
   lists are refused instead of expanded.
 * **Archive sizes are checked before reading.** The archive is read as a gzip (or plain tar) stream through
-  a bound on the tar bytes it may yield: at most ``_MAX_EXPANSION`` times the archive's size (or 16 MiB;
-  see :mod:`layermod.data`), its own size for a plain tar. A member, or an extended header, that declares
-  more is refused before it is read, as is an archive with more than ``_MAX_ARCHIVE_MEMBERS`` entries
-  before the wanted ones.
+  a bound on the tar bytes it may yield: the expansion bound of :mod:`layermod.data.bounds` for a gzip
+  archive (32 times its size, or 16 MiB), its own size for a plain tar. A member, or an extended header,
+  that declares more is refused before it is read, as is an archive with more than
+  ``_MAX_ARCHIVE_MEMBERS`` entries before the wanted ones.
 * **Folder before archive.** In each place searched, the extracted folder is used when it exists, else the
   archive, which is read member by member in memory with :mod:`tarfile` (nothing is extracted to disk;
   gzip-compressed or plain tar, recognised by its first bytes).
   ``data_dir`` may also be the extracted folder itself (recognised by its name).
-* **Search order** as for the IDX sets: an explicit ``data_dir`` (and ``data_dir/<name>``) is the only
-  place searched; otherwise ``$LAYERMOD_DATA/<name>`` and then the per-user cache
-  ``${XDG_CACHE_HOME:-~/.cache}/layermod/data/<name>``. A missing set is downloaded as the archive into the
-  cache under a temporary name, renamed when complete.
+* **Search order** as for the IDX sets (:mod:`layermod.data.download`): an explicit ``data_dir`` (and
+  ``data_dir/<name>``) is the only place searched; otherwise ``$LAYERMOD_DATA/<name>`` and then the per-user
+  cache ``${XDG_CACHE_HOME:-~/.cache}/layermod/data/<name>``. A missing set is downloaded as the archive into
+  the cache under a temporary name, renamed when complete.
 * **Strict checks.** A corrupt archive or pickle, a missing batch, images that are not (N, 3072) uint8,
   labels that do not match the images or the class count, and class names that are not a list of
   ``n_classes`` strings are each a one-line :class:`DatasetError` naming the file and saying what to do.
@@ -57,14 +57,15 @@ import pickletools
 import tarfile
 import zlib
 from dataclasses import dataclass
-from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from layermod.data import datasets as _data
+from layermod.data.arrays import ArrayDataset
+from layermod.data.bounds import GZIP_MAGIC, expansion_limit, one_line
+from layermod.data.download import Wanted, locate
 from layermod.errors import DatasetError
 
 __all__ = ["CIFAR_DATASETS", "load_cifar"]
@@ -141,7 +142,7 @@ def load_cifar(
     split: str = "test",
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
-) -> _data.ArrayDataset:
+) -> ArrayDataset:
     """Load a CIFAR split as normalised float32 images.
 
     Args:
@@ -162,7 +163,7 @@ def load_cifar(
     if split not in ("train", "test"):
         raise DatasetError(f"unknown split {split!r} for {key}; use 'train' or 'test'")
     layout = _LAYOUTS[key]
-    source = _locate(key, layout, data_dir, download)
+    source = locate(_wanted(key, layout), data_dir, download)
     batches = layout.batches(split)
     raw = _read_source(source, layout, (*batches, layout.meta))
 
@@ -178,7 +179,7 @@ def load_cifar(
     std = torch.tensor(layout.std).view(1, 3, 1, 1)
     x.sub_(mean).div_(std)
     y = torch.from_numpy(np.concatenate(labels))
-    return _data.ArrayDataset(x, y, classes, key, {"mean": list(layout.mean), "std": list(layout.std)})
+    return ArrayDataset(x, y, classes, key, {"mean": list(layout.mean), "std": list(layout.std)})
 
 
 class _Refusal(Exception):
@@ -296,7 +297,7 @@ def _unpickle(raw: bytes, where: str, fix: str) -> dict:
     except MemoryError:
         raise
     except Exception as e:  # noqa: BLE001  (a corrupt pickle fails in many ways: UnpicklingError, EOFError, ...)
-        raise DatasetError(f"{where} is not a valid CIFAR pickle ({_data._one_line(e)}); {fix}") from None
+        raise DatasetError(f"{where} is not a valid CIFAR pickle ({one_line(e)}); {fix}") from None
     if not isinstance(batch, dict):
         raise DatasetError(f"{where} holds a {type(batch).__name__}, not a CIFAR dict; {fix}")
     return batch
@@ -404,9 +405,9 @@ def _read_source(source: Path, layout: _Layout, members: tuple[str, ...]) -> dic
     try:
         with open(source, "rb") as file:
             size = os.fstat(file.fileno()).st_size
-            compressed = file.read(2) == _data._GZIP_MAGIC
+            compressed = file.read(2) == GZIP_MAGIC
             file.seek(0)
-            limit = _data._expansion_limit(size) if compressed else size
+            limit = expansion_limit(size) if compressed else size
             stream = gzip.GzipFile(fileobj=file) if compressed else file
             with tarfile.open(fileobj=_BoundedStream(stream, limit, source, size, fix), mode="r:") as tar:
                 for count, info in enumerate(tar, 1):
@@ -426,7 +427,7 @@ def _read_source(source: Path, layout: _Layout, members: tuple[str, ...]) -> dic
     except DatasetError:
         raise
     except (tarfile.TarError, OSError, EOFError, zlib.error, RecursionError) as e:
-        raise DatasetError(f"{source} is not a valid .tar.gz archive ({_data._one_line(e)}); {fix}") from None
+        raise DatasetError(f"{source} is not a valid .tar.gz archive ({one_line(e)}); {fix}") from None
     missing = [name for name, member in wanted.items() if member not in out]
     if missing:
         raise DatasetError(f"{source} has no member {missing[0]}; {fix}")
@@ -444,41 +445,8 @@ def _source_in(root: Path, layout: _Layout) -> Path | None:
     return None
 
 
-def _locate(name: str, layout: _Layout, data_dir: str | os.PathLike | None, download: bool) -> Path:
-    """Extracted folder or archive of ``name``, downloading the archive into the cache if allowed."""
-    wanted = f"{layout.folder}/ or {layout.archive}"
-    if data_dir is not None:
-        given = Path(data_dir).expanduser()
-        for root in (given, given / name):
-            source = _source_in(root, layout)
-            if source is not None:
-                return source
-        raise DatasetError(
-            f"no {name} data ({wanted}) in {given} or {given / name}; "
-            "point data_dir (--data-dir) at the folder that holds it"
-        )
-
-    candidates = []
-    env = os.environ.get("LAYERMOD_DATA")
-    if env:
-        candidates.append(Path(env).expanduser() / name)
-    cache = _data._cache_dir(name)
-    candidates.append(cache)
-    for root in candidates:
-        source = _source_in(root, layout)
-        if source is not None:
-            return source
-
-    looked = ", ".join(str(c) for c in candidates)
-    fixes = f"pass --data-dir DIR (data_dir=) or set LAYERMOD_DATA to a folder whose {name}/ subfolder holds it"
-    if not download:
-        raise DatasetError(f"{name} data ({wanted}) not found in {looked} and download is off; {fixes}")
+def _wanted(name: str, layout: _Layout) -> Wanted:
+    """The search for the extracted folder or the archive of ``name``; a download fetches the archive."""
     url = _URLS[name]
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        _data._download_file(url, cache / layout.archive)
-    except (OSError, HTTPException) as e:
-        raise DatasetError(
-            f"{name} data not found in {looked} and download from {url} failed ({_data._one_line(e)}); {fixes}"
-        ) from None
-    return cache / layout.archive
+    return Wanted(name, f"{name} data", f"{layout.folder}/ or {layout.archive}", url,
+                  find=lambda root: _source_in(root, layout), missing=lambda root: {layout.archive: url})

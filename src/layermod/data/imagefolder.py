@@ -16,7 +16,7 @@ Decisions, on purpose:
   folders, a class folder without images, and an image Pillow cannot decode are each a one-line
   :class:`DatasetError` naming the path.
 * **Declared size checked before decoding.** An image whose header declares more pixels than its file can
-  sensibly hold (4 bytes per pixel over the bound of :mod:`layermod.data`: 32 times the file's size, or
+  sensibly hold (4 bytes per pixel over the bound of :mod:`layermod.data.bounds`: 32 times the file's size, or
   16 MiB) is refused before Pillow decodes it, so a small decompression bomb never allocates its pixels.
 * **Colour.** Images are read as 8-bit RGB (alpha dropped), or single-channel ``L`` when every image of the
   set is greyscale (Pillow modes ``1``, ``L``, ``LA``); greyscale images in a colour set are repeated over
@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from layermod.data.datasets import ArrayDataset, _expansion_limit, _one_line
+from layermod.data.arrays import ArrayDataset
+from layermod.data.bounds import expansion_limit, one_line
 from layermod.errors import DatasetError
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
@@ -164,7 +165,7 @@ def _read_image(image_module: Any, file: Path, size: int | None) -> np.ndarray:
         with image_module.open(file) as image:
             width, height = image.size
             stored = file.stat().st_size
-            if width * height * _BYTES_PER_PIXEL > _expansion_limit(stored):
+            if width * height * _BYTES_PER_PIXEL > expansion_limit(stored):
                 raise DatasetError(f"{file} declares {width}x{height} pixels, more than its {stored} bytes can hold "
                                    "(a decompression bomb?); delete or replace it")
             image = image.convert("L" if image.mode in _GREY_MODES else "RGB")
@@ -174,4 +175,4 @@ def _read_image(image_module: Any, file: Path, size: int | None) -> np.ndarray:
     except DatasetError:
         raise
     except Exception as e:  # noqa: BLE001  (Pillow's decoders raise many types: OSError, SyntaxError, ...)
-        raise DatasetError(f"{file} cannot be read as an image ({_one_line(e)}); delete or replace it") from None
+        raise DatasetError(f"{file} cannot be read as an image ({one_line(e)}); delete or replace it") from None
