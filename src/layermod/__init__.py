@@ -4,6 +4,7 @@
     A = lm.knn_graph(features, k=3, metric="cosine")   # (N, D) -> scipy sparse (N, N), symmetric
     q = lm.modularity(A, labels)                        # labels: (N,)
     curve = lm.modularity_curve(model, (X, y), layers="auto", k=3, n_per_class=50, repeats=5, seed=0)
+    curve = lm.modularity_curve(model, (X, y), graph=lm.GraphConfig(k=3), draws=lm.DrawConfig(n_per_class=50))
     curve.layers, curve.values, curve.mean, curve.std   # names; (repeats, L); (L,); (L,)
     verdicts = lm.find_redundant(curve)                 # one per layer: increment, "plateau" / "drop" / "keep"
     pair = lm.adversarial_curves(model, (X, y), lm.AttackConfig("pgd", eps=0.3), lm.PixelSpace())  # clean vs attacked
@@ -20,11 +21,13 @@ from .errors import *  # noqa: F403  (every exception class, listed in errors.__
 _EXPORTS = {
     "AttackConfig": "adversarial.attacks",
     "Curve": "analysis.curve",
+    "DrawConfig": "measure.config",
+    "GraphConfig": "measure.config",
     "PixelSpace": "adversarial.attacks",
     "adversarial_curves": "adversarial.curves",
     "attack": "adversarial.attacks",
     "auto_layers": "extract.layers",
-    "balanced_draws": "data.datasets",
+    "balanced_draws": "data.draws",
     "compare_layers": "analysis.compare",
     "extract_features": "extract.features",
     "fgsm": "adversarial.attacks",
@@ -45,6 +48,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AttackConfig",
     "Curve",
+    "DrawConfig",
+    "GraphConfig",
     "PixelSpace",
     "adversarial_curves",
     "attack",

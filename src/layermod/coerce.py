@@ -23,7 +23,7 @@ import torch
 
 from layermod.errors import LayermodError
 
-__all__ = ["MAX_DENSE_VALUES", "as_real_tensor", "seed_sequence"]
+__all__ = ["MAX_DENSE_VALUES", "as_real_tensor", "check_seed", "seed_sequence"]
 
 MAX_DENSE_VALUES = 2**26
 _NEGATIVE_SEED_MODULUS = 2**128
@@ -78,6 +78,13 @@ def seed_sequence(seed: int | np.random.SeedSequence, error: type[LayermodError]
     """
     if isinstance(seed, np.random.SeedSequence):
         return seed
+    value = check_seed(seed, error)
+    return np.random.SeedSequence(value % _NEGATIVE_SEED_MODULUS if value < 0 else value)
+
+
+def check_seed(seed: object, error: type[LayermodError]) -> int:
+    """``seed`` as an int, as given (negative ones included); ``error`` unless it is an integer (floats and bools
+    are refused, not rounded)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise error(f"seed={seed!r} must be an integer")
-    return np.random.SeedSequence(int(seed) % _NEGATIVE_SEED_MODULUS if seed < 0 else int(seed))
+    return int(seed)

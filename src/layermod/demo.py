@@ -19,17 +19,20 @@ from layermod import models
 from layermod.models.checkpoint import load_checkpoint, save_checkpoint
 from layermod.analysis.curve import Curve, modularity_curve
 from layermod.data.datasets import load_dataset
-from layermod.analysis.views import layer_views, pick_layers, save_views
+from layermod.analysis.views import Views, layer_views, pick_layers
 from layermod.io.files import check_writable_dir, ensure_writable_dir
-from layermod.analysis.curve_plot import curve_table, save_curve
+from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG, EMBEDDING_JSON, EMBEDDING_PNG, REPORT_HTML
+from layermod.measure.config import DrawConfig, GraphConfig
+from layermod.analysis.curve_plot import curve_table
 from layermod.report.page import write_report
 from layermod.training.train import TrainConfig, evaluate, train
 
-__all__ = ["run_demo", "DEMO_ARCH", "DEMO_ARCH_ARGS", "DEMO_TRAINING"]
+__all__ = ["run_demo", "DEMO_ARCH", "DEMO_ARCH_ARGS", "DEMO_DRAWS", "DEMO_TRAINING"]
 
 DEMO_ARCH = "smallcnn"
 DEMO_ARCH_ARGS = {"num_classes": 10, "in_channels": 1, "width": 1.0}
 DEMO_TRAINING = TrainConfig(epochs=3, batch_size=128, lr=0.05, schedule="cosine", seed=0)
+DEMO_DRAWS = DrawConfig(n_per_class=100, null_permutations=20)  # the paper's graph: GraphConfig's defaults
 
 
 def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
@@ -72,16 +75,18 @@ def run_demo(
     accuracy = evaluate(model, test_set)
     print(f"test accuracy: {100 * accuracy:.2f} %")
 
-    curve = modularity_curve(model, test_set, k=3, n_per_class=100, repeats=5, seed=0, null_permutations=20,
-                             progress=progress)
+    curve = modularity_curve(model, test_set, draws=DEMO_DRAWS, progress=progress)
     curve = curve.with_config(model=DEMO_ARCH, arch_args=DEMO_ARCH_ARGS, weights=str(weights),
                               dataset="fashion-mnist", split="test", data_dir=str(data_dir) if data_dir else None,
                               test_accuracy=accuracy, training=meta.get("training"))
-    views = layer_views(model, test_set, pick_layers(curve.layers, 3), n_per_class=30, k=3, seed=0)
-    save_views(views, out, class_names=test_set.classes, config={"method": "pca", "n_per_class": 30, "k": 3, "seed": 0})
-    out_dir = save_curve(curve, out)
-    write_report([out_dir], out_dir / "report.html", title=f"layermod demo: {DEMO_ARCH} on Fashion-MNIST")
+    graph = GraphConfig.from_dict(curve.config)
+    views = layer_views(model, test_set, pick_layers(curve.layers, 3), n_per_class=30, seed=DEMO_DRAWS.seed,
+                        graph=graph)
+    Views(views, test_set.classes, {"method": "pca", "n_per_class": 30, "seed": DEMO_DRAWS.seed,
+                                     **graph.to_dict()}).save(out)
+    out_dir = curve.save(out)
+    write_report([out_dir], out_dir / REPORT_HTML, title=f"layermod demo: {DEMO_ARCH} on Fashion-MNIST")
     print(curve_table(curve))
-    print(f"wrote {out_dir / 'curve.json'}, curve.csv, curve.png, embedding.json, embedding.png and report.html "
-          "(open it in a browser)")
+    print(f"wrote {out_dir / CURVE_JSON}, {CURVE_CSV}, {CURVE_PNG}, {EMBEDDING_JSON}, {EMBEDDING_PNG} and "
+          f"{REPORT_HTML} (open it in a browser)")
     return curve

@@ -25,6 +25,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,17 +33,18 @@ from torch import nn
 
 from layermod.adversarial.attacks import AttackConfig, PixelSpace, attack
 from layermod.analysis.curve import DEFAULT_MAX_BYTES, Curve, modularity_curve
-from layermod.data.datasets import as_dataset, balanced_draws, dataset_labels, gather
+from layermod.data.arrays import as_dataset, dataset_labels, gather
+from layermod.data.draws import balanced_draws
 from layermod.errors import AttackError
-from layermod.io.files import (
-    atomic_path,
-    ensure_writable_dir,
-    read_json_file,
-    save_png,
-    write_csv,
-)
+from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv
+from layermod.io.rundir import ATTACK_CSV, ATTACK_JSON, ATTACK_PNG
 from layermod.analysis.redundancy import paired_difference
+from layermod.extract.layers import LayerSpec
+from layermod.measure.config import DrawConfig, GraphConfig, MeasureOptions, measure_configs
 from layermod.io.validate import literal_text, mapping, number, required, shorten, text, within
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["KEEP", "AdversarialCurves", "adversarial_curves"]
 
@@ -140,7 +142,7 @@ class AdversarialCurves:
     @classmethod
     def load(cls, path: str | os.PathLike) -> AdversarialCurves:
         """Read ``attack.json`` (or the ``attack.json`` inside a run directory)."""
-        return read_json_file(path, "attack.json", cls.from_dict, "attack curves")
+        return read_json_file(path, ATTACK_JSON, cls.from_dict, "attack curves")
 
     @literal_text
     def plot(self, path: str | os.PathLike | None = None, ax=None):
@@ -162,14 +164,15 @@ class AdversarialCurves:
         return ax
 
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``attack.png``, ``attack.csv`` and, last, ``attack.json`` into ``out_dir``."""
+        """Write ``attack.png``, ``attack.csv`` and, last, ``attack.json`` into ``out_dir`` (created); returns the
+        directory."""
         out = ensure_writable_dir(out_dir)
-        self.plot(out / "attack.png")
+        self.plot(out / ATTACK_PNG)
         columns = (self.clean.mean, self.clean.std, self.attacked.mean, self.attacked.std, self.gap, self.gap_se)
-        write_csv(out / "attack.csv", ["index", "layer", "clean_mean", "clean_std", "attacked_mean", "attacked_std",
-                                       "gap", "gap_se"],
+        write_csv(out / ATTACK_CSV, ["index", "layer", "clean_mean", "clean_std", "attacked_mean", "attacked_std",
+                                     "gap", "gap_se"],
                   ([i, name, *(float(column[i]) for column in columns)] for i, name in enumerate(self.clean.layers)))
-        with atomic_path(out / "attack.json") as tmp:
+        with atomic_path(out / ATTACK_JSON) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2))
         return out
 
@@ -181,13 +184,14 @@ def adversarial_curves(
     space: PixelSpace,
     keep: str = "flipped",
     pool_per_class: int | None = None,
-    n_per_class: int = 50,
-    repeats: int = 5,
-    seed: int = 0,
+    *,
+    layers: LayerSpec = "auto",
+    graph: GraphConfig | None = None,
+    draws: DrawConfig | None = None,
     batch_size: int = 256,
     max_bytes: int = DEFAULT_MAX_BYTES,
     progress: bool = False,
-    **curve_options,
+    **options: Unpack[MeasureOptions],
 ) -> AdversarialCurves:
     """Attack a class-balanced pool of ``data`` and measure clean and attacked curves on the same draws.
 
@@ -199,28 +203,31 @@ def adversarial_curves(
             every attacked sample.
         pool_per_class: samples of each class attacked (default ``2 * n_per_class * repeats``, capped by the
             smallest class).
-        n_per_class, repeats, seed: the draws of both curves (from the kept samples).
-        curve_options: passed to :func:`layermod.modularity_curve` (layers, k, metric, null_permutations, ...).
+        layers, graph, batch_size, max_bytes, progress: as for :func:`layermod.modularity_curve`.
+        draws: the draws of both curves (from the kept samples); its seed also draws the pool.
+        options: fields of either config as keywords (``k=5, n_per_class=30``, ...), as for the curve.
 
     Returns:
         :class:`AdversarialCurves`; both curves' configs record the attack.
     """
     if keep not in KEEP:
         raise AttackError(f"keep={keep!r} is not one of {', '.join(KEEP)}")
+    graph, draws = measure_configs(graph, draws, **options)
+    n_per_class = draws.n_per_class
     dataset = as_dataset(data)
     labels = dataset_labels(dataset)
     smallest = int(np.unique(labels, return_counts=True)[1].min())
-    pool_size = min(pool_per_class or 2 * n_per_class * repeats, smallest)
-    pool = balanced_draws(labels, pool_size, 1, seed)[0]
+    pool_size = min(pool_per_class or 2 * n_per_class * draws.repeats, smallest)
+    pool = balanced_draws(labels, pool_size, 1, draws.seed)[0]
     inputs, targets = gather(dataset, pool)
     result = attack(model, inputs, targets, config, space, batch_size=batch_size, progress=progress)
     chosen = result.flipped if keep == "flipped" else torch.ones(len(targets), dtype=torch.bool)
     _check_enough(targets, chosen, n_per_class, keep, pool_size)
     kept_labels = targets[chosen]
-    options = dict(n_per_class=n_per_class, repeats=repeats, seed=seed, batch_size=batch_size, max_bytes=max_bytes,
-                   progress=progress, **curve_options)
-    clean = modularity_curve(model, (inputs[chosen], kept_labels), **options)
-    attacked = modularity_curve(model, (result.inputs[chosen], kept_labels), **options)
+    measure = dict(layers=layers, graph=graph, draws=draws, batch_size=batch_size, max_bytes=max_bytes,
+                   progress=progress)
+    clean = modularity_curve(model, (inputs[chosen], kept_labels), **measure)
+    attacked = modularity_curve(model, (result.inputs[chosen], kept_labels), **measure)
     extra = {"attack": config.to_dict(), "keep": keep, "pool_per_class": pool_size}
     return AdversarialCurves(clean.with_config(**extra, inputs="clean"),
                              attacked.with_config(**extra, inputs="attacked"),

@@ -25,8 +25,10 @@ from torch import nn
 
 from layermod.analysis.curve import Curve, modularity_curve
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, write_csv
+from layermod.io.rundir import CKA_CSV, COMPARE_JSON, COMPARE_PNG, D_CSV
 from layermod.measure.similarity import cka_matrix, layer_grams, modularity_difference, plot_heatmaps
 from layermod.io.validate import mapping, names, numbers, required, within
+from layermod.measure.config import DrawConfig, GraphConfig
 
 __all__ = ["LayerComparison", "compare_layers"]
 
@@ -89,7 +91,7 @@ class LayerComparison:
     @classmethod
     def load(cls, path: str | os.PathLike) -> LayerComparison:
         """Read ``compare.json`` (or the ``compare.json`` inside a run directory)."""
-        return read_json_file(path, "compare.json", cls.from_dict, "a layer comparison")
+        return read_json_file(path, COMPARE_JSON, cls.from_dict, "a layer comparison")
 
     def plot(self, path: str | os.PathLike | None = None):
         """D and CKA heat maps side by side (see :func:`layermod.similarity.plot_heatmaps`)."""
@@ -98,13 +100,14 @@ class LayerComparison:
                              label_a=names[0], label_b=names[1])
 
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``compare.png``, ``d.csv``, ``cka.csv`` and, last, ``compare.json`` into ``out_dir``."""
+        """Write ``compare.png``, ``d.csv``, ``cka.csv`` and, last, ``compare.json`` into ``out_dir`` (created);
+        returns the directory."""
         out = ensure_writable_dir(out_dir)
-        self.plot(out / "compare.png")
-        for name, matrix in (("d", self.d), ("cka", self.cka)):
-            write_csv(out / f"{name}.csv", ["layer", *self.curve_b.layers],
+        self.plot(out / COMPARE_PNG)
+        for name, matrix in ((D_CSV, self.d), (CKA_CSV, self.cka)):
+            write_csv(out / name, ["layer", *self.curve_b.layers],
                       ([row_name, *map(float, row)] for row_name, row in zip(self.curve_a.layers, matrix)))
-        with atomic_path(out / "compare.json") as tmp:
+        with atomic_path(out / COMPARE_JSON) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2))
         return out
 
@@ -117,6 +120,9 @@ def compare_layers(
     layers_b=None,
     unbiased: bool = False,
     names: tuple[str, str] = ("model", "model"),
+    *,
+    graph: GraphConfig | None = None,
+    draws: DrawConfig | None = None,
     **curve_options,
 ) -> LayerComparison:
     """Modularity curves and CKA between all pairs of layers, on the same class-balanced draws.
@@ -128,10 +134,13 @@ def compare_layers(
         layers, layers_b: layer selections of the two models (``layers_b`` defaults to ``layers``).
         unbiased: the unbiased HSIC estimator in the minibatch CKA (see :mod:`layermod.similarity`).
         names: display names of the two models.
-        curve_options: passed to :func:`layermod.modularity_curve` (n_per_class, repeats, seed, k, ...); both
-            models get the same, so they see the same draws.
+        graph, draws: the kNN graph and the draws of both curves (see :func:`layermod.modularity_curve`); both
+            models see the same draws.
+        curve_options: passed to :func:`layermod.modularity_curve` (batch_size, progress, or the configs' fields
+            as keywords: k, n_per_class, ...).
     """
     grams_a: list[torch.Tensor] = []
+    curve_options.update(graph=graph, draws=draws)  # the same configs for both models
     curve_a = modularity_curve(model_a, data, layers=layers, visit=_collect(grams_a), **curve_options)
     if model_b is None:
         curve_b, grams_b = curve_a, None

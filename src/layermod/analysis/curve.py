@@ -19,8 +19,11 @@ Decisions, on purpose (in :func:`modularity_curve`):
 * **z is always finite.** The null needs at least 2 shuffles (1 is refused). A null whose shuffles all give
   the same Q (up to rounding: e.g. constant features, whose complete graph looks the same under any labels)
   has its std raised to ``NULL_STD_FLOOR`` = 1e-6, so z stays finite (about 0 when Q equals that value).
-* **Checked before any forward pass:** resolution, metric, symmetrize, null_permutations, seed, the draws
-  and k; a failure while measuring a layer names the layer.
+* **Settings.** The graph and the draws are a :class:`~layermod.measure.config.GraphConfig` and a
+  :class:`~layermod.measure.config.DrawConfig`, or their fields as keywords (``k=5, n_per_class=30``); the
+  curve's config records both configs' fields under their own names.
+* **Checked before any forward pass:** the configs (on construction), the draws against the labels, and k
+  against the samples of a draw; a failure while measuring a layer names the layer.
 """
 
 from __future__ import annotations
@@ -31,22 +34,30 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from layermod.data.datasets import as_dataset, balanced_draws, dataset_labels, gather
+from layermod.data.arrays import as_dataset, dataset_labels, gather
+from layermod.data.draws import balanced_draws
 from layermod.errors import FeatureError, GraphError
 from layermod.extract.features import iter_layer_features, model_device
-from layermod.io.files import read_json_file
+from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, write_csv
+from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG
 from layermod.coerce import seed_sequence
-from layermod.measure.graph import Metric, Symmetrize, check_options, knn_graph
+from layermod.measure.config import DrawConfig, GraphConfig, MeasureOptions, measure_configs
+from layermod.measure.graph import knn_graph
 from layermod.extract.layers import LayerSpec, layer_items, select_layers, trace_calls
-from layermod.measure.modularity import check_permutations, check_resolution, modularity_with_null
+from layermod.measure.modularity import modularity_with_null
 from layermod.io.validate import mapping, names, numbers, q_bounds, required, run_config
 from layermod.analysis.curve_plot import plot_curves
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Curve", "modularity_curve", "DEFAULT_MAX_BYTES"]
 
@@ -152,7 +163,23 @@ class Curve:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Curve":
         """Read a ``curve.json`` file (or the ``curve.json`` inside a run directory)."""
-        return read_json_file(path, "curve.json", cls.from_dict, "a curve")
+        return read_json_file(path, CURVE_JSON, cls.from_dict, "a curve")
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``curve.png``, ``curve.csv`` and, last, ``curve.json`` into ``out_dir`` (created); each file whole
+        or not at all, so a ``curve.json`` present means the run's files are complete. Returns the directory."""
+        out = ensure_writable_dir(out_dir)
+        self.plot(out / CURVE_PNG)
+        extra = ["null_mean", "null_std", "z"] if self.z is not None else []
+        draws = [f"draw_{r}" for r in range(len(self.values))]
+        header = ["index", "layer", "mean", "std", "increment", *extra, *draws]
+        write_csv(out / CURVE_CSV, header, (
+            [i, name, self.mean[i], self.std[i], self.increments[i],
+             *([self.null_mean[i], self.null_std[i], self.z[i]] if extra else []), *self.values[:, i]]
+            for i, name in enumerate(self.layers)))
+        with atomic_path(out / CURVE_JSON) as tmp:
+            tmp.write_text(self.to_json())
+        return out
 
     def plot(self, path: str | os.PathLike | None = None, ax=None, label: str | None = None):
         """Draw mean Q with a +-1 std band against layer names; save as PNG when ``path`` is given."""
@@ -168,19 +195,14 @@ def modularity_curve(
     model: nn.Module,
     data,
     layers: LayerSpec = "auto",
-    k: int = 3,
-    n_per_class: int = 50,
-    repeats: int = 5,
-    seed: int = 0,
-    metric: Metric = "cosine",
-    symmetrize: Symmetrize = "mean",
-    weighted: bool = True,
-    resolution: float = 1.0,
-    null_permutations: int = 0,
+    *,
+    graph: GraphConfig | None = None,
+    draws: DrawConfig | None = None,
     batch_size: int = 256,
     max_bytes: int = DEFAULT_MAX_BYTES,
     progress: bool = False,
     visit: Callable[[str, torch.Tensor, list[np.ndarray]], None] | None = None,
+    **options: Unpack[MeasureOptions],
 ) -> Curve:
     """Modularity curve of ``model`` on class-balanced draws from ``data``.
 
@@ -189,46 +211,41 @@ def modularity_curve(
         data: ``(X, y)`` tensors/arrays with X (N, ...) and y (N,), or a map-style torch ``Dataset`` of ``(x, y)``.
         layers: ``"auto"``, names, glob patterns or indices, a comma-separated string of them like the CLI's
             ``--layers``, or a list (see :mod:`layermod.layers`).
-        k, metric, symmetrize, weighted: the kNN graph (see :func:`layermod.knn_graph`).
-        n_per_class: samples of each class in one draw.
-        repeats: number of draws.
-        seed: any integer (see :mod:`layermod.coerce`); it decides the draws, the null's shuffles and torch's
-            random numbers during the forward passes, so the same seed gives the same curve.
-        resolution: modularity resolution (1 = Newman), finite and >= 0.
-        null_permutations: label shuffles per layer and draw for the chance baseline: 0 (none) or at least 2
-            (a z-score needs the spread of the shuffles).
+        graph: the kNN graph and the modularity's resolution (default :class:`GraphConfig`'s).
+        draws: the draws and the null (default :class:`DrawConfig`'s). Its seed (any integer, see
+            :mod:`layermod.coerce`) decides the draws, the null's shuffles and torch's random numbers during the
+            forward passes, so the same seed gives the same curve.
         batch_size: samples per forward pass.
         max_bytes: memory budget for the features held at once; layers are extracted in groups that fit.
         progress: show progress bars (when stderr is a terminal).
         visit: called as ``visit(name, features, positions)`` for every layer, with its features (M, D) for
             the union of the draws and ``positions``, one index array into those M rows per draw: other
             per-layer statistics on the same samples without a second pass over the model.
+        options: fields of either config as keywords (``k=5, n_per_class=30``, ...), see
+            :func:`layermod.measure.config.measure_configs`.
 
     Returns:
-        A :class:`Curve` with ``values`` of shape (repeats, L).
+        A :class:`Curve` with ``values`` of shape (repeats, L); its config holds both configs' fields.
 
     Raises:
         GraphError, LabelError, DatasetError: invalid options or data, before any forward pass.
         LayerError, ModelError: layers that cannot be chosen, a model that fails on the data.
         FeatureError, GraphError: a layer whose features or graph cannot be measured (the message names it).
     """
-    gamma = check_resolution(resolution)
-    check_options(metric, symmetrize)
-    shuffles = check_permutations(null_permutations, "null_permutations")
-    if shuffles == 1:
-        raise GraphError("null_permutations=1 gives no spread for a z-score; pass 0 (no null) or at least 2 (e.g. 20)")
+    graph, draws = measure_configs(graph, draws, **options)
+    k, repeats, seed, shuffles = graph.k, draws.repeats, draws.seed, draws.null_permutations
     dataset = as_dataset(data)
     labels = dataset_labels(dataset)
-    draws = balanced_draws(labels, n_per_class, repeats, seed)
-    draw_size = len(draws[0])
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < draw_size:
+    samples = balanced_draws(labels, draws.n_per_class, repeats, seed)
+    draw_size = len(samples[0])
+    if not k < draw_size:
         raise GraphError(f"k={k} needs 1 <= k < {draw_size} samples per draw; lower k or raise n_per_class")
     # independent streams from one seed: the draws use the root (as balanced_draws(seed) does), draw r's
     # shuffles child r, torch the last child
     streams = seed_sequence(seed, GraphError).spawn(repeats + 1)
-    union = np.unique(np.concatenate(draws))
+    union = np.unique(np.concatenate(samples))
     inputs, targets = gather(dataset, union)
-    positions = [np.searchsorted(union, draw) for draw in draws]
+    positions = [np.searchsorted(union, draw) for draw in samples]
 
     device = model_device(model)
     with _seeded_torch(int(streams[-1].generate_state(1, np.uint64)[0]), device):
@@ -243,9 +260,10 @@ def modularity_curve(
                 visit(name, features, positions)
             for row, pos in enumerate(positions):
                 try:
-                    adjacency = knn_graph(features[pos], k=k, metric=metric, symmetrize=symmetrize, weighted=weighted)
+                    adjacency = knn_graph(features[pos], k=k, metric=graph.metric, symmetrize=graph.symmetrize,
+                                          weighted=graph.weighted)
                     values[row, col], null[row, col] = modularity_with_null(adjacency, targets[pos], shuffles,
-                                                                            streams[row], gamma)
+                                                                            streams[row], graph.resolution)
                 except (FeatureError, GraphError) as err:
                     raise type(err)(f"layer {name!r}: {err}") from None
                 steps.update()
@@ -254,15 +272,8 @@ def modularity_curve(
     config = {
         "layers": layers if isinstance(layers, str) else layer_items(layers),
         "resolved_layers": names,
-        "k": int(k),
-        "metric": metric,
-        "symmetrize": symmetrize,
-        "weighted": bool(weighted),
-        "resolution": gamma,
-        "n_per_class": int(n_per_class),
-        "repeats": int(repeats),
-        "seed": int(seed),
-        "null_permutations": shuffles,
+        **graph.to_dict(),
+        **draws.to_dict(),
         "n_classes": int(len(np.unique(labels))),
         "samples_per_draw": draw_size,
         "disjoint_draws": len(union) == draw_size * repeats,

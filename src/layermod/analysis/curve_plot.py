@@ -1,22 +1,24 @@
-"""Curves to files people read: JSON (the source of truth), CSV, PNG, and a plain-text table."""
+"""Curves drawn: the figure of one or several curves (PNG) and a plain-text table.
+
+A :class:`~layermod.analysis.curve.Curve` writes its files itself (:meth:`~layermod.analysis.curve.Curve.save`).
+"""
 
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from layermod.io.files import atomic_path, ensure_writable_dir, save_png, write_csv
+from layermod.io.files import save_png
 from layermod.io.validate import TITLE_CHARS, label, literal_text
 
 if TYPE_CHECKING:
     from layermod.analysis.curve import Curve
 
-__all__ = ["MAX_TICKS", "MAX_WIDTH", "curve_axes", "curve_table", "plot_curves", "save_curve"]
+__all__ = ["MAX_TICKS", "MAX_WIDTH", "curve_axes", "curve_table", "plot_curves"]
 
 
 MAX_WIDTH = 24.0  # inches of a curve figure; beyond it, layer names are thinned rather than the figure widened
@@ -96,18 +98,3 @@ def curve_table(curve: Curve) -> str:
         rows.append(row)
     return "\n".join(rows)
 
-
-def save_curve(curve: Curve, out_dir: str | os.PathLike) -> Path:
-    """Write ``curve.png``, ``curve.csv`` and, last, ``curve.json`` into ``out_dir``; each file whole or not at
-    all, so a ``curve.json`` present means the run's files are complete."""
-    out = ensure_writable_dir(out_dir)
-    curve.plot(out / "curve.png")
-    extra = ["null_mean", "null_std", "z"] if curve.z is not None else []
-    header = ["index", "layer", "mean", "std", "increment", *extra, *(f"draw_{r}" for r in range(len(curve.values)))]
-    write_csv(out / "curve.csv", header, (
-        [i, name, curve.mean[i], curve.std[i], curve.increments[i],
-         *([curve.null_mean[i], curve.null_std[i], curve.z[i]] if extra else []), *curve.values[:, i]]
-        for i, name in enumerate(curve.layers)))
-    with atomic_path(out / "curve.json") as tmp:
-        tmp.write_text(curve.to_json())
-    return out

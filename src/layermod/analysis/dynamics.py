@@ -8,7 +8,7 @@ figure from the JSON file alone.
 
 Decisions, on purpose:
 
-* **Fixed probe, fixed layers.** The probe draws depend only on the test labels and ``TrackConfig.seed`` (not on
+* **Fixed probe, fixed layers.** The probe draws depend only on the test labels and ``TrackConfig.draws`` (not on
   the training seed), so runs with different seeds are measured on the same samples. The layers are resolved
   once, at the first tracked epoch, and every later epoch measures those names.
 * **Which epochs.** Epoch 0 (before the first step), every ``every``-th epoch, and the last epoch of the run
@@ -33,13 +33,13 @@ import numpy as np
 from layermod.analysis.curve import Curve
 from layermod.errors import TrainError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png
+from layermod.io.rundir import DYNAMICS_JSON, DYNAMICS_PNG
 from layermod.extract.layers import LayerSpec
+from layermod.measure.config import DrawConfig, GraphConfig
 from layermod.io.validate import label, literal_text, mapping, names, numbers, q_bounds, required, run_config
 
-__all__ = ["JSON_NAME", "LEGEND_MAX", "PNG_NAME", "Dynamics", "TrackConfig", "plot_dynamics"]
+__all__ = ["LEGEND_MAX", "Dynamics", "TrackConfig", "plot_dynamics"]
 
-JSON_NAME = "dynamics.json"
-PNG_NAME = "dynamics.png"
 LEGEND_MAX = 12
 
 
@@ -49,30 +49,25 @@ class TrackConfig:
 
     Attributes:
         every: measure every ``every`` epochs (and at epoch 0 and at the last epoch), >= 1.
-        per_class: probe samples of every class in one draw, >= 1.
-        repeats: class-balanced draws from the test split, >= 1 (disjoint when the classes are large enough).
-        k: neighbours per sample in the kNN graph, >= 1.
-        seed: seed of the probe draws.
+        graph: the kNN graph of every measurement.
+        draws: the probe: class-balanced draws from the test split (disjoint when the classes are large enough)
+            and the null, the same at every tracked epoch.
         layers: which layers (see :mod:`layermod.layers`); resolved once, at the first measurement.
         batch_size: samples per forward pass while extracting features.
     """
 
     every: int = 1
-    per_class: int = 50
-    repeats: int = 5
-    k: int = 3
-    seed: int = 0
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    draws: DrawConfig = field(default_factory=DrawConfig)
     layers: LayerSpec = "auto"
     batch_size: int = 256
 
     def validate(self) -> None:
-        """Raise :class:`TrainError` naming the first bad field."""
-        for name in ("every", "per_class", "repeats", "k", "batch_size"):
+        """Raise :class:`TrainError` naming the first bad field (the configs were checked when made)."""
+        for name in ("every", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise TrainError(f"TrackConfig.{name}={value!r} must be an integer >= 1")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise TrainError(f"TrackConfig.seed={self.seed!r} must be an integer")
 
     def tracks(self, epoch: int, last: int) -> bool:
         """Whether ``epoch`` (0 = before training) is measured in a run of ``last`` epochs."""
@@ -95,7 +90,8 @@ class Dynamics:
         epochs: (T,) tracked epochs, strictly increasing (0 = before training).
         values: (T, repeats, L) Q of every tracked epoch, draw and layer.
         test_acc: (T,) test accuracy at each tracked epoch (NaN where unknown).
-        config: how the probe was drawn and measured (probe_per_class, repeats, k, seed, dataset, split, ...).
+        config: how the probe was drawn and measured (every, the graph and draw configs' fields, dataset, split,
+            ...).
     """
 
     layers: list[str]
@@ -183,16 +179,16 @@ class Dynamics:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Dynamics:
         """Read a ``dynamics.json`` file (or the one inside a run directory)."""
-        return read_json_file(path, JSON_NAME, cls.from_dict, "dynamics")
+        return read_json_file(path, DYNAMICS_JSON, cls.from_dict, "dynamics")
 
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``dynamics.png`` and then ``dynamics.json`` into ``out_dir``, each atomically; returns the JSON
-        path."""
+        """Write ``dynamics.png`` and then ``dynamics.json`` into ``out_dir`` (created), each atomically; returns the
+        directory."""
         out = ensure_writable_dir(out_dir)
-        self.plot(out / PNG_NAME)
-        with atomic_path(out / JSON_NAME) as tmp:
+        self.plot(out / DYNAMICS_PNG)
+        with atomic_path(out / DYNAMICS_JSON) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        return out / JSON_NAME
+        return out
 
     @literal_text
     def plot(self, path: str | os.PathLike | None = None):
@@ -254,8 +250,8 @@ def plot_dynamics(path_json: str | os.PathLike, out_png: str | os.PathLike | Non
     Writes ``out_png`` (default: ``dynamics.png`` next to the JSON file) and returns its path.
     """
     source = Path(path_json)
-    json_file = source / JSON_NAME if source.is_dir() else source
-    target = Path(out_png) if out_png is not None else json_file.with_name(PNG_NAME)
+    json_file = source / DYNAMICS_JSON if source.is_dir() else source
+    target = Path(out_png) if out_png is not None else json_file.with_name(DYNAMICS_PNG)
     dynamics = Dynamics.load(json_file)
     ensure_writable_dir(target.parent)
     dynamics.plot(target)

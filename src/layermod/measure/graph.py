@@ -36,7 +36,7 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, get_args
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,11 +44,9 @@ import torch
 
 from layermod.coerce import as_real_tensor
 from layermod.errors import FeatureError, GraphError
+from layermod.measure.config import GraphConfig, Metric, Symmetrize, check_options
 
 __all__ = ["knn_graph", "as_feature_matrix", "default_block_size"]
-
-Metric = Literal["cosine", "euclidean"]
-Symmetrize = Literal["mean", "union", "mutual"]
 
 COSINE_EPS = 1e-8
 _CHUNK = 64  # columns per chunk in the two-stage top-k
@@ -89,14 +87,6 @@ def _check_finite(x: torch.Tensor, row_norms: torch.Tensor) -> None:
     raise FeatureError(f"features are too large for {x.dtype} (their norms overflow); rescale them")
 
 
-def check_options(metric: Metric, symmetrize: Symmetrize) -> None:
-    """:class:`GraphError` unless ``metric`` and ``symmetrize`` are names :func:`knn_graph` knows."""
-    if metric not in get_args(Metric):
-        raise GraphError(f"unknown metric {metric!r}; use 'cosine' or 'euclidean'")
-    if symmetrize not in get_args(Symmetrize):
-        raise GraphError(f"unknown symmetrize {symmetrize!r}; use 'mean', 'union' or 'mutual'")
-
-
 def default_block_size(n: int) -> int:
     """Rows per block so that one block of similarities holds about 4M entries."""
     return max(1, min(n, _BLOCK_ELEMENTS // max(n, 1)))
@@ -104,10 +94,10 @@ def default_block_size(n: int) -> int:
 
 def knn_graph(
     features: torch.Tensor | np.ndarray,
-    k: int = 3,
-    metric: Metric = "cosine",
-    symmetrize: Symmetrize = "mean",
-    weighted: bool = True,
+    k: int = GraphConfig.k,
+    metric: Metric = GraphConfig.metric,
+    symmetrize: Symmetrize = GraphConfig.symmetrize,
+    weighted: bool = GraphConfig.weighted,
     block_size: int | None = None,
 ) -> sp.csr_array:
     """Symmetric k-nearest-neighbour graph over the rows of ``features``.

@@ -31,6 +31,7 @@ import torch
 
 from layermod.coerce import as_real_tensor, seed_sequence
 from layermod.errors import GraphError, LabelError
+from layermod.measure.config import GraphConfig, check_permutations, check_resolution
 
 __all__ = ["modularity", "modularity_with_null", "permutation_null"]
 
@@ -90,23 +91,6 @@ class _Edges:
         return float(self.weight[inside].sum() / self.total - resolution * np.sum((class_strength / self.total) ** 2))
 
 
-def check_resolution(resolution: float) -> float:
-    """``resolution`` as a float; :class:`GraphError` unless it is a finite real number >= 0."""
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, float, np.integer, np.floating)):
-        raise GraphError(f"resolution={resolution!r} must be a number >= 0 (1 = Newman's modularity)")
-    if not (np.isfinite(resolution) and resolution >= 0):
-        raise GraphError(f"resolution={resolution} must be finite and >= 0 (1 = Newman's modularity)")
-    return float(resolution)
-
-
-def check_permutations(permutations: int, name: str = "permutations") -> int:
-    """``permutations`` as an int; :class:`GraphError` (naming the argument ``name``) unless it is an integer
-    >= 0."""
-    if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 0:
-        raise GraphError(f"{name}={permutations!r} must be an integer >= 0")
-    return int(permutations)
-
-
 def _codes(labels: np.ndarray | torch.Tensor | list, n: int) -> tuple[np.ndarray, int]:
     """Labels (N,) of any hashable-sortable kind -> (codes (N,) in 0..C-1, C)."""
     y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
@@ -121,7 +105,7 @@ def _codes(labels: np.ndarray | torch.Tensor | list, n: int) -> tuple[np.ndarray
 def modularity(
     adjacency: sp.sparray | sp.spmatrix | np.ndarray,
     labels: np.ndarray | torch.Tensor | list,
-    resolution: float = 1.0,
+    resolution: float = GraphConfig.resolution,
 ) -> float:
     """Modularity Q of ``adjacency`` (N, N) with ``labels`` (N,) as the communities.
 
@@ -149,7 +133,7 @@ def permutation_null(
     labels: np.ndarray | torch.Tensor | list,
     permutations: int,
     seed: int | np.random.SeedSequence = 0,
-    resolution: float = 1.0,
+    resolution: float = GraphConfig.resolution,
 ) -> np.ndarray:
     """Modularity of the same graph under ``permutations`` random shuffles of ``labels``.
 
@@ -170,7 +154,7 @@ def modularity_with_null(
     labels: np.ndarray | torch.Tensor | list,
     permutations: int,
     seed: int | np.random.SeedSequence = 0,
-    resolution: float = 1.0,
+    resolution: float = GraphConfig.resolution,
 ) -> tuple[float, np.ndarray]:
     """:func:`modularity` and :func:`permutation_null` of one graph, reading its edges once.
 

@@ -1,31 +1,11 @@
-"""Checkpoints: weights as safetensors plus a JSON sidecar that describes how to rebuild the model and commits
-the pair.
+"""Checkpoints: weights as safetensors plus a JSON sidecar that describes how to rebuild the model; the read and
+write API.
 
-A checkpoint is two files side by side, plus any companion files saved with them (a training run's momentum
-buffers)::
-
-    DIR/best.safetensors   the state dict (tensors only)
-    DIR/best.json          {"format": "layermod-checkpoint", "version": 2, "arch": ..., "arch_args": {...},
-                            "weights_sha256": "...", "files_sha256": {"COMPANION.safetensors": "..."}, ...}
-
-**One save is one commit.** The sidecar is the commit record: it holds the SHA-256 of the bytes of the weights
-file (``weights_sha256``) and of every companion (``files_sha256``, by file name). :func:`save_checkpoint`
-
-1. settles what an earlier, interrupted save of this checkpoint left behind (see below);
-2. writes the weights and each companion to a hidden staging file next to its final name
-   (``DIR/.best.safetensors.pending``) and hashes it (streaming);
-3. replaces ``DIR/best.json`` atomically (temporary file + rename): this rename is the commit;
-4. renames each staging file onto its final name.
-
-A process killed at any point leaves a loadable checkpoint: before step 3 the previous pair (the old sidecar's
-digests match the files in place; the staging files are ignored), after it the new one (a file whose bytes do
-not match the sidecar yet is found, by its digest, in its staging file and read from there). Loading never
-writes or deletes anything. The next save settles the directory: a staging file the sidecar commits is renamed
-into place, and every other staging file and stale atomic-write temporary of the pair and its companions
-(``.best.safetensors.pending``, ``.best.json.*.tmp``, ...) is deleted. An exception inside the save
-(``KeyboardInterrupt`` included) settles at once, so it leaves no hidden file behind. One writer per checkpoint;
-a load that races a save re-reads the sidecar rather than report a mismatch. The guarantee covers killed
-processes, not power cuts (nothing is fsynced). Releases that read only version-1 sidecars refuse these.
+A checkpoint is ``DIR/NAME.safetensors`` (the state dict) beside ``DIR/NAME.json`` (the sidecar), plus any
+companion files saved with them. :func:`save_checkpoint` writes them as one commit, and every load reads the
+committed bytes, as :mod:`layermod.models.commit` describes (staged files, digests, the sidecar as the commit
+record, interrupted saves settled by the next one); the names of that module a caller needs (:func:`read_sidecar`,
+:func:`settle`, :func:`sidecar_path`, :func:`weights_path`, :data:`FORMAT`, :data:`VERSION`) are offered here too.
 
 Decisions, on purpose:
 
@@ -55,13 +35,10 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import hashlib
+import functools
 import json
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +48,21 @@ from safetensors.torch import save_file
 from torch import nn
 
 from layermod import models
-from layermod.errors import ModelError, OutputError, WeightsError
-from layermod.io.files import atomic_path, ensure_writable_dir
+from layermod.errors import ModelError, WeightsError
+from layermod.io.files import ensure_writable_dir
+from layermod.io.rundir import WEIGHTS_SUFFIX
+from layermod.models.commit import (
+    FORMAT,
+    PICKLE_SUFFIXES,
+    VERSION,
+    commit,
+    committed,
+    has_sidecar,
+    read_sidecar,
+    settle,
+    sidecar_path,
+    weights_path,
+)
 
 __all__ = [
     "FORMAT",
@@ -88,37 +78,9 @@ __all__ = [
     "weights_path",
 ]
 
-FORMAT = "layermod-checkpoint"
-VERSION = 2
-SUFFIX = ".safetensors"
-DEFAULT_NAME = "best"
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
-MAX_SIDECAR_BYTES = 16 * 2**20
-_PENDING = ".pending"
 _DIGEST_KEYS = ("weights_sha256", "files_sha256")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _METADATA = {"format": "pt"}  # one entry: safetensors writes several in an order that differs between processes
-_ATTEMPTS = 3
 _MAX_NAMES = 3
-
-
-def weights_path(path: str | os.PathLike) -> Path:
-    """Resolve ``path`` to a ``.safetensors`` file name: a directory means ``DIR/best.safetensors``, an existing
-    file or a pickle suffix is kept as is (to be refused by name), and any other name without the suffix gets it
-    (``DIR/best`` -> ``DIR/best.safetensors``)."""
-    p = Path(path)
-    if p.is_dir():
-        return p / (DEFAULT_NAME + SUFFIX)
-    if p.is_file() or p.suffix.lower() in PICKLE_SUFFIXES or p.name.endswith(SUFFIX):
-        return p
-    return p.with_name(p.name + SUFFIX)
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """The JSON sidecar of weights ``path``: ``DIR/best.safetensors`` -> ``DIR/best.json``."""
-    p = weights_path(path)
-    stem = p.name[: -len(SUFFIX)] if p.name.endswith(SUFFIX) else p.stem
-    return p.with_name(stem + ".json")
 
 
 def save_checkpoint(
@@ -150,15 +112,16 @@ def save_checkpoint(
     """
     target = weights_path(path)
     if target.suffix.lower() in PICKLE_SUFFIXES:
-        raise WeightsError(f"cannot save {target}: checkpoints are written as .safetensors; use DIR/NAME{SUFFIX}")
+        raise WeightsError(f"cannot save {target}: checkpoints are written as .safetensors; use "
+                           f"DIR/NAME{WEIGHTS_SUFFIX}")
     if not isinstance(meta, dict):
         raise WeightsError(f"checkpoint meta must be a dict, got {type(meta).__name__}")
     companions = dict(companions or {})
     for name in companions:
-        if (not isinstance(name, str) or Path(name).name != name or name.startswith(".") or not name.endswith(SUFFIX)
-                or name == target.name):
-            raise WeightsError(f"companion file {name!r} of {target} must be a plain NAME{SUFFIX} file name other than "
-                               f"{target.name!r}")
+        if (not isinstance(name, str) or Path(name).name != name or name.startswith(".")
+                or not name.endswith(WEIGHTS_SUFFIX) or name == target.name):
+            raise WeightsError(f"companion file {name!r} of {target} must be a plain NAME{WEIGHTS_SUFFIX} file name "
+                               f"other than {target.name!r}")
     sidecar = {**{k: v for k, v in meta.items() if k not in _DIGEST_KEYS}, "format": FORMAT, "version": VERSION}
     try:
         json.dumps(sidecar, sort_keys=True, allow_nan=False)
@@ -167,23 +130,8 @@ def save_checkpoint(
     ensure_writable_dir(target.parent)
     files = {target: _plain_tensors(model.state_dict()),
              **{target.with_name(name): _plain_tensors(tensors) for name, tensors in companions.items()}}
-    settle(target, companions)
-    try:
-        digests = {}
-        for file, tensors in files.items():
-            save_file(tensors, str(_pending(file)), metadata=_METADATA)
-            digests[file.name] = _sha256(_pending(file))
-        sidecar["weights_sha256"] = digests.pop(target.name)
-        if digests:
-            sidecar["files_sha256"] = digests
-        text = json.dumps(sidecar, indent=2, sort_keys=True, allow_nan=False) + "\n"
-        with atomic_path(sidecar_path(target)) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-        for file in files:
-            os.replace(_pending(file), file)
-    except BaseException:
-        settle(target, companions)  # before the commit: drop the staged files; after it: finish the renames
-        raise
+    commit(target, {file: functools.partial(_write_tensors, tensors) for file, tensors in files.items()}, sidecar,
+           companions)
     return target
 
 
@@ -219,7 +167,7 @@ def _source(path: str | os.PathLike) -> tuple[Path, Path]:
     """(the weights file as named, the file holding its committed bytes), its name and digest checked."""
     file = weights_path(path)
     _check_name(file)
-    return file, (_committed(file)[1] if _has_sidecar(file) else file)
+    return file, (committed(file)[1] if has_sidecar(file) else file)
 
 
 def load_companion(path: str | os.PathLike, name: str) -> dict[str, torch.Tensor]:
@@ -232,34 +180,8 @@ def load_companion(path: str | os.PathLike, name: str) -> dict[str, torch.Tensor
     """
     file = weights_path(path)
     _check_name(file)
-    source = _committed(file, name)[1]
+    source = committed(file, name)[1]
     return _read_tensors(source, file.with_name(name))
-
-
-def read_sidecar(path: str | os.PathLike) -> dict:
-    """The JSON sidecar of weights ``path`` (``DIR/best.safetensors`` -> ``DIR/best.json``) as a dict.
-
-    Raises:
-        WeightsError: the sidecar is missing, larger than 16 MiB, not valid JSON, not an object, from another
-            format / a newer version, or (version 2) without valid digests.
-    """
-    file = sidecar_path(path)
-    meta = _read_json(file)
-    if not isinstance(meta, dict):
-        raise WeightsError(f"checkpoint sidecar {file} must hold a JSON object, got {type(meta).__name__}")
-    if meta.get("format") != FORMAT:
-        raise WeightsError(f"checkpoint sidecar {file} has format {meta.get('format')!r:.60}, expected {FORMAT!r}")
-    version = meta.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
-        raise WeightsError(f"checkpoint sidecar {file} has version {version!r:.60}; this layermod reads versions 1 to "
-                           f"{VERSION}, upgrade it for a newer one")
-    if version >= 2:
-        files = meta.get("files_sha256", {})
-        if (not _is_digest(meta.get("weights_sha256")) or not isinstance(files, dict)
-                or not all(_is_digest(digest) for digest in files.values())):
-            raise WeightsError(f"checkpoint sidecar {file} lacks valid SHA-256 digests (weights_sha256, files_sha256); "
-                               "save the checkpoint again")
-    return meta
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
@@ -282,7 +204,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     """
     file = weights_path(path)
     _check_name(file)
-    meta, source = _committed(file)
+    meta, source = committed(file)
     side = sidecar_path(file)
     arch, args, remove = _recipe(meta, side)
     shapes = _header_shapes(source, file)
@@ -295,122 +217,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     return model, meta
 
 
-def settle(path: str | os.PathLike, companions: Iterable[str] = ()) -> None:
-    """Bring checkpoint ``path`` to its committed state after an interrupted save (see the module doc): rename
-    each staging file whose bytes the sidecar commits (where the file in place does not match) onto its final
-    name, and delete every other staging file and stale atomic-write temporary of the weights, the sidecar and
-    the ``companions`` (file names). :func:`save_checkpoint` calls it first; nothing to do is a no-op.
-
-    Raises:
-        OutputError: a file cannot be renamed or deleted (a read-only directory).
-    """
-    target = weights_path(path)
-    committed: dict[str, str] = {}
-    with contextlib.suppress(WeightsError):
-        meta = read_sidecar(target) if _has_sidecar(target) else {}
-        if meta.get("version", 1) >= 2:
-            committed = {target.name: meta["weights_sha256"], **meta.get("files_sha256", {})}
-    files = [target, *(target.with_name(name) for name in companions)]
-    try:
-        for file in files:
-            pending = _pending(file)
-            if pending.exists():
-                digest = committed.get(file.name)
-                if digest is not None and _sha256(file) != digest and _sha256(pending) == digest:
-                    os.replace(pending, file)
-                else:
-                    pending.unlink(missing_ok=True)
-        for file in [*files, sidecar_path(target)]:
-            for stale in glob.glob(glob.escape(str(file.with_name("." + file.name))) + ".*.tmp"):
-                Path(stale).unlink(missing_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot tidy checkpoint {target} after an interrupted save: {exc.strerror or exc}; check "
-                          f"that {target.parent} is writable") from None
-
-
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _pending(file: Path) -> Path:
-    """The staging file of ``file``: ``DIR/.NAME.pending``."""
-    return file.with_name(f".{file.name}{_PENDING}")
-
-
-def _committed(weights: Path, name: str | None = None) -> tuple[dict, Path]:
-    """The sidecar of ``weights`` and the path that holds the committed bytes of the weights (``name`` None) or
-    of companion ``name``: the file itself or its staging file, whichever matches the recorded digest (the file
-    itself, unchecked, for a version-1 sidecar). A sidecar that changes meanwhile (a save finishing) is re-read."""
-    target = weights if name is None else weights.with_name(name)
-    for _ in range(_ATTEMPTS):
-        meta = read_sidecar(weights)
-        if meta["version"] < 2:
-            return meta, target
-        digest = meta["weights_sha256"] if name is None else meta.get("files_sha256", {}).get(name)
-        if digest is None:
-            raise WeightsError(f"checkpoint sidecar {sidecar_path(weights)} records no file {name!r}; it was not "
-                               "saved with this checkpoint")
-        for candidate in (target, _pending(target)):
-            if _sha256(candidate) == digest:
-                return meta, candidate
-        if read_sidecar(weights) == meta:
-            break
-    side = sidecar_path(weights)
-    files = ", ".join([weights.name, side.name, *meta.get("files_sha256", {})])
-    if not target.exists():
-        problem = f"{target.name} is missing"
-    else:
-        problem = (f"{target.name} does not belong to {side.name} (its SHA-256 differs from the one recorded there: "
-                   "damaged or replaced after saving)")
-    raise WeightsError(f"checkpoint {weights} is inconsistent: {problem}; restore its files from a backup, or delete "
-                       f"{files} and save it anew")
-
-
-def _sha256(file: Path) -> str | None:
-    """SHA-256 of the bytes of ``file`` (hex), read in chunks; None when it does not exist."""
-    sha = hashlib.sha256()
-    try:
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(2**20), b""):
-                sha.update(chunk)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise WeightsError(f"cannot read {file}: {exc.strerror or exc}; check its permissions") from None
-    return sha.hexdigest()
-
-
-def _is_digest(value: object) -> bool:
-    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
-
-
-def _read_json(file: Path) -> object:
-    """The JSON value in ``file`` (at most :data:`MAX_SIDECAR_BYTES`); WeightsError otherwise."""
-    try:
-        with open(file, "rb") as fh:
-            data = fh.read(MAX_SIDECAR_BYTES + 1)
-    except FileNotFoundError:
-        raise WeightsError(f"checkpoint sidecar {file} not found; it is written next to the weights by save_checkpoint") from None
-    except OSError as exc:
-        raise WeightsError(f"cannot read checkpoint sidecar {file}: {exc.strerror or exc}") from None
-    if len(data) > MAX_SIDECAR_BYTES:
-        raise WeightsError(f"checkpoint sidecar {file} is larger than {MAX_SIDECAR_BYTES // 2**20} MiB, so not a "
-                           "layermod sidecar; point at the weights of a layermod checkpoint")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits, nesting
-        reason = " ".join(str(exc).split())[:80]
-        raise WeightsError(f"checkpoint sidecar {file} is not valid JSON ({reason}); rewrite it or retrain") from None
-
-
-def _has_sidecar(weights: Path) -> bool:
-    """True when the JSON file next to ``weights`` is a layermod sidecar (by its ``format``), whatever its state."""
-    if not sidecar_path(weights).is_file():
-        return False
-    try:
-        meta = _read_json(sidecar_path(weights))
-    except WeightsError:
-        return False
-    return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
 def _recipe(meta: dict, side: Path) -> tuple[str, dict, list[str] | None]:
@@ -465,6 +272,11 @@ def _plain_tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``tensors`` as the safetensors file ``path``, with the one metadata entry (module doc)."""
+    save_file(tensors, str(path), metadata=_METADATA)
+
+
 def _check_name(file: Path) -> None:
     """Refuse pickle files (unopened) and names without the ``.safetensors`` suffix."""
     suffix = file.suffix.lower()
@@ -473,7 +285,7 @@ def _check_name(file: Path) -> None:
             f"{file} is a pickle checkpoint ({suffix}); layermod loads only safetensors and never unpickles. Convert it "
             "once in trusted code: safetensors.torch.save_file(torch.load(F, weights_only=True), 'model.safetensors')"
         )
-    if not file.name.endswith(SUFFIX):
+    if not file.name.endswith(WEIGHTS_SUFFIX):
         raise WeightsError(f"{file} is not a .safetensors file; save or convert the weights with safetensors")
 
 
@@ -486,7 +298,7 @@ def _header_shapes(source: Path, shown: Path) -> dict[str, tuple[int, ...]]:
     """Key -> shape of every tensor in ``source`` from the safetensors header alone (no tensor data is read);
     errors name ``shown``."""
     if not source.is_file():
-        raise WeightsError(f"weights {shown} not found; check the path (expected DIR/NAME{SUFFIX})")
+        raise WeightsError(f"weights {shown} not found; check the path (expected DIR/NAME{WEIGHTS_SUFFIX})")
     try:
         with safe_open(str(source), framework="pt", device="cpu") as handle:
             return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
@@ -497,7 +309,7 @@ def _header_shapes(source: Path, shown: Path) -> dict[str, tuple[int, ...]]:
 def _read_tensors(source: Path, shown: Path) -> dict[str, torch.Tensor]:
     """Every tensor in ``source`` on the CPU; errors name ``shown``."""
     if not source.is_file():
-        raise WeightsError(f"weights {shown} not found; check the path (expected DIR/NAME{SUFFIX})")
+        raise WeightsError(f"weights {shown} not found; check the path (expected DIR/NAME{WEIGHTS_SUFFIX})")
     try:
         with safe_open(str(source), framework="pt", device="cpu") as handle:
             return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118

@@ -37,7 +37,9 @@ from torch import nn
 
 from layermod import models
 from layermod.models.checkpoint import check_weights_fit, load_checkpoint, load_weights, read_sidecar
-from layermod.data.datasets import DATASETS, as_dataset, load_dataset, load_npz
+from layermod.data.arrays import as_dataset
+from layermod.data.datasets import DATASETS, load_dataset
+from layermod.data.npz import load_npz
 from layermod.errors import DatasetError, LayermodError, ModelError
 
 __all__ = ["call_user_function", "import_object", "resolve_model", "resolve_data"]

@@ -1,20 +1,16 @@
 """Prune the same number of layers by several methods, fine-tune each identically, and compare.
 
-Methods, each an order of the removable units (most removable first) from which
-:func:`layermod.redundancy.select_units` takes the budget under the stage rule:
+Each method of :data:`~layermod.pruning.plans.METHODS` is an order of the removable units (most removable
+first, :func:`~layermod.pruning.plans.method_order`) from which :func:`~layermod.pruning.plans.select_units`
+takes the budget under the stage rule; ``none`` removes nothing: the original model, fine-tuned the same way,
+as the reference.
 
-* ``modularity``: smallest modularity increment first (drops, then plateaus): the paper's criterion;
-* ``steepest``: largest increment first, the opposite choice, to test whether losing Q costs accuracy;
-* ``cosine``: smallest block influence ``1 - cos(input, output)`` first (the score used to prune LLM layers);
-* ``random``: a seeded shuffle, a new one per seed;
-* ``first`` / ``last``: the earliest / the deepest units;
-* ``none``: nothing removed: the original model, fine-tuned the same way, as the reference.
-
-Every pruned model starts from the original's weights (:func:`layermod.prune.apply_plan`), is fine-tuned with
-the same :class:`~layermod.train.TrainConfig` once per seed, and evaluated before and after fine-tuning. A row
-per method reports what was removed (for the first seed), parameters, MACs and FLOPs per sample, CPU latency of
-one batch, and test accuracy mean and std over seeds. :func:`read_comparison` reads the rows back from
-``comparison.json`` and refuses rows that cannot be (see :func:`comparison_from_dict`).
+Every pruned model starts from the original's weights (:func:`layermod.pruning.units.apply_plan`), is
+fine-tuned with the same :class:`~layermod.training.train.TrainConfig` once per seed, and evaluated before and
+after fine-tuning. A row per method reports what was removed (for the first seed), parameters, MACs and FLOPs
+per sample, CPU latency of one batch, and test accuracy mean and std over seeds: a :class:`PruningComparison`,
+written as ``comparison.json`` (the source of truth) with ``.csv``, ``.md`` and ``.png`` twins and read back by
+:meth:`PruningComparison.load`, which refuses rows that cannot be (see :meth:`PruningComparison.from_dict`).
 """
 
 from __future__ import annotations
@@ -23,7 +19,8 @@ import copy
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,41 +28,18 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from layermod.analysis.redundancy import Verdict
 from layermod.errors import PlanError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv
-from layermod.pruning.units import Unit, apply_plan, block_influence, latency, model_cost
-from layermod.analysis.redundancy import Verdict, rank_by_increment, select_units
-from layermod.training.train import TrainConfig, evaluate, train
+from layermod.io.rundir import COMPARISON_CSV, COMPARISON_JSON, COMPARISON_MD, COMPARISON_PNG
 from layermod.io.validate import literal_text, mapping, names, number, numbers, required, shorten
+from layermod.pruning.plans import METHODS, method_order, select_units
+from layermod.pruning.units import Unit, apply_plan, block_influence, latency, model_cost
+from layermod.training.train import TrainConfig, evaluate, train
 
-__all__ = ["METHODS", "compare_methods", "comparison_from_dict", "method_order", "plot_comparison", "read_comparison",
-           "save_comparison"]
+__all__ = ["PruningComparison", "compare_methods"]
 
-METHODS = ("none", "modularity", "steepest", "cosine", "random", "first", "last")
-
-
-def method_order(
-    method: str,
-    units: Sequence[Unit],
-    verdicts: Sequence[Verdict] | None = None,
-    influence: dict[str, float] | None = None,
-    seed: int = 0,
-) -> list[str]:
-    """Unit names in the order ``method`` would remove them (see module doc)."""
-    names = [unit.name for unit in units]
-    if method == "modularity":
-        return rank_by_increment(verdicts, units)
-    if method == "steepest":
-        return rank_by_increment(verdicts, units)[::-1]
-    if method == "cosine":
-        return sorted(names, key=lambda name: influence[name])
-    if method == "random":
-        return [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
-    if method == "first":
-        return names
-    if method == "last":
-        return names[::-1]
-    raise PlanError(f"unknown pruning method {method!r}; use {', '.join(METHODS)}")
+_COLUMNS = ["method", "n_removed", "params", "macs", "flops", "latency_ms", "acc_pruned_mean", "acc_mean", "acc_std"]
 
 
 def compare_methods(
@@ -83,18 +57,18 @@ def compare_methods(
     plan: Sequence[str] | None = None,
     from_scratch: bool = False,
     progress: bool = True,
-) -> tuple[list[dict], dict[str, nn.Module]]:
+) -> tuple[PruningComparison, dict[str, nn.Module]]:
     """Prune ``budget`` units by every method, fine-tune per seed, evaluate.
 
     Args:
         model: the trained network (not modified).
-        units: its removable units (:func:`layermod.prune.removable_units`).
+        units: its removable units (:func:`layermod.pruning.units.removable_units`).
         budget: units to remove per method.
         train_data, test_data: fine-tuning data and held-out data.
         finetune: fine-tuning settings; its seed is replaced by 0..seeds-1.
-        verdicts: :func:`layermod.redundancy.find_redundant` of the model's curve.
+        verdicts: :func:`layermod.analysis.redundancy.find_redundant` of the model's curve.
         example: one input (1, ...) for counting MACs/FLOPs and checking shapes.
-        methods: names from :data:`METHODS`.
+        methods: names from :data:`~layermod.pruning.plans.METHODS`.
         seeds: fine-tuning runs per method (random also draws a new plan per seed).
         latency_batch: (B, ...) inputs timed for CPU latency (default: ``example``).
         plan: units for the ``modularity`` method instead of its own choice (an edited plan.json).
@@ -102,8 +76,8 @@ def compare_methods(
             pruned networks, instead of fine-tuning from the surviving weights.
 
     Returns:
-        (rows, models): one row per method with keys method, layers_removed, params, macs, flops,
-        latency_ms, acc_pruned_mean, acc_mean, acc_std, accs; and the seed-0 fine-tuned model per method.
+        (comparison, models): a :class:`PruningComparison` with one row per method, and the seed-0 fine-tuned
+        model per method.
     """
     for method in methods:
         if method not in METHODS:
@@ -145,47 +119,93 @@ def compare_methods(
             "accs": accs,
         })
     bar.close()
-    return rows, finals
+    return PruningComparison(rows), finals
 
 
-def save_comparison(rows: Sequence[dict], out_dir: str | os.PathLike) -> None:
-    """Write comparison.json (the source of truth), .csv, .md and comparison.png (accuracy against removed
-    FLOPs, mean with std bars) into ``out_dir``, each file whole or not at all."""
-    out = ensure_writable_dir(out_dir)
-    columns = ["method", "n_removed", "params", "macs", "flops", "latency_ms", "acc_pruned_mean", "acc_mean",
-               "acc_std"]
-    write_csv(out / "comparison.csv", [*columns, "layers_removed"],
-              ([*(row[c] for c in columns), " ".join(row["layers_removed"])] for row in rows))
-    lines = ["| method | removed | params | MACs | FLOPs | latency (ms) | acc. pruned | acc. fine-tuned |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        lines.append(f"| {row['method']} | {row['n_removed']} | {row['params']:,} | {row['macs']:,} | "
-                     f"{row['flops']:,} | {row['latency_ms']:.2f} | {100 * row['acc_pruned_mean']:.2f} % | "
-                     f"{100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f} % |")
-    with atomic_path(out / "comparison.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    plot_comparison(rows, out / "comparison.png")
-    with atomic_path(out / "comparison.json") as tmp:
-        tmp.write_text(json.dumps({"rows": list(rows)}, indent=2))
+@dataclass(frozen=True)
+class PruningComparison:
+    """Pruning methods compared at the same budget, as :func:`compare_methods` measured them.
 
+    Attributes:
+        rows: one dict per method with keys method, layers_removed, n_removed, params, macs, flops, latency_ms,
+            acc_pruned_mean, acc_mean, acc_std and accs (the accuracy after fine-tuning with each seed).
+    """
 
-def comparison_from_dict(data: object) -> list[dict]:
-    """The rows of a ``comparison.json`` read from a file, checked as :mod:`layermod.validate` says: one row per
-    method of :data:`METHODS`, each with the units removed (as many as ``n_removed``), params, MACs and FLOPs
-    (integers, FLOPs >= 1), a latency >= 0 and accuracies (and their std) in [0, 1]. Raises ValueError naming
-    the first problem."""
-    rows = required(mapping(data, "the comparison"), "rows")
-    if not isinstance(rows, list) or not 1 <= len(rows) <= len(METHODS):
-        raise ValueError(f"rows is not a list of 1 to {len(METHODS)} rows")
-    checked = [_row(i, row) for i, row in enumerate(rows)]
-    methods = [row["method"] for row in checked]
-    if len(set(methods)) < len(methods):
-        raise ValueError(f"a method has two rows: {', '.join(methods)}")
-    return checked
+    rows: list[dict]
+
+    def to_dict(self) -> dict:
+        """JSON-ready ``{"rows": [...]}``."""
+        return {"rows": list(self.rows)}
+
+    @classmethod
+    def from_dict(cls, data: object) -> PruningComparison:
+        """The comparison of a ``comparison.json`` read from a file, checked as :mod:`layermod.io.validate` says:
+        one row per method of :data:`~layermod.pruning.plans.METHODS`, each with the units removed (as many as
+        ``n_removed``), params, MACs and FLOPs (integers, FLOPs >= 1), a latency >= 0 and accuracies (and their
+        std) in [0, 1]. Raises ValueError naming the first problem."""
+        rows = required(mapping(data, "the comparison"), "rows")
+        if not isinstance(rows, list) or not 1 <= len(rows) <= len(METHODS):
+            raise ValueError(f"rows is not a list of 1 to {len(METHODS)} rows")
+        checked = [_row(i, row) for i, row in enumerate(rows)]
+        methods = [row["method"] for row in checked]
+        if len(set(methods)) < len(methods):
+            raise ValueError(f"a method has two rows: {', '.join(methods)}")
+        return cls(checked)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PruningComparison:
+        """Read ``comparison.json`` (or the one inside a run directory), checked by :meth:`from_dict`; a one-line
+        :class:`~layermod.errors.ReportError` naming the file otherwise."""
+        return read_json_file(path, COMPARISON_JSON, cls.from_dict, "a pruning comparison")
+
+    def markdown(self) -> str:
+        """The rows as a Markdown table (``comparison.md``), accuracies in percent."""
+        lines = ["| method | removed | params | MACs | FLOPs | latency (ms) | acc. pruned | acc. fine-tuned |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in self.rows:
+            lines.append(f"| {row['method']} | {row['n_removed']} | {row['params']:,} | {row['macs']:,} | "
+                         f"{row['flops']:,} | {row['latency_ms']:.2f} | {100 * row['acc_pruned_mean']:.2f} % | "
+                         f"{100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f} % |")
+        return "\n".join(lines) + "\n"
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write comparison.csv, .md, .png (accuracy against removed FLOPs, mean with std bars) and, last,
+        comparison.json (the source of truth) into ``out_dir`` (created), each file whole or not at all; returns
+        the directory."""
+        out = ensure_writable_dir(out_dir)
+        write_csv(out / COMPARISON_CSV, [*_COLUMNS, "layers_removed"],
+                  ([*(row[c] for c in _COLUMNS), " ".join(row["layers_removed"])] for row in self.rows))
+        with atomic_path(out / COMPARISON_MD) as tmp:
+            tmp.write_text(self.markdown())
+        self.plot(out / COMPARISON_PNG)
+        with atomic_path(out / COMPARISON_JSON) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        return out
+
+    @literal_text
+    def plot(self, path: str | os.PathLike | None = None):
+        """Accuracy after fine-tuning (mean with std bars) against the FLOPs each method removed, one point per
+        row; returns the Figure, written as PNG (atomically) with ``path``."""
+        from matplotlib.figure import Figure
+
+        base = next((row for row in self.rows if row["method"] == "none"), self.rows[0])
+        ax = Figure(figsize=(6.4, 4.2)).add_subplot()
+        for row in self.rows:
+            saved = 100 * (1 - row["flops"] / base["flops"])
+            ax.errorbar(saved, 100 * row["acc_mean"], yerr=100 * row["acc_std"], fmt="o", capsize=3,
+                        label=row["method"])
+        ax.set_xlabel("FLOPs removed (%)")
+        ax.set_ylabel("test accuracy after fine-tuning (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.figure.tight_layout()
+        if path is not None:
+            save_png(ax.figure, path)
+        return ax.figure
 
 
 def _row(i: int, row: object) -> dict:
-    """``rows[i]`` of a comparison, checked (see :func:`comparison_from_dict`)."""
+    """``rows[i]`` of a comparison, checked (see :meth:`PruningComparison.from_dict`)."""
     where = f"rows[{i}]"
     row = mapping(row, where)
     method = required(row, "method")
@@ -204,33 +224,6 @@ def _row(i: int, row: object) -> dict:
     return dict(row)
 
 
-def read_comparison(path: str | os.PathLike) -> list[dict]:
-    """The rows of ``comparison.json`` (or the one inside a run directory), checked by
-    :func:`comparison_from_dict`; a one-line :class:`~layermod.errors.ReportError` naming the file otherwise."""
-    return read_json_file(path, "comparison.json", comparison_from_dict, "a pruning comparison")
-
-
-@literal_text
-def plot_comparison(rows: Sequence[dict], path: str | os.PathLike | None = None):
-    """Accuracy after fine-tuning (mean with std bars) against the FLOPs each method removed, one point per
-    row of a comparison; returns the Figure, written as PNG (atomically) with ``path``."""
-    from matplotlib.figure import Figure
-
-    base = next((row for row in rows if row["method"] == "none"), rows[0])
-    ax = Figure(figsize=(6.4, 4.2)).add_subplot()
-    for row in rows:
-        saved = 100 * (1 - row["flops"] / base["flops"])
-        ax.errorbar(saved, 100 * row["acc_mean"], yerr=100 * row["acc_std"], fmt="o", capsize=3, label=row["method"])
-    ax.set_xlabel("FLOPs removed (%)")
-    ax.set_ylabel("test accuracy after fine-tuning (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.figure.tight_layout()
-    if path is not None:
-        save_png(ax.figure, path)
-    return ax.figure
-
-
 def _reinitialise(model: nn.Module, seed: int) -> None:
     """Fresh default initialisation of every layer that has one, seeded."""
     torch.manual_seed(seed)
@@ -241,7 +234,7 @@ def _reinitialise(model: nn.Module, seed: int) -> None:
 
 def _probe_inputs(data: Dataset, n: int = 512) -> torch.Tensor:
     """The first ``n`` inputs of ``data`` (N, ...), for the block-influence score."""
-    from layermod.data.datasets import gather
+    from layermod.data.arrays import gather
 
     x, _ = gather(data, np.arange(min(n, len(data))))
     return x

@@ -8,7 +8,9 @@ numbers came from as downloads, so the page needs no network and nothing beside 
 What is recognised, in the order shown: the checkpoint sidecar (``best.json``) and ``metrics.csv``, the curve
 with its redundancy verdicts (``curve.json``), 2-D views and kNN graphs (``embedding.json``), training
 dynamics (``dynamics.json``), clean vs attacked curves (``attack.json``), D and CKA heat maps
-(``compare.json``), pruning (``plan.json``, ``comparison.json``) and ``eval.json``.
+(``compare.json``), pruning (``plan.json``, ``comparison.json``) and ``eval.json``. One registry,
+:data:`KNOWN_FILES`, says it all: for each file name (:mod:`layermod.io.rundir`) a :class:`Section` with the
+loader of its result type, the function that shows the result and the files offered for download beside it.
 
 Bad input, on purpose: a run directory that is missing or holds none of these files, and any file that cannot
 be read, is reported (a notice in the page and one line in the returned list) while everything readable is
@@ -16,10 +18,11 @@ still shown. Only when nothing at all is readable is no page written (:class:`Re
 
 * **Checked by the loaders.** Every file is read by its result type's loader, which refuses what cannot be
   (Q outside modularity's range, lengths that disagree, accuracies above 1, absurd sizes; see
-  :mod:`layermod.validate`) in one line naming the file; the sidecar and ``eval.json`` are checked here.
+  :mod:`layermod.io.validate`) in one line naming the file; the sidecar and ``metrics.csv``, which have no
+  result type, are checked here.
 * **One file fails alone.** Each file is added inside :meth:`HtmlDocument.all_or_nothing`, and *any* exception
   (a memory error while drawing included) leaves that file out whole, with a notice, and goes on with the next;
-  a reason from outside layermod is cut to :data:`~layermod.validate.REASON_CHARS` characters.
+  a reason from outside layermod is cut to :data:`~layermod.io.validate.REASON_CHARS` characters.
 * **Names as they are.** Figures draw layer and class names literally, shortened; tables show them whole.
 """
 
@@ -29,24 +32,64 @@ import csv
 import itertools
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from layermod.adversarial.curves import AdversarialCurves
 from layermod.analysis.compare import LayerComparison
 from layermod.analysis.curve import Curve
+from layermod.analysis.curve_plot import curve_axes
 from layermod.analysis.dynamics import Dynamics
-from layermod.analysis.views import load_views, plot_views
+from layermod.analysis.redundancy import find_redundant
+from layermod.analysis.views import Views
 from layermod.errors import LayermodError, ReportError
 from layermod.io.files import csv_text, ensure_writable_dir, read_json_file
+from layermod.io.rundir import (
+    ATTACK_CSV,
+    ATTACK_JSON,
+    BEST_JSON,
+    CKA_CSV,
+    COMPARE_JSON,
+    COMPARISON_CSV,
+    COMPARISON_JSON,
+    CURVE_CSV,
+    CURVE_JSON,
+    D_CSV,
+    DYNAMICS_JSON,
+    EMBEDDING_JSON,
+    EVAL_JSON,
+    METRICS_CSV,
+    PLAN_JSON,
+    REPORT_HTML,
+)
+from layermod.io.validate import MAX_ITEMS, REASON_CHARS, TITLE_CHARS, label, mapping, number, shorten, text
+from layermod.pruning.plans import Plan
+from layermod.pruning.study import PruningComparison
 from layermod.report.html import HtmlDocument
-from layermod.pruning.study import plot_comparison, read_comparison
-from layermod.analysis.redundancy import find_redundant, read_plan
-from layermod.analysis.curve_plot import curve_axes, plot_curves
-from layermod.io.validate import MAX_ITEMS, REASON_CHARS, TITLE_CHARS, label, mapping, number, required, shorten, text
+from layermod.training.evaluation import Evaluation
 
-__all__ = ["KNOWN_FILES", "write_report"]
+__all__ = ["KNOWN_FILES", "Section", "write_report"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Section(Generic[T]):
+    """What the report does with one file of a run directory.
+
+    Attributes:
+        load: the file's result read from the run directory (the result type's loader); raises on a file that
+            cannot be.
+        show: adds the result's section to the page: ``show(doc, result, run)``.
+        downloads: files of the run embedded as downloads below the section, those present.
+    """
+
+    load: Callable[[Path], T]
+    show: Callable[[HtmlDocument, T, Path], None]
+    downloads: tuple[str, ...]
 
 
 def _download(doc: HtmlDocument, run: Path, *names: str) -> None:
@@ -69,28 +112,35 @@ def _sidecar(data: object) -> dict:
     }
 
 
-def _checkpoint(doc: HtmlDocument, run: Path) -> None:
-    meta = read_json_file(run, "best.json", _sidecar, "a checkpoint sidecar")
+def _load_sidecar(run: Path) -> dict:
+    return read_json_file(run, BEST_JSON, _sidecar, "a checkpoint sidecar")
+
+
+def _checkpoint(doc: HtmlDocument, meta: dict, _run: Path) -> None:
     doc.subsection("Model")
     doc.paragraph(f"{meta['model']} trained on {meta['dataset']}: best test accuracy {100 * meta['accuracy']:.2f} % "
                   f"at epoch {meta['epoch']}.")
-    _download(doc, run, "best.json")
 
 
-def _metrics(doc: HtmlDocument, run: Path) -> None:
-    with open(run / "metrics.csv", newline="", encoding="utf-8") as fh:
+def _load_metrics(run: Path) -> list[list[str]]:
+    """The rows of ``metrics.csv``, header first: at least one row below it and at most ``MAX_ITEMS``, all as
+    long as the header."""
+    with open(run / METRICS_CSV, newline="", encoding="utf-8") as fh:
         rows = list(itertools.islice(csv.reader(fh), MAX_ITEMS + 2))
     if len(rows) < 2:
         raise ValueError("no rows")
     if len(rows) > MAX_ITEMS + 1:
         raise ValueError(f"more than {MAX_ITEMS:,} rows")
-    header, body = rows[0], rows[1:]
-    if any(len(row) != len(header) for row in body):
+    if any(len(row) != len(rows[0]) for row in rows[1:]):
         raise ValueError("rows of different lengths")
+    return rows
+
+
+def _metrics(doc: HtmlDocument, rows: list[list[str]], _run: Path) -> None:
+    header, body = rows[0], rows[1:]
     doc.subsection("Training")
     doc.table([shorten(name) for name in header], [[_number(cell) for cell in row] for row in body],
               caption="per-epoch metrics")
-    _download(doc, run, "metrics.csv")
 
 
 def _number(cell: str) -> object:
@@ -103,11 +153,10 @@ def _number(cell: str) -> object:
             return shorten(cell)
 
 
-def _curve(doc: HtmlDocument, run: Path) -> None:
-    curve = Curve.load(run)
+def _curve(doc: HtmlDocument, curve: Curve, run: Path) -> None:
     verdicts = find_redundant(curve)
     doc.subsection("Modularity curve")
-    ax = plot_curves([curve], ax=curve_axes(len(curve.layers)))
+    ax = curve.plot(ax=curve_axes(len(curve.layers)))
     doc.figure(ax.figure, caption="mean Q per layer with a ±1 std band over the draws; dashed: shuffled labels; "
                "dotted: the ceiling 1 - 1/C")
     mean = curve.mean
@@ -126,34 +175,28 @@ def _curve(doc: HtmlDocument, run: Path) -> None:
     doc.table(header, rows, caption="per layer: mean Q, increment over the previous layer with its paired standard "
               "error, and the verdict of find_redundant (z = 2, min gain 0.005)")
     doc.download(f"{run.name}-verdicts.csv", csv_text(header, rows), label="verdicts.csv")
-    _download(doc, run, "curve.json", "curve.csv")
 
 
-def _views(doc: HtmlDocument, run: Path) -> None:
-    views, class_names, config = load_views(run)
-    method = shorten(str(config.get("method", "?")))
+def _views(doc: HtmlDocument, views: Views, _run: Path) -> None:
+    method = shorten(str(views.config.get("method", "?")))
     doc.subsection("Samples in 2-D and their kNN graphs")
-    doc.figure(plot_views(views, class_names=class_names),
-               caption=f"{method} embedding of {len(views[0].labels)} samples coloured by class "
-                       f"(top) and the k={config.get('k', '?')} nearest-neighbour graph on the same positions, "
+    doc.figure(views.plot(),
+               caption=f"{method} embedding of {len(views.views[0].labels)} samples coloured by class "
+                       f"(top) and the k={views.config.get('k', '?')} nearest-neighbour graph on the same positions, "
                        "edges across classes in red (bottom)")
-    doc.table(["layer", "Q", "edge weight inside classes"], [[v.layer, v.q, v.intra_fraction] for v in views])
-    _download(doc, run, "embedding.json")
+    doc.table(["layer", "Q", "edge weight inside classes"], [[v.layer, v.q, v.intra_fraction] for v in views.views])
 
 
-def _dynamics(doc: HtmlDocument, run: Path) -> None:
-    dynamics = Dynamics.load(run)
+def _dynamics(doc: HtmlDocument, dynamics: Dynamics, _run: Path) -> None:
     doc.subsection("Training dynamics")
     doc.figure(dynamics.plot(), caption="Q of every layer over the epochs (left) beside the test accuracy (right)")
     header = ["", *(f"epoch {epoch}" for epoch in dynamics.epochs)]
     rows = [["test accuracy", *dynamics.test_acc], *([name, *column] for name, column in
                                                       zip(dynamics.layers, dynamics.mean.T))]
     doc.table(header, rows, caption="test accuracy and mean Q of every layer at each tracked epoch")
-    _download(doc, run, "dynamics.json")
 
 
-def _attack(doc: HtmlDocument, run: Path) -> None:
-    result = AdversarialCurves.load(run)
+def _attack(doc: HtmlDocument, result: AdversarialCurves, _run: Path) -> None:
     summary = result.summary
     attack = shorten(result.label, TITLE_CHARS)
     doc.subsection(f"Clean vs {attack}")
@@ -170,15 +213,13 @@ def _attack(doc: HtmlDocument, run: Path) -> None:
     rows = [[i, name, result.clean.mean[i], result.attacked.mean[i], result.gap[i], result.gap_se[i]]
             for i, name in enumerate(result.clean.layers)]
     doc.table(header, rows)
-    _download(doc, run, "attack.json", "attack.csv")
 
 
 def _percent(value) -> str:
     return "–" if value is None or not np.isfinite(value) else f"{100 * value:.1f} %"
 
 
-def _compare(doc: HtmlDocument, run: Path) -> None:
-    comparison = LayerComparison.load(run)
+def _compare(doc: HtmlDocument, comparison: LayerComparison, _run: Path) -> None:
     doc.subsection("Layer difference D beside linear CKA")
     doc.figure(comparison.plot(), caption="D_ij = |Q_i - Q_j| (left; small = alike) and linear CKA (right; high = "
                "alike) between all pairs of layers, on the same samples")
@@ -188,62 +229,52 @@ def _compare(doc: HtmlDocument, run: Path) -> None:
         r = np.corrcoef(d[pairs], cka[pairs])[0, 1]
         doc.paragraph(f"Across {int(pairs.sum())} layer pairs, D and CKA correlate with r = {r:.3f} (negative: "
                       "pairs with similar modularity also have similar representations).")
-    _download(doc, run, "compare.json", "d.csv", "cka.csv")
 
 
-def _pruning(doc: HtmlDocument, run: Path) -> None:
-    rows = read_comparison(run)
+def _pruning(doc: HtmlDocument, comparison: PruningComparison, _run: Path) -> None:
     doc.subsection("Pruning: methods compared at the same budget")
-    doc.figure(plot_comparison(rows), caption="test accuracy after fine-tuning (mean ± std over seeds) against the "
+    doc.figure(comparison.plot(), caption="test accuracy after fine-tuning (mean ± std over seeds) against the "
                "FLOPs each method removed")
     header = ["method", "removed", "params", "MACs", "FLOPs", "latency (ms)", "acc. pruned", "acc. fine-tuned",
               "± std", "layers removed"]
     table = [[r["method"], r["n_removed"], r["params"], r["macs"], r["flops"], r["latency_ms"], r["acc_pruned_mean"],
-              r["acc_mean"], r["acc_std"], " ".join(r["layers_removed"])] for r in rows]
+              r["acc_mean"], r["acc_std"], " ".join(r["layers_removed"])] for r in comparison.rows]
     doc.table(header, table)
-    _download(doc, run, "comparison.json", "comparison.csv")
 
 
-def _plan(doc: HtmlDocument, run: Path) -> None:
-    plan = read_plan(run)
+def _plan(doc: HtmlDocument, plan: Plan, _run: Path) -> None:
     doc.subsection("Pruning plan")
-    doc.paragraph(f"{label(plan.get('method', '?'))}: remove {len(plan['remove'])} unit(s): "
-                  f"{', '.join(map(label, plan['remove'])) or 'none'}.")
-    _download(doc, run, "plan.json")
+    doc.paragraph(f"{label('?' if plan.method is None else plan.method)}: remove {len(plan.remove)} unit(s): "
+                  f"{', '.join(map(label, plan.remove)) or 'none'}.")
 
 
-def _eval_result(data: object) -> dict:
-    """An ``eval.json`` checked: the accuracy in [0, 1] is ``correct / n`` of integers 0 <= correct <= n."""
-    result = mapping(data, "the evaluation")
-    accuracy = number(required(result, "accuracy"), "accuracy", 0, 1)
-    correct = number(required(result, "correct"), "correct", 0, integer=True)
-    n = number(required(result, "n"), "n", 1, integer=True)
-    if correct > n or abs(accuracy - correct / n) > 1e-9:
-        raise ValueError(f"accuracy {accuracy:g} with {correct} correct of {n} samples cannot be")
-    return result
-
-
-def _evaluation(doc: HtmlDocument, run: Path) -> None:
-    result = read_json_file(run, "eval.json", _eval_result, "an evaluation")
-    shown = {key: shorten(str(result.get(key))) for key in ("weights", "dataset", "split")}
+def _evaluation(doc: HtmlDocument, result: Evaluation, _run: Path) -> None:
+    shown = {key: shorten(str(getattr(result, key))) for key in ("weights", "dataset", "split")}
     doc.subsection("Evaluation")
-    doc.paragraph(f"accuracy {100 * result['accuracy']:.2f} % ({result['correct']}/{result['n']}) of "
+    doc.paragraph(f"accuracy {100 * result.accuracy:.2f} % ({result.correct}/{result.n}) of "
                   f"{shown['weights']} on {shown['dataset']} ({shown['split']} split)")
-    _download(doc, run, "eval.json")
 
 
-KNOWN_FILES: dict[str, Callable[[HtmlDocument, Path], None]] = {
-    "best.json": _checkpoint,
-    "metrics.csv": _metrics,
-    "curve.json": _curve,
-    "embedding.json": _views,
-    "dynamics.json": _dynamics,
-    "attack.json": _attack,
-    "compare.json": _compare,
-    "plan.json": _plan,
-    "comparison.json": _pruning,
-    "eval.json": _evaluation,
+# Every file the report recognises, in the order shown: its result type's loader, its section, its downloads.
+KNOWN_FILES: dict[str, Section[Any]] = {
+    BEST_JSON: Section(_load_sidecar, _checkpoint, (BEST_JSON,)),
+    METRICS_CSV: Section(_load_metrics, _metrics, (METRICS_CSV,)),
+    CURVE_JSON: Section(Curve.load, _curve, (CURVE_JSON, CURVE_CSV)),
+    EMBEDDING_JSON: Section(Views.load, _views, (EMBEDDING_JSON,)),
+    DYNAMICS_JSON: Section(Dynamics.load, _dynamics, (DYNAMICS_JSON,)),
+    ATTACK_JSON: Section(AdversarialCurves.load, _attack, (ATTACK_JSON, ATTACK_CSV)),
+    COMPARE_JSON: Section(LayerComparison.load, _compare, (COMPARE_JSON, D_CSV, CKA_CSV)),
+    PLAN_JSON: Section(Plan.load, _plan, (PLAN_JSON,)),
+    COMPARISON_JSON: Section(PruningComparison.load, _pruning, (COMPARISON_JSON, COMPARISON_CSV)),
+    EVAL_JSON: Section(Evaluation.load, _evaluation, (EVAL_JSON,)),
 }
+
+
+def _show(doc: HtmlDocument, run: Path, name: str) -> None:
+    """The section of file ``name`` of ``run``: read by its loader, shown, its files offered for download."""
+    section = KNOWN_FILES[name]
+    section.show(doc, section.load(run), run)
+    _download(doc, run, *section.downloads)
 
 
 def _add_run(doc: HtmlDocument, run: Path, problems: list[str]) -> list[str]:
@@ -261,7 +292,7 @@ def _add_run(doc: HtmlDocument, run: Path, problems: list[str]) -> list[str]:
     for name in present:
         try:
             with doc.all_or_nothing():
-                KNOWN_FILES[name](doc, run)
+                _show(doc, run, name)
             shown.append(name)
         except Exception as err:  # whatever one file does, the others are still shown; it is listed, not hidden
             reason = _reason(err)
@@ -287,7 +318,7 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, titl
     """
     out = Path(out)
     if out.is_dir():
-        raise ReportError(f"--out {out} is a directory; give the HTML file to write, e.g. {out / 'report.html'}")
+        raise ReportError(f"--out {out} is a directory; give the HTML file to write, e.g. {out / REPORT_HTML}")
     paths = [Path(run) for run in runs]
     doc = HtmlDocument(title or "layermod report: " + ", ".join(path.name or str(path) for path in paths),
                        subtitle="Layer-by-layer graph modularity: where classes separate, where layers stop helping.")

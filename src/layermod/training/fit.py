@@ -53,17 +53,23 @@ from tqdm.auto import tqdm
 
 from layermod.models.checkpoint import load_companion, load_weights, read_sidecar, save_checkpoint, settle
 from layermod.analysis.curve import Curve, modularity_curve
-from layermod.analysis.dynamics import JSON_NAME, PNG_NAME, Dynamics, TrackConfig
+from layermod.analysis.dynamics import Dynamics, TrackConfig
 from layermod.errors import OutputError, TrainError, WeightsError
 from layermod.io.files import atomic_path, ensure_writable_dir
+from layermod.io.rundir import (
+    BEST,
+    DYNAMICS_JSON,
+    DYNAMICS_PNG,
+    LAST,
+    METRICS_CSV,
+    OPTIMIZER,
+    SIDECAR_SUFFIX,
+    WEIGHTS_SUFFIX,
+)
 from layermod.training.train import TrainConfig, dataset_length, num_batches, run_epoch, make_optimizer, check_model_fits, evaluate, lr_at
 
-__all__ = ["fit", "LAST", "BEST", "METRICS_FILE", "OPTIMIZER_FILE"]
+__all__ = ["fit"]
 
-LAST = "last"
-BEST = "best"
-OPTIMIZER_FILE = "last-optimizer.safetensors"
-METRICS_FILE = "metrics.csv"
 METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "seconds")
 _RUN_KEYS = frozenset({
     "training", "tracking", "seed", "epoch", "accuracy", "best_epoch", "best_accuracy", "history",
@@ -135,7 +141,7 @@ def fit(
         history, best = _restore(model, optimizer, out, saved)
         if track is not None:
             dynamics = Dynamics.load(out).until(history[-1]["epoch"])
-        _write_metrics(out / METRICS_FILE, history)
+        _write_metrics(out / METRICS_CSV, history)
         if progress:
             tqdm.write(f"resuming {out} after epoch {history[-1]['epoch']}")
     else:
@@ -161,25 +167,24 @@ def fit(
                    "accuracy": row["test_acc"], "best_epoch": best[0], "best_accuracy": best[1], "history": history}
         with _interrupts_held():
             if improved:
-                save_checkpoint(model, out / f"{BEST}.safetensors", sidecar)
+                save_checkpoint(model, out / (BEST + WEIGHTS_SUFFIX), sidecar)
             if tracked:
                 dynamics.save(out)
             _save_last(model, optimizer, out, sidecar)
-            _write_metrics(out / METRICS_FILE, history)
+            _write_metrics(out / METRICS_CSV, history)
     model.eval()
     return history
 
 
 def _probe_curve(model: nn.Module, test_data: Dataset, track: TrackConfig, layers) -> Curve:
-    return modularity_curve(model, test_data, layers=layers, k=track.k, n_per_class=track.per_class,
-                            repeats=track.repeats, seed=track.seed, batch_size=track.batch_size)
+    return modularity_curve(model, test_data, layers=layers, graph=track.graph, draws=track.draws,
+                            batch_size=track.batch_size)
 
 
 def _dynamics_config(curve: Curve, track: TrackConfig, meta: dict) -> dict:
     c = curve.config
     return {
-        "every": track.every, "probe_per_class": track.per_class, "repeats": track.repeats, "k": track.k,
-        "seed": track.seed, "layers": c["layers"], "metric": c["metric"], "symmetrize": c["symmetrize"],
+        "every": track.every, **track.graph.to_dict(), **track.draws.to_dict(), "layers": c["layers"],
         "n_classes": c["n_classes"], "samples_per_draw": c["samples_per_draw"],
         "disjoint_draws": c["disjoint_draws"], "dataset": meta.get("test_dataset", meta.get("dataset")),
         "split": "test",
@@ -203,7 +208,7 @@ def _plain_meta(meta: dict | None) -> dict:
 
 def _saved_run(out: Path, resume: bool) -> dict | None:
     """The sidecar of ``out/last`` when resuming; refuses a fresh run into a run directory."""
-    sidecar = out / f"{LAST}.json"
+    sidecar = out / (LAST + SIDECAR_SUFFIX)
     if not resume:
         if sidecar.exists():
             raise TrainError(f"{out} already holds a training run ({sidecar.name}); continue it with --resume "
@@ -211,7 +216,7 @@ def _saved_run(out: Path, resume: bool) -> dict | None:
         return None
     if not sidecar.is_file():
         raise TrainError(f"nothing to resume in {out} (no {sidecar.name}); start the run without --resume")
-    saved = read_sidecar(out / f"{LAST}.safetensors")
+    saved = read_sidecar(out / (LAST + WEIGHTS_SUFFIX))
     needed = ["training", "epoch", "history", "best_epoch", "best_accuracy"]
     if saved["version"] == 1:
         needed += ["weights_sha256", "optimizer_sha256"]
@@ -251,16 +256,17 @@ def _show(value: object) -> str:
 
 def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, saved: dict) -> tuple[list[dict], tuple]:
     """Load the last weights and momentum buffers (digests checked); returns (history, (best epoch, accuracy))."""
-    last = out / f"{LAST}.safetensors"
+    last = out / (LAST + WEIGHTS_SUFFIX)
     try:
         load_weights(model, last)
-        buffers = load_companion(last, OPTIMIZER_FILE)
+        buffers = load_companion(last, OPTIMIZER)
     except WeightsError as err:
         raise TrainError(f"cannot resume {out}: {err}") from None
     if saved["version"] == 1 and (_tensor_digest(model.state_dict()), _tensor_digest(buffers)) != (
             saved["weights_sha256"], saved["optimizer_sha256"]):
-        raise TrainError(f"cannot resume {out}: {LAST}.safetensors or {OPTIMIZER_FILE} does not belong to {LAST}.json "
-                         "(the run was stopped while saving); start a new run in another directory")
+        raise TrainError(f"cannot resume {out}: {LAST}{WEIGHTS_SUFFIX} or {OPTIMIZER} does not belong to "
+                         f"{LAST}{SIDECAR_SUFFIX} (the run was stopped while saving); start a new run in another "
+                         "directory")
     params = dict(model.named_parameters())
     index = {name: i for i, name in enumerate(params)}
     state = optimizer.state_dict()
@@ -281,16 +287,16 @@ def _momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer) -> dic
 
 def _save_last(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, sidecar: dict) -> None:
     """last.safetensors with the momentum buffers as its companion, committed by last.json."""
-    save_checkpoint(model, out / f"{LAST}.safetensors", sidecar,
-                    companions={OPTIMIZER_FILE: _momentum_buffers(model, optimizer)})
+    save_checkpoint(model, out / (LAST + WEIGHTS_SUFFIX), sidecar,
+                    companions={OPTIMIZER: _momentum_buffers(model, optimizer)})
 
 
 def _tidy(out: Path) -> None:
     """Settle interrupted checkpoint saves in ``out`` and delete stale temporaries of metrics.csv and dynamics.*
     (what a process killed while writing them leaves)."""
-    settle(out / f"{LAST}.safetensors", [OPTIMIZER_FILE])
-    settle(out / f"{BEST}.safetensors")
-    for name in (METRICS_FILE, JSON_NAME, PNG_NAME):
+    settle(out / (LAST + WEIGHTS_SUFFIX), [OPTIMIZER])
+    settle(out / (BEST + WEIGHTS_SUFFIX))
+    for name in (METRICS_CSV, DYNAMICS_JSON, DYNAMICS_PNG):
         for stale in glob.glob(glob.escape(str(out / f".{name}")) + ".*.tmp"):
             try:
                 Path(stale).unlink(missing_ok=True)

@@ -44,7 +44,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from layermod.data.datasets import ArrayDataset, balanced_draws, dataset_labels, gather
+from layermod.data.arrays import ArrayDataset, dataset_labels, gather
+from layermod.data.draws import balanced_draws
 from layermod.errors import DatasetError, TrainError
 from layermod.extract.features import model_device
 

@@ -1,0 +1,210 @@
+"""Argument groups shared by the commands, the argparse types they use, and loading the model they name.
+
+Decisions, on purpose:
+
+* **One graph and draw group.** Every measuring command (curve, attack, compare, prune, train with
+  ``--track-every``) takes the same options, built by :func:`add_measure_args` from the defaults and checks of
+  :class:`~layermod.measure.config.GraphConfig` and :class:`~layermod.measure.config.DrawConfig`: a bad value
+  is refused while parsing, with argparse's usage line, in the words of the config's own check.
+  :func:`measure_configs` turns the parsed options back into the two configs.
+* **train's probe.** ``train`` has its own ``--seed`` (the training's), so there the draw seed is
+  ``--probe-seed``; ``--probe-per-class`` and ``--probe-repeats`` are other names of ``--n-per-class`` and
+  ``--repeats``. The draw seed is ``args.draw_seed`` in every command.
+* **Quick import.** Nothing here imports torch (or a module that does) at import time: ``import layermod.cli``
+  stays quick, and a Ctrl-C while torch loads reaches ``main``'s handler. The configs are imported when a
+  parser is built, inside ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from layermod.errors import LayermodError
+
+if TYPE_CHECKING:
+    import torch
+
+    from layermod.measure.config import DrawConfig, GraphConfig
+
+__all__ = [
+    "add_data_args",
+    "add_extraction_args",
+    "add_measure_args",
+    "add_model_args",
+    "key_value",
+    "layer_spec",
+    "load_model",
+    "measure_configs",
+    "non_negative",
+    "positive",
+    "positive_real",
+    "to_device",
+]
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def positive_real(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def memory(text: str) -> int:
+    """A size like ``512M`` or ``4G`` in bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"cannot read memory size {text!r}; write e.g. 512M or 4G")
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[match.group(2).lower()]
+    return int(float(match.group(1)) * scale)
+
+
+def layer_spec(text: str) -> list[str | int]:
+    """``--layers``, read as the API reads a layer string (:func:`layermod.extract.layers.parse_layers`)."""
+    from layermod.extract.layers import parse_layers
+
+    return parse_layers(text)
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """KEY=VALUE with the value read as JSON when it parses, else kept as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}; write KEY=VALUE, e.g. depth=2 or convs=[1,1,1]")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def _config_field(config: type, name: str, parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type reading the field ``name`` of ``config`` with ``parse`` and checking it as ``config``
+    does (argparse names it ``name`` when ``parse`` fails)."""
+    def read(text: str) -> object:
+        value = parse(text)
+        try:
+            config(**{name: value})
+        except LayermodError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return value
+
+    read.__name__ = name
+    return read
+
+
+def add_measure_args(parser: argparse.ArgumentParser, probe: bool = False,
+                     title: str = "graph and draws") -> None:
+    """The graph and draw options (defaults and checks from GraphConfig and DrawConfig); with ``probe``, as
+    ``train`` names them (see the module doc)."""
+    from layermod.measure.config import METRICS, SYMMETRIZE, DrawConfig, GraphConfig
+
+    graph, draws = GraphConfig(), DrawConfig()
+    group = parser.add_argument_group(title)
+    group.add_argument("--k", type=_config_field(GraphConfig, "k", int), default=graph.k,
+                       help=f"neighbours per sample (default {graph.k}, the paper's)")
+    group.add_argument("--metric", choices=METRICS, default=graph.metric, help=f"similarity (default {graph.metric})")
+    group.add_argument("--symmetrize", choices=SYMMETRIZE, default=graph.symmetrize,
+                       help="how the directed kNN graph is made undirected: mean (A + A^T) / 2, union max(A, A^T), "
+                       f"mutual min(A, A^T) (default {graph.symmetrize})")
+    group.add_argument("--binary", action="store_true", default=not graph.weighted,
+                       help="unit edge weights instead of the similarities")
+    group.add_argument("--resolution", type=_config_field(GraphConfig, "resolution", float),
+                       default=graph.resolution, help=f"modularity resolution gamma, >= 0 (default "
+                       f"{graph.resolution:g}: Newman's Q)")
+    per_class = ["--n-per-class", "--probe-per-class"] if probe else ["--n-per-class"]
+    group.add_argument(*per_class, type=_config_field(DrawConfig, "n_per_class", int), default=draws.n_per_class,
+                       dest="n_per_class", help=f"samples per class in each draw (default {draws.n_per_class})")
+    repeats = ["--repeats", "--probe-repeats"] if probe else ["--repeats"]
+    group.add_argument(*repeats, type=_config_field(DrawConfig, "repeats", int), default=draws.repeats,
+                       dest="repeats", help=f"class-balanced draws (default {draws.repeats})")
+    seed_help = (f"seed of the probe draws and shuffles (default {draws.seed})" if probe else
+                 f"seed of the draws, the shuffles and an untrained model's weights; any integer (default "
+                 f"{draws.seed})")
+    group.add_argument("--probe-seed" if probe else "--seed", type=int, default=draws.seed, dest="draw_seed",
+                       metavar="SEED", help=seed_help)
+    group.add_argument("--null", type=_config_field(DrawConfig, "null_permutations", int),
+                       default=draws.null_permutations, metavar="P", help="label shuffles per layer and draw for a "
+                       f"chance baseline and z-scores, 0 or at least 2 (default {draws.null_permutations}: none)")
+
+
+def measure_configs(args: argparse.Namespace) -> tuple[GraphConfig, DrawConfig]:
+    """The graph and draw configs of the options :func:`add_measure_args` added."""
+    from layermod.measure.config import DrawConfig, GraphConfig
+
+    graph = GraphConfig(k=args.k, metric=args.metric, symmetrize=args.symmetrize, weighted=not args.binary,
+                        resolution=args.resolution)
+    draws = DrawConfig(n_per_class=args.n_per_class, repeats=args.repeats, seed=args.draw_seed,
+                       null_permutations=args.null)
+    return graph, draws
+
+
+def add_extraction_args(parser: argparse.ArgumentParser) -> None:
+    """Which layers, and how the features are extracted: --layers, --batch-size, --max-memory."""
+    group = parser.add_argument_group("layers and extraction")
+    group.add_argument("--layers", type=layer_spec, default="auto",
+                       help="'auto', names, glob patterns or indices into the auto points, comma-separated "
+                       "(e.g. 'auto', 'features.*', '0,-1'); see `layermod layers`")
+    group.add_argument("--batch-size", type=positive, default=256, help="samples per forward pass (default 256)")
+    group.add_argument("--max-memory", type=memory, default="2G",
+                       help="memory for features held at once; layers are extracted in groups that fit (default 2G)")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="architecture name (see layermod.models), or module:function / file.py:function "
+                       "returning an nn.Module; optional when --weights has a layermod sidecar")
+    group.add_argument("--weights", help=".safetensors weights to load")
+    group.add_argument("--num-classes", type=int, help="classes of a built-in architecture (default 10)")
+    group.add_argument("--in-channels", type=int, help="input channels of a built-in architecture (default 1)")
+    group.add_argument("--width", type=float, help="width multiplier of a built-in architecture (default 1)")
+    group.add_argument("--device", default="auto", help="torch device to run the model on (default auto: cuda when available)")
+
+
+def add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", required=required,
+                       help="fashion-mnist, mnist, digits, cifar10, cifar100, folder:PATH (one folder per class), "
+                       "a .npz file with arrays X and y, or module:function")
+    group.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
+    group.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache)")
+
+
+def load_model(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module, dict]:
+    """The model of the options :func:`add_model_args` added, on its device, and how it was specified; ``seed``
+    draws an untrained built-in model's weights."""
+    from layermod.models.spec import resolve_model
+
+    arch_args = {"num_classes": args.num_classes, "in_channels": args.in_channels, "width": args.width}
+    model, description = resolve_model(args.model, args.weights, arch_args, seed=seed)
+    to_device(model, args.device)
+    return model, description
+
+
+def to_device(model: torch.nn.Module, device: str) -> None:
+    """Move ``model`` to ``device``; ``"auto"`` is CUDA when available, else the CPU."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model.to(torch.device(device))
+    except (RuntimeError, AssertionError) as err:
+        raise LayermodError(f"cannot use device {device!r} ({err}); pass --device cpu") from None

@@ -1,0 +1,264 @@
+"""``layermod train`` (a registered architecture, with checkpoints and optional modularity tracking) and
+``layermod eval`` (the accuracy of a checkpoint).
+
+``train`` builds registered architectures only, so that its checkpoints rebuild from their sidecars; the number
+of classes and input channels default to the training data's, and ``--arch-arg KEY=VALUE`` passes any other
+builder argument (the value read as JSON when it parses, else as a string). Its training flags default to
+``None`` so that a flag given explicitly overrides either preset (the small CPU one or ``--paper``). With
+``--track-every`` the curve of a fixed test probe is measured during training, with the shared graph and draw
+options (the draw seed is ``--probe-seed``: ``--seed`` is the training's).
+``eval`` takes the architecture and, unless given, the dataset from the checkpoint's sidecar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING
+
+from layermod.cli.args import add_measure_args, key_value, non_negative, positive, positive_real, to_device
+from layermod.errors import DatasetError, ModelError
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from layermod.training.train import TrainConfig
+
+__all__ = ["add_parsers", "train_config"]
+
+_TRAIN_FLAGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "milestones", "gamma", "seed")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The preset (``--paper`` or the small CPU defaults) with every explicitly given flag on top; validated."""
+    from dataclasses import replace
+
+    from layermod.training.augment import augmentation_for
+    from layermod.training.train import PAPER_RECIPE, TrainConfig
+
+    given = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+    if args.workers is not None:
+        given["num_workers"] = args.workers
+    if "milestones" in given and "schedule" not in given:
+        given["schedule"] = "step"
+    if given.get("schedule", "step") != "step" and "milestones" not in given:
+        given["milestones"] = ()
+    augment = args.augment if args.augment is not None else augmentation_for(args.dataset)
+    config = replace(PAPER_RECIPE if args.paper else TrainConfig(), **given, augment=augment)
+    config.validate()
+    return config
+
+
+def _arch_args(args: argparse.Namespace, train_set: Dataset) -> dict:
+    """Builder arguments: the flags, else the number of classes and channels of the training data."""
+    from layermod.data.arrays import dataset_labels, gather
+
+    num_classes = args.num_classes
+    if num_classes is None:
+        classes = getattr(train_set, "classes", None)
+        num_classes = len(classes) if classes else int(dataset_labels(train_set).max()) + 1
+    in_channels = args.in_channels
+    if in_channels is None:
+        example, _ = gather(train_set, [0])
+        in_channels = int(example.shape[1]) if example.ndim >= 3 else 1
+    width = args.width if args.width is not None else 1.0
+    return {"num_classes": num_classes, "in_channels": in_channels, "width": width, **dict(args.arch_arg or [])}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a registered architecture; write DIR/metrics.csv, last.*, best.* (and dynamics.* with --track-every)."""
+    import torch
+
+    from layermod import models
+    from layermod.analysis.dynamics import TrackConfig
+    from layermod.cli.args import measure_configs
+    from layermod.io.files import check_writable_dir
+    from layermod.io.rundir import BEST, DYNAMICS_JSON, DYNAMICS_PNG, LAST, METRICS_CSV, WEIGHTS_SUFFIX
+    from layermod.models.checkpoint import read_sidecar
+    from layermod.models.spec import resolve_data
+    from layermod.training.fit import fit
+    from layermod.training.train import balanced_subset
+
+    check_writable_dir(args.out)
+    arch = args.model.strip().lower()
+    if arch not in models.available():
+        if ":" in args.model:
+            raise ModelError(f"train builds registered architectures (their checkpoints rebuild from the sidecar), "
+                             f"not {args.model!r}; available: {', '.join(models.available())}")
+        models.create(arch)  # an unknown name: raises ModelError listing the available ones
+    config = train_config(args)
+    track = None
+    if args.track_every:
+        graph, draws = measure_configs(args)
+        track = TrackConfig(every=args.track_every, graph=graph, draws=draws)
+    train_set, train_description = resolve_data(args.dataset, "train", args.data_dir)
+    if args.test_dataset is not None:
+        test_spec = args.test_dataset
+    elif "split" in train_description:
+        test_spec = args.dataset
+    else:
+        raise DatasetError(f"{args.dataset} has no test split; pass --test-dataset with held-out data")
+    test_set, _ = resolve_data(test_spec, "test", args.data_dir)
+    normalization = getattr(train_set, "normalization", None) or {}
+    if args.subset is not None:
+        train_set = balanced_subset(train_set, args.subset, config.seed)
+    arch_args = _arch_args(args, train_set)
+    torch.manual_seed(config.seed)
+    model = models.create(arch, **arch_args)
+    to_device(model, args.device)
+    meta = {"arch": arch, "arch_args": arch_args, "dataset": args.dataset, "test_dataset": test_spec,
+            "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None, "subset": args.subset,
+            "train_size": len(train_set), "test_size": len(test_set), "normalization": normalization,
+            "device": args.device}
+    last_weights = os.path.join(args.out, LAST + WEIGHTS_SUFFIX)
+    resumable = args.resume and os.path.isfile(os.path.join(args.out, LAST + ".json"))
+    before = read_sidecar(last_weights).get("epoch", 0) if resumable else 0
+    history = fit(model, train_set, test_set, config, args.out, meta, track, resume=args.resume,
+                  progress=not args.quiet)
+    last = history[-1]
+    if last["epoch"] <= before:
+        print(f"nothing to train: {args.out} already holds {last['epoch']} epochs (--epochs {config.epochs}); "
+              "raise --epochs to train longer")
+        return 0
+    best = max(history, key=lambda row: row["test_acc"])
+    files = f"{LAST}{WEIGHTS_SUFFIX}, {BEST}{WEIGHTS_SUFFIX}, {METRICS_CSV}"
+    files += f", {DYNAMICS_JSON}, {DYNAMICS_PNG}" if track else ""
+    print(f"trained epochs {before + 1}-{last['epoch']}: test accuracy {last['test_acc']:.4f} (best "
+          f"{best['test_acc']:.4f} at epoch {best['epoch']}); wrote {files} in {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Accuracy of a layermod checkpoint (architecture from its sidecar; dataset too unless given)."""
+    from layermod.io.files import check_writable_dir
+    from layermod.models.checkpoint import load_checkpoint
+    from layermod.training.evaluation import evaluate_checkpoint
+
+    if args.out:
+        check_writable_dir(args.out)
+    model, meta = load_checkpoint(args.weights)
+    to_device(model, args.device)
+    result = evaluate_checkpoint(model, meta, args.weights, args.dataset, args.split, args.data_dir,
+                                 batch_size=args.batch_size)
+    where = f"{result.dataset} ({result.split} split)" if result.split else result.dataset
+    print(f"accuracy {result.accuracy:.4f} ({result.correct}/{result.n}) of {args.weights} on {where}")
+    if args.out:
+        result.save(args.out)
+    return 0
+
+
+def _arch_arg(text: str) -> tuple[str, object]:
+    key, value = key_value(text)
+    if key in ("num_classes", "in_channels", "width"):
+        raise argparse.ArgumentTypeError(f"pass {key} as --{key.replace('_', '-')}, not --arch-arg")
+    return key, value
+
+
+def _epochs_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}; write epochs separated by commas, e.g. 50,100") from None
+
+
+def _train_description() -> str:
+    from layermod.training.train import PAPER_RECIPE, TrainConfig
+
+    def recipe(c: TrainConfig) -> str:
+        schedule = (f"x{c.gamma:g} after epochs {','.join(map(str, c.milestones))}" if c.schedule == "step"
+                    else f"{c.schedule} schedule")
+        return (f"{c.epochs} epochs, batch {c.batch_size}, lr {c.lr:g}, momentum {c.momentum:g}, weight decay "
+                f"{c.weight_decay:g}, {schedule}")
+
+    return (f"{cmd_train.__doc__}\n\n"
+            f"Defaults (small, for a CPU): {recipe(TrainConfig())}.\n"
+            f"--paper (Lu et al. 2022): {recipe(PAPER_RECIPE)}.\n"
+            "Flags given explicitly override either. Random crop (padding 4) and flip are on by default where the\n"
+            "dataset calls for them (CIFAR). To continue a run, repeat its command with --resume (only --epochs\n"
+            "may change).")
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    from layermod.data.datasets import DATASETS
+    from layermod.training.train import PAPER_RECIPE, SCHEDULES, TrainConfig
+
+    small, paper = TrainConfig(), PAPER_RECIPE
+    train = commands.add_parser("train", help="train a registered architecture with checkpoints and optional "
+                                "modularity tracking", description=_train_description(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = train.add_argument_group("model")
+    model.add_argument("--model", required=True, help="registered architecture name (see layermod.models)")
+    model.add_argument("--num-classes", type=positive, help="classes (default: the training data's)")
+    model.add_argument("--in-channels", type=positive, help="input channels (default: the training data's)")
+    model.add_argument("--width", type=positive_real, help="width multiplier (default 1)")
+    model.add_argument("--arch-arg", type=_arch_arg, action="append", metavar="KEY=VALUE",
+                       help="another builder argument, repeatable (e.g. input_size=64, convs=[1,1,1])")
+    model.add_argument("--device", default="auto", help="torch device to train on (default auto: cuda when available)")
+
+    data = train.add_argument_group("data")
+    data.add_argument("--dataset", required=True, help=f"{', '.join(DATASETS)} or folder:PATH (train split for "
+                      "training, test split for evaluation), a .npz file with arrays X and y, or module:function")
+    data.add_argument("--test-dataset", help="held-out data (default: the test split of --dataset; required when "
+                      "--dataset has no splits)")
+    data.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache)")
+    data.add_argument("--subset", type=positive, metavar="N", help="train on a class-balanced subset of N samples "
+                      "(N // classes per class, drawn with --seed), for quick CPU runs")
+    data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                      help="random crop (padding 4) and horizontal flip of training batches (default: on for the "
+                      "datasets that call for it, CIFAR)")
+
+    training = train.add_argument_group("training (SGD)")
+    training.add_argument("--paper", action="store_true", help="start from the paper's recipe instead of the small "
+                          "CPU defaults (see above)")
+    training.add_argument("--epochs", type=positive, help=f"epochs (default {small.epochs}; --paper {paper.epochs})")
+    training.add_argument("--batch-size", type=positive,
+                          help=f"samples per step (default {small.batch_size}; --paper {paper.batch_size})")
+    training.add_argument("--lr", type=positive_real, help=f"peak learning rate (default {small.lr:g}; --paper "
+                          f"{paper.lr:g})")
+    training.add_argument("--momentum", type=float, help=f"SGD momentum (default {small.momentum:g}; --paper "
+                          f"{paper.momentum:g})")
+    training.add_argument("--weight-decay", type=float, help=f"L2 weight decay (default {small.weight_decay:g}; "
+                          f"--paper {paper.weight_decay:g})")
+    training.add_argument("--schedule", choices=SCHEDULES,
+                          help=f"learning-rate schedule (default {small.schedule}; --paper {paper.schedule}; "
+                          "step when only --milestones is given)")
+    training.add_argument("--milestones", type=_epochs_list, metavar="E1,E2",
+                          help="epochs after which the step schedule multiplies the rate by --gamma (--paper "
+                          f"{','.join(map(str, paper.milestones))}); each below --epochs")
+    training.add_argument("--gamma", type=float, help=f"factor of the step schedule (default {paper.gamma:g})")
+    training.add_argument("--seed", type=int, help=f"seed of the initial weights, shuffling, augmentation and "
+                          f"--subset (default {small.seed})")
+    training.add_argument("--workers", type=non_negative, help="DataLoader workers for datasets not held in memory (default 0)")
+
+    tracking = train.add_argument_group("modularity tracking")
+    tracking.add_argument("--track-every", type=non_negative, default=0, metavar="N",
+                          help="measure the modularity curve every N epochs (and at epoch 0 and the last epoch) "
+                          "into DIR/dynamics.json and dynamics.png (default 0: off)")
+    add_measure_args(train, probe=True, title="modularity tracking: graph and probe draws (from the test split)")
+
+    train.add_argument("--out", required=True, help="run directory for metrics.csv, last.*, best.*, dynamics.*")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from last.* (same settings; "
+                       "--epochs may grow)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    train.set_defaults(func=cmd_train)
+
+
+def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    evaluation = commands.add_parser("eval", help="accuracy of a layermod checkpoint", description=cmd_eval.__doc__)
+    evaluation.add_argument("--weights", required=True, help="checkpoint .safetensors with its JSON sidecar "
+                            "(e.g. DIR/best.safetensors written by train)")
+    evaluation.add_argument("--dataset", help="dataset (default: the sidecar's held-out data)")
+    evaluation.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
+    evaluation.add_argument("--data-dir", help="folder holding the dataset files (default: the sidecar's, else "
+                            "$LAYERMOD_DATA, system and cache)")
+    evaluation.add_argument("--batch-size", type=positive, default=512, help="samples per forward pass (default 512)")
+    evaluation.add_argument("--device", default="auto",
+                            help="torch device to run the model on (default auto: cuda when available)")
+    evaluation.add_argument("--out", help="also write DIR/eval.json")
+    evaluation.set_defaults(func=cmd_eval)
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """The ``train`` and ``eval`` commands."""
+    _add_train_parser(commands)
+    _add_eval_parser(commands)

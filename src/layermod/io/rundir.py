@@ -1,0 +1,90 @@
+"""The run-directory contract: the name of every file a layermod command writes into its ``--out`` directory.
+
+Every command writes one run directory, with a JSON file as the source of truth and its twins (CSV tables, PNG
+figures, Markdown) beside it; ``layermod report`` and commands that reuse a run (``prune --curve``, ``train
+--resume``) find the files by these names. Each result type saves, loads and draws itself under them
+(``save(dir)``, ``load(path)``, ``plot()``); nothing else spells a file name out.
+
+Decisions, on purpose:
+
+* **Names, not paths.** Constants are bare file names; ``dir / CURVE_JSON`` is the file, and a loader given a
+  directory reads the name inside it.
+* **The JSON last.** A result's JSON file is written after its twins, so a JSON file present means its run's
+  files are complete.
+* **Checkpoints by stem.** A checkpoint is a pair ``STEM.safetensors`` + ``STEM.json``
+  (:data:`WEIGHTS_SUFFIX`, :data:`SIDECAR_SUFFIX`; see :mod:`layermod.models.checkpoint`): :data:`BEST` and
+  :data:`LAST` are stems, :data:`BEST_JSON` the sidecar the report reads.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ATTACK_CSV",
+    "ATTACK_JSON",
+    "ATTACK_PNG",
+    "BEST",
+    "BEST_JSON",
+    "CKA_CSV",
+    "COMPARE_JSON",
+    "COMPARE_PNG",
+    "COMPARISON_CSV",
+    "COMPARISON_JSON",
+    "COMPARISON_MD",
+    "COMPARISON_PNG",
+    "CURVE_CSV",
+    "CURVE_JSON",
+    "CURVE_PNG",
+    "D_CSV",
+    "DYNAMICS_JSON",
+    "DYNAMICS_PNG",
+    "EMBEDDING_JSON",
+    "EMBEDDING_PNG",
+    "EVAL_JSON",
+    "LAST",
+    "METRICS_CSV",
+    "OPTIMIZER",
+    "PLAN_JSON",
+    "PRUNED",
+    "REPORT_HTML",
+    "SIDECAR_SUFFIX",
+    "WEIGHTS_SUFFIX",
+]
+
+# `layermod curve`: the modularity curve (analysis.curve.Curve)
+CURVE_JSON = "curve.json"
+CURVE_CSV = "curve.csv"
+CURVE_PNG = "curve.png"
+# `layermod curve --views`: 2-D views and kNN graphs of a few layers (analysis.views.Views)
+EMBEDDING_JSON = "embedding.json"
+EMBEDDING_PNG = "embedding.png"
+# `layermod attack`: clean vs attacked curves (adversarial.curves.AdversarialCurves)
+ATTACK_JSON = "attack.json"
+ATTACK_CSV = "attack.csv"
+ATTACK_PNG = "attack.png"
+# `layermod compare`: D beside CKA (analysis.compare.LayerComparison)
+COMPARE_JSON = "compare.json"
+D_CSV = "d.csv"
+CKA_CSV = "cka.csv"
+COMPARE_PNG = "compare.png"
+# `layermod train`: checkpoints, per-epoch metrics and, when tracked, the dynamics (analysis.dynamics.Dynamics)
+WEIGHTS_SUFFIX = ".safetensors"
+SIDECAR_SUFFIX = ".json"
+BEST = "best"
+BEST_JSON = BEST + SIDECAR_SUFFIX
+LAST = "last"
+OPTIMIZER = LAST + "-optimizer" + WEIGHTS_SUFFIX  # the momentum buffers, committed with the last checkpoint
+METRICS_CSV = "metrics.csv"
+DYNAMICS_JSON = "dynamics.json"
+DYNAMICS_PNG = "dynamics.png"
+# `layermod prune`: the plan (pruning.plans.Plan), the pruned checkpoint, the methods compared
+# (pruning.study.PruningComparison)
+PLAN_JSON = "plan.json"
+PRUNED = "pruned" + WEIGHTS_SUFFIX
+COMPARISON_JSON = "comparison.json"
+COMPARISON_CSV = "comparison.csv"
+COMPARISON_MD = "comparison.md"
+COMPARISON_PNG = "comparison.png"
+# `layermod eval --out`: the accuracy of a checkpoint (training.evaluation.Evaluation)
+EVAL_JSON = "eval.json"
+# `layermod demo`: the page over its run directory
+REPORT_HTML = "report.html"

@@ -1,0 +1,253 @@
+"""The two settings of every measurement: how a layer's kNN graph is built and scored (:class:`GraphConfig`), and
+on which samples it is measured (:class:`DrawConfig`).
+
+    graph = GraphConfig(k=3, metric="cosine", symmetrize="mean", weighted=True, resolution=1.0)
+    draws = DrawConfig(n_per_class=50, repeats=5, seed=0, null_permutations=0)
+    curve = modularity_curve(model, data, graph=graph, draws=draws)   # or modularity_curve(model, data, k=3, ...)
+
+Every default of the graph and of the draws is written here, once: :func:`layermod.knn_graph`,
+:func:`layermod.modularity`, the curve, the comparison, the attack curves, the views, the training tracker and
+the command line all take them from these classes (the CLI builds its options from them).
+
+Decisions, on purpose:
+
+* **Valid by construction.** Both are frozen dataclasses checked in ``__post_init__``, so a config that exists
+  is valid, and values are stored as plain Python numbers (a numpy integer becomes an ``int``, the
+  resolution a ``float``). Every failure is one line naming the field: :class:`GraphError` for the graph and
+  for ``null_permutations`` (what the null raises), :class:`LabelError` for ``n_per_class``, ``repeats`` and
+  ``seed`` (what :func:`layermod.balanced_draws` raises). Whether ``k`` fits the samples of a draw depends on
+  the data; the measurements check that once they know them.
+* **A null needs a spread.** ``null_permutations`` is 0 (no null) or at least 2: a z-score divides by the
+  spread of the shuffles, and one shuffle has none.
+* **Keywords or configs.** :func:`measure_configs` turns a measurement's keyword arguments (``k=5``,
+  ``n_per_class=30``, ...) and configs into the two configs. A keyword may repeat a config's value, but one
+  that differs from it is refused: which of the two should win is not obvious.
+* **Files.** :meth:`to_dict` gives the field names as keys: the keys a curve's ``config`` has always had, so
+  the readers of ``curve.json`` see no change. :meth:`from_dict` takes any mapping that holds them (e.g. a
+  curve's whole config): other keys are ignored, a missing field takes its default, the values are checked as
+  on construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, ClassVar, Literal, TypedDict, TypeVar, get_args
+
+import numpy as np
+
+from layermod.coerce import check_seed
+from layermod.errors import GraphError, LabelError, LayermodError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "METRICS",
+    "SYMMETRIZE",
+    "DrawConfig",
+    "GraphConfig",
+    "GraphOptions",
+    "MeasureOptions",
+    "Metric",
+    "Symmetrize",
+    "check_options",
+    "check_permutations",
+    "check_resolution",
+    "graph_config",
+    "measure_configs",
+]
+
+Metric = Literal["cosine", "euclidean"]
+Symmetrize = Literal["mean", "union", "mutual"]
+METRICS: tuple[str, ...] = get_args(Metric)
+SYMMETRIZE: tuple[str, ...] = get_args(Symmetrize)
+
+
+def _integer(value: object, name: str, error: type[LayermodError], low: int) -> int:
+    """``value`` as an int; ``error`` unless it is an integer (not a bool, not a float) >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise error(f"{name}={value!r} must be an integer >= {low}")
+    return int(value)
+
+
+def check_resolution(resolution: float) -> float:
+    """``resolution`` as a float; :class:`GraphError` unless it is a finite real number >= 0."""
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, float, np.integer, np.floating)):
+        raise GraphError(f"resolution={resolution!r} must be a number >= 0 (1 = Newman's modularity)")
+    if not (np.isfinite(resolution) and resolution >= 0):
+        raise GraphError(f"resolution={resolution} must be finite and >= 0 (1 = Newman's modularity)")
+    return float(resolution)
+
+
+def check_permutations(permutations: int) -> int:
+    """``permutations`` as an int; :class:`GraphError` unless it is an integer >= 0."""
+    return _integer(permutations, "permutations", GraphError, 0)
+
+
+def _check_null(null_permutations: int) -> int:
+    """``null_permutations`` as an int; :class:`GraphError` unless it is 0 or an integer >= 2."""
+    if isinstance(null_permutations, bool) or not isinstance(null_permutations, (int, np.integer)) \
+            or null_permutations < 0 or null_permutations == 1:
+        raise GraphError(f"null_permutations={null_permutations!r} must be 0 (no null) or an integer of at least 2 "
+                         "(a z-score needs the spread of the shuffles), e.g. 20")
+    return int(null_permutations)
+
+
+def check_options(metric: Metric, symmetrize: Symmetrize) -> None:
+    """:class:`GraphError` unless ``metric`` and ``symmetrize`` are names :func:`layermod.knn_graph` knows."""
+    if metric not in METRICS:
+        raise GraphError(f"unknown metric {metric!r}; use {_one_of(METRICS)}")
+    if symmetrize not in SYMMETRIZE:
+        raise GraphError(f"unknown symmetrize {symmetrize!r}; use {_one_of(SYMMETRIZE)}")
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    """``'a', 'b' or 'c'``."""
+    quoted = [repr(name) for name in names]
+    return f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+_Config = TypeVar("_Config", "GraphConfig", "DrawConfig")
+
+
+class _FlatConfig:
+    """to_dict / from_dict of a frozen config dataclass of plain values; ``error`` is what it raises."""
+
+    error: ClassVar[type[LayermodError]]
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_Config], data: Mapping) -> _Config:
+        """The config held in ``data`` (its other keys ignored, missing fields at their defaults), checked."""
+        if not isinstance(data, Mapping):
+            raise cls.error(f"a {cls.__name__} is read from a JSON object, not {type(data).__name__}")
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass(frozen=True)
+class GraphConfig(_FlatConfig):
+    """How a layer's kNN graph is built and scored (see :func:`layermod.knn_graph`, :func:`layermod.modularity`).
+
+    Attributes:
+        k: neighbours per sample, an integer >= 1 (below the samples of a draw).
+        metric: ``"cosine"`` (the paper's) or ``"euclidean"``.
+        symmetrize: ``"mean"`` (the paper's ``(A + A^T) / 2``), ``"union"`` or ``"mutual"``.
+        weighted: edge weights from the metric; False gives unit weights.
+        resolution: gamma of the modularity (1 = Newman's), finite and >= 0.
+
+    Raises:
+        GraphError: a field out of range (one line naming it).
+    """
+
+    error: ClassVar[type[LayermodError]] = GraphError
+
+    k: int = 3
+    metric: Metric = "cosine"
+    symmetrize: Symmetrize = "mean"
+    weighted: bool = True
+    resolution: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "k", _integer(self.k, "k", GraphError, 1))
+        check_options(self.metric, self.symmetrize)
+        if not isinstance(self.weighted, (bool, np.bool_)):
+            raise GraphError(f"weighted={self.weighted!r} must be True or False")
+        object.__setattr__(self, "weighted", bool(self.weighted))
+        object.__setattr__(self, "resolution", check_resolution(self.resolution))
+
+
+@dataclass(frozen=True)
+class DrawConfig(_FlatConfig):
+    """Which samples a measurement sees: class-balanced seeded draws, and the label shuffles of the null.
+
+    Attributes:
+        n_per_class: samples of every class in one draw, an integer >= 1.
+        repeats: number of draws, an integer >= 1.
+        seed: any integer (see :mod:`layermod.coerce`): the draws, the shuffles and torch's random numbers.
+        null_permutations: label shuffles per layer and draw for a chance baseline: 0 (none) or at least 2.
+
+    Raises:
+        LabelError: ``n_per_class``, ``repeats`` or ``seed`` out of range.
+        GraphError: ``null_permutations`` out of range.
+    """
+
+    error: ClassVar[type[LayermodError]] = LabelError
+
+    n_per_class: int = 50
+    repeats: int = 5
+    seed: int = 0
+    null_permutations: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_per_class", _integer(self.n_per_class, "n_per_class", LabelError, 1))
+        object.__setattr__(self, "repeats", _integer(self.repeats, "repeats", LabelError, 1))
+        object.__setattr__(self, "seed", check_seed(self.seed, LabelError))
+        object.__setattr__(self, "null_permutations", _check_null(self.null_permutations))
+
+
+class GraphOptions(TypedDict, total=False):
+    """The fields of :class:`GraphConfig` as keyword arguments."""
+
+    k: int
+    metric: Metric
+    symmetrize: Symmetrize
+    weighted: bool
+    resolution: float
+
+
+class MeasureOptions(GraphOptions, total=False):
+    """The fields of :class:`GraphConfig` and :class:`DrawConfig` as keyword arguments of a measurement."""
+
+    n_per_class: int
+    repeats: int
+    seed: int
+    null_permutations: int
+
+
+def graph_config(graph: GraphConfig | None = None, **options: Unpack[GraphOptions]) -> GraphConfig:
+    """The graph config of a measurement without draws, from a config, keyword arguments (field names), or both
+    (as :func:`measure_configs`)."""
+    _refuse_unknown(options, GraphConfig)
+    return _merged(GraphConfig, graph, options)
+
+
+def measure_configs(graph: GraphConfig | None = None, draws: DrawConfig | None = None,
+                    **options: Unpack[MeasureOptions]) -> tuple[GraphConfig, DrawConfig]:
+    """The graph and draw configs of a measurement, from configs, keyword arguments (field names), or both.
+
+    A keyword argument sets its field; given with a config as well, it must equal the config's value.
+
+    Raises:
+        TypeError: a keyword that is no field of either config (as Python does for an unknown argument).
+        GraphError, LabelError: a value out of range, or a keyword that differs from the config given with it.
+    """
+    _refuse_unknown(options, GraphConfig, DrawConfig)
+    return _merged(GraphConfig, graph, options), _merged(DrawConfig, draws, options)
+
+
+def _refuse_unknown(options: Mapping, *configs: type) -> None:
+    """TypeError, as Python's own for an unexpected keyword, unless every key of ``options`` is a field of one of
+    ``configs``."""
+    known = sorted(f.name for cls in configs for f in fields(cls))
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}; the configs' fields are {', '.join(known)}")
+
+
+def _merged(cls: type[_Config], given: _Config | None, options: Mapping) -> _Config:
+    """``given`` (default ``cls()``) with the fields of ``cls`` that ``options`` holds, which must agree with it."""
+    mine = {f.name: options[f.name] for f in fields(cls) if f.name in options}
+    if given is None:
+        return cls(**mine)
+    if not isinstance(given, cls):
+        raise cls.error(f"expected a {cls.__name__}, got {type(given).__name__}")
+    differ = [name for name, value in mine.items() if value != getattr(given, name)]
+    if differ:
+        name = differ[0]
+        raise cls.error(f"{name}={mine[name]!r} differs from the {cls.__name__}'s {name}={getattr(given, name)!r}; "
+                        f"pass {name} once, as a keyword or in the config")
+    return given

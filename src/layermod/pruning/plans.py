@@ -1,0 +1,251 @@
+"""Pruning plans: the order in which a method would remove a model's units, how many it takes, and the plan file.
+
+Units are duck-typed objects with ``name``, ``layers``, ``stage`` and ``params`` (and ``kept``, the members of
+their stage that always stay), see :class:`layermod.pruning.units.Unit`.
+
+* **Rank.** :func:`rank_by_increment` orders units by the smallest modularity increment among their layers
+  (:func:`layermod.analysis.redundancy.find_redundant`), ascending, so drops come before plateaus and plateaus
+  before layers that raised Q. :func:`method_order` gives the order of every pruning method of :data:`METHODS`:
+
+  - ``modularity``: smallest modularity increment first (drops, then plateaus): the paper's criterion;
+  - ``steepest``: largest increment first, the opposite choice, to test whether losing Q costs accuracy;
+  - ``cosine``: smallest block influence ``1 - cos(input, output)`` first (the score used to prune LLM layers);
+  - ``random``: a seeded shuffle, a new one per seed;
+  - ``first`` / ``last``: the earliest / the deepest units;
+  - ``none``: nothing removed: the original model, as the reference (it has no order).
+* **Select.** :func:`select_units` walks an order and takes units while every stage keeps at least one unit;
+  :func:`budget_for_params` turns a share of the parameters into a number of units taken that way.
+* **Plan file.** A :class:`Plan` (the units chosen, the method, the budget and the verdicts behind them) is
+  written as an editable ``plan.json`` (:meth:`Plan.save`) and read back with :meth:`Plan.load`, which needs
+  only a ``"remove"`` list of unit names: a plan edited by hand to ``{"remove": ["layer3.4"]}`` loads. What a
+  file holds beyond that is checked too, and any problem is one :class:`PlanError` line naming the file. A
+  plan has no figure: it is a list of names, shown as text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from layermod.analysis.redundancy import VERDICTS, Verdict
+from layermod.errors import PlanError
+from layermod.pruning.units import Unit
+from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file
+from layermod.io.rundir import PLAN_JSON
+from layermod.io.validate import MAX_ITEMS, mapping, names, number, required, shorten, text
+from layermod.measure.config import DrawConfig, GraphConfig
+
+__all__ = ["METHODS", "Plan", "budget_for_params", "method_order", "rank_by_increment", "select_units"]
+
+METHODS = ("none", "modularity", "steepest", "cosine", "random", "first", "last")
+
+
+def _units_by_name(units: Iterable) -> dict:
+    by_name = {}
+    for unit in units:
+        if unit.name in by_name:
+            raise PlanError(f"unit {unit.name!r} is listed twice; give every removable unit once")
+        by_name[unit.name] = unit
+    if not by_name:
+        raise PlanError("there are no removable units; the model has no layers that can be pruned")
+    return by_name
+
+
+def rank_by_increment(verdicts: Sequence[Verdict], units: Iterable) -> list[str]:
+    """Unit names, most redundant first.
+
+    A unit's score is the smallest finite increment among its layers that the curve measured; ties keep the
+    units' order. Units with no finite increment (only the first layer) follow the scored ones, and units none
+    of whose layers are in the curve come last, since there is no evidence that they are redundant.
+    """
+    by_name = _units_by_name(units)
+    increments = {v.layer: v.increment for v in verdicts}
+    if not any(layer in increments for unit in by_name.values() for layer in unit.layers):
+        example = next(iter(by_name.values()))
+        raise PlanError(f"the curve's layers do not match the model: no layer of its {len(by_name)} units "
+                        f"(e.g. {example.layers[0] if example.layers else example.name!r}) is in the curve; "
+                        "measure the curve on the model being pruned")
+
+    def key(unit) -> tuple[bool, float]:
+        measured = [increments[layer] for layer in unit.layers if layer in increments]
+        finite = [value for value in measured if math.isfinite(value)]
+        return (not measured, min(finite) if finite else math.inf)
+
+    return [unit.name for unit in sorted(by_name.values(), key=key)]
+
+
+def method_order(
+    method: str,
+    units: Sequence[Unit],
+    verdicts: Sequence[Verdict] | None = None,
+    influence: dict[str, float] | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """Unit names in the order ``method`` would remove them (see the module doc); ``verdicts`` for
+    ``modularity`` and ``steepest``, ``influence`` (unit name -> block influence) for ``cosine``, ``seed`` for
+    ``random``."""
+    names = [unit.name for unit in units]
+    if method == "modularity":
+        return rank_by_increment(verdicts, units)
+    if method == "steepest":
+        return rank_by_increment(verdicts, units)[::-1]
+    if method == "cosine":
+        return sorted(names, key=lambda name: influence[name])
+    if method == "random":
+        return [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    if method == "first":
+        return names
+    if method == "last":
+        return names[::-1]
+    raise PlanError(f"unknown pruning method {method!r}; use {', '.join(METHODS)}")
+
+
+def _stage_sizes(by_name: dict) -> Counter:
+    """Members per stage: its removable units plus the ones that always stay (``unit.kept``)."""
+    sizes = Counter(unit.stage for unit in by_name.values())
+    kept = {unit.stage: getattr(unit, "kept", 0) for unit in by_name.values()}
+    return Counter({stage: n + kept[stage] for stage, n in sizes.items()})
+
+
+def _removable(by_name: dict) -> int:
+    return sum(size - 1 for size in _stage_sizes(by_name).values())
+
+
+def _walk(order: Sequence[str], by_name: dict) -> Iterator:
+    """Units of ``order`` that can be taken in turn while every stage keeps at least one unit."""
+    unknown = [name for name in order if name not in by_name]
+    if unknown:
+        raise PlanError(f"unknown unit {unknown[0]!r} in the order; choose from the model's units, "
+                        f"e.g. {next(iter(by_name))!r}")
+    left = _stage_sizes(by_name)
+    taken = set()
+    for name in order:
+        unit = by_name[name]
+        if name not in taken and left[unit.stage] > 1:
+            left[unit.stage] -= 1
+            taken.add(name)
+            yield unit
+
+
+def select_units(order: Sequence[str], units: Iterable, budget: int) -> list[str]:
+    """The first ``budget`` units of ``order`` that can be removed while every stage keeps a unit.
+
+    Units whose stage is already down to one unit are skipped, not counted.
+    """
+    by_name = _units_by_name(units)
+    removable = _removable(by_name)
+    if budget < 1 or budget > removable:
+        raise PlanError(f"budget {budget} is out of range: between 1 and {removable} units can be removed "
+                        "while every stage keeps at least one")
+    chosen = [unit.name for _, unit in zip(range(budget), _walk(order, by_name))]
+    if len(chosen) < budget:
+        raise PlanError(f"the order allows only {len(chosen)} removals, fewer than the budget {budget}; "
+                        "list more units in the order or lower the budget")
+    return chosen
+
+
+def budget_for_params(order: Sequence[str], units: Iterable, fraction: float, total_params: int) -> int:
+    """Smallest number of units, taken as :func:`select_units` takes them, whose params reach
+    ``fraction * total_params`` (the share of the whole model's parameters to remove)."""
+    if not 0 < fraction <= 1:
+        raise PlanError(f"fraction must be in (0, 1], got {fraction}")
+    if total_params < 1:
+        raise PlanError(f"total_params must be positive, got {total_params}")
+    target = fraction * total_params
+    freed = 0
+    for count, unit in enumerate(_walk(order, _units_by_name(units)), start=1):
+        freed += unit.params
+        if freed >= target:
+            return count
+    raise PlanError(f"removing every removable unit frees {freed} of {total_params} parameters "
+                    f"({freed / total_params:.1%}), short of {fraction:.1%}; lower the fraction")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Units to remove from a model, and why.
+
+    Attributes:
+        remove: unit names, in the order chosen.
+        method: how they were chosen (e.g. ``"modularity"``, ``"edited plan.json"``); None for a plan written by
+            hand without one.
+        verdicts: the curve's verdicts behind the choice (none for a plan written by hand).
+        budget: the number of units asked for; None means as many as ``remove`` names.
+        graph, draws: how the curve behind the verdicts was measured (None for a plan written by hand).
+    """
+
+    remove: list[str]
+    method: str | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    budget: int | None = None
+    graph: GraphConfig | None = None
+    draws: DrawConfig | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "remove", list(self.remove))
+        object.__setattr__(self, "verdicts", list(self.verdicts))
+
+    def to_dict(self) -> dict:
+        """JSON-ready plan ``{"method", "remove", "budget", "verdicts", "graph", "draws"}`` (the configs as
+        dicts, or null); undefined numbers of the verdicts become null so the file stays strict JSON."""
+        rows = [{key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+                 for key, value in asdict(v).items()} for v in self.verdicts]
+        return {"method": self.method, "remove": list(self.remove),
+                "budget": len(self.remove) if self.budget is None else self.budget, "verdicts": rows,
+                "graph": None if self.graph is None else self.graph.to_dict(),
+                "draws": None if self.draws is None else self.draws.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Plan:
+        """Inverse of :meth:`to_dict`, for a plan read from a file: a JSON object with a ``"remove"`` list of unit
+        names and, if present, a method name, a budget (an integer >= 0), at most ``MAX_ITEMS`` verdicts
+        (layer, increment, noise and threshold numbers or null, and a verdict of
+        :data:`~layermod.analysis.redundancy.VERDICTS`) and the graph and draw configs, checked as
+        :mod:`layermod.io.validate` and the configs say. Raises ValueError (a LayermodError for a config)
+        naming the first problem."""
+        plan = mapping(data, "the plan")
+        remove = names(required(plan, "remove"), "remove", empty=True)
+        method = plan.get("method")
+        if method is not None:
+            text(method, "method")
+        budget = plan.get("budget")
+        if budget is not None:
+            number(budget, "budget", 0, integer=True)
+        rows = plan.get("verdicts", [])
+        if not isinstance(rows, list) or len(rows) > MAX_ITEMS:
+            raise ValueError(f"verdicts is not a list of at most {MAX_ITEMS:,} verdicts")
+        graph, draws = (None if plan.get(key) is None else config.from_dict(mapping(plan[key], key))
+                        for key, config in (("graph", GraphConfig), ("draws", DrawConfig)))
+        return cls(remove, method, [_verdict(i, row) for i, row in enumerate(rows)], budget, graph, draws)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Plan:
+        """Read a ``plan.json`` (possibly edited by hand), or the one inside a run directory; a one-line
+        :class:`PlanError` naming the file when it cannot be read."""
+        return read_json_file(path, PLAN_JSON, cls.from_dict, "a plan", PlanError)
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``plan.json`` into ``out_dir`` (created), whole or not at all; returns the directory."""
+        out = ensure_writable_dir(out_dir)
+        with atomic_path(out / PLAN_JSON) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        return out
+
+
+def _verdict(i: int, row: object) -> Verdict:
+    """``verdicts[i]`` of a plan read from a file, checked (see :meth:`Plan.from_dict`)."""
+    where = f"verdicts[{i}]"
+    row = mapping(row, where)
+    verdict = required(row, "verdict")
+    if verdict not in VERDICTS:
+        raise ValueError(f"{where}.verdict is {shorten(repr(verdict))}, not one of {', '.join(VERDICTS)}")
+    increment, noise, threshold = (float(number(required(row, key), f"{where}.{key}", missing=True))
+                                   for key in ("increment", "noise", "threshold"))
+    return Verdict(text(required(row, "layer"), f"{where}.layer"), increment, noise, threshold, verdict)

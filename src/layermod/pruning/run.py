@@ -1,0 +1,202 @@
+"""The prune run (``layermod prune``): a checkpoint's redundant units chosen from its modularity curve, removed,
+fine-tuned, and compared with other methods at the same budget, into one run directory.
+
+Three steps, so that a caller can show the plan before the long fine-tuning starts:
+
+1. :func:`prepare`: the checkpoint's model, its held-out data, one example input and its removable units.
+2. :func:`choose_plan`: the curve (measured now on the test split, or read from a file measured on this
+   checkpoint), its verdicts, and the units to remove (a number, a share of the parameters, or an edited plan);
+   written as ``plan.json``.
+3. :func:`prune_and_compare`: every method prunes as many units, is fine-tuned identically and evaluated
+   (:func:`layermod.pruning.study.compare_methods`); written as ``comparison.json`` with its twins, and the
+   ``modularity`` method's model as the pruned checkpoint.
+
+Decisions, on purpose:
+
+* **The curve fits the model.** A curve read from a file must have been measured on this checkpoint's auto
+  points (the layers the units are made of); otherwise it is refused rather than ranking the wrong layers.
+* **The plan says how the curve was measured.** ``plan.json`` records the curve's graph and draw configs, so a
+  plan can be traced to the measurement behind its verdicts.
+* **No code from files.** A dataset named by the checkpoint's sidecar may be a registered dataset or a file,
+  never ``module:function`` (see :func:`layermod.models.spec.resolve_data`); one given by the caller may be.
+* **The pruned checkpoint** keeps the sidecar's architecture, dataset and normalisation, adds the plan (so
+  :func:`layermod.models.checkpoint.load_checkpoint` rebuilds it), the first seed's accuracy and the fine-tuning
+  recipe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from layermod.analysis.curve import Curve, modularity_curve
+from layermod.analysis.redundancy import find_redundant
+from layermod.data.arrays import gather
+from layermod.errors import LayermodError
+from layermod.extract.layers import auto_layers, trace_calls
+from layermod.io.files import ensure_writable_dir
+from layermod.io.rundir import PRUNED
+from layermod.measure.config import DrawConfig, GraphConfig
+from layermod.models.checkpoint import read_sidecar, save_checkpoint
+from layermod.models.spec import resolve_data, resolve_model
+from layermod.pruning.plans import METHODS, Plan, budget_for_params, method_order, select_units
+from layermod.pruning.study import PruningComparison, compare_methods
+from layermod.pruning.units import Unit, apply_plan, removable_units
+from layermod.training.train import TrainConfig, balanced_subset
+
+__all__ = ["FINETUNE", "PruneTarget", "choose_plan", "prepare", "prune_and_compare"]
+
+FINETUNE = TrainConfig(epochs=1, lr=0.01, batch_size=128, schedule="cosine", weight_decay=5e-4)
+"""The default fine-tuning of every pruned model: one epoch of SGD, cosine schedule."""
+
+_SIDECAR_KEPT = ("arch", "arch_args", "dataset", "normalization")
+
+
+@dataclass(frozen=True)
+class PruneTarget:
+    """A checkpoint to prune.
+
+    Attributes:
+        weights: the checkpoint's ``.safetensors`` file.
+        model: its model, rebuilt from the sidecar, in eval mode.
+        meta: its sidecar.
+        dataset: the dataset's specification (the caller's, else the sidecar's).
+        trusted: whether the caller named the dataset (only then may it be ``module:function``).
+        data_dir: folder holding the dataset files, or None.
+        test_set: the held-out data the curve and the accuracies are measured on.
+        example: (1, ...) one test input, to trace the model and count its costs.
+        units: its removable units (empty: nothing to prune).
+    """
+
+    weights: str
+    model: nn.Module
+    meta: dict
+    dataset: str
+    trusted: bool
+    data_dir: str | None
+    test_set: Dataset
+    example: torch.Tensor
+    units: list[Unit]
+
+
+def prepare(weights: str | os.PathLike, dataset: str | None = None,
+            data_dir: str | os.PathLike | None = None) -> PruneTarget:
+    """The checkpoint ``weights`` with its test data (``dataset``, default the sidecar's) and removable units.
+
+    Raises:
+        LayermodError: the checkpoint cannot be read, names no dataset (pass one), or its data cannot be loaded.
+    """
+    model, _ = resolve_model(None, weights)
+    meta = read_sidecar(weights)
+    spec = dataset if dataset is not None else meta.get("dataset")
+    if spec is None:
+        raise LayermodError("the checkpoint names no dataset; pass --dataset")
+    trusted = dataset is not None  # a dataset named in the sidecar may not be code
+    test_set, _ = resolve_data(spec, "test", data_dir, allow_import=trusted)
+    example, _ = gather(test_set, [0])
+    return PruneTarget(str(weights), model, meta, spec, trusted, None if data_dir is None else str(data_dir),
+                       test_set, example, removable_units(model, example))
+
+
+def choose_plan(
+    target: PruneTarget,
+    out_dir: str | os.PathLike,
+    *,
+    curve: str | os.PathLike | None = None,
+    graph: GraphConfig | None = None,
+    draws: DrawConfig | None = None,
+    remove: int | None = None,
+    target_params: float | None = None,
+    plan: str | os.PathLike | None = None,
+    z: float = 2.0,
+    min_gain: float = 0.005,
+    progress: bool = False,
+) -> Plan:
+    """The units to remove, from the curve's verdicts; written as ``out_dir/plan.json``.
+
+    Args:
+        target: from :func:`prepare`, with at least one removable unit.
+        out_dir: the run directory (created).
+        curve: a ``curve.json`` measured on this checkpoint; None measures it now on the test data with
+            ``graph`` and ``draws`` (default configs when None).
+        remove, target_params, plan: the budget, exactly one of: a number of units, a share of the parameters
+            (e.g. 0.3), or an (edited) ``plan.json`` whose units are taken as they are.
+        z, min_gain: the plateau band of :func:`layermod.find_redundant`.
+        progress: progress bars while measuring.
+
+    Raises:
+        LayermodError: a curve of other layers, a budget that cannot be met, a plan that breaks the model.
+    """
+    if sum(choice is not None for choice in (remove, target_params, plan)) != 1:
+        raise LayermodError("give exactly one budget: a number of units, a share of the parameters, or a plan")
+    model, example, units = target.model, target.example, target.units
+    if curve is not None:
+        measured = Curve.load(curve)
+        if measured.layers != auto_layers(model, trace_calls(model, example)):
+            raise LayermodError(f"the curve in {curve} was measured on other layers than this model's auto points; "
+                                "measure it on this checkpoint (drop --curve)")
+    else:
+        measured = modularity_curve(model, target.test_set, graph=graph, draws=draws, progress=progress)
+    verdicts = find_redundant(measured, z=z, min_gain=min_gain)
+    if plan is not None:
+        chosen = Plan.load(plan).remove
+        apply_plan(model, chosen, example)  # refuses a plan that breaks the structure
+        method = f"edited {plan}"
+    else:
+        order = method_order("modularity", units, verdicts)
+        total = sum(p.numel() for p in model.parameters())
+        budget = remove if remove is not None else budget_for_params(order, units, target_params, total)
+        chosen = select_units(order, units, budget)
+        method = "modularity"
+    result = Plan(chosen, method, verdicts, len(chosen), GraphConfig.from_dict(measured.config),
+                  DrawConfig.from_dict(measured.config))
+    result.save(out_dir)
+    return result
+
+
+def prune_and_compare(
+    target: PruneTarget,
+    plan: Plan,
+    out_dir: str | os.PathLike,
+    finetune: TrainConfig = FINETUNE,
+    *,
+    methods: Sequence[str] = METHODS,
+    seeds: int = 3,
+    finetune_subset: int = 0,
+    from_scratch: bool = False,
+    progress: bool = False,
+) -> PruningComparison:
+    """Prune as many units as ``plan`` by every method, fine-tune, evaluate; write the comparison into
+    ``out_dir`` and, when ``modularity`` is among the methods, its model (which removes ``plan``'s units) as
+    ``out_dir/pruned.safetensors``.
+
+    Args:
+        target, plan: from :func:`prepare` and :func:`choose_plan`.
+        finetune: the fine-tuning of every pruned model (its seed is replaced by 0..seeds-1); its batch size is
+            also the batch timed for latency.
+        methods, seeds, from_scratch: see :func:`layermod.pruning.study.compare_methods`.
+        finetune_subset: fine-tune on a class-balanced subset of this many training samples (0: all).
+    """
+    train_set, _ = resolve_data(target.dataset, "train", target.data_dir, allow_import=target.trusted)
+    if finetune_subset:
+        train_set = balanced_subset(train_set, finetune_subset, 0)
+    test_set = target.test_set
+    latency_batch, _ = gather(test_set, list(range(min(finetune.batch_size, len(test_set)))))
+    comparison, finals = compare_methods(target.model, target.units, len(plan.remove), train_set, test_set, finetune,
+                                         plan.verdicts, target.example, methods=methods, seeds=seeds,
+                                         latency_batch=latency_batch, plan=plan.remove, from_scratch=from_scratch,
+                                         progress=progress)
+    out = ensure_writable_dir(out_dir)
+    comparison.save(out)
+    if "modularity" in finals:
+        row = next(r for r in comparison.rows if r["method"] == "modularity")
+        meta = {key: value for key, value in target.meta.items() if key in _SIDECAR_KEPT}
+        save_checkpoint(finals["modularity"], out / PRUNED,
+                        {**meta, "plan": {"remove": plan.remove}, "accuracy": row["accs"][0],
+                         "finetune": finetune.to_dict()})
+    return comparison
