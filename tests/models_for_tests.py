@@ -3,6 +3,9 @@ small labelled samples for them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -115,10 +118,18 @@ def vgg_like() -> nn.Sequential:
     )
 
 
-def blobs(n_per_class=40, classes=4, dim=16, spread=0.3, seed=0):
-    """Gaussian classes around random centres: (X (N, 1, 4, 4), y (N,))."""
+def blobs(n_per_class=40, classes=4, side=4, spread=0.3, seed=0):
+    """Gaussian classes around random centres: (X (N, 1, side, side), y (N,))."""
     g = torch.Generator().manual_seed(seed)
+    dim = side * side
     centres = torch.randn(classes, dim, generator=g) * 3
     y = torch.arange(classes).repeat_interleave(n_per_class)
     x = centres[y] + spread * torch.randn(len(y), dim, generator=g)
-    return x.view(-1, 1, 4, 4), y
+    return x.view(-1, 1, side, side), y
+
+
+def blobs_npz(path: Path, **kwargs) -> Path:
+    """:func:`blobs` (same arguments) written as a dataset file the command line reads: a .npz with X and y."""
+    x, y = blobs(**kwargs)
+    np.savez(path, X=x.numpy(), y=y.numpy())
+    return path

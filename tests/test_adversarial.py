@@ -16,8 +16,6 @@ from layermod.adversarial.curves import AdversarialCurves, adversarial_curves
 from layermod.adversarial.attacks import AttackConfig, PixelSpace, attack
 from layermod.analysis.curve import Curve, modularity_curve
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 LAYERS = ["1", "3", "5"]
 SPACE = PixelSpace.from_normalization({"mean": [0.5], "std": [0.25]})
 

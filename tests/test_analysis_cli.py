@@ -12,10 +12,8 @@ import pytest
 from browser import ARTIFACTS, render, require_chromium
 from idx_files import write_idx
 
-from layermod.data import datasets as D
+from layermod.data import idx as IDX
 from layermod.cli import main
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASS_NAMES_ATTACK = '<script>alert("x")</script>'
 
@@ -31,7 +29,7 @@ def write_learnable_fashion(folder: Path, n_train: int = 500, n_test: int = 300,
         for i, c in enumerate(labels):
             row, col = divmod(int(c), 4)
             images[i, 2 + 8 * row: 8 + 8 * row, 2 + 6 * col: 8 + 6 * col] = 230
-        stem_images, stem_labels = D._SPLIT_FILES[split]
+        stem_images, stem_labels = IDX._SPLIT_FILES[split]
         write_idx(folder / f"{stem_images}.gz", images, compress=True)
         write_idx(folder / f"{stem_labels}.gz", labels, compress=True)
 
@@ -61,6 +59,7 @@ def runs(tmp_path_factory):
     return top, measure
 
 
+@pytest.mark.slow
 def test_attack_runs_write_paired_curves_and_pgd_is_at_least_as_strong(runs):
     top, _ = runs
     fgsm = json.loads((top / "fgsm" / "attack.json").read_text())
@@ -76,6 +75,7 @@ def test_attack_runs_write_paired_curves_and_pgd_is_at_least_as_strong(runs):
     assert (top / "pgd" / "attack.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_compare_two_models_rows_against_columns(runs, tmp_path):
     top, measure = runs
     other = str(top / "train" / "last.safetensors")
@@ -85,6 +85,7 @@ def test_compare_two_models_rows_against_columns(runs, tmp_path):
     assert comparison["names"][1] == other and comparison["curve_b"]["layers"] == comparison["layers_b"]
 
 
+@pytest.mark.slow
 def test_curve_views_and_compare_files(runs):
     top, _ = runs
     views = json.loads((top / "curve" / "embedding.json").read_text())
@@ -123,6 +124,7 @@ class _Page(HTMLParser):
             self._heading = None
 
 
+@pytest.mark.slow
 def test_report_gathers_every_run_and_renders_in_a_browser(runs, tmp_path):
     top, _ = runs
     out = tmp_path / "report.html"
@@ -150,6 +152,7 @@ def test_report_gathers_every_run_and_renders_in_a_browser(runs, tmp_path):
     assert shot.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_report_with_a_corrupt_file_shows_the_rest_and_exits_2(runs, tmp_path, capsys):
     top, _ = runs
     broken = tmp_path / "broken"
@@ -176,6 +179,7 @@ def test_report_of_nothing_readable_writes_nothing(tmp_path, capsys):
     assert "is a directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, message", [
     (["--method", "fgsm", "--eps", "1.5"], "outside the pixel range"),
     (["--method", "fgsm", "--eps", "0"], "eps"),
@@ -208,6 +212,7 @@ def test_attack_on_a_model_without_gradients(tmp_path, capsys):
     assert status == 2 and len(err) == 1 and "gradient" in err[0]
 
 
+@pytest.mark.slow
 def test_attack_through_torchattacks_with_its_own_options(runs, tmp_path):
     pytest.importorskip("torchattacks")
     _, measure = runs
@@ -219,6 +224,7 @@ def test_attack_through_torchattacks_with_its_own_options(runs, tmp_path):
     assert result["n_attacked"] == 300 and result["n_flipped"] > 0
 
 
+@pytest.mark.slow
 def test_tsne_views_without_scikit_learn_fail_before_the_curve(runs, tmp_path, monkeypatch, capsys):
     _, measure = runs
     monkeypatch.setitem(sys.modules, "sklearn.manifold", None)

@@ -13,8 +13,6 @@ from torch import nn
 from layermod.adversarial.attacks import AttackConfig, AttackResult, PixelSpace, attack, fgsm, pgd
 from layermod.errors import AttackError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 # Two channels with different statistics, so a mix-up of channels or of the direction of the map shows.
 SPACE = PixelSpace(mean=(0.4, 0.6), std=(0.25, 0.2))
 SHAPE = (2, 4, 4)

@@ -16,12 +16,28 @@ import pytest
 import torch
 
 from layermod.data import cifar as C
-from layermod.data import datasets as D
-from layermod.data.datasets import ArrayDataset, load_dataset
+from layermod.data import download as DL
+from layermod.data.arrays import ArrayDataset
+from layermod.data.datasets import load_dataset
 from layermod.errors import DatasetError
 from assertions import assert_one_line
 
-REAL_DOWNLOAD = D._download_file
+REAL_DOWNLOAD = DL._download_file
+# the official archives' members and classes (https://www.cs.toronto.edu/~kriz/cifar.html), written out here so
+# that the tests check layermod's layout of them rather than reuse it
+OFFICIAL = {
+    "cifar10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta",
+                "folder": "cifar-10-batches-py", "archive": "cifar-10-python.tar.gz", "classes": 10,
+                "labels_key": b"labels", "names_key": b"label_names"},
+    "cifar100": {"train": ["train"], "test": ["test"], "meta": "meta", "folder": "cifar-100-python",
+                 "archive": "cifar-100-python.tar.gz", "classes": 100, "labels_key": b"fine_labels",
+                 "names_key": b"fine_label_names"},
+}
+# per-channel mean and std of the training images, as layermod's docstring states them
+NORMALIZATION = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
 RECONSTRUCT = np.ndarray.__reduce__(np.empty(0))[0]
 
 
@@ -59,17 +75,17 @@ def py2_pickle(obj) -> bytes:
 
 def cifar_files(name: str, n_per_batch: int = 4, seed: int = 0):
     """{file name: pickle bytes} of a tiny CIFAR set and the expected {split: (uint8 (N, 3072), labels)}."""
-    layout = C._LAYOUTS[name]
+    layout = OFFICIAL[name]
     rng = np.random.default_rng(seed)
     files, expected = {}, {}
     for split in ("train", "test"):
         images, labels = [], []
-        for batch in layout.batches(split):
+        for batch in layout[split]:
             x = rng.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
-            y = [int(v) for v in rng.integers(0, layout.n_classes, size=n_per_batch)]
+            y = [int(v) for v in rng.integers(0, layout["classes"], size=n_per_batch)]
             content = {
                 b"batch_label": f"{batch} of 1".encode(),
-                layout.labels_key: y,
+                layout["labels_key"]: y,
                 b"data": x,
                 b"filenames": [f"img_{i}.png".encode() for i in range(n_per_batch)],
             }
@@ -79,32 +95,32 @@ def cifar_files(name: str, n_per_batch: int = 4, seed: int = 0):
             images.append(x)
             labels += y
         expected[split] = (np.concatenate(images), np.array(labels))
-    names = [f"class{i}".encode() for i in range(layout.n_classes)]
-    meta = {layout.names_key: names}
+    names = [f"class{i}".encode() for i in range(layout["classes"])]
+    meta = {layout["names_key"]: names}
     if name == "cifar10":
         meta.update({b"num_cases_per_batch": n_per_batch, b"num_vis": 3072})
     else:
         meta[b"coarse_label_names"] = [f"super{i}".encode() for i in range(20)]
-    files[layout.meta] = py2_pickle(meta)
+    files[layout["meta"]] = py2_pickle(meta)
     return files, expected
 
 
 def write_cifar(root: Path, name: str, archive: bool, files: dict[str, bytes] | None = None, **kwargs):
     """Write the set as ``root/<folder>/`` or ``root/<archive>``; returns (path written, expected)."""
-    layout = C._LAYOUTS[name]
+    layout = OFFICIAL[name]
     made, expected = cifar_files(name, **kwargs)
     files = made if files is None else files
     root.mkdir(parents=True, exist_ok=True)
     if not archive:
-        folder = root / layout.folder
+        folder = root / layout["folder"]
         folder.mkdir()
         for member, raw in files.items():
             (folder / member).write_bytes(raw)
         return folder, expected
-    path = root / layout.archive
+    path = root / layout["archive"]
     with tarfile.open(path, "w:gz") as tar:
         for member, raw in files.items():
-            info = tarfile.TarInfo(f"{layout.folder}/{member}")
+            info = tarfile.TarInfo(f"{layout['folder']}/{member}")
             info.size = len(raw)
             tar.addfile(info, io.BytesIO(raw))
     return path, expected
@@ -112,16 +128,15 @@ def write_cifar(root: Path, name: str, archive: bool, files: dict[str, bytes] | 
 
 
 def check_split(ds: ArrayDataset, name: str, expected) -> None:
-    layout = C._LAYOUTS[name]
     pixels, labels = expected
     assert isinstance(ds, ArrayDataset) and ds.name == name
     assert ds.data.shape == (len(labels), 3, 32, 32) and ds.data.dtype == torch.float32
     assert ds.targets.dtype == torch.int64
     np.testing.assert_array_equal(ds.targets.numpy(), labels)
-    assert ds.classes == [f"class{i}" for i in range(layout.n_classes)]
-    assert ds.normalization == {"mean": list(layout.mean), "std": list(layout.std)}
-    mean = np.array(layout.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.array(layout.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    assert ds.classes == [f"class{i}" for i in range(OFFICIAL[name]["classes"])]
+    assert ds.normalization == {"mean": list(NORMALIZATION[name][0]), "std": list(NORMALIZATION[name][1])}
+    mean = np.array(NORMALIZATION[name][0], dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.array(NORMALIZATION[name][1], dtype=np.float32).reshape(1, 3, 1, 1)
     want = (pixels.reshape(-1, 3, 32, 32).astype(np.float32) / 255 - mean) / std
     np.testing.assert_allclose(ds.data.numpy(), want, rtol=1e-5, atol=1e-5)
 
@@ -135,8 +150,18 @@ def test_load_both_splits(isolated, name, archive):
     _, expected = write_cifar(isolated / "d", name, archive)
     for split in ("train", "test"):
         check_split(load_dataset(name, split, data_dir=isolated / "d"), name, expected[split])
-    n_train = 4 * len(C._LAYOUTS[name].train)
+    n_train = {"cifar10": 5 * 4, "cifar100": 4}[name]  # 4 samples in each official training batch
     assert len(load_dataset(name.upper(), "train", data_dir=isolated / "d")) == n_train
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_layout_matches_the_official_archives(name):
+    """The tiny archives above are written from OFFICIAL; this ties layermod's own table to it too."""
+    layout, official = C._LAYOUTS[name], OFFICIAL[name]
+    assert (list(layout.batches("train")), list(layout.batches("test"))) == (official["train"], official["test"])
+    assert (layout.meta, layout.folder, layout.archive) == (official["meta"], official["folder"], official["archive"])
+    assert (layout.n_classes, layout.labels_key, layout.names_key) == (
+        official["classes"], official["labels_key"], official["names_key"])
 
 
 def test_written_like_the_official_files():
@@ -204,7 +229,7 @@ def test_failed_download_is_reported(isolated, monkeypatch):
     def fail(url, dest):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(D, "_download_file", fail)
+    monkeypatch.setattr(DL, "_download_file", fail)
     with pytest.raises(DatasetError) as err:
         load_dataset("cifar100")
     assert_one_line(err, "network is unreachable", C._URLS["cifar100"], "--data-dir")
@@ -213,7 +238,7 @@ def test_failed_download_is_reported(isolated, monkeypatch):
 def test_download_into_cache(isolated, monkeypatch):
     archive, expected = write_cifar(isolated / "server", "cifar10", archive=True)
     monkeypatch.setitem(C._URLS, "cifar10", archive.as_uri())
-    monkeypatch.setattr(D, "_download_file", REAL_DOWNLOAD)
+    monkeypatch.setattr(DL, "_download_file", REAL_DOWNLOAD)
     check_split(load_dataset("cifar10", "train"), "cifar10", expected["train"])
     cache = isolated / "cache" / "layermod" / "data" / "cifar10"
     assert [p.name for p in cache.iterdir()] == ["cifar-10-python.tar.gz"]

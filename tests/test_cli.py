@@ -1,4 +1,7 @@
-"""Every CLI command end to end on tiny inputs, and every bad input as one line with a non-zero exit."""
+"""Every CLI command end to end on tiny inputs, and every bad input as one line with a non-zero exit.
+
+The commands run in-process through ``main`` (its return value is the exit status; argparse errors raise
+SystemExit(2)); one test runs the installed ``layermod`` command to check the entry point itself."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,16 +20,13 @@ from layermod.models.checkpoint import save_checkpoint
 from layermod.cli import main
 from idx_files import write_mnist_like
 
+LAYERMOD = Path(sys.executable).with_name("layermod")  # the installed command, as a user runs it
 
-@pytest.fixture
-def blobs_npz(tmp_path):
-    """A .npz dataset of 4 separated classes, 30 samples each, as 1x4x4 images."""
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(4), 30)
-    x = (rng.normal(size=(4, 16)) * 3)[y] + 0.3 * rng.normal(size=(120, 16))
-    path = tmp_path / "blobs.npz"
-    np.savez(path, X=x.reshape(-1, 1, 4, 4).astype(np.float32), y=y)
-    return path
+
+@pytest.fixture(autouse=True)
+def no_debug(monkeypatch):
+    """Errors as users see them: one line, no traceback."""
+    monkeypatch.delenv("LAYERMOD_DEBUG", raising=False)
 
 
 @pytest.fixture
@@ -51,11 +52,11 @@ def user_model_file(tmp_path):
     return path
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    """The layermod command in a subprocess: (exit status, stdout, stderr)."""
-    proc = subprocess.run([sys.executable, "-m", "layermod.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "LAYERMOD_DEBUG": ""}, timeout=300)
-    return proc.returncode, proc.stdout, proc.stderr
+def run(capsys, *args) -> tuple[int, str, str]:
+    """The layermod command in-process: (exit status, stdout, stderr)."""
+    status = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 def test_curve_on_a_user_model_writes_json_csv_png(tmp_path, blobs_npz, user_model_file):
@@ -96,7 +97,8 @@ def test_layers_lists_modules_shapes_and_auto_points(user_model_file, capsys):
     assert "2.fc" in out and "3 auto points" in out
 
 
-def test_demo_end_to_end_on_tiny_fashion_mnist_files(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_demo_end_to_end_on_tiny_fashion_mnist_files(tmp_path, capsys):
     data = tmp_path / "fmnist"
     write_mnist_like(data, n_train=200, n_test=1000)
     out, cache = tmp_path / "demo", tmp_path / "cache"
@@ -110,10 +112,16 @@ def test_demo_end_to_end_on_tiny_fashion_mnist_files(tmp_path, monkeypatch):
     assert "Samples in 2-D and their kNN graphs" in (out / "report.html").read_text()
     weights = list(cache.rglob("*.safetensors"))
     assert len(weights) == 1
-    stamp = weights[0].stat().st_mtime_ns
-    assert main(args) == 0  # second run reuses the cached model
-    assert weights[0].stat().st_mtime_ns == stamp
+    first = {name: (out / name).read_bytes() for name in ("curve.json", "curve.csv", "curve.png", "embedding.json")}
+    stamp, trained = weights[0].stat().st_mtime_ns, weights[0].read_bytes()
+    capsys.readouterr()
+    assert main(args) == 0  # the second run reuses the cached model ...
+    assert "reusing the demo model" in capsys.readouterr().out and weights[0].stat().st_mtime_ns == stamp
     assert json.loads((out / "curve.json").read_text())["values"] == curve["values"]
+    assert main([*args, "--retrain"]) == 0  # ... --retrain trains it again, seeded: to the same model and curve
+    assert "training smallcnn" in capsys.readouterr().out and weights[0].stat().st_mtime_ns != stamp
+    assert weights[0].read_bytes() == trained
+    assert {name: (out / name).read_bytes() for name in first} == first
 
 
 def one_line_error(status: int, stdout: str, stderr: str, *fragments: str) -> None:
@@ -125,60 +133,61 @@ def one_line_error(status: int, stdout: str, stderr: str, *fragments: str) -> No
         assert fragment in lines[0], lines[0]
 
 
-def test_bad_inputs_give_one_line_and_exit_2(tmp_path, blobs_npz, user_model_file):
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path, blobs_npz, user_model_file, capsys):
     model = f"{user_model_file}:build"
     curve = ["curve", "--model", model, "--dataset", str(blobs_npz), "--n-per-class", "5", "--repeats", "1"]
     out = ["--out", str(tmp_path / "out")]
-    one_line_error(*run(*curve, "--k", "20", *out), "k=20", "lower k")
-    one_line_error(*run(*curve, "--n-per-class", "50", *out), "class 0 has 30 samples", "lower n_per_class")
-    one_line_error(*run(*curve, "--layers", "2.fx", *out), "no layer named '2.fx'", "2.fc")
-    one_line_error(*run("curve", "--model", "no_such_module:build", "--dataset", str(blobs_npz), *out), "cannot import")
-    one_line_error(*run("curve", "--model", "vgg99", "--dataset", str(blobs_npz), *out), "vgg99", "mlp")
-    one_line_error(*run("curve", "--model", "smallcnn", "--dataset", "fashion-mnist", "--data-dir",
+    one_line_error(*run(capsys, *curve, "--k", "20", *out), "k=20", "lower k")
+    one_line_error(*run(capsys, *curve, "--n-per-class", "50", *out), "class 0 has 30 samples", "lower n_per_class")
+    one_line_error(*run(capsys, *curve, "--layers", "2.fx", *out), "no layer named '2.fx'", "2.fc")
+    one_line_error(*run(capsys, "curve", "--model", "no_such_module:build", "--dataset", str(blobs_npz), *out),
+                   "cannot import")
+    one_line_error(*run(capsys, "curve", "--model", "vgg99", "--dataset", str(blobs_npz), *out), "vgg99", "mlp")
+    one_line_error(*run(capsys, "curve", "--model", "smallcnn", "--dataset", "fashion-mnist", "--data-dir",
                         str(tmp_path / "nowhere"), *out), "--data-dir")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    one_line_error(*run(*curve, "--out", str(blocker / "sub")), "cannot write")
+    one_line_error(*run(capsys, *curve, "--out", str(blocker / "sub")), "cannot write")
     assert not (tmp_path / "out").exists()  # nothing half-written by the failed runs
 
 
-def test_nan_features_and_single_class_data(tmp_path, user_model_file):
+def test_nan_features_and_single_class_data(tmp_path, user_model_file, capsys):
     x = np.ones((20, 1, 4, 4), np.float32)
     x[::2] = np.nan  # every sample of class 0
     np.savez(tmp_path / "nan.npz", X=x, y=np.arange(20) % 2)
     np.savez(tmp_path / "one.npz", X=np.ones((20, 16), np.float32), y=np.zeros(20, int))
     base = ["curve", "--model", f"{user_model_file}:build", "--n-per-class", "4", "--repeats", "1", "--out",
             str(tmp_path / "out")]
-    one_line_error(*run(*base, "--dataset", str(tmp_path / "nan.npz")), "layer '1'", "NaN")
-    one_line_error(*run(*base, "--dataset", str(tmp_path / "one.npz")), "2 classes")
+    one_line_error(*run(capsys, *base, "--dataset", str(tmp_path / "nan.npz")), "layer '1'", "NaN")
+    one_line_error(*run(capsys, *base, "--dataset", str(tmp_path / "one.npz")), "2 classes")
 
 
-def test_options_that_contradict_the_checkpoint_sidecar(tmp_path, blobs_npz):
+def test_options_that_contradict_the_checkpoint_sidecar(tmp_path, blobs_npz, capsys):
     model = models.create("mlp", num_classes=4, width=0.1, input_size=16, depth=2)
     weights = save_checkpoint(model, tmp_path / "w.safetensors", {"arch": "mlp", "arch_args": {
         "num_classes": 4, "in_channels": 1, "width": 0.1, "input_size": 16, "depth": 2}})
     base = ["curve", "--weights", str(weights), "--dataset", str(blobs_npz), "--out", str(tmp_path / "o")]
-    one_line_error(*run(*base, "--model", "smallcnn"), "are for 'mlp', not 'smallcnn'")
-    one_line_error(*run(*base, "--model", "mlp", "--num-classes", "5"), "num_classes 4 (asked 5)")
+    one_line_error(*run(capsys, *base, "--model", "smallcnn"), "are for 'mlp', not 'smallcnn'")
+    one_line_error(*run(capsys, *base, "--model", "mlp", "--num-classes", "5"), "num_classes 4 (asked 5)")
 
 
-def test_weights_that_do_not_match_the_architecture(tmp_path, blobs_npz):
+def test_weights_that_do_not_match_the_architecture(tmp_path, blobs_npz, capsys):
     small = models.create("mlp", num_classes=4, width=0.1, input_size=16, depth=2)
     weights = save_checkpoint(small, tmp_path / "w.safetensors", {"arch": "mlp", "arch_args": {}})
     (tmp_path / "w.json").unlink()
-    one_line_error(*run("curve", "--model", "mlp", "--num-classes", "4", "--weights", str(weights), "--dataset",
+    one_line_error(*run(capsys, "curve", "--model", "mlp", "--num-classes", "4", "--weights", str(weights), "--dataset",
                         str(blobs_npz), "--out", str(tmp_path / "o")), "do not match")
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
-    one_line_error(*run("curve", "--model", "mlp", "--weights", str(tmp_path / "bad.safetensors"), "--dataset",
+    one_line_error(*run(capsys, "curve", "--model", "mlp", "--weights", str(tmp_path / "bad.safetensors"), "--dataset",
                         str(blobs_npz), "--out", str(tmp_path / "o")), "bad.safetensors")
 
 
-def test_corrupt_dataset_file(tmp_path, user_model_file):
+def test_corrupt_dataset_file(tmp_path, user_model_file, capsys):
     data = tmp_path / "fm"
     write_mnist_like(data)
     (data / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bgarbage")
-    one_line_error(*run("curve", "--model", f"{user_model_file}:build", "--dataset", "fashion-mnist", "--data-dir",
-                        str(data), "--out", str(tmp_path / "o")), "t10k-images-idx3-ubyte.gz")
+    one_line_error(*run(capsys, "curve", "--model", f"{user_model_file}:build", "--dataset", "fashion-mnist",
+                        "--data-dir", str(data), "--out", str(tmp_path / "o")), "t10k-images-idx3-ubyte.gz")
 
 
 def test_models_lists_the_zoo_with_parameter_counts(capsys):
@@ -188,14 +197,43 @@ def test_models_lists_the_zoo_with_parameter_counts(capsys):
     assert rows["resnet56"] == "855,770" and rows["vgg16"] == "14,724,042"
 
 
-def test_help_of_every_command():
-    for command in ("layers", "curve", "demo", "models", "train", "eval"):
-        status, stdout, _ = run(command, "--help")
-        assert status == 0 and "--" in stdout and command in stdout
+COMMANDS = ("layers", "curve", "attack", "compare", "report", "models", "demo", "prune", "train", "eval")
 
 
-def test_model_that_does_not_fit_the_data(tmp_path, blobs_npz):
+def test_help_of_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    listed = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in listed
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+        stdout = capsys.readouterr().out
+        assert stdout.startswith(f"usage: layermod {command}") and "--" in stdout, command
+
+
+def test_unknown_command_and_option_exit_2(capsys):
+    for argv in (["nonsense"], ["curve", "--no-such-option"], ["curve", "--model", "mlp"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert "error:" in err and "Traceback" not in err, argv
+
+
+def test_model_that_does_not_fit_the_data(tmp_path, blobs_npz, capsys):
     path = tmp_path / "m.py"
     path.write_text("from torch import nn\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(99, 3))\n")
-    one_line_error(*run("curve", "--model", f"{path}:build", "--dataset", str(blobs_npz), "--n-per-class", "5", "--out",
-                        str(tmp_path / "o")), "check that the data fit the model")
+    one_line_error(*run(capsys, "curve", "--model", f"{path}:build", "--dataset", str(blobs_npz), "--n-per-class", "5",
+                        "--out", str(tmp_path / "o")), "check that the data fit the model")
+
+
+def test_the_installed_command_exits_with_mains_status(tmp_path, blobs_npz):
+    """The entry point itself, in a fresh process: main's status becomes the exit status, errors one line."""
+    proc = subprocess.run([str(LAYERMOD), "curve", "--model", "vgg99", "--dataset", str(blobs_npz), "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "LAYERMOD_DEBUG": ""})
+    one_line_error(proc.returncode, proc.stdout, proc.stderr, "vgg99", "mlp")
+    assert not (tmp_path / "o").exists()

@@ -12,11 +12,9 @@ from torch import nn
 from layermod import LayermodError
 from layermod.analysis.compare import LayerComparison, compare_layers
 from layermod.analysis.curve import modularity_curve
-from layermod.data.datasets import balanced_draws
+from layermod.data.draws import balanced_draws
 from layermod.extract.features import extract_features
 from layermod.measure.similarity import linear_cka
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 LAYERS = ["1", "3", "5"]
 

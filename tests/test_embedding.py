@@ -15,13 +15,8 @@ from layermod.analysis.views import (
     embed_2d,
     layer_views,
     pick_layers,
-    plot_views,
-    save_views,
-    views_from_dict,
-    views_to_dict,
+    Views,
 )
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ODD_NAMES = ["<b>bold</b>", "fish & chips", 'say "hi" $5 or $6']
@@ -210,11 +205,11 @@ def test_views_hold_checked_arrays():
 
 def test_views_survive_a_json_round_trip(views):
     config = {"method": "pca", "k": 3, "n_per_class": 6, "seed": 2, "metric": "cosine"}
-    text = json.dumps(views_to_dict(views, ODD_NAMES, config))
-    back, names, back_config = views_from_dict(json.loads(text))
-    assert names == ODD_NAMES and back_config == config
-    assert len(back) == len(views)
-    for old, new in zip(views, back):
+    text = json.dumps(Views(views, ODD_NAMES, config).to_dict())
+    back = Views.from_dict(json.loads(text))
+    assert back.class_names == ODD_NAMES and back.config == config
+    assert len(back.views) == len(views)
+    for old, new in zip(views, back.views):
         assert new.layer == old.layer and new.q == old.q
         for field in ("coords", "labels", "edges", "weights"):
             assert np.array_equal(getattr(new, field), getattr(old, field)), field
@@ -222,16 +217,16 @@ def test_views_survive_a_json_round_trip(views):
 
 
 def test_class_names_and_config_are_optional(views):
-    data = views_to_dict(views)
+    data = Views(views).to_dict()
     assert data["class_names"] is None and data["config"] == {}
     del data["class_names"], data["config"]
-    back, names, config = views_from_dict(data)
-    assert names is None and config == {} and len(back) == 3
+    back = Views.from_dict(data)
+    assert back.class_names is None and back.config == {} and len(back.views) == 3
 
 
 def test_class_names_must_name_every_label(views):
     with pytest.raises(lm.LayermodError) as err:
-        views_to_dict(views, ["a", "b"])
+        Views(views, ["a", "b"])
     assert_one_line(err, "2 class names", "one name per class")
 
 
@@ -285,17 +280,17 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_malformed_dicts_are_one_line_errors(views, corrupt):
-    data = json.loads(json.dumps(views_to_dict(views, ["a", "b", "c"], {"k": 3})))
+    data = json.loads(json.dumps(Views(views, ["a", "b", "c"], {"k": 3}).to_dict()))
     corrupt(data)
     with pytest.raises(lm.LayermodError) as err:
-        views_from_dict(data)
-    assert_one_line(err, "malformed embedding data", "save_views")
+        Views.from_dict(data)
+    assert_one_line(err, "malformed embedding data", "Views.save")
 
 
 @pytest.mark.parametrize("data", [None, [], "layers", 3])
 def test_non_dicts_are_malformed(data):
     with pytest.raises(lm.LayermodError, match="malformed embedding data"):
-        views_from_dict(data)
+        Views.from_dict(data)
 
 
 # --- pictures and files --------------------------------------------------------------------------------------------
@@ -303,7 +298,7 @@ def test_non_dicts_are_malformed(data):
 
 def test_plot_views_draws_samples_and_graph_per_layer(views, tmp_path):
     path = tmp_path / "views.png"
-    fig = plot_views(views, path, ODD_NAMES)
+    fig = Views(views, ODD_NAMES).plot(path)
     assert path.read_bytes().startswith(PNG_MAGIC)
     assert [p.name for p in tmp_path.iterdir()] == ["views.png"]
     top, bottom = fig.axes[:3], fig.axes[3:6]
@@ -327,30 +322,30 @@ def test_more_than_ten_classes_get_distinct_colours():
     labels = np.repeat(np.arange(12), 2)
     view = LayerView("x", np.random.default_rng(0).normal(size=(24, 2)), labels, np.array([[0, 1], [1, 2]]),
                      np.array([1.0, 0.5]), 0.3)
-    fig = plot_views([view])
+    fig = Views([view]).plot()
     colours = fig.axes[0].collections[0].get_facecolors()
     assert len({tuple(np.round(c, 4)) for c in colours}) == 12
 
 
 def test_save_views_writes_png_then_json(views, tmp_path):
     config = {"method": "pca", "k": 3}
-    out = save_views(views, tmp_path / "run", ODD_NAMES, config)
+    out = Views(views, ODD_NAMES, config).save(tmp_path / "run")
     assert out == tmp_path / "run"
     assert sorted(p.name for p in out.iterdir()) == ["embedding.json", "embedding.png"]
     assert (out / "embedding.png").read_bytes().startswith(PNG_MAGIC)
-    back, names, back_config = views_from_dict(json.loads((out / "embedding.json").read_text()))
-    assert names == ODD_NAMES and back_config == config and [v.layer for v in back] == ["1", "3", "5"]
+    back = Views.load(out)
+    assert back.class_names == ODD_NAMES and back.config == config and [v.layer for v in back.views] == ["1", "3", "5"]
 
 
 def test_save_views_writes_nothing_for_bad_class_names(views, tmp_path):
     with pytest.raises(lm.LayermodError):
-        save_views(views, tmp_path, ["only one"])
+        Views(views, ["only one"]).save(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_plot_views_needs_a_view():
     with pytest.raises(lm.LayermodError, match="no layer views"):
-        plot_views([])
+        Views([]).plot()
 
 
 # --- pick_layers ---------------------------------------------------------------------------------------------------

@@ -29,18 +29,17 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import layermod.models.checkpoint as C
+import layermod.models.commit as commit
 import layermod.training.fit as F
 from layermod import models
 from layermod.cli import main
 from layermod.models.checkpoint import load_checkpoint, load_companion, load_weights, read_sidecar, save_checkpoint
-from layermod.data.datasets import ArrayDataset
+from layermod.data.arrays import ArrayDataset
 from layermod.errors import LayermodError, ModelError, PlanError, TrainError, WeightsError
 from layermod.training.fit import fit
 from layermod.training.train import TrainConfig
 from assertions import assert_one_line
 from limits import MiB, memory_limit
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 LIMIT = 256 * MiB
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -182,7 +181,7 @@ def test_a_load_racing_a_save_reads_the_new_checkpoint(tmp_path, monkeypatch):
     old, old_meta = tagged("old", 0.25)
     new, new_meta = tagged("new", 0.25)
     save_checkpoint(old, tmp_path / "best", old_meta)
-    real, raced = C._sha256, []
+    real, raced = commit._sha256, []
 
     def racing(file):
         if not raced:
@@ -190,7 +189,7 @@ def test_a_load_racing_a_save_reads_the_new_checkpoint(tmp_path, monkeypatch):
             save_checkpoint(new, tmp_path / "best", new_meta)
         return real(file)
 
-    monkeypatch.setattr(C, "_sha256", racing)
+    monkeypatch.setattr(commit, "_sha256", racing)
     model, meta = load_checkpoint(tmp_path / "best")
     assert raced and meta["tag"] == "new" and same_state(model, new)
 
@@ -269,6 +268,7 @@ def run_files(run: Path) -> dict[str, bytes]:
     return {name: (run / name).read_bytes() for name in names}
 
 
+@pytest.mark.slow
 def test_a_kill_anywhere_in_a_training_run_resumes_exactly(tmp_path, monkeypatch):
     whole = tmp_path / "whole"
     train_run(whole)
@@ -285,6 +285,7 @@ def test_a_kill_anywhere_in_a_training_run_resumes_exactly(tmp_path, monkeypatch
         assert [name for name in listing(run) if name.startswith(".")] == [], i
 
 
+@pytest.mark.slow
 def test_a_sigkill_before_the_last_commit_resumes_exactly(tmp_path):
     """A real SIGKILL in the last.* window of epoch 2 (the weights and momentum staged, last.json not yet
     replaced): the resumed run ends with the uninterrupted run's files."""

@@ -15,11 +15,10 @@ import torch
 
 from idx_files import write_mnist_like
 from limits import MiB, memory_limit
+from models_for_tests import blobs_npz
 from layermod import models
 from layermod.models.checkpoint import save_checkpoint
 from layermod.cli import main
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 LAYERMOD = Path(sys.executable).with_name("layermod")  # the installed command, as a user runs it
 
@@ -27,12 +26,7 @@ LAYERMOD = Path(sys.executable).with_name("layermod")  # the installed command, 
 @pytest.fixture
 def blobs(tmp_path: Path) -> Path:
     """A .npz of 3 separated classes, 20 samples each, as 1x28x28 images."""
-    rng = np.random.default_rng(1)
-    y = np.repeat(np.arange(3), 20)
-    x = (rng.normal(size=(3, 784)) * 3)[y] + 0.3 * rng.normal(size=(60, 784))
-    path = tmp_path / "blobs.npz"
-    np.savez(path, X=x.reshape(-1, 1, 28, 28).astype(np.float32), y=y)
-    return path
+    return blobs_npz(tmp_path / "blobs.npz", n_per_class=20, classes=3, side=28, seed=1)
 
 
 @pytest.fixture
@@ -198,13 +192,8 @@ def test_attack_is_the_same_twice(tmp_path, checkpoint):
     same_bytes(*runs, ["attack.json", "attack.csv", "attack.png"])
 
 
-def test_prune_is_the_same_twice_apart_from_latency(tmp_path):
-    data = tmp_path / "fm"
-    write_mnist_like(data, n_train=100, n_test=100)
-    args = {"num_classes": 10, "in_channels": 1, "width": 0.125}
-    torch.manual_seed(0)
-    weights = save_checkpoint(models.create("resnet20", **args), tmp_path / "ckpt" / "best.safetensors",
-                              {"arch": "resnet20", "arch_args": args, "dataset": "fashion-mnist"})
+def test_prune_is_the_same_twice_apart_from_latency(tmp_path, resnet20_checkpoint):
+    weights, data = resnet20_checkpoint
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
@@ -235,21 +224,3 @@ def test_train_is_the_same_twice(tmp_path):
             for row in meta.get("history", []):
                 row.pop("seconds", None)
         assert sidecars[0] == sidecars[1], name
-
-
-
-def test_demo_trained_twice_is_the_same_model_and_curve(tmp_path):
-    data = tmp_path / "fm"
-    write_mnist_like(data, n_train=200, n_test=1000)
-    runs = []
-    for name in ("a", "b"):
-        out, cache = tmp_path / name, tmp_path / f"cache-{name}"
-        assert main(["demo", "--data-dir", str(data), "--cache-dir", str(cache), "--out", str(out), "--epochs", "1",
-                     "--quiet"]) == 0
-        runs.append(out)
-        (weights,) = cache.rglob("model.safetensors")
-        (out / "model.safetensors").write_bytes(weights.read_bytes())
-    same_bytes(*runs, ["model.safetensors", "curve.csv", "curve.png", "embedding.json"])
-    curves = [json.loads((out / "curve.json").read_text()) for out in runs]
-    assert [curve["config"].pop("weights") for curve in curves] != [None, None]  # the two caches' paths
-    assert curves[0] == curves[1]

@@ -20,13 +20,11 @@ from torch.utils.data import Dataset, IterableDataset
 
 import layermod as lm
 from assertions import assert_one_line
-from layermod.data.datasets import as_dataset, gather
+from layermod.data.arrays import as_dataset, gather
 from layermod.extract.features import extract_features
 from layermod.measure.graph import MAX_TIED_EDGES
 from layermod.extract.layers import parse_layers
 from models_for_tests import TinyResNet, blobs, mlp
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -19,11 +19,11 @@ from layermod.cli import main
 from layermod.analysis.compare import LayerComparison
 from layermod.analysis.curve import Curve
 from layermod.analysis.dynamics import Dynamics
-from layermod.analysis.views import LayerView, load_views, plot_views, save_views
+from layermod.analysis.views import LayerView, Views
 from layermod.errors import LayermodError, PlanError, ReportError
-from layermod.pruning.study import read_comparison
-from layermod.analysis.redundancy import read_plan
-from layermod.analysis.curve_plot import plot_curves, save_curve
+from layermod.pruning.plans import Plan
+from layermod.pruning.study import PruningComparison
+from layermod.analysis.curve_plot import plot_curves
 from layermod.report.page import write_report
 from layermod.io.validate import LABEL_CHARS, MAX_ITEMS, label, numbers, shorten
 
@@ -123,7 +123,7 @@ def test_ten_million_layers_are_refused_without_taking_the_memory(tmp_path):
 
 
 def test_a_file_too_large_is_refused_unread(tmp_path, monkeypatch):
-    save_curve(curve(), tmp_path)
+    curve().save(tmp_path)
     monkeypatch.setattr(fileio, "MAX_JSON_BYTES", 100)
     with pytest.raises(ReportError) as err:
         Curve.load(tmp_path)
@@ -209,23 +209,23 @@ RESULT_CORRUPTIONS = {
                                      "cka has shape (1, 3), not (3, 3)"),
     "compare: three model names": ("compare.json", LayerComparison.load, compare_dict(names=["a", "b", "c"]),
                                    "names holds 3 names"),
-    "views: Q of 3": ("embedding.json", load_views, views_dict(view_entry(q=3)),
+    "views: Q of 3": ("embedding.json", Views.load, views_dict(view_entry(q=3)),
                       "layers[0].q is 3, outside"),
-    "views: a negative label": ("embedding.json", load_views,
+    "views: a negative label": ("embedding.json", Views.load,
                                 views_dict(view_entry(labels=[-1, 0, 1, 1])),
                                 "layers[0].labels[0] is -1, outside"),
-    "views: an edge out of range": ("embedding.json", load_views,
+    "views: an edge out of range": ("embedding.json", Views.load,
                                     views_dict(view_entry(edges=[[0, 1], [1, 2], [2, 9]])),
                                     "layers[0].edges[2][1] is 9, outside [0, 3]"),
-    "views: 65 of them": ("embedding.json", load_views, views_dict(*[view_entry()] * 65),
+    "views: 65 of them": ("embedding.json", Views.load, views_dict(*[view_entry()] * 65),
                           "layers is not a list of 1 to 64 views"),
-    "pruning: an unknown method": ("comparison.json", read_comparison, {"rows": [pruning_row(method="magic")]},
+    "pruning: an unknown method": ("comparison.json", PruningComparison.load, {"rows": [pruning_row(method="magic")]},
                                    "rows[0].method is 'magic', not one of"),
-    "pruning: no FLOPs": ("comparison.json", read_comparison, {"rows": [pruning_row(flops=0)]},
+    "pruning: no FLOPs": ("comparison.json", PruningComparison.load, {"rows": [pruning_row(flops=0)]},
                           "rows[0].flops is 0, outside [1, 1e+15]"),
-    "pruning: accuracy 1.5": ("comparison.json", read_comparison, {"rows": [pruning_row(acc_mean=1.5)]},
+    "pruning: accuracy 1.5": ("comparison.json", PruningComparison.load, {"rows": [pruning_row(acc_mean=1.5)]},
                               "rows[0].acc_mean is 1.5, outside [0, 1]"),
-    "pruning: n_removed off": ("comparison.json", read_comparison, {"rows": [pruning_row(n_removed=2)]},
+    "pruning: n_removed off": ("comparison.json", PruningComparison.load, {"rows": [pruning_row(n_removed=2)]},
                                "rows[0].n_removed is 2 for 1 layers removed"),
 }
 
@@ -242,14 +242,15 @@ def test_the_good_results_load(tmp_path):
     assert Dynamics.load(write(tmp_path, "dynamics.json", dynamics_dict())).epochs == [0, 1]
     assert AdversarialCurves.load(write(tmp_path, "attack.json", attack_dict())).clean.layers == LAYERS
     assert LayerComparison.load(write(tmp_path, "compare.json", compare_dict())).same_model
-    assert load_views(write(tmp_path, "embedding.json", views_dict()))[1] == ["a", "b"]
-    assert read_comparison(write(tmp_path, "comparison.json", {"rows": [pruning_row()]}))[0]["flops"] == 1000
+    assert Views.load(write(tmp_path, "embedding.json", views_dict())).class_names == ["a", "b"]
+    comparison = PruningComparison.load(write(tmp_path, "comparison.json", {"rows": [pruning_row()]}))
+    assert comparison.rows[0]["flops"] == 1000
 
 
 def test_a_plan_with_a_name_too_long_is_a_plan_error(tmp_path):
     write(tmp_path, "plan.json", {"remove": ["layer" * 400]})
     with pytest.raises(PlanError) as err:
-        read_plan(tmp_path)
+        Plan.load(tmp_path)
     refused(err, tmp_path / "plan.json", "remove[0] is 2,000 characters long")
 
 
@@ -263,7 +264,7 @@ HOSTILE_CURVES = {key: CURVE_CORRUPTIONS[key] for key in
 @pytest.mark.parametrize("content, fragment", HOSTILE_CURVES.values(), ids=HOSTILE_CURVES.keys())
 def test_a_hostile_run_is_left_out_and_the_good_run_still_shown(tmp_path, capsys, content, fragment):
     good = tmp_path / "good"
-    save_curve(curve(), good)
+    curve().save(good)
     bad = write(tmp_path / "bad", "curve.json", content)
     out = tmp_path / "report.html"
     assert main(["report", str(good), str(bad), "--out", str(out)]) == 2
@@ -279,7 +280,7 @@ def test_a_hostile_run_is_left_out_and_the_good_run_still_shown(tmp_path, capsys
 
 def test_bad_items_of_a_run_are_left_out_whole(tmp_path):
     run = tmp_path / "run"
-    save_curve(curve(), run)
+    curve().save(run)
     write(run, "eval.json", {"accuracy": 2.0, "correct": 5, "n": 10})
     write(run, "attack.json", attack_dict(n_flipped=9))
     write(run, "plan.json", {"method": "modularity", "remove": ["block.2"]})
@@ -293,7 +294,7 @@ def test_bad_items_of_a_run_are_left_out_whole(tmp_path):
 
 def test_an_item_that_fails_while_drawn_leaves_nothing_half_shown(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    save_curve(curve(), run)
+    curve().save(run)
     write(run, "dynamics.json", dynamics_dict())
 
     def out_of_memory(self, path=None):
@@ -309,7 +310,7 @@ def test_an_item_that_fails_while_drawn_leaves_nothing_half_shown(tmp_path, monk
 def test_names_that_look_like_mathtext_or_are_long_are_shown_literally(tmp_path):
     names = [*MATH_NAMES, "m" * 1000]
     run = tmp_path / "run"
-    save_curve(curve(names), run)
+    curve(names).save(run)
     write(run, "dynamics.json", {**Dynamics.start(0, curve(names), 0.5, CONFIG).to_dict()})
     assert write_report([run], tmp_path / "r.html") == []
     text = (tmp_path / "r.html").read_text(encoding="utf-8")
@@ -349,11 +350,11 @@ def test_dynamics_heat_maps_and_views_draw_names_literally(tmp_path):
     assert literal(figure.axes[0].get_yticklabels()) == SHOWN
     assert literal([figure.axes[0].xaxis.label]) == ["$\\b$"]
     views = [view(name) for name in MATH_NAMES[:3]]
-    save_views(views, tmp_path / "views", class_names=["$\\c$", "a_b"])
-    figure = plot_views(views, tmp_path / "views.png", class_names=["$\\c$", "a_b"])
+    Views(views, ["$\\c$", "a_b"]).save(tmp_path / "views")
+    figure = Views(views, ["$\\c$", "a_b"]).plot(tmp_path / "views.png")
     assert [title.split("\n")[0] for title in literal([ax.title for ax in figure.axes[:3]])] == SHOWN[:3]
     assert literal(figure.axes[2].get_legend().get_texts()) == ["$\\c$", "a_b"]
-    assert load_views(tmp_path / "views")[0][0].layer == MATH_NAMES[0]
+    assert Views.load(tmp_path / "views").views[0].layer == MATH_NAMES[0]
 
 
 # --- fuzz: every result file with any JSON value put anywhere ----------------------------------------------------
@@ -369,9 +370,9 @@ GOOD_RESULTS = {
     "dynamics.json": (Dynamics.load, dynamics_dict()),
     "attack.json": (AdversarialCurves.load, attack_dict()),
     "compare.json": (LayerComparison.load, compare_dict()),
-    "embedding.json": (load_views, views_dict()),
-    "comparison.json": (read_comparison, {"rows": [pruning_row()]}),
-    "plan.json": (read_plan, {"method": "modularity", "remove": ["block.2"]}),
+    "embedding.json": (Views.load, views_dict()),
+    "comparison.json": (PruningComparison.load, {"rows": [pruning_row()]}),
+    "plan.json": (Plan.load, {"method": "modularity", "remove": ["block.2"]}),
 }
 
 
@@ -399,6 +400,7 @@ def test_fuzz_result_files_load_or_are_refused_in_one_line(tmp_path, name, data)
         assert "\n" not in str(err) and len(str(err)) < 1000, str(err)
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_a_report_never_fails_on_one_bad_file(tmp_path, data):

@@ -8,26 +8,19 @@ import pytest
 import torch
 from torch import nn
 
-from idx_files import write_mnist_like
 from layermod import models
 from layermod.models.checkpoint import load_checkpoint, save_checkpoint
 from layermod.cli import main
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture
-def setup(tmp_path):
-    """Tiny Fashion-MNIST-layout files and an (untrained) ResNet20 checkpoint that names them."""
-    data = tmp_path / "fm"
-    write_mnist_like(data, n_train=200, n_test=100)
-    args = {"num_classes": 10, "in_channels": 1, "width": 0.125}
-    torch.manual_seed(0)
-    weights = save_checkpoint(models.create("resnet20", **args), tmp_path / "ckpt" / "best.safetensors",
-                              {"arch": "resnet20", "arch_args": args, "dataset": "fashion-mnist"})
+def setup(resnet20_checkpoint):
+    """prune's arguments for an (untrained) ResNet20 checkpoint on tiny Fashion-MNIST-layout files."""
+    weights, data = resnet20_checkpoint
     return ["--weights", str(weights), "--data-dir", str(data), "--n-per-class", "5", "--repeats", "2", "--quiet"]
 
 
+@pytest.mark.slow
 def test_prune_writes_plan_comparison_and_a_loadable_pruned_checkpoint(tmp_path, setup, capsys):
     out = tmp_path / "run"
     assert main(["prune", *setup, "--remove", "2", "--seeds", "2", "--finetune-subset", "100", "--out", str(out)]) == 0

@@ -1,4 +1,5 @@
-"""Verdicts, rankings, unit selection and plan files of layermod.redundancy on synthetic curves."""
+"""Verdicts (layermod.analysis.redundancy), rankings, unit selection and plan files (layermod.pruning.plans) on
+synthetic curves."""
 
 from __future__ import annotations
 
@@ -11,16 +12,8 @@ import pytest
 from layermod.analysis.curve import Curve
 from layermod.errors import PlanError
 from layermod.pruning.units import Unit
-from layermod.analysis.redundancy import (
-    Verdict,
-    budget_for_params,
-    find_redundant,
-    plan_dict,
-    rank_by_increment,
-    read_plan,
-    select_units,
-    verdict_table,
-)
+from layermod.analysis.redundancy import Verdict, find_redundant, verdict_table
+from layermod.pruning.plans import Plan, budget_for_params, rank_by_increment, select_units
 
 
 def curve_of(means, spread=0.0, repeats=4) -> Curve:
@@ -151,21 +144,25 @@ def test_verdict_table_lists_every_layer():
 
 def test_plan_round_trip(tmp_path):
     verdicts = find_redundant(curve_of([0.1, 0.3, 0.3]))
-    plan = plan_dict(["s1.b1"], "increment", verdicts)
+    plan = Plan(["s1.b1"], "increment", verdicts).to_dict()
     assert plan["budget"] == 1 and plan["verdicts"][0]["increment"] is None
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan, allow_nan=False))
-    assert read_plan(path) == plan
-    assert read_plan(path)["verdicts"][2]["verdict"] == "plateau"
+    assert Plan.load(path).to_dict() == plan
+    assert Plan.load(path).verdicts[2].verdict == "plateau"
+    assert Plan.load(Plan(["s1.b1"], "increment", verdicts).save(tmp_path / "run")).to_dict() == plan
 
 
-@pytest.mark.parametrize("text", [None, "{not json", "[1, 2]", '{"method": "x"}', '{"remove": [1]}'])
-def test_read_plan_rejects_bad_files(tmp_path, text):
+@pytest.mark.parametrize("text", [None, "{not json", "[1, 2]", '{"method": "x"}', '{"remove": [1]}',
+                                  '{"remove": [], "budget": -1}', '{"remove": [], "verdicts": {}}',
+                                  '{"remove": [], "verdicts": [{"layer": "a", "increment": 0.1, "noise": 0, '
+                                  '"threshold": 0, "verdict": "maybe"}]}'])
+def test_a_plan_that_cannot_be_is_refused_in_one_line(tmp_path, text):
     path = tmp_path / "plan.json"
     if text is not None:
         path.write_text(text)
     with pytest.raises(PlanError) as info:
-        read_plan(path)
+        Plan.load(path)
     assert "\n" not in str(info.value)
 
 

@@ -30,8 +30,6 @@ from layermod.measure.similarity import (
     plot_heatmaps,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 HYP = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

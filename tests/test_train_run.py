@@ -19,14 +19,12 @@ import layermod.training.train as T
 from layermod.training import augment
 from layermod import models
 from layermod.models.checkpoint import load_checkpoint
-from layermod.cli import _train_config, build_parser, main
-from layermod.data.datasets import ArrayDataset
+from layermod.cli import build_parser, main
+from layermod.cli.train import train_config
+from layermod.data.arrays import ArrayDataset
 from layermod.errors import DatasetError, TrainError
 from layermod.training.fit import fit
 from layermod.training.train import PAPER_RECIPE, TrainConfig, balanced_subset, evaluate, lr_at
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blobs(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +118,8 @@ def test_train_writes_consistent_files_that_eval_and_curve_read(tmp_path, data, 
     assert dynamics["epochs"] == [0, 2, 3]
     assert np.array(dynamics["values"]).shape == (3, 2, len(dynamics["layers"])) and len(dynamics["layers"]) == 6
     assert dynamics["test_acc"][1:] == accuracies[1:]
-    assert {k: dynamics["config"][k] for k in ("probe_per_class", "repeats", "k", "seed", "split", "every")} == {
-        "probe_per_class": 4, "repeats": 2, "k": 3, "seed": 0, "split": "test", "every": 2}
+    assert {k: dynamics["config"][k] for k in ("n_per_class", "repeats", "k", "seed", "split", "every")} == {
+        "n_per_class": 4, "repeats": 2, "k": 3, "seed": 0, "split": "test", "every": 2}
     assert (run / "dynamics.png").read_bytes()[:4] == b"\x89PNG"
 
     model, _ = load_checkpoint(run / "last.safetensors")
@@ -338,7 +336,7 @@ def test_train_help_states_both_presets(capsys):
 
 def test_presets_flags_and_augmentation_defaults():
     def config(*args: str) -> TrainConfig:
-        return _train_config(build_parser().parse_args(["train", "--model", "vgg11", "--out", "x", *args]))
+        return train_config(build_parser().parse_args(["train", "--model", "vgg11", "--out", "x", *args]))
 
     assert config("--dataset", "cifar10", "--paper", "--lr", "0.1") == replace(PAPER_RECIPE, lr=0.1, augment=True)
     paper_cosine = config("--dataset", "fashion-mnist", "--paper", "--schedule", "cosine")
