@@ -78,7 +78,7 @@ def run_demo(
     curve = modularity_curve(model, test_set, draws=DEMO_DRAWS, progress=progress)
     curve = curve.with_config(model=DEMO_ARCH, arch_args=DEMO_ARCH_ARGS, weights=str(weights),
                               dataset="fashion-mnist", split="test", data_dir=str(data_dir) if data_dir else None,
-                              test_accuracy=accuracy, training=meta.get("training"))
+                              test_accuracy=accuracy, training=recipe["training"])  # the same bytes, cached or not
     graph = GraphConfig.from_dict(curve.config)
     views = layer_views(model, test_set, pick_layers(curve.layers, 3), n_per_class=30, seed=DEMO_DRAWS.seed,
                         graph=graph)
