@@ -1,0 +1,2 @@
+"""Training: the loop and its config (:mod:`.train`), a run directory with checkpoints, resume and curve tracking
+(:mod:`.fit`), augmentation (:mod:`.augment`) and a checkpoint's accuracy (:mod:`.evaluation`)."""
