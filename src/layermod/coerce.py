@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from layermod.errors import LayermodError
+from layermod.errors import LayermodError, one_line
 
 __all__ = ["MAX_DENSE_VALUES", "as_real_tensor", "check_seed", "seed_sequence"]
 
@@ -54,7 +54,7 @@ def as_real_tensor(values: object, what: str, error: type[LayermodError]) -> tor
         try:
             tensor = torch.as_tensor(values)
         except (TypeError, ValueError, RuntimeError) as err:
-            reason = " ".join(str(err).split()) or type(err).__name__
+            reason = one_line(err)
             raise error(f"cannot read {what} as numbers ({reason}); pass a numeric array or tensor") from None
     if tensor.is_complex():
         raise error(f"{what} are complex; pass real values (e.g. the magnitude abs(x), or torch.view_as_real(x))")

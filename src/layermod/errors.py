@@ -76,3 +76,10 @@ class PlanError(LayermodError, ValueError):
 
 class ReportError(LayermodError, OSError):
     """Run directories a report cannot be made from (missing, or holding no readable layermod output)."""
+
+
+def one_line(err: BaseException, limit: int = 200) -> str:
+    """``err``'s message on one line (runs of whitespace as one space), cut to ``limit`` characters, or its type's
+    name when it has none: what an error of ours quotes of an error from elsewhere. (A helper of the messages,
+    not an exception, so not in ``__all__``.)"""
+    return " ".join(str(err).split())[:limit] or type(err).__name__

@@ -12,39 +12,16 @@ The modules, lowest first (each imports only those before it):
   :mod:`~layermod.data.imagefolder`: the readers;
 * :mod:`~layermod.data.datasets`: :data:`DATASETS` and :func:`load_dataset`.
 
-The public names below are imported on first use (PEP 562), so that importing one module of the package does not
-import the others. Code inside layermod imports from the defining module, never from this package.
+Code inside layermod imports from the defining module, never from this package.
 """
 
-import importlib
+from .arrays import ArrayDataset, as_dataset, dataset_labels, gather
+from .cifar import CIFAR_DATASETS, load_cifar
+from .datasets import DATASETS, load_dataset
+from .draws import balanced_draws
+from .idx import read_idx
+from .imagefolder import IMAGE_SUFFIXES, load_image_folder
+from .npz import load_npz
 
-# Where each public name lives.
-_EXPORTS = {
-    "ArrayDataset": "arrays",
-    "CIFAR_DATASETS": "cifar",
-    "DATASETS": "datasets",
-    "IMAGE_SUFFIXES": "imagefolder",
-    "as_dataset": "arrays",
-    "balanced_draws": "draws",
-    "dataset_labels": "arrays",
-    "gather": "arrays",
-    "load_cifar": "cifar",
-    "load_dataset": "datasets",
-    "load_image_folder": "imagefolder",
-    "load_npz": "npz",
-    "read_idx": "idx",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> object:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__ = ["ArrayDataset", "CIFAR_DATASETS", "DATASETS", "IMAGE_SUFFIXES", "as_dataset", "balanced_draws",
+           "dataset_labels", "gather", "load_cifar", "load_dataset", "load_image_folder", "load_npz", "read_idx"]

@@ -26,8 +26,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from layermod.coerce import as_real_tensor
-from layermod.data.bounds import one_line
-from layermod.errors import DatasetError, LabelError
+from layermod.errors import DatasetError, LabelError, one_line
 
 __all__ = ["ArrayDataset", "as_dataset", "dataset_labels", "gather", "label_array"]
 

@@ -1,4 +1,4 @@
-"""The bound on what a data file may declare, shared by every reader of files, and one-line error reasons.
+"""The bound on what a data file may declare, shared by every reader of files.
 
 Decisions, on purpose:
 
@@ -10,13 +10,11 @@ Decisions, on purpose:
   :mod:`layermod.data.idx`, :mod:`layermod.data.npz`, :mod:`layermod.data.cifar` and
   :mod:`layermod.data.imagefolder` all use this one bound.
 * **gzip is recognised by its magic bytes** (:data:`GZIP_MAGIC`), never by the file name's suffix.
-* **Reasons on one line.** An error that quotes the exception behind it quotes it on one line
-  (:func:`one_line`), so every :class:`~layermod.errors.DatasetError` stays one line.
 """
 
 from __future__ import annotations
 
-__all__ = ["GZIP_MAGIC", "expansion_limit", "one_line"]
+__all__ = ["GZIP_MAGIC", "expansion_limit"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 _MAX_EXPANSION = 32  # bytes a compressed file may declare or inflate to, per byte of the file
@@ -27,7 +25,3 @@ def expansion_limit(stored_bytes: int) -> int:
     """Most bytes a compressed file or member of ``stored_bytes`` may declare or inflate to."""
     return max(_EXPANSION_FLOOR, _MAX_EXPANSION * stored_bytes)
 
-
-def one_line(e: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(e).split()) or type(e).__name__

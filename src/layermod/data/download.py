@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
 
-from layermod.data.bounds import one_line
-from layermod.errors import DatasetError
+from layermod.errors import DatasetError, one_line
 
 __all__ = ["Wanted", "locate"]
 

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from layermod.data.arrays import ArrayDataset
-from layermod.data.bounds import GZIP_MAGIC, expansion_limit, one_line
+from layermod.data.bounds import GZIP_MAGIC, expansion_limit
 from layermod.data.download import Wanted, locate
-from layermod.errors import DatasetError
+from layermod.errors import DatasetError, one_line
 
 __all__ = ["IDX_DATASETS", "load_idx_dataset", "read_idx"]
 

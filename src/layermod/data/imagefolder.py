@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from layermod.data.arrays import ArrayDataset
-from layermod.data.bounds import expansion_limit, one_line
-from layermod.errors import DatasetError
+from layermod.data.bounds import expansion_limit
+from layermod.errors import DatasetError, one_line
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from layermod.data.bounds import expansion_limit, one_line
-from layermod.errors import DatasetError
+from layermod.data.bounds import expansion_limit
+from layermod.errors import DatasetError, one_line
 
 __all__ = ["load_npz"]
 

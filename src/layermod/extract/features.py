@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from layermod.errors import FeatureError, LayerError, ModelError
+from layermod.errors import FeatureError, LayerError, ModelError, one_line
 from layermod.extract.layers import FORWARD_ERRORS, LayerCall, first_tensor
 
 __all__ = ["extract_features", "plan_passes", "iter_layer_features", "model_device"]
@@ -144,7 +144,7 @@ def _batch_failure(
     err: Exception, number: int, batches: int, start: int, batch: torch.Tensor, layers: list[str]
 ) -> ModelError:
     """The one-line error for a forward pass that failed on batch ``number`` (0-based) of ``batches``."""
-    reason = " ".join(str(err).split()) or type(err).__name__
+    reason = one_line(err)
     names = ", ".join(repr(name) for name in layers[:3]) + (f" and {len(layers) - 3} more" if len(layers) > 3 else "")
     return ModelError(
         f"the model fails on batch {number + 1} of {batches} (samples {start}..{start + len(batch) - 1}, shape "

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 import torch
 
 from layermod.coerce import as_real_tensor, seed_sequence
-from layermod.errors import GraphError, LabelError
+from layermod.errors import GraphError, LabelError, one_line
 from layermod.measure.config import GraphConfig, check_permutations, check_resolution
 
 __all__ = ["modularity", "modularity_with_null", "permutation_null"]
@@ -59,7 +59,7 @@ class _Edges:
             try:
                 coo = sp.coo_array(adjacency)
             except (TypeError, ValueError) as err:
-                reason = " ".join(str(err).split()) or type(err).__name__
+                reason = one_line(err)
                 raise GraphError(f"cannot read the adjacency as a matrix ({reason}); pass a 2-D array or scipy sparse "
                                  "matrix") from None
             coo.sum_duplicates()

@@ -48,7 +48,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from layermod import models
-from layermod.errors import ModelError, WeightsError
+from layermod.errors import ModelError, WeightsError, one_line
 from layermod.io.files import ensure_writable_dir
 from layermod.io.rundir import WEIGHTS_SUFFIX
 from layermod.models.commit import (
@@ -290,7 +290,7 @@ def _check_name(file: Path) -> None:
 
 
 def _unreadable(file: Path, exc: Exception) -> WeightsError:
-    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    reason = one_line(exc)
     return WeightsError(f"weights {file} are unreadable or corrupt ({reason}); re-save or re-download them")
 
 

@@ -48,7 +48,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from layermod.errors import OutputError, WeightsError
+from layermod.errors import OutputError, WeightsError, one_line
 from layermod.io.files import atomic_path
 from layermod.io.rundir import BEST, SIDECAR_SUFFIX, WEIGHTS_SUFFIX
 
@@ -267,5 +267,5 @@ def _read_json(file: Path) -> object:
     try:
         return json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits, nesting
-        reason = " ".join(str(exc).split())[:80]
+        reason = one_line(exc, 80)
         raise WeightsError(f"checkpoint sidecar {file} is not valid JSON ({reason}); rewrite it or retrain") from None

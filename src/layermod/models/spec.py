@@ -40,7 +40,7 @@ from layermod.models.checkpoint import check_weights_fit, load_checkpoint, load_
 from layermod.data.arrays import as_dataset
 from layermod.data.datasets import DATASETS, load_dataset
 from layermod.data.npz import load_npz
-from layermod.errors import DatasetError, LayermodError, ModelError
+from layermod.errors import DatasetError, LayermodError, ModelError, one_line
 
 __all__ = ["call_user_function", "import_object", "resolve_model", "resolve_data"]
 
@@ -65,7 +65,7 @@ def import_object(spec: str, error: type[Exception] = ModelError) -> object:
     except ImportError as err:
         raise error(f"cannot import {module_name!r} ({err}); check the name and that it is installed") from None
     except Exception as err:  # noqa: BLE001  (importing runs the user's module, which may raise anything)
-        reason = " ".join(str(err).split())[:200] or "no message"
+        reason = one_line(err)
         raise error(f"importing {module_name!r} raised {type(err).__name__}: {reason}; fix that module") from None
     try:
         return getattr(module, attr)
@@ -80,7 +80,7 @@ def call_user_function(spec: str, function, error: type[Exception]) -> object:
     except LayermodError:
         raise
     except Exception as err:  # noqa: BLE001  (the user's code may raise anything)
-        reason = " ".join(str(err).split())[:200] or "no message"
+        reason = one_line(err)
         raise error(f"{spec} raised {type(err).__name__}: {reason}; fix that function or call it yourself") from None
 
 
