@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Set up .venv for layermod: the pinned CPU build of torch first (a bare `torch` requirement would pull a
-# multi-GB CUDA build), then layermod itself with the extras named in $1 (e.g. "test"), then Fashion-MNIST
+# Set up .venv for layermod: the pinned torch and torchvision first (the build installed from this machine's local
+# package mirror; it runs on the CPU and on a GPU alike, and an unpinned `torch` may pull something else), then
+# layermod itself with the extras named in $1 (e.g. "test"), then Fashion-MNIST
 # from Debian's dataset-fashion-mnist package when it is missing and we may install it, and with the "test"
 # extra Debian's chromium for the browser check of the HTML report (tests/test_html.py).
-# TORCH_SPEC overrides the torch requirement (e.g. TORCH_SPEC=torch for a GPU machine with internet).
+# TORCH_SPEC overrides the torch requirement (e.g. TORCH_SPEC="torch torchvision" on a machine with internet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -11,13 +12,8 @@ if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
 pip_install() { .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@"; }
-pip_install "${TORCH_SPEC:-torch==2.13.0}"
+pip_install ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
 pip_install -e ".${extras:+[$extras]}"
-if [[ ",$extras," == *,test,* ]]; then
-  # torchattacks' metadata asks for torchvision, which does not import beside the CPU build of torch; it does not
-  # need it, so it goes in without dependencies (the tests of the torchattacks path use it)
-  pip_install --no-deps "torchattacks==3.5.1"
-fi
 if [ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] && [ "$(id -u)" = 0 ] \
    && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
