@@ -161,9 +161,9 @@ def test_layer_views_of_chosen_layers_and_a_layer_called_twice():
     assert [v.layer for v in layer_views(model, (x, y), picked, n_per_class=4)] == ["1", "5"]
     torch.manual_seed(0)
     shared = Shared()
-    [twice] = layer_views(shared, (x, y), ["twice"], n_per_class=4, seed=1)
+    [twice] = layer_views(shared, (x, y), ["twice#2"], n_per_class=4, seed=1)
     draw = lm.balanced_draws(y.numpy(), 4, 1, seed=1)[0]
-    last_call = lm.extract_features(shared, x[draw], ["twice"], stop_early=False)["twice"]  # its second call
+    last_call = lm.extract_features(shared, x[draw], ["twice#2"])["twice#2"]  # its second call
     assert np.array_equal(twice.coords, embed_2d(last_call))
     assert twice.q == lm.modularity(lm.knn_graph(last_call, k=3), y[draw])
 

@@ -41,11 +41,17 @@ def test_dict_returning_model():
     torch.testing.assert_close(feats["body"], feats["body.2"])
 
 
-def test_shared_layer_keeps_its_last_call():
+def test_shared_layer_gives_one_point_per_call():
     model = Shared()
     calls = lm.trace_calls(model, X)
-    (name, feats), = iter_layer_features(model, X, ["twice"], calls, max_bytes=2**30)
-    torch.testing.assert_close(feats, direct(model, X, "twice"))
+    out = []
+    handle = model.twice.register_forward_hook(lambda m, i, o: out.append(o))
+    with torch.no_grad():
+        model.eval()(X)
+    handle.remove()
+    feats = dict(iter_layer_features(model, X, ["twice", "twice#2"], calls, max_bytes=2**30))
+    torch.testing.assert_close(feats["twice"], out[0])  # "twice" is the first call, "twice#2" the second
+    torch.testing.assert_close(feats["twice#2"], out[1])
 
 
 def test_extraction_restores_mode_and_does_not_track_gradients():

@@ -50,12 +50,12 @@ def test_conv_stack_gives_every_conv_in_forward_order():
 
 
 def test_untraceable_stack_of_blocks_gives_its_members():
-    assert auto(TupleStack()) == ["layers.0", "layers.1", "layers.2"]
+    assert auto(TupleStack()) == ["embed", "layers.0", "layers.1", "layers.2"]
 
 
 def test_torch_transformer_encoder_layers():
     model = nn.Sequential(nn.Linear(4, 8), nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2))
-    assert auto(model, torch.randn(2, 3, 4)) == ["1.layers.0", "1.layers.1"]
+    assert auto(model, torch.randn(2, 3, 4)) == ["0", "1.layers.0", "1.layers.1"]
 
 
 def test_mlp_gives_every_linear():
@@ -77,8 +77,10 @@ def test_first_tensor_unwraps_tuples_lists_and_dicts():
 
 def test_trace_calls_records_order_counts_and_shapes():
     calls = lm.trace_calls(Shared(), X)
-    assert list(calls) == ["inp", "twice", "out"]
-    assert calls["twice"].calls == 2
+    assert list(calls) == ["inp", "twice", "twice#2", "out"]  # one record per call
+    assert calls["twice"].calls == calls["twice#2"].calls == 2
+    assert (calls["twice"].call, calls["twice#2"].call, calls["twice#2"].module) == (1, 2, "twice")
+    assert calls["inp"].order < calls["twice"].order < calls["twice#2"].order < calls["out"].order
     assert calls["out"].shape == (2, 2)
     assert calls["inp"].kind == "Linear"
 

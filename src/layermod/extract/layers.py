@@ -1,14 +1,21 @@
-"""Find a model's layers and choose which ones to measure.
+"""Choose which layers to measure: a user's choice turned into point names.
 
-Discover, then select. :func:`trace_calls` runs one small forward pass with a hook on every submodule and
-records the order in which they are called and the shape of what they return; :func:`select_layers` turns a
-user's choice into module names.
+Discovery is :func:`layermod.extract.trace.trace_calls` (one traced forward pass, one record per module call)
+and the default points are :func:`layermod.extract.auto.auto_layers`; both are re-exported here.
 
 Selection grammar (one item or a list of items, results concatenated without repeats):
 
-* ``"auto"``: the points of :func:`auto_layers` (below), in forward order;
-* an exact module name as in ``model.named_modules()`` (e.g. ``"layer1.0"``);
-* a glob pattern over module names (``"features.*"``, ``"blocks.?"``), matches in forward order;
+* ``"auto"``: the auto points, in forward order;
+* an exact module name as in ``model.named_modules()`` (e.g. ``"layer1.0"``): its first call; ``"name#k"`` is
+  the k-th call of a module called several times per forward pass (ALBERT's shared layer: ``...#2`` ...
+  ``...#12``);
+* a glob pattern over module names, matches in forward order, every call of each matched module. ``*`` and
+  ``?`` stay inside one dotted component: ``"blocks.*"`` is the direct children of ``blocks`` (not
+  ``blocks.0.attn``), ``"blocks.*.mlp"`` each block's ``mlp``, ``"blocks.?"`` only the one-character children
+  (``blocks.0`` ... ``blocks.9``, a warning says what ``*`` would add); ``**`` crosses dots
+  (``"layer4.**"``: everything inside ``layer4``); a pattern with ``#`` matches calls (``"shared#*"``: every
+  call after the first). Modules the pattern matches that are never called are
+  skipped; a pattern that matches no called module is an error;
 * an int: index into the ``"auto"`` points, negatives count from the end (``-1`` is the last point).
 
 A string is read like the CLI's ``--layers`` (:func:`parse_layers`): comma-separated items (commas inside a
@@ -16,37 +23,24 @@ glob's ``[...]`` do not split), and an item that is a whole number (``"0"``, ``"
 ``"features.0,features.3"`` is two layers and ``"0,-1"`` the first and last auto points. Inside a list, a
 string is one name or pattern and an int an index, so ``["0"]`` names the module ``0`` of an ``nn.Sequential``.
 
-``"auto"`` rules, first that applies:
-
-1. **Residual networks**: the stem plus every residual block. A residual block is a module whose own
-   ``forward`` (traced with :mod:`torch.fx`, children kept opaque) adds two tensors that both depend on its
-   input; of nested blocks the innermost win. The stem is the last convolution or linear layer called before
-   the first block. ResNet18 gives 9 points, ResNet152 51, a ViT its patch embedding and every block.
-2. **Convolutional stacks** (two or more convolutions): every convolution's output (VGG: 13 for VGG16).
-3. **Stacks of blocks**: the children of the longest ``nn.Sequential``/``nn.ModuleList`` holding two or more
-   non-leaf modules of one class (e.g. transformer layers whose code torch.fx cannot trace).
-4. **MLPs** (two or more linear layers): every ``nn.Linear``.
-
-Anything else raises :class:`LayerError` asking for names. A module that is called more than once in one
-forward pass keeps its last call's output. A forward pass that fails inside the model (the exceptions in
-``FORWARD_ERRORS``) is a :class:`ModelError` saying on which inputs it failed.
+Wrapper prefixes: on a model wrapped by ``nn.DataParallel``/DDP (``module.``) or ``torch.compile``
+(``_orig_mod.``) the inner name works without its prefix (``layer1`` is ``module.layer1``); a prefixed name on a
+plain model is refused with the name to use.
 """
 
 from __future__ import annotations
 
 import difflib
-import fnmatch
-import operator
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
-from layermod.errors import LayerError, ModelError
+from layermod.errors import LayerError
+from layermod.extract.auto import auto_layers, residual_blocks
+from layermod.extract.trace import FORWARD_ERRORS, LayerCall, first_tensor, split_point, trace_calls
 
 __all__ = [
     "FORWARD_ERRORS",
@@ -58,190 +52,49 @@ __all__ = [
     "parse_layers",
     "residual_blocks",
     "select_layers",
+    "split_point",
     "trace_calls",
 ]
 
 LayerSpec = str | int | Sequence[str | int]
 
-# what a model's forward raises on inputs it cannot take (shape, dtype or device mismatches, asserts)
-FORWARD_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, AssertionError)
 _ITEM_SEPARATOR = re.compile(r",(?![^\[]*\])")  # a comma outside [...]
 _INDEX = re.compile(r"[+-]?\d+")
-
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
-_ADD_METHODS = {"add", "add_"}
+_WRAPPERS = ("module.", "_orig_mod.")
 
 
-@dataclass(frozen=True)
-class LayerCall:
-    """What one forward pass showed about a module.
-
-    Attributes:
-        name: qualified module name.
-        kind: the module's class name.
-        order: position of its first call among all module calls (a parent comes before its children).
-        calls: how many times it was called.
-        shape: shape of its (unwrapped) output tensor on the traced batch, or None if it returned no tensor.
-    """
-
-    name: str
-    kind: str
-    order: int
-    calls: int
-    shape: tuple[int, ...] | None
-
-
-def first_tensor(output: object) -> torch.Tensor | None:
-    """The tensor a layer's output stands for: itself, or the first tensor found depth-first in a tuple,
-    list or dict (dict order, so a Hugging Face ``ModelOutput`` gives its first field)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
-
-
-@torch.no_grad()
-def trace_calls(model: nn.Module, example: torch.Tensor) -> dict[str, LayerCall]:
-    """Run ``model(example)`` once in eval mode with a hook on every submodule.
-
-    Args:
-        model: any module; its training mode is restored afterwards.
-        example: an input batch (B, ...) on the model's device (two samples are plenty).
-
-    Returns:
-        Called modules by name, in call order. Modules that are never called are absent.
-
-    Raises:
-        ModelError: the model cannot run on ``example`` (e.g. data of the wrong shape for it).
-    """
-    seen: dict[str, dict] = {}
-    handles = []
-
-    def start(name: str, module: nn.Module):
-        def record(_module, _inputs):
-            entry = seen.setdefault(name, {"order": len(seen), "calls": 0, "kind": type(module).__name__})
-            entry["calls"] += 1
-
-        return record
-
-    def finish(name: str):
-        def record(_module, _inputs, output):
-            tensor = first_tensor(output)
-            seen[name]["shape"] = tuple(tensor.shape) if tensor is not None else None
-
-        return record
-
-    for name, module in model.named_modules():
-        if name:
-            handles.append(module.register_forward_pre_hook(start(name, module)))
-            handles.append(module.register_forward_hook(finish(name)))
-    was_training = model.training
-    try:
-        model.eval()
-        model(example)
-    except FORWARD_ERRORS as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(
-            f"the model fails on inputs of shape {tuple(example.shape)} ({reason}); check that the data fit the model"
-        ) from None
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return {name: LayerCall(name, e["kind"], e["order"], e["calls"], e.get("shape")) for name, e in seen.items()}
-
-
-class _ShallowTracer(torch.fx.Tracer):
-    """Traces only a module's own forward: every child stays one opaque call."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return True
-
-
-def _has_residual_add(module: nn.Module) -> bool:
-    """True if ``module.forward`` adds two tensors that both depend on its first input."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            graph = _ShallowTracer().trace(module)
-    except Exception:  # untraceable code (data-dependent control flow, ...) is simply not recognised
-        return False
-    placeholders = [node for node in graph.nodes if node.op == "placeholder"]
-    if not placeholders:
-        return False
-    depends = {placeholders[0]}
-    for node in graph.nodes:
-        if any(arg in depends for arg in node.all_input_nodes):
-            depends.add(node)
-        is_add = (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (
-            node.op == "call_method" and node.target in _ADD_METHODS
-        )
-        if is_add and len(node.args) >= 2 and all(arg in depends for arg in node.args[:2]):
-            return True
-    return False
-
-
-def residual_blocks(model: nn.Module) -> list[str]:
-    """Names of the innermost modules whose forward has a residual addition (see module doc)."""
-    found = [name for name, m in model.named_modules() if name and any(True for _ in m.children()) and _has_residual_add(m)]
-    return [name for name in found if not any(other.startswith(name + ".") for other in found)]
-
-
-def _leaves_of_type(model: nn.Module, kinds: tuple[type, ...], calls: dict[str, LayerCall]) -> list[str]:
-    return [name for name, m in model.named_modules() if name in calls and isinstance(m, kinds)]
-
-
-def _longest_stack(model: nn.Module, calls: dict[str, LayerCall]) -> list[str]:
-    best: list[str] = []
-    for name, container in model.named_modules():
-        if not isinstance(container, (nn.Sequential, nn.ModuleList)):
+def glob_regex(pattern: str) -> re.Pattern:
+    """``pattern`` as a regex over module names: ``*``/``?`` within one dotted component, ``**`` across dots,
+    ``[...]`` a character class (``[!...]`` negated)."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
             continue
-        children = list(container.named_children())
-        kinds = {type(child) for _, child in children}
-        if len(children) >= 2 and len(kinds) == 1 and any(True for _ in children[0][1].children()):
-            members = [f"{name}.{child}" if name else child for child, _ in children]
-            members = [m for m in members if m in calls]
-            if len(members) > len(best):
-                best = members
-    return best
-
-
-def auto_layers(model: nn.Module, calls: dict[str, LayerCall]) -> list[str]:
-    """The default measurement points of ``model`` in forward order (rules in the module doc).
-
-    Args:
-        model: the network.
-        calls: :func:`trace_calls` of the same model.
-    """
-    by_order = lambda names: sorted(names, key=lambda n: calls[n].order)  # noqa: E731
-    blocks = by_order([b for b in residual_blocks(model) if b in calls])
-    if blocks:
-        start = calls[blocks[0]].order
-        stem = [n for n in _leaves_of_type(model, _CONV + (nn.Linear,), calls) if calls[n].order < start]
-        return by_order(stem)[-1:] + blocks
-    convs = _leaves_of_type(model, _CONV, calls)
-    if len(convs) >= 2:
-        return by_order(convs)
-    stack = _longest_stack(model, calls)
-    if stack:
-        return by_order(stack)
-    linears = _leaves_of_type(model, (nn.Linear,), calls)
-    if len(linears) >= 2:
-        return by_order(linears)
-    raise LayerError(
-        "cannot choose layers automatically for this model (no residual blocks, convolutions, block stacks or "
-        "linear layers found); pass layer names (see `layermod layers`)"
-    )
+        if c == "*":
+            out.append(r"[^.]*")
+        elif c == "?":
+            out.append(r"[^.]")
+        elif c == "[" and (end := pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)) > i:
+            body = pattern[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
+            i = end + 1
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out))
 
 
 def _unknown(name: str, names: list[str]) -> LayerError:
+    for prefix in _WRAPPERS:
+        if name.startswith(prefix) and name[len(prefix) :] in names:
+            return LayerError(
+                f"no layer named {name!r}: this model is not wrapped, so drop the {prefix!r} prefix: "
+                f"{name[len(prefix):]!r}"
+            )
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
     hint = f"; closest: {', '.join(close)}" if close else ""
     return LayerError(f"no layer named {name!r}{hint} (run `layermod layers` to list them all)")
@@ -275,8 +128,40 @@ def layer_items(spec: LayerSpec) -> list[str | int]:
     return [int(item) if isinstance(item, np.integer) else item for item in items]
 
 
+def _glob(item: str, names: list[str], calls: dict[str, LayerCall]) -> list[str]:
+    regex = glob_regex(item)
+    matched = {n for n in names if regex.fullmatch(n)} | {c.module for k, c in calls.items() if regex.fullmatch(k)}
+    if not matched:
+        raise LayerError(f"layer pattern {item!r} matches no layer (run `layermod layers` to list them)")
+    by_call = "#" in item
+    chosen = [key for key, call in calls.items() if call.module in matched and (not by_call or regex.fullmatch(key))]
+    if not chosen:
+        raise LayerError(f"layer pattern {item!r} matches {len(matched)} modules, none called in forward; choose "
+                         "another pattern (run `layermod layers` to list the called ones)")
+    if "?" in item:
+        wider = glob_regex(item.replace("?", "*"))
+        more = {c.module for c in calls.values() if wider.fullmatch(c.module)} - matched
+        if more:
+            warnings.warn(f"layer pattern {item!r}: '?' is one character, so {len(more)} more called modules "
+                          f"match {item.replace('?', '*')!r}", stacklevel=3)
+    return chosen
+
+
+def _resolve(item: str, names: set[str], calls: dict[str, LayerCall]) -> str | None:
+    """The point ``item`` names (wrapper prefixes seen through), or None."""
+    for candidate in (item, *(prefix + item for prefix in _WRAPPERS)):
+        base, k = split_point(candidate)
+        if base in names:
+            if k > 1 and candidate not in calls:
+                count = calls[base].calls if base in calls else 0
+                raise LayerError(f"layer {base!r} is called {count} times per forward pass, so {candidate!r} does "
+                                 "not exist; choose another call")
+            return candidate if k > 1 else base
+    return None
+
+
 def select_layers(model: nn.Module, spec: LayerSpec, calls: dict[str, LayerCall]) -> list[str]:
-    """Resolve a layer choice (grammar in the module doc) into module names.
+    """Resolve a layer choice (grammar in the module doc) into point names.
 
     Args:
         model: the network.
@@ -285,13 +170,15 @@ def select_layers(model: nn.Module, spec: LayerSpec, calls: dict[str, LayerCall]
         calls: :func:`trace_calls` of the same model, used for order and to check every layer runs.
 
     Raises:
-        LayerError: unknown name (with the closest real names), a pattern matching nothing, an index out of
-            range, or a layer that is never called in forward.
+        LayerError: unknown name (with the closest real names, or without a wrapper prefix), a pattern matching
+            no called module, an index out of range, a layer never called in forward, returning no tensor, or
+            whose batch dimension is ambiguous.
     """
     items = layer_items(spec)
     if not items:
         raise LayerError("no layers selected; pass 'auto', names, patterns or indices")
     names = [name for name, _ in model.named_modules() if name]
+    known = set(names)
     auto: list[str] | None = None
     chosen: list[str] = []
     for item in items:
@@ -306,19 +193,22 @@ def select_layers(model: nn.Module, spec: LayerSpec, calls: dict[str, LayerCall]
             if not -len(auto) <= item < len(auto):
                 raise LayerError(f"layer index {item} is out of range for {len(auto)} auto layers")
             chosen.append(auto[item])
-        elif item in names:
-            chosen.append(item)
+        elif (point := _resolve(item, known, calls)) is not None:
+            chosen.append(point)
         elif any(c in item for c in "*?["):
-            matches = [n for n in names if fnmatch.fnmatchcase(n, item)]
-            if not matches:
-                raise LayerError(f"layer pattern {item!r} matches no layer (run `layermod layers` to list them)")
-            chosen += sorted(matches, key=lambda n: calls[n].order if n in calls else len(calls))
+            chosen += _glob(item, names, calls)
         else:
-            raise _unknown(item, names)
+            raise _unknown(item, names + [n for n in calls if "#" in n])
     chosen = list(dict.fromkeys(chosen))
     for name in chosen:
-        if name not in calls:
+        call = calls.get(name)
+        if call is None:
             raise LayerError(f"layer {name!r} is never called in forward, so it has no output; choose another layer")
-        if calls[name].shape is None:
+        if call.shape is None:
             raise LayerError(f"layer {name!r} returns no tensor; choose another layer")
+        if call.ambiguous:
+            raise LayerError(
+                f"layer {name!r} returns shape {call.shape}, where more than one dimension may be the batch "
+                "dimension (it could not be told apart by running another batch size); choose another layer"
+            )
     return chosen

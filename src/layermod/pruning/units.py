@@ -111,7 +111,8 @@ def _candidate_name(model: nn.Module, point: str, points: list[str]) -> str | No
 def _candidates(model: nn.Module, example: torch.Tensor) -> list[_Candidate]:
     """Every candidate unit of ``model`` (see module doc), removable or not, in forward order."""
     calls = trace_calls(model, example)
-    points = auto_layers(model, calls)
+    # a module called several times per pass (a shared layer) is one candidate: its later calls add nothing
+    points = list(dict.fromkeys(calls[p].module for p in auto_layers(model, calls)))
     by_unit: dict[str, list[str]] = {}
     for point in points:
         name = _candidate_name(model, point, points)

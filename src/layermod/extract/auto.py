@@ -1,0 +1,264 @@
+"""The ``"auto"`` measurement points: the stem, then one point per block of every stage.
+
+Read from one traced forward pass (:func:`layermod.extract.trace.trace_calls`), by structure only: no class
+names are matched, so this works on models layermod has never seen.
+
+* **Chains.** The calls one call makes (its callees; an ``nn.ModuleList`` that is never called itself is seen
+  through) are cut into *chains*: a callee joins the current chain when its input is the very tensor an earlier
+  member returned. ResNet's ``conv1, bn1, relu, maxpool, layer1, ...``, a transformer's layers (each taking the
+  previous one's hidden states), ALBERT's one shared layer called 12 times (12 members) are chains; DenseNet's
+  dense layers (each taking the list of all earlier features) and Inception's branches are not.
+* **Seeing through.** A chain member whose own callees form one chain from its input to its output is replaced
+  by those callees when it is an ``nn.Sequential``/``nn.ModuleList``/``nn.ModuleDict`` holding more than leaves
+  (a ResNet stage; a VGG's ``features`` of conv units), or any other module holding at least two *deep* blocks of one class (a Swin or ConvNeXt stage, a
+  Hugging Face encoder: blocks with grandchildren, unlike a norm-activation or squeeze-excitation module, so an
+  inverted-residual block without a skip is not taken apart). A *block* is a module with submodules that is not
+  just a container of leaves (``conv -> bn -> act`` is a *unit*). A residual block returns a sum, not its last
+  callee's output, so it is never seen through.
+* **Blocks.** The chain with the most members of one block class wins (equal chains all count: an encoder and a
+  decoder; a chain inside a winner's members does not). Its
+  points are every member with submodules from the first to the last member of that class: the blocks and what
+  sits between them (DenseNet's transitions, Swin's patch merging, ConvNeXt's downsampling), never a leaf
+  (a max-pool) and never anything after the last block (the head).
+* **Stem.** The last member before the first block that holds a weight matrix or kernel (a parameter with two
+  or more dimensions) and keeps the batch dimension, else the last one with any parameter (a norm right before
+  the blocks, as BART's ``layernorm_embedding``); failing that, the last weight-holding module called (and returned)
+  before the first block, outermost first (a ViT's patch embedding, GPT-2's token embedding). Never a module
+  inside a block.
+* **Fallbacks**, when no chain has two blocks of one class: every convolution (VGG), else every ``nn.Linear``
+  (an MLP), else :class:`LayerError` asking for names; a one-line warning says so when the model has blocks
+  but none repeats.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from collections import Counter
+
+import torch
+from torch import nn
+
+from layermod.errors import LayerError
+from layermod.extract.trace import LayerCall
+
+__all__ = ["auto_layers", "residual_blocks"]
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+_ADD_METHODS = {"add", "add_"}
+
+
+class _Structure:
+    """The traced calls of one model, seen as who called whom."""
+
+    def __init__(self, model: nn.Module, calls: dict[str, LayerCall]):
+        self.calls = calls
+        self.modules = dict(model.named_modules())
+        self.callees: dict[str | None, list[str]] = {}
+        for name, call in calls.items():
+            self.callees.setdefault(call.caller, []).append(name)
+        self._expanded: dict[str, list[str]] = {}
+        self._computes: dict[str, bool] = {}
+
+    def module(self, name: str) -> nn.Module:
+        return self.modules[self.calls[name].module]
+
+    def is_leaf(self, name: str) -> bool:
+        return not any(True for _ in self.module(name).children())
+
+    def is_unit(self, name: str) -> bool:
+        """A container whose children are all leaves (``conv -> bn -> act``)."""
+        m = self.module(name)
+        return isinstance(m, _CONTAINERS) and all(not any(True for _ in c.children()) for c in m.children())
+
+    def is_block(self, name: str) -> bool:
+        return not self.is_leaf(name) and not self.is_unit(name)
+
+    def is_deep(self, name: str) -> bool:
+        """A module with a grandchild: a block made of blocks or units (a transformer layer), not a wrapper of
+        leaves (a conv, norm-activation or squeeze-excitation module)."""
+        return any(any(True for _ in child.children()) for child in self.module(name).children())
+
+    def computes(self, name: str) -> bool:
+        """Holds a weight matrix or kernel (a parameter with 2+ dimensions)."""
+        module = self.calls[name].module
+        if module not in self._computes:
+            self._computes[module] = any(p.ndim >= 2 for p in self.module(name).parameters())
+        return self._computes[module]
+
+    def has_batch(self, name: str) -> bool:
+        call = self.calls[name]
+        return call.shape is not None and (call.batch_dim is not None or call.ambiguous)
+
+    def chains(self, caller: str | None) -> list[list[str]]:
+        runs: list[list[str]] = []
+        given: set[int] = set()
+        for name in self.callees.get(caller, []):
+            call = self.calls[name]
+            if runs and call.takes is not None and call.takes in given:
+                runs[-1].append(name)
+            else:
+                runs.append([name])
+                given = set()
+            if call.gives is not None:
+                given.add(call.gives)
+        return runs
+
+    def expanded(self, name: str) -> list[str]:
+        """``name`` or, seen through (module doc), the members of the chain it runs."""
+        if name not in self._expanded:
+            self._expanded[name] = self._expand(name)
+        return self._expanded[name]
+
+    def _expand(self, name: str) -> list[str]:
+        if self.is_leaf(name):
+            return [name]
+        runs = self.chains(name)
+        call = self.calls[name]
+        if len(runs) == 1 and self.calls[runs[0][0]].takes == call.takes and call.gives is not None and any(
+            self.calls[m].gives == call.gives for m in runs[0]
+        ):
+            inner = [n for member in runs[0] for n in self.expanded(member)]
+            if isinstance(self.module(name), _CONTAINERS):
+                if not all(self.is_leaf(n) for n in inner):
+                    return inner
+            elif max(Counter(type(self.module(n)) for n in inner if self.is_deep(n)).values(), default=0) >= 2:
+                return inner
+        return [name]
+
+    def inside(self, name: str, others: set[str]) -> bool:
+        """``name`` is one of ``others`` or runs inside one of them."""
+        while name is not None:
+            if name in others:
+                return True
+            name = self.calls[name].caller
+        return False
+
+    def best_chains(self) -> tuple[list[list[str]], int]:
+        """``(chains, score)``: the expanded chains with the most blocks of one class (ties all kept, e.g. an
+        encoder and a decoder; a chain inside an earlier one's members is not a tie)."""
+        found: list[tuple[list[str], int]] = []
+        for caller in [None, *self.calls]:
+            for run in self.chains(caller):
+                members = [n for member in run for n in self.expanded(member)]
+                counts = Counter(type(self.module(n)) for n in members if self.is_block(n))
+                found.append((members, max(counts.values(), default=0)))
+        score = max((top for _, top in found), default=0)
+        kept: list[list[str]] = []
+        seen: list[set[str]] = []
+        for members, top in found:
+            if top == score and not any(all(self.inside(n, names) for n in members) for names in seen):
+                kept.append(members)
+                seen.append(set(members))
+        return kept, score
+
+
+def _stem(s: _Structure, members: list[str], first: int, blocks: set[str]) -> str | None:
+    for name in reversed(members[:first]):
+        if s.computes(name) and s.has_batch(name):
+            return name
+    for name in reversed(members[:first]):  # a norm right before the blocks (BART's layernorm_embedding)
+        if any(True for _ in s.module(name).parameters()) and s.has_batch(name):
+            return name
+    start = s.calls[members[first]].order
+    before = [n for n, c in s.calls.items()
+              if c.end < start and s.computes(n) and s.has_batch(n) and not s.inside(n, blocks)]
+    return max(before, key=lambda n: s.calls[n].end) if before else None
+
+
+def _span(s: _Structure, members: list[str], score: int) -> tuple[int, int]:
+    """Positions of the first and last member of the chain's most repeated block class(es)."""
+    counts = Counter(type(s.module(n)) for n in members if s.is_block(n))
+    kinds = {kind for kind, count in counts.items() if count == score}
+    at = [i for i, n in enumerate(members) if s.is_block(n) and type(s.module(n)) in kinds]
+    return at[0], at[-1]
+
+
+def _chain_points(s: _Structure, members: list[str], score: int, blocks: set[str]) -> list[str]:
+    first, last = _span(s, members, score)
+    points = [n for n in members[first : last + 1] if not s.is_leaf(n) and s.has_batch(n)]
+    stem = _stem(s, members, first, blocks)
+    if stem is None:
+        warnings.warn(f"auto layers: no stem found before {points[0]!r}; the points start at the first block",
+                      stacklevel=4)
+        return points
+    return [stem, *points]
+
+
+def _block_points(s: _Structure) -> tuple[list[str] | None, int]:
+    chains, score = s.best_chains()
+    if score < 2:
+        return None, score
+    spans = [_span(s, members, score) for members in chains]
+    blocks = {n for members, (first, last) in zip(chains, spans) for n in members[first : last + 1]}
+    return list(dict.fromkeys(p for members in chains for p in _chain_points(s, members, score, blocks))), score
+
+
+def auto_layers(model: nn.Module, calls: dict[str, LayerCall]) -> list[str]:
+    """The default measurement points of ``model`` in forward order (rules in the module doc).
+
+    Args:
+        model: the network.
+        calls: :func:`trace_calls` of the same model.
+
+    Raises:
+        LayerError: no blocks, convolutions or linear layers to choose from.
+    """
+    s = _Structure(model, calls)
+    points, score = _block_points(s)
+    if points:
+        return sorted(points, key=lambda n: calls[n].order)
+    for kinds, what in ((_CONV, "convolution"), ((nn.Linear,), "nn.Linear")):
+        found = [n for n in calls if isinstance(s.module(n), kinds) and s.has_batch(n)]
+        if len(found) >= 2:
+            if score:  # blocks exist but none repeats: the structure did not decide
+                warnings.warn(f"auto layers: no block class repeats in a chain; measuring every {what} "
+                              f"({len(found)} points) instead", stacklevel=2)
+            return found
+    raise LayerError(
+        "cannot choose layers automatically for this model (no repeated blocks, convolutions or linear layers "
+        "found); pass layer names (see `layermod layers`)"
+    )
+
+
+# ----------------------------------------------------------------------------------------- residual blocks
+
+
+class _ShallowTracer(torch.fx.Tracer):
+    """Traces only a module's own forward: every child stays one opaque call."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return True
+
+
+def _has_residual_add(module: nn.Module) -> bool:
+    """True if ``module.forward`` adds two tensors that both depend on its first input."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = _ShallowTracer().trace(module)
+    except Exception:  # untraceable code (data-dependent control flow, ...) is simply not recognised
+        return False
+    placeholders = [node for node in graph.nodes if node.op == "placeholder"]
+    if not placeholders:
+        return False
+    depends = {placeholders[0]}
+    for node in graph.nodes:
+        if any(arg in depends for arg in node.all_input_nodes):
+            depends.add(node)
+        is_add = (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (
+            node.op == "call_method" and node.target in _ADD_METHODS
+        )
+        if is_add and len(node.args) >= 2 and all(arg in depends for arg in node.args[:2]):
+            return True
+    return False
+
+
+def residual_blocks(model: nn.Module) -> list[str]:
+    """Names of the innermost modules whose own forward (traced with torch.fx, children opaque) adds two tensors
+    that both depend on its input. Not used by :func:`auto_layers`; kept as a diagnostic."""
+    found = [name for name, m in model.named_modules()
+             if name and any(True for _ in m.children()) and _has_residual_add(m)]
+    return [name for name in found if not any(other.startswith(name + ".") for other in found)]
