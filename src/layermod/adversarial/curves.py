@@ -191,6 +191,7 @@ def adversarial_curves(
     batch_size: int = 256,
     max_bytes: int = DEFAULT_MAX_BYTES,
     progress: bool = False,
+    pool: str = "auto",
     **options: Unpack[MeasureOptions],
 ) -> AdversarialCurves:
     """Attack a class-balanced pool of ``data`` and measure clean and attacked curves on the same draws.
@@ -203,7 +204,7 @@ def adversarial_curves(
             every attacked sample.
         pool_per_class: samples of each class attacked (default ``2 * n_per_class * repeats``, capped by the
             smallest class).
-        layers, graph, batch_size, max_bytes, progress: as for :func:`layermod.modularity_curve`.
+        layers, graph, batch_size, max_bytes, progress, pool: as for :func:`layermod.modularity_curve`.
         draws: the draws of both curves (from the kept samples); its seed also draws the pool.
         options: fields of either config as keywords (``k=5, n_per_class=30``, ...), as for the curve.
 
@@ -214,18 +215,22 @@ def adversarial_curves(
         raise AttackError(f"keep={keep!r} is not one of {', '.join(KEEP)}")
     graph, draws = measure_configs(graph, draws, **options)
     n_per_class = draws.n_per_class
-    dataset = as_dataset(data)
+    dataset = as_dataset(data, per_class=pool_per_class or 2 * n_per_class * draws.repeats)
     labels = dataset_labels(dataset)
     smallest = int(np.unique(labels, return_counts=True)[1].min())
     pool_size = min(pool_per_class or 2 * n_per_class * draws.repeats, smallest)
-    pool = balanced_draws(labels, pool_size, 1, draws.seed)[0]
-    inputs, targets = gather(dataset, pool)
+    attacked_samples = balanced_draws(labels, pool_size, 1, draws.seed)[0]
+    inputs, targets = gather(dataset, attacked_samples)
+    if isinstance(inputs, dict) or not inputs.is_floating_point():
+        kind = "a dict of inputs" if isinstance(inputs, dict) else f"{inputs.dtype} inputs"
+        raise AttackError(f"attacks move inputs along the gradient, so they need float inputs (pixels), not {kind} "
+                          "such as token ids; measure clean curves with modularity_curve instead")
     result = attack(model, inputs, targets, config, space, batch_size=batch_size, progress=progress)
     chosen = result.flipped if keep == "flipped" else torch.ones(len(targets), dtype=torch.bool)
     _check_enough(targets, chosen, n_per_class, keep, pool_size)
     kept_labels = targets[chosen]
     measure = dict(layers=layers, graph=graph, draws=draws, batch_size=batch_size, max_bytes=max_bytes,
-                   progress=progress)
+                   progress=progress, pool=pool)
     clean = modularity_curve(model, (inputs[chosen], kept_labels), **measure)
     attacked = modularity_curve(model, (result.inputs[chosen], kept_labels), **measure)
     extra = {"attack": config.to_dict(), "keep": keep, "pool_per_class": pool_size}

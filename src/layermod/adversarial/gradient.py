@@ -35,6 +35,7 @@ from layermod.adversarial.config import check_budget, check_pgd
 from layermod.adversarial.space import PixelSpace
 from layermod.errors import AttackError
 from layermod.extract.features import model_device
+from layermod.extract.inputs import call_model
 
 __all__ = ["check_samples", "eval_mode", "fgsm", "loss_gradient", "model_output", "pgd", "prepare_samples"]
 
@@ -133,8 +134,8 @@ def prepare_samples(model: nn.Module, inputs: Tensor, labels: Tensor, space: Pix
 
 
 def model_output(model: nn.Module, inputs: Tensor) -> Tensor:
-    """``model(inputs)``, which must be a tensor (of logits)."""
-    output = model(inputs)
+    """``model(inputs)`` (inputs cast to the model's floating dtype), which must be a tensor (of logits)."""
+    output = call_model(model, inputs)
     if not isinstance(output, Tensor):
         raise AttackError(
             f"the model returns a {type(output).__name__}, not a tensor of logits; wrap it so that forward returns "

@@ -136,7 +136,7 @@ def compare_layers(
         names: display names of the two models.
         graph, draws: the kNN graph and the draws of both curves (see :func:`layermod.modularity_curve`); both
             models see the same draws.
-        curve_options: passed to :func:`layermod.modularity_curve` (batch_size, progress, or the configs' fields
+        curve_options: passed to :func:`layermod.modularity_curve` (batch_size, progress, pool, or the configs' fields
             as keywords: k, n_per_class, ...).
     """
     grams_a: list[torch.Tensor] = []

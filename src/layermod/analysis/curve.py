@@ -22,8 +22,14 @@ Decisions, on purpose (in :func:`modularity_curve`):
 * **Settings.** The graph and the draws are a :class:`~layermod.measure.config.GraphConfig` and a
   :class:`~layermod.measure.config.DrawConfig`, or their fields as keywords (``k=5, n_per_class=30``); the
   curve's config records both configs' fields under their own names.
-* **Checked before any forward pass:** the configs (on construction), the draws against the labels, and k
-  against the samples of a draw; a failure while measuring a layer names the layer.
+* **Checked before any forward pass:** the configs (on construction), the pool, the draws against the
+  labels, and k against the samples of a draw; a failure while measuring a layer names the layer.
+* **Token features.** ``pool`` (default ``"auto"``) says how a 3-D ``(batch, tokens, hidden)`` layer output
+  becomes one vector per sample (:mod:`layermod.extract.pooling`); other outputs are flattened. The config
+  records ``pool`` as asked and ``resolved_pool``, what ``"auto"`` stood for on this model.
+* **Inputs** go to the model as it wants them (:mod:`layermod.extract.inputs`): integers kept, floats in the
+  model's floating dtype, a dict batch as keyword arguments. A DataLoader as data is read once, keeping
+  ``n_per_class * repeats`` samples of each class (:func:`layermod.data.arrays.as_dataset`).
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from layermod.data.arrays import as_dataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
 from layermod.errors import FeatureError, GraphError
 from layermod.extract.features import iter_layer_features, model_device
+from layermod.extract.inputs import slice_batch
+from layermod.extract.pooling import check_pool, resolve_pool
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, write_csv
 from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG
 from layermod.coerce import seed_sequence
@@ -202,13 +210,16 @@ def modularity_curve(
     max_bytes: int = DEFAULT_MAX_BYTES,
     progress: bool = False,
     visit: Callable[[str, torch.Tensor, list[np.ndarray]], None] | None = None,
+    pool: str = "auto",
     **options: Unpack[MeasureOptions],
 ) -> Curve:
     """Modularity curve of ``model`` on class-balanced draws from ``data``.
 
     Args:
         model: any ``nn.Module``; evaluated in eval mode without gradients on its own device.
-        data: ``(X, y)`` tensors/arrays with X (N, ...) and y (N,), or a map-style torch ``Dataset`` of ``(x, y)``.
+        data: ``(X, y)`` tensors/arrays with X (N, ...) (or a dict of them, e.g. ``input_ids`` and
+            ``attention_mask``) and y (N,); a map-style torch ``Dataset`` of ``(x, y)`` or of dicts with
+            ``labels`` / ``label``; or a ``DataLoader`` of such batches (read once, keeping what the draws need).
         layers: ``"auto"``, names, glob patterns or indices, a comma-separated string of them like the CLI's
             ``--layers``, or a list (see :mod:`layermod.layers`).
         graph: the kNN graph and the modularity's resolution (default :class:`GraphConfig`'s).
@@ -221,6 +232,8 @@ def modularity_curve(
         visit: called as ``visit(name, features, positions)`` for every layer, with its features (M, D) for
             the union of the draws and ``positions``, one index array into those M rows per draw: other
             per-layer statistics on the same samples without a second pass over the model.
+        pool: ``"auto"``, ``"cls"``, ``"mean"``, ``"last"`` or ``"flatten"``: how a 3-D token output becomes
+            one vector per sample (see :mod:`layermod.extract.pooling`; 4-D and 2-D outputs are flattened).
         options: fields of either config as keywords (``k=5, n_per_class=30``, ...), see
             :func:`layermod.measure.config.measure_configs`.
 
@@ -234,7 +247,8 @@ def modularity_curve(
     """
     graph, draws = measure_configs(graph, draws, **options)
     k, repeats, seed, shuffles = graph.k, draws.repeats, draws.seed, draws.null_permutations
-    dataset = as_dataset(data)
+    check_pool(pool)
+    dataset = as_dataset(data, per_class=draws.n_per_class * repeats)
     labels = dataset_labels(dataset)
     samples = balanced_draws(labels, draws.n_per_class, repeats, seed)
     draw_size = len(samples[0])
@@ -249,12 +263,14 @@ def modularity_curve(
 
     device = model_device(model)
     with _seeded_torch(int(streams[-1].generate_state(1, np.uint64)[0]), device):
-        calls = trace_calls(model, inputs[:2].to(device))
+        calls = trace_calls(model, slice_batch(inputs, 0, 2))
         names = select_layers(model, layers, calls)
+        resolved = resolve_pool(model, pool, inputs)
         values = np.zeros((repeats, len(names)))
         null = np.zeros((repeats, len(names), shuffles))
         steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=None if progress else True)
-        layer_features = iter_layer_features(model, inputs, names, calls, max_bytes, batch_size, progress)
+        layer_features = iter_layer_features(model, inputs, names, calls, max_bytes, batch_size, progress,
+                                             resolved)
         for col, (name, features) in enumerate(layer_features):
             if visit is not None:
                 visit(name, features, positions)
@@ -274,6 +290,8 @@ def modularity_curve(
         "resolved_layers": names,
         **graph.to_dict(),
         **draws.to_dict(),
+        "pool": pool,
+        "resolved_pool": resolved,
         "n_classes": int(len(np.unique(labels))),
         "samples_per_draw": draw_size,
         "disjoint_draws": len(union) == draw_size * repeats,

@@ -33,7 +33,9 @@ from layermod.analysis.layer_view import MAX_VIEWS, LayerView, Views
 from layermod.data.arrays import as_dataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
 from layermod.errors import FeatureError, GraphError, LayermodError
-from layermod.extract.features import extract_features, model_device
+from layermod.extract.features import extract_features
+from layermod.extract.inputs import slice_batch
+from layermod.extract.pooling import check_pool
 from layermod.extract.layers import LayerSpec, select_layers, trace_calls
 from layermod.measure.config import GraphConfig, GraphOptions, graph_config
 from layermod.measure.graph import knn_graph
@@ -84,6 +86,7 @@ def layer_views(
     batch_size: int = 256,
     *,
     graph: GraphConfig | None = None,
+    pool: str = "auto",
     **options: Unpack[GraphOptions],
 ) -> list[LayerView]:
     """2-D views and kNN graphs of ``layers`` on one class-balanced draw of ``data``.
@@ -98,6 +101,7 @@ def layer_views(
         method: ``"pca"`` or ``"tsne"`` (see :func:`embed_2d`).
         batch_size: samples per forward pass.
         graph: the kNN graph and the resolution of Q (default :class:`GraphConfig`'s).
+        pool: how a 3-D token output becomes one vector per sample, as for the curve.
         options: fields of :class:`GraphConfig` as keywords (``k=5``, ...), as for the curve.
 
     Returns:
@@ -105,15 +109,16 @@ def layer_views(
     """
     graph = graph_config(graph, **options)
     check_method(method)  # before the forward pass
-    dataset = as_dataset(data)
+    check_pool(pool)
+    dataset = as_dataset(data, per_class=n_per_class)
     draw = balanced_draws(dataset_labels(dataset), n_per_class, 1, seed)[0]
     if not graph.k < len(draw):
         raise GraphError(f"k={graph.k} needs 1 <= k < {len(draw)} samples per draw; lower k or raise n_per_class")
     inputs, targets = gather(dataset, draw)
-    calls = trace_calls(model, inputs[:2].to(model_device(model)))
+    calls = trace_calls(model, slice_batch(inputs, 0, 2))
     names = select_layers(model, layers, calls)
     once = all(calls[name].calls == 1 for name in names)
-    features = extract_features(model, inputs, names, batch_size, stop_early=once)
+    features = extract_features(model, inputs, names, batch_size, stop_early=once, pool=pool)
     labels = targets.numpy()
     return [_view(name, features[name], labels, graph, method, seed) for name in names]
 

@@ -1,8 +1,10 @@
 """The in-memory labelled dataset, and the accessors every reader, draw and measurement uses on any data.
 
-Data comes in three forms: an :class:`ArrayDataset` (what every loader of :mod:`layermod.data` returns), any
-torch ``Dataset`` of ``(x, y)`` pairs, or an ``(X, y)`` pair of tensors/arrays. :func:`dataset_labels`,
-:func:`gather` and :func:`as_dataset` accept all three; :func:`label_array` checks labels for them.
+Data comes in four forms: an :class:`ArrayDataset` (what every loader of :mod:`layermod.data` returns), any
+torch ``Dataset`` of ``(x, y)`` pairs or of dicts with ``labels``, an ``(X, y)`` pair of tensors/arrays, and a
+torch ``DataLoader``. :func:`dataset_labels`, :func:`gather` and :func:`as_dataset` accept all of them;
+:func:`label_array` checks labels for them. Inputs are a tensor per sample or a dict of tensors (Hugging Face
+style: ``input_ids``, ``attention_mask``, ...), see :mod:`layermod.data.batches`.
 
 Decisions, on purpose:
 
@@ -15,6 +17,12 @@ Decisions, on purpose:
   ``__getitem__``; an ``IterableDataset`` or a class without ``__len__`` is a :class:`DatasetError`. Inputs
   ``X`` that require grad are detached, small sparse ones made dense, complex ones refused
   (:func:`layermod.coerce.as_real_tensor`).
+* **Dtypes.** Floating inputs are held as float32, integer inputs (token ids) stay integer.
+* **A DataLoader** the user already has is read once by :func:`as_dataset` into an :class:`ArrayDataset`,
+  keeping at most ``per_class`` samples of each class (what the draws need: the caller says how many), so the
+  memory is bounded even when the loader is long; it is read to its end, since a class may appear late. Its
+  batches must all have one shape (padding is the dataset's job). A shuffling loader keeps other samples on
+  every read, so give ``shuffle=False`` for a curve that reruns the same.
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from layermod.coerce import as_real_tensor
+from layermod.data.batches import cast_inputs, input_length, read_loader, split_item, stack_inputs, take
 from layermod.errors import DatasetError, LabelError, one_line
 
 __all__ = ["ArrayDataset", "as_dataset", "dataset_labels", "gather", "label_array"]
@@ -37,7 +45,8 @@ class ArrayDataset(Dataset):
     """In-memory labelled samples.
 
     Attributes:
-        data: (N, C, H, W) or (N, D) float32 tensor, already normalised.
+        data: (N, C, H, W) or (N, D) float32 tensor, already normalised; or integer token ids, or a dict of
+            such tensors (``input_ids``, ``attention_mask``, ...) all (N, ...).
         targets: (N,) int64 tensor of class indices.
         classes: class names, ``classes[label]`` names ``label``.
         name: dataset name, e.g. ``"fashion-mnist"``.
@@ -52,8 +61,8 @@ class ArrayDataset(Dataset):
         name: str,
         normalization: dict | None = None,
     ) -> None:
-        if len(data) != len(targets):
-            raise LabelError(f"{len(data)} samples but {len(targets)} labels; pass one label per sample")
+        if input_length(data) != len(targets):
+            raise LabelError(f"{input_length(data)} samples but {len(targets)} labels; pass one label per sample")
         self.data = data
         self.targets = targets
         self.classes = list(classes)
@@ -63,19 +72,26 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, i) -> tuple[torch.Tensor, int]:
-        return self.data[i], int(self.targets[i])
+    def __getitem__(self, i) -> tuple[torch.Tensor | dict[str, torch.Tensor], int]:
+        return take(self.data, i), int(self.targets[i])
 
     def __repr__(self) -> str:
-        return f"ArrayDataset(name={self.name!r}, n={len(self)}, shape={tuple(self.data.shape[1:])})"
+        if isinstance(self.data, dict):
+            shape = {key: tuple(value.shape[1:]) for key, value in self.data.items()}
+        else:
+            shape = tuple(self.data.shape[1:])
+        return f"ArrayDataset(name={self.name!r}, n={len(self)}, shape={shape})"
 
 
 def dataset_labels(data) -> np.ndarray:
-    """Labels (N,) int64 of an ``(X, y)`` pair, an object with ``.targets``, or a Dataset of ``(x, y)`` pairs.
+    """Labels (N,) int64 of an ``(X, y)`` pair, an object with ``.targets``, a Dataset of ``(x, y)`` pairs or of
+    dicts with ``labels`` / ``label``, or a DataLoader (read whole, see :func:`as_dataset`).
 
     A dataset without ``.targets`` is read once, item by item. Raises :class:`LabelError` for labels that
     are not integers or not one-dimensional.
     """
+    if isinstance(data, DataLoader):
+        data = as_dataset(data)
     if _is_pair(data):
         return label_array(data[1])
     if hasattr(data, "targets"):
@@ -83,60 +99,63 @@ def dataset_labels(data) -> np.ndarray:
     return label_array([_label_value(_item(data, i)[1]) for i in range(_length(data))])
 
 
-def as_dataset(data) -> Dataset:
-    """Return ``data`` as a torch Dataset: an ``(X, y)`` pair becomes an :class:`ArrayDataset`.
+def as_dataset(data, per_class: int | None = None) -> Dataset:
+    """Return ``data`` as a torch Dataset: an ``(X, y)`` pair or a DataLoader becomes an :class:`ArrayDataset`.
 
-    ``X`` becomes a float32 tensor (N, ...), ``y`` int64 class indices (>= 0); ``classes`` are
-    ``"0" .. str(max label)``, name ``"tensors"``, no normalisation. A map-style Dataset is returned unchanged.
+    ``X`` (a tensor/array, or a dict of them: ``{"input_ids": ..., "attention_mask": ...}``) keeps integer
+    inputs as they are and makes floating ones float32 (N, ...); ``y`` becomes int64 class indices (>= 0);
+    ``classes`` are ``"0" .. str(max label)``, name ``"tensors"``, no normalisation. A DataLoader is read once,
+    keeping the first ``per_class`` samples of each class (all of them when None). A map-style Dataset is
+    returned unchanged.
 
     Raises:
-        DatasetError: neither a pair nor a Dataset, a Dataset without ``__len__`` (e.g. an IterableDataset),
-            or inputs X that are not real numbers.
+        DatasetError: neither a pair, a DataLoader nor a Dataset, a Dataset without ``__len__`` (e.g. an
+            IterableDataset), inputs X that are not real numbers, or a DataLoader of batches of different shapes.
         LabelError: labels that are not one non-negative integer per sample.
     """
     if isinstance(data, Dataset):
         _length(data)
         return data
-    if not _is_pair(data):
+    if isinstance(data, DataLoader):
+        data = read_loader(data, per_class)
+    elif not _is_pair(data):
         raise DatasetError(
-            f"expected a torch Dataset or an (X, y) pair, got {type(data).__name__}; pass one of those"
+            f"expected a torch Dataset, a DataLoader or an (X, y) pair, got {type(data).__name__}; pass one of those"
         )
-    x = as_real_tensor(data[0], "inputs X", DatasetError).float()
+    x = cast_inputs(data[0], "inputs X")
     y = label_array(data[1])
-    if x.ndim < 1 or len(x) != len(y):
-        n = len(x) if x.ndim else 0
-        raise LabelError(f"{n} features but {len(y)} labels; pass one label per sample")
+    if (not isinstance(x, dict) and x.ndim < 1) or input_length(x) != len(y):
+        raise LabelError(f"{input_length(x)} features but {len(y)} labels; pass one label per sample")
     if len(y) and y.min() < 0:
         raise LabelError(f"labels must be class indices >= 0, got {y.min()}; renumber the classes from 0")
     return ArrayDataset(x, torch.from_numpy(y), _label_names(y), "tensors", {})
 
 
 def gather(data, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack the samples at ``indices``: (X (n, ...) float32 tensor, y (n,) int64 tensor).
+    """Stack the samples at ``indices``: (X, y (n,) int64 tensor), X an (n, ...) tensor (float32, or integer
+    as given) or a dict of them (dict samples, e.g. ``input_ids`` and ``attention_mask``).
 
-    ``data`` is an ``(X, y)`` pair, an :class:`ArrayDataset` (indexed directly) or any Dataset of ``(x, y)``
-    pairs (read item by item, so its transforms apply).
+    ``data`` is an ``(X, y)`` pair, an :class:`ArrayDataset` (indexed directly), a DataLoader (through
+    :func:`as_dataset`), or any Dataset of ``(x, y)`` pairs or dicts with ``labels`` (read item by item, so its
+    transforms apply).
 
     Raises:
-        DatasetError: items that are not ``(x, y)`` pairs, or inputs that are not real numbers of one shape.
+        DatasetError: items that are neither pairs nor labelled dicts, or inputs that are not real numbers of one
+            shape (ragged samples are refused: padding is the dataset's job).
     """
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if isinstance(data, DataLoader):
+        data = as_dataset(data)
     if isinstance(data, ArrayDataset):
-        take = torch.from_numpy(idx)
-        return data.data[take].float(), data.targets[take].long()
+        rows = torch.from_numpy(idx)
+        return cast_inputs(take(data.data, rows), "inputs X"), data.targets[rows].long()
     if _is_pair(data):
         y = label_array(data[1])
-        x = as_real_tensor(data[0], "inputs X", DatasetError)
-        return x[torch.from_numpy(idx)].float(), torch.from_numpy(y[idx])
+        rows = take(cast_inputs(data[0], "inputs X", float32=False), torch.from_numpy(idx))
+        return cast_inputs(rows, "inputs X"), torch.from_numpy(y[idx])
     items = [_item(data, int(i)) for i in idx]
-    xs = [as_real_tensor(x, f"item {i} of {type(data).__name__}", DatasetError) for i, (x, _) in zip(idx, items)]
-    shapes = {tuple(x.shape) for x in xs}
-    if len(shapes) > 1:
-        raise DatasetError(
-            f"the inputs of {type(data).__name__} have different shapes ({', '.join(map(str, sorted(shapes)[:3]))}); "
-            "make its items one shape (resize or crop them)"
-        )
-    x = torch.stack(xs).float() if xs else torch.empty(0)
+    xs = [cast_inputs(x, f"item {i} of {type(data).__name__}") for i, (x, _) in zip(idx, items)]
+    x = stack_inputs(xs, type(data).__name__)
     y = label_array([_label_value(label) for _, label in items])
     return x, torch.from_numpy(y)
 
@@ -177,14 +196,8 @@ def _length(data) -> int:
 
 
 def _item(data, i: int) -> tuple[Any, Any]:
-    """``data[i]`` checked to be an ``(x, y)`` pair."""
-    item = data[i]
-    if not isinstance(item, (tuple, list)) or len(item) < 2:
-        raise DatasetError(
-            f"item {i} of {type(data).__name__} is a {type(item).__name__}, not an (x, y) pair; "
-            "wrap the dataset so that it returns (input, label)"
-        )
-    return item[0], item[1]
+    """``data[i]`` as ``(x, y)``: an ``(x, y)`` pair, or a dict whose ``labels`` / ``label`` is popped out."""
+    return split_item(data[i], f"item {i} of {type(data).__name__}")
 
 
 def _label_value(label):
