@@ -52,6 +52,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     """The ``report``, ``models`` and ``demo`` commands."""
+    from layermod.models.hub import PREFIX_HELP
+
     report = commands.add_parser("report", help="one self-contained HTML page from run directories",
                                  description=cmd_report.__doc__)
     report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories written by layermod commands")
@@ -59,7 +61,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--title", help="page title (default: the run directories' names)")
     report.set_defaults(func=cmd_report)
 
-    listing = commands.add_parser("models", help="list the built-in architectures", description=cmd_models.__doc__)
+    listing = commands.add_parser("models", help="list the built-in architectures", description=cmd_models.__doc__,
+                                  epilog=f"--model also takes {PREFIX_HELP}, and module:function")
     listing.set_defaults(func=cmd_models)
 
     demo = commands.add_parser("demo", help="train a small CNN on Fashion-MNIST and show its curve",

@@ -1,9 +1,11 @@
-"""``layermod train`` (a registered architecture, with checkpoints and optional modularity tracking) and
-``layermod eval`` (the accuracy of a checkpoint).
+"""``layermod train`` (a registered architecture or library model, with checkpoints and optional modularity
+tracking) and ``layermod eval`` (the accuracy of a checkpoint).
 
-``train`` builds registered architectures only, so that its checkpoints rebuild from their sidecars; the number
-of classes and input channels default to the training data's, and ``--arch-arg KEY=VALUE`` passes any other
-builder argument (the value read as JSON when it parses, else as a string). Its training flags default to
+``train`` builds registered architectures and library models (``torchvision:NAME``, ``timm:NAME``, ``hf:DIR``,
+from ``--pretrained`` weights or random), never ``module:function``, so that its checkpoints rebuild from their
+sidecars; the number of classes and input channels default to the training data's (a library model gets the
+data's channels only for images), and ``--arch-arg KEY=VALUE`` passes any other builder argument (the value read
+as JSON when it parses, else as a string). Its training flags default to
 ``None`` so that a flag given explicitly overrides either preset (the small CPU one or ``--paper``). With
 ``--track-every`` the curve of a fixed test probe is measured during training, with the shared graph and draw
 options (the draw seed is ``--probe-seed``: ``--seed`` is the training's).
@@ -16,7 +18,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from layermod.cli.args import add_measure_args, key_value, non_negative, positive, positive_real, to_device
+from layermod.cli.args import add_library_args, add_measure_args, non_negative, positive, positive_real, to_device
 from layermod.errors import DatasetError, ModelError
 
 if TYPE_CHECKING:
@@ -49,8 +51,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
-def _arch_args(args: argparse.Namespace, train_set: Dataset) -> dict:
-    """Builder arguments: the flags, else the number of classes and channels of the training data."""
+def _arch_args(args: argparse.Namespace, train_set: Dataset, library: bool) -> dict:
+    """Builder arguments: the flags, else the number of classes and channels of the training data (for a library
+    model: no width, and the data's channels only when it holds images)."""
     from layermod.data.arrays import dataset_labels, gather
 
     num_classes = args.num_classes
@@ -60,13 +63,15 @@ def _arch_args(args: argparse.Namespace, train_set: Dataset) -> dict:
     in_channels = args.in_channels
     if in_channels is None:
         example, _ = gather(train_set, [0])
-        in_channels = int(example.shape[1]) if example.ndim >= 3 else 1
-    width = args.width if args.width is not None else 1.0
-    return {"num_classes": num_classes, "in_channels": in_channels, "width": width, **dict(args.arch_arg or [])}
+        in_channels = int(example.shape[1]) if example.ndim >= 3 else None if library else 1
+    width = args.width if args.width is not None or library else 1.0
+    given = {"num_classes": num_classes, "in_channels": in_channels, "width": width, "hf_task": args.hf_task}
+    return {**{key: value for key, value in given.items() if value is not None}, **dict(args.arch_arg or [])}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a registered architecture; write DIR/metrics.csv, last.*, best.* (and dynamics.* with --track-every)."""
+    """Train a registered architecture or library model; write DIR/metrics.csv, last.*, best.* (and dynamics.*
+    with --track-every)."""
     import torch
 
     from layermod import models
@@ -74,18 +79,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     from layermod.cli.args import measure_configs
     from layermod.io.files import check_writable_dir
     from layermod.io.rundir import BEST, DYNAMICS_JSON, DYNAMICS_PNG, LAST, METRICS_CSV, WEIGHTS_SUFFIX
+    from layermod.models import hub
     from layermod.models.checkpoint import read_sidecar
     from layermod.models.spec import resolve_data
     from layermod.training.fit import fit
     from layermod.training.train import balanced_subset
 
     check_writable_dir(args.out)
-    arch = args.model.strip().lower()
-    if arch not in models.available():
+    library = hub.is_library_spec(args.model)
+    arch = hub.canonical(args.model) if library else args.model.strip().lower()
+    if not library and arch not in models.available():
         if ":" in args.model:
-            raise ModelError(f"train builds registered architectures (their checkpoints rebuild from the sidecar), "
-                             f"not {args.model!r}; available: {', '.join(models.available())}")
+            raise ModelError(f"train builds registered architectures or torchvision:/timm:/hf: models (their "
+                             f"checkpoints rebuild from the sidecar), not {args.model!r}; available: "
+                             f"{', '.join(models.available())}")
         models.create(arch)  # an unknown name: raises ModelError listing the available ones
+    if args.pretrained and not library:
+        raise ModelError(f"--pretrained loads the weights of a torchvision:, timm: or hf: model; {arch} has none")
+    if args.hf_task and not arch.startswith("hf:"):
+        raise ModelError(f"--hf-task is for hf: models, not {arch!r}; drop it")
     config = train_config(args)
     track = None
     if args.track_every:
@@ -102,14 +114,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     normalization = getattr(train_set, "normalization", None) or {}
     if args.subset is not None:
         train_set = balanced_subset(train_set, args.subset, config.seed)
-    arch_args = _arch_args(args, train_set)
+    arch_args = _arch_args(args, train_set, library)
     torch.manual_seed(config.seed)
-    model = models.create(arch, **arch_args)
+    if library:
+        model = hub.create(arch, **arch_args, pretrained=args.pretrained)
+    else:
+        model = models.create(arch, **arch_args)
     to_device(model, args.device)
     meta = {"arch": arch, "arch_args": arch_args, "dataset": args.dataset, "test_dataset": test_spec,
             "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None, "subset": args.subset,
             "train_size": len(train_set), "test_size": len(test_set), "normalization": normalization,
-            "device": args.device}
+            "device": args.device, **({"pretrained": True} if args.pretrained else {})}
     last_weights = os.path.join(args.out, LAST + WEIGHTS_SUFFIX)
     resumable = args.resume and os.path.isfile(os.path.join(args.out, LAST + ".json"))
     before = read_sidecar(last_weights).get("epoch", 0) if resumable else 0
@@ -147,13 +162,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _arch_arg(text: str) -> tuple[str, object]:
-    key, value = key_value(text)
-    if key in ("num_classes", "in_channels", "width"):
-        raise argparse.ArgumentTypeError(f"pass {key} as --{key.replace('_', '-')}, not --arch-arg")
-    return key, value
-
-
 def _epochs_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(item) for item in text.split(",") if item.strip())
@@ -183,16 +191,16 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     from layermod.training.train import PAPER_RECIPE, SCHEDULES, TrainConfig
 
     small, paper = TrainConfig(), PAPER_RECIPE
-    train = commands.add_parser("train", help="train a registered architecture with checkpoints and optional "
-                                "modularity tracking", description=_train_description(),
+    train = commands.add_parser("train", help="train a registered architecture or library model with checkpoints "
+                                "and optional modularity tracking", description=_train_description(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     model = train.add_argument_group("model")
-    model.add_argument("--model", required=True, help="registered architecture name (see layermod.models)")
+    model.add_argument("--model", required=True, help="registered architecture name (see `layermod models`), "
+                       "torchvision:NAME, timm:NAME or hf:DIR_OR_ID")
     model.add_argument("--num-classes", type=positive, help="classes (default: the training data's)")
     model.add_argument("--in-channels", type=positive, help="input channels (default: the training data's)")
-    model.add_argument("--width", type=positive_real, help="width multiplier (default 1)")
-    model.add_argument("--arch-arg", type=_arch_arg, action="append", metavar="KEY=VALUE",
-                       help="another builder argument, repeatable (e.g. input_size=64, convs=[1,1,1])")
+    model.add_argument("--width", type=positive_real, help="width multiplier of a registered architecture (default 1)")
+    add_library_args(model)
     model.add_argument("--device", default="auto", help="torch device to train on (default auto: cuda when available)")
 
     data = train.add_argument_group("data")

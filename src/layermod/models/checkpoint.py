@@ -14,7 +14,9 @@ Decisions, on purpose:
   is one :class:`~layermod.errors.WeightsError` line naming the files to delete, never a silent load. Version-1
   sidecars (written before the digests) still load, unverified.
 * **Untrusted sidecars.** A sidecar only names a registered architecture and its arguments, which
-  :func:`layermod.models.create` bounds and checks against the builder's signature. :func:`load_checkpoint` then
+  :func:`layermod.models.create` bounds and checks against the builder's signature, or a library model
+  (``torchvision:`` / ``timm:`` / ``hf:``, :mod:`layermod.models.hub`: a library function and a model name, an hf:
+  directory read as data), never ``module:function``. :func:`load_checkpoint` then
   builds the model on the ``meta`` device (no memory) and compares its keys and shapes with the safetensors
   header (no tensor data read) before it builds the real model, so a sidecar cannot make it allocate more than
   the weights file holds.
@@ -48,6 +50,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from layermod import models
+from layermod.models import hub
 from layermod.errors import ModelError, WeightsError, one_line
 from layermod.io.files import ensure_writable_dir
 from layermod.io.rundir import WEIGHTS_SUFFIX
@@ -238,9 +241,13 @@ def _recipe(meta: dict, side: Path) -> tuple[str, dict, list[str] | None]:
 
 
 def _build(arch: str, args: dict, remove: list[str] | None, side: Path) -> nn.Module:
-    """``models.create(arch, **args)`` with ``remove`` applied (on the current default device)."""
+    """``models.create(arch, **args)`` (``hub.create`` for a library spec, never with its library's weights) with
+    ``remove`` applied (on the current default device)."""
     try:
-        model = models.create(arch, **args)
+        if hub.is_library_spec(arch):
+            model = hub.create(arch, **hub.recorded(args, "arch_args"))
+        else:
+            model = models.create(arch, **args)
     except ModelError as err:
         raise ModelError(f"checkpoint sidecar {side}: {err}") from None
     if remove is None:

@@ -6,12 +6,16 @@ Model specification, one of:
   weights, loaded from a ``.safetensors`` file;
 * ``package.module:function`` (or ``path/to/file.py:function``), an importable callable returning an
   ``nn.Module``; weights, if given, are loaded into it;
+* ``torchvision:NAME``, ``timm:NAME`` or ``hf:DIR_OR_ID``, a third-party model built by its library
+  (:mod:`layermod.models.hub`), random unless ``pretrained``; a checkpoint sidecar may name these too;
 * nothing, with a weights file whose JSON sidecar names the architecture (a layermod checkpoint).
 
 Data specification, one of: a dataset name (``layermod.data.DATASETS``), ``folder:PATH`` (one folder of images
 per class, optionally under train/ and test/), a ``.npz`` file holding arrays ``X`` (N, ...) and ``y`` (N,)
-(read by :func:`layermod.data.load_npz`: no pickle, sizes checked before reading), or ``module:function``
-returning a torch ``Dataset`` or an ``(X, y)`` pair.
+(read by :func:`layermod.data.load_npz`: no pickle, sizes checked before reading), ``torchvision:NAME``
+(torchvision's layout under ``data_dir``), ``hf:NAME_OR_DIR`` (a ``datasets`` set), a ``.csv``/``.tsv``/
+``.json``/``.jsonl``/``.parquet`` file of texts and labels (tokenised with the model's tokenizer: see
+:func:`resolve_data`), or ``module:function`` returning a torch ``Dataset`` or an ``(X, y)`` pair.
 
 Decisions, on purpose:
 
@@ -36,10 +40,13 @@ import torch
 from torch import nn
 
 from layermod import models
+from layermod.models import hub
 from layermod.models.checkpoint import check_weights_fit, load_checkpoint, load_weights, read_sidecar
 from layermod.data.arrays import as_dataset
 from layermod.data.datasets import DATASETS, load_dataset
 from layermod.data.npz import load_npz
+from layermod.data.tabular import TABLE_SUFFIXES
+from layermod.data.text import load_text_file
 from layermod.errors import DatasetError, LayermodError, ModelError, one_line
 
 __all__ = ["call_user_function", "import_object", "resolve_model", "resolve_data"]
@@ -89,6 +96,7 @@ def resolve_model(
     weights: str | os.PathLike | None = None,
     arch_args: dict | None = None,
     seed: int = 0,
+    pretrained: bool = False,
 ) -> tuple[nn.Module, dict]:
     """Build the model a user named.
 
@@ -96,26 +104,39 @@ def resolve_model(
     so that an untrained model, or any weights the file does not hold, are the same on every run.
 
     Args:
-        spec: architecture name, ``module:function``, or None to take the architecture from the weights' sidecar.
+        spec: architecture name, ``torchvision:NAME`` / ``timm:NAME`` / ``hf:DIR_OR_ID`` (:mod:`.hub`),
+            ``module:function``, or None to take the architecture from the weights' sidecar.
         weights: a ``.safetensors`` file, optional.
-        arch_args: keyword arguments for a registered architecture (num_classes, in_channels, width, ...).
+        arch_args: keyword arguments for a registered architecture (num_classes, in_channels, width, ...) or a
+            library model (num_classes, in_channels, hf_task, the library's own arguments).
         seed: seed of the initial weights.
+        pretrained: a library model's weights through the library's own loader (not with ``weights``).
 
     Returns:
         (model in eval mode, description dict for the run's config).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _build_model(spec, weights, {k: v for k, v in (arch_args or {}).items() if v is not None})
+        return _build_model(spec, weights, {k: v for k, v in (arch_args or {}).items() if v is not None},
+                            pretrained)
 
 
-def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args: dict) -> tuple[nn.Module, dict]:
+def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args: dict,
+                 pretrained: bool) -> tuple[nn.Module, dict]:
+    library = hub.is_library_spec(spec)
+    if pretrained and not library:
+        raise ModelError("--pretrained loads the weights of a torchvision:, timm: or hf: model; layermod's own "
+                         "architectures and module:function have none (pass --weights)")
+    if pretrained and weights is not None:
+        raise ModelError("--pretrained and --weights both give the weights; pass one of them")
+    if not library and "hf_task" in arch_args:
+        raise ModelError(f"--hf-task is for hf: models, not {spec!r}; drop it")
     if spec is None:
         if weights is None:
             raise ModelError("no model given; pass --model NAME or module:function, or --weights of a layermod checkpoint")
         model, meta = load_checkpoint(weights)
         return model, {"model": meta.get("arch"), "arch_args": meta.get("arch_args", {}), "weights": str(weights)}
-    if ":" in spec:
+    if ":" in spec and not library:
         factory = import_object(spec)
         if not callable(factory):
             raise ModelError(f"{spec!r} is not callable; point at a function that returns an nn.Module")
@@ -124,11 +145,15 @@ def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args:
             raise ModelError(f"{spec!r} returned {type(model).__name__}, not an nn.Module")
         description = {"model": spec}
     else:
+        spec = hub.canonical(spec) if library else spec
+        create = hub.create if library else models.create
         if weights is not None and Path(weights).with_suffix(".json").is_file():
             sidecar = read_sidecar(weights)
             if sidecar.get("arch") not in (None, spec):
                 raise ModelError(f"weights {weights} are for {sidecar['arch']!r}, not {spec!r}; drop --model or fix it")
             saved = sidecar.get("arch_args", {})
+            if library and isinstance(saved, dict):
+                hub.recorded(saved, f"checkpoint sidecar of {weights}")
             clashes = [f"{key} {saved[key]} (asked {value})" for key, value in arch_args.items()
                        if key in saved and saved[key] != value]
             if clashes:
@@ -136,9 +161,9 @@ def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args:
             arch_args = {**saved, **arch_args}
         if weights is not None:  # options may ask for a model far larger than the file: compare shapes first
             with torch.device("meta"):
-                check_weights_fit(models.create(spec, **arch_args), weights)
-        model = models.create(spec, **arch_args)
-        description = {"model": spec, "arch_args": arch_args}
+                check_weights_fit(create(spec, **arch_args), weights)
+        model = create(spec, **arch_args, **({"pretrained": True} if pretrained else {}))
+        description = {"model": spec, "arch_args": arch_args, **({"pretrained": True} if pretrained else {})}
     if weights is not None:
         load_weights(model, weights)
         description["weights"] = str(weights)
@@ -146,15 +171,28 @@ def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args:
 
 
 def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | None = None, *,
-                 allow_import: bool = True):
+                 allow_import: bool = True, tokenizer=None, text_column: str = "text", label_column: str = "label",
+                 max_length: int = 128):
     """Load the dataset a user named; returns (torch Dataset, description dict for the run's config).
 
     ``allow_import=False`` for a specification read from a file: a ``module:function`` is then refused, not run.
+    Texts (a CSV / TSV / JSON / JSON-lines / Parquet file, an ``hf:`` set of texts) are tokenised with
+    ``tokenizer``: a tokenizer, or the model's specification, whose tokenizer (an ``hf:`` model's,
+    :func:`layermod.models.hub.load_tokenizer`) is loaded only when the data are texts. ``text_column``,
+    ``label_column`` and ``max_length`` are read for those only.
     """
-    if spec in DATASETS or spec.startswith("folder:"):
+    if spec in DATASETS or spec.startswith("folder:") or spec[:12].lower() == "torchvision:":
         return load_dataset(spec, split=split, data_dir=data_dir), {"dataset": spec, "split": split}
     if spec.endswith(".npz"):
         return as_dataset(load_npz(spec)), {"dataset": spec}
+    text = {"text_column": text_column, "label_column": label_column, "max_length": max_length}
+    if spec.startswith("hf:"):
+        from layermod.data.hfdata import load_hf_dataset
+
+        data = load_hf_dataset(spec[3:], split, _ModelTokenizer(tokenizer), **text)
+        return data, {"dataset": spec, "split": split, **text}
+    if Path(spec).suffix.lower() in TABLE_SUFFIXES:
+        return load_text_file(spec, _ModelTokenizer(tokenizer), **text), {"dataset": spec, **text}
     if ":" in spec:
         if not allow_import:
             raise DatasetError(f"the dataset {spec!r} read from a file is code, which layermod never runs from a "
@@ -163,5 +201,38 @@ def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | N
         data = call_user_function(spec, loaded, DatasetError) if callable(loaded) else loaded
         return as_dataset(data), {"dataset": spec}
     raise DatasetError(
-        f"unknown dataset {spec!r}; use one of {', '.join(DATASETS)}, folder:PATH, a .npz file or module:function"
+        f"unknown dataset {spec!r}; use one of {', '.join(DATASETS)}, folder:PATH, torchvision:NAME, hf:NAME_OR_DIR, "
+        f"a .npz file, a table file ({', '.join(TABLE_SUFFIXES)}) or module:function"
     )
+
+
+class _ModelTokenizer:
+    """The tokenizer given to :func:`resolve_data`, loaded from the model's specification at its first use (so
+    image data never load one)."""
+
+    def __init__(self, given) -> None:
+        self._given, self._loaded = given, None
+
+    def _tokenizer(self):
+        if self._loaded is None:
+            given = self._given
+            if given is None or (isinstance(given, str) and not given.startswith("hf:")):
+                model = "no model" if given is None else f"the model {given!r}"
+                raise DatasetError(f"texts need the tokenizer of an hf: model, and {model} has none; pass "
+                                   "--model hf:NAME_OR_DIR (or tokenizer= in the API)")
+            if isinstance(given, str):
+                try:
+                    from layermod.models.hub import load_tokenizer
+                except ImportError:
+                    raise DatasetError("this layermod cannot load hf: tokenizers; pass tokenizer= in the API") from None
+                given = load_tokenizer(given)
+            self._loaded = given
+        return self._loaded
+
+    def __call__(self, *args, **kwargs):
+        return self._tokenizer()(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._tokenizer(), name)

@@ -1,0 +1,319 @@
+"""Third-party models: ``torchvision:NAME``, ``timm:NAME`` and ``hf:DIR_OR_ID``, built by the library that owns them.
+
+Grammar (the prefix is lower case; what follows it is passed on as written):
+
+* ``torchvision:NAME``: ``torchvision.models.get_model(NAME, weights=..., num_classes=...)``, NAME one of
+  ``torchvision.models.list_models()``;
+* ``timm:NAME``: ``timm.create_model(NAME, pretrained=..., num_classes=..., in_chans=...)``, NAME a model timm
+  knows (``timm.is_model``, a ``.tag`` such as ``resnet18.a1_in1k`` allowed; ``hf-hub:`` / ``local-dir:`` names
+  are not, use ``hf:``);
+* ``hf:DIR_OR_ID``: a ``save_pretrained`` directory (``config.json`` and safetensors weights) or, where the hub is
+  reachable, a hub id (``org/name``), built by a transformers Auto class chosen by ``hf_task``
+  (:data:`HF_TASKS`) or else by the config's ``architectures``; the model is wrapped in :class:`HFModel`, whose
+  ``forward`` returns a tensor (the logits, else the last hidden state). A checkpoint records a directory as an
+  absolute path (:func:`canonical`).
+
+These prefixes come before ``module:function``: a module of your own named ``timm`` or ``hf`` is reached as
+``timm.sub:function``, or from a file, ``path/to/hf.py:function``.
+
+:func:`create` takes layermod's own argument names: ``num_classes`` (torchvision ``num_classes``, timm
+``num_classes``, HF ``num_labels``), ``in_channels`` (timm ``in_chans``, HF ``num_channels`` of a vision config;
+torchvision takes 3 only), ``pretrained``, ``hf_task`` (hf: only), and passes any other keyword to the library
+(timm/torchvision builder arguments such as ``img_size=32``; for hf:, attributes of the config to override).
+
+Decisions, on purpose:
+
+* **Random init unless asked.** Without ``pretrained`` the library builds the model with random weights from the
+  torch RNG (which :func:`layermod.models.spec.resolve_model` seeds); an hf: directory then gives only its
+  ``config.json``. With ``pretrained`` the weights come through the library's own loader (torchvision
+  ``weights="DEFAULT"``, timm ``pretrained=True``, transformers ``from_pretrained``); a download that fails
+  (offline) is one :class:`~layermod.errors.ModelError` line saying what to do.
+* **Data, never code.** The spec names a library function and a model name, never user code, so a checkpoint
+  sidecar may name it (:func:`layermod.models.checkpoint.load_checkpoint` rebuilds through :func:`create`, without
+  ``pretrained``: the weights are the checkpoint's). transformers always gets ``trust_remote_code=False`` and
+  ``use_safetensors=True``: a config with ``auto_map`` (remote code) and a directory holding only pickle weights
+  (``pytorch_model.bin``) are refused. Arguments that load files or weights (``pretrained``, ``weights``,
+  ``checkpoint_path``, ``pretrained_cfg``, ``cache_dir``, ...) and private names (``_x``) are refused as
+  architecture arguments: ``pretrained`` is its own flag, a layermod checkpoint is ``--weights``.
+* **Bounded.** ``num_classes`` and ``in_channels`` are bounded as for the registry, and a depth argument
+  (``depth``, ``num_hidden_layers``, ``n_layer``, ...: module objects cost time even on the ``meta`` device) by
+  :data:`~layermod.models.MAX_UNITS`; a sidecar's other arguments are bounded by building on the ``meta`` device
+  and comparing with the weights header first, as for every checkpoint. (A library's own default sizes, or an hf:
+  directory's ``config.json``, are the library's: they are not bounded here.)
+* **Lazy.** torchvision, timm and transformers are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from layermod.errors import ModelError, one_line
+from layermod.models._registry import MAX_CLASSES, MAX_IN_CHANNELS, MAX_UNITS, check_count
+
+__all__ = ["HF_TASKS", "PREFIXES", "PREFIX_HELP", "HFModel", "canonical", "create", "is_library_spec",
+           "load_tokenizer", "recorded"]
+
+PREFIXES = ("torchvision", "timm", "hf")
+"""The libraries a model spec may name, as ``PREFIX:NAME``."""
+HF_TASKS = {
+    "image-classification": "AutoModelForImageClassification",
+    "text-classification": "AutoModelForSequenceClassification",
+    "feature-extraction": "AutoModel",
+    "text-generation": "AutoModelForCausalLM",
+}
+"""``hf_task`` -> the transformers Auto class that builds it."""
+PREFIX_HELP = ("torchvision:NAME (torchvision.models.get_model), timm:NAME (timm.create_model), hf:DIR_OR_ID (a "
+               "transformers save_pretrained directory or hub id); random weights unless --pretrained")
+_REFUSED = {"pretrained", "weights", "weights_backbone", "checkpoint_path", "pretrained_cfg",
+            "pretrained_cfg_overlay", "pretrained_strict", "cache_dir", "trust_remote_code", "use_safetensors",
+            "revision", "token", "local_files_only", "auto_map", "config", "state_dict", "progress"}
+_DEPTHS = {"depth", "depths", "layers", "num_layers", "num_hidden_layers", "n_layer", "num_blocks", "blocks"}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def is_library_spec(spec: object) -> bool:
+    """Whether ``spec`` names a third-party model (``torchvision:``, ``timm:`` or ``hf:``)."""
+    return isinstance(spec, str) and spec.partition(":")[0] in PREFIXES and spec.partition(":")[2] != ""
+
+
+def canonical(spec: str) -> str:
+    """``spec`` as a checkpoint records it: an hf: directory as an absolute path, anything else unchanged."""
+    library, _, name = spec.partition(":")
+    if library == "hf" and Path(name).expanduser().is_dir():
+        return f"hf:{Path(name).expanduser().resolve()}"
+    return spec
+
+
+def recorded(args: dict, where: object) -> dict:
+    """``args`` read from a file (a sidecar at ``where``) for :func:`create`; ModelError if they ask for the
+    library's weights (a checkpoint rebuilds without them: its weights are its own)."""
+    if "pretrained" in args:
+        raise ModelError(f"{where}: 'pretrained' is not an architecture argument; remove it (the checkpoint's "
+                         "weights are loaded, never a library's)")
+    return args
+
+
+def create(spec: str, /, num_classes: int | None = None, in_channels: int | None = None, pretrained: bool = False,
+           hf_task: str | None = None, **kwargs: Any) -> nn.Module:
+    """Build the third-party model ``spec`` (see the module doc for the grammar and the arguments).
+
+    Raises:
+        ModelError: an unknown library or model name, an argument the library does not take, a refused argument,
+            or weights that cannot be had (offline, pickle only), each one line saying what to do.
+    """
+    library, _, name = spec.partition(":")
+    if library not in PREFIXES or not name:
+        raise ModelError(f"cannot read model {spec!r:.80}; write torchvision:NAME, timm:NAME or hf:DIR_OR_ID")
+    if num_classes is not None:
+        check_count("num_classes", num_classes, 1, MAX_CLASSES)
+    if in_channels is not None:
+        check_count("in_channels", in_channels, 1, MAX_IN_CHANNELS)
+    if "width" in kwargs:
+        raise ModelError(f"{spec} takes no width (layermod's own multiplier); pass the library's arguments with "
+                         "--arch-arg KEY=VALUE")
+    for key, value in kwargs.items():
+        if key in _REFUSED or key.startswith("_"):
+            raise ModelError(f"{key!r:.40} is not an architecture argument layermod passes to {spec}; use "
+                             "--pretrained for the library's weights, --weights for a layermod checkpoint")
+        if key in _DEPTHS:  # module objects cost time even on the meta device: bound them as the registry does
+            counts = value if isinstance(value, list) else [value]
+            for count in counts:
+                check_count(key, count, 0, MAX_UNITS)
+            check_count(f"the sum of {key}", sum(counts), 0, MAX_UNITS)
+    if hf_task is not None and library != "hf":
+        raise ModelError(f"--hf-task is for hf: models, not {spec}; drop it")
+    with _quiet_hub():
+        if library == "torchvision":
+            return _torchvision(name, num_classes, in_channels, pretrained, kwargs)
+        if library == "timm":
+            return _timm(name, num_classes, in_channels, pretrained, kwargs)
+        return _hf(name, num_classes, in_channels, pretrained, hf_task, kwargs)
+
+
+def _torchvision(name: str, num_classes: int | None, in_channels: int | None, pretrained: bool,
+                 kwargs: dict) -> nn.Module:
+    from torchvision import models as tv
+
+    if name not in tv.list_models():
+        raise ModelError(f"torchvision has no model {name!r:.60}; see torchvision.models.list_models() (e.g. "
+                         "resnet18, vgg11_bn, vit_b_16)")
+    if in_channels not in (None, 3):
+        raise ModelError(f"torchvision models take 3 input channels, not {in_channels}; use timm:{name} (in_chans) "
+                         "or convert the images")
+    if num_classes is not None:
+        kwargs = {**kwargs, "num_classes": num_classes}
+    try:
+        return tv.get_model(name, weights="DEFAULT" if pretrained else None, **kwargs)
+    except Exception as err:  # noqa: BLE001  (the library raises TypeError, ValueError, URLError, ...)
+        reason = one_line(err)
+        if pretrained and isinstance(err, OSError):
+            raise ModelError(f"cannot download torchvision's weights of {name} ({reason}); run once where "
+                             "download.pytorch.org is reachable (they are kept in $TORCH_HOME/hub), or drop "
+                             "--pretrained") from None
+        hint = ("; torchvision's pretrained weights fix num_classes (drop --num-classes or use timm:, which "
+                "replaces the head)" if pretrained and num_classes is not None else "")
+        raise ModelError(f"torchvision cannot build {name} with {_shown(kwargs)}: {reason}{hint}") from None
+
+
+def _timm(name: str, num_classes: int | None, in_channels: int | None, pretrained: bool, kwargs: dict) -> nn.Module:
+    import timm
+
+    if ":" in name or not timm.is_model(name):
+        raise ModelError(f"timm has no model {name!r:.60}; see timm.list_models() (e.g. resnet18, "
+                         "vit_tiny_patch16_224); for a hub or local model use hf:")
+    given = {**kwargs, **({"num_classes": num_classes} if num_classes is not None else {}),
+             **({"in_chans": in_channels} if in_channels is not None else {})}
+    try:
+        return timm.create_model(name, pretrained=pretrained, **given)
+    except Exception as err:  # noqa: BLE001
+        reason = one_line(err)
+        if pretrained and isinstance(err, OSError):
+            raise ModelError(f"cannot download timm's weights of {name} ({reason}); run once where the Hugging Face "
+                             "hub is reachable (they are kept in $HF_HOME), or drop --pretrained") from None
+        raise ModelError(f"timm cannot build {name} with {_shown(given)}: {reason}") from None
+
+
+def _hf(name: str, num_classes: int | None, in_channels: int | None, pretrained: bool, task: str | None,
+        kwargs: dict) -> nn.Module:
+    import transformers
+
+    source = _hf_source(name, pretrained)
+    config = _hf_call(name, lambda: transformers.AutoConfig.from_pretrained(source, trust_remote_code=False))
+    if getattr(config, "auto_map", None):
+        raise ModelError(f"hf:{name} needs its own code (auto_map), which layermod never runs; use a model "
+                         "transformers implements")
+    task = task or _task_of(config)
+    if task not in HF_TASKS:
+        raise ModelError(f"unknown --hf-task {task!r:.40}; use one of {', '.join(HF_TASKS)}")
+    if num_classes is not None:
+        if not task.endswith("classification"):
+            raise ModelError(f"hf:{name} as {task} has no classes; pass --hf-task image-classification or "
+                             "text-classification, or drop --num-classes")
+        config.num_labels = num_classes
+    if in_channels is not None:
+        if not hasattr(config, "num_channels"):
+            raise ModelError(f"hf:{name} ({config.model_type}) takes no input channels; drop --in-channels")
+        config.num_channels = in_channels
+    for key, value in kwargs.items():
+        if not hasattr(config, key):
+            raise ModelError(f"hf:{name}: the {config.model_type} config has no attribute {key!r:.40}")
+        setattr(config, key, value)
+    auto = getattr(transformers, HF_TASKS[task])
+    if pretrained:
+        model = _hf_call(name, lambda: auto.from_pretrained(
+            source, config=config, use_safetensors=True, trust_remote_code=False,
+            ignore_mismatched_sizes=num_classes is not None))
+    else:
+        model = _hf_call(name, lambda: auto.from_config(config, trust_remote_code=False))
+    return HFModel(model)
+
+
+class HFModel(nn.Module):
+    """A transformers model whose ``forward`` returns a tensor: the logits, else the last hidden state.
+
+    ``forward(x)`` passes a tensor as the model's first input (``pixel_values`` or ``input_ids``) and a mapping
+    (``{"input_ids": ..., "attention_mask": ...}``) as keyword arguments; ``forward(**inputs)`` (how layermod calls
+    a model with a dict batch) passes them on as they are. The transformers model is ``.model``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Any = None, **kwargs: Any) -> Any:
+        if isinstance(x, Mapping):
+            out = self.model(**x, **kwargs)
+        elif x is None:
+            out = self.model(**kwargs)
+        else:
+            out = self.model(x, **kwargs)
+        logits = getattr(out, "logits", None)
+        return logits if logits is not None else out[0]
+
+
+def load_tokenizer(spec: str):
+    """The fast tokenizer saved with the hf: model ``spec`` (``AutoTokenizer.from_pretrained(.., use_fast=True)``).
+
+    Raises:
+        ModelError: ``spec`` is not ``hf:DIR_OR_ID``, or no tokenizer can be read from it.
+    """
+    library, _, name = str(spec).partition(":")
+    if library != "hf" or not name:
+        raise ModelError(f"a tokenizer comes with an hf:DIR_OR_ID model, not {spec!r:.80}")
+    from transformers import AutoTokenizer
+
+    source = _hf_source(name, pretrained=False)
+    with _quiet_hub():
+        return _hf_call(name, lambda: AutoTokenizer.from_pretrained(source, use_fast=True, trust_remote_code=False))
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _hf_source(name: str, pretrained: bool) -> str:
+    """The directory or hub id of ``hf:name``; with ``pretrained`` a directory must hold safetensors weights."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"hf:{name} holds no config.json; save the model with save_pretrained(DIR)")
+        if pretrained and not any(p.name.endswith(".safetensors") or p.name.endswith(".safetensors.index.json")
+                                  for p in path.iterdir()):
+            pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLES)
+            if pickles:
+                raise ModelError(f"hf:{name} holds only pickle weights ({', '.join(pickles[:3])}), which layermod "
+                                 "never loads; convert once in trusted code: model.save_pretrained(DIR, "
+                                 "safe_serialization=True)")
+            raise ModelError(f"hf:{name} holds no .safetensors weights; drop --pretrained for random weights")
+        return str(path)
+    if name.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(name):
+        raise ModelError(f"no directory {name!r:.80}; point hf: at a save_pretrained directory or a hub id org/name")
+    return name
+
+
+def _hf_call(name: str, build):
+    """``build()``, a transformers call; its failures as one ModelError line."""
+    try:
+        return build()
+    except ModelError:
+        raise
+    except Exception as err:  # noqa: BLE001  (transformers raises OSError, ValueError, KeyError, ...)
+        reason = one_line(err)
+        if isinstance(err, OSError) and not Path(name).expanduser().is_dir():
+            raise ModelError(f"cannot fetch hf:{name} from the Hugging Face hub ({reason}); point hf: at a local "
+                             "save_pretrained directory, or run where the hub is reachable") from None
+        raise ModelError(f"transformers cannot build hf:{name}: {reason}") from None
+
+
+def _task_of(config) -> str:
+    """The task of a config's first ``architectures`` entry (feature-extraction when it names none)."""
+    architecture = (getattr(config, "architectures", None) or [""])[0]
+    for suffix, task in (("ForImageClassification", "image-classification"),
+                         ("ForSequenceClassification", "text-classification"),
+                         ("ForCausalLM", "text-generation"), ("LMHeadModel", "text-generation")):
+        if architecture.endswith(suffix):
+            return task
+    return "feature-extraction"
+
+
+def _shown(kwargs: dict) -> str:
+    return ", ".join(f"{key}={value!r:.30}" for key, value in kwargs.items()) or "no arguments"
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """huggingface_hub's retry warnings off (a failed download is then our one line, not a page of retries)."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
