@@ -33,8 +33,11 @@ if TYPE_CHECKING:
 __all__ = [
     "add_data_args",
     "add_extraction_args",
+    "add_library_args",
     "add_measure_args",
     "add_model_args",
+    "arch_arg",
+    "data_options",
     "key_value",
     "layer_spec",
     "load_model",
@@ -157,7 +160,7 @@ def measure_configs(args: argparse.Namespace) -> tuple[GraphConfig, DrawConfig]:
 
 
 def add_extraction_args(parser: argparse.ArgumentParser) -> None:
-    """Which layers, and how the features are extracted: --layers, --batch-size, --max-memory."""
+    """Which layers, and how the features are extracted: --layers, --batch-size, --max-memory, --pool."""
     group = parser.add_argument_group("layers and extraction")
     group.add_argument("--layers", type=layer_spec, default="auto",
                        help="'auto', names, glob patterns or indices into the auto points, comma-separated "
@@ -165,26 +168,71 @@ def add_extraction_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=positive, default=256, help="samples per forward pass (default 256)")
     group.add_argument("--max-memory", type=memory, default="2G",
                        help="memory for features held at once; layers are extracted in groups that fit (default 2G)")
+    group.add_argument("--pool", choices=["auto", "cls", "mean", "last", "flatten"], default="auto",
+                       help="how a 3-D (batch, tokens, hidden) layer output becomes one vector per sample: auto (the "
+                       "model's own: CLS for BERT-like encoders, last token for decoders, else masked mean; flatten "
+                       "for non-token models), cls, mean, last, flatten; other outputs are flattened (default auto)")
+
+
+def arch_arg(text: str) -> tuple[str, object]:
+    """``--arch-arg KEY=VALUE``: another builder argument (not one that has its own option)."""
+    key, value = key_value(text)
+    if key in ("num_classes", "in_channels", "width", "pretrained", "hf_task"):
+        raise argparse.ArgumentTypeError(f"pass {key} as --{key.replace('_', '-')}, not --arch-arg")
+    return key, value
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help="architecture name (see layermod.models), or module:function / file.py:function "
-                       "returning an nn.Module; optional when --weights has a layermod sidecar")
+    group.add_argument("--model", help="architecture name (see `layermod models`), torchvision:NAME, timm:NAME, "
+                       "hf:DIR_OR_ID, or module:function / file.py:function returning an nn.Module; optional when "
+                       "--weights has a layermod sidecar")
     group.add_argument("--weights", help=".safetensors weights to load")
-    group.add_argument("--num-classes", type=int, help="classes of a built-in architecture (default 10)")
-    group.add_argument("--in-channels", type=int, help="input channels of a built-in architecture (default 1)")
+    group.add_argument("--num-classes", type=int, help="classes of a built-in architecture (default 10) or of a "
+                       "library model (its num_classes / num_labels)")
+    group.add_argument("--in-channels", type=int, help="input channels of a built-in architecture (default 1) or of "
+                       "a library model (timm in_chans, HF num_channels)")
     group.add_argument("--width", type=float, help="width multiplier of a built-in architecture (default 1)")
+    add_library_args(group)
     group.add_argument("--device", default="auto", help="torch device to run the model on (default auto: cuda when available)")
+
+
+def add_library_args(group: argparse._ArgumentGroup) -> None:
+    """--arch-arg, --pretrained and --hf-task (the model options beyond the registry's)."""
+    group.add_argument("--arch-arg", type=arch_arg, action="append", metavar="KEY=VALUE",
+                       help="another builder argument, repeatable (e.g. depth=2; img_size=32 for timm:vit_*; a config "
+                       "attribute for hf:); the value is read as JSON when it parses")
+    group.add_argument("--pretrained", action="store_true", help="load a torchvision:/timm:/hf: model's weights "
+                       "through its library (downloaded, or a local hf: directory's); default: random, seeded")
+    group.add_argument("--hf-task", help="the transformers Auto class of an hf: model: image-classification, "
+                       "text-classification, feature-extraction or text-generation (default: the config's "
+                       "architectures)")
 
 
 def add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", required=required,
                        help="fashion-mnist, mnist, digits, cifar10, cifar100, folder:PATH (one folder per class), "
-                       "a .npz file with arrays X and y, or module:function")
-    group.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
-    group.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache)")
+                       "torchvision:NAME (CIFAR10, MNIST, ... under --data-dir), hf:NAME_OR_DIR (a datasets set: "
+                       "a save_to_disk folder or a hub name), a .csv/.tsv/.json/.jsonl/.parquet file of texts and "
+                       "labels, a .npz file with arrays X and y, or module:function")
+    group.add_argument("--split", default="test", help="dataset split: train or test (default test); an hf: set "
+                       "any split it has, e.g. validation")
+    group.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache); "
+                       "torchvision's root for torchvision:NAME")
+    group.add_argument("--text-column", default="text", help="column of the texts (or an hf: set's images) in a "
+                       "table file or hf: set (default text)")
+    group.add_argument("--label-column", default="label", help="column of the labels: class indices, or names "
+                       "numbered in sorted order (default label)")
+    group.add_argument("--max-length", type=positive, default=128,
+                       help="tokens per text: longer ones are cut, all padded to the longest (default 128)")
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`layermod.models.spec.resolve_data` beyond the dataset, split and folder:
+    the text options and the model whose tokenizer reads texts."""
+    return {"tokenizer": getattr(args, "model", None), "text_column": getattr(args, "text_column", "text"),
+            "label_column": getattr(args, "label_column", "label"), "max_length": getattr(args, "max_length", 128)}
 
 
 def load_model(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module, dict]:
@@ -192,8 +240,9 @@ def load_model(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module
     draws an untrained built-in model's weights."""
     from layermod.models.spec import resolve_model
 
-    arch_args = {"num_classes": args.num_classes, "in_channels": args.in_channels, "width": args.width}
-    model, description = resolve_model(args.model, args.weights, arch_args, seed=seed)
+    arch_args = {"num_classes": args.num_classes, "in_channels": args.in_channels, "width": args.width,
+                 "hf_task": args.hf_task, **dict(args.arch_arg or [])}
+    model, description = resolve_model(args.model, args.weights, arch_args, seed=seed, pretrained=args.pretrained)
     to_device(model, args.device)
     return model, description
 

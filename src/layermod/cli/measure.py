@@ -16,6 +16,7 @@ from layermod.cli.args import (
     add_extraction_args,
     add_measure_args,
     add_model_args,
+    data_options,
     key_value,
     layer_spec,
     load_model,
@@ -66,7 +67,7 @@ def _pixel_range(text: str) -> tuple[float, float]:
 
 def _extraction(args: argparse.Namespace) -> dict:
     """The keyword arguments of a measurement that say how features are extracted."""
-    return dict(batch_size=args.batch_size, max_bytes=args.max_memory, progress=not args.quiet)
+    return dict(batch_size=args.batch_size, max_bytes=args.max_memory, progress=not args.quiet, pool=args.pool)
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -74,19 +75,18 @@ def cmd_layers(args: argparse.Namespace) -> int:
     import torch
 
     from layermod.data.arrays import gather
-    from layermod.extract.features import model_device
     from layermod.extract.layers import auto_layers, trace_calls
     from layermod.models.spec import resolve_data
 
     model, _ = load_model(args)
     if args.dataset:
-        dataset, _ = resolve_data(args.dataset, args.split, args.data_dir)
+        dataset, _ = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
         example, _ = gather(dataset, list(range(min(2, len(dataset)))))
     elif args.input_shape:
         example = torch.zeros(2, *args.input_shape)
     else:
         raise LayermodError("pass --dataset or --input-shape C,H,W so the model can be run once")
-    calls = trace_calls(model, example.to(model_device(model)))
+    calls = trace_calls(model, example)  # moved to the model's device and dtype there
     try:
         auto = auto_layers(model, calls)
     except LayermodError:
@@ -116,7 +116,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
         check_method(args.view_method)  # a missing scikit-learn is found before the curve, not after
     graph, draws = measure_configs(args)
     model, model_description = load_model(args, draws.seed)
-    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir)
+    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
     curve = modularity_curve(model, dataset, layers=args.layers, graph=graph, draws=draws, **_extraction(args))
     curve = curve.with_config(**model_description, **data_description, data_dir=args.data_dir)
     if args.views:
@@ -138,7 +138,8 @@ def _save_views(args: argparse.Namespace, model: torch.nn.Module, dataset, curve
     graph = GraphConfig.from_dict(curve.config)
     per_class = args.view_per_class or min(args.n_per_class, 30)
     views = layer_views(model, dataset, pick_layers(curve.layers, args.views), n_per_class=per_class,
-                        seed=args.draw_seed, method=args.view_method, batch_size=args.batch_size, graph=graph)
+                        seed=args.draw_seed, method=args.view_method, batch_size=args.batch_size, graph=graph,
+                        pool=curve.config.get("pool", "auto"))
     config = {"method": args.view_method, "n_per_class": per_class, "seed": args.draw_seed, **graph.to_dict()}
     Views(views, getattr(dataset, "classes", None), config).save(args.out)
 
@@ -160,7 +161,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                           step_size=args.step_size, random_start=not args.no_random_start, seed=draws.seed,
                           options=dict(args.attack_arg or []))
     model, model_description = load_model(args, draws.seed)
-    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir)
+    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
     space = PixelSpace.from_normalization(getattr(dataset, "normalization", None), *args.pixel_range)
     config.validate(space)
     result = adversarial_curves(model, dataset, config, space, keep=args.keep, pool_per_class=args.pool_per_class,
@@ -212,7 +213,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         other, _ = resolve_model(args.model_b, args.weights_b, arch_args if args.model_b else None, seed=draws.seed + 1)
         to_device(other, args.device)
         names = (names[0], args.weights_b or args.model_b)
-    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir)
+    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
     comparison = compare_layers(model, dataset, other, layers=args.layers, layers_b=args.layers_b,
                                 unbiased=args.unbiased, names=names, graph=graph, draws=draws, **_extraction(args))
     comparison = replace(comparison, config={**comparison.config, **description, **data_description,

@@ -1,4 +1,5 @@
-"""Labelled image data: named datasets, image folders, ``.npz`` files, and class-balanced draws.
+"""Labelled data: named datasets, image folders, ``.npz`` files, text tables, ``hf:`` and ``torchvision:`` sets, and
+class-balanced draws.
 
 The modules, lowest first (each imports only those before it):
 
@@ -10,6 +11,9 @@ The modules, lowest first (each imports only those before it):
 * :mod:`~layermod.data.download`: the search order, the cache and downloads of named datasets;
 * :mod:`~layermod.data.idx`, :mod:`~layermod.data.cifar`, :mod:`~layermod.data.digits`,
   :mod:`~layermod.data.imagefolder`: the readers;
+* :mod:`~layermod.data.tabular` (CSV / JSON / JSON-lines / Parquet columns, Parquet read by the script
+  :mod:`~layermod.data.parquet_child`), :mod:`~layermod.data.text` (:class:`TokenDataset`, tokenisation),
+  :mod:`~layermod.data.hfdata` (``hf:`` sets), :mod:`~layermod.data.tvdata` (``torchvision:`` names);
 * :mod:`~layermod.data.datasets`: :data:`DATASETS` and :func:`load_dataset`.
 
 Code inside layermod imports from the defining module, never from this package.
@@ -22,6 +26,8 @@ from .draws import balanced_draws
 from .idx import read_idx
 from .imagefolder import IMAGE_SUFFIXES, load_image_folder
 from .npz import load_npz
+from .text import TokenDataset, load_text_file
 
-__all__ = ["ArrayDataset", "CIFAR_DATASETS", "DATASETS", "IMAGE_SUFFIXES", "as_dataset", "balanced_draws",
-           "dataset_labels", "gather", "load_cifar", "load_dataset", "load_image_folder", "load_npz", "read_idx"]
+__all__ = ["ArrayDataset", "CIFAR_DATASETS", "DATASETS", "IMAGE_SUFFIXES", "TokenDataset", "as_dataset",
+           "balanced_draws", "dataset_labels", "gather", "load_cifar", "load_dataset", "load_image_folder", "load_npz",
+           "load_text_file", "read_idx"]
