@@ -18,10 +18,16 @@ IDS = torch.randint(0, 100, (2, 8))
 
 
 @functools.cache
+def built(key: str):
+    """(model, example input) built once per test session."""
+    torch.manual_seed(0)
+    return BUILD[key]()
+
+
+@functools.cache
 def traced(key: str):
     """(model, calls, auto points) of a model built once per test session."""
-    torch.manual_seed(0)
-    model, x = BUILD[key]()
+    model, x = built(key)
     with torch.no_grad():
         calls = lm.trace_calls(model, x)
     with warnings.catch_warnings():
@@ -282,3 +288,18 @@ def test_calls_are_selected_by_name_and_pattern():
     assert lm.select_layers(model, f"{group}#1", calls) == [group]
     assert lm.select_layers(model, f"{group}#*", calls) == [f"{group}#{k}" for k in (2, 3, 4)]
     assert lm.select_layers(model, [1, -1], calls) == [group, f"{group}#4"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(BUILD))
+def test_a_curve_on_each_model(key):
+    """A whole curve on every family: one finite Q per auto point, measured where the trace found them."""
+    model, _, points = traced(key)
+    example = built(key)[1]
+    n = 12
+    x = (torch.randint(0, 100, (n, example.shape[1])) if not example.is_floating_point()
+         else torch.randn(n, *example.shape[1:]))
+    curve = lm.modularity_curve(model, (x, torch.arange(n) % 3), n_per_class=4, repeats=1, k=2, pool="mean"
+                                if not example.is_floating_point() else "auto", progress=False)
+    assert curve.layers == points
+    assert curve.values.shape == (1, len(points)) and torch.isfinite(torch.as_tensor(curve.values)).all()
