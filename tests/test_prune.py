@@ -9,8 +9,10 @@ from torch import nn
 from layermod import models
 from layermod.models.checkpoint import load_checkpoint, save_checkpoint
 from layermod.errors import LayermodError, PlanError
+from layermod.pruning.plans import method_order, select_units
 from layermod.pruning.units import (
     Unit,
+    angular_distances,
     apply_plan,
     block_influence,
     latency,
@@ -156,6 +158,29 @@ def test_block_influence():
     assert list(scores) == ["1", "2", "3", "4"]
     assert abs(scores["3"]) < 1e-9
     assert all(scores[n] > 1e-4 for n in ("1", "2", "4"))
+
+
+def test_angular_distance_finds_the_run_that_passes_its_input_on():
+    """Blocks 2 and 3 are identities (zeroed output layers): the run (2, 3) has distance 0 and every other run
+    more; a distance is arccos(cos)/pi of the run's input and output, averaged over samples (checked by hand)."""
+    model = residual_mlp(blocks=5)
+    with torch.no_grad():
+        for i in (2, 3):
+            model[i].fc2.weight.zero_()
+            model[i].fc2.bias.zero_()
+    x = torch.randn(12, 5)
+    units = removable_units(model, x)
+    runs = angular_distances(model, units, x, span=2, batch_size=5)
+    assert list(runs) == [("1", "2"), ("2", "3"), ("3", "4"), ("4", "5")]
+    assert abs(runs[("2", "3")]) < 1e-6 and all(d > 1e-3 for run, d in runs.items() if run != ("2", "3"))
+    with torch.no_grad():
+        run_in = model[0](x).double()
+        run_out = model[2](model[1](model[0](x))).double()
+    cos = nn.functional.cosine_similarity(run_in, run_out).clamp(-1, 1)
+    assert runs[("1", "2")] == pytest.approx(float((torch.arccos(cos) / torch.pi).mean()), abs=1e-9)
+    order = method_order("angular", units, angular=runs)
+    assert order[:2] == ["2", "3"] and sorted(order) == ["1", "2", "3", "4", "5"]
+    assert select_units(order, units, 2) == ["2", "3"]
 
 
 def test_pruned_checkpoint_round_trip(tmp_path):

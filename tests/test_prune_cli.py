@@ -27,7 +27,7 @@ def test_prune_writes_plan_comparison_and_a_loadable_pruned_checkpoint(tmp_path,
     plan = json.loads((out / "plan.json").read_text())
     assert len(plan["remove"]) == 2 and plan["method"] == "modularity"
     rows = {row["method"]: row for row in json.loads((out / "comparison.json").read_text())["rows"]}
-    assert set(rows) == {"none", "modularity", "steepest", "cosine", "random", "first", "last"}
+    assert set(rows) == {"none", "modularity", "steepest", "cosine", "angular", "random", "first", "last"}
     assert rows["none"]["n_removed"] == 0
     assert rows["modularity"]["layers_removed"] == plan["remove"]
     assert rows["first"]["layers_removed"] == ["layer1.0", "layer1.1"]
@@ -38,7 +38,7 @@ def test_prune_writes_plan_comparison_and_a_loadable_pruned_checkpoint(tmp_path,
             assert row["n_removed"] == 2 and row["params"] < rows["none"]["params"]
             assert row["flops"] < rows["none"]["flops"]
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
-    assert len((out / "comparison.csv").read_text().splitlines()) == 8
+    assert len((out / "comparison.csv").read_text().splitlines()) == 1 + len(rows)  # header + one row per method
     assert "| modularity | 2 |" in (out / "comparison.md").read_text()
     pruned, meta = load_checkpoint(out / "pruned.safetensors")
     assert meta["plan"]["remove"] == plan["remove"]

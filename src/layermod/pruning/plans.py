@@ -10,6 +10,8 @@ their stage that always stay), see :class:`layermod.pruning.units.Unit`.
   - ``modularity``: smallest modularity increment first (drops, then plateaus): the paper's criterion;
   - ``steepest``: largest increment first, the opposite choice, to test whether losing Q costs accuracy;
   - ``cosine``: smallest block influence ``1 - cos(input, output)`` first (the score used to prune LLM layers);
+  - ``angular``: the run of consecutive units of one stage, as many as the budget, with the smallest angular
+    distance between its input and its output (Gromov et al.), then the units of the next-closest runs;
   - ``random``: a seeded shuffle, a new one per seed;
   - ``first`` / ``last``: the earliest / the deepest units;
   - ``none``: nothing removed: the original model, as the reference (it has no order).
@@ -44,7 +46,7 @@ from layermod.measure.config import DrawConfig, GraphConfig
 
 __all__ = ["METHODS", "Plan", "budget_for_params", "method_order", "rank_by_increment", "select_units"]
 
-METHODS = ("none", "modularity", "steepest", "cosine", "random", "first", "last")
+METHODS = ("none", "modularity", "steepest", "cosine", "angular", "random", "first", "last")
 
 
 def _units_by_name(units: Iterable) -> dict:
@@ -87,11 +89,16 @@ def method_order(
     verdicts: Sequence[Verdict] | None = None,
     influence: dict[str, float] | None = None,
     seed: int = 0,
+    angular: dict[tuple[str, ...], float] | None = None,
 ) -> list[str]:
     """Unit names in the order ``method`` would remove them (see the module doc); ``verdicts`` for
     ``modularity`` and ``steepest``, ``influence`` (unit name -> block influence) for ``cosine``, ``seed`` for
-    ``random``."""
+    ``random``, ``angular`` (run of unit names -> angular distance) for ``angular``."""
     names = [unit.name for unit in units]
+    if method == "angular":
+        runs = sorted(angular, key=lambda run: angular[run])  # stable: ties keep forward order
+        ordered = list(dict.fromkeys(name for run in runs for name in run))
+        return ordered + [name for name in names if name not in ordered]
     if method == "modularity":
         return rank_by_increment(verdicts, units)
     if method == "steepest":

@@ -34,7 +34,7 @@ from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, 
 from layermod.io.rundir import COMPARISON_CSV, COMPARISON_JSON, COMPARISON_MD, COMPARISON_PNG
 from layermod.io.validate import literal_text, mapping, names, number, numbers, required, shorten
 from layermod.pruning.plans import METHODS, method_order, select_units
-from layermod.pruning.units import Unit, apply_plan, block_influence, latency, model_cost
+from layermod.pruning.units import Unit, angular_distances, apply_plan, block_influence, latency, model_cost
 from layermod.training.train import TrainConfig, evaluate, train
 
 __all__ = ["PruningComparison", "compare_methods"]
@@ -82,7 +82,11 @@ def compare_methods(
     for method in methods:
         if method not in METHODS:
             raise PlanError(f"unknown pruning method {method!r}; use {', '.join(METHODS)}")
-    influence = block_influence(model, units, _probe_inputs(test_data)) if "cosine" in methods else None
+    probe = _probe_inputs(test_data) if {"cosine", "angular"} & set(methods) else None
+    influence = block_influence(model, units, probe) if "cosine" in methods else None
+    angular = None
+    if "angular" in methods:  # runs as long as the budget; single units when no stage is that long
+        angular = angular_distances(model, units, probe, budget) or angular_distances(model, units, probe, 1)
     timed = latency_batch if latency_batch is not None else example
     rows, finals = [], {}
     bar = tqdm(total=len(methods) * seeds, desc="prune + fine-tune", disable=None if progress else True)
@@ -94,7 +98,7 @@ def compare_methods(
             elif method == "modularity" and plan is not None:
                 remove = list(plan)
             else:
-                order = method_order(method, units, verdicts, influence, seed)
+                order = method_order(method, units, verdicts, influence, seed, angular)
                 remove = select_units(order, units, budget)
             pruned = apply_plan(model, remove, example) if remove else copy.deepcopy(model)
             pruned_accs.append(evaluate(pruned, test_data))
@@ -233,7 +237,7 @@ def _reinitialise(model: nn.Module, seed: int) -> None:
 
 
 def _probe_inputs(data: Dataset, n: int = 512) -> torch.Tensor:
-    """The first ``n`` inputs of ``data`` (N, ...), for the block-influence score."""
+    """The first ``n`` inputs of ``data`` (N, ...), for the block-influence and angular-distance scores."""
     from layermod.data.arrays import gather
 
     x, _ = gather(data, np.arange(min(n, len(data))))
