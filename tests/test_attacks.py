@@ -413,7 +413,7 @@ def test_check_allows_rounding_but_not_more():
 def test_missing_torchattacks_says_how_to_install(trained, monkeypatch):
     model, inputs, labels = trained
     monkeypatch.setitem(sys.modules, "torchattacks", None)
-    with pytest.raises(AttackError, match=r"^torchattacks is not installed; .*pip install --no-deps torchattacks$"):
+    with pytest.raises(AttackError, match=r'^torchattacks is not installed; .*pip install "layermod\[attacks\]"$'):
         attack(model, inputs, labels, AttackConfig("torchattacks:FGSM", 0.1), SPACE)
 
 

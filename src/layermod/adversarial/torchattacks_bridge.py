@@ -3,7 +3,7 @@
 Decisions, on purpose:
 
 * **Optional.** ``torchattacks`` is imported only when such a method runs (an optional dependency; install it
-  with ``pip install --no-deps torchattacks``, since its metadata pulls torchvision).
+  with the ``attacks`` extra: ``pip install "layermod[attacks]"``).
 * **Unit pixels.** torchattacks assumes images in [0, 1], so it attacks a wrapper that takes pixels rescaled to
   [0, 1]; ``eps`` is rescaled the same way and passed when the class takes an ``eps`` argument, and
   ``options`` go to the class unchanged, in torchattacks' own units. For these methods ``norm`` only chooses
@@ -82,7 +82,7 @@ def _import_torchattacks() -> ModuleType:
     except ImportError as e:
         if e.name == "torchattacks":
             raise AttackError(
-                "torchattacks is not installed; install it with: pip install --no-deps torchattacks"
+                "torchattacks is not installed; install it with: pip install \"layermod[attacks]\""
             ) from None
         raise AttackError(
             f"torchattacks cannot be imported ({e}); install what it needs: pip install {e.name}"

@@ -259,7 +259,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     add_measure_args(attack)
     group = attack.add_argument_group("attack")
     group.add_argument("--method", default="pgd",
-                       help="fgsm, pgd, or torchattacks:NAME (e.g. torchattacks:CW; pip install --no-deps torchattacks)")
+                       help="fgsm, pgd, or torchattacks:NAME (e.g. torchattacks:CW; pip install \"layermod[attacks]\")")
     group.add_argument("--eps", type=float, default=0.3, help="budget in pixel units (default 0.3, the paper's)")
     group.add_argument("--norm", choices=["linf", "l2"], default="linf", help="budget norm (default linf)")
     group.add_argument("--steps", type=positive, default=40, help="PGD steps (default 40)")
