@@ -496,3 +496,13 @@ def test_hf_image_bomb_is_refused_before_decoding(tmp_path):
     with memory_limit(256 * MiB), pytest.raises(DatasetError) as err:
         resolve_data(f"hf:{tmp_path / 'bomb'}")
     assert_one_line(err, "declares 4000x4000 pixels", "decompression bomb")
+
+
+def test_training_on_texts_is_refused_in_one_line(tmp_path, rows, capsys):
+    from layermod.cli import main
+
+    csv = str(write_csv(tmp_path / "s.csv", *rows))
+    code = main(["train", "--model", "mlp", "--dataset", csv, "--test-dataset", csv, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "train takes images only" in err[0]
+    assert not (tmp_path / "run").exists()

@@ -217,9 +217,10 @@ class _ModelTokenizer:
         if self._loaded is None:
             given = self._given
             if given is None or (isinstance(given, str) and not given.startswith("hf:")):
-                model = "no model" if given is None else f"the model {given!r}"
-                raise DatasetError(f"texts need the tokenizer of an hf: model, and {model} has none; pass "
-                                   "--model hf:NAME_OR_DIR (or tokenizer= in the API)")
+                whose = "none was given" if given is None else f"the model {given[:80]!r} has none"
+                raise DatasetError(f"texts need the tokenizer of an hf: model and {whose}; measure them with "
+                                   "--model hf:NAME_OR_DIR (layermod train takes images only), or pass tokenizer= "
+                                   "in the API")
             if isinstance(given, str):
                 try:
                     from layermod.models.hub import load_tokenizer
