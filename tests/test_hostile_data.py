@@ -332,51 +332,32 @@ def tar_header(name: str, size: int, kind: bytes = tarfile.REGTYPE) -> bytes:
     return info.tobuf(tarfile.GNU_FORMAT)
 
 
-def test_archive_member_declaring_a_huge_size_is_refused(isolated):
+HOSTILE_ARCHIVES = {  # the bytes of a "cifar-10-python.tar.gz", and what its one-line refusal names
+    "a member declaring 64 GiB": (lambda: gzip.compress(tar_header("cifar-10-batches-py/test_batch", 2**36)
+                                                        + bytes(4096)),
+                                  ["test_batch", "68719476736 bytes", "download it again"]),
+    "an extended header declaring 8 GiB": (lambda: gzip.compress(tar_header("pax", 2**33, tarfile.XHDTYPE)
+                                                                 + bytes(4096)),
+                                           ["8589934592", "download it again"]),
+    # 256 MiB of real zeros in a 260 kB archive: refused before it is inflated
+    "a gzip bomb member": (lambda: gzip.compress(tar_header("cifar-10-batches-py/test_batch", 256 * MiB))
+                           + zero_members(256), ["test_batch", "268435456 bytes"]),
+    "a plain tar member larger than the file": (lambda: tar_header("cifar-10-batches-py/test_batch", 2**30)
+                                                + bytes(4096), ["test_batch", "1073741824 bytes"]),
+    "too many members": (lambda: gzip.compress(b"".join(tar_header(f"junk{i}", 0)
+                                                        for i in range(C._MAX_ARCHIVE_MEMBERS + 1)) + bytes(1024)),
+                         [f"more than {C._MAX_ARCHIVE_MEMBERS} members"]),
+}
+
+
+@pytest.mark.parametrize("content, fragments", HOSTILE_ARCHIVES.values(), ids=HOSTILE_ARCHIVES.keys())
+def test_hostile_archive_is_refused_before_it_is_read(isolated, content, fragments):
     path = isolated / "d" / "cifar-10-python.tar.gz"
     path.parent.mkdir()
-    path.write_bytes(gzip.compress(tar_header("cifar-10-batches-py/test_batch", 2**36) + bytes(4096)))
+    path.write_bytes(content())
     with memory_limit(LIMIT), pytest.raises(DatasetError) as err:
         load_dataset("cifar10", data_dir=path.parent)
-    refused(err, str(path), "test_batch", "68719476736 bytes", "download it again")
-
-
-def test_archive_extended_header_declaring_a_huge_size_is_refused(isolated):
-    path = isolated / "d" / "cifar-10-python.tar.gz"
-    path.parent.mkdir()
-    path.write_bytes(gzip.compress(tar_header("pax", 2**33, tarfile.XHDTYPE) + bytes(4096)))
-    with memory_limit(LIMIT), pytest.raises(DatasetError) as err:
-        load_dataset("cifar10", data_dir=path.parent)
-    refused(err, str(path), "8589934592", "download it again")
-
-
-def test_archive_gzip_bomb_member_is_refused(isolated):
-    """A member of 256 MiB real zeros in a 260 kB archive: refused before it is inflated."""
-    path = isolated / "d" / "cifar-10-python.tar.gz"
-    path.parent.mkdir()
-    path.write_bytes(gzip.compress(tar_header("cifar-10-batches-py/test_batch", 256 * MiB)) + zero_members(256))
-    with memory_limit(LIMIT), pytest.raises(DatasetError) as err:
-        load_dataset("cifar10", data_dir=path.parent)
-    refused(err, str(path), "test_batch", "268435456 bytes")
-
-
-def test_plain_tar_member_larger_than_the_file_is_refused(isolated):
-    path = isolated / "d" / "cifar-10-python.tar.gz"
-    path.parent.mkdir()
-    path.write_bytes(tar_header("cifar-10-batches-py/test_batch", 2**30) + bytes(4096))
-    with memory_limit(LIMIT), pytest.raises(DatasetError) as err:
-        load_dataset("cifar10", data_dir=path.parent)
-    refused(err, str(path), "test_batch", "1073741824 bytes")
-
-
-def test_archive_with_too_many_members_is_refused(isolated):
-    path = isolated / "d" / "cifar-10-python.tar.gz"
-    path.parent.mkdir()
-    junk = b"".join(tar_header(f"junk{i}", 0) for i in range(C._MAX_ARCHIVE_MEMBERS + 1))
-    path.write_bytes(gzip.compress(junk + bytes(1024)))
-    with pytest.raises(DatasetError) as err:
-        load_dataset("cifar10", data_dir=path.parent)
-    refused(err, str(path), f"more than {C._MAX_ARCHIVE_MEMBERS} members")
+    refused(err, str(path), *fragments)
 
 
 # ---------------------------------------------------------------- image folders
