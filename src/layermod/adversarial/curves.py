@@ -20,7 +20,6 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from layermod.analysis.curve import DEFAULT_MAX_BYTES, Curve, modularity_curve
 from layermod.data.arrays import as_dataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
 from layermod.errors import AttackError
-from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv
+from layermod.io.files import ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.rundir import ATTACK_CSV, ATTACK_JSON, ATTACK_PNG
 from layermod.analysis.redundancy import paired_difference
 from layermod.extract.layers import LayerSpec
@@ -172,8 +171,7 @@ class AdversarialCurves:
         write_csv(out / ATTACK_CSV, ["index", "layer", "clean_mean", "clean_std", "attacked_mean", "attacked_std",
                                      "gap", "gap_se"],
                   ([i, name, *(float(column[i]) for column in columns)] for i, name in enumerate(self.clean.layers)))
-        with atomic_path(out / ATTACK_JSON) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        write_json(out / ATTACK_JSON, self.to_dict())
         return out
 
 

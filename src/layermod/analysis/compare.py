@@ -14,7 +14,6 @@ draw (for 20 layers, 5 draws of 500 samples: 200 MB, and as much again while the
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from layermod.analysis.curve import Curve, modularity_curve
-from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, write_csv
+from layermod.io.files import ensure_writable_dir, read_json_file, write_csv, write_json
 from layermod.io.rundir import CKA_CSV, COMPARE_JSON, COMPARE_PNG, D_CSV
 from layermod.measure.similarity import cka_matrix, layer_grams, modularity_difference, plot_heatmaps
 from layermod.io.validate import mapping, names, numbers, required, within
@@ -107,8 +106,7 @@ class LayerComparison:
         for name, matrix in ((D_CSV, self.d), (CKA_CSV, self.cka)):
             write_csv(out / name, ["layer", *self.curve_b.layers],
                       ([row_name, *map(float, row)] for row_name, row in zip(self.curve_a.layers, matrix)))
-        with atomic_path(out / COMPARE_JSON) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        write_json(out / COMPARE_JSON, self.to_dict())
         return out
 
 

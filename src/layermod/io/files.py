@@ -34,7 +34,7 @@ T = TypeVar("T")
 MAX_JSON_BYTES = 128 * 2**20  # the largest JSON file read: far above any result layermod writes
 
 __all__ = ["MAX_JSON_BYTES", "atomic_path", "check_writable_dir", "csv_text", "ensure_writable_dir", "read_json_file",
-           "save_png", "write_csv"]
+           "save_png", "write_csv", "write_json"]
 
 
 @contextlib.contextmanager
@@ -120,6 +120,13 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """Write :func:`csv_text` of ``header`` and ``rows`` to ``path``, whole or not at all."""
     text = csv_text(header, rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, data: object) -> None:
+    """Write ``data`` as indented JSON to ``path``, whole or not at all (a result's source of truth)."""
+    text = json.dumps(data, indent=2)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

@@ -26,7 +26,6 @@ their stage that always stay), see :class:`layermod.pruning.units.Unit`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
@@ -39,7 +38,7 @@ import numpy as np
 from layermod.analysis.redundancy import VERDICTS, Verdict
 from layermod.errors import PlanError
 from layermod.pruning.units import Unit
-from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file
+from layermod.io.files import ensure_writable_dir, read_json_file, write_json
 from layermod.io.rundir import PLAN_JSON
 from layermod.io.validate import MAX_ITEMS, mapping, names, number, required, shorten, text
 from layermod.measure.config import DrawConfig, GraphConfig
@@ -241,8 +240,7 @@ class Plan:
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write ``plan.json`` into ``out_dir`` (created), whole or not at all; returns the directory."""
         out = ensure_writable_dir(out_dir)
-        with atomic_path(out / PLAN_JSON) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        write_json(out / PLAN_JSON, self.to_dict())
         return out
 
 

@@ -16,7 +16,6 @@ written as ``comparison.json`` (the source of truth) with ``.csv``, ``.md`` and 
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 
 from layermod.analysis.redundancy import Verdict
 from layermod.errors import PlanError
-from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv
+from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.rundir import COMPARISON_CSV, COMPARISON_JSON, COMPARISON_MD, COMPARISON_PNG
 from layermod.io.validate import literal_text, mapping, names, number, numbers, required, shorten
 from layermod.pruning.plans import METHODS, method_order, select_units
@@ -182,8 +181,7 @@ class PruningComparison:
         with atomic_path(out / COMPARISON_MD) as tmp:
             tmp.write_text(self.markdown())
         self.plot(out / COMPARISON_PNG)
-        with atomic_path(out / COMPARISON_JSON) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        write_json(out / COMPARISON_JSON, self.to_dict())
         return out
 
     @literal_text
