@@ -10,8 +10,8 @@ import layermod
 
 PACKAGE = Path(layermod.__file__).parent
 # lowest first: a module may import its own room and the rooms before it, never one after it
-ROOMS = ["errors", "coerce", "io", "parallel", "data", "models", "extract", "measure", "analysis", "training",
-         "integrations", "adversarial", "pruning", "sweep", "report", "demo", "cli"]
+ROOMS = ["errors", "coerce", "io", "data", "models", "extract", "measure", "analysis", "training", "sweep",
+         "adversarial", "pruning", "report", "demo", "cli"]
 MAX_LINES = 500
 
 
