@@ -10,15 +10,8 @@ from layermod import models
 from layermod.models.checkpoint import load_checkpoint, save_checkpoint
 from layermod.errors import LayermodError, PlanError
 from layermod.pruning.plans import method_order, select_units
-from layermod.pruning.units import (
-    Unit,
-    angular_distances,
-    apply_plan,
-    block_influence,
-    latency,
-    model_cost,
-    removable_units,
-)
+from layermod.pruning.scores import angular_distances, block_influence
+from layermod.pruning.units import Unit, apply_plan, latency, model_cost, removable_units
 
 
 class ResidualMLP(nn.Module):
@@ -178,7 +171,7 @@ def test_angular_distance_finds_the_run_that_passes_its_input_on():
         run_out = model[2](model[1](model[0](x))).double()
     cos = nn.functional.cosine_similarity(run_in, run_out).clamp(-1, 1)
     assert runs[("1", "2")] == pytest.approx(float((torch.arccos(cos) / torch.pi).mean()), abs=1e-9)
-    order = method_order("angular", units, angular=runs)
+    order = method_order("angular", units, scores={"angular": runs})
     assert order[:2] == ["2", "3"] and sorted(order) == ["1", "2", "3", "4", "5"]
     assert select_units(order, units, 2) == ["2", "3"]
 

@@ -27,7 +27,8 @@ def test_prune_writes_plan_comparison_and_a_loadable_pruned_checkpoint(tmp_path,
     plan = json.loads((out / "plan.json").read_text())
     assert len(plan["remove"]) == 2 and plan["method"] == "modularity"
     rows = {row["method"]: row for row in json.loads((out / "comparison.json").read_text())["rows"]}
-    assert set(rows) == {"none", "modularity", "steepest", "cosine", "angular", "random", "first", "last"}
+    assert set(rows) == {"none", "modularity", "steepest", "cosine", "angular", "cka", "reinit", "random", "first",
+                         "last"}
     assert rows["none"]["n_removed"] == 0
     assert rows["modularity"]["layers_removed"] == plan["remove"]
     assert rows["first"]["layers_removed"] == ["layer1.0", "layer1.1"]

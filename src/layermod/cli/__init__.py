@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     measure.add_parsers(commands)
     report.add_parsers(commands)
-    prune.add_parser(commands)
+    prune.add_parsers(commands)
     train.add_parsers(commands)
     return parser
 

@@ -1,4 +1,4 @@
-"""``layermod prune``: parse, call :mod:`layermod.pruning.run` step by step, print.
+"""``layermod prune`` and ``layermod prune-study``: parse, call :mod:`layermod.pruning.run` step by step, print.
 
 The plan is printed (with the verdicts behind it) before the fine-tuning starts; ``--plan-only`` stops there.
 The curve, when measured now, takes the shared graph and draw options of :mod:`layermod.cli.args`.
@@ -10,7 +10,7 @@ import argparse
 
 from layermod.cli.args import add_data_args, add_measure_args, measure_configs, positive
 
-__all__ = ["add_parser"]
+__all__ = ["add_parsers"]
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -46,11 +46,94 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune_study(args: argparse.Namespace) -> int:
+    """Compare every pruning method at budgets matched by FLOPs and by parameters, retrained from the trained
+    weights and from scratch, over seeds; write matched.json/.csv/.md and the Pareto figures."""
+    from dataclasses import replace
+
+    from layermod.analysis.redundancy import find_redundant
+    from layermod.io.files import check_writable_dir
+    from layermod.io.rundir import MATCHED_JSON, MATCHED_MD
+    from layermod.pruning.run import FINETUNE, matched_study, prepare, target_curve
+
+    check_writable_dir(args.out)
+    target = prepare(args.weights, args.dataset, args.data_dir)
+    if not target.units:
+        print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
+        return 0
+    graph, draws = measure_configs(args)
+    verdicts = find_redundant(target_curve(target, args.curve, graph, draws, not args.quiet), z=args.z,
+                              min_gain=args.min_gain)
+    finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
+    scratch = replace(finetune, epochs=args.scratch_epochs, lr=args.scratch_lr)
+    comparison = matched_study(target, args.out, verdicts, finetune, scratch, train_subset=args.train_subset,
+                               test_subset=args.test_subset, progress=not args.quiet, budgets=args.budgets,
+                               matches=args.match, retrains=args.retrain, methods=args.methods, seeds=args.seeds)
+    print(comparison.markdown())
+    print(f"wrote {args.out}/{MATCHED_JSON}, {MATCHED_MD} and the Pareto figures")
+    return 0
+
+
 def _methods(text: str) -> list[str]:
     return [method.strip() for method in text.split(",") if method.strip()]
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def _shares(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.1,0.2,0.3")
+    if not values or not all(0 < value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"budgets are shares in (0, 1), e.g. 0.1,0.2,0.3,0.4; got {text!r}")
+    return values
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """The ``prune`` and ``prune-study`` commands."""
+    _add_prune(commands)
+    _add_study(commands)
+
+
+def _add_study(commands: argparse._SubParsersAction) -> None:
+    from layermod.pruning.budgets import BUDGETS
+    from layermod.pruning.pareto import MATCHES, RETRAINS
+    from layermod.pruning.plans import METHODS
+    from layermod.pruning.run import FINETUNE
+
+    study = commands.add_parser("prune-study", help="every pruning method at matched FLOPs / parameter budgets",
+                                description=cmd_prune_study.__doc__)
+    study.add_argument("--weights", required=True, help="a layermod checkpoint (.safetensors with its sidecar)")
+    add_data_args(study, required=False)
+    study.add_argument("--curve", help="curve.json measured on this checkpoint (default: measure it now)")
+    add_measure_args(study, title="graph and draws of the curve measured now")
+    study.add_argument("--z", type=float, default=2.0, help="plateau band in standard errors of the increment")
+    study.add_argument("--min-gain", type=float, default=0.005, help="increments below this are negligible")
+    study.add_argument("--budgets", type=_shares, default=list(BUDGETS),
+                       help=f"shares of the cost to remove (default {','.join(map(str, BUDGETS))})")
+    study.add_argument("--match", type=_methods, default=list(MATCHES),
+                       help=f"costs the budgets are shares of: {','.join(MATCHES)} (default both)")
+    study.add_argument("--retrain", type=_methods, default=list(RETRAINS),
+                       help=f"{','.join(RETRAINS)}: from the trained weights and/or from scratch (default both)")
+    study.add_argument("--methods", type=_methods, default=list(METHODS), help="methods compared (default: all)")
+    study.add_argument("--seeds", type=positive, default=3, help="seeds per network and retraining (default 3)")
+    study.add_argument("--finetune-epochs", type=positive, default=FINETUNE.epochs,
+                       help=f"epochs of retraining from the trained weights (default {FINETUNE.epochs})")
+    study.add_argument("--finetune-lr", type=float, default=FINETUNE.lr,
+                       help=f"its learning rate, {FINETUNE.schedule} schedule (default {FINETUNE.lr:g})")
+    study.add_argument("--scratch-epochs", type=positive, default=3, help="epochs of training from scratch (default 3)")
+    study.add_argument("--scratch-lr", type=float, default=0.05, help="its learning rate (default 0.05)")
+    study.add_argument("--batch-size", type=positive, default=FINETUNE.batch_size,
+                       help=f"retraining batch size (default {FINETUNE.batch_size})")
+    study.add_argument("--train-subset", type=int, default=0,
+                       help="retrain on a class-balanced subset of N training samples (default 0: all)")
+    study.add_argument("--test-subset", type=int, default=0,
+                       help="evaluate on a class-balanced subset of N test samples (default 0: all)")
+    study.add_argument("--out", required=True, help="run directory")
+    study.add_argument("--quiet", action="store_true", help="no progress bars")
+    study.set_defaults(func=cmd_prune_study)
+
+
+def _add_prune(commands: argparse._SubParsersAction) -> None:
     """The ``prune`` command."""
     from layermod.pruning.plans import METHODS
     from layermod.pruning.run import FINETUNE

@@ -41,8 +41,12 @@ __all__ = [
     "EMBEDDING_PNG",
     "EVAL_JSON",
     "LAST",
+    "MATCHED_CSV",
+    "MATCHED_JSON",
+    "MATCHED_MD",
     "METRICS_CSV",
     "OPTIMIZER",
+    "PARETO_PNG",
     "PLAN_JSON",
     "PRUNED",
     "REPORT_HTML",
@@ -84,6 +88,12 @@ COMPARISON_JSON = "comparison.json"
 COMPARISON_CSV = "comparison.csv"
 COMPARISON_MD = "comparison.md"
 COMPARISON_PNG = "comparison.png"
+# `layermod prune-study`: every method at budgets matched by FLOPs and by parameters, over seeds
+# (pruning.pareto.MatchedComparison); one Pareto figure per matched cost
+MATCHED_JSON = "matched.json"
+MATCHED_CSV = "matched.csv"
+MATCHED_MD = "matched.md"
+PARETO_PNG = {"flops": "pareto-flops.png", "params": "pareto-params.png"}
 # `layermod eval --out`: the accuracy of a checkpoint (training.evaluation.Evaluation)
 EVAL_JSON = "eval.json"
 # `layermod demo`: the page over its run directory

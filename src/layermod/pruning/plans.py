@@ -12,11 +12,16 @@ their stage that always stay), see :class:`layermod.pruning.units.Unit`.
   - ``cosine``: smallest block influence ``1 - cos(input, output)`` first (the score used to prune LLM layers);
   - ``angular``: the run of consecutive units of one stage, as many as the budget, with the smallest angular
     distance between its input and its output (Gromov et al.), then the units of the next-closest runs;
+  - ``cka``: largest linear CKA between a unit's input and output first (redundancy with its neighbour);
+  - ``reinit``: smallest accuracy drop (then loss rise) when the unit alone is re-initialised first, in the
+    spirit of SR-init;
   - ``random``: a seeded shuffle, a new one per seed;
   - ``first`` / ``last``: the earliest / the deepest units;
   - ``none``: nothing removed: the original model, as the reference (it has no order).
+  The scores behind ``cosine``, ``angular``, ``cka`` and ``reinit`` are measured by :mod:`layermod.pruning.scores`.
 * **Select.** :func:`select_units` walks an order and takes units while every stage keeps at least one unit;
-  :func:`budget_for_params` turns a share of the parameters into a number of units taken that way.
+  :func:`budget_for_params` turns a share of the parameters into a number of units taken that way, and
+  :func:`budget_for_cost` does the same for any per-unit cost (parameters or FLOPs).
 * **Plan file.** A :class:`Plan` (the units chosen, the method, the budget and the verdicts behind them) is
   written as an editable ``plan.json`` (:meth:`Plan.save`) and read back with :meth:`Plan.load`, which needs
   only a ``"remove"`` list of unit names: a plan edited by hand to ``{"remove": ["layer3.4"]}`` loads. What a
@@ -29,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,9 +48,13 @@ from layermod.io.rundir import PLAN_JSON
 from layermod.io.validate import MAX_ITEMS, mapping, names, number, required, shorten, text
 from layermod.measure.config import DrawConfig, GraphConfig
 
-__all__ = ["METHODS", "Plan", "budget_for_params", "method_order", "rank_by_increment", "select_units"]
+__all__ = ["METHODS", "SCORED", "Plan", "budget_for_cost", "budget_for_params", "method_order", "rank_by_increment",
+           "select_units"]
 
-METHODS = ("none", "modularity", "steepest", "cosine", "angular", "random", "first", "last")
+METHODS = ("none", "modularity", "steepest", "cosine", "angular", "cka", "reinit", "random", "first", "last")
+
+SCORED = ("cosine", "angular", "cka", "reinit")
+"""The methods whose order comes from a score measured on the trained model (:mod:`layermod.pruning.scores`)."""
 
 
 def _units_by_name(units: Iterable) -> dict:
@@ -86,24 +95,36 @@ def method_order(
     method: str,
     units: Sequence[Unit],
     verdicts: Sequence[Verdict] | None = None,
-    influence: dict[str, float] | None = None,
+    scores: Mapping[str, Mapping] | None = None,
     seed: int = 0,
-    angular: dict[tuple[str, ...], float] | None = None,
 ) -> list[str]:
-    """Unit names in the order ``method`` would remove them (see the module doc); ``verdicts`` for
-    ``modularity`` and ``steepest``, ``influence`` (unit name -> block influence) for ``cosine``, ``seed`` for
-    ``random``, ``angular`` (run of unit names -> angular distance) for ``angular``."""
+    """Unit names in the order ``method`` would remove them (see the module doc).
+
+    Args:
+        method: a name of :data:`METHODS` other than ``none``.
+        units: the model's removable units.
+        verdicts: the curve's verdicts, for ``modularity`` and ``steepest``.
+        scores: for a method of :data:`SCORED`, ``scores[method]``: unit name -> block influence (``cosine``),
+            CKA (``cka``) or (accuracy drop, loss rise) (``reinit``); run of unit names -> angular distance
+            (``angular``).
+        seed: the shuffle of ``random``.
+    """
+    if method in SCORED and (scores is None or method not in scores):
+        raise PlanError(f"method {method!r} needs its scores measured on the model (layermod.pruning.scores)")
+    score = scores[method] if method in SCORED else {}
     names = [unit.name for unit in units]
     if method == "angular":
-        runs = sorted(angular, key=lambda run: angular[run])  # stable: ties keep forward order
+        runs = sorted(score, key=lambda run: score[run])  # stable: ties keep forward order
         ordered = list(dict.fromkeys(name for run in runs for name in run))
         return ordered + [name for name in names if name not in ordered]
     if method == "modularity":
         return rank_by_increment(verdicts, units)
     if method == "steepest":
         return rank_by_increment(verdicts, units)[::-1]
-    if method == "cosine":
-        return sorted(names, key=lambda name: influence[name])
+    if method in ("cosine", "reinit"):
+        return sorted(names, key=lambda name: score[name])
+    if method == "cka":  # undefined CKA (a constant input or output) last: no evidence either way
+        return sorted(names, key=lambda name: -score[name] if math.isfinite(score[name]) else math.inf)
     if method == "random":
         return [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     if method == "first":
@@ -160,18 +181,26 @@ def select_units(order: Sequence[str], units: Iterable, budget: int) -> list[str
 def budget_for_params(order: Sequence[str], units: Iterable, fraction: float, total_params: int) -> int:
     """Smallest number of units, taken as :func:`select_units` takes them, whose params reach
     ``fraction * total_params`` (the share of the whole model's parameters to remove)."""
+    return budget_for_cost(order, units, fraction, total_params, lambda unit: unit.params, "parameters")
+
+
+def budget_for_cost(order: Sequence[str], units: Iterable, fraction: float, total: int,
+                    cost: Callable[[Unit], int], what: str = "cost") -> int:
+    """Smallest number of units, taken in ``order`` as :func:`select_units` takes them, whose summed ``cost``
+    (e.g. parameters, or the FLOPs of :func:`layermod.pruning.units.unit_costs`) reaches ``fraction * total``
+    (the share of the whole model's ``what`` to remove)."""
     if not 0 < fraction <= 1:
         raise PlanError(f"fraction must be in (0, 1], got {fraction}")
-    if total_params < 1:
-        raise PlanError(f"total_params must be positive, got {total_params}")
-    target = fraction * total_params
+    if total < 1:
+        raise PlanError(f"the model's total {what} must be positive, got {total}")
+    target = fraction * total
     freed = 0
     for count, unit in enumerate(_walk(order, _units_by_name(units)), start=1):
-        freed += unit.params
+        freed += cost(unit)
         if freed >= target:
             return count
-    raise PlanError(f"removing every removable unit frees {freed} of {total_params} parameters "
-                    f"({freed / total_params:.1%}), short of {fraction:.1%}; lower the fraction")
+    raise PlanError(f"removing every removable unit frees {freed} of {total} {what} "
+                    f"({freed / total:.1%}), short of {fraction:.1%}; lower the fraction")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ Three steps, so that a caller can show the plan before the long fine-tuning star
    (:func:`layermod.pruning.study.compare_methods`); written as ``comparison.json`` with its twins, and the
    ``modularity`` method's model as the pruned checkpoint.
 
+``layermod prune-study`` takes :func:`prepare`, :func:`target_curve` and :func:`matched_study`: every method at
+budgets matched by FLOPs and by parameters (:mod:`layermod.pruning.budgets`).
+
 Decisions, on purpose:
 
 * **The curve fits the model.** A curve read from a file must have been measured on this checkpoint's auto
@@ -35,7 +38,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from layermod.analysis.curve import Curve, modularity_curve
-from layermod.analysis.redundancy import find_redundant
+from layermod.analysis.redundancy import Verdict, find_redundant
 from layermod.data.arrays import gather
 from layermod.errors import LayermodError
 from layermod.extract.layers import auto_layers, trace_calls
@@ -44,12 +47,14 @@ from layermod.io.rundir import PRUNED
 from layermod.measure.config import DrawConfig, GraphConfig
 from layermod.models.checkpoint import read_sidecar, save_checkpoint
 from layermod.models.spec import resolve_data, resolve_model
+from layermod.pruning.budgets import matched_comparison
+from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.plans import METHODS, Plan, budget_for_params, method_order, select_units
 from layermod.pruning.study import PruningComparison, compare_methods
 from layermod.pruning.units import Unit, apply_plan, removable_units
 from layermod.training.train import TrainConfig, balanced_subset
 
-__all__ = ["FINETUNE", "PruneTarget", "choose_plan", "prepare", "prune_and_compare"]
+__all__ = ["FINETUNE", "PruneTarget", "choose_plan", "matched_study", "prepare", "prune_and_compare", "target_curve"]
 
 FINETUNE = TrainConfig(epochs=1, lr=0.01, batch_size=128, schedule="cosine", weight_decay=5e-4)
 """The default fine-tuning of every pruned model: one epoch of SGD, cosine schedule."""
@@ -135,13 +140,7 @@ def choose_plan(
     if sum(choice is not None for choice in (remove, target_params, plan)) != 1:
         raise LayermodError("give exactly one budget: a number of units, a share of the parameters, or a plan")
     model, example, units = target.model, target.example, target.units
-    if curve is not None:
-        measured = Curve.load(curve)
-        if measured.layers != auto_layers(model, trace_calls(model, example)):
-            raise LayermodError(f"the curve in {curve} was measured on other layers than this model's auto points; "
-                                "measure it on this checkpoint (drop --curve)")
-    else:
-        measured = modularity_curve(model, target.test_set, graph=graph, draws=draws, progress=progress)
+    measured = target_curve(target, curve, graph, draws, progress)
     verdicts = find_redundant(measured, z=z, min_gain=min_gain)
     if plan is not None:
         chosen = Plan.load(plan).remove
@@ -157,6 +156,51 @@ def choose_plan(
                   DrawConfig.from_dict(measured.config))
     result.save(out_dir)
     return result
+
+
+def target_curve(target: PruneTarget, curve: str | os.PathLike | None = None, graph: GraphConfig | None = None,
+                 draws: DrawConfig | None = None, progress: bool = False) -> Curve:
+    """The checkpoint's curve: read from ``curve`` (refused unless measured on the model's auto points), or
+    measured now on the test data with ``graph`` and ``draws``."""
+    if curve is None:
+        return modularity_curve(target.model, target.test_set, graph=graph, draws=draws, progress=progress)
+    measured = Curve.load(curve)
+    if measured.layers != auto_layers(target.model, trace_calls(target.model, target.example)):
+        raise LayermodError(f"the curve in {curve} was measured on other layers than this model's auto points; "
+                            "measure it on this checkpoint (drop --curve)")
+    return measured
+
+
+def matched_study(
+    target: PruneTarget,
+    out_dir: str | os.PathLike,
+    verdicts: Sequence[Verdict],
+    finetune: TrainConfig = FINETUNE,
+    scratch: TrainConfig | None = None,
+    *,
+    train_subset: int = 0,
+    test_subset: int = 0,
+    progress: bool = False,
+    **options,
+) -> MatchedComparison:
+    """Every method at budgets matched by FLOPs and by parameters, retrained every way over seeds
+    (:func:`layermod.pruning.budgets.matched_comparison`, which takes ``options``: budgets, matches, retrains,
+    methods, seeds); written into ``out_dir``.
+
+    Args:
+        target: from :func:`prepare`; verdicts: of its curve (:func:`target_curve`).
+        finetune, scratch: the two retrainings (``scratch`` defaults to ``finetune``).
+        train_subset, test_subset: retrain on / evaluate on class-balanced subsets of this many samples (0: all;
+            the test subset is the same for every network, seed 0).
+    """
+    train_set, _ = resolve_data(target.dataset, "train", target.data_dir, allow_import=target.trusted)
+    if train_subset:
+        train_set = balanced_subset(train_set, train_subset, 0)
+    test_set = balanced_subset(target.test_set, test_subset, 0) if test_subset else target.test_set
+    comparison = matched_comparison(target.model, target.units, train_set, test_set, verdicts, target.example,
+                                    finetune, scratch, progress=progress, **options)
+    comparison.save(ensure_writable_dir(out_dir))
+    return comparison
 
 
 def prune_and_compare(

@@ -32,11 +32,12 @@ from layermod.errors import PlanError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.rundir import COMPARISON_CSV, COMPARISON_JSON, COMPARISON_MD, COMPARISON_PNG
 from layermod.io.validate import literal_text, mapping, names, number, numbers, required, shorten
-from layermod.pruning.plans import METHODS, method_order, select_units
-from layermod.pruning.units import Unit, angular_distances, apply_plan, block_influence, latency, model_cost
+from layermod.pruning.plans import METHODS, SCORED, method_order, select_units
+from layermod.pruning.scores import method_scores
+from layermod.pruning.units import Unit, apply_plan, latency, model_cost
 from layermod.training.train import TrainConfig, evaluate, train
 
-__all__ = ["PruningComparison", "compare_methods"]
+__all__ = ["PruningComparison", "compare_methods", "probe_batch", "reinitialise"]
 
 _COLUMNS = ["method", "n_removed", "params", "macs", "flops", "latency_ms", "acc_pruned_mean", "acc_mean", "acc_std"]
 
@@ -81,11 +82,9 @@ def compare_methods(
     for method in methods:
         if method not in METHODS:
             raise PlanError(f"unknown pruning method {method!r}; use {', '.join(METHODS)}")
-    probe = _probe_inputs(test_data) if {"cosine", "angular"} & set(methods) else None
-    influence = block_influence(model, units, probe) if "cosine" in methods else None
-    angular = None
-    if "angular" in methods:  # runs as long as the budget; single units when no stage is that long
-        angular = angular_distances(model, units, probe, budget) or angular_distances(model, units, probe, 1)
+    scores = {}
+    if set(SCORED) & set(methods):  # runs of angular as long as the budget
+        scores = method_scores(model, units, methods, *probe_batch(test_data), span=budget)
     timed = latency_batch if latency_batch is not None else example
     rows, finals = [], {}
     bar = tqdm(total=len(methods) * seeds, desc="prune + fine-tune", disable=None if progress else True)
@@ -97,12 +96,12 @@ def compare_methods(
             elif method == "modularity" and plan is not None:
                 remove = list(plan)
             else:
-                order = method_order(method, units, verdicts, influence, seed, angular)
+                order = method_order(method, units, verdicts, scores, seed)
                 remove = select_units(order, units, budget)
             pruned = apply_plan(model, remove, example) if remove else copy.deepcopy(model)
             pruned_accs.append(evaluate(pruned, test_data))
             if from_scratch:
-                _reinitialise(pruned, seed)
+                reinitialise(pruned, seed)
             train(pruned, train_data, None, replace(finetune, seed=seed), progress=False)
             accs.append(evaluate(pruned, test_data))
             plans.append(remove)
@@ -226,7 +225,7 @@ def _row(i: int, row: object) -> dict:
     return dict(row)
 
 
-def _reinitialise(model: nn.Module, seed: int) -> None:
+def reinitialise(model: nn.Module, seed: int) -> None:
     """Fresh default initialisation of every layer that has one, seeded."""
     torch.manual_seed(seed)
     for module in model.modules():
@@ -234,9 +233,9 @@ def _reinitialise(model: nn.Module, seed: int) -> None:
             module.reset_parameters()
 
 
-def _probe_inputs(data: Dataset, n: int = 512) -> torch.Tensor:
-    """The first ``n`` inputs of ``data`` (N, ...), for the block-influence and angular-distance scores."""
+def probe_batch(data: Dataset, n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` samples of ``data``: inputs (n, ...) and labels (n,), the probe of the scored methods."""
     from layermod.data.arrays import gather
 
-    x, _ = gather(data, np.arange(min(n, len(data))))
-    return x
+    x, y = gather(data, np.arange(min(n, len(data))))
+    return x, torch.as_tensor(y)

@@ -28,12 +28,6 @@ Decisions, on purpose:
   which counts only matmul- and convolution-like operators (``mm``, ``addmm``, ``bmm``, ``convolution``,
   attention, ...) at 2 FLOPs per multiply-add; batch norm, activations, pooling and additions count 0. MACs are
   FLOPs // 2. A ``Linear(10, 20)`` on one sample is 400 FLOPs, 200 MACs.
-* **Block influence** (:func:`block_influence`) is ``1 - cos(input, output)`` per sample, flattened, averaged
-  over samples: the score used to prune transformer layers. A unit that returns its input scores 0.
-* **Angular distance** (:func:`angular_distances`) is ``arccos(cos(x_in, x_out)) / pi`` between the input of a
-  run of consecutive units of one stage and the run's output (Gromov et al., "The Unreasonable Ineffectiveness
-  of the Deeper Layers"): the run whose removal changes the least, chosen whole for a budget of that many
-  units. Both scores hold one batch's unit inputs and outputs at a time.
 """
 
 from __future__ import annotations
@@ -52,7 +46,7 @@ from layermod.models.units import remove_units, unknown_unit
 from layermod.errors import PlanError
 from layermod.extract.layers import auto_layers, first_tensor, trace_calls
 
-__all__ = ["Unit", "angular_distances", "apply_plan", "block_influence", "latency", "model_cost", "removable_units"]
+__all__ = ["Unit", "apply_plan", "latency", "model_cost", "removable_units", "unit_costs"]
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
 _ROOT = "<root>"
@@ -277,85 +271,16 @@ def latency(model: nn.Module, batch: torch.Tensor, repeats: int = 20, warmup: in
     return float(statistics.median(times))
 
 
-@torch.no_grad()
-def block_influence(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
-    """Mean over samples of ``1 - cos(unit input, unit output)`` (each flattened) for every unit.
+def unit_costs(model: nn.Module, units: Sequence[Unit], example: torch.Tensor) -> dict[str, dict[str, int]]:
+    """What removing each unit on its own saves: ``{unit name: {"params": int, "flops": int}}``.
 
-    Higher means the unit changes its input more; 0 means it passes it on (up to a positive scale).
-
-    Args:
-        model: the network; run in eval mode, its training mode restored afterwards.
-        units: units of ``model`` (e.g. :func:`removable_units`); each must keep its input's shape.
-        inputs: samples (N, ...) on the model's device, run in batches of ``batch_size``.
-
-    Returns:
-        ``{unit name: influence}`` in the order of ``units``.
-
-    Raises:
-        PlanError: a unit whose output shape differs from its input's.
+    ``flops`` is :func:`model_cost`'s count for one sample of ``example`` (B, ...) of the whole model minus that
+    of the model without the unit; ``params`` the unit's parameters. Both add up over a plan when units do not
+    share work, which holds for residual blocks and for the shape-keeping units :func:`removable_units` finds.
     """
-    runs = _run_scores(model, units, inputs, 1, lambda cos: 1.0 - cos, batch_size)
-    return {run[0]: score for run, score in runs.items()}
-
-
-def angular_distances(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, span: int,
-                      batch_size: int = 256) -> dict[tuple[str, ...], float]:
-    """Angular distance ``arccos(cos(x_in, x_out)) / pi`` across every run of ``span`` consecutive units of one
-    stage (Gromov et al.): ``x_in`` the first unit's input, ``x_out`` the last one's output, each flattened, the
-    distance averaged over samples. In [0, 1]; 0 means the run passes its input on (up to a positive scale).
-
-    Args and errors as :func:`block_influence`; ``span`` >= 1.
-
-    Returns:
-        ``{(unit names of the run): distance}`` in forward order; no run when no stage has ``span`` units.
-    """
-    return _run_scores(model, units, inputs, span, lambda cos: torch.arccos(cos.clamp(-1.0, 1.0)) / torch.pi,
-                       batch_size)
-
-
-def _runs(units: Sequence[Unit], span: int) -> list[tuple[str, ...]]:
-    """Every ``span`` consecutive units of one stage, in forward order."""
-    runs = []
-    for start in range(len(units) - span + 1):
-        members = units[start : start + span]
-        if len({unit.stage for unit in members}) == 1:
-            runs.append(tuple(unit.name for unit in members))
-    return runs
-
-
-def _run_scores(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, span: int, score,
-                batch_size: int) -> dict[tuple[str, ...], float]:
-    """Mean over samples of ``score(cos(first unit's input, last unit's output))`` for every run of ``span``
-    units (:func:`_runs`); one batch's unit inputs and outputs are held at a time."""
-    runs = _runs(units, span)
-    sums = dict.fromkeys(runs, 0.0)
-    ends: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def hook(name: str):
-        def record(_module, args, output):
-            x, y = first_tensor(args), first_tensor(output)
-            if x is None or y is None or x.shape != y.shape:
-                shapes = (_fmt(tuple(t.shape[1:])) if t is not None else "?" for t in (x, y))
-                raise PlanError(f"unit {name!r} changes shape {' -> '.join(shapes)}; block influence needs in == out")
-            ends[name] = (x.detach().flatten(1).double(), y.detach().flatten(1).double())
-
-        return record
-
-    needed = {name for run in runs for name in (run[0], run[-1])}
-    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in needed]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, len(inputs), batch_size):
-                ends.clear()
-                model(inputs[start : start + batch_size])
-                for run in runs:
-                    cos = nn.functional.cosine_similarity(ends[run[0]][0], ends[run[-1]][1], dim=1)
-                    sums[run] += float(score(cos).sum())
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    n = max(1, len(inputs))
-    return {run: total / n for run, total in sums.items()}
+    total = model_cost(model, example)["flops"]
+    saved = {}
+    for unit in units:
+        without = model_cost(remove_units(model, [unit.name]), example)["flops"]
+        saved[unit.name] = {"params": unit.params, "flops": total - without}
+    return saved

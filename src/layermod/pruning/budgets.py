@@ -1,0 +1,200 @@
+"""Pruning methods compared fairly: each removes the same share of FLOPs (or of parameters), over seeds.
+
+Removing the same *number* of layers is not a fair comparison: a late ResNet block holds 16 times the
+parameters of an early one, and a VGG conv's FLOPs depend on its stage. Here every method of
+:data:`~layermod.pruning.plans.METHODS` gets the same budget of a cost, at several budgets, and every pruned
+network is trained again the same way with several seeds.
+
+* **Costs.** :func:`~layermod.pruning.units.unit_costs` gives what each unit saves on its own (its parameters;
+  the model's FLOPs minus those without it). A budget ``f`` of cost ``c`` means: walk the method's order
+  (:func:`~layermod.pruning.plans.method_order`) under the stage rule and take units until they save at least
+  ``f`` of the model's ``c`` (:func:`~layermod.pruning.plans.budget_for_cost`). Methods overshoot by different
+  amounts, so every row records the share of FLOPs and of parameters it actually removed, measured on the
+  pruned model; the Pareto figures plot those.
+* **Angular distance at a cost.** Gromov et al. remove the run of ``n`` consecutive units closest to the
+  identity, with ``n`` fixed in advance; here ``n`` follows from the budget: the shortest run length whose
+  best run (and the runs after it) reaches the budget with at most ``n`` units.
+* **Retraining.** ``finetune``: from the surviving trained weights with the ``finetune`` config;
+  ``scratch``: a fresh seeded initialisation trained with the ``scratch`` config (as the paper retrained its
+  pruned networks). ``none`` (nothing removed) is trained the same ways, as the reference.
+* **Pairing.** Every run of seed ``s`` uses ``replace(config, seed=s)``: the same data order and
+  augmentation for every method, so methods can be compared seed by seed
+  (:mod:`layermod.measure.stats`); ``random`` draws its plan with the seed too.
+* **One run per distinct network.** Plans are deduplicated: when two methods or budgets choose the same units,
+  the network is trained once per seed and retraining and the result shared.
+* **Which data choose the plan.** The curve behind ``modularity``/``steepest`` and the probe of the scored
+  methods come from the caller; the probe defaults to a class-balanced draw of 512 training samples, so
+  the scores never see ``test_data``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from layermod.analysis.redundancy import Verdict
+from layermod.errors import PlanError
+from layermod.pruning.pareto import MATCHES, RETRAINS, MatchedComparison
+from layermod.pruning.plans import METHODS, SCORED, budget_for_cost, method_order, select_units
+from layermod.pruning.scores import angular_distances, method_scores
+from layermod.pruning.study import probe_batch, reinitialise
+from layermod.pruning.units import Unit, apply_plan, model_cost, unit_costs
+from layermod.training.train import TrainConfig, balanced_subset, evaluate, train
+
+__all__ = ["BUDGETS", "matched_comparison", "plan_at_budget"]
+
+BUDGETS = (0.1, 0.2, 0.3, 0.4)
+"""The default budgets: shares of the model's FLOPs (or parameters) to remove."""
+
+Job = tuple[tuple[str, ...], str, int]  # (units removed, retrain, seed)
+
+
+def plan_at_budget(
+    method: str,
+    units: Sequence[Unit],
+    costs: dict[str, dict[str, int]],
+    total: int,
+    fraction: float,
+    match: str,
+    verdicts: Sequence[Verdict] | None = None,
+    scores: dict | None = None,
+    seed: int = 0,
+    angular: Callable[[int], dict] | None = None,
+) -> list[str]:
+    """The units ``method`` removes to save ``fraction`` of the model's ``match`` cost.
+
+    Args:
+        method: a name of :data:`METHODS` other than ``none``.
+        units: the removable units; ``costs`` their :func:`~layermod.pruning.units.unit_costs`.
+        total: the whole model's ``match`` cost (parameters or FLOPs per sample).
+        fraction: in (0, 1].
+        match: ``"flops"`` or ``"params"``.
+        verdicts, scores, seed: as :func:`~layermod.pruning.plans.method_order` takes them.
+        angular: span -> angular distances of runs of that many units (for ``angular``).
+    """
+    if match not in MATCHES:
+        raise PlanError(f"unknown cost {match!r} to match; use {' or '.join(MATCHES)}")
+
+    def take(order: list[str]) -> list[str]:
+        count = budget_for_cost(order, units, fraction, total, lambda unit: costs[unit.name][match], match)
+        return select_units(order, units, count)
+
+    if method != "angular":
+        return take(method_order(method, units, verdicts, scores, seed))
+    if angular is None:
+        raise PlanError("method 'angular' needs its distances: pass angular=lambda span: angular_distances(...)")
+    longest = max(sum(1 for u in units if u.stage == unit.stage) for unit in units)
+    for span in range(1, longest + 1):
+        runs = angular(span)
+        if not runs:
+            break
+        chosen = take(method_order("angular", units, scores={"angular": runs}))
+        if len(chosen) <= span:
+            return chosen
+    return take(method_order("angular", units, scores={"angular": angular(1)}))
+
+
+def matched_comparison(
+    model: nn.Module,
+    units: Sequence[Unit],
+    train_data: Dataset,
+    test_data: Dataset,
+    verdicts: Sequence[Verdict],
+    example: torch.Tensor,
+    finetune: TrainConfig,
+    scratch: TrainConfig | None = None,
+    budgets: Sequence[float] = BUDGETS,
+    matches: Sequence[str] = MATCHES,
+    retrains: Sequence[str] = RETRAINS,
+    methods: Sequence[str] = METHODS,
+    seeds: int = 3,
+    probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: bool = True,
+) -> MatchedComparison:
+    """Every method at every budget of every matched cost, retrained every way with every seed.
+
+    Args:
+        model: the trained network (not modified).
+        units: its removable units (:func:`~layermod.pruning.units.removable_units`).
+        train_data, test_data: retraining data and held-out data.
+        verdicts: :func:`~layermod.analysis.redundancy.find_redundant` of the model's curve.
+        example: one input (1, ...) for counting FLOPs and checking shapes.
+        finetune: retraining from the trained weights; ``scratch``: from a fresh initialisation (default: the
+            ``finetune`` config). Their seeds are replaced by 0..seeds-1.
+        budgets: shares of the matched cost to remove, each in (0, 1).
+        matches: ``"flops"`` and/or ``"params"``; retrains: ``"finetune"`` and/or ``"scratch"``.
+        methods: names of :data:`METHODS` (``none`` is always run, as the reference).
+        seeds: runs per network and retraining, >= 1.
+        probe: (inputs (n, ...), labels (n,)) for the scored methods (default: a class-balanced draw of 512
+            training samples, seed 0).
+
+    Returns:
+        a :class:`~layermod.pruning.pareto.MatchedComparison` with one row per (method, match, budget,
+        retrain, seed).
+    """
+    _check(budgets, matches, retrains, methods, seeds)
+    scratch = finetune if scratch is None else scratch
+    methods = ["none", *(m for m in dict.fromkeys(methods) if m != "none")]
+    x, y = probe if probe is not None else probe_batch(balanced_subset(train_data, min(512, len(train_data))))
+    scores = method_scores(model, units, [m for m in methods if m in SCORED and m != "angular"], x, y)
+    spans: dict[int, dict] = {}
+
+    def angular(span: int) -> dict:
+        if span not in spans:
+            spans[span] = angular_distances(model, units, x, span)
+        return spans[span]
+
+    base = model_cost(model, example)
+    costs = unit_costs(model, units, example)
+    planned = []  # (method, match, budget, seed, removed)
+    for match in matches:
+        for seed in range(seeds):
+            planned.append(("none", match, 0.0, seed, ()))
+            for budget in budgets:
+                for method in methods[1:]:
+                    removed = plan_at_budget(method, units, costs, base[match], budget, match, verdicts, scores, seed,
+                                             angular)
+                    planned.append((method, match, budget, seed, tuple(removed)))
+    jobs = list(dict.fromkeys((removed, retrain, seed) for *_, seed, removed in planned for retrain in retrains))
+    before = {removed: evaluate(apply_plan(model, list(removed), example), test_data)
+              for removed in dict.fromkeys(job[0] for job in jobs)}
+    results = {}
+    for job in tqdm(jobs, desc="prune + retrain", disable=None if progress else True):
+        config = finetune if job[1] == "finetune" else scratch
+        results[job] = {**_run(model, job, config, train_data, test_data, example), "acc_pruned": before[job[0]]}
+    rows = [{"method": method, "match": match, "budget": budget, "retrain": retrain, "seed": seed,
+             "layers_removed": list(removed), "n_removed": len(removed), **results[(removed, retrain, seed)]}
+            for method, match, budget, seed, removed in planned for retrain in retrains]
+    config = {"budgets": list(budgets), "matches": list(matches), "retrains": list(retrains), "seeds": seeds,
+              "finetune": finetune.to_dict(), "scratch": scratch.to_dict(), "probe_samples": len(x)}
+    return MatchedComparison(rows, base, config)
+
+
+def _run(model: nn.Module, job: Job, config: TrainConfig, train_data: Dataset, test_data: Dataset,
+         example: torch.Tensor) -> dict:
+    """Prune, retrain, evaluate: ``{"params", "flops", "acc"}`` of one network."""
+    removed, retrain, seed = job
+    pruned = apply_plan(model, list(removed), example)
+    if retrain == "scratch":
+        reinitialise(pruned, seed)
+    train(pruned, train_data, None, replace(config, seed=seed), progress=False)
+    cost = model_cost(pruned, example)
+    return {"params": cost["params"], "flops": cost["flops"], "acc": evaluate(pruned, test_data)}
+
+
+def _check(budgets: Sequence[float], matches: Sequence[str], retrains: Sequence[str], methods: Sequence[str],
+           seeds: int) -> None:
+    if not budgets or not all(isinstance(b, (int, float)) and 0 < b < 1 for b in budgets):
+        raise PlanError(f"budgets must be shares of the cost in (0, 1), e.g. 0.1,0.2,0.3,0.4; got {list(budgets)}")
+    for given, known, what in ((matches, MATCHES, "cost to match"), (retrains, RETRAINS, "retraining"),
+                               (methods, METHODS, "pruning method")):
+        unknown = [value for value in given if value not in known]
+        if unknown or not given:
+            raise PlanError(f"unknown {what} {unknown[0] if unknown else 'list (empty)'!r}; use {', '.join(known)}")
+    if not isinstance(seeds, int) or seeds < 1:
+        raise PlanError(f"seeds must be an integer >= 1, got {seeds!r}")

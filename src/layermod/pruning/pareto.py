@@ -1,0 +1,256 @@
+"""The result of a matched-budget pruning study: accuracy against the share of FLOPs or parameters removed.
+
+A :class:`MatchedComparison` holds one row per (method, matched cost, budget, retraining, seed), as
+:func:`layermod.pruning.budgets.matched_comparison` measured them, and derives everything else from the rows:
+
+* :meth:`~MatchedComparison.summary`: per (match, retrain, budget, method) the mean and std over seeds of the
+  accuracy and of the shares removed, and the paired difference to ``modularity`` seed by seed
+  (:func:`layermod.measure.stats.paired_test`);
+* :meth:`~MatchedComparison.pooled`: per (match, retrain, method) the paired difference to ``modularity`` over
+  every budget and seed at once (pairs matched by budget and seed): the answer to "does the curve beat this rule
+  on this network";
+* :meth:`~MatchedComparison.plot`: one figure per matched cost, a panel per retraining, a line per method
+  (mean accuracy with std bars against the share actually removed), the unpruned reference dotted and the
+  Pareto front (the points no other point beats in both accuracy and share removed) in grey.
+
+Written as ``matched.json`` (rows, the model's cost, the settings; the source of truth), ``matched.csv`` (the
+rows), ``matched.md`` (the summary tables) and ``pareto-flops.png`` / ``pareto-params.png``.
+:meth:`MatchedComparison.load` checks every row and recomputes the summaries: nothing derived is read from the
+file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv, write_json
+from layermod.io.rundir import MATCHED_CSV, MATCHED_JSON, MATCHED_MD, PARETO_PNG
+from layermod.io.validate import MAX_ITEMS, literal_text, mapping, names, number, required, shorten
+from layermod.measure.stats import PairedTest, paired_test
+from layermod.pruning.plans import METHODS
+
+__all__ = ["MATCHES", "RETRAINS", "MatchedComparison"]
+
+MATCHES = ("flops", "params")
+RETRAINS = ("finetune", "scratch")
+_REFERENCE = "modularity"
+_COLUMNS = ["method", "match", "budget", "retrain", "seed", "n_removed", "params", "flops", "params_removed",
+            "flops_removed", "acc_pruned", "acc"]
+
+
+@dataclass(frozen=True)
+class MatchedComparison:
+    """Methods compared at matched budgets (see the module doc).
+
+    Attributes:
+        rows: dicts with method, match, budget, retrain, seed, layers_removed, n_removed, params, flops (of the
+            pruned model, per sample), acc_pruned (before retraining) and acc (after).
+        base: the unpruned model's ``{"params", "flops", "macs"}``.
+        config: the settings (budgets, matches, retrains, seeds, the training configs, ...), recorded as given.
+    """
+
+    rows: list[dict]
+    base: dict
+    config: dict
+
+    def removed(self, row: dict, cost: str) -> float:
+        """Share of the unpruned model's ``cost`` (``"flops"`` or ``"params"``) that ``row``'s network lacks."""
+        return 1.0 - row[cost] / self.base[cost]
+
+    def _groups(self) -> dict[tuple, list[dict]]:
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for row in self.rows:
+            groups[(row["match"], row["retrain"], row["budget"], row["method"])].append(row)
+        return groups
+
+    def summary(self) -> list[dict]:
+        """Per (match, retrain, budget, method), in the rows' order: n, acc_mean, acc_std (ddof 1, 0 for one
+        seed), n_removed, flops_removed and params_removed (means), and ``vs_modularity``: the paired
+        difference ``acc - acc of modularity`` seed by seed (None for modularity itself or without it)."""
+        groups = self._groups()
+        out = []
+        for (match, retrain, budget, method), rows in groups.items():
+            acc = [row["acc"] for row in rows]
+            reference = groups.get((match, retrain, budget, _REFERENCE))
+            test = None
+            if method != _REFERENCE and reference is not None:
+                test = _paired(rows, reference)
+            out.append({"match": match, "retrain": retrain, "budget": budget, "method": method, "n": len(rows),
+                        "acc_mean": float(np.mean(acc)), "acc_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0,
+                        "n_removed": float(np.mean([row["n_removed"] for row in rows])),
+                        "flops_removed": float(np.mean([self.removed(row, "flops") for row in rows])),
+                        "params_removed": float(np.mean([self.removed(row, "params") for row in rows])),
+                        "vs_modularity": None if test is None else test.to_dict()})
+        return out
+
+    def pooled(self) -> list[dict]:
+        """Per (match, retrain, method other than none and modularity): the paired difference to modularity over
+        every budget and seed (``{"match", "retrain", "method", **PairedTest.to_dict()}``)."""
+        groups = self._groups()
+        pairs: dict[tuple, tuple[list, list]] = {}
+        for (match, retrain, budget, method), rows in groups.items():
+            reference = groups.get((match, retrain, budget, _REFERENCE))
+            if method in ("none", _REFERENCE) or reference is None:
+                continue
+            by_seed = {row["seed"]: row["acc"] for row in reference}
+            mine, theirs = pairs.setdefault((match, retrain, method), ([], []))
+            for row in rows:
+                if row["seed"] in by_seed:
+                    mine.append(row["acc"])
+                    theirs.append(by_seed[row["seed"]])
+        return [{"match": m, "retrain": r, "method": method, **paired_test(a, b).to_dict()}
+                for (m, r, method), (a, b) in pairs.items() if a]
+
+    def markdown(self) -> str:
+        """``matched.md``: a table per (match, retrain): a row per method, a column per budget with the accuracy
+        (mean ± std over seeds, %) and the share of the matched cost actually removed, then the difference to
+        modularity pooled over budgets and seeds with its paired p-values (t-test; sign flip)."""
+        summary, pooled = self.summary(), {(p["match"], p["retrain"], p["method"]): p for p in self.pooled()}
+        budgets = sorted({row["budget"] for row in self.rows if row["method"] != "none"})
+        lines = []
+        for match in dict.fromkeys(row["match"] for row in self.rows):
+            for retrain in dict.fromkeys(row["retrain"] for row in self.rows):
+                cells = {(s["method"], s["budget"]): s for s in summary
+                         if s["match"] == match and s["retrain"] == retrain}
+                base = cells.get(("none", 0.0))
+                lines += [f"### {retrain}, budgets matched by {match}", ""]
+                if base is not None:
+                    lines += [f"Unpruned: {_pct(base['acc_mean'])} ± {_pct(base['acc_std'])} % "
+                              f"(n = {base['n']}).", ""]
+                lines.append("| method | " + " | ".join(f"{_pct(b, 0)} % of {match}" for b in budgets)
+                             + " | Δ vs modularity, all budgets (p t-test; p sign-flip) |")
+                lines.append("|---|" + "---:|" * (len(budgets) + 1))
+                for method in dict.fromkeys(m for m, b in cells if m != "none"):
+                    row = [f"{_pct(c['acc_mean'])} ± {_pct(c['acc_std'])} ({_pct(c[match + '_removed'], 0)} %)"
+                           if (c := cells.get((method, b))) else "–" for b in budgets]
+                    p = pooled.get((match, retrain, method))
+                    row.append("reference" if method == _REFERENCE else "–" if p is None else
+                               f"{_signed(p['mean'])} ± {_pct(p['std'] or 0.0)} ({_p(p['p_t'])}; {_p(p['p_sign'])})")
+                    lines.append(f"| {method} | " + " | ".join(row) + " |")
+                lines.append("")
+        return "\n".join(lines)
+
+    @literal_text
+    def plot(self, match: str, path: str | os.PathLike | None = None):
+        """Accuracy against the share of ``match`` removed, a panel per retraining (see the module doc); returns
+        the Figure, written as PNG (atomically) with ``path``."""
+        from matplotlib.figure import Figure
+
+        retrains = list(dict.fromkeys(row["retrain"] for row in self.rows))
+        figure = Figure(figsize=(5.2 * len(retrains), 4.2))
+        summary = [s for s in self.summary() if s["match"] == match]
+        for i, retrain in enumerate(retrains):
+            ax = figure.add_subplot(1, len(retrains), i + 1)
+            cells = [s for s in summary if s["retrain"] == retrain]
+            for method in dict.fromkeys(s["method"] for s in cells if s["method"] != "none"):
+                points = sorted((s for s in cells if s["method"] == method), key=lambda s: s["budget"])
+                ax.errorbar([100 * s[match + "_removed"] for s in points], [100 * s["acc_mean"] for s in points],
+                            yerr=[100 * s["acc_std"] for s in points], marker="o", ms=4, capsize=2,
+                            lw=2.2 if method == _REFERENCE else 1.0, label=method)
+            for s in cells:
+                if s["method"] == "none":
+                    ax.axhline(100 * s["acc_mean"], color="black", ls=":", lw=1, label="unpruned")
+            front = _front([(100 * s[match + "_removed"], 100 * s["acc_mean"]) for s in cells if s["method"] != "none"])
+            ax.plot(*zip(*front), color="grey", lw=4, alpha=0.3, label="Pareto front")
+            ax.set_xlabel(f"{'FLOPs' if match == 'flops' else 'parameters'} removed (%)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"{retrain}, matched by {match}")
+            ax.grid(alpha=0.3)
+        figure.axes[-1].legend(fontsize=7, loc="lower left")
+        figure.tight_layout()
+        if path is not None:
+            save_png(figure, path)
+        return figure
+
+    def to_dict(self) -> dict:
+        """JSON-ready ``{"rows", "base", "config", "summary", "pooled"}`` (the last two for readers only)."""
+        return {"rows": list(self.rows), "base": dict(self.base), "config": dict(self.config),
+                "summary": self.summary(), "pooled": self.pooled()}
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write matched.csv, .md, the Pareto figures and, last, matched.json into ``out_dir``; returns it."""
+        out = ensure_writable_dir(out_dir)
+        write_csv(out / MATCHED_CSV, [*_COLUMNS, "layers_removed"],
+                  ([row["method"], row["match"], row["budget"], row["retrain"], row["seed"], row["n_removed"],
+                    row["params"], row["flops"], self.removed(row, "params"), self.removed(row, "flops"),
+                    row["acc_pruned"], row["acc"], " ".join(row["layers_removed"])] for row in self.rows))
+        with atomic_path(out / MATCHED_MD) as tmp:
+            tmp.write_text(self.markdown())
+        for match in dict.fromkeys(row["match"] for row in self.rows):
+            self.plot(match, out / PARETO_PNG[match])
+        write_json(out / MATCHED_JSON, self.to_dict())
+        return out
+
+    @classmethod
+    def from_dict(cls, data: object) -> MatchedComparison:
+        """A comparison read from a file: the rows (at most MAX_ITEMS, each checked: known method, match and
+        retraining, budget in [0, 1), seed and counts integers >= 0, as many names as n_removed, params and flops
+        positive integers, accuracies in [0, 1]) and the base cost; ValueError naming the first problem."""
+        data = mapping(data, "the matched comparison")
+        rows = required(data, "rows")
+        if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ITEMS:
+            raise ValueError(f"rows is not a list of 1 to {MAX_ITEMS:,} rows")
+        base = mapping(required(data, "base"), "base")
+        for key in ("params", "flops"):
+            number(required(base, key), f"base.{key}", 1, integer=True)
+        config = mapping(data.get("config", {}), "config")
+        return cls([_row(i, row) for i, row in enumerate(rows)], dict(base), dict(config))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> MatchedComparison:
+        """Read ``matched.json`` (or the one inside a run directory), checked by :meth:`from_dict`."""
+        return read_json_file(path, MATCHED_JSON, cls.from_dict, "a matched pruning comparison")
+
+
+def _paired(rows: list[dict], reference: list[dict]) -> PairedTest | None:
+    by_seed = {row["seed"]: row["acc"] for row in reference}
+    pairs = [(row["acc"], by_seed[row["seed"]]) for row in rows if row["seed"] in by_seed]
+    return paired_test(*zip(*pairs)) if pairs else None
+
+
+def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points (removed, accuracy) that no other point beats in both, by increasing share removed."""
+    front = []
+    for x, y in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front[::-1]
+
+
+def _pct(value: float, digits: int = 2) -> str:
+    return f"{100 * value:.{digits}f}"
+
+
+def _signed(value: float) -> str:
+    return f"{100 * value:+.2f}"
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2g}"
+
+
+def _row(i: int, row: object) -> dict:
+    """``rows[i]`` of a matched comparison, checked (see :meth:`MatchedComparison.from_dict`)."""
+    where = f"rows[{i}]"
+    row = mapping(row, where)
+    for key, known in (("method", METHODS), ("match", MATCHES), ("retrain", RETRAINS)):
+        if required(row, key) not in known:
+            raise ValueError(f"{where}.{key} is {shorten(repr(row[key]))}, not one of {', '.join(known)}")
+    number(required(row, "budget"), f"{where}.budget", 0, 1)
+    if row["budget"] >= 1:
+        raise ValueError(f"{where}.budget is {row['budget']}, not below 1")
+    number(required(row, "seed"), f"{where}.seed", 0, integer=True)
+    removed = names(required(row, "layers_removed"), f"{where}.layers_removed", empty=True)
+    if number(required(row, "n_removed"), f"{where}.n_removed", 0, integer=True) != len(removed):
+        raise ValueError(f"{where}.n_removed is {row['n_removed']} for {len(removed)} layers removed")
+    for key in ("params", "flops"):
+        number(required(row, key), f"{where}.{key}", 1, integer=True)
+    for key in ("acc_pruned", "acc"):
+        number(required(row, key), f"{where}.{key}", 0, 1)
+    return dict(row)

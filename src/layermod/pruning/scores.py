@@ -1,0 +1,231 @@
+"""Scores that other layer-pruning methods rank units by, measured on a probe batch of the trained model.
+
+Each score is a number per removable unit (or run of units); :func:`layermod.pruning.plans.method_order` turns
+it into an order. All run the model in eval mode without gradients, restore its training mode, and hold one
+batch's unit inputs and outputs at a time.
+
+* **Block influence** (:func:`block_influence`, method ``cosine``): ``1 - cos(input, output)`` per sample,
+  flattened, averaged over samples: the score used to prune transformer layers. A unit that returns its input
+  scores 0; smallest first.
+* **Angular distance** (:func:`angular_distances`, method ``angular``): ``arccos(cos(x_in, x_out)) / pi`` between
+  the input of a run of consecutive units of one stage and the run's output (Gromov et al., "The Unreasonable
+  Ineffectiveness of the Deeper Layers"): the run whose removal changes the least, chosen whole for a budget of
+  that many units.
+* **CKA redundancy** (:func:`cka_redundancy`, method ``cka``): linear CKA between a unit's input and its output
+  over the probe samples (minibatch CKA with the biased HSIC, :mod:`layermod.measure.similarity`): 1 when the
+  unit maps its input's sample geometry to itself up to rotation and scale, so the unit adds little that its
+  neighbour did not already hold; largest first.
+* **Re-initialisation sensitivity** (:func:`reinit_sensitivity`, method ``reinit``), in the spirit of SR-init
+  (Tang et al. 2023): every unit in turn gets a fresh, seeded default initialisation of its parameters and
+  buffers (batch-norm statistics included) while the rest of the network keeps its trained weights; the score
+  is the drop in probe accuracy, ties broken by the rise in cross-entropy. A unit whose weights can be
+  scrambled at little cost is redundant; smallest first.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from layermod.errors import PlanError
+from layermod.extract.layers import first_tensor
+from layermod.measure.similarity import centered_gram, hsic
+from layermod.pruning.units import Unit
+
+__all__ = ["angular_distances", "block_influence", "cka_redundancy", "method_scores", "reinit_sensitivity"]
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape) if shape else "?"
+
+
+def _unit_ends(model: nn.Module, names: Sequence[str], inputs: torch.Tensor,
+               batch_size: int) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Per batch of ``inputs`` (N, ...): ``{unit name: (its input, its output)}``, each (B, D) float64 flattened.
+
+    Raises PlanError for a unit whose output shape differs from its input's.
+    """
+    ends: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hook(name: str):
+        def record(_module, args, output):
+            x, y = first_tensor(args), first_tensor(output)
+            if x is None or y is None or x.shape != y.shape:
+                shapes = (_fmt(tuple(t.shape[1:])) if t is not None else "?" for t in (x, y))
+                raise PlanError(f"unit {name!r} changes shape {' -> '.join(shapes)}; its score needs in == out")
+            ends[name] = (x.detach().flatten(1).double(), y.detach().flatten(1).double())
+
+        return record
+
+    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in dict.fromkeys(names)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(inputs), batch_size):
+                ends.clear()
+                model(inputs[start : start + batch_size])
+                yield ends
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+
+def block_influence(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+    """Mean over samples of ``1 - cos(unit input, unit output)`` (each flattened) for every unit.
+
+    Higher means the unit changes its input more; 0 means it passes it on (up to a positive scale).
+
+    Args:
+        model: the network; run in eval mode, its training mode restored afterwards.
+        units: units of ``model`` (e.g. :func:`layermod.pruning.units.removable_units`); each must keep its
+            input's shape.
+        inputs: samples (N, ...) on the model's device, run in batches of ``batch_size``.
+
+    Returns:
+        ``{unit name: influence}`` in the order of ``units``.
+
+    Raises:
+        PlanError: a unit whose output shape differs from its input's.
+    """
+    runs = _run_scores(model, units, inputs, 1, lambda cos: 1.0 - cos, batch_size)
+    return {run[0]: score for run, score in runs.items()}
+
+
+def angular_distances(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, span: int,
+                      batch_size: int = 256) -> dict[tuple[str, ...], float]:
+    """Angular distance ``arccos(cos(x_in, x_out)) / pi`` across every run of ``span`` consecutive units of one
+    stage (Gromov et al.): ``x_in`` the first unit's input, ``x_out`` the last one's output, each flattened, the
+    distance averaged over samples. In [0, 1]; 0 means the run passes its input on (up to a positive scale).
+
+    Args and errors as :func:`block_influence`; ``span`` >= 1.
+
+    Returns:
+        ``{(unit names of the run): distance}`` in forward order; no run when no stage has ``span`` units.
+    """
+    return _run_scores(model, units, inputs, span, lambda cos: torch.arccos(cos.clamp(-1.0, 1.0)) / torch.pi,
+                       batch_size)
+
+
+def _runs(units: Sequence[Unit], span: int) -> list[tuple[str, ...]]:
+    """Every ``span`` consecutive units of one stage, in forward order."""
+    runs = []
+    for start in range(len(units) - span + 1):
+        members = units[start : start + span]
+        if len({unit.stage for unit in members}) == 1:
+            runs.append(tuple(unit.name for unit in members))
+    return runs
+
+
+def _run_scores(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, span: int,
+                score: Callable[[torch.Tensor], torch.Tensor], batch_size: int) -> dict[tuple[str, ...], float]:
+    """Mean over samples of ``score(cos(first unit's input, last unit's output))`` for every run of ``span``
+    units (:func:`_runs`)."""
+    runs = _runs(units, span)
+    sums = dict.fromkeys(runs, 0.0)
+    needed = [name for run in runs for name in (run[0], run[-1])]
+    for ends in _unit_ends(model, needed, inputs, batch_size):
+        for run in runs:
+            cos = nn.functional.cosine_similarity(ends[run[0]][0], ends[run[-1]][1], dim=1)
+            sums[run] += float(score(cos).sum())
+    n = max(1, len(inputs))
+    return {run: total / n for run, total in sums.items()}
+
+
+def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+    """Minibatch linear CKA between every unit's input and output over ``inputs`` (N, ...), in [0, 1].
+
+    The batches are ``batch_size`` consecutive samples (a shorter last batch is left out when there is more
+    than one batch, as minibatch CKA needs equal batch sizes); each needs >= 2 samples. A unit whose input or
+    output does not vary across the probe gets NaN (CKA is 0/0 there). Errors as :func:`block_influence`.
+
+    Returns:
+        ``{unit name: CKA}`` in the order of ``units``; 1 means the unit's output has its input's geometry.
+    """
+    n = len(inputs)
+    if n < 2:
+        raise PlanError(f"CKA needs at least 2 probe samples, got {n}")
+    size = min(batch_size, n)
+    used = inputs[: n - n % size] if n > size else inputs
+    sums = {unit.name: [0.0, 0.0, 0.0] for unit in units}  # HSIC(in, out), HSIC(in, in), HSIC(out, out)
+    for ends in _unit_ends(model, list(sums), used, size):
+        for name, total in sums.items():
+            k, l = (centered_gram(t) for t in ends[name])
+            total[0] += hsic(k, l)
+            total[1] += hsic(k, k)
+            total[2] += hsic(l, l)
+    scores = {}
+    for name, (cross, self_in, self_out) in sums.items():
+        denominator = (self_in * self_out) ** 0.5
+        scores[name] = min(1.0, max(0.0, cross / denominator)) if denominator > 0 else float("nan")
+    return scores
+
+
+def reinit_sensitivity(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, labels: torch.Tensor,
+                       seed: int = 0, batch_size: int = 256) -> dict[str, tuple[float, float]]:
+    """How much probe accuracy and loss suffer when one unit is re-initialised (SR-init's criterion).
+
+    Args:
+        model: the trained classifier (not modified: each unit is re-initialised in a copy).
+        units: its removable units.
+        inputs: probe samples (N, ...) on the model's device; labels (N,) their classes.
+        seed: seeds the fresh initialisation of every unit (``torch.manual_seed(seed)`` before each).
+
+    Returns:
+        ``{unit name: (accuracy drop, loss rise)}``: the trained model's probe accuracy minus the one with the
+        unit re-initialised, and likewise for the mean cross-entropy (reversed sign). Smaller is more redundant.
+    """
+    if len(inputs) != len(labels) or not len(inputs):
+        raise PlanError(f"the probe has {len(inputs)} inputs and {len(labels)} labels; pass one label per input")
+    accuracy, loss = _probe_fit(model, inputs, labels, batch_size)
+    scores = {}
+    for unit in units:
+        scrambled = copy.deepcopy(model)
+        torch.manual_seed(seed)
+        for module in scrambled.get_submodule(unit.name).modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            if hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+        acc_r, loss_r = _probe_fit(scrambled, inputs, labels, batch_size)
+        scores[unit.name] = (accuracy - acc_r, loss_r - loss)
+    return scores
+
+
+def _probe_fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on the probe, eval mode, training mode restored."""
+    was_training = model.training
+    correct, total_loss = 0, 0.0
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(inputs), batch_size):
+                logits = model(inputs[start : start + batch_size])
+                y = labels[start : start + batch_size].to(logits.device)
+                correct += int((logits.argmax(dim=1) == y).sum())
+                total_loss += float(nn.functional.cross_entropy(logits.double(), y, reduction="sum"))
+    finally:
+        model.train(was_training)
+    return correct / len(inputs), total_loss / len(inputs)
+
+
+def method_scores(model: nn.Module, units: Sequence[Unit], methods: Sequence[str], inputs: torch.Tensor,
+                  labels: torch.Tensor, span: int = 1, seed: int = 0) -> dict[str, dict]:
+    """The scores that :func:`layermod.pruning.plans.method_order` needs for every scored method among
+    ``methods``, measured on the probe ``inputs`` (N, ...) with ``labels`` (N,): ``{"cosine": ..., "angular":
+    ..., "cka": ..., "reinit": ...}`` (only those asked for). ``angular`` runs over ``span`` units, or single units
+    when no stage is that long."""
+    scores: dict[str, dict] = {}
+    if "cosine" in methods:
+        scores["cosine"] = block_influence(model, units, inputs)
+    if "angular" in methods:
+        scores["angular"] = angular_distances(model, units, inputs, span) or angular_distances(model, units, inputs, 1)
+    if "cka" in methods:
+        scores["cka"] = cka_redundancy(model, units, inputs)
+    if "reinit" in methods:
+        scores["reinit"] = reinit_sensitivity(model, units, inputs, labels, seed)
+    return scores
