@@ -21,9 +21,11 @@ from .errors import *  # noqa: F403  (every exception class, listed in errors.__
 _EXPORTS = {
     "AttackConfig": "adversarial.attacks",
     "Curve": "analysis.curve",
+    "CurveTracker": "training.tracker",
     "DrawConfig": "measure.config",
     "GraphConfig": "measure.config",
     "PixelSpace": "adversarial.attacks",
+    "TrackConfig": "analysis.dynamics",
     "adversarial_curves": "adversarial.curves",
     "attack": "adversarial.attacks",
     "auto_layers": "extract.layers",
@@ -48,9 +50,11 @@ __version__ = "0.1.0"
 __all__ = [
     "AttackConfig",
     "Curve",
+    "CurveTracker",
     "DrawConfig",
     "GraphConfig",
     "PixelSpace",
+    "TrackConfig",
     "adversarial_curves",
     "attack",
     "auto_layers",

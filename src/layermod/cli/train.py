@@ -8,7 +8,13 @@ data's channels only for images), and ``--arch-arg KEY=VALUE`` passes any other 
 as JSON when it parses, else as a string). Its training flags default to
 ``None`` so that a flag given explicitly overrides either preset (the small CPU one or ``--paper``). With
 ``--track-every`` the curve of a fixed test probe is measured during training, with the shared graph and draw
-options (the draw seed is ``--probe-seed``: ``--seed`` is the training's).
+options (the draw seed is ``--probe-seed``: ``--seed`` is the training's). With ``--tensorboard DIR`` every
+epoch's ``lr``, ``train_loss``, ``train_acc``, ``test_acc`` and, at tracked epochs, ``modularity/<layer>`` (mean Q)
+go to TensorBoard event files in DIR, the step being the epoch (0 = before training, when tracked). They are
+written before the epoch's files are committed; a resumed run writes a new event file with ``purge_step`` = the
+first epoch it trains, so TensorBoard drops what the interrupted run logged from that epoch on and shows every
+epoch once (a new run into a DIR holding older events adds to them: give each run its own DIR). The writer is
+created at the first epoch's scalars, so a refused command leaves DIR alone.
 ``eval`` takes the architecture and, unless given, the dataset from the checkpoint's sidecar.
 """
 
@@ -19,7 +25,7 @@ import os
 from typing import TYPE_CHECKING
 
 from layermod.cli.args import add_library_args, add_measure_args, non_negative, positive, positive_real, to_device
-from layermod.errors import DatasetError, ModelError
+from layermod.errors import DatasetError, ModelError, TrainError
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -86,6 +92,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from layermod.training.train import balanced_subset
 
     check_writable_dir(args.out)
+    if args.tensorboard is not None:
+        check_writable_dir(args.tensorboard)
+        _summary_writer_class()  # the missing package is one line before any work
     library = hub.is_library_spec(args.model)
     arch = hub.canonical(args.model) if library else args.model.strip().lower()
     if not library and arch not in models.available():
@@ -128,8 +137,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     last_weights = os.path.join(args.out, LAST + WEIGHTS_SUFFIX)
     resumable = args.resume and os.path.isfile(os.path.join(args.out, LAST + ".json"))
     before = read_sidecar(last_weights).get("epoch", 0) if resumable else 0
-    history = fit(model, train_set, test_set, config, args.out, meta, track, resume=args.resume,
-                  progress=not args.quiet)
+    board = _TensorBoard(args.tensorboard, before + 1 if before else None) if args.tensorboard is not None else None
+    try:
+        history = fit(model, train_set, test_set, config, args.out, meta, track, resume=args.resume,
+                      progress=not args.quiet, log=board)
+    finally:
+        if board is not None:
+            board.close()
     last = history[-1]
     if last["epoch"] <= before:
         print(f"nothing to train: {args.out} already holds {last['epoch']} epochs (--epochs {config.epochs}); "
@@ -138,9 +152,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     best = max(history, key=lambda row: row["test_acc"])
     files = f"{LAST}{WEIGHTS_SUFFIX}, {BEST}{WEIGHTS_SUFFIX}, {METRICS_CSV}"
     files += f", {DYNAMICS_JSON}, {DYNAMICS_PNG}" if track else ""
+    events = f"; TensorBoard events in {args.tensorboard}" if board is not None else ""
     print(f"trained epochs {before + 1}-{last['epoch']}: test accuracy {last['test_acc']:.4f} (best "
-          f"{best['test_acc']:.4f} at epoch {best['epoch']}); wrote {files} in {args.out}")
+          f"{best['test_acc']:.4f} at epoch {best['epoch']}); wrote {files} in {args.out}{events}")
     return 0
+
+
+def _summary_writer_class() -> type:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TrainError("--tensorboard needs the tensorboard package; pip install 'layermod[tensorboard]'") from None
+    return SummaryWriter
+
+
+class _TensorBoard:
+    """``log(epoch, scalars)`` for :func:`~layermod.training.fit.fit`: the scalars at step ``epoch`` in
+    ``directory``'s event files, flushed at once; the writer is made at the first call."""
+
+    def __init__(self, directory: str, purge_step: int | None) -> None:
+        self.directory, self.purge_step, self.writer = directory, purge_step, None
+
+    def __call__(self, epoch: int, scalars: dict[str, float]) -> None:
+        if self.writer is None:
+            self.writer = _summary_writer_class()(self.directory, purge_step=self.purge_step)
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -243,6 +285,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                           help="measure the modularity curve every N epochs (and at epoch 0 and the last epoch) "
                           "into DIR/dynamics.json and dynamics.png (default 0: off)")
     add_measure_args(train, probe=True, title="modularity tracking: graph and probe draws (from the test split)")
+    tracking.add_argument("--tensorboard", metavar="DIR", help="also write every epoch's lr, train_loss, train_acc, "
+                          "test_acc and, when tracked, modularity/<layer> as TensorBoard events in DIR (step = "
+                          "epoch; needs layermod[tensorboard])")
 
     train.add_argument("--out", required=True, help="run directory for metrics.csv, last.*, best.*, dynamics.*")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from last.* (same settings; "

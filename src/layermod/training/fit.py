@@ -11,7 +11,8 @@ directory. It writes there:
   full config), ``tracking``, ``seed``, ``epoch``, ``accuracy`` (that epoch's test accuracy), ``best_epoch``,
   ``best_accuracy`` and the ``history`` rows so far;
 * ``last-optimizer.safetensors``: the SGD momentum buffers by parameter name, so that resuming is exact;
-* with tracking, ``dynamics.json`` + ``dynamics.png`` (:mod:`layermod.dynamics`).
+* with tracking, ``dynamics.json`` + ``dynamics.png`` (:mod:`layermod.dynamics`), measured by a
+  :class:`~layermod.training.tracker.CurveTracker` on a probe drawn from the test data.
 
 And, on purpose:
 
@@ -32,6 +33,9 @@ And, on purpose:
   training config except ``epochs`` and ``num_workers``, and the tracking. ``epochs`` may grow; under a cosine
   schedule the decay is then re-planned over the new total from the resumed step. Without ``resume`` a
   directory that already holds a run is refused, never overwritten.
+* **Logging.** ``log`` sees an epoch's scalars before its files are committed, so a sink that keeps events by
+  step (TensorBoard with ``purge_step``) can drop, on resume, those of an epoch that was logged but never
+  committed.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import hashlib
 import json
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -52,7 +56,6 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from layermod.models.checkpoint import load_companion, load_weights, read_sidecar, save_checkpoint, settle
-from layermod.analysis.curve import Curve, modularity_curve
 from layermod.analysis.dynamics import Dynamics, TrackConfig
 from layermod.errors import OutputError, TrainError, WeightsError
 from layermod.io.files import atomic_path, ensure_writable_dir
@@ -66,6 +69,7 @@ from layermod.io.rundir import (
     SIDECAR_SUFFIX,
     WEIGHTS_SUFFIX,
 )
+from layermod.training.tracker import CurveTracker
 from layermod.training.train import TrainConfig, dataset_length, num_batches, run_epoch, make_optimizer, check_model_fits, evaluate, lr_at
 
 __all__ = ["fit"]
@@ -78,6 +82,7 @@ _RUN_KEYS = frozenset({
 _FREE_META = frozenset({"data_dir", "device"})
 _FREE_TRAINING = frozenset({"epochs", "num_workers"})
 _UNSET = object()
+_LOGGED = ("train_loss", "train_acc", "test_acc")
 
 
 def fit(
@@ -90,6 +95,7 @@ def fit(
     track: TrackConfig | None = None,
     resume: bool = False,
     progress: bool = True,
+    log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[dict]:
     """Train ``model`` as a run in ``out_dir``: checkpoints and metrics every epoch, resumable (see module doc).
 
@@ -106,6 +112,10 @@ def fit(
             the last epoch, into ``dynamics.json`` / ``dynamics.png``; ``None``: no tracking.
         resume: continue the run saved in ``out_dir``.
         progress: progress bars and one line per epoch.
+        log: called as ``log(epoch, scalars)`` once per epoch trained, before the epoch's files are committed,
+            with ``lr``, ``train_loss``, ``train_acc``, ``test_acc`` and, at tracked epochs,
+            ``modularity/<layer>`` (mean Q, see :class:`~layermod.training.tracker.CurveTracker`); with tracking
+            also at epoch 0 (``test_acc`` and the curve) of a new run. A logger for TensorBoard, say.
 
     Returns:
         Every epoch's row so far (resumed ones included): ``{"epoch", "lr", "train_loss", "train_acc",
@@ -136,30 +146,34 @@ def fit(
     _tidy(out)
     steps = num_batches(n_train, config.batch_size)
     optimizer = make_optimizer(model, config)
-    dynamics: Dynamics | None = None
+    tracker = None
+    if track is not None:
+        tracker = CurveTracker(test_data, track, dataset=meta.get("test_dataset", meta.get("dataset")))
     if saved is not None:
         history, best = _restore(model, optimizer, out, saved)
-        if track is not None:
-            dynamics = Dynamics.load(out).until(history[-1]["epoch"])
+        if tracker is not None:
+            tracker.resume(Dynamics.load(out), history[-1]["epoch"])
         _write_metrics(out / METRICS_CSV, history)
         if progress:
             tqdm.write(f"resuming {out} after epoch {history[-1]['epoch']}")
     else:
         history, best = [], None
-        if track is not None:
-            curve = _probe_curve(model, test_data, track, track.layers)
-            dynamics = Dynamics.start(0, curve, evaluate(model, test_data), _dynamics_config(curve, track, meta))
+        if tracker is not None:
+            curve = tracker.measure(model, 0, evaluate(model, test_data))
+            _log(log, 0, {"test_acc": tracker.dynamics.test_acc[0], **tracker.scalars(curve)})
         ensure_writable_dir(out)
-        if dynamics is not None:
-            dynamics.save(out)
+        if tracker is not None:
+            tracker.save(out)
     done = history[-1]["epoch"] if history else 0
     for epoch in range(done + 1, config.epochs + 1):
         lr = lr_at((epoch - 1) * steps, steps * config.epochs, config)
         row = run_epoch(model, train_data, test_data, optimizer, config, epoch, steps, progress)
         history.append({"epoch": epoch, "lr": lr, **row})
-        tracked = dynamics is not None and track.tracks(epoch, config.epochs)
+        tracked = tracker is not None and tracker.should_measure(epoch, config.epochs)
+        scalars = {key: row[key] for key in _LOGGED}
         if tracked:
-            dynamics = dynamics.record(epoch, _probe_curve(model, test_data, track, dynamics.layers), row["test_acc"])
+            scalars.update(tracker.scalars(tracker.measure(model, epoch, row["test_acc"])))
+        _log(log, epoch, {"lr": lr, **scalars})
         improved = best is None or row["test_acc"] > best[1]
         if improved:
             best = (epoch, row["test_acc"])
@@ -169,26 +183,16 @@ def fit(
             if improved:
                 save_checkpoint(model, out / (BEST + WEIGHTS_SUFFIX), sidecar)
             if tracked:
-                dynamics.save(out)
+                tracker.save(out)
             _save_last(model, optimizer, out, sidecar)
             _write_metrics(out / METRICS_CSV, history)
     model.eval()
     return history
 
 
-def _probe_curve(model: nn.Module, test_data: Dataset, track: TrackConfig, layers) -> Curve:
-    return modularity_curve(model, test_data, layers=layers, graph=track.graph, draws=track.draws,
-                            batch_size=track.batch_size)
-
-
-def _dynamics_config(curve: Curve, track: TrackConfig, meta: dict) -> dict:
-    c = curve.config
-    return {
-        "every": track.every, **track.graph.to_dict(), **track.draws.to_dict(), "layers": c["layers"],
-        "n_classes": c["n_classes"], "samples_per_draw": c["samples_per_draw"],
-        "disjoint_draws": c["disjoint_draws"], "dataset": meta.get("test_dataset", meta.get("dataset")),
-        "split": "test",
-    }
+def _log(log: Callable[[int, dict[str, float]], None] | None, epoch: int, scalars: dict) -> None:
+    if log is not None:
+        log(epoch, {key: float(value) for key, value in scalars.items()})
 
 
 def _plain_meta(meta: dict | None) -> dict:

@@ -1,0 +1,132 @@
+"""A Hugging Face ``TrainerCallback`` that tracks the modularity curve of a fixed probe during ``Trainer.train``.
+
+    from layermod.analysis.dynamics import TrackConfig
+    from layermod.training.hf_trainer import ModularityTrainerCallback
+
+    trainer = Trainer(model, TrainingArguments(output_dir, eval_strategy="epoch", report_to="tensorboard"), ...)
+    ModularityTrainerCallback(trainer, eval_data, TrackConfig(every=1), accuracy="eval_accuracy")
+    trainer.train()   # output_dir/dynamics.json and dynamics.png; eval/modularity/<layer> in TensorBoard
+
+The twin of :mod:`layermod.training.lightning`: it only observes and logs; the measuring is a
+:class:`~layermod.training.tracker.CurveTracker`'s (a fixed probe, the model's modes and the random generators
+left as they were). Dict batches (``input_ids``, ``attention_mask``, ...) go to the model as keyword arguments
+(:mod:`layermod.extract.inputs`).
+
+Decisions, on purpose:
+
+* **Given the trainer.** The callback is built with the trainer and adds itself to it, because a
+  ``TrainerCallback`` is not handed the trainer, and ``Trainer.log`` is the one way to reach every integration
+  ``report_to`` names (TensorBoard, W&B, ...) and ``state.log_history``.
+* **When.** Epoch 0 at ``on_train_begin`` of a run that starts from scratch; then at ``on_evaluate`` of the
+  evaluation that closes an epoch (``eval_strategy="epoch"``, required: another strategy is refused when
+  training begins), every ``track.every`` epochs and at the last epoch. Epoch ``e`` is the model after ``e``
+  epochs (``state.epoch``); an evaluation after training (``trainer.evaluate()``) measures nothing new.
+* **Names.** The scalars are logged as ``eval_modularity/<layer>`` (mean Q), so that HF's integrations, which
+  file ``eval_*`` keys under ``eval/`` and every other key under ``train/``, show them as
+  ``eval/modularity/<layer>`` beside ``eval/loss``: the probe is drawn from the evaluation data. Their step is
+  the trainer's (``state.global_step``, as for every HF metric); ``dynamics.json`` holds the epochs.
+* **Files.** ``dynamics.json`` + ``dynamics.png`` are rewritten (atomically) at every measured epoch into
+  ``out_dir``, by default ``args.output_dir``; on rank zero only (the measuring too).
+* **Accuracy.** ``accuracy`` names a key of the evaluation's metrics (``"eval_accuracy"`` from your
+  ``compute_metrics``), in [0, 1]; without it the accuracy is unknown (NaN).
+* **Resume.** ``train(resume_from_checkpoint=...)`` continues the ``dynamics.json`` found in ``out_dir``, its
+  epochs after the checkpoint's dropped; without that file the dynamics restart at the next measured epoch.
+* **Lazy.** transformers is imported when :class:`ModularityTrainerCallback` is first asked for (a module
+  ``__getattr__`` builds the class), so this module imports without it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from layermod.analysis.dynamics import Dynamics, TrackConfig
+from layermod.errors import TrainError
+from layermod.io.rundir import DYNAMICS_JSON
+from layermod.training.tracker import CurveTracker
+
+__all__ = ["ModularityTrainerCallback"]
+
+LOG_PREFIX = "eval_"
+
+
+def __getattr__(name: str) -> Any:
+    if name != "ModularityTrainerCallback":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    cls = _build_callback()
+    globals()[name] = cls
+    return cls
+
+
+def _build_callback() -> type:
+    try:
+        from transformers import TrainerCallback
+    except ImportError:
+        raise TrainError("ModularityTrainerCallback needs transformers; pip install 'layermod[hf]'") from None
+
+    class ModularityTrainerCallback(TrainerCallback):
+        """Measure the modularity curve of a fixed probe at the epoch-closing evaluations of ``trainer``, log
+        ``eval_modularity/<layer>`` through ``trainer.log`` and write ``dynamics.json`` (see the module doc).
+
+        Args:
+            trainer: a ``transformers.Trainer``; the callback adds itself to it.
+            data: where the probe is drawn from (usually the evaluation set): a torch Dataset of dicts with
+                ``labels`` / ``label`` (or of ``(x, y)`` pairs), a DataLoader (read once), or an ``(X, y)`` pair
+                with ``X`` a dict of tensors.
+            track: how often, which layers, the graph and the draws (default :class:`TrackConfig`'s).
+            out_dir: where ``dynamics.json`` / ``dynamics.png`` go (default: ``trainer.args.output_dir``).
+            accuracy: key of the evaluation metrics in [0, 1] to record beside the curve (e.g.
+                ``"eval_accuracy"``).
+            dataset: the data's name, recorded in the dynamics.
+
+        Attributes:
+            tracker: the :class:`~layermod.training.tracker.CurveTracker`; ``tracker.dynamics`` holds the
+                measurements.
+        """
+
+        def __init__(self, trainer, data, track: TrackConfig | None = None, *,
+                     out_dir: str | os.PathLike | None = None, accuracy: str | None = None,
+                     dataset: str | None = None) -> None:
+            self.tracker = CurveTracker(data, track, dataset=dataset, split="eval")
+            self.trainer = trainer
+            self.out_dir = Path(out_dir if out_dir is not None else trainer.args.output_dir)
+            self.accuracy = accuracy
+            trainer.add_callback(self)
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs) -> None:
+            strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
+            if strategy != "epoch":
+                raise TrainError(f"ModularityTrainerCallback measures at the evaluation closing each epoch, but "
+                                 f"eval_strategy={strategy!r}; set eval_strategy='epoch' in TrainingArguments")
+            if not state.is_world_process_zero:
+                return
+            if state.global_step == 0:
+                self._measure(model, state, 0, None)
+            elif (self.out_dir / DYNAMICS_JSON).is_file():
+                self.tracker.resume(Dynamics.load(self.out_dir), math.floor(state.epoch or 0))
+
+        def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs) -> None:
+            epoch = round(state.epoch or 0)
+            if not state.is_world_process_zero or abs((state.epoch or 0) - epoch) > 1e-9:
+                return  # an evaluation inside an epoch
+            accuracy = None
+            if self.accuracy is not None:
+                if self.accuracy not in (metrics or {}):
+                    raise TrainError(f"ModularityTrainerCallback(accuracy={self.accuracy!r}): no such evaluation "
+                                     f"metric (got {', '.join(metrics or {}) or 'none'}); name another")
+                accuracy = float(metrics[self.accuracy])
+            self._measure(model, state, epoch, accuracy)
+
+        def _measure(self, model, state, epoch: int, accuracy: float | None) -> None:
+            total = state.num_train_epochs
+            last = int(total) if total and float(total).is_integer() else None
+            if not self.tracker.should_measure(epoch, last):
+                return
+            curve = self.tracker.measure(model, epoch, accuracy)
+            self.trainer.log({f"{LOG_PREFIX}{name}": value for name, value in self.tracker.scalars(curve).items()})
+            self.tracker.save(self.out_dir)
+
+    ModularityTrainerCallback.__module__, ModularityTrainerCallback.__qualname__ = __name__, "ModularityTrainerCallback"
+    return ModularityTrainerCallback

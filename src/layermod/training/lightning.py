@@ -1,0 +1,132 @@
+"""A PyTorch Lightning callback that tracks the modularity curve of a fixed probe during ``Trainer.fit``.
+
+    from layermod.analysis.dynamics import TrackConfig
+    from layermod.training.lightning import ModularityCallback
+
+    callback = ModularityCallback(val_data, TrackConfig(every=2), accuracy="val_acc")
+    trainer = lightning.pytorch.Trainer(max_epochs=10, callbacks=[callback])
+    trainer.fit(module, train_loader, val_loader)
+    # trainer.log_dir / "dynamics.json" and dynamics.png; modularity/<layer> in every logger
+
+The callback only observes and logs, as Lightning's own ``LearningRateMonitor`` does; the measuring is a
+:class:`~layermod.training.tracker.CurveTracker`'s (a fixed probe, the model's modes and the random generators
+left as they were).
+
+Decisions, on purpose:
+
+* **When.** Epoch 0 at ``on_train_start`` of a fit that starts from scratch; then at ``on_validation_epoch_end``
+  of a validation that closes a training epoch (``trainer.is_last_batch``: a mid-epoch validation of
+  ``val_check_interval < 1`` is skipped), not in the sanity check nor outside ``fit``, every ``track.every``
+  epochs and at ``max_epochs``. Epochs count as layermod counts them: epoch ``e`` is the model after ``e``
+  training epochs (Lightning's ``current_epoch + 1``). Validation every n epochs (``check_val_every_n_epoch``)
+  measures only where both schedules meet.
+* **Logged through ``trainer.loggers``' ``log_metrics`` with step = the epoch,** on rank zero only (the
+  measuring too), rather than ``pl_module.log``: the probe is measured on one process, so there is nothing to
+  reduce across ranks (``self.log`` on one rank with ``sync_dist`` would wait for the others forever), and the
+  x-axis of ``modularity/<layer>`` is then the epoch, the same as ``dynamics.json``'s, in every logger.
+* **Files.** ``dynamics.json`` + ``dynamics.png`` are rewritten (atomically) at every measured epoch into
+  ``out_dir``, by default ``trainer.log_dir`` (the TensorBoard/CSV logger's version folder, else the trainer's
+  ``default_root_dir``).
+* **Accuracy.** ``accuracy`` names a metric the module logs per validation epoch (``self.log("val_acc", ...)``),
+  in [0, 1]; it goes into the dynamics' accuracy panel. Without it the accuracy is unknown (NaN).
+* **Resume.** The measurements so far are part of the callback's state in Lightning checkpoints, so
+  ``fit(ckpt_path=...)`` continues the same dynamics.
+* **Lazy.** Lightning is imported when :class:`ModularityCallback` is first asked for (a module
+  ``__getattr__`` builds the class), so this module imports without it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from layermod.analysis.dynamics import Dynamics, TrackConfig
+from layermod.errors import TrainError
+from layermod.training.tracker import CurveTracker
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["ModularityCallback"]
+
+
+def __getattr__(name: str) -> Any:
+    if name != "ModularityCallback":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    cls = _build_callback()
+    globals()[name] = cls
+    return cls
+
+
+def _build_callback() -> type:
+    try:
+        from lightning.pytorch.callbacks import Callback
+        from lightning.pytorch.trainer.states import TrainerFn
+    except ImportError:
+        raise TrainError("ModularityCallback needs PyTorch Lightning; pip install 'layermod[lightning]'") from None
+
+    class ModularityCallback(Callback):
+        """Measure the modularity curve of a fixed probe every few epochs of ``Trainer.fit``, log
+        ``modularity/<layer>`` to the trainer's loggers and write ``dynamics.json`` (see the module doc).
+
+        Args:
+            data: where the probe is drawn from (usually the validation set): an ``(X, y)`` pair, a Dataset or a
+                DataLoader (read once); batches go to the model as :func:`~layermod.modularity_curve` sends them.
+            track: how often, which layers, the graph and the draws (default :class:`TrackConfig`'s).
+            out_dir: where ``dynamics.json`` / ``dynamics.png`` go (default: ``trainer.log_dir``).
+            accuracy: name of a logged validation metric in [0, 1] to record beside the curve.
+            dataset: the data's name, recorded in the dynamics.
+
+        Attributes:
+            tracker: the :class:`~layermod.training.tracker.CurveTracker`; ``tracker.dynamics`` holds the
+                measurements.
+        """
+
+        def __init__(self, data, track: TrackConfig | None = None, *, out_dir: str | os.PathLike | None = None,
+                     accuracy: str | None = None, dataset: str | None = None) -> None:
+            self.tracker = CurveTracker(data, track, dataset=dataset, split="validation")
+            self.out_dir = out_dir
+            self.accuracy = accuracy
+
+        def on_train_start(self, trainer, pl_module: nn.Module) -> None:
+            if trainer.current_epoch == 0 and trainer.global_step == 0:
+                self._measure(trainer, pl_module, 0, None)
+
+        def on_validation_epoch_end(self, trainer, pl_module: nn.Module) -> None:
+            if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not trainer.is_last_batch:
+                return
+            self._measure(trainer, pl_module, trainer.current_epoch + 1, self._accuracy(trainer))
+
+        def state_dict(self) -> dict[str, Any]:
+            dynamics = self.tracker.dynamics
+            return {"dynamics": dynamics.to_dict() if dynamics is not None else None}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            saved = state_dict.get("dynamics")
+            if saved is not None:
+                dynamics = Dynamics.from_dict(saved)
+                self.tracker.resume(dynamics, dynamics.epochs[-1])
+
+        def _measure(self, trainer, pl_module: nn.Module, epoch: int, accuracy: float | None) -> None:
+            out_dir = self.out_dir if self.out_dir is not None else trainer.log_dir  # every rank: it broadcasts
+            last = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+            if not trainer.is_global_zero or not self.tracker.should_measure(epoch, last):
+                return
+            curve = self.tracker.measure(pl_module, epoch, accuracy)
+            scalars = self.tracker.scalars(curve)
+            for logger in trainer.loggers:
+                logger.log_metrics(scalars, step=epoch)
+            self.tracker.save(out_dir)
+
+        def _accuracy(self, trainer) -> float | None:
+            if self.accuracy is None:
+                return None
+            value = trainer.callback_metrics.get(self.accuracy)
+            if value is None:
+                raise TrainError(f"ModularityCallback(accuracy={self.accuracy!r}): no such metric was logged "
+                                 f"this validation epoch (logged: {', '.join(trainer.callback_metrics) or 'none'}); "
+                                 "log it with self.log in validation_step or name another")
+            return float(value)
+
+    ModularityCallback.__module__, ModularityCallback.__qualname__ = __name__, "ModularityCallback"
+    return ModularityCallback

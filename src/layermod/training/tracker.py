@@ -1,0 +1,182 @@
+"""The modularity curve of a fixed probe set, measured during training by any training loop.
+
+:class:`CurveTracker` is what ``layermod train --track-every`` (:func:`layermod.training.fit.fit`), the Lightning
+callback (:mod:`layermod.training.lightning`) and the Hugging Face Trainer callback
+(:mod:`layermod.training.hf_trainer`) share: it holds a :class:`~layermod.analysis.dynamics.TrackConfig` and the
+probe, measures the curve at the epochs the config names into a :class:`~layermod.analysis.dynamics.Dynamics`,
+saves ``dynamics.json`` / ``dynamics.png`` and names the scalars a logger records::
+
+    tracker = CurveTracker(test_data, TrackConfig(every=5))
+    for epoch in range(epochs + 1):          # 0 = before the first step
+        ...                                  # train one epoch (none at epoch 0)
+        if tracker.should_measure(epoch, epochs):
+            curve = tracker.measure(model, epoch, accuracy=test_acc)
+            logger.log(tracker.scalars(curve), step=epoch)   # {"modularity/<layer>": mean Q}
+            tracker.save(run_dir)
+
+Decisions, on purpose:
+
+* **A fixed probe, drawn once.** The draws (``track.draws``: class-balanced, seeded) are made from the data's
+  labels when the tracker is built and only the drawn samples are kept, in memory: every measurement sees the
+  same samples, a shuffling DataLoader is read once, and a dataset's transforms run once. The kept samples stay
+  at their positions in the data, so a measurement draws exactly what :func:`~layermod.modularity_curve` draws
+  from the whole data with the same config (runs tracked before the tracker existed resume onto the same probe).
+  A probe the draws cannot be made from (too few samples of a class) fails when the tracker is built, before
+  training.
+* **Observes only.** :meth:`CurveTracker.measure` leaves the model as it found it: every module's train/eval
+  flag is put back (a measurement runs in eval mode without gradients), and the random number generators of
+  Python, NumPy's global state and torch (the CPU one and those of the model's CUDA devices) are restored, so a
+  tracked run trains exactly as an untracked one.
+* **Layers resolved once**, at the first measurement (or taken from the dynamics resumed), as
+  :mod:`layermod.analysis.dynamics` says.
+* **Accuracy** is optional (``None`` when the loop has none); one outside [0, 1] is refused.
+* **Scalar names** are ``modularity/<layer>`` (mean Q over the draws): one chart section per run in TensorBoard
+  and W&B.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from layermod.analysis.curve import Curve, modularity_curve
+from layermod.analysis.dynamics import Dynamics, TrackConfig
+from layermod.data.arrays import as_dataset, dataset_labels, gather
+from layermod.data.batches import take
+from layermod.data.draws import balanced_draws
+from layermod.errors import TrainError
+
+__all__ = ["SCALAR_PREFIX", "CurveTracker"]
+
+SCALAR_PREFIX = "modularity/"
+
+
+class CurveTracker:
+    """The curve of a fixed probe, measured at chosen epochs into a :class:`Dynamics` (see the module doc).
+
+    Args:
+        data: where the probe is drawn from: an ``(X, y)`` pair, a map-style ``Dataset`` of ``(x, y)`` or of
+            dicts with ``labels``, or a ``DataLoader`` (read once); usually the held-out split.
+        track: how often, which layers, the graph and the draws (default :class:`TrackConfig`'s).
+        dataset: the data's name, recorded in the dynamics' config.
+        split: the data's split, recorded in the dynamics' config.
+
+    Attributes:
+        track: the config.
+        probe: the drawn samples, a Dataset indexed as ``data`` (see the module doc).
+        dynamics: what was measured so far (None before the first measurement).
+
+    Raises:
+        TrainError: a bad ``track``.
+        DatasetError, LabelError: data the draws cannot be made from.
+    """
+
+    def __init__(self, data, track: TrackConfig | None = None, *, dataset: str | None = None,
+                 split: str = "test") -> None:
+        self.track = track if track is not None else TrackConfig()
+        self.track.validate()
+        self.probe = _Probe(data, self.track)
+        self.dynamics: Dynamics | None = None
+        self._source = {"dataset": dataset, "split": split}
+
+    def should_measure(self, epoch: int, last_epoch: int | None = None) -> bool:
+        """Whether ``epoch`` (0 = before training) is measured in a run of ``last_epoch`` epochs (None: not
+        known) and is later than every epoch measured so far."""
+        if self.dynamics is not None and epoch <= self.dynamics.epochs[-1]:
+            return False
+        if last_epoch is None:
+            return epoch == 0 or epoch % self.track.every == 0
+        return self.track.tracks(epoch, last_epoch)
+
+    def measure(self, model: nn.Module, epoch: int, accuracy: float | None = None) -> Curve:
+        """Measure ``model``'s curve on the probe and record it as ``epoch``, with the test ``accuracy`` (in [0, 1],
+        or None); the model's modes and the random generators are left as they were. Returns the curve."""
+        if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, numbers.Real)
+                                     or not 0 <= accuracy <= 1):
+            raise TrainError(f"accuracy {accuracy!r} at epoch {epoch} must be a number in [0, 1] or None")
+        if self.dynamics is not None and epoch <= self.dynamics.epochs[-1]:
+            raise TrainError(f"epoch {epoch} is not after the last measured epoch {self.dynamics.epochs[-1]}; "
+                             "measure each epoch once, in order")
+        accuracy = None if accuracy is None else float(accuracy)
+        layers = self.dynamics.layers if self.dynamics is not None else self.track.layers
+        with _observing(model):
+            curve = modularity_curve(model, self.probe, layers=layers, graph=self.track.graph,
+                                     draws=self.track.draws, batch_size=self.track.batch_size)
+        if self.dynamics is None:
+            self.dynamics = Dynamics.start(epoch, curve, accuracy, self._config(curve))
+        else:
+            self.dynamics = self.dynamics.record(epoch, curve, accuracy)
+        return curve
+
+    def resume(self, dynamics: Dynamics, epoch: int) -> None:
+        """Continue ``dynamics`` (a run's earlier measurements, e.g. loaded from its ``dynamics.json``) from
+        ``epoch``: later measurements, saved before an interruption, are dropped."""
+        self.dynamics = dynamics.until(epoch)
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``dynamics.png`` and ``dynamics.json`` into ``out_dir`` (created), each atomically."""
+        if self.dynamics is None:
+            raise TrainError("nothing measured yet; call measure before save")
+        return self.dynamics.save(out_dir)
+
+    @staticmethod
+    def scalars(curve: Curve) -> dict[str, float]:
+        """``{"modularity/<layer>": mean Q}`` of ``curve``, in layer order: what a logger records."""
+        return {f"{SCALAR_PREFIX}{name}": float(q) for name, q in zip(curve.layers, curve.mean)}
+
+    def _config(self, curve: Curve) -> dict:
+        c, track = curve.config, self.track
+        return {
+            "every": track.every, **track.graph.to_dict(), **track.draws.to_dict(), "layers": c["layers"],
+            "n_classes": c["n_classes"], "samples_per_draw": c["samples_per_draw"],
+            "disjoint_draws": c["disjoint_draws"], **self._source,
+        }
+
+
+class _Probe(Dataset):
+    """The drawn samples of ``data`` kept in memory at their own positions: ``targets`` are all N labels (the
+    draws are made from them), ``probe[i]`` is sample ``i`` for a drawn ``i`` (another index is an IndexError)."""
+
+    def __init__(self, data, track: TrackConfig) -> None:
+        draws = track.draws
+        source = as_dataset(data, per_class=draws.n_per_class * draws.repeats)
+        self.targets = torch.from_numpy(dataset_labels(source))
+        samples = balanced_draws(self.targets, draws.n_per_class, draws.repeats, draws.seed)
+        self.indices = np.unique(np.concatenate(samples))
+        self.inputs, _ = gather(source, self.indices)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        row = int(np.searchsorted(self.indices, i))
+        if row == len(self.indices) or self.indices[row] != i:
+            raise IndexError(f"sample {i} is not in the probe")
+        return take(self.inputs, row), int(self.targets[i])
+
+
+@contextlib.contextmanager
+def _observing(model: nn.Module) -> Iterator[None]:
+    """Restore every module's train/eval flag and the Python, NumPy and torch (CPU and the model's CUDA devices)
+    random generators after the block."""
+    modes = [(module, module.training) for module in model.modules()]
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    cuda = sorted({t.device.index or 0 for t in (*model.parameters(), *model.buffers()) if t.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
