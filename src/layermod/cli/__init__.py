@@ -5,7 +5,8 @@ error, 130 when interrupted); set ``LAYERMOD_DEBUG=1`` to see tracebacks.
 
 One module per command group parses, calls the library and prints: :mod:`~layermod.cli.measure` (layers,
 curve, attack, compare), :mod:`~layermod.cli.report` (report, models, demo), :mod:`~layermod.cli.prune` and
-:mod:`~layermod.cli.train` (train, eval); :mod:`~layermod.cli.args` holds the argument groups they share.
+:mod:`~layermod.cli.train` (train, eval), :mod:`~layermod.cli.sweep` (sweep, dynamics);
+:mod:`~layermod.cli.args` holds the argument groups they share.
 Importing this package does not import torch: the parser is built, and torch loaded, inside :func:`main`, so a
 Ctrl-C while it loads is the command's own one line.
 """
@@ -17,7 +18,7 @@ import os
 import sys
 import traceback
 
-from layermod.cli import measure, prune, report, train
+from layermod.cli import measure, prune, report, sweep, train
 from layermod.errors import LayermodError
 
 __all__ = ["main", "build_parser"]
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parsers(commands)
     prune.add_parsers(commands)
     train.add_parsers(commands)
+    sweep.add_parsers(commands)
     return parser
 
 

@@ -40,6 +40,8 @@ __all__ = [
     "EMBEDDING_JSON",
     "EMBEDDING_PNG",
     "EVAL_JSON",
+    "ITEMS_DIR",
+    "ITEM_JSON",
     "LAST",
     "MATCHED_CSV",
     "MATCHED_JSON",
@@ -50,7 +52,10 @@ __all__ = [
     "PLAN_JSON",
     "PRUNED",
     "REPORT_HTML",
+    "RESULTS_CSV",
+    "RESULTS_PARQUET",
     "SIDECAR_SUFFIX",
+    "SUMMARY_PNG",
     "WEIGHTS_SUFFIX",
 ]
 
@@ -96,5 +101,12 @@ MATCHED_MD = "matched.md"
 PARETO_PNG = {"flops": "pareto-flops.png", "params": "pareto-params.png"}
 # `layermod eval --out`: the accuracy of a checkpoint (training.evaluation.Evaluation)
 EVAL_JSON = "eval.json"
+# `layermod sweep` / `layermod dynamics`: one curve run directory per item under ITEMS_DIR, each with its record
+# (sweep.run), and the sweep's table and figure (sweep.results.SweepTable)
+ITEMS_DIR = "items"
+ITEM_JSON = "item.json"
+RESULTS_CSV = "results.csv"
+RESULTS_PARQUET = "results.parquet"
+SUMMARY_PNG = "summary.png"
 # `layermod demo`: the page over its run directory
 REPORT_HTML = "report.html"

@@ -64,11 +64,13 @@ from layermod.io.rundir import (
     METRICS_CSV,
     PLAN_JSON,
     REPORT_HTML,
+    RESULTS_CSV,
 )
 from layermod.io.validate import MAX_ITEMS, REASON_CHARS, TITLE_CHARS, label, mapping, number, shorten, text
 from layermod.pruning.plans import Plan
 from layermod.pruning.study import PruningComparison
 from layermod.report.html import HtmlDocument
+from layermod.sweep.results import SweepTable
 from layermod.training.evaluation import Evaluation
 
 __all__ = ["KNOWN_FILES", "Section", "write_report"]
@@ -255,6 +257,29 @@ def _evaluation(doc: HtmlDocument, result: Evaluation, _run: Path) -> None:
                   f"{shown['weights']} on {shown['dataset']} ({shown['split']} split)")
 
 
+def _sweep(doc: HtmlDocument, table: SweepTable, _run: Path) -> None:
+    items: dict[str, list[dict]] = {}
+    for row in table.rows:
+        items.setdefault(row["item"], []).append(row)
+    failed = table.failed
+    doc.subsection("Sweep")
+    if len(failed) < len(items):
+        n_layers = 1 + max(row["index"] for row in table.rows if row["index"] is not None)
+        doc.figure(table.plot(ax=curve_axes(n_layers)).figure,
+                   caption="mean Q per layer of every group of items (varying options other than the seed), "
+                   "with a band of ±1 std across the group's items")
+    doc.paragraph(f"{len(items)} items, {len(failed)} failed; varying: {', '.join(table.options) or 'nothing'}.")
+    header = ["item", *table.options, "status", "layers", "Q first", "Q last", "Q max", "error"]
+    rows = []
+    for item, item_rows in items.items():
+        q = [row["q_mean"] for row in item_rows if row["q_mean"] is not None]
+        first = item_rows[0]
+        rows.append([item, *(first[key] for key in table.options), first["status"],
+                     sum(row["layer"] is not None for row in item_rows), q[0] if q else None, q[-1] if q else None,
+                     max(q) if q else None, first["error"]])
+    doc.table(header, rows, caption="per item: the first, last and highest mean Q over its layers")
+
+
 # Every file the report recognises, in the order shown: its result type's loader, its section, its downloads.
 KNOWN_FILES: dict[str, Section[Any]] = {
     BEST_JSON: Section(_load_sidecar, _checkpoint, (BEST_JSON,)),
@@ -267,6 +292,7 @@ KNOWN_FILES: dict[str, Section[Any]] = {
     PLAN_JSON: Section(Plan.load, _plan, (PLAN_JSON,)),
     COMPARISON_JSON: Section(PruningComparison.load, _pruning, (COMPARISON_JSON, COMPARISON_CSV)),
     EVAL_JSON: Section(Evaluation.load, _evaluation, (EVAL_JSON,)),
+    RESULTS_CSV: Section(SweepTable.load, _sweep, (RESULTS_CSV,)),
 }
 
 
@@ -326,7 +352,7 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, titl
     shown = [_add_run(doc, path, problems) for path in paths]
     if not any(shown):
         raise ReportError(f"nothing to report: {'; '.join(problems)}; point at directories written by layermod "
-                          "commands (curve, attack, compare, train, prune)")
+                          "commands (curve, attack, compare, train, prune, sweep)")
     if problems:
         doc.section("Left out")
         for problem in problems:

@@ -1,0 +1,214 @@
+"""A sweep's results as one tidy table: a row per item and layer, written as ``results.csv`` (and
+``results.parquet`` when pyarrow is installed) and drawn as ``summary.png``.
+
+Columns: ``item`` (the id), every option that varies between the sweep's items (named as in the spec),
+``layer``, ``index`` (the layer's position in the item's curve), ``q_mean``, ``q_std`` (over the draws),
+``null_mean`` and ``z`` (empty without ``null``), ``status`` (``ok`` or ``failed``) and ``error`` (the failed
+item's one line; it has a single row with empty layer columns).
+
+Decisions, on purpose:
+
+* **The item directories are the truth.** :meth:`SweepTable.collect` reads every item of the whole sweep (not
+  only one shard's) from ``DIR/items/ID``: its ``item.json`` record and, when ok, its ``curve.json``. Items
+  with no record yet (another shard still running) are left out, so the table written by the last shard to
+  finish, or by a ``--resume`` with nothing left to do, is the full table; the same items give the same
+  bytes.
+* **Option cells.** Strings as written, numbers as numbers, lists and tables as compact JSON, an option an item
+  does not set empty. In Parquet a column of integers (or numbers, or booleans) keeps that type, else strings.
+* **The figure.** Items are grouped by their varying options other than ``seed``; each group is one line, the
+  mean over its items of mean Q per layer, with a band of ±1 std across its items (the draws' std for a group
+  of one item), on the first group's layer names. At most :data:`MAX_LINES` groups are drawn (the first by
+  name); the title says so when some are left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from layermod.analysis.curve import Curve
+from layermod.io.files import atomic_path, ensure_writable_dir, save_png, write_csv
+from layermod.io.rundir import ITEMS_DIR, RESULTS_CSV, RESULTS_PARQUET, SUMMARY_PNG
+from layermod.io.validate import MAX_ITEMS, TITLE_CHARS, label, literal_text
+from layermod.sweep.run import read_record
+from layermod.sweep.spec import Item
+
+__all__ = ["COLUMNS", "MAX_LINES", "SweepTable"]
+
+COLUMNS = ("layer", "index", "q_mean", "q_std", "null_mean", "z", "status", "error")
+MAX_LINES = 20
+MAX_ROWS = 1_000 * MAX_ITEMS  # read back at most: 10,000 items of 1,000 layers
+_FLOATS = ("q_mean", "q_std", "null_mean", "z")
+
+
+def _cell(value: object) -> object:
+    """An option's value as a table cell (see the module doc)."""
+    if value is None or isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass(frozen=True)
+class SweepTable:
+    """The tidy table of a sweep.
+
+    Attributes:
+        options: the varying option columns, in order.
+        rows: one dict per row with the keys ``item``, ``options`` and :data:`COLUMNS`; floats None where empty.
+    """
+
+    options: list[str]
+    rows: list[dict]
+
+    @property
+    def header(self) -> list[str]:
+        return ["item", *self.options, *COLUMNS]
+
+    @classmethod
+    def collect(cls, items: Sequence[Item], varying: Sequence[str], out: str | os.PathLike) -> SweepTable:
+        """The table of ``items`` (the whole sweep, ordered by id) as their directories in ``out`` hold them."""
+        rows = []
+        for item in items:
+            directory = Path(out) / ITEMS_DIR / item.id
+            record = read_record(directory)
+            if record is None:
+                continue
+            base = {"item": item.id, **{key: _cell(item.options.get(key)) for key in varying}}
+            if record["status"] != "ok":
+                rows.append({**base, **dict.fromkeys(COLUMNS), "status": "failed", "error": record.get("error")})
+                continue
+            curve = Curve.load(directory)
+            for i, name in enumerate(curve.layers):
+                rows.append({**base, "layer": name, "index": i, "q_mean": _float(curve.mean[i]),
+                             "q_std": _float(curve.std[i]),
+                             "null_mean": None if curve.null_mean is None else _float(curve.null_mean[i]),
+                             "z": None if curve.z is None else _float(curve.z[i]), "status": "ok", "error": None})
+        return cls(list(varying), rows)
+
+    @property
+    def failed(self) -> list[str]:
+        """Ids of the failed items."""
+        return [row["item"] for row in self.rows if row["status"] == "failed"]
+
+    def save(self, out_dir: str | os.PathLike) -> list[str]:
+        """Write ``summary.png``, ``results.parquet`` (with pyarrow) and ``results.csv`` into ``out_dir``; returns
+        the names written."""
+        out = ensure_writable_dir(out_dir)
+        written = []
+        if any(row["status"] == "ok" for row in self.rows):
+            self.plot(out / SUMMARY_PNG)
+            written.append(SUMMARY_PNG)
+        if self._write_parquet(out / RESULTS_PARQUET):
+            written.append(RESULTS_PARQUET)
+        write_csv(out / RESULTS_CSV, self.header, ([("" if row[key] is None else row[key]) for key in self.header]
+                                                   for row in self.rows))
+        return [*written, RESULTS_CSV]
+
+    def _write_parquet(self, path: Path) -> bool:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            return False
+        columns = {}
+        for key in self.header:
+            values = [row[key] for row in self.rows]
+            present = [v for v in values if v is not None]
+            if key in _FLOATS:
+                kind = pa.float64()
+            elif present and all(isinstance(v, int) for v in present):
+                kind = pa.int64()
+            elif present and all(isinstance(v, (int, float)) for v in present):
+                kind = pa.float64()
+            else:
+                kind, values = pa.string(), [None if v is None else str(v) for v in values]
+            columns[key] = pa.array(values, type=kind)
+        with atomic_path(path) as tmp:
+            pq.write_table(pa.table(columns), tmp)
+        return True
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SweepTable:
+        """Read ``results.csv`` (or the one in a sweep directory): option cells as text, numbers checked.
+
+        Raises:
+            ValueError: a header without the columns above, more than :data:`MAX_ROWS` rows, rows of another
+                length, numbers that do not read, a status other than ok / failed.
+        """
+        path = Path(path)
+        path = path / RESULTS_CSV if path.is_dir() else path
+        with open(path, newline="", encoding="utf-8") as fh:
+            lines = list(itertools.islice(csv.reader(fh), MAX_ROWS + 2))
+        if not lines or lines[0][:1] != ["item"] or tuple(lines[0][-len(COLUMNS):]) != COLUMNS:
+            raise ValueError(f"{path} is not a sweep table: its header must be item, the options, {', '.join(COLUMNS)}")
+        if len(lines) > MAX_ROWS + 1:
+            raise ValueError(f"{path} has more than {MAX_ROWS:,} rows")
+        header = lines[0]
+        rows = []
+        for n, line in enumerate(lines[1:], start=2):
+            if len(line) != len(header):
+                raise ValueError(f"line {n} of {path} has {len(line)} cells, the header {len(header)}")
+            row: dict = {key: (cell if cell != "" else None) for key, cell in zip(header, line)}
+            if row["status"] not in ("ok", "failed"):
+                raise ValueError(f"line {n} of {path}: status must be ok or failed")
+            try:
+                row["index"] = None if row["index"] is None else int(row["index"])
+                for key in _FLOATS:
+                    row[key] = None if row[key] is None else float(row[key])
+            except ValueError:
+                raise ValueError(f"line {n} of {path} holds a number that does not read") from None
+            rows.append(row)
+        return cls(header[1:-len(COLUMNS)], rows)
+
+    @literal_text
+    def plot(self, path: str | os.PathLike | None = None, ax=None):
+        """Draw the curves grouped by what varies (see the module doc) on ``ax`` (default: new axes); saved as
+        PNG with ``path``, else shown. Returns the matplotlib Axes."""
+        from layermod.analysis.curve_plot import curve_axes
+
+        groups: dict[str, dict[str, list[dict]]] = {}
+        keys = [key for key in self.options if key != "seed"]
+        for row in self.rows:
+            if row["status"] == "ok":
+                name = ", ".join(f"{key}={row[key]}" for key in keys) or "all items"
+                groups.setdefault(name, {}).setdefault(row["item"], []).append(row)
+        names = sorted(groups)[:MAX_LINES]
+        first = sorted(next(iter(groups[names[0]].values())), key=lambda r: r["index"])
+        ax = ax if ax is not None else curve_axes(len(first), interactive=path is None)
+        for name in names:
+            curves = [sorted(rows, key=lambda r: r["index"]) for rows in groups[name].values()]
+            length = min(len(c) for c in curves)
+            means = np.array([[np.nan if r["q_mean"] is None else r["q_mean"] for r in c[:length]] for c in curves])
+            mean = means.mean(axis=0)
+            band = (means.std(axis=0, ddof=1) if len(curves) > 1 else
+                    np.array([np.nan if r["q_std"] is None else r["q_std"] for r in curves[0][:length]]))
+            x = np.arange(length)
+            text = label(f"{name} ({len(curves)} items)" if len(curves) > 1 else name)
+            line, = ax.plot(x, mean, marker="o", ms=3, label=text)
+            ax.fill_between(x, mean - band, mean + band, color=line.get_color(), alpha=0.15, lw=0)
+        ticks = np.arange(len(first))[:: max(1, math.ceil(len(first) / 50))]
+        ax.set_xticks(ticks, [label(first[i]["layer"]) for i in ticks], rotation=60, ha="right", fontsize=8)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("modularity Q")
+        ax.grid(alpha=0.3)
+        seeds = " (mean over seeds)" if "seed" in self.options else ""
+        shown = "" if len(groups) <= MAX_LINES else f" (first {MAX_LINES} of {len(groups)} groups)"
+        ax.set_title(label(f"{len({r['item'] for r in self.rows if r['status'] == 'ok'})} items, grouped by "
+                           f"{', '.join(keys) or 'nothing'}{seeds}{shown}", TITLE_CHARS), fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+        ax.figure.tight_layout()
+        if path is not None:
+            save_png(ax.figure, path)
+        return ax
