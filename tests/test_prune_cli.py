@@ -98,3 +98,28 @@ def test_from_scratch_retrains_from_fresh_weights(tmp_path, setup):
     warm, _ = load_checkpoint(tmp_path / "warm" / "pruned.safetensors")
     cold, _ = load_checkpoint(tmp_path / "cold" / "pruned.safetensors")
     assert not torch.equal(warm.conv1.weight, cold.conv1.weight)
+
+
+@pytest.mark.slow
+def test_prune_study_in_worker_processes_matches_this_process(tmp_path, setup, capsys):
+    """The retraining jobs give the same rows whether they run here or in 2 spawned processes that each load the
+    checkpoint and data themselves."""
+    study = ["prune-study", *setup, "--budgets", "0.2,0.4", "--methods", "modularity,last,cka", "--seeds", "2",
+             "--match", "flops", "--retrain", "finetune,scratch", "--scratch-epochs", "1", "--train-subset", "100"]
+    assert main([*study, "--out", str(tmp_path / "here")]) == 0
+    assert main([*study, "--workers", "2", "--out", str(tmp_path / "spawned")]) == 0
+    here, spawned = (json.loads((tmp_path / d / "matched.json").read_text()) for d in ("here", "spawned"))
+    assert here["rows"] == spawned["rows"]
+    assert len(here["rows"]) == 2 * 2 * (1 + 2 * 3)  # retrains x seeds x (none + budgets x methods)
+    assert "### scratch, budgets matched by flops" in capsys.readouterr().out
+    assert (tmp_path / "here" / "pareto-flops.png").stat().st_size > 0
+
+
+def test_prune_study_refuses_bad_budgets_and_an_address_without_ray(tmp_path, setup, capsys):
+    out = tmp_path / "x"
+    with pytest.raises(SystemExit) as exit_:
+        main(["prune-study", *setup, "--budgets", "0.2,1.5", "--out", str(out)])
+    assert exit_.value.code == 2 and "budgets are shares in (0, 1)" in capsys.readouterr().err
+    assert main(["prune-study", *setup, "--address", "10.0.0.1:6379", "--out", str(out)]) == 2
+    assert "add --backend ray" in capsys.readouterr().err
+    assert not (out / "matched.json").exists()

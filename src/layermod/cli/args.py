@@ -257,3 +257,22 @@ def to_device(model: torch.nn.Module, device: str) -> None:
         model.to(torch.device(device))
     except (RuntimeError, AssertionError) as err:
         raise LayermodError(f"cannot use device {device!r} ({err}); pass --device cpu") from None
+
+def add_backend_args(parser: argparse.ArgumentParser, what: str = "items") -> argparse._ArgumentGroup:
+    """``--backend``, ``--workers``, ``--address``: where the command's ``what`` run
+    (:func:`layermod.sweep.executor.run_items`); returns the group, for a command's own additions."""
+    group = parser.add_argument_group(f"where the {what} run")
+    group.add_argument("--backend", choices=["local", "ray"], default="local",
+                       help=f"local: this process, or --workers processes; ray: one Ray task per {what[:-1]} (pip "
+                       "install \"layermod[ray]\"), an embedded local Ray unless --address is given (default local)")
+    group.add_argument("--workers", type=positive, help="local: worker processes (default: this process); ray: CPUs "
+                       "of the embedded Ray (default all)")
+    group.add_argument("--address", help="ray: the cluster to join, e.g. 10.0.0.1:6379 or auto (default $RAY_ADDRESS, "
+                       "else an embedded Ray); every node must see the same paths")
+    return group
+
+
+def check_backend(args: argparse.Namespace) -> None:
+    """Refuse ``--address`` without ``--backend ray`` (one line)."""
+    if args.address and args.backend != "ray":
+        raise LayermodError(f"--address {args.address} is a Ray cluster's; add --backend ray")

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from layermod.cli.args import add_data_args, add_measure_args, measure_configs, positive
+from layermod.cli.args import (
+    add_backend_args,
+    add_data_args,
+    add_measure_args,
+    check_backend,
+    measure_configs,
+    positive,
+)
 
 __all__ = ["add_parsers"]
 
@@ -57,6 +64,7 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
     from layermod.pruning.run import FINETUNE, matched_study, prepare, target_curve
 
     check_writable_dir(args.out)
+    check_backend(args)
     target = prepare(args.weights, args.dataset, args.data_dir)
     if not target.units:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
@@ -67,7 +75,8 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
     finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
     scratch = replace(finetune, epochs=args.scratch_epochs, lr=args.scratch_lr)
     comparison = matched_study(target, args.out, verdicts, finetune, scratch, train_subset=args.train_subset,
-                               test_subset=args.test_subset, progress=not args.quiet, budgets=args.budgets,
+                               test_subset=args.test_subset, backend=args.backend, workers=args.workers,
+                               address=args.address, progress=not args.quiet, budgets=args.budgets,
                                matches=args.match, retrains=args.retrain, methods=args.methods, seeds=args.seeds)
     print(comparison.markdown())
     print(f"wrote {args.out}/{MATCHED_JSON}, {MATCHED_MD} and the Pareto figures")
@@ -128,6 +137,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
                        help="retrain on a class-balanced subset of N training samples (default 0: all)")
     study.add_argument("--test-subset", type=int, default=0,
                        help="evaluate on a class-balanced subset of N test samples (default 0: all)")
+    add_backend_args(study, "retraining jobs")
     study.add_argument("--out", required=True, help="run directory")
     study.add_argument("--quiet", action="store_true", help="no progress bars")
     study.set_defaults(func=cmd_prune_study)

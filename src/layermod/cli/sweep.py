@@ -39,10 +39,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layermod.cli.args import (
+    add_backend_args,
     add_data_args,
     add_extraction_args,
     add_measure_args,
     add_model_args,
+    check_backend,
     positive,
 )
 from layermod.errors import LayermodError
@@ -135,8 +137,7 @@ def _check_backend(args: argparse.Namespace) -> None:
     from layermod.io.files import check_writable_dir
 
     check_writable_dir(args.out)
-    if args.address and args.backend != "ray":
-        raise LayermodError(f"--address {args.address} is a Ray cluster's; add --backend ray")
+    check_backend(args)
 
 
 def _execute(args: argparse.Namespace, work: list, resources=None, threads=None):
@@ -270,14 +271,7 @@ def _dynamics_config(curve, source: str) -> dict:
 
 
 def _add_backend_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("where the items run")
-    group.add_argument("--backend", choices=["local", "ray"], default="local",
-                       help="local: this process, or --workers processes; ray: one Ray task per item (pip install "
-                       "\"layermod[ray]\"), an embedded local Ray unless --address is given (default local)")
-    group.add_argument("--workers", type=positive, help="local: worker processes (default: this process); ray: CPUs "
-                       "of the embedded Ray (default all)")
-    group.add_argument("--address", help="ray: the cluster to join, e.g. 10.0.0.1:6379 or auto (default $RAY_ADDRESS, "
-                       "else an embedded Ray); every node must see the same paths")
+    group = add_backend_args(parser)
     group.add_argument("--threads", type=positive, help="torch threads per item (default: the spec's threads, else one "
                        "per CPU of a task or process)")
     group.add_argument("--resume", action="store_true", help="skip items already complete in DIR and run the rest "

@@ -46,7 +46,7 @@ from layermod.pruning.study import probe_batch, reinitialise
 from layermod.pruning.units import Unit, apply_plan, model_cost, unit_costs
 from layermod.training.train import TrainConfig, balanced_subset, evaluate, train
 
-__all__ = ["BUDGETS", "matched_comparison", "plan_at_budget"]
+__all__ = ["BUDGETS", "Job", "matched_comparison", "plan_at_budget", "retrain_pruned"]
 
 BUDGETS = (0.1, 0.2, 0.3, 0.4)
 """The default budgets: shares of the model's FLOPs (or parameters) to remove."""
@@ -115,6 +115,7 @@ def matched_comparison(
     seeds: int = 3,
     probe: tuple[torch.Tensor, torch.Tensor] | None = None,
     progress: bool = True,
+    run_jobs: Callable[[list[Job]], list[dict]] | None = None,
 ) -> MatchedComparison:
     """Every method at every budget of every matched cost, retrained every way with every seed.
 
@@ -132,6 +133,9 @@ def matched_comparison(
         seeds: runs per network and retraining, >= 1.
         probe: (inputs (n, ...), labels (n,)) for the scored methods (default: a class-balanced draw of 512
             training samples, seed 0).
+        run_jobs: runs the retraining jobs ``(units removed, retrain, seed)`` elsewhere (e.g. on an executor of
+            :mod:`layermod.sweep.executor`) and returns ``{"params", "flops", "acc"}`` per job, in order; default:
+            one after another in this process.
 
     Returns:
         a :class:`~layermod.pruning.pareto.MatchedComparison` with one row per (method, match, budget,
@@ -163,10 +167,13 @@ def matched_comparison(
     jobs = list(dict.fromkeys((removed, retrain, seed) for *_, seed, removed in planned for retrain in retrains))
     before = {removed: evaluate(apply_plan(model, list(removed), example), test_data)
               for removed in dict.fromkeys(job[0] for job in jobs)}
-    results = {}
-    for job in tqdm(jobs, desc="prune + retrain", disable=None if progress else True):
-        config = finetune if job[1] == "finetune" else scratch
-        results[job] = {**_run(model, job, config, train_data, test_data, example), "acc_pruned": before[job[0]]}
+    if run_jobs is None:
+        bar = tqdm(jobs, desc="prune + retrain", disable=None if progress else True)
+        done = [retrain_pruned(model, job, finetune if job[1] == "finetune" else scratch, train_data, test_data,
+                               example) for job in bar]
+    else:
+        done = run_jobs(jobs)
+    results = {job: {**result, "acc_pruned": before[job[0]]} for job, result in zip(jobs, done)}
     rows = [{"method": method, "match": match, "budget": budget, "retrain": retrain, "seed": seed,
              "layers_removed": list(removed), "n_removed": len(removed), **results[(removed, retrain, seed)]}
             for method, match, budget, seed, removed in planned for retrain in retrains]
@@ -175,9 +182,10 @@ def matched_comparison(
     return MatchedComparison(rows, base, config)
 
 
-def _run(model: nn.Module, job: Job, config: TrainConfig, train_data: Dataset, test_data: Dataset,
-         example: torch.Tensor) -> dict:
-    """Prune, retrain, evaluate: ``{"params", "flops", "acc"}`` of one network."""
+def retrain_pruned(model: nn.Module, job: Job, config: TrainConfig, train_data: Dataset, test_data: Dataset,
+                   example: torch.Tensor) -> dict:
+    """Prune, retrain with ``replace(config, seed=seed)``, evaluate: ``{"params", "flops", "acc"}`` of the job's
+    network (``job`` = (units removed, ``"finetune"`` or ``"scratch"``, seed))."""
     removed, retrain, seed = job
     pruned = apply_plan(model, list(removed), example)
     if retrain == "scratch":

@@ -29,6 +29,7 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from layermod.io.rundir import PRUNED
 from layermod.measure.config import DrawConfig, GraphConfig
 from layermod.models.checkpoint import read_sidecar, save_checkpoint
 from layermod.models.spec import resolve_data, resolve_model
-from layermod.pruning.budgets import matched_comparison
+from layermod.pruning.budgets import Job, matched_comparison, retrain_pruned
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.plans import METHODS, Plan, budget_for_params, method_order, select_units
 from layermod.pruning.study import PruningComparison, compare_methods
@@ -180,6 +181,9 @@ def matched_study(
     *,
     train_subset: int = 0,
     test_subset: int = 0,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
     progress: bool = False,
     **options,
 ) -> MatchedComparison:
@@ -191,16 +195,65 @@ def matched_study(
         target: from :func:`prepare`; verdicts: of its curve (:func:`target_curve`).
         finetune, scratch: the two retrainings (``scratch`` defaults to ``finetune``).
         train_subset, test_subset: retrain on / evaluate on class-balanced subsets of this many samples (0: all;
-            the test subset is the same for every network, seed 0).
+            seed 0, the same for every network).
+        backend, workers, address: where the retraining jobs run (:func:`layermod.sweep.executor.run_items`):
+            in this process (``"local"``, ``workers`` None or 1), in ``workers`` processes, or as Ray tasks (one
+            torch thread each); every job loads the checkpoint and data itself (:func:`retrain_job`).
     """
-    train_set, _ = resolve_data(target.dataset, "train", target.data_dir, allow_import=target.trusted)
-    if train_subset:
-        train_set = balanced_subset(train_set, train_subset, 0)
-    test_set = balanced_subset(target.test_set, test_subset, 0) if test_subset else target.test_set
+    train_set, test_set = _study_data(target.weights, target.dataset, target.data_dir, target.trusted, train_subset,
+                                      test_subset)[1:3]
+    run_jobs = None
+    if backend != "local" or (workers or 1) > 1:
+        def run_jobs(jobs):
+            return _run_elsewhere(jobs, target, finetune, scratch or finetune, train_subset, test_subset, backend,
+                                  workers, address)
     comparison = matched_comparison(target.model, target.units, train_set, test_set, verdicts, target.example,
-                                    finetune, scratch, progress=progress, **options)
+                                    finetune, scratch, progress=progress, run_jobs=run_jobs, **options)
     comparison.save(ensure_writable_dir(out_dir))
     return comparison
+
+
+@functools.lru_cache(maxsize=2)
+def _study_data(weights: str, dataset: str, data_dir: str | None, trusted: bool, train_subset: int,
+                test_subset: int) -> tuple[nn.Module, Dataset, Dataset, torch.Tensor]:
+    """(model, retraining data, test data, example input) of a checkpoint, once per process."""
+    model, _ = resolve_model(None, weights)
+    test_set, _ = resolve_data(dataset, "test", data_dir, allow_import=trusted)
+    example, _ = gather(test_set, [0])
+    train_set, _ = resolve_data(dataset, "train", data_dir, allow_import=trusted)
+    if train_subset:
+        train_set = balanced_subset(train_set, train_subset, 0)
+    if test_subset:
+        test_set = balanced_subset(test_set, test_subset, 0)
+    return model, train_set, test_set, example
+
+
+def retrain_job(weights: str, dataset: str, data_dir: str | None, trusted: bool, train_subset: int,
+                test_subset: int, removed: list[str], retrain: str, seed: int, config: dict) -> dict:
+    """One retraining job of :func:`matched_study`, run where the executor puts it: loads the checkpoint and its
+    data (once per process), then :func:`layermod.pruning.budgets.retrain_pruned`."""
+    model, train_set, test_set, example = _study_data(weights, dataset, data_dir, trusted, train_subset, test_subset)
+    return retrain_pruned(model, (tuple(removed), retrain, seed), TrainConfig(**config), train_set, test_set,
+                          example)
+
+
+def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, scratch: TrainConfig,
+                   train_subset: int, test_subset: int, backend: str, workers: int | None,
+                   address: str | None) -> list[dict]:
+    """The jobs as :func:`retrain_job` items of :func:`layermod.sweep.executor.run_items`; the first failure is one
+    LayermodError."""
+    from layermod.sweep.executor import run_items
+
+    common = {"weights": target.weights, "dataset": target.dataset, "data_dir": target.data_dir,
+              "trusted": target.trusted, "train_subset": train_subset, "test_subset": test_subset}
+    items = [(f"job-{i}", {**common, "removed": list(removed), "retrain": retrain, "seed": seed,
+                           "config": (finetune if retrain == "finetune" else scratch).to_dict()})
+             for i, (removed, retrain, seed) in enumerate(jobs)]
+    results = run_items(retrain_job, items, backend=backend, workers=workers, address=address, threads=1)
+    failed = [result for result in results if not result.ok]
+    if failed:
+        raise LayermodError(f"{len(failed)} of {len(results)} retraining jobs failed; the first: {failed[0].error}")
+    return [result.value for result in results]
 
 
 def prune_and_compare(
