@@ -250,3 +250,14 @@ def test_the_study_refuses_bad_settings_in_one_line():
                             ({"seeds": 0}, "seeds must be")):
         with pytest.raises(PlanError, match=message):
             matched_comparison(model, units, data, data, [], IMAGES[:1], config, **kwargs)
+
+
+def test_the_report_shows_a_matched_study_with_its_tables(study, tmp_path):
+    from layermod.cli import main
+
+    study.save(tmp_path / "run")
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "methods compared at matched budgets" in page
+    assert page.count("<img") >= 2  # a Pareto figure per matched cost
+    assert "run-matched.csv" in page

@@ -61,12 +61,15 @@ from layermod.io.rundir import (
     DYNAMICS_JSON,
     EMBEDDING_JSON,
     EVAL_JSON,
+    MATCHED_CSV,
+    MATCHED_JSON,
     METRICS_CSV,
     PLAN_JSON,
     REPORT_HTML,
     RESULTS_CSV,
 )
 from layermod.io.validate import MAX_ITEMS, REASON_CHARS, TITLE_CHARS, label, mapping, number, shorten, text
+from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.plans import Plan
 from layermod.pruning.study import PruningComparison
 from layermod.report.html import HtmlDocument
@@ -244,6 +247,25 @@ def _pruning(doc: HtmlDocument, comparison: PruningComparison, _run: Path) -> No
     doc.table(header, table)
 
 
+def _matched(doc: HtmlDocument, study: MatchedComparison, _run: Path) -> None:
+    doc.subsection("Pruning: methods compared at matched budgets")
+    for match in dict.fromkeys(row["match"] for row in study.rows):
+        doc.figure(study.plot(match), caption=f"test accuracy (mean ± std over seeds) against the share of "
+                   f"{match} actually removed, budgets matched by {match}; grey: the Pareto front")
+    header = ["match", "retrain", "budget", "method", "n", "acc. mean", "± std", "FLOPs removed", "params removed",
+              "Δ vs modularity", "p (t-test)", "p (sign flip)"]
+    rows = []
+    for s in study.summary():
+        test = s["vs_modularity"] or {}
+        rows.append([s["match"], s["retrain"], s["budget"], s["method"], s["n"], s["acc_mean"], s["acc_std"],
+                     s["flops_removed"], s["params_removed"], test.get("mean"), test.get("p_t"), test.get("p_sign")])
+    doc.table(header, rows, caption="per budget: accuracy over seeds and the paired difference to modularity")
+    pooled = [[p["match"], p["retrain"], p["method"], p["n"], p["mean"], p["std"], p["p_t"], p["p_sign"]]
+              for p in study.pooled()]
+    doc.table(["match", "retrain", "method", "pairs", "Δ vs modularity", "± std", "p (t-test)", "p (sign flip)"],
+              pooled, caption="over every budget and seed: the paired difference to modularity")
+
+
 def _plan(doc: HtmlDocument, plan: Plan, _run: Path) -> None:
     doc.subsection("Pruning plan")
     doc.paragraph(f"{label('?' if plan.method is None else plan.method)}: remove {len(plan.remove)} unit(s): "
@@ -291,6 +313,7 @@ KNOWN_FILES: dict[str, Section[Any]] = {
     COMPARE_JSON: Section(LayerComparison.load, _compare, (COMPARE_JSON, D_CSV, CKA_CSV)),
     PLAN_JSON: Section(Plan.load, _plan, (PLAN_JSON,)),
     COMPARISON_JSON: Section(PruningComparison.load, _pruning, (COMPARISON_JSON, COMPARISON_CSV)),
+    MATCHED_JSON: Section(MatchedComparison.load, _matched, (MATCHED_JSON, MATCHED_CSV)),
     EVAL_JSON: Section(Evaluation.load, _evaluation, (EVAL_JSON,)),
     RESULTS_CSV: Section(SweepTable.load, _sweep, (RESULTS_CSV,)),
 }
