@@ -439,3 +439,18 @@ def test_backend_options_and_hostile_tables(workdir, capsys):
         assert {"header": "is not a sweep table", "status": "status must be ok or failed",
                 "number": "does not read"}[name] in err
         assert not (workdir / f"{name}.html").exists()
+
+
+def test_summary_orders_groups_by_value_and_puts_networks_of_different_depth_on_one_scale():
+    from layermod.sweep.results import COLUMNS, SweepTable
+
+    def rows(item, k, layers):
+        return [{"item": item, "k": k, **dict.fromkeys(COLUMNS), "layer": f"l{i}", "index": i,
+                 "q_mean": 0.1 * i, "q_std": 0.01, "status": "ok"} for i in range(layers)]
+
+    same = SweepTable(["k"], rows("a", 11, 4) + rows("b", 3, 4)).plot()
+    assert [t.get_text() for t in same.get_legend().get_texts()] == ["k=3", "k=11"]
+    assert same.get_xlabel() == "layer"
+    mixed = SweepTable(["k"], rows("a", 11, 4) + rows("b", 3, 10)).plot()
+    assert mixed.get_xlabel().startswith("relative depth")
+    assert [list(line.get_xdata()[[0, -1]]) for line in mixed.get_lines()] == [[0.0, 1.0], [0.0, 1.0]]

@@ -17,8 +17,10 @@ Decisions, on purpose:
   does not set empty. In Parquet a column of integers (or numbers, or booleans) keeps that type, else strings.
 * **The figure.** Items are grouped by their varying options other than ``seed``; each group is one line, the
   mean over its items of mean Q per layer, with a band of ±1 std across its items (the draws' std for a group
-  of one item), on the first group's layer names. At most :data:`MAX_LINES` groups are drawn (the first by
-  name); the title says so when some are left out.
+  of one item), on the first group's layer names; when the groups' curves differ in length (networks of
+  different depths) each is drawn against its relative depth instead, from 0 (its first measured layer) to 1
+  (its last). Groups are ordered by their options' values, numbers by value (k=3 before k=11); at most
+  :data:`MAX_LINES` are drawn (the first in that order), and the title says so when some are left out.
 """
 
 from __future__ import annotations
@@ -178,29 +180,34 @@ class SweepTable:
         PNG with ``path``, else shown. Returns the matplotlib Axes."""
         from layermod.analysis.curve_plot import curve_axes
 
-        groups: dict[str, dict[str, list[dict]]] = {}
+        groups: dict[tuple, dict[str, list[dict]]] = {}
         keys = [key for key in self.options if key != "seed"]
         for row in self.rows:
             if row["status"] == "ok":
-                name = ", ".join(f"{key}={row[key]}" for key in keys) or "all items"
-                groups.setdefault(name, {}).setdefault(row["item"], []).append(row)
-        names = sorted(groups)[:MAX_LINES]
-        first = sorted(next(iter(groups[names[0]].values())), key=lambda r: r["index"])
+                groups.setdefault(tuple(row[key] for key in keys), {}).setdefault(row["item"], []).append(row)
+        values = sorted(groups, key=lambda group: [_order(value) for value in group])[:MAX_LINES]
+        lengths = {len(rows) for items in groups.values() for rows in items.values()}
+        first = sorted(next(iter(groups[values[0]].values())), key=lambda r: r["index"])
         ax = ax if ax is not None else curve_axes(len(first), interactive=path is None)
-        for name in names:
-            curves = [sorted(rows, key=lambda r: r["index"]) for rows in groups[name].values()]
+        for group in values:
+            curves = [sorted(rows, key=lambda r: r["index"]) for rows in groups[group].values()]
             length = min(len(c) for c in curves)
             means = np.array([[np.nan if r["q_mean"] is None else r["q_mean"] for r in c[:length]] for c in curves])
             mean = means.mean(axis=0)
             band = (means.std(axis=0, ddof=1) if len(curves) > 1 else
                     np.array([np.nan if r["q_std"] is None else r["q_std"] for r in curves[0][:length]]))
-            x = np.arange(length)
+            x = np.arange(length) if len(lengths) == 1 else np.linspace(0, 1, length)
+            name = ", ".join(f"{key}={value}" for key, value in zip(keys, group)) or "all items"
             text = label(f"{name} ({len(curves)} items)" if len(curves) > 1 else name)
             line, = ax.plot(x, mean, marker="o", ms=3, label=text)
             ax.fill_between(x, mean - band, mean + band, color=line.get_color(), alpha=0.15, lw=0)
-        ticks = np.arange(len(first))[:: max(1, math.ceil(len(first) / 50))]
-        ax.set_xticks(ticks, [label(first[i]["layer"]) for i in ticks], rotation=60, ha="right", fontsize=8)
-        ax.set_xlabel("layer")
+        if len(lengths) == 1:
+            ticks = np.arange(len(first))[:: max(1, math.ceil(len(first) / 50))]
+            ax.set_xticks(ticks, [label(first[i]["layer"]) for i in ticks], rotation=60, ha="right", fontsize=8)
+            ax.set_xlabel("layer")
+        else:  # curves of different depths: each from its first layer (0) to its last (1)
+            ax.set_xticks(np.linspace(0, 1, 11))
+            ax.set_xlabel("relative depth (0: first measured layer, 1: last)")
         ax.set_ylabel("modularity Q")
         ax.grid(alpha=0.3)
         seeds = " (mean over seeds)" if "seed" in self.options else ""
@@ -212,3 +219,10 @@ class SweepTable:
         if path is not None:
             save_png(ax.figure, path)
         return ax
+
+
+def _order(value: object) -> tuple:
+    """Sort key of an option's value: numbers by value, before anything else by its text (k=3 before k=11)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, str(value))
