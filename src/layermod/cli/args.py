@@ -247,16 +247,24 @@ def load_model(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module
     return model, description
 
 
-def to_device(model: torch.nn.Module, device: str) -> None:
-    """Move ``model`` to ``device``; ``"auto"`` is CUDA when available, else the CPU."""
+def resolve_device(device: str) -> str:
+    """``device`` as torch takes it, ``"auto"`` being CUDA when available, else the CPU; one line for a device
+    torch cannot use."""
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        model.to(torch.device(device))
+        torch.empty(0, device=torch.device(device))
     except (RuntimeError, AssertionError) as err:
         raise LayermodError(f"cannot use device {device!r} ({err}); pass --device cpu") from None
+    return device
+
+
+def to_device(model: torch.nn.Module, device: str) -> None:
+    """Move ``model`` to ``device`` (:func:`resolve_device`)."""
+    model.to(resolve_device(device))
+
 
 def add_backend_args(parser: argparse.ArgumentParser, what: str = "items") -> argparse._ArgumentGroup:
     """``--backend``, ``--workers``, ``--address``: where the command's ``what`` run

@@ -15,6 +15,7 @@ from layermod.cli.args import (
     check_backend,
     measure_configs,
     positive,
+    resolve_device,
 )
 
 __all__ = ["add_parsers"]
@@ -65,6 +66,7 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
 
     check_writable_dir(args.out)
     check_backend(args)
+    device = resolve_device(args.device)
     target = prepare(args.weights, args.dataset, args.data_dir)
     if not target.units:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
@@ -76,7 +78,7 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
     scratch = replace(finetune, epochs=args.scratch_epochs, lr=args.scratch_lr)
     comparison = matched_study(target, args.out, verdicts, finetune, scratch, train_subset=args.train_subset,
                                test_subset=args.test_subset, backend=args.backend, workers=args.workers,
-                               address=args.address, progress=not args.quiet, budgets=args.budgets,
+                               address=args.address, device=device, progress=not args.quiet, budgets=args.budgets,
                                matches=args.match, retrains=args.retrain, methods=args.methods, seeds=args.seeds)
     print(comparison.markdown())
     print(f"wrote {args.out}/{MATCHED_JSON}, {MATCHED_MD} and the Pareto figures")
@@ -137,6 +139,8 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
                        help="retrain on a class-balanced subset of N training samples (default 0: all)")
     study.add_argument("--test-subset", type=int, default=0,
                        help="evaluate on a class-balanced subset of N test samples (default 0: all)")
+    study.add_argument("--device", default="auto", help="where the networks are retrained: cpu, cuda, cuda:1, ... "
+                       "(default auto: cuda when available)")
     add_backend_args(study, "retraining jobs")
     study.add_argument("--out", required=True, help="run directory")
     study.add_argument("--quiet", action="store_true", help="no progress bars")

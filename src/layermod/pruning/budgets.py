@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from layermod.analysis.redundancy import Verdict
 from layermod.errors import PlanError
+from layermod.extract.features import model_device
 from layermod.pruning.pareto import MATCHES, RETRAINS, MatchedComparison
 from layermod.pruning.plans import METHODS, SCORED, budget_for_cost, method_order, select_units
 from layermod.pruning.scores import angular_distances, method_scores
@@ -145,6 +146,7 @@ def matched_comparison(
     scratch = finetune if scratch is None else scratch
     methods = ["none", *(m for m in dict.fromkeys(methods) if m != "none")]
     x, y = probe if probe is not None else probe_batch(balanced_subset(train_data, min(512, len(train_data))))
+    x = x.to(model_device(model))
     scores = method_scores(model, units, [m for m in methods if m in SCORED and m != "angular"], x, y)
     spans: dict[int, dict] = {}
 

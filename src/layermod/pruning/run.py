@@ -184,6 +184,7 @@ def matched_study(
     backend: str = "local",
     workers: int | None = None,
     address: str | None = None,
+    device: str = "cpu",
     progress: bool = False,
     **options,
 ) -> MatchedComparison:
@@ -199,16 +200,18 @@ def matched_study(
         backend, workers, address: where the retraining jobs run (:func:`layermod.sweep.executor.run_items`):
             in this process (``"local"``, ``workers`` None or 1), in ``workers`` processes, or as Ray tasks (one
             torch thread each); every job loads the checkpoint and data itself (:func:`retrain_job`).
+        device: where every network is scored, retrained and evaluated (e.g. ``"cuda"``).
     """
+    model, example = target.model.to(device), target.example.to(device)
     train_set, test_set = _study_data(target.weights, target.dataset, target.data_dir, target.trusted, train_subset,
                                       test_subset)[1:3]
     run_jobs = None
     if backend != "local" or (workers or 1) > 1:
         def run_jobs(jobs):
             return _run_elsewhere(jobs, target, finetune, scratch or finetune, train_subset, test_subset, backend,
-                                  workers, address)
-    comparison = matched_comparison(target.model, target.units, train_set, test_set, verdicts, target.example,
-                                    finetune, scratch, progress=progress, run_jobs=run_jobs, **options)
+                                  workers, address, device)
+    comparison = matched_comparison(model, target.units, train_set, test_set, verdicts, example, finetune, scratch,
+                                    progress=progress, run_jobs=run_jobs, **options)
     comparison.save(ensure_writable_dir(out_dir))
     return comparison
 
@@ -229,23 +232,23 @@ def _study_data(weights: str, dataset: str, data_dir: str | None, trusted: bool,
 
 
 def retrain_job(weights: str, dataset: str, data_dir: str | None, trusted: bool, train_subset: int,
-                test_subset: int, removed: list[str], retrain: str, seed: int, config: dict) -> dict:
+                test_subset: int, device: str, removed: list[str], retrain: str, seed: int, config: dict) -> dict:
     """One retraining job of :func:`matched_study`, run where the executor puts it: loads the checkpoint and its
-    data (once per process), then :func:`layermod.pruning.budgets.retrain_pruned`."""
+    data (once per process), then :func:`layermod.pruning.budgets.retrain_pruned` on ``device``."""
     model, train_set, test_set, example = _study_data(weights, dataset, data_dir, trusted, train_subset, test_subset)
-    return retrain_pruned(model, (tuple(removed), retrain, seed), TrainConfig(**config), train_set, test_set,
-                          example)
+    return retrain_pruned(model.to(device), (tuple(removed), retrain, seed), TrainConfig(**config), train_set,
+                          test_set, example.to(device))
 
 
 def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, scratch: TrainConfig,
                    train_subset: int, test_subset: int, backend: str, workers: int | None,
-                   address: str | None) -> list[dict]:
+                   address: str | None, device: str) -> list[dict]:
     """The jobs as :func:`retrain_job` items of :func:`layermod.sweep.executor.run_items`; the first failure is one
     LayermodError."""
     from layermod.sweep.executor import run_items
 
     common = {"weights": target.weights, "dataset": target.dataset, "data_dir": target.data_dir,
-              "trusted": target.trusted, "train_subset": train_subset, "test_subset": test_subset}
+              "trusted": target.trusted, "train_subset": train_subset, "test_subset": test_subset, "device": device}
     items = [(f"job-{i}", {**common, "removed": list(removed), "retrain": retrain, "seed": seed,
                            "config": (finetune if retrain == "finetune" else scratch).to_dict()})
              for i, (removed, retrain, seed) in enumerate(jobs)]
