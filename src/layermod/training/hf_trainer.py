@@ -40,24 +40,15 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 from layermod.analysis.dynamics import Dynamics, TrackConfig
 from layermod.errors import TrainError
 from layermod.io.rundir import DYNAMICS_JSON
-from layermod.training.tracker import CurveTracker
+from layermod.training.tracker import CurveTracker, lazy_class
 
 __all__ = ["ModularityTrainerCallback"]
 
 LOG_PREFIX = "eval_"
-
-
-def __getattr__(name: str) -> Any:
-    if name != "ModularityTrainerCallback":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    cls = _build_callback()
-    globals()[name] = cls
-    return cls
 
 
 def _build_callback() -> type:
@@ -130,3 +121,6 @@ def _build_callback() -> type:
 
     ModularityTrainerCallback.__module__, ModularityTrainerCallback.__qualname__ = __name__, "ModularityTrainerCallback"
     return ModularityTrainerCallback
+
+
+__getattr__ = lazy_class(globals(), "ModularityTrainerCallback", _build_callback)

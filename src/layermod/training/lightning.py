@@ -42,20 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 from layermod.analysis.dynamics import Dynamics, TrackConfig
 from layermod.errors import TrainError
-from layermod.training.tracker import CurveTracker
+from layermod.training.tracker import CurveTracker, lazy_class
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["ModularityCallback"]
-
-
-def __getattr__(name: str) -> Any:
-    if name != "ModularityCallback":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    cls = _build_callback()
-    globals()[name] = cls
-    return cls
 
 
 def _build_callback() -> type:
@@ -130,3 +122,6 @@ def _build_callback() -> type:
 
     ModularityCallback.__module__, ModularityCallback.__qualname__ = __name__, "ModularityCallback"
     return ModularityCallback
+
+
+__getattr__ = lazy_class(globals(), "ModularityCallback", _build_callback)

@@ -40,8 +40,9 @@ import contextlib
 import numbers
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ from layermod.data.batches import take
 from layermod.data.draws import balanced_draws
 from layermod.errors import TrainError
 
-__all__ = ["SCALAR_PREFIX", "CurveTracker"]
+__all__ = ["SCALAR_PREFIX", "CurveTracker", "lazy_class"]
 
 SCALAR_PREFIX = "modularity/"
 
@@ -180,3 +181,16 @@ def _observing(model: nn.Module) -> Iterator[None]:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
 
+
+def lazy_class(namespace: dict[str, Any], name: str, build: Callable[[], type]) -> Callable[[str], type]:
+    """A module ``__getattr__`` that builds the class ``name`` with ``build()`` on first access and keeps it in the
+    module's ``namespace``: a class that subclasses an optional library's base (Lightning's ``Callback``,
+    transformers' ``TrainerCallback``) without importing that library when the module is imported."""
+
+    def getattr_(attribute: str) -> type:
+        if attribute != name:
+            raise AttributeError(f"module {namespace['__name__']!r} has no attribute {attribute!r}")
+        namespace[name] = cls = build()
+        return cls
+
+    return getattr_
