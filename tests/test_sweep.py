@@ -132,7 +132,12 @@ def test_a_glob_in_the_grid_is_files_sorted(tmp_path, monkeypatch):
         (tmp_path / "ck" / name).write_text("x")
     spec = parse_spec({"grid": {"weights": "ck/*.safetensors"}}, KINDS)
     assert [i.options["weights"] for i in spec.items] == ["ck/a.safetensors", "ck/b.safetensors"]
-    assert [i.id.rpartition("-")[0] for i in spec.items] == ["weights-a", "weights-b"]
+    assert [i.id.rpartition("-")[0] for i in spec.items] == ["weights-ck-a", "weights-ck-b"]
+
+
+def test_checkpoints_of_one_name_in_other_folders_get_slugs_that_tell_them_apart():
+    spec = parse_spec({"grid": {"weights": ["runs/r20/best.safetensors", "runs/r56/best.safetensors"]}}, KINDS)
+    assert [i.id.rpartition("-")[0] for i in spec.items] == ["weights-r20-best", "weights-r56-best"]
 
 
 @pytest.mark.parametrize("data, words", [

@@ -291,7 +291,8 @@ def _slug(options: Mapping[str, object], varying: Sequence[str]) -> str:
         if value is None:
             continue
         if isinstance(value, str) and (os.sep in value or "." in Path(value).name):
-            value = Path(value).stem
+            path = Path(value)  # its folder too: runs/a/best.safetensors and runs/b/best.safetensors differ
+            value = f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
         elif not isinstance(value, str):
             value = json.dumps(value, sort_keys=True, separators=(",", ":"))
         parts.append(f"{key}-{value}")
