@@ -456,6 +456,8 @@ def test_summary_orders_groups_by_value_and_puts_networks_of_different_depth_on_
     same = SweepTable(["k"], rows("a", 11, 4) + rows("b", 3, 4)).plot()
     assert [t.get_text() for t in same.get_legend().get_texts()] == ["k=3", "k=11"]
     assert same.get_xlabel() == "layer"
+    paths = SweepTable(["k"], rows("a", "runs/deep/r110/best.safetensors", 4)).plot()
+    assert [t.get_text() for t in paths.get_legend().get_texts()] == ["k=r110/best"]
     mixed = SweepTable(["k"], rows("a", 11, 4) + rows("b", 3, 10)).plot()
     assert mixed.get_xlabel().startswith("relative depth")
     assert [list(line.get_xdata()[[0, -1]]) for line in mixed.get_lines()] == [[0.0, 1.0], [0.0, 1.0]]

@@ -19,7 +19,8 @@ Decisions, on purpose:
   mean over its items of mean Q per layer, with a band of ±1 std across its items (the draws' std for a group
   of one item), on the first group's layer names; when the groups' curves differ in length (networks of
   different depths) each is drawn against its relative depth instead, from 0 (its first measured layer) to 1
-  (its last). Groups are ordered by their options' values, numbers by value (k=3 before k=11); at most
+  (its last). A checkpoint path is named in the legend by its folder and stem (``r56/best``). Groups are ordered
+  by their options' values, numbers by value (k=3 before k=11); at most
   :data:`MAX_LINES` are drawn (the first in that order), and the title says so when some are left out.
 """
 
@@ -197,7 +198,7 @@ class SweepTable:
             band = (means.std(axis=0, ddof=1) if len(curves) > 1 else
                     np.array([np.nan if r["q_std"] is None else r["q_std"] for r in curves[0][:length]]))
             x = np.arange(length) if len(lengths) == 1 else np.linspace(0, 1, length)
-            name = ", ".join(f"{key}={value}" for key, value in zip(keys, group)) or "all items"
+            name = ", ".join(f"{key}={_shown(value)}" for key, value in zip(keys, group)) or "all items"
             text = label(f"{name} ({len(curves)} items)" if len(curves) > 1 else name)
             line, = ax.plot(x, mean, marker="o", ms=3, label=text)
             ax.fill_between(x, mean - band, mean + band, color=line.get_color(), alpha=0.15, lw=0)
@@ -226,3 +227,11 @@ def _order(value: object) -> tuple:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, value, "")
     return (1, 0, str(value))
+
+
+def _shown(value: object) -> object:
+    """An option's value in the legend: a file path as its folder and stem (``r56/best``), else as it is."""
+    if isinstance(value, str) and "/" in value:
+        path = Path(value)
+        return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+    return value
