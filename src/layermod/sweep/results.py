@@ -189,7 +189,8 @@ class SweepTable:
         values = sorted(groups, key=lambda group: [_order(value) for value in group])[:MAX_LINES]
         lengths = {len(rows) for items in groups.values() for rows in items.values()}
         first = sorted(next(iter(groups[values[0]].values())), key=lambda r: r["index"])
-        ax = ax if ax is not None else curve_axes(len(first), interactive=path is None)
+        width = len(first) if len(lengths) == 1 else 20  # relative depth needs no room per layer name
+        ax = ax if ax is not None else curve_axes(width, interactive=path is None)
         for group in values:
             curves = [sorted(rows, key=lambda r: r["index"]) for rows in groups[group].values()]
             length = min(len(c) for c in curves)
