@@ -246,6 +246,7 @@ def test_the_study_refuses_bad_settings_in_one_line():
     config = TrainConfig(epochs=1)
     for kwargs, message in (({"budgets": (0.2, 1.5)}, "budgets must be shares"),
                             ({"matches": ("latency",)}, "unknown cost to match 'latency'"),
+                            ({"retrains": ()}, "no retraining given"),
                             ({"methods": ("magic",)}, "unknown pruning method 'magic'"),
                             ({"seeds": 0}, "seeds must be")):
         with pytest.raises(PlanError, match=message):

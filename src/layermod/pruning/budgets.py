@@ -203,8 +203,10 @@ def _check(budgets: Sequence[float], matches: Sequence[str], retrains: Sequence[
         raise PlanError(f"budgets must be shares of the cost in (0, 1), e.g. 0.1,0.2,0.3,0.4; got {list(budgets)}")
     for given, known, what in ((matches, MATCHES, "cost to match"), (retrains, RETRAINS, "retraining"),
                                (methods, METHODS, "pruning method")):
+        if not given:
+            raise PlanError(f"no {what} given; use one or more of {', '.join(known)}")
         unknown = [value for value in given if value not in known]
-        if unknown or not given:
-            raise PlanError(f"unknown {what} {unknown[0] if unknown else 'list (empty)'!r}; use {', '.join(known)}")
+        if unknown:
+            raise PlanError(f"unknown {what} {unknown[0]!r}; use {', '.join(known)}")
     if not isinstance(seeds, int) or seeds < 1:
         raise PlanError(f"seeds must be an integer >= 1, got {seeds!r}")
