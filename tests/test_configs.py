@@ -40,7 +40,8 @@ def one_line(err: pytest.ExceptionInfo, *fragments: str) -> None:
 
 def test_the_defaults_are_the_papers_and_the_functions_take_them_from_the_configs():
     assert lm.GraphConfig().to_dict() == {"k": 3, "metric": "cosine", "symmetrize": "mean", "weighted": True,
-                                          "resolution": 1.0}
+                                          "resolution": 1.0, "knn": "exact", "sketch_dim": None,
+                                          "precision": "float32"}
     assert lm.DrawConfig().to_dict() == {"n_per_class": 50, "repeats": 5, "seed": 0, "null_permutations": 0}
     graph = inspect.signature(lm.knn_graph).parameters
     assert {name: graph[name].default for name in ("k", "metric", "symmetrize", "weighted")} == {

@@ -2,6 +2,7 @@
 
     import layermod as lm
     A = lm.knn_graph(features, k=3, metric="cosine")   # (N, D) -> scipy sparse (N, N), symmetric
+    A, recall = lm.build_graph(features, lm.GraphConfig(knn="hnsw"))  # approximate, with its kNN recall
     q = lm.modularity(A, labels)                        # labels: (N,)
     curve = lm.modularity_curve(model, (X, y), layers="auto", k=3, n_per_class=50, repeats=5, seed=0)
     curve = lm.modularity_curve(model, (X, y), graph=lm.GraphConfig(k=3), draws=lm.DrawConfig(n_per_class=50))
@@ -32,6 +33,7 @@ _EXPORTS = {
     "attack": "adversarial.attacks",
     "auto_layers": "extract.layers",
     "balanced_draws": "data.draws",
+    "build_graph": "measure.graph",
     "compare_layers": "analysis.compare",
     "extract_features": "extract.features",
     "fgsm": "adversarial.attacks",
@@ -64,6 +66,7 @@ __all__ = [
     "attack",
     "auto_layers",
     "balanced_draws",
+    "build_graph",
     "compare_layers",
     "extract_features",
     "fgsm",

@@ -23,10 +23,17 @@ Decisions, on purpose (in :func:`modularity_curve`):
   :class:`~layermod.measure.config.DrawConfig`, or their fields as keywords (``k=5, n_per_class=30``); the
   curve's config records both configs' fields under their own names.
 * **Checked before any forward pass:** the configs (on construction), the pool, the draws against the
-  labels, and k against the samples of a draw; a failure while measuring a layer names the layer.
+  labels, k against the samples of a draw, and that faiss is installed for an approximate ``knn``; a failure
+  while measuring a layer names the layer.
 * **Token features.** ``pool`` (default ``"auto"``) says how a 3-D ``(batch, tokens, hidden)`` layer output
   becomes one vector per sample (:mod:`layermod.extract.pooling`); other outputs are flattened. The config
   records ``pool`` as asked and ``resolved_pool``, what ``"auto"`` stood for on this model.
+* **Scale.** Features are held one pass at a time within ``max_bytes`` (:func:`layermod.extract.features.
+  iter_layer_features`), so the peak memory does not grow with the number of layers; a layer that alone does
+  not fit goes to a temporary memmap and is searched in blocks within the same budget, giving the same graph.
+  The kNN runs on the model's device. An approximate search (``knn`` "ivf"/"hnsw" or a ``sketch_dim``) adds
+  ``knn_recall`` to the config: per layer, the mean over draws of the fraction of exact k nearest neighbours
+  found, measured on ``knn_recall_rows`` seeded rows of each draw against all its samples.
 * **Inputs** go to the model as it wants them (:mod:`layermod.extract.inputs`): integers kept, floats in the
   model's floating dtype, a dict batch as keyword arguments. A DataLoader as data is read once, keeping
   ``n_per_class * repeats`` samples of each class (:func:`layermod.data.arrays.as_dataset`).
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -58,7 +66,8 @@ from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, 
 from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG
 from layermod.coerce import seed_sequence
 from layermod.measure.config import DrawConfig, GraphConfig, MeasureOptions, measure_configs
-from layermod.measure.graph import knn_graph
+from layermod.measure.ann import RECALL_ROWS, require_faiss
+from layermod.measure.graph import build_graph
 from layermod.extract.layers import LayerSpec, layer_items, select_layers, trace_calls
 from layermod.measure.modularity import modularity_with_null
 from layermod.io.validate import mapping, names, numbers, q_bounds, required, run_config
@@ -230,8 +239,9 @@ def modularity_curve(
         max_bytes: memory budget for the features held at once; layers are extracted in groups that fit.
         progress: show progress bars (when stderr is a terminal).
         visit: called as ``visit(name, features, positions)`` for every layer, with its features (M, D) for
-            the union of the draws and ``positions``, one index array into those M rows per draw: other
-            per-layer statistics on the same samples without a second pass over the model.
+            the union of the draws (a tensor over a file on disk for a layer larger than ``max_bytes``) and
+            ``positions``, one index array into those M rows per draw: other per-layer statistics on the same
+            samples without a second pass over the model.
         pool: ``"auto"``, ``"cls"``, ``"mean"``, ``"last"`` or ``"flatten"``: how a 3-D token output becomes
             one vector per sample (see :mod:`layermod.extract.pooling`; 4-D and 2-D outputs are flattened).
         options: fields of either config as keywords (``k=5, n_per_class=30``, ...), see
@@ -254,6 +264,8 @@ def modularity_curve(
     draw_size = len(samples[0])
     if not k < draw_size:
         raise GraphError(f"k={k} needs 1 <= k < {draw_size} samples per draw; lower k or raise n_per_class")
+    if graph.knn != "exact":
+        require_faiss()
     # independent streams from one seed: the draws use the root (as balanced_draws(seed) does), draw r's
     # shuffles child r, torch the last child
     streams = seed_sequence(seed, GraphError).spawn(repeats + 1)
@@ -270,14 +282,17 @@ def modularity_curve(
         null = np.zeros((repeats, len(names), shuffles))
         steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=None if progress else True)
         layer_features = iter_layer_features(model, inputs, names, calls, max_bytes, batch_size, progress,
-                                             resolved)
+                                             resolved, memmap=True)
+        recalls = np.full((repeats, len(names)), np.nan)
         for col, (name, features) in enumerate(layer_features):
             if visit is not None:
-                visit(name, features, positions)
+                visit(name, torch.from_numpy(features) if isinstance(features, np.ndarray) else features, positions)
             for row, pos in enumerate(positions):
                 try:
-                    adjacency = knn_graph(features[pos], k=k, metric=graph.metric, symmetrize=graph.symmetrize,
-                                          weighted=graph.weighted)
+                    with _draw_features(features, pos) as chosen:
+                        adjacency, found = build_graph(chosen, graph, seed=seed, max_bytes=max_bytes, device=device)
+                    if found is not None:
+                        recalls[row, col] = found
                     values[row, col], null[row, col] = modularity_with_null(adjacency, targets[pos], shuffles,
                                                                             streams[row], graph.resolution)
                 except (FeatureError, GraphError) as err:
@@ -298,11 +313,34 @@ def modularity_curve(
         "layermod_version": _layermod_version(),
         "torch_version": torch.__version__,
     }
+    if graph.knn != "exact" or graph.sketch_dim is not None:
+        config.update(knn_recall=[float(r) for r in recalls.mean(axis=0)], knn_recall_rows=RECALL_ROWS)
     if not shuffles:
         return Curve(names, values, config)
     spread = np.maximum(null.std(axis=2), NULL_STD_FLOOR)
     z = ((values - null.mean(axis=2)) / spread).mean(axis=0)
     return Curve(names, values, config, null.mean(axis=(0, 2)), null.std(axis=(0, 2)), z)
+
+
+@contextmanager
+def _draw_features(features: torch.Tensor | np.memmap, positions: np.ndarray) -> Iterator[torch.Tensor | np.memmap]:
+    """The rows ``positions`` of ``features`` (M, D): a tensor for features in memory; for a memmap the memmap
+    itself when the draw is all of its rows in order, else a copy on disk (deleted after), written in blocks."""
+    if not isinstance(features, np.memmap):
+        yield features[positions]
+        return
+    if np.array_equal(positions, np.arange(len(features))):
+        yield features
+        return
+    step = max(1, 2**24 // max(features.shape[1], 1))
+    with tempfile.TemporaryDirectory(prefix="layermod-draw-") as folder:
+        chosen = np.lib.format.open_memmap(os.path.join(folder, "draw.npy"), mode="w+", dtype=features.dtype,
+                                           shape=(len(positions), features.shape[1]))
+        for start in range(0, len(positions), step):
+            chosen[start:start + step] = features[positions[start:start + step]]
+        chosen.flush()
+        yield chosen
+        del chosen
 
 
 @contextmanager

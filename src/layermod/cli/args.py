@@ -117,7 +117,7 @@ def add_measure_args(parser: argparse.ArgumentParser, probe: bool = False,
                      title: str = "graph and draws") -> None:
     """The graph and draw options (defaults and checks from GraphConfig and DrawConfig); with ``probe``, as
     ``train`` names them (see the module doc)."""
-    from layermod.measure.config import METRICS, SYMMETRIZE, DrawConfig, GraphConfig
+    from layermod.measure.config import KNN, METRICS, PRECISIONS, SYMMETRIZE, DrawConfig, GraphConfig
 
     graph, draws = GraphConfig(), DrawConfig()
     group = parser.add_argument_group(title)
@@ -132,6 +132,14 @@ def add_measure_args(parser: argparse.ArgumentParser, probe: bool = False,
     group.add_argument("--resolution", type=_config_field(GraphConfig, "resolution", float),
                        default=graph.resolution, help=f"modularity resolution gamma, >= 0 (default "
                        f"{graph.resolution:g}: Newman's Q)")
+    group.add_argument("--knn", choices=KNN, default=graph.knn, help="neighbour search: exact, or faiss's "
+                       f"approximate ivf / hnsw for many samples (needs layermod[ann]; default {graph.knn})")
+    group.add_argument("--sketch-dim", type=_config_field(GraphConfig, "sketch_dim", int), default=graph.sketch_dim,
+                       metavar="M", help="project features to M dimensions first (approximate, seeded; for very "
+                       "wide layers; default: none)")
+    group.add_argument("--precision", choices=PRECISIONS, default=graph.precision, help="matmul precision of the "
+                       f"search: float32 (exact, TF32 off), or the faster approximate tf32 / bf16 (default "
+                       f"{graph.precision})")
     per_class = ["--n-per-class", "--probe-per-class"] if probe else ["--n-per-class"]
     group.add_argument(*per_class, type=_config_field(DrawConfig, "n_per_class", int), default=draws.n_per_class,
                        dest="n_per_class", help=f"samples per class in each draw (default {draws.n_per_class})")
@@ -153,7 +161,8 @@ def measure_configs(args: argparse.Namespace) -> tuple[GraphConfig, DrawConfig]:
     from layermod.measure.config import DrawConfig, GraphConfig
 
     graph = GraphConfig(k=args.k, metric=args.metric, symmetrize=args.symmetrize, weighted=not args.binary,
-                        resolution=args.resolution)
+                        resolution=args.resolution, knn=args.knn, sketch_dim=args.sketch_dim,
+                        precision=args.precision)
     draws = DrawConfig(n_per_class=args.n_per_class, repeats=args.repeats, seed=args.draw_seed,
                        null_permutations=args.null)
     return graph, draws
@@ -167,7 +176,8 @@ def add_extraction_args(parser: argparse.ArgumentParser) -> None:
                        "(e.g. 'auto', 'features.*', '0,-1'); see `layermod layers`")
     group.add_argument("--batch-size", type=positive, default=256, help="samples per forward pass (default 256)")
     group.add_argument("--max-memory", type=memory, default="2G",
-                       help="memory for features held at once; layers are extracted in groups that fit (default 2G)")
+                       help="memory for features held at once; layers are extracted in groups that fit, and a layer "
+                       "that alone does not fit goes to a temporary file searched in blocks (default 2G)")
     group.add_argument("--pool", choices=["auto", "cls", "mean", "last", "flatten"], default="auto",
                        help="how a 3-D (batch, tokens, hidden) layer output becomes one vector per sample: auto (the "
                        "model's own: CLS for BERT-like encoders, last token for decoders, else masked mean; flatten "

@@ -11,7 +11,10 @@ integers kept, a dict as keyword arguments), and a dict's ``attention_mask`` is 
 that padding never changes a pooled feature.
 
 When all chosen layers at once would exceed a memory budget, :func:`plan_passes` splits them into groups,
-each extracted by its own pass over the samples.
+each extracted by its own pass over the samples, so the features held at once stay within the budget however
+many layers are measured. A layer whose features alone exceed the budget is written, batch by batch, to a
+float32 numpy memmap in a temporary directory (:func:`iter_layer_features`), deleted once the next layer is
+asked for; its readers search it in blocks (:func:`layermod.knn_graph` with ``max_bytes``).
 
 A model that fails on one batch (e.g. it only takes one batch size, so the short last batch breaks it) is a
 :class:`ModelError` naming the batch, its samples and shape and the layers being extracted, not a raw
@@ -22,7 +25,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -99,6 +106,21 @@ def extract_features(
             batch_size < 1.
         ModelError: the model fails on a batch.
     """
+    n = batch_length(inputs)
+    out: dict[str, torch.Tensor] = {}
+    for start, features in _batches(model, inputs, layers, batch_size, progress, stop_early, pool):
+        for name, part in features.items():
+            if name not in out:  # one (N, D) tensor filled batch by batch: no second copy for a concatenation
+                out[name] = torch.empty((n, *part.shape[1:]), dtype=part.dtype, device=part.device)
+            out[name][start:start + len(part)] = part
+    return {name: out[name] for name in layers}
+
+
+@torch.no_grad()
+def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int, progress: bool, stop_early: bool,
+             pool: str) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """``(first sample, {name: (B, D_name) features})`` for every batch of ``inputs`` (see
+    :func:`extract_features`); hooks are removed and the model's mode restored when the generator ends."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise FeatureError(f"batch_size={batch_size!r} must be a positive integer")
     modules = dict(model.named_modules())
@@ -107,7 +129,6 @@ def extract_features(
     layouts: dict[str, str | None] = {name: None for name in layers}
     wanted = set(layers)
     batch_out: dict[str, torch.Tensor] = {}
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
 
     wanted_calls: dict[str, dict[int, str]] = {}  # module -> {call number: point name} ("name#k": k-th call)
     for name in layers:
@@ -147,16 +168,16 @@ def extract_features(
                 pass
             except FORWARD_ERRORS as err:
                 raise _batch_failure(err, number, len(starts), start, batch, layers) from None
+            features = {}
             for name in layers:
                 if name not in batch_out:
                     raise LayerError(f"layer {name!r} is never called in forward; choose another layer")
-                features, layouts[name] = pool_output(batch_out[name], pool, size, name, mask, layouts[name])
-                parts[name].append(features)
+                features[name], layouts[name] = pool_output(batch_out[name], pool, size, name, mask, layouts[name])
+            yield start, features
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
 def _batch_failure(
@@ -182,11 +203,38 @@ def iter_layer_features(
     batch_size: int = 256,
     progress: bool = False,
     pool: str = "auto",
-) -> Iterator[tuple[str, torch.Tensor]]:
+    memmap: bool = False,
+) -> Iterator[tuple[str, torch.Tensor | np.memmap]]:
     """Yield ``(name, features (N, D))`` for each layer in order, holding at most one pass's worth of
-    features (about ``max_bytes``) at a time; ``pool`` as for :func:`extract_features`."""
+    features (about ``max_bytes``) at a time; ``pool`` as for :func:`extract_features`.
+
+    A layer whose float32 features alone exceed ``max_bytes`` is written to a file in a temporary directory,
+    removed when the generator moves on or ends, and comes as a CPU tensor over that file (as a
+    ``numpy.memmap`` with ``memmap``); the others as CPU tensors."""
     pool = resolve_pool(model, pool, inputs)
-    for group in plan_passes(layers, calls, batch_length(inputs), max_bytes, pool):
+    n = batch_length(inputs)
+    for group in plan_passes(layers, calls, n, max_bytes, pool):
+        if len(group) == 1 and 4 * n * feature_size(calls[group[0]], pool) > max_bytes:
+            with tempfile.TemporaryDirectory(prefix="layermod-features-") as folder:
+                stored = _extract_to_disk(model, inputs, group[0], Path(folder), batch_size, progress, pool)
+                yield group[0], stored if memmap else torch.from_numpy(stored)
+                del stored
+            continue
         features = extract_features(model, inputs, group, batch_size, progress, pool=pool)
         for name in group:
             yield name, features.pop(name)
+
+
+def _extract_to_disk(model: nn.Module, inputs: Batch, name: str, folder: Path, batch_size: int, progress: bool,
+                     pool: str) -> np.memmap:
+    """The features (N, D) of layer ``name`` written batch by batch to ``folder / "features.npy"``."""
+    n = batch_length(inputs)
+    stored = None
+    for start, features in _batches(model, inputs, [name], batch_size, progress, True, pool):
+        part = features[name].numpy()
+        if stored is None:
+            stored = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float32,
+                                               shape=(n, part.shape[1]))
+        stored[start:start + len(part)] = part
+    stored.flush()
+    return np.load(folder / "features.npy", mmap_mode="r+")

@@ -47,11 +47,16 @@ __all__ = [
     "SYMMETRIZE",
     "DrawConfig",
     "GraphConfig",
+    "KNN",
+    "Knn",
+    "PRECISIONS",
+    "Precision",
     "GraphOptions",
     "MeasureOptions",
     "Metric",
     "Symmetrize",
     "check_options",
+    "check_search",
     "check_permutations",
     "check_resolution",
     "graph_config",
@@ -60,8 +65,12 @@ __all__ = [
 
 Metric = Literal["cosine", "euclidean"]
 Symmetrize = Literal["mean", "union", "mutual"]
+Knn = Literal["exact", "ivf", "hnsw"]
+Precision = Literal["float32", "tf32", "bf16"]
 METRICS: tuple[str, ...] = get_args(Metric)
 SYMMETRIZE: tuple[str, ...] = get_args(Symmetrize)
+KNN: tuple[str, ...] = get_args(Knn)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def _integer(value: object, name: str, error: type[LayermodError], low: int) -> int:
@@ -102,6 +111,16 @@ def check_options(metric: Metric, symmetrize: Symmetrize) -> None:
         raise GraphError(f"unknown symmetrize {symmetrize!r}; use {_one_of(SYMMETRIZE)}")
 
 
+def check_search(knn: Knn, sketch_dim: int | None, precision: Precision) -> int | None:
+    """``sketch_dim`` as an int or None; :class:`GraphError` unless ``knn`` and ``precision`` are known names and
+    ``sketch_dim`` is None or an integer >= 1."""
+    if knn not in KNN:
+        raise GraphError(f"unknown knn {knn!r}; use {_one_of(KNN)}")
+    if precision not in PRECISIONS:
+        raise GraphError(f"unknown precision {precision!r}; use {_one_of(PRECISIONS)}")
+    return None if sketch_dim is None else _integer(sketch_dim, "sketch_dim", GraphError, 1)
+
+
 def _one_of(names: tuple[str, ...]) -> str:
     """``'a', 'b' or 'c'``."""
     quoted = [repr(name) for name in names]
@@ -138,6 +157,14 @@ class GraphConfig(_FlatConfig):
         symmetrize: ``"mean"`` (the paper's ``(A + A^T) / 2``), ``"union"`` or ``"mutual"``.
         weighted: edge weights from the metric; False gives unit weights.
         resolution: gamma of the modularity (1 = Newman's), finite and >= 0.
+        knn: ``"exact"`` (the default), or an approximate faiss index: ``"ivf"`` or ``"hnsw"``.
+        sketch_dim: None (the default), or project the features to this many dimensions first (approximate,
+            a seeded Gaussian sketch; for very wide layers).
+        precision: the search's matmul precision: ``"float32"`` (the default, exact; TF32 off), or the faster,
+            approximate ``"tf32"`` or ``"bf16"``.
+
+    The last three choose how the neighbours are found, not what is measured; a config read from a file that
+    predates them takes their defaults (the exact search).
 
     Raises:
         GraphError: a field out of range (one line naming it).
@@ -150,10 +177,14 @@ class GraphConfig(_FlatConfig):
     symmetrize: Symmetrize = "mean"
     weighted: bool = True
     resolution: float = 1.0
+    knn: Knn = "exact"
+    sketch_dim: int | None = None
+    precision: Precision = "float32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "k", _integer(self.k, "k", GraphError, 1))
         check_options(self.metric, self.symmetrize)
+        object.__setattr__(self, "sketch_dim", check_search(self.knn, self.sketch_dim, self.precision))
         if not isinstance(self.weighted, (bool, np.bool_)):
             raise GraphError(f"weighted={self.weighted!r} must be True or False")
         object.__setattr__(self, "weighted", bool(self.weighted))
@@ -197,6 +228,9 @@ class GraphOptions(TypedDict, total=False):
     symmetrize: Symmetrize
     weighted: bool
     resolution: float
+    knn: Knn
+    sketch_dim: int | None
+    precision: Precision
 
 
 class MeasureOptions(GraphOptions, total=False):

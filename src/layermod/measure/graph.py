@@ -8,6 +8,17 @@ Decisions, on purpose:
 
 * **Blockwise.** Similarities are computed ``block_size`` rows at a time (matmul + ``topk``), so an
   ``N x N`` dense matrix never exists for large ``N``; there is no Python loop over samples.
+* **On the features' device** (or ``device``): the search runs there in float32 with TF32 off (``precision``
+  ``"tf32"`` / ``"bf16"`` allow faster, approximate math), and only the edges (N x k indices and weights)
+  come back to the host. Weights are recomputed per chosen pair, so blocking never changes them
+  (:mod:`layermod.measure.rows`).
+* **Within a budget.** With ``max_bytes``, features whose N x D does not fit it (e.g. a numpy memmap on disk)
+  are never prepared or moved whole: query rows and columns are read in blocks sized to the budget. The graph
+  is the in-memory search's, float for float (the weights are per pair; a candidate could only change sides
+  if a column block's last-bit rounding moved it across the tie band's edge).
+* **Approximate only when asked** (:mod:`layermod.measure.ann`): ``method="ivf"`` / ``"hnsw"`` (faiss) and
+  ``sketch_dim`` (a seeded Gaussian projection first); :func:`build_graph` also measures the recall of the
+  approximate neighbours against the exact ones. Ties are not shared on the faiss path.
 * **Ties are shared.** When several candidates are equally similar at the k-th place ("equal" allows a few
   rounding errors, ``4 eps`` of the score's scale: a matmul need not give bitwise equal values for duplicated
   rows), none of them is preferred: with ``a`` candidates clearly better than the k-th value and ``m`` tied
@@ -42,15 +53,17 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from layermod.coerce import as_real_tensor
+from layermod.coerce import as_real_tensor, seed_sequence
 from layermod.errors import FeatureError, GraphError
-from layermod.measure.config import GraphConfig, Metric, Symmetrize, check_options
+from layermod.measure.ann import ann_neighbours, recall, sketch
+from layermod.measure.config import GraphConfig, Knn, Metric, Precision, Symmetrize, check_options, check_search
+from layermod.measure.rows import COSINE_EPS, Rows, block_sizes, candidates, matmul_precision, sweep
 
-__all__ = ["knn_graph", "as_feature_matrix", "default_block_size"]
+__all__ = ["COSINE_EPS", "Graph", "as_feature_matrix", "build_graph", "default_block_size", "knn_graph"]
 
-COSINE_EPS = 1e-8
-_CHUNK = 64  # columns per chunk in the two-stage top-k
 _BLOCK_ELEMENTS = 4 * 2**20  # similarity entries held at once (16 MiB in float32: the allocator reuses it)
+_GPU_BLOCK_ELEMENTS = 32 * 2**20  # on a GPU, fewer and larger blocks (128 MiB)
+_RECALL_BYTES = 256 * 2**20  # budget of the exact reference search of the recall when none is given
 MAX_TIED_EDGES = 2**22  # edges to tied candidates in one graph (about 100 MiB of indices and weights)
 
 
@@ -73,23 +86,18 @@ def as_feature_matrix(features: torch.Tensor | np.ndarray) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
-def _check_finite(x: torch.Tensor, row_norms: torch.Tensor) -> None:
-    """Raise :class:`FeatureError` unless every row of ``x`` (N, D) is finite.
-
-    ``row_norms`` (N,) are norms the caller needs anyway; they are NaN or Inf whenever a row is, so the full
-    (N, D) scan runs only when one of them is, to name the sample (or report an overflow of finite values).
-    """
-    if torch.isfinite(row_norms).all():
-        return
-    bad = (~torch.isfinite(x)).any(dim=1).nonzero()
-    if len(bad):
-        raise FeatureError(f"features contain NaN or Inf (first at sample {int(bad[0, 0])}); check the model and inputs")
-    raise FeatureError(f"features are too large for {x.dtype} (their norms overflow); rescale them")
+def default_block_size(n: int, device: torch.device | str = "cpu") -> int:
+    """Rows per block so that one block of similarities holds about 4M entries (32M on a GPU)."""
+    elements = _GPU_BLOCK_ELEMENTS if torch.device(device).type == "cuda" else _BLOCK_ELEMENTS
+    return max(1, min(n, elements // max(n, 1)))
 
 
-def default_block_size(n: int) -> int:
-    """Rows per block so that one block of similarities holds about 4M entries."""
-    return max(1, min(n, _BLOCK_ELEMENTS // max(n, 1)))
+class Graph(NamedTuple):
+    """A kNN graph and how its neighbours were found: ``adjacency`` (N, N) as :func:`knn_graph` returns it, and
+    ``recall``, the fraction of exact k nearest neighbours the approximate search found (None when exact)."""
+
+    adjacency: sp.csr_array
+    recall: float | None
 
 
 def knn_graph(
@@ -99,11 +107,19 @@ def knn_graph(
     symmetrize: Symmetrize = GraphConfig.symmetrize,
     weighted: bool = GraphConfig.weighted,
     block_size: int | None = None,
+    *,
+    method: Knn = GraphConfig.knn,
+    sketch_dim: int | None = GraphConfig.sketch_dim,
+    precision: Precision = GraphConfig.precision,
+    max_bytes: int | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
 ) -> sp.csr_array:
     """Symmetric k-nearest-neighbour graph over the rows of ``features``.
 
     Args:
-        features: (N, D) tensor or array (extra trailing dimensions are flattened).
+        features: (N, D) tensor or array (extra trailing dimensions are flattened); a numpy memmap is read
+            block by block when ``max_bytes`` is given.
         k: neighbours per sample, 1 <= k <= N - 1. Self-loops are never formed.
         metric: ``"cosine"`` (paper) or ``"euclidean"``.
         symmetrize: ``"mean"`` (paper: ``(A + A^T) / 2``), ``"union"`` (``max(A, A^T)``: an edge when either
@@ -112,6 +128,12 @@ def knn_graph(
             (a tied place's 1 shared; cosine: only to neighbours with positive similarity, the edges of the
             weighted graph).
         block_size: rows of the similarity matrix computed at once (default: about 4M entries per block).
+        method: ``"exact"`` (default), or faiss's approximate ``"ivf"`` or ``"hnsw"`` (needs ``layermod[ann]``).
+        sketch_dim: project the features to this many dimensions first (approximate; default None: no sketch).
+        precision: ``"float32"`` (default, exact), ``"tf32"`` or ``"bf16"`` (faster, approximate).
+        max_bytes: memory budget of the search; features whose N x D exceeds it are read in blocks.
+        device: where the search runs (default: the features' device).
+        seed: any integer: the sketch's projection, IVF's k-means and the recall's rows.
 
     Returns:
         (N, N) symmetric ``scipy.sparse.csr_array`` of float64 weights, no explicit zeros; at most ``2 k N``
@@ -119,39 +141,113 @@ def knn_graph(
 
     Raises:
         FeatureError: features that are not (N, D) real finite numbers (see :func:`as_feature_matrix`).
-        GraphError: an invalid option, or ties needing more than ``MAX_TIED_EDGES`` edges.
+        GraphError: an invalid option, ties needing more than ``MAX_TIED_EDGES`` edges, or an approximate
+            method without faiss.
     """
-    x = as_feature_matrix(features)
+    return _build(features, k, metric, symmetrize, weighted, block_size, method, sketch_dim, precision,
+                  max_bytes, device, seed).adjacency
+
+
+def build_graph(
+    features: torch.Tensor | np.ndarray,
+    graph: GraphConfig,
+    *,
+    seed: int = 0,
+    max_bytes: int | None = None,
+    device: torch.device | str | None = None,
+) -> Graph:
+    """The kNN graph that ``graph`` describes over ``features`` (N, D), with the recall of an approximate search
+    (arguments as for :func:`knn_graph`)."""
+    return _build(features, graph.k, graph.metric, graph.symmetrize, graph.weighted, None, graph.knn,
+                  graph.sketch_dim, graph.precision, max_bytes, device, seed)
+
+
+def _features(features: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """A 2-D float32/float64 numpy memmap as it is (read in blocks later), anything else as a feature matrix."""
+    if isinstance(features, np.memmap) and features.ndim == 2 and features.dtype in (np.float32, np.float64) \
+            and features.shape[0] > 0 and features.shape[1] > 0:
+        return features
+    return as_feature_matrix(features)
+
+
+def _build(features, k, metric, symmetrize, weighted, block_size, method, sketch_dim, precision, max_bytes,
+           device, seed) -> Graph:
+    """:func:`knn_graph`'s work (same arguments), with the recall of an approximate search."""
+    x = _features(features)
     n = x.shape[0]
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= n - 1:
         raise GraphError(f"k={k} needs 1 <= k <= N-1 = {n - 1}; lower k or use more samples")
     check_options(metric, symmetrize)
-    block = default_block_size(n) if block_size is None else block_size
-    if not isinstance(block, (int, np.integer)) or isinstance(block, bool) or block < 1:
+    sketch_dim = check_search(method, sketch_dim, precision)
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer))
+                                  or max_bytes < 1):
+        raise GraphError(f"max_bytes={max_bytes!r} must be a positive number of bytes")
+    if block_size is not None and (not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool)
+                                   or block_size < 1):
         raise GraphError(f"block_size={block_size} must be positive")
+    seed = int(seed_sequence(seed, GraphError).generate_state(1)[0] % 2**31)  # any integer -> one for faiss too
+    device = torch.device(device) if device is not None else \
+        (x.device if isinstance(x, torch.Tensor) else torch.device("cpu"))
+    original = x
+    if sketch_dim is not None:
+        x = sketch(x, sketch_dim, seed, device)
+    itemsize = x.element_size() if isinstance(x, torch.Tensor) else x.itemsize
+    lazy = max_bytes is not None and n * x.shape[1] * itemsize > max_bytes
+    block, cols = block_sizes(n, x.shape[1], itemsize, max_bytes) if lazy else (default_block_size(n, device), n)
+    block = block if block_size is None else int(block_size)
+    rows = _rows(x, metric, device, lazy, block)
 
-    if metric == "cosine":
-        norms = x.norm(dim=1, keepdim=True)
-        _check_finite(x, norms)
-        x = x / norms.clamp_min(COSINE_EPS)
-        sq = None
-    else:
-        sq = (x * x).sum(dim=1)
-        _check_finite(x, sq)
-    edges = _neighbours(x, sq, k, block)
+    with matmul_precision(precision):
+        if method == "exact":
+            edges = _neighbours(rows, k, block, cols, precision)
+        else:
+            approx = ann_neighbours(rows, k, method, seed).to(device)
+            valid = (approx >= 0).flatten()
+            edges = _Neighbours(torch.arange(n, device=device).repeat_interleave(k)[valid], approx.flatten()[valid],
+                                torch.ones(int(valid.sum()), dtype=torch.float64, device=device), approx)
+    found = None
+    if method != "exact" or sketch_dim is not None:
+        # against the exact neighbours of the features as given (not of their sketch), read in blocks
+        size = original.element_size() if isinstance(original, torch.Tensor) else original.itemsize
+        budget = _RECALL_BYTES if max_bytes is None else max_bytes
+        first, columns = block_sizes(n, original.shape[1], size, budget)
+        reference = rows if sketch_dim is None else _rows(original, metric, device, True, first)
+        with matmul_precision("float32"):
+            found = recall(reference, edges.best, k, seed, cols if sketch_dim is None else columns)
+    return Graph(_adjacency(rows, edges, k, metric, weighted, symmetrize), found)
 
-    scores = edges.scores
+
+def _rows(x: torch.Tensor | np.ndarray, metric: str, device: torch.device, lazy: bool, block: int) -> Rows:
+    """:class:`Rows` of ``x``; :class:`FeatureError` unless every row is finite."""
+    rows = Rows(x, metric, device, lazy, block)
+    if not torch.isfinite(rows.norms if rows.cosine else rows.sq).all():
+        bad = rows.bad_row()
+        if bad is not None:
+            raise FeatureError(f"features contain NaN or Inf (first at sample {bad}); check the model and inputs")
+        raise FeatureError(f"features are too large for {rows.dtype} (their norms overflow); rescale them")
+    return rows
+
+
+def _adjacency(rows: Rows, edges: _Neighbours, k: int, metric: str, weighted: bool,
+               symmetrize: str) -> sp.csr_array:
+    """The symmetrised (N, N) graph of the directed ``edges``, weighted as the module doc says."""
+    n = rows.n
+    if metric == "cosine":  # per pair: the same floats however the search was blocked
+        scores = edges.scores if edges.scores is not None else rows.dots(edges.rows, edges.cols)
     if not weighted:
         # one per directed edge, but only where the weighted graph has an edge: a cosine neighbour with
         # similarity <= 0 (zero vector, pointing away) is no edge in either graph
-        weights = torch.ones_like(scores) if metric == "euclidean" else (scores > 0).to(scores.dtype)
+        weights = torch.ones(len(edges.rows), device=rows.device) if metric == "euclidean" else \
+            (scores > 0).to(scores.dtype)
     elif metric == "cosine":
         weights = scores.clamp_min(0.0)
     else:
         # the kernel's scale is the median of the N k nearest squared distances (with ties: the same values
         # whichever tied sample holds the place)
-        d2 = _squared_distances(x, edges.rows, edges.cols)
-        nearest = _squared_distances(x, torch.arange(n, device=x.device).repeat_interleave(k), edges.best.flatten())
+        d2 = rows.squared_distances(edges.rows, edges.cols)
+        found = edges.best.flatten() >= 0  # an approximate search may find fewer than k (-1)
+        nearest = rows.squared_distances(torch.arange(n, device=rows.device).repeat_interleave(k)[found],
+                                         edges.best.flatten()[found])
         scale = float(np.median(nearest.double().cpu().numpy()))  # torch's median is the lower middle value
         weights = torch.exp(-d2 / scale) if scale > 0 else torch.ones_like(d2)
 
@@ -172,105 +268,106 @@ def knn_graph(
 
 
 class _Neighbours(NamedTuple):
-    """Directed kNN edges: row (E,), col (E,), score (E,) and share (E,) float64 of each; and best (N, k),
-    every row's k best others (with ties: some of the tied ones in the last places)."""
+    """Directed kNN edges: row (E,), col (E,) and share (E,) float64 of each; best (N, k), every row's k
+    best others (with ties: some of the tied ones in the last places; -1 where an approximate search found
+    fewer); and, from the exact cosine search, each edge's ``x_i . x_j`` (E,) computed per pair."""
 
     rows: torch.Tensor
     cols: torch.Tensor
-    scores: torch.Tensor
     shares: torch.Tensor
     best: torch.Tensor
+    scores: torch.Tensor | None = None
 
 
-def _neighbours(x: torch.Tensor, sq: torch.Tensor | None, k: int, block: int) -> _Neighbours:
-    """The k best other rows of every row of ``x`` (N, D), ties at the k-th place shared (module doc).
+def _neighbours(rows: Rows, k: int, block: int, cols: int, precision: Precision) -> _Neighbours:
+    """The k best other rows of every row of ``rows`` (N, D), ties at the k-th place shared (module doc).
 
     Score is ``x_i . x_j`` (cosine on normalised rows) or ``2 x_i . x_j - |x_j|^2`` (euclidean, same order
-    as ``-d_ij^2``). A row without a tie across the k-th place gets its k best with share 1; a tied row gets
-    its ``a`` clearly better candidates with share 1 and its ``m`` tied ones with share ``(k - a) / m``
-    (cosine: only those with a positive score, the others are no edge whatever their share).
+    as ``-d_ij^2``), ``block`` query rows against ``cols`` columns at a time. A row without a tie across the
+    k-th place gets its k best with share 1; a tied row gets its ``a`` clearly better candidates with share 1
+    and its ``m`` tied ones with share ``(k - a) / m`` (cosine: only those with a positive score, the others
+    are no edge whatever their share).
+
+    The blocked matmul only proposes the k + 1 candidates; every decision and weight uses their scores computed
+    per pair (:func:`_pair_scores`), which do not depend on the blocking. A row whose (k + 1)-th proposal is
+    within the matmul's rounding of its k-th place (so that other candidates might be too) is settled over its
+    whole row, as a tied row is.
 
     Raises:
         GraphError: ties that would need more than ``MAX_TIED_EDGES`` edges.
     """
-    n = x.shape[0]
+    n, device = rows.n, rows.device
     take = min(k + 1, n - 1)  # one spare to detect a tie across the k-th place
+    eps = torch.finfo(rows.dtype).eps
     # identical columns of one matmul (duplicated rows) can differ in the last bits, by about 2 eps of the
     # score's scale; a wider band would also catch genuine near-ties that the computation resolves
-    rel = 4 * torch.finfo(x.dtype).eps
+    rel, slack = 4 * eps, 64 * eps  # the tie band; how far a blocked score may be from the per-pair one
     parts: list[tuple[torch.Tensor, ...]] = []
     best = []
     tied_edges = 0
     for start in range(0, n, block):
         stop = min(start + block, n)
-        s = x[start:stop] @ x.T
-        if sq is not None:
-            s.mul_(2).sub_(sq[None, :])
-        rows = torch.arange(stop - start, device=x.device)
-        s[rows, rows + start] = -torch.inf
-        vals, idx = _chunked_topk(s, take)
+        ids = torch.arange(start, stop, device=device)
+        queries = rows.block(start, stop)
+        proposed, idx, s = candidates(queries, ids, rows, take, cols, precision)
+        vals, order = torch.sort(_pair_scores(rows, queries, idx), dim=1, descending=True, stable=True)
+        idx = torch.gather(idx, 1, order)
         best.append(idx[:, :k])
         kth = vals[:, k - 1]
-        if sq is None:  # unit (or zero) rows: |score| <= 1
-            tol = torch.full_like(kth, rel)
+        if rows.sq is None:  # unit (or zero) rows: |score| <= 1
+            scale = torch.ones_like(kth)
         else:  # candidates near the k-th place have |x_j| <= |x_i| + d_ik
-            r = sq[start:stop].sqrt() + (sq[start:stop] - kth).clamp_min(0).sqrt()
-            tol = rel * (r * r + kth.abs())
+            sq = rows.sq[start:stop]
+            r = sq.sqrt() + (sq - kth).clamp_min(0).sqrt()
+            scale = r * r + kth.abs()
+        tol, reach = rel * scale, (rel + slack) * scale
         tied = kth - vals[:, k] <= tol if take > k else torch.zeros_like(kth, dtype=torch.bool)
+        if take < n - 1:  # others may be as near as the last proposal: settle the row over all its columns
+            tied |= proposed[:, -1] >= kth - reach
 
         clear = (~tied).nonzero().flatten()
-        parts.append((
-            (clear + start).repeat_interleave(k), idx[clear, :k].flatten(), vals[clear, :k].flatten(),
-            torch.ones(len(clear) * k, dtype=torch.float64, device=x.device),
-        ))
+        parts.append(((clear + start).repeat_interleave(k), idx[clear, :k].flatten(),
+                      torch.ones(len(clear) * k, dtype=torch.float64, device=device), vals[clear, :k].flatten()))
         tied_rows = tied.nonzero().flatten()
         if len(tied_rows):
-            st = s[tied_rows]
-            better = st > (kth + tol)[tied_rows, None]
-            band = (st >= (kth - tol)[tied_rows, None]) & ~better
-            share = (k - better.sum(dim=1)).double() / band.sum(dim=1).double()
+            low, high, near = (kth - tol)[tied_rows], (kth + tol)[tied_rows], (kth - reach)[tied_rows, None]
+            blocks = [(0, s[tied_rows])] if s is not None else \
+                sweep(queries[tied_rows], ids[tied_rows], rows, cols, precision)
+            found = []
+            for first, st in blocks:
+                i, j = (st >= near).nonzero(as_tuple=True)
+                found.append((i, j + first))
+            i, j = (torch.cat(column) for column in zip(*found))
+            score = _pair_scores(rows, queries[tied_rows[i]], j[:, None]).flatten()
+            better, band = score > high[i], (score >= low[i]) & (score <= high[i])
+            n_better = torch.zeros(len(tied_rows), dtype=torch.float64, device=device).index_add_(0, i, better.double())
+            n_band = torch.zeros(len(tied_rows), dtype=torch.float64, device=device).index_add_(0, i, band.double())
             keep = better | band
-            if sq is None:
-                keep &= st > 0
-            tied_edges += int(keep.sum())
+            if rows.sq is None:
+                keep &= score > 0
+            i, j, better, score = i[keep], j[keep], better[keep], score[keep]
+            tied_edges += len(i)
             if tied_edges > MAX_TIED_EDGES:
                 raise GraphError(
                     f"too many samples tie for the k={k} nearest places (sharing them needs more than "
                     f"{MAX_TIED_EDGES:,} edges), as with constant or heavily duplicated features; "
                     "measure fewer samples or another layer"
                 )
-            i, j = keep.nonzero(as_tuple=True)
-            parts.append((tied_rows[i] + start, j, st[i, j], torch.where(better[i, j], 1.0, share[i])))
-    rows, cols, scores, shares = (torch.cat(column) for column in zip(*parts))
-    return _Neighbours(rows, cols, scores, shares, torch.cat(best))
+            share = (k - n_better) / n_band
+            parts.append((tied_rows[i] + start, j, torch.where(better, 1.0, share[i]), score))
+    rows_, cols_, shares, scores = (torch.cat(column) for column in zip(*parts))
+    return _Neighbours(rows_, cols_, shares, torch.cat(best), scores)
 
 
-def _squared_distances(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``|x_i - x_j|^2`` (E,) for the pairs ``(rows[e], cols[e])``, from the differences (exactly 0 for
-    duplicated rows, where the expansion used for ranking leaves rounding errors), about ``_BLOCK_ELEMENTS``
-    values at a time."""
-    step = max(1, _BLOCK_ELEMENTS // x.shape[1])
-    return torch.cat([(x[rows[s : s + step]] - x[cols[s : s + step]]).square().sum(dim=1)
-                      for s in range(0, len(rows), step)])
-
-
-def _chunked_topk(s: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.topk(s, take, dim=1)`` for a small ``take``, exact in values, in about one read of ``s``.
-
-    ``s`` (B, N) contiguous. The best ``take`` values of a row lie in the ``take`` whole chunks of ``_CHUNK``
-    columns with the largest maxima or in the last ``N % _CHUNK`` columns, so a topk over chunk maxima
-    (a strided view, no copy) and then over those few columns replaces a topk over the row. Which of several
-    equal values is returned may differ from ``torch.topk``; callers settle ties themselves.
-    """
-    b, n = s.shape
-    whole = n // _CHUNK
-    if whole <= take:
-        return torch.topk(s, take, dim=1)
-    chunks = s.as_strided((b, whole, _CHUNK), (s.stride(0), _CHUNK, 1))
-    best_chunks = torch.topk(chunks.amax(dim=2), take, dim=1).indices  # (B, take)
-    offsets = torch.arange(_CHUNK, device=s.device)
-    columns = (best_chunks[:, :, None] * _CHUNK + offsets).view(b, -1)
-    tail = torch.arange(whole * _CHUNK, n, device=s.device).expand(b, -1)
-    columns = torch.cat([columns, tail], dim=1)
-    vals, pos = torch.topk(torch.gather(s, 1, columns), take, dim=1)
-    return vals, torch.gather(columns, 1, pos)
+def _pair_scores(rows: Rows, queries: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Scores (B, C) of prepared queries (B, D) against the rows ``cols`` (B, C), each computed alone: a sum of
+    products along one contiguous row, the same float whatever the blocking and however many pairs are
+    computed together (a matmul's last bit may depend on its column blocks), a few million values at a time."""
+    step = max(1, _BLOCK_ELEMENTS // max(rows.d * cols.shape[1], 1))
+    out = []
+    for start in range(0, len(queries), step):
+        picked = cols[start:start + step]
+        neighbours = rows.take(picked.flatten()).view(*picked.shape, rows.d)
+        out.append(torch.sum(neighbours.mul_(queries[start:start + step, None, :]), dim=2))
+    dots = torch.cat(out) if out else queries.new_zeros(0, cols.shape[1])
+    return dots if rows.sq is None else 2 * dots - rows.sq[cols]

@@ -1,0 +1,126 @@
+"""The approximate kNN, opt-in and never the default: a random projection for wide layers and faiss indexes for
+many samples, with the recall of the neighbours they find measured against the exact ones.
+
+* :func:`sketch` -- a seeded Gaussian Johnson-Lindenstrauss projection ``x @ G / sqrt(m)`` of (N, D) features
+  to (N, m), ``G`` (D, m) standard normal. It preserves dot products, norms and distances up to a relative
+  error of about ``1 / sqrt(m)``, so the cosine of projected vectors approximates the cosine of the originals
+  (the projected rows are normalised afterwards, as any cosine input). ``G`` is drawn ``_SKETCH_ROWS`` rows at
+  a time from one seeded CPU generator, so it is never held whole (400,000 x 256 would be 400 MB) and the same
+  seed gives the same ``G`` on every device.
+* :func:`ann_neighbours` -- faiss ``IndexIVFFlat`` (k-means cells, ``nprobe`` of them searched) or
+  ``IndexHNSWFlat`` (a navigable small-world graph), inner product on the normalised rows for cosine and L2
+  for euclidean. Each row asks for k + 1 results and drops itself (or, when it is not among them, e.g.
+  with duplicates, the last). Ties are not shared on this path: the index decides which of equally similar
+  samples is returned.
+* :func:`recall` -- the fraction of the exact k nearest neighbours that the approximate search found, on a
+  seeded subsample of ``RECALL_ROWS`` query rows whose exact neighbours are computed against all N rows (a
+  ``RECALL_ROWS x N`` similarity, cheap). With ties at the k-th place the exact set is one of the tied
+  choices, so recall can read slightly low there.
+* **Deterministic.** IVF's k-means is seeded (its steps split the work by point and by centroid, so the
+  threads do not change it); HNSW is built on one OpenMP thread (parallel inserts make its graph depend on
+  thread timing), which makes its build the slow part. Searches are independent per query and use all threads.
+  Same features, same seed: same neighbours (on the same machine and faiss build: SIMD paths may differ).
+  The parameters: IVF ``2 sqrt(N)`` cells (k-means on at most 64 seeded samples per cell), 10 searched; HNSW
+  ``M = 16``, efConstruction 40,
+  efSearch 64 (or ``2 (k + 1)``).
+  faiss is the optional extra ``ann`` (``pip install layermod[ann]``), imported here only.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from layermod.errors import GraphError
+from layermod.measure.rows import Rows, as_tensor, candidates
+
+__all__ = ["RECALL_ROWS", "ann_neighbours", "recall", "require_faiss", "sketch"]
+
+RECALL_ROWS = 500
+_SKETCH_ROWS = 4096  # rows of G drawn (and feature columns read) at a time
+_IVF_CELLS, _IVF_PROBE, _IVF_TRAIN = 2, 10, 64  # IVF: 2 sqrt(N) k-means cells (trained on at most 64 samples
+# per cell), of which 10 are searched per query
+_HNSW_LINKS, _HNSW_EF_BUILD, _HNSW_EF_SEARCH = 16, 40, 64
+
+
+def sketch(x: torch.Tensor | np.ndarray, dim: int, seed: int, device: torch.device) -> torch.Tensor:
+    """``x`` (N, D) projected to (N, dim) float32 on ``device`` by a seeded Gaussian ``G / sqrt(dim)``; a
+    memmap is read ``_SKETCH_ROWS`` columns at a time."""
+    n, d = x.shape[0], x.shape[1]
+    generator = torch.Generator().manual_seed(seed)
+    out = torch.zeros(n, dim, dtype=torch.float32, device=device)
+    for start in range(0, d, _SKETCH_ROWS):
+        stop = min(start + _SKETCH_ROWS, d)
+        g = torch.randn(stop - start, dim, generator=generator).to(device)
+        part = x[:, start:stop]
+        part = as_tensor(part) if isinstance(part, np.ndarray) else part
+        out += part.to(device=device, dtype=torch.float32) @ g
+    return out / math.sqrt(dim)
+
+
+def require_faiss():
+    """The faiss module; :class:`GraphError` saying what to install when it is missing."""
+    try:
+        import faiss
+    except ImportError:
+        raise GraphError("the approximate kNN needs faiss; run `pip install layermod[ann]` "
+                         "or use knn='exact'") from None
+    return faiss
+
+
+@contextmanager
+def _threads(faiss, count: int) -> Iterator[None]:
+    saved = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(saved)
+
+
+def ann_neighbours(rows: Rows, k: int, method: str, seed: int) -> torch.Tensor:
+    """Each row's k approximate nearest other rows, indices (N, k) int64, -1 where the index found fewer than
+    k others (IVF when the searched cells hold too few samples); ``method`` is ``"ivf"`` or ``"hnsw"``."""
+    faiss = require_faiss()
+    n = rows.n
+    data = np.ascontiguousarray(torch.cat([rows.block(s, min(s + 65536, n)).float().cpu()
+                                           for s in range(0, n, 65536)]).numpy())
+    inner = rows.sq is None
+    metric = faiss.METRIC_INNER_PRODUCT if inner else faiss.METRIC_L2
+    if method == "ivf":
+        cells = max(1, min(n // 39, round(_IVF_CELLS * math.sqrt(n))))
+        quantizer = faiss.IndexFlatIP(rows.d) if inner else faiss.IndexFlatL2(rows.d)
+        index = faiss.IndexIVFFlat(quantizer, rows.d, cells, metric)
+        index.cp.seed = seed
+        index.cp.max_points_per_centroid = _IVF_TRAIN
+        index.train(data)
+        index.nprobe = min(cells, _IVF_PROBE)
+        index.add(data)
+    else:
+        index = faiss.IndexHNSWFlat(rows.d, _HNSW_LINKS, metric)
+        index.hnsw.efConstruction = _HNSW_EF_BUILD
+        index.hnsw.efSearch = max(_HNSW_EF_SEARCH, 2 * (k + 1))
+        with _threads(faiss, 1):
+            index.add(data)
+    _, found = index.search(data, min(k + 1, n))
+    found = torch.from_numpy(found.astype(np.int64))
+    own = found == torch.arange(n)[:, None]
+    # drop the row itself, else the last result: stable order keeps the index's ranking of the others
+    drop = torch.where(own.any(dim=1, keepdim=True), own, torch.arange(found.shape[1]) == found.shape[1] - 1)
+    order = torch.argsort(drop.to(torch.int8), dim=1, stable=True)[:, :k]
+    return torch.gather(found, 1, order)
+
+
+def recall(rows: Rows, best: torch.Tensor, k: int, seed: int, cols: int) -> float:
+    """Fraction of the exact k nearest others found in ``best`` (N, k), over ``RECALL_ROWS`` seeded rows."""
+    n = rows.n
+    picked = np.sort(np.random.default_rng(seed).choice(n, min(RECALL_ROWS, n), replace=False))
+    ids = torch.from_numpy(picked).to(rows.device)
+    _, exact, _ = candidates(rows.take(ids), ids, rows, k, cols, "float32")
+    approx = best[torch.from_numpy(picked).to(best.device)].to(exact.device)
+    hits = (exact[:, :, None] == approx[:, None, :]).any(dim=2)
+    return float(hits.float().mean())
