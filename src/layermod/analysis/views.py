@@ -38,7 +38,7 @@ from layermod.extract.inputs import slice_batch
 from layermod.extract.pooling import check_pool
 from layermod.extract.layers import LayerSpec, select_layers, trace_calls
 from layermod.measure.config import GraphConfig, GraphOptions, graph_config
-from layermod.measure.graph import knn_graph
+from layermod.measure.graph import build_graph
 from layermod.measure.modularity import modularity
 
 if TYPE_CHECKING:
@@ -67,8 +67,7 @@ def _view(name: str, features: torch.Tensor, labels: np.ndarray, graph: GraphCon
           seed: int) -> LayerView:
     """The view of one layer's features (n, D) with labels (n,), its graph and Q as ``graph`` says."""
     try:
-        adjacency = knn_graph(features, k=graph.k, metric=graph.metric, symmetrize=graph.symmetrize,
-                              weighted=graph.weighted)
+        adjacency = build_graph(features, graph, seed=seed).adjacency  # the curve's search: exact or approximate
         q = modularity(adjacency, labels, graph.resolution)
     except (FeatureError, GraphError) as err:
         raise type(err)(f"layer {name!r}: {err}") from None
