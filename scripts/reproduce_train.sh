@@ -2,7 +2,7 @@
 # The networks REPRODUCTION.md measures: ResNet20/56/110 at width 0.25 (depth), ResNet20 at width 0.5 (and 1
 # with PRESET=gpu) (width), VGG19-BN at width 0.25, each trained the same way on a class-balanced 20,000-image
 # subset of Fashion-MNIST for 4 epochs (seed 0), and ResNet56 on 2,000 images (data), into runs/repro/NAME/. A
-# network already trained is kept. CPU: about 30 minutes on 2 cores. PRESET=gpu trains on all 60,000 images
+# network already trained is kept. CPU: about 40 minutes on 2 cores. PRESET=gpu trains on all 60,000 images
 # (and the 2,000-image subset) for 30 epochs on the GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."

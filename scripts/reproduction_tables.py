@@ -64,7 +64,26 @@ def sweep(directory: Path, option: str) -> None:
               f" -> {layers[names[-1]]:.3f}; {len(flat)} plateau/drop: {', '.join(flat)}")
 
 
+def versus(root: Path) -> None:
+    """Every network's pooled difference to modularity, a column per method (bold: p t-test < 0.003)."""
+    methods = ["steepest", "last", "first", "random", "cosine", "angular", "cka", "reinit"]
+    print("\n| network | retrain | matched by | " + " | ".join(methods) + " |")
+    print("|---|---|---|" + "---:|" * len(methods))
+    for path in sorted(root.glob("pruning-*/matched.json")):
+        study = MatchedComparison.load(path)
+        pooled = {(p["match"], p["retrain"], p["method"]): p for p in study.pooled()}
+        for match, retrain in dict.fromkeys((r["match"], r["retrain"]) for r in study.rows):
+            cells = []
+            for method in methods:
+                p = pooled.get((match, retrain, method))
+                bold = "**" if p is not None and p["p_t"] is not None and p["p_t"] < 0.003 else ""
+                cells.append("–" if p is None else f"{bold}{100 * p['mean']:+.1f}{bold}")
+            name = path.parent.name.removeprefix("pruning-").rsplit("-", 1)[0]
+            print(f"| {name} | {retrain} | {match} | " + " | ".join(cells) + " |")
+
+
 def main(root: Path) -> None:
+    versus(root)
     for path in sorted(root.glob("pruning-*/matched.json")):
         study = MatchedComparison.load(path)
         print(f"\n### {path.parent.name}\n")
