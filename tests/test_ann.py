@@ -2,6 +2,7 @@
 data, its recall measured and recorded, seeded, and refused in one line when options are wrong."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -127,17 +128,13 @@ def test_bad_api_values_are_one_line(options, words):
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
-def test_without_faiss_the_approximate_path_says_what_to_install(monkeypatch):
-    import builtins
+@pytest.fixture
+def no_faiss(monkeypatch):
+    """``import faiss`` fails, as without the ann extra (faiss is installed here: a fault we cannot cause)."""
+    monkeypatch.setitem(sys.modules, "faiss", None)
 
-    real_import = builtins.__import__
 
-    def no_faiss(name, *args, **kwargs):  # faiss is installed here; its absence is a fault we cannot cause
-        if name == "faiss":
-            raise ImportError("No module named 'faiss'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_faiss)
+def test_without_faiss_the_approximate_path_says_what_to_install(no_faiss):
     with pytest.raises(GraphError) as err:
         lm.knn_graph(torch.rand(20, 4), method="ivf")
     assert "pip install layermod[ann]" in str(err.value) and "\n" not in str(err.value)
@@ -160,17 +157,7 @@ def test_the_exact_precision_is_set_inside_and_restored_after():
 
 
 def test_the_cli_without_faiss_says_what_to_install_before_any_forward_pass(tmp_path, blobs_npz, capsys,
-                                                                            monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_faiss(name, *args, **kwargs):  # faiss is installed here; its absence is a fault we cannot cause
-        if name == "faiss":
-            raise ImportError("No module named 'faiss'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_faiss)
+                                                                            monkeypatch, no_faiss):
     forward = []
     monkeypatch.setattr("layermod.analysis.curve.iter_layer_features", lambda *a, **k: forward.append(1) or iter(()))
     code = main(["curve", "--model", "mlp", "--width", "0.25", "--arch-arg", "input_size=16", "--dataset",
