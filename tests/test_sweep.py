@@ -22,7 +22,8 @@ from layermod.cli import main
 from layermod.errors import LayermodError
 from layermod.models.commit import read_sidecar
 from layermod.sweep.executor import ItemResult, Resources, run_items
-from layermod.sweep.spec import MAX_SPEC_ITEMS, SweepError, item_hash, parse_spec
+from layermod.errors import SweepError
+from layermod.sweep.spec import MAX_SPEC_ITEMS, item_hash, parse_spec
 from models_for_tests import blobs_npz
 
 KINDS = {"model": "value", "dataset": "value", "k": "value", "seed": "value", "layers": "value",

@@ -18,6 +18,7 @@ __all__ = [
     "OutputError",
     "PlanError",
     "ReportError",
+    "SweepError",
     "TrainError",
     "WeightsError",
 ]
@@ -76,6 +77,10 @@ class PlanError(LayermodError, ValueError):
 
 class ReportError(LayermodError, OSError):
     """Run directories a report cannot be made from (missing, or holding no readable layermod output)."""
+
+
+class SweepError(LayermodError, ValueError):
+    """A sweep specification that cannot be run (unknown key, wrong type, empty glob, too many items)."""
 
 
 def one_line(err: BaseException, limit: int = 200) -> str:

@@ -36,7 +36,8 @@ from layermod.io.files import ensure_writable_dir, read_json_file, write_json
 from layermod.io.rundir import ITEM_JSON, ITEMS_DIR
 from layermod.io.validate import mapping, text
 from layermod.sweep.executor import ItemResult, Resources, run_items
-from layermod.sweep.spec import Item, SweepError
+from layermod.errors import SweepError
+from layermod.sweep.spec import Item
 
 __all__ = ["ItemMaker", "SweepRun", "item_task", "read_record", "run_sweep"]
 

@@ -55,10 +55,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from layermod.errors import LayermodError
+from layermod.errors import LayermodError, SweepError
 from layermod.sweep.executor import Resources
 
-__all__ = ["MAX_SPEC_BYTES", "MAX_SPEC_ITEMS", "Item", "OptionKind", "SweepError", "SweepSpec", "item_hash",
+__all__ = ["MAX_SPEC_BYTES", "MAX_SPEC_ITEMS", "Item", "OptionKind", "SweepSpec", "item_hash",
            "load_spec", "parse_spec", "to_argv"]
 
 MAX_SPEC_BYTES = 1 * 2**20
@@ -72,10 +72,6 @@ OptionKind = Literal["flag", "repeat", "value"]
 _TABLES = ("defaults", "grid", "run", "resources")
 _RESOURCE_KEYS = ("num-cpus", "num-gpus", "threads")
 _Value = str | int | float | bool | list | dict
-
-
-class SweepError(LayermodError, ValueError):
-    """A sweep specification that cannot be run (unknown key, wrong type, empty glob, too many items)."""
 
 
 @dataclass(frozen=True)
