@@ -140,6 +140,7 @@ def test_bad_options_are_one_line(argv, message, capsys):
 def test_ctrl_c_while_starting_is_one_line(tmp_path):
     """SIGINT while torch is still loading ends with the command's own line and status 130."""
     code = ("import os, signal, threading\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started ignoring it\n"
             "threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
             "from layermod.cli import main\n"
             "raise SystemExit(main(['models']))\n")

@@ -208,7 +208,7 @@ def test_resume_detects_files_from_different_saves(tmp_path, data, capsys):
     fails(capsys, [*base(data, "--epochs", "3"), "--out", str(one), "--resume"], "does not belong to last.json")
 
 
-def test_an_interrupt_while_saving_waits_for_the_epoch_to_be_saved(tmp_path, data, monkeypatch):
+def test_an_interrupt_while_saving_waits_for_the_epoch_to_be_saved(tmp_path, data, monkeypatch, live_sigint):
     original = F._save_last
 
     def signalled(*args):
