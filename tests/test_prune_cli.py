@@ -123,3 +123,10 @@ def test_prune_study_refuses_bad_budgets_and_an_address_without_ray(tmp_path, se
     assert main(["prune-study", *setup, "--address", "10.0.0.1:6379", "--out", str(out)]) == 2
     assert "add --backend ray" in capsys.readouterr().err
     assert not (out / "matched.json").exists()
+
+
+def test_prune_study_refuses_a_device_torch_cannot_use(tmp_path, setup, capsys):
+    assert main(["prune-study", *setup, "--device", "tpu9", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot use device 'tpu9'" in err and "pass --device cpu" in err and "Traceback" not in err
+    assert not (tmp_path / "x" / "matched.json").exists()
