@@ -31,9 +31,10 @@ import numpy as np
 
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.rundir import MATCHED_CSV, MATCHED_JSON, MATCHED_MD, PARETO_PNG
-from layermod.io.validate import MAX_ITEMS, literal_text, mapping, names, number, required, shorten
+from layermod.io.validate import MAX_ITEMS, literal_text, mapping, number, required, shorten
 from layermod.measure.stats import PairedTest, paired_test
 from layermod.pruning.plans import METHODS
+from layermod.pruning.study import check_removed
 
 __all__ = ["MATCHES", "RETRAINS", "MatchedComparison"]
 
@@ -246,9 +247,7 @@ def _row(i: int, row: object) -> dict:
     if row["budget"] >= 1:
         raise ValueError(f"{where}.budget is {row['budget']}, not below 1")
     number(required(row, "seed"), f"{where}.seed", 0, integer=True)
-    removed = names(required(row, "layers_removed"), f"{where}.layers_removed", empty=True)
-    if number(required(row, "n_removed"), f"{where}.n_removed", 0, integer=True) != len(removed):
-        raise ValueError(f"{where}.n_removed is {row['n_removed']} for {len(removed)} layers removed")
+    check_removed(row, where)
     for key in ("params", "flops"):
         number(required(row, key), f"{where}.{key}", 1, integer=True)
     for key in ("acc_pruned", "acc"):

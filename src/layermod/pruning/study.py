@@ -37,7 +37,7 @@ from layermod.pruning.scores import method_scores
 from layermod.pruning.units import Unit, apply_plan, latency, model_cost
 from layermod.training.train import TrainConfig, evaluate, train
 
-__all__ = ["PruningComparison", "compare_methods", "probe_batch", "reinitialise"]
+__all__ = ["PruningComparison", "check_removed", "compare_methods", "probe_batch", "reinitialise"]
 
 _COLUMNS = ["method", "n_removed", "params", "macs", "flops", "latency_ms", "acc_pruned_mean", "acc_mean", "acc_std"]
 
@@ -205,6 +205,15 @@ class PruningComparison:
         return ax.figure
 
 
+def check_removed(row: dict, where: str) -> list[str]:
+    """The unit names of a row read from a file (``layers_removed``), as many as its ``n_removed`` says;
+    ValueError naming ``where`` otherwise."""
+    removed = names(required(row, "layers_removed"), f"{where}.layers_removed", empty=True)
+    if number(required(row, "n_removed"), f"{where}.n_removed", 0, integer=True) != len(removed):
+        raise ValueError(f"{where}.n_removed is {row['n_removed']} for {len(removed)} layers removed")
+    return removed
+
+
 def _row(i: int, row: object) -> dict:
     """``rows[i]`` of a comparison, checked (see :meth:`PruningComparison.from_dict`)."""
     where = f"rows[{i}]"
@@ -212,9 +221,7 @@ def _row(i: int, row: object) -> dict:
     method = required(row, "method")
     if method not in METHODS:
         raise ValueError(f"{where}.method is {shorten(repr(method))}, not one of {', '.join(METHODS)}")
-    removed = names(required(row, "layers_removed"), f"{where}.layers_removed", empty=True)
-    if number(required(row, "n_removed"), f"{where}.n_removed", 0, integer=True) != len(removed):
-        raise ValueError(f"{where}.n_removed is {row['n_removed']} for {len(removed)} layers removed")
+    check_removed(row, where)
     for key in ("params", "macs"):
         number(required(row, key), f"{where}.{key}", 0, integer=True)
     number(required(row, "flops"), f"{where}.flops", 1, integer=True)
