@@ -203,8 +203,7 @@ def matched_study(
         device: where every network is scored, retrained and evaluated (e.g. ``"cuda"``).
     """
     model, example = target.model.to(device), target.example.to(device)
-    train_set, test_set = _study_data(target.weights, target.dataset, target.data_dir, target.trusted, train_subset,
-                                      test_subset)[1:3]
+    train_set, test_set = _study_sets(target.dataset, target.data_dir, target.trusted, train_subset, test_subset)
     run_jobs = None
     if backend != "local" or (workers or 1) > 1:
         def run_jobs(jobs):
@@ -217,27 +216,32 @@ def matched_study(
 
 
 @functools.lru_cache(maxsize=2)
-def _study_data(weights: str, dataset: str, data_dir: str | None, trusted: bool, train_subset: int,
-                test_subset: int) -> tuple[nn.Module, Dataset, Dataset, torch.Tensor]:
-    """(model, retraining data, test data, example input) of a checkpoint, once per process."""
-    model, _ = resolve_model(None, weights)
-    test_set, _ = resolve_data(dataset, "test", data_dir, allow_import=trusted)
-    example, _ = gather(test_set, [0])
+def _study_sets(dataset: str, data_dir: str | None, trusted: bool, train_subset: int,
+                test_subset: int) -> tuple[Dataset, Dataset]:
+    """(retraining data, test data) of a study, read once per process."""
     train_set, _ = resolve_data(dataset, "train", data_dir, allow_import=trusted)
+    test_set, _ = resolve_data(dataset, "test", data_dir, allow_import=trusted)
     if train_subset:
         train_set = balanced_subset(train_set, train_subset, 0)
     if test_subset:
         test_set = balanced_subset(test_set, test_subset, 0)
-    return model, train_set, test_set, example
+    return train_set, test_set
+
+
+@functools.lru_cache(maxsize=2)
+def _checkpoint(weights: str) -> nn.Module:
+    """The checkpoint's model, loaded once per worker process."""
+    return resolve_model(None, weights)[0]
 
 
 def retrain_job(weights: str, dataset: str, data_dir: str | None, trusted: bool, train_subset: int,
                 test_subset: int, device: str, removed: list[str], retrain: str, seed: int, config: dict) -> dict:
     """One retraining job of :func:`matched_study`, run where the executor puts it: loads the checkpoint and its
     data (once per process), then :func:`layermod.pruning.budgets.retrain_pruned` on ``device``."""
-    model, train_set, test_set, example = _study_data(weights, dataset, data_dir, trusted, train_subset, test_subset)
-    return retrain_pruned(model.to(device), (tuple(removed), retrain, seed), TrainConfig(**config), train_set,
-                          test_set, example.to(device))
+    train_set, test_set = _study_sets(dataset, data_dir, trusted, train_subset, test_subset)
+    example, _ = gather(test_set, [0])
+    return retrain_pruned(_checkpoint(weights).to(device), (tuple(removed), retrain, seed), TrainConfig(**config),
+                          train_set, test_set, example.to(device))
 
 
 def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, scratch: TrainConfig,
