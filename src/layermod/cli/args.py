@@ -137,8 +137,9 @@ def add_measure_args(parser: argparse.ArgumentParser, probe: bool = False,
     group.add_argument("--sketch-dim", type=_config_field(GraphConfig, "sketch_dim", int), default=graph.sketch_dim,
                        metavar="M", help="project features to M dimensions first (approximate, seeded; for very "
                        "wide layers; default: none)")
-    group.add_argument("--precision", choices=PRECISIONS, default=graph.precision, help="matmul precision of the "
-                       f"search: float32 (exact, TF32 off), or the faster approximate tf32 / bf16 (default "
+    group.add_argument("--precision", choices=PRECISIONS, default=graph.precision, help="precision of the matmul "
+                       "that proposes neighbours: float32 (TF32 off), tf32 or bf16; float64 settles what it cannot "
+                       f"certify, so the graph is the same, a coarser one leaves more to settle (default "
                        f"{graph.precision})")
     per_class = ["--n-per-class", "--probe-per-class"] if probe else ["--n-per-class"]
     group.add_argument(*per_class, type=_config_field(DrawConfig, "n_per_class", int), default=draws.n_per_class,

@@ -160,8 +160,9 @@ class GraphConfig(_FlatConfig):
         knn: ``"exact"`` (the default), or an approximate faiss index: ``"ivf"`` or ``"hnsw"``.
         sketch_dim: None (the default), or project the features to this many dimensions first (approximate,
             a seeded Gaussian sketch; for very wide layers).
-        precision: the search's matmul precision: ``"float32"`` (the default, exact; TF32 off), or the faster,
-            approximate ``"tf32"`` or ``"bf16"``.
+        precision: the precision of the matmul that proposes neighbours: ``"float32"`` (the default; TF32
+            off), ``"tf32"`` or ``"bf16"``. Float64 settles what it cannot certify, so every precision gives the
+            same graph; a coarser one leaves more rows to settle.
 
     The last three choose how the neighbours are found, not what is measured; a config read from a file that
     predates them takes their defaults (the exact search).

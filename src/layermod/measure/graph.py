@@ -8,21 +8,19 @@ Decisions, on purpose:
 
 * **Blockwise.** Similarities are computed ``block_size`` rows at a time (matmul + ``topk``), so an
   ``N x N`` dense matrix never exists for large ``N``; there is no Python loop over samples.
-* **On the features' device** (or ``device``): the search runs there in float32 with TF32 off (``precision``
-  ``"tf32"`` / ``"bf16"`` allow faster, approximate math), and only the edges (N x k indices and weights)
-  come back to the host. Weights are recomputed per chosen pair, so blocking never changes them
-  (:mod:`layermod.measure.rows`).
+* **Exact.** The matmul (on the features' device, or ``device``; float32 with TF32 off unless ``precision``
+  says otherwise) only proposes neighbours; a rounding bound certifies them, and where it cannot (nearly
+  parallel or duplicated features) float64 scores of the stored features decide (:mod:`layermod.measure.search`).
+  The graph is that of a float64 brute-force search wherever float64 separates the candidates, and the same
+  float for float for any blocking, budget and thread count: every weight is a float64 score computed per pair.
 * **Within a budget.** With ``max_bytes``, features whose N x D does not fit it (e.g. a numpy memmap on disk)
-  are never prepared or moved whole: query rows and columns are read in blocks sized to the budget. The graph
-  is the in-memory search's, float for float (the weights are per pair; a candidate could only change sides
-  if a column block's last-bit rounding moved it across the tie band's edge).
+  are never prepared or moved whole: query rows and columns are read in blocks sized to the budget.
 * **Approximate only when asked** (:mod:`layermod.measure.ann`): ``method="ivf"`` / ``"hnsw"`` (faiss) and
   ``sketch_dim`` (a seeded Gaussian projection first); :func:`build_graph` also measures the recall of the
   approximate neighbours against the exact ones. Ties are not shared on the faiss path.
-* **Ties are shared.** When several candidates are equally similar at the k-th place ("equal" allows a few
-  rounding errors, ``4 eps`` of the score's scale: a matmul need not give bitwise equal values for duplicated
-  rows), none of them is preferred: with ``a`` candidates clearly better than the k-th value and ``m`` tied
-  with it, every tied one gets an edge whose weight is multiplied by ``(k - a) / m``. Each sample still
+* **Ties are shared.** Candidates whose float64 scores are within float64's rounding bound of the k-th best
+  are tied with it, and none of them is preferred: with ``a`` candidates clearly better than the k-th value and
+  ``m`` tied with it, every tied one gets an edge whose weight is multiplied by ``(k - a) / m``. Each sample still
   spends k edges' worth of weight, and the graph depends only on the samples, not on their order: permuting
   the samples permutes the graph, so Q does not change (a lower-index rule would make Q depend on the order
   whenever samples tie, e.g. duplicated rows with different labels). The price is one edge per tied
@@ -40,9 +38,9 @@ Decisions, on purpose:
 * **Euclidean.** Neighbours are the k nearest in L2 distance; weights are a heat kernel
   ``exp(-d^2 / median(d_kNN^2))``, which is scale-free (1 for duplicates, about 0.37 at the typical
   neighbour distance; all 1 when most nearest neighbours are duplicates, median 0). Neighbours are ranked
-  by the matmul expansion ``|x_i|^2 - 2 x_i.x_j + |x_j|^2``, but the weights use ``d^2`` computed from the
-  differences of the chosen pairs, which is exactly 0 for duplicates (the expansion leaves rounding noise,
-  and noise divided by a noise-level median would give arbitrary weights).
+  by the matmul expansion ``|x_i|^2 - 2 x_i.x_j + |x_j|^2``, but decided and weighted by ``d^2`` computed in
+  float64 from the differences of the chosen pairs, which is exactly 0 for duplicates (the expansion leaves
+  rounding noise, and noise divided by a noise-level median would give arbitrary weights).
 """
 
 from __future__ import annotations
@@ -57,14 +55,14 @@ from layermod.coerce import as_real_tensor, seed_sequence
 from layermod.errors import FeatureError, GraphError
 from layermod.measure.ann import ann_neighbours, recall, sketch
 from layermod.measure.config import GraphConfig, Knn, Metric, Precision, Symmetrize, check_options, check_search
-from layermod.measure.rows import COSINE_EPS, Rows, block_sizes, candidates, matmul_precision, sweep
+from layermod.measure.rows import COSINE_EPS, Rows, block_sizes, matmul_precision
+from layermod.measure.search import MAX_TIED_EDGES, Neighbours, search
 
-__all__ = ["COSINE_EPS", "Graph", "as_feature_matrix", "build_graph", "default_block_size", "knn_graph"]
+__all__ = ["COSINE_EPS", "MAX_TIED_EDGES", "Graph", "as_feature_matrix", "build_graph", "default_block_size", "knn_graph"]
 
 _BLOCK_ELEMENTS = 4 * 2**20  # similarity entries held at once (16 MiB in float32: the allocator reuses it)
 _GPU_BLOCK_ELEMENTS = 32 * 2**20  # on a GPU, fewer and larger blocks (128 MiB)
 _RECALL_BYTES = 256 * 2**20  # budget of the exact reference search of the recall when none is given
-MAX_TIED_EDGES = 2**22  # edges to tied candidates in one graph (about 100 MiB of indices and weights)
 
 
 def as_feature_matrix(features: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -199,11 +197,11 @@ def _build(features, k, metric, symmetrize, weighted, block_size, method, sketch
 
     with matmul_precision(precision):
         if method == "exact":
-            edges = _neighbours(rows, k, block, cols, precision)
+            edges = search(rows, k, block, cols, precision, max_bytes)
         else:
             approx = ann_neighbours(rows, k, method, seed).to(device)
             valid = (approx >= 0).flatten()
-            edges = _Neighbours(torch.arange(n, device=device).repeat_interleave(k)[valid], approx.flatten()[valid],
+            edges = Neighbours(torch.arange(n, device=device).repeat_interleave(k)[valid], approx.flatten()[valid],
                                 torch.ones(int(valid.sum()), dtype=torch.float64, device=device), approx)
     found = None
     if method != "exact" or sketch_dim is not None:
@@ -228,31 +226,32 @@ def _rows(x: torch.Tensor | np.ndarray, metric: str, device: torch.device, lazy:
     return rows
 
 
-def _adjacency(rows: Rows, edges: _Neighbours, k: int, metric: str, weighted: bool,
+def _adjacency(rows: Rows, edges: Neighbours, k: int, metric: str, weighted: bool,
                symmetrize: str) -> sp.csr_array:
     """The symmetrised (N, N) graph of the directed ``edges``, weighted as the module doc says."""
     n = rows.n
-    if metric == "cosine":  # per pair: the same floats however the search was blocked
-        scores = edges.scores if edges.scores is not None else rows.dots(edges.rows, edges.cols)
+    # per pair, in float64: the same floats however the search was blocked
+    scores = edges.scores if edges.scores is not None else rows.exact(edges.rows, edges.cols)
     if not weighted:
         # one per directed edge, but only where the weighted graph has an edge: a cosine neighbour with
         # similarity <= 0 (zero vector, pointing away) is no edge in either graph
-        weights = torch.ones(len(edges.rows), device=rows.device) if metric == "euclidean" else \
-            (scores > 0).to(scores.dtype)
+        weights = torch.ones_like(scores) if metric == "euclidean" else (scores > 0).double()
     elif metric == "cosine":
         weights = scores.clamp_min(0.0)
     else:
         # the kernel's scale is the median of the N k nearest squared distances (with ties: the same values
         # whichever tied sample holds the place)
-        d2 = rows.squared_distances(edges.rows, edges.cols)
-        found = edges.best.flatten() >= 0  # an approximate search may find fewer than k (-1)
-        nearest = rows.squared_distances(torch.arange(n, device=rows.device).repeat_interleave(k)[found],
-                                         edges.best.flatten()[found])
-        scale = float(np.median(nearest.double().cpu().numpy()))  # torch's median is the lower middle value
-        weights = torch.exp(-d2 / scale) if scale > 0 else torch.ones_like(d2)
+        if edges.best_scores is not None:
+            nearest = -edges.best_scores.flatten()
+        else:
+            found = edges.best.flatten() >= 0  # an approximate search may find fewer than k (-1)
+            nearest = -rows.exact(torch.arange(n, device=rows.device).repeat_interleave(k)[found],
+                                  edges.best.flatten()[found])
+        scale = float(np.median(nearest.cpu().numpy()))  # torch's median is the lower middle value
+        weights = torch.exp(scores / scale) if scale > 0 else torch.ones_like(scores)
 
     directed = sp.csr_array(
-        ((weights.double() * edges.shares).cpu().numpy(), (edges.rows.cpu().numpy(), edges.cols.cpu().numpy())),
+        ((weights * edges.shares).cpu().numpy(), (edges.rows.cpu().numpy(), edges.cols.cpu().numpy())),
         shape=(n, n),
     )
     if symmetrize == "mean":
@@ -265,109 +264,3 @@ def _adjacency(rows: Rows, edges: _Neighbours, k: int, metric: str, weighted: bo
     adjacency.eliminate_zeros()
     adjacency.sort_indices()
     return adjacency
-
-
-class _Neighbours(NamedTuple):
-    """Directed kNN edges: row (E,), col (E,) and share (E,) float64 of each; best (N, k), every row's k
-    best others (with ties: some of the tied ones in the last places; -1 where an approximate search found
-    fewer); and, from the exact cosine search, each edge's ``x_i . x_j`` (E,) computed per pair."""
-
-    rows: torch.Tensor
-    cols: torch.Tensor
-    shares: torch.Tensor
-    best: torch.Tensor
-    scores: torch.Tensor | None = None
-
-
-def _neighbours(rows: Rows, k: int, block: int, cols: int, precision: Precision) -> _Neighbours:
-    """The k best other rows of every row of ``rows`` (N, D), ties at the k-th place shared (module doc).
-
-    Score is ``x_i . x_j`` (cosine on normalised rows) or ``2 x_i . x_j - |x_j|^2`` (euclidean, same order
-    as ``-d_ij^2``), ``block`` query rows against ``cols`` columns at a time. A row without a tie across the
-    k-th place gets its k best with share 1; a tied row gets its ``a`` clearly better candidates with share 1
-    and its ``m`` tied ones with share ``(k - a) / m`` (cosine: only those with a positive score, the others
-    are no edge whatever their share).
-
-    The blocked matmul only proposes the k + 1 candidates; every decision and weight uses their scores computed
-    per pair (:func:`_pair_scores`), which do not depend on the blocking. A row whose (k + 1)-th proposal is
-    within the matmul's rounding of its k-th place (so that other candidates might be too) is settled over its
-    whole row, as a tied row is.
-
-    Raises:
-        GraphError: ties that would need more than ``MAX_TIED_EDGES`` edges.
-    """
-    n, device = rows.n, rows.device
-    take = min(k + 1, n - 1)  # one spare to detect a tie across the k-th place
-    eps = torch.finfo(rows.dtype).eps
-    # identical columns of one matmul (duplicated rows) can differ in the last bits, by about 2 eps of the
-    # score's scale; a wider band would also catch genuine near-ties that the computation resolves
-    rel, slack = 4 * eps, 64 * eps  # the tie band; how far a blocked score may be from the per-pair one
-    parts: list[tuple[torch.Tensor, ...]] = []
-    best = []
-    tied_edges = 0
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        ids = torch.arange(start, stop, device=device)
-        queries = rows.block(start, stop)
-        proposed, idx, s = candidates(queries, ids, rows, take, cols, precision)
-        vals, order = torch.sort(_pair_scores(rows, queries, idx), dim=1, descending=True, stable=True)
-        idx = torch.gather(idx, 1, order)
-        best.append(idx[:, :k])
-        kth = vals[:, k - 1]
-        if rows.sq is None:  # unit (or zero) rows: |score| <= 1
-            scale = torch.ones_like(kth)
-        else:  # candidates near the k-th place have |x_j| <= |x_i| + d_ik
-            sq = rows.sq[start:stop]
-            r = sq.sqrt() + (sq - kth).clamp_min(0).sqrt()
-            scale = r * r + kth.abs()
-        tol, reach = rel * scale, (rel + slack) * scale
-        tied = kth - vals[:, k] <= tol if take > k else torch.zeros_like(kth, dtype=torch.bool)
-        if take < n - 1:  # others may be as near as the last proposal: settle the row over all its columns
-            tied |= proposed[:, -1] >= kth - reach
-
-        clear = (~tied).nonzero().flatten()
-        parts.append(((clear + start).repeat_interleave(k), idx[clear, :k].flatten(),
-                      torch.ones(len(clear) * k, dtype=torch.float64, device=device), vals[clear, :k].flatten()))
-        tied_rows = tied.nonzero().flatten()
-        if len(tied_rows):
-            low, high, near = (kth - tol)[tied_rows], (kth + tol)[tied_rows], (kth - reach)[tied_rows, None]
-            blocks = [(0, s[tied_rows])] if s is not None else \
-                sweep(queries[tied_rows], ids[tied_rows], rows, cols, precision)
-            found = []
-            for first, st in blocks:
-                i, j = (st >= near).nonzero(as_tuple=True)
-                found.append((i, j + first))
-            i, j = (torch.cat(column) for column in zip(*found))
-            score = _pair_scores(rows, queries[tied_rows[i]], j[:, None]).flatten()
-            better, band = score > high[i], (score >= low[i]) & (score <= high[i])
-            n_better = torch.zeros(len(tied_rows), dtype=torch.float64, device=device).index_add_(0, i, better.double())
-            n_band = torch.zeros(len(tied_rows), dtype=torch.float64, device=device).index_add_(0, i, band.double())
-            keep = better | band
-            if rows.sq is None:
-                keep &= score > 0
-            i, j, better, score = i[keep], j[keep], better[keep], score[keep]
-            tied_edges += len(i)
-            if tied_edges > MAX_TIED_EDGES:
-                raise GraphError(
-                    f"too many samples tie for the k={k} nearest places (sharing them needs more than "
-                    f"{MAX_TIED_EDGES:,} edges), as with constant or heavily duplicated features; "
-                    "measure fewer samples or another layer"
-                )
-            share = (k - n_better) / n_band
-            parts.append((tied_rows[i] + start, j, torch.where(better, 1.0, share[i]), score))
-    rows_, cols_, shares, scores = (torch.cat(column) for column in zip(*parts))
-    return _Neighbours(rows_, cols_, shares, torch.cat(best), scores)
-
-
-def _pair_scores(rows: Rows, queries: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Scores (B, C) of prepared queries (B, D) against the rows ``cols`` (B, C), each computed alone: a sum of
-    products along one contiguous row, the same float whatever the blocking and however many pairs are
-    computed together (a matmul's last bit may depend on its column blocks), a few million values at a time."""
-    step = max(1, _BLOCK_ELEMENTS // max(rows.d * cols.shape[1], 1))
-    out = []
-    for start in range(0, len(queries), step):
-        picked = cols[start:start + step]
-        neighbours = rows.take(picked.flatten()).view(*picked.shape, rows.d)
-        out.append(torch.sum(neighbours.mul_(queries[start:start + step, None, :]), dim=2))
-    dots = torch.cat(out) if out else queries.new_zeros(0, cols.shape[1])
-    return dots if rows.sq is None else 2 * dots - rows.sq[cols]

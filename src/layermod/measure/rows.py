@@ -14,16 +14,17 @@ Decisions, on purpose:
   follow the budget (:func:`block_sizes`): a query block, a column block and their similarities each take
   about a third of it.
 * **Blocking does not change the result.** A row is prepared by the same elementwise operation whether it
-  is prepared alone or with all others, and row norms are per-row reductions, so a block equals the
-  corresponding rows of the whole prepared matrix bit for bit. A matmul's last bit may depend on how the
-  columns are blocked, so the blocked scores only propose candidates: the search decides and weighs with
-  scores computed per pair (:meth:`Rows.dots`, :func:`layermod.measure.graph`'s ``_pair_scores``), which give
-  the same float for a pair however the search was blocked. Copies read from a memmap are made in memory torch
-  allocated (:func:`as_tensor`), as alignment can change a matmul's last bit too.
-* **Precision.** ``"float32"`` is exact float32 math: TF32 is switched off for the search (and restored
+  is prepared alone or with all others, and row norms are per-row reductions (:func:`row_sums`), so a block
+  equals the corresponding rows of the whole prepared matrix bit for bit. A matmul's last bit may depend on how
+  the columns are blocked, so the blocked scores only propose candidates: the search decides and weighs with the
+  float64 scores of :meth:`Rows.exact`, computed per pair, which give the same float for a pair however the
+  search was blocked or threaded. Copies read from a memmap are made in memory torch allocated
+  (:func:`as_tensor`), as alignment can change a matmul's last bit too.
+* **Precision.** ``"float32"`` is plain float32 math: TF32 is switched off for the search (and restored
   after) by :func:`matmul_precision`. ``"tf32"`` allows TF32 on a GPU (and torch's reduced-precision float32
-  matmul where the CPU has one); ``"bf16"`` multiplies bfloat16 copies of the blocks. Both are approximate
-  and opt-in; weights are still recomputed in the features' own precision.
+  matmul where the CPU has one); ``"bf16"`` multiplies bfloat16 copies of the blocks. The matmul only
+  proposes, within a bound that counts its precision (:mod:`layermod.measure.search`), so every precision
+  gives the same graph; a coarser one leaves more rows to settle in float64.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ import torch
 
 from layermod.measure.config import Precision
 
-__all__ = ["COSINE_EPS", "Rows", "as_tensor", "block_sizes", "candidates", "matmul_precision", "sweep"]
+__all__ = ["COSINE_EPS", "SLICE", "Rows", "as_tensor", "block_sizes", "candidates", "dot_products", "matmul_precision",
+           "row_sums", "summed_terms", "sweep"]
 
 COSINE_EPS = 1e-8
 _CHUNK = 64  # columns per chunk in the two-stage top-k
-_GATHER_ELEMENTS = 4 * 2**20  # values gathered at once by dots / squared_distances
+SLICE = 512  # values of D summed by one matmul of dot_products
+_GATHER_ELEMENTS = 2**18  # values gathered at once by Rows.exact (2 MiB in float64: in cache)
 
 
 @contextmanager
@@ -64,6 +67,15 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.tensor(array)
 
 
+def row_sums(t: torch.Tensor) -> torch.Tensor:
+    """Sums (E,) of the rows of ``t`` (E, D), each in an order fixed by D alone. torch splits the sum of a lone
+    long row across threads (its float then depends on the thread count), so a lone row is summed beside a copy
+    of itself."""
+    if t.shape[0] == 1:
+        return torch.cat([t, t]).sum(dim=1)[:1]
+    return t.sum(dim=1)
+
+
 def block_sizes(n: int, d: int, itemsize: int, max_bytes: int) -> tuple[int, int]:
     """(query rows, columns) per block so that a query block, a column block and their similarities each hold
     about a third of ``max_bytes``."""
@@ -83,34 +95,52 @@ class Rows:
         block: rows per block of the preparing pass (norms, finiteness).
 
     Attributes:
-        n, d, dtype, device; norms (N,) the rows' norms before preparing (cosine) or None; sq (N,) the squared
-        norms (euclidean) or None.
+        n, d, dtype (of the prepared rows), device; norms (N,) the rows' norms before preparing (cosine) or None;
+        sq (N,) the squared norms (euclidean) or None, both in the features' dtype; exact_norms (N,) float64
+        ``max(|x|, 1e-8)`` (cosine) or None; exact_sq (N,) float64 ``|x|^2`` (euclidean) or None; zero (N,) bool,
+        the rows that are exactly 0.
     """
 
     def __init__(self, x: torch.Tensor | np.ndarray, metric: str, device: torch.device, lazy: bool, block: int):
         self.n, self.d = int(x.shape[0]), int(x.shape[1])
         self.device, self._x = device, x
         self.cosine = metric == "cosine"
-        if not lazy:
-            full = self._raw(0, self.n)
-            self.norms = self._norms(full) if self.cosine else None
-            self.sq = None if self.cosine else self._norms(full)
-            self._prepared = full / self.norms[:, None].clamp_min(COSINE_EPS) if self.cosine else full
-        else:
-            per_row = [self._norms(self._raw(s, min(s + block, self.n))) for s in range(0, self.n, block)]
-            self.norms = torch.cat(per_row) if self.cosine else None
-            self.sq = None if self.cosine else torch.cat(per_row)
-            self._prepared = None
+        self._buffers: list | None = None
+        full = None if lazy else self._raw(0, self.n)
+        parts = [full] if full is not None else \
+            (self._raw(s, min(s + block, self.n)) for s in range(0, self.n, block))
+        per_row, exact = [], []
+        for part in parts:
+            per_row.append(self._norms(part))
+            exact.append(self._exact_sq(part))
+        norms, exact_sq = torch.cat(per_row), torch.cat(exact)
+        self.norms = norms if self.cosine else None
+        self.sq = None if self.cosine else norms
+        self.exact_sq = None if self.cosine else exact_sq
+        self.exact_norms = exact_sq.sqrt().clamp_min(COSINE_EPS) if self.cosine else None
+        self.zero = exact_sq == 0
+        self._prepared = None if full is None else self._prepare(full, slice(None))
         self.dtype = (self._prepared if self._prepared is not None else self._raw(0, 1)).dtype
 
     def _norms(self, part: torch.Tensor) -> torch.Tensor:
         """Per row of ``part``: its norm (cosine) or squared norm (euclidean)."""
         return part.norm(dim=1) if self.cosine else (part * part).sum(dim=1)
 
+    def _exact_sq(self, part: torch.Tensor) -> torch.Tensor:
+        """Per row of ``part``: its squared norm in float64, ``_GATHER_ELEMENTS`` values at a time."""
+        step = max(2, _GATHER_ELEMENTS // max(self.d, 1))
+        return torch.cat([row_sums(part[s:s + step].double().square()) for s in range(0, len(part), step)])
+
     def _raw(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` as read, on the device."""
         part = self._x[start:stop]
         return (as_tensor(part) if isinstance(part, np.ndarray) else part).to(self.device)
+
+    def _raw_take(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows ``index`` (M,) as read, (M, D) on the device (always a copy)."""
+        if isinstance(self._x, np.ndarray):
+            return as_tensor(self._x[index.cpu().numpy()]).to(self.device)
+        return self._x[index.to(self._x.device)].to(self.device)
 
     def _prepare(self, raw: torch.Tensor, index: torch.Tensor | slice) -> torch.Tensor:
         return raw / self.norms[index][:, None].clamp_min(COSINE_EPS) if self.cosine else raw
@@ -125,10 +155,62 @@ class Rows:
         """Prepared rows ``index`` (M,) as (M, D) on the device."""
         if self._prepared is not None:
             return self._prepared[index.to(self.device)]
-        order = index.cpu().numpy()
-        raw = self._x[order] if isinstance(self._x, np.ndarray) else self._x[index.to(self._x.device)]
-        raw = as_tensor(raw) if isinstance(raw, np.ndarray) else raw
-        return self._prepare(raw.to(self.device), index.to(self.device))
+        return self._prepare(self._raw_take(index), index.to(self.device))
+
+    def exact_block(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """Rows ``index`` prepared in float64 (cosine: divided by ``exact_norms``), (M, D) on the device."""
+        raw = self._raw_take(index) if isinstance(index, torch.Tensor) else self._raw(index.start, index.stop)
+        raw = raw.double()
+        return raw / self.exact_norms[index][:, None] if self.cosine else raw
+
+    def exact(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """The score (E,) float64 of each pair ``(rows[e], cols[e])``, from the stored features and computed alone:
+        cosine ``x_i . x_j / (n_i n_j)`` with ``n = max(|x|, 1e-8)``, euclidean ``-|x_i - x_j|^2``. The same float
+        for a pair however the pairs are chunked or threaded, and the same for ``(i, j)`` as for ``(j, i)``."""
+        step = max(2, _GATHER_ELEMENTS // max(self.d, 1))
+        out = torch.empty(len(rows), dtype=torch.float64, device=self.device)
+        for start in range(0, len(rows), step):
+            i, j = rows[start:start + step], cols[start:start + step]
+            out[start:start + len(i)] = self._score(i, j[:, None]).flatten()
+        return out
+
+    def exact_rows(self, start: int, stop: int, cols: torch.Tensor) -> torch.Tensor:
+        """:meth:`exact` of rows ``start:stop`` against their columns ``cols`` (B, m), as (B, m): each query row is
+        read once; the same floats as :meth:`exact` gives for the same pairs."""
+        step = max(1, _GATHER_ELEMENTS // max(self.d * cols.shape[1], 1))
+        ids = torch.arange(start, stop, device=self.device)
+        return torch.cat([self._score(ids[s:s + step], cols[s:s + step]) for s in range(0, stop - start, step)])
+
+    def _score(self, ids: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Scores (B, m) of rows ``ids`` (B,) against rows ``cols`` (B, m), B m D <= ``_GATHER_ELEMENTS``: one
+        elementwise product (or difference) and one sum along D per pair, in reused buffers."""
+        b, m = cols.shape
+        queries = self._gather64(ids, 0)[:, None, :]
+        others = self._gather64(cols.flatten(), 1).view(b, m, self.d)
+        if self.cosine:
+            dots = row_sums(others.mul_(queries).view(b * m, self.d)).view(b, m)
+            return dots / (self.exact_norms[ids, None] * self.exact_norms[cols])
+        return -row_sums(others.sub_(queries).square_().view(b * m, self.d)).view(b, m)
+
+    def _gather64(self, index: torch.Tensor, slot: int) -> torch.Tensor:
+        """Rows ``index`` (M,) as read, in float64, (M, D) in buffer ``slot`` (0 or 1), overwritten by the next
+        call for that slot. The buffers are allocated once: a fresh large tensor per call costs page faults."""
+        if self._buffers is None or self._buffers[slot][0].numel() < len(index) * self.d:
+            size = max(len(index) * self.d, 2 * self.d, _GATHER_ELEMENTS)
+            self._buffers = [(torch.empty(size, dtype=torch.float64, device=self.device),
+                              torch.empty(size, dtype=self._x.dtype, device=self.device)
+                              if isinstance(self._x, torch.Tensor) else None) for _ in range(2)]
+        wide, staging = self._buffers[slot]
+        out = wide[:len(index) * self.d].view(len(index), self.d)
+        x = self._x
+        if isinstance(x, torch.Tensor) and x.device == self.device:
+            if x.dtype == torch.float64:
+                torch.index_select(x, 0, index, out=out)
+            else:
+                out.copy_(torch.index_select(x, 0, index, out=staging[:out.numel()].view(out.shape)))
+        else:
+            out.copy_(self._raw_take(index))
+        return out
 
     def bad_row(self) -> int | None:
         """The first row holding NaN or Inf, or None."""
@@ -139,39 +221,35 @@ class Rows:
                 return start + int(bad[0, 0])
         return None
 
-    def _pairs(self, rows: torch.Tensor, cols: torch.Tensor, difference: bool) -> torch.Tensor:
-        """``sum_d (x_i - x_j)^2`` or ``sum_d x_i x_j`` (E,) of the pairs, ``_GATHER_ELEMENTS`` values at a
-        time (row by row the same floats however the pairs are chunked)."""
-        step = max(1, _GATHER_ELEMENTS // max(self.d, 1))
-        out = torch.empty(len(rows), dtype=self.dtype, device=self.device)
-        for start in range(0, len(rows), step):
-            a, b = self.take(rows[start:start + step]), self.take(cols[start:start + step])
-            torch.sum(a.sub_(b).square_() if difference else a.mul_(b), dim=1, out=out[start:start + len(a)])
-        return out
-
-    def dots(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """``x_i . x_j`` (E,) of the prepared rows for the pairs ``(rows[e], cols[e])``."""
-        return self._pairs(rows, cols, difference=False)
-
-    def squared_distances(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """``|x_i - x_j|^2`` (E,) from the differences (exactly 0 for duplicated rows)."""
-        return self._pairs(rows, cols, difference=True)
-
 
 def _similarity(queries: torch.Tensor, ids: torch.Tensor, rows: Rows, start: int, stop: int,
                 precision: Precision) -> torch.Tensor:
     """Scores (B, stop - start) of ``queries`` (B, D), the prepared rows ``ids`` (B,), against columns
     ``start:stop``: ``x_i . x_j`` (cosine) or ``2 x_i . x_j - |x_j|^2`` (euclidean), a row's own column -inf."""
-    columns = rows.block(start, stop)
-    if precision == "bf16":
-        s = (queries.bfloat16() @ columns.bfloat16().T).to(queries.dtype)
-    else:
-        s = queries @ columns.T
+    s = dot_products(queries, rows.block(start, stop), precision)
     if rows.sq is not None:
         s.mul_(2).sub_(rows.sq[None, start:stop])
     own = ((ids >= start) & (ids < stop)).nonzero().flatten()
     s[own, ids[own] - start] = -torch.inf
     return s
+
+
+def dot_products(queries: torch.Tensor, columns: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """``queries @ columns.T`` (B, C) of (B, D) and (C, D), summed over D in slices of ``SLICE`` values, one
+    matmul each, added up in the queries' dtype: however a BLAS orders a matmul's sum, each value is then off by
+    at most ``gamma_m sum_d |q_d c_d|`` with ``m = summed_terms(D)`` (a plain matmul of a wide layer would have
+    ``m = D``, a bound too wide to certify anything)."""
+    cast = (lambda t: t.bfloat16()) if precision == "bf16" else (lambda t: t)
+    out = None
+    for first in range(0, queries.shape[1], SLICE):
+        part = (cast(queries[:, first:first + SLICE]) @ cast(columns[:, first:first + SLICE]).T).to(queries.dtype)
+        out = part if out is None else out.add_(part)
+    return out
+
+
+def summed_terms(d: int) -> int:
+    """The number m of terms whose rounding can reach one value of :func:`dot_products` over D values."""
+    return min(d, SLICE) + -(-d // SLICE)
 
 
 def candidates(queries: torch.Tensor, ids: torch.Tensor, rows: Rows, take: int, cols: int,
