@@ -1,4 +1,4 @@
-"""Benchmark: layermod's kNN graph + modularity against the paper's original pipeline.
+"""Benchmark: layermod's kNN graph + modularity against the paper's original pipeline and its peers.
 
 What it measures, on identical seeded synthetic features (10 balanced classes, Gaussian class means plus
 isotropic noise, float32, passed through ReLU like real layer features), for every (N, D) asked for:
@@ -14,10 +14,19 @@ isotropic noise, float32, passed through ReLU like real layer features), for eve
 * ``t_matmul`` -- the floor for any exact kNN: a bare blockwise matmul of the same L2-normalised features,
   ``for each block: xn[block] @ xn.T`` with the block size layermod uses (``default_block_size(N)``), and
   nothing else (normalisation done outside the timer).
+* the peers (:mod:`graph_peers`), what a user would otherwise write, on the same features:
+  ``sklearn+networkx`` -- ``sklearn.neighbors.kneighbors_graph(X, k, metric="cosine", mode="distance",
+  include_self=False)``, weights ``1 - distance``, ``(A + A.T) / 2``, ``networkx.from_scipy_sparse_array`` and
+  ``networkx.community.modularity``; ``faiss+bincount`` -- ``faiss.IndexFlatIP`` on the L2-normalised float32
+  rows, k + 1 results with the sample itself dropped, a scipy sparse graph, ``(A + A.T) / 2`` and a modularity
+  from numpy ``bincount`` sums. A peer whose library is not installed is left out (with a note).
 
 Timings are medians of ``--repeats`` runs after one warm-up run (the reference gets 3 repeats at N <= 500
-and a single run above, no warm-up above N = 500); ours and the matmul are timed interleaved so that load from
-other processes hits both alike. Per (N, D) it prints Q_ref, Q_ours, |dQ|, whether the two symmetrised graphs
+and a single run above, no warm-up above N = 500); ours, the matmul and faiss are timed interleaved so that
+load from other processes hits them alike, and sklearn+networkx (at most 3 repeats) interleaved with another
+run of ours, whose time is the one its ratio uses. Where every warm-up call of a group
+takes over ``SLOW_S`` (10 s), the warm-up is the only, single measurement (the largest sizes on a small CPU).
+Per (N, D) it prints Q_ref, Q_ours, |dQ|, whether the two symmetrised graphs
 have the same edges (sparsity pattern), the largest edge-weight difference, the three times, the speed-up
 ref/ours and the ratio ours/matmul, plus diagnostics: ``rows_off`` (nodes whose adjacency row differs by more
 than 1e-5 between the two graphs), ``gap64`` (the smallest float64 gap between the k-th and (k+1)-th
@@ -29,17 +38,37 @@ above 0.2 has suspect timings). Then the targets as PASS/FAIL lines:
 * speed-up >= 100x at N = 5000, D = 128;
 * ours/matmul <= 1.25 at D = 2048 (reported per N; N = 5000 is the one that must hold).
 
+Then the peers' table: per (N, D) and peer its time, t_peer / t_ours (below 1: the peer is faster), Q, |dQ|
+against layermod, whether its edges are layermod's (same sparsity pattern), the largest weight difference,
+``rows_off`` / ``gap64`` as above and ``busy``; and per peer a closing line saying where it is faster than
+layermod, if anywhere, and whether its Q is within 1e-6 of layermod's (the peers rank in float32 and break
+ties their own way, so they can differ from layermod, like the reference, only at float32 near-ties).
+
 It is a report: the exit code is 0 even when a target fails.
+
+Sizes: by default N = 1000, 5000, 20000 x D = 128, 2048, 50176, except that a size whose float32 features
+exceed ``--max-feature-gb`` (2 GB) is skipped and listed as skipped: by default that is N = 20000 x D = 50176
+(4.0 GB, and more than twice that in the copies the pipelines make). The reference runs only up to N = 5000
+and D = 2048 (``--skip-reference-above``, ``--skip-reference-above-dim``: its dense N x N adjacency and its
+row loop of float64 matvecs over all of X get out of reach beyond); each peer can be skipped above some N
+(``--skip-sklearn-above``, ``--skip-faiss-above``; 0 skips it everywhere). To run the 4 GB size, raise
+``--max-feature-gb`` to 5 and expect to need over 16 GB of memory and, on a small CPU, ``--skip-sklearn-above 5000``
+(sklearn's chunked cosine distances there are ~40 TFLOP).
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_graph.py                      # full: N = 500,2000,5000; D = 128,2048
-    .venv/bin/python benchmarks/bench_graph.py --quick              # smoke run, N = 500 only
+    .venv/bin/python benchmarks/bench_graph.py                      # full: N = 1000,5000,20000; D = 128,2048,50176
+    .venv/bin/python benchmarks/bench_graph.py --quick              # smoke run, N = 500, D = 128,2048
+    .venv/bin/python benchmarks/bench_graph.py --sizes 1000,5000 --dims 128,2048   # the peers' table sizes
+    .venv/bin/python benchmarks/bench_graph.py --sizes 500,2000,5000 --dims 128,2048   # the targets' sizes
     .venv/bin/python benchmarks/bench_graph.py --sizes 500,2000 --dims 128 --repeats 3 --json out.json
-    .venv/bin/python benchmarks/bench_graph.py --skip-reference-above 2000   # no slow reference past N=2000
+    .venv/bin/python benchmarks/bench_graph.py --skip-reference-above 2000 --skip-sklearn-above 5000
 
-The full run takes about a minute on an idle 2-core machine (the reference at N = 5000, D = 2048 alone about
-15 s); ``networkx`` must be installed (``pip install -e .[bench]``).
+``--sizes 500,2000,5000 --dims 128,2048`` takes a bit over a minute on an idle 2-core machine (the reference at
+N = 5000, D = 2048 alone about 15 s). The full run is far longer there (D = 50176 at N = 5000 and N = 20000 at
+D = 2048 are ~2 TFLOP per exact kNN, tens of seconds each for ours, the matmul and both peers): run it on a
+bigger machine. ``networkx`` must be installed, scikit-learn and faiss-cpu for the peers
+(``pip install -e .[bench]``).
 """
 
 from __future__ import annotations
@@ -60,6 +89,7 @@ import scipy
 import scipy.sparse as sp
 import torch
 
+import graph_peers
 import layermod
 from layermod.measure.graph import COSINE_EPS, default_block_size
 
@@ -74,6 +104,8 @@ FLOOR_DIM = 2048
 WEIGHT_TOL = 1e-5  # two graphs' weights "differ" above this (float32 cosine rounding is ~1e-7)
 BUSY_WARN = 0.2  # cores used by other processes during a measurement above which timings are flagged
 BUSY_MIN_S = 0.05  # ... if that is also this many CPU-seconds (/proc/stat counts in 10 ms ticks)
+MAX_FEATURE_GB = 2.0  # sizes whose float32 features exceed this are skipped (N=20000 x D=50176 is 4.0 GB)
+SLOW_S = 10.0  # a warm-up call longer than this is its own (single) measurement
 NEAR_TIE = 1e-6  # a float64 k-th/(k+1)-th similarity gap below this is a float32 near-tie
 TIE_TOL = 4 * float(np.finfo(np.float32).eps)  # layermod's tie band for cosine on float32 features (_top_k)
 
@@ -88,8 +120,12 @@ def make_features(n: int, d: int, seed: int = SEED) -> tuple[np.ndarray, np.ndar
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % N_CLASSES)
     means = rng.standard_normal((N_CLASSES, d)) * (1.5 * d ** -0.25)
-    x = means[labels] + rng.standard_normal((n, d))
-    return np.maximum(x, 0.0).astype(np.float32), labels
+    x = np.empty((n, d), dtype=np.float32)
+    step = max(1, 2**22 // d)  # rows drawn at once: the same numbers as one (n, d) draw, without its float64 copy
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        x[start:stop] = np.maximum(means[labels[start:stop]] + rng.standard_normal((stop - start, d)), 0.0)
+    return x, labels
 
 
 # ----------------------------------------------------------------------------------------- reference
@@ -146,13 +182,20 @@ def timed(fns: list, repeats: int, warmup: bool) -> tuple[list[float], list]:
     """Median wall time of ``repeats`` calls of each of ``fns`` and each one's last result.
 
     The functions are called interleaved (a, b, a, b, ...) after an optional warm-up call of each, so that a
-    burst of load from another process hits all of them alike and their ratio stays meaningful.
+    burst of load from another process hits all of them alike and their ratio stays meaningful. Where every
+    warm-up call took more than ``SLOW_S`` seconds, the warm-up is the measurement (one run each): at that
+    length first-call costs are noise, and repeats would multiply the run time of the largest sizes.
     """
-    if warmup:
-        for fn in fns:
-            fn()
     times = [[] for _ in fns]
     results = [None] * len(fns)
+    if warmup:
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            results[i] = fn()
+            times[i].append(time.perf_counter() - t0)
+        if all(t[0] > SLOW_S for t in times):
+            return [t[0] for t in times], results
+        times = [[] for _ in fns]
     for _ in range(max(1, repeats)):
         for i, fn in enumerate(fns):
             t0 = time.perf_counter()
@@ -223,23 +266,45 @@ def kth_gap64(x: np.ndarray, rows: np.ndarray, k: int = K) -> float | None:
     """
     if len(rows) == 0:
         return None
-    x64 = x.astype(np.float64)
-    xn = x64 / np.maximum(np.linalg.norm(x64, axis=1, keepdims=True), COSINE_EPS)
-    s = xn[rows] @ xn.T
+
+    def unit64(v: np.ndarray) -> np.ndarray:
+        v = v.astype(np.float64)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), COSINE_EPS)
+
+    q = unit64(x[rows])
+    step = max(1, 2**24 // x.shape[1])  # columns cast to float64 at once (128 MiB), not all of x
+    s = np.concatenate([q @ unit64(x[j:j + step]).T for j in range(0, x.shape[0], step)], axis=1)
     s[np.arange(len(rows)), rows] = -np.inf
     top = -np.sort(-s, axis=1)[:, : k + 1]
     return float((top[:, k - 1] - top[:, k]).min())
 
 
-def bench_one(n: int, d: int, repeats: int, run_reference: bool) -> dict:
+def peer_row(peer: str, t: float, q: float, a_peer, a_ours: sp.csr_array, q_ours: float, t_ours: float,
+             x: np.ndarray, load: dict) -> dict:
+    """One peer's figures at one size: time, ratio to ours (``t_ours`` timed interleaved with the peer), |dQ|
+    and the edge comparison against ours."""
+    same, max_diff, off_rows = compare_graphs(a_peer, a_ours)
+    return {"peer": peer, "t": t, "t_ours": t_ours, "t_over_ours": t / t_ours, "q": q, "dq": abs(q - q_ours),
+            "edges_identical": same, "max_weight_diff": max_diff, "rows_differing": len(off_rows),
+            "min_kth_gap64_differing": kth_gap64(x, off_rows), "other_load": load["cores"],
+            "other_cpu_s": load["seconds"]}
+
+
+def bench_one(n: int, d: int, repeats: int, run_reference: bool, peers: tuple[str, ...] = ()) -> dict:
+    """Every measurement at one size; ``peers`` names those of :data:`graph_peers.PEERS` to run here."""
     x_np, labels = make_features(n, d)
     x = torch.from_numpy(x_np)
     block = default_block_size(n)
     xn = x / x.norm(dim=1, keepdim=True).clamp_min(COSINE_EPS)
 
+    fast = [lambda: ours_pipeline(x, labels), lambda: matmul_floor(xn, block)]
+    if "faiss" in peers:  # fast enough to be timed interleaved with ours
+        threads = torch.get_num_threads()
+        fast.append(lambda: graph_peers.faiss_pipeline(x_np, labels, K, threads=threads))
     with other_load() as load_fast:
-        (t_ours, t_mm), ((q_ours, a_ours), _) = timed(
-            [lambda: ours_pipeline(x, labels), lambda: matmul_floor(xn, block)], repeats, warmup=True)
+        times, results = timed(fast, repeats, warmup=True)
+    t_ours, t_mm = times[:2]
+    q_ours, a_ours = results[0]
 
     row = {
         "n": n, "d": d, "k": K, "block": block, "edges_ours": int(a_ours.nnz // 2),
@@ -248,7 +313,17 @@ def bench_one(n: int, d: int, repeats: int, run_reference: bool) -> dict:
         "speedup": None, "rows_differing": None, "min_kth_gap64_differing": None,
         "other_load_fast": load_fast["cores"], "other_load_ref": None,
         "other_cpu_s_fast": load_fast["seconds"], "other_cpu_s_ref": None,
+        "peers": {name: None for name in graph_peers.PEERS},
     }
+    if "faiss" in peers:
+        (q_f, a_f) = results[2]
+        row["peers"]["faiss"] = peer_row("faiss", times[2], q_f, a_f, a_ours, q_ours, t_ours, x_np, load_fast)
+    if "sklearn" in peers:  # slower: its own interleaved pair with ours, fewer repeats
+        with other_load() as load_sk:
+            (t_ours_sk, t_sk), (_, (q_sk, a_sk)) = timed(
+                [lambda: ours_pipeline(x, labels), lambda: graph_peers.sklearn_pipeline(x_np, labels, K)],
+                min(repeats, 3), warmup=True)
+        row["peers"]["sklearn"] = peer_row("sklearn", t_sk, q_sk, a_sk, a_ours, q_ours, t_ours_sk, x_np, load_sk)
     if run_reference:
         ref_repeats = min(repeats, 3) if n <= 500 else 1
         with other_load() as load_ref:
@@ -345,34 +420,67 @@ def _ints(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=_ints, default=[500, 2000, 5000], help="N values, comma-separated")
-    parser.add_argument("--dims", type=_ints, default=[128, 2048], help="D values, comma-separated")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median) for ours and the matmul")
-    parser.add_argument("--skip-reference-above", type=int, default=None, metavar="N",
-                        help="do not run the (slow) reference for sizes above N")
+    parser.add_argument("--sizes", type=_ints, default=[1000, 5000, 20000], help="N values, comma-separated")
+    parser.add_argument("--dims", type=_ints, default=None,
+                        help="D values, comma-separated (default 128,2048,50176; 128,2048 with --quick)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed repeats (median) for ours, the matmul and faiss (sklearn: at most 3)")
+    parser.add_argument("--skip-reference-above", type=int, default=5000, metavar="N",
+                        help="do not run the (slow) reference for sizes above N (default 5000)")
+    parser.add_argument("--skip-reference-above-dim", type=int, default=2048, metavar="D",
+                        help="do not run the reference for dimensions above D (default 2048)")
+    parser.add_argument("--skip-sklearn-above", type=int, default=None, metavar="N",
+                        help="do not run the sklearn+networkx peer for sizes above N (0: never)")
+    parser.add_argument("--skip-faiss-above", type=int, default=None, metavar="N",
+                        help="do not run the faiss peer for sizes above N (0: never)")
+    parser.add_argument("--max-feature-gb", type=float, default=MAX_FEATURE_GB, metavar="GB",
+                        help=f"skip sizes whose float32 features N x D exceed GB (default {MAX_FEATURE_GB:g})")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON to PATH")
-    parser.add_argument("--quick", action="store_true", help="smoke run: N=500 only")
+    parser.add_argument("--quick", action="store_true", help="smoke run: N=500 only (D=128,2048 by default)")
     args = parser.parse_args(argv)
     sizes = [500] if args.quick else args.sizes
+    dims = args.dims or ([128, 2048] if args.quick else [128, 2048, 50176])
+    versions = graph_peers.available()
+    skip_above = {"sklearn": args.skip_sklearn_above, "faiss": args.skip_faiss_above}
 
     print(f"layermod kNN graph + modularity benchmark  (k={K}, cosine, mean symmetrisation, {N_CLASSES} classes)")
     print(f"python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"numpy {np.__version__}, scipy {scipy.__version__}, "
-          f"networkx {nx.__version__}, {platform.machine()}")
-    print(f"timings: median of {args.repeats} (ours, matmul) after a warm-up; reference: median of "
-          f"{min(args.repeats, 3)} at N<=500, single run above\n")
+          f"networkx {nx.__version__}, " + ", ".join(
+              f"{graph_peers.INSTALL[p]} {v or 'not installed'}" for p, v in versions.items())
+          + f", {platform.machine()}")
+    print(f"timings: median of {args.repeats} (ours, matmul, faiss interleaved) after a warm-up; sklearn+networkx: "
+          f"median of {min(args.repeats, 3)} interleaved with ours again after a warm-up; reference: median of {min(args.repeats, 3)} at N<=500, "
+          f"single run above; a warm-up over {SLOW_S:g}s is the only run\n")
 
-    rows = []
+    rows, skipped = [], []
     for n in sizes:
-        for d in args.dims:
-            run_ref = args.skip_reference_above is None or n <= args.skip_reference_above
-            print(f"  running N={n} D={d}{'' if run_ref else ' (reference skipped)'} ...", file=sys.stderr, flush=True)
-            rows.append(bench_one(n, d, args.repeats, run_ref))
+        for d in dims:
+            gb = n * d * 4 / 1e9
+            if gb > args.max_feature_gb:
+                skipped.append({"n": n, "d": d, "feature_gb": gb})
+                print(f"  skipping N={n} D={d}: features {gb:.1f} GB > --max-feature-gb {args.max_feature_gb:g}",
+                      file=sys.stderr, flush=True)
+                continue
+            run_ref = n <= args.skip_reference_above and d <= args.skip_reference_above_dim
+            peers = tuple(p for p in graph_peers.PEERS
+                          if versions[p] and (skip_above[p] is None or n <= skip_above[p]))
+            print(f"  running N={n} D={d}{'' if run_ref else ' (reference skipped)'} "
+                  f"peers: {','.join(peers) or 'none'} ...", file=sys.stderr, flush=True)
+            rows.append(bench_one(n, d, args.repeats, run_ref, peers))
     print_table(rows)
+    for c in skipped:
+        print(f"skipped N={c['n']} D={c['d']}: its float32 features take {c['feature_gb']:.1f} GB "
+              f"(> --max-feature-gb {args.max_feature_gb:g})")
     verdicts = print_targets(rows)
+    for p, v in versions.items():
+        if v is None:
+            print(f"\n{graph_peers.LABELS[p]} peer not run: `pip install {graph_peers.INSTALL[p]}`")
+    graph_peers.print_peers(rows, Q_TOL, NEAR_TIE, BUSY_WARN, BUSY_MIN_S)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "targets": verdicts, "torch_threads": torch.get_num_threads()}, fh, indent=2)
+            json.dump({"rows": rows, "skipped": skipped, "targets": verdicts,
+                       "torch_threads": torch.get_num_threads()}, fh, indent=2)
         print(f"\nrows written to {args.json}")
     return 0
 
