@@ -95,8 +95,8 @@ class Rows:
         block: rows per block of the preparing pass (norms, finiteness).
 
     Attributes:
-        n, d, dtype (of the prepared rows), device; norms (N,) the rows' norms before preparing (cosine) or None;
-        sq (N,) the squared norms (euclidean) or None, both in the features' dtype; exact_norms (N,) float64
+        n, d, dtype (of the prepared rows), device; norms (N,) the rows' norms, at least 1e-8 (cosine) or None;
+        sq (N,) the squared norms (euclidean) or None, both rounded to the features' dtype; exact_norms (N,) float64
         ``max(|x|, 1e-8)`` (cosine) or None; exact_sq (N,) float64 ``|x|^2`` (euclidean) or None; zero (N,) bool,
         the rows that are exactly 0.
     """
@@ -109,22 +109,16 @@ class Rows:
         full = None if lazy else self._raw(0, self.n)
         parts = [full] if full is not None else \
             (self._raw(s, min(s + block, self.n)) for s in range(0, self.n, block))
-        per_row, exact = [], []
-        for part in parts:
-            per_row.append(self._norms(part))
-            exact.append(self._exact_sq(part))
-        norms, exact_sq = torch.cat(per_row), torch.cat(exact)
-        self.norms = norms if self.cosine else None
-        self.sq = None if self.cosine else norms
+        exact_sq = torch.cat([self._exact_sq(part) for part in parts])
+        dtype = (full if full is not None else self._raw(0, 1)).dtype
         self.exact_sq = None if self.cosine else exact_sq
         self.exact_norms = exact_sq.sqrt().clamp_min(COSINE_EPS) if self.cosine else None
         self.zero = exact_sq == 0
+        # the working dtype's norms rounded from float64 ones: off by one rounding, not by a sum's
+        self.norms = self.exact_norms.to(dtype) if self.cosine else None
+        self.sq = None if self.cosine else exact_sq.to(dtype)
         self._prepared = None if full is None else self._prepare(full, slice(None))
-        self.dtype = (self._prepared if self._prepared is not None else self._raw(0, 1)).dtype
-
-    def _norms(self, part: torch.Tensor) -> torch.Tensor:
-        """Per row of ``part``: its norm (cosine) or squared norm (euclidean)."""
-        return part.norm(dim=1) if self.cosine else (part * part).sum(dim=1)
+        self.dtype = dtype
 
     def _exact_sq(self, part: torch.Tensor) -> torch.Tensor:
         """Per row of ``part``: its squared norm in float64, ``_GATHER_ELEMENTS`` values at a time."""

@@ -20,13 +20,13 @@ search is blocked, budgeted or threaded. The matmul only narrows down which pair
 
 The bounds (``u`` the unit roundoff of the matmul's dtype, ``gamma_m = m u / (1 - m u)``; a sum of ``m``
 products in any order is off by at most ``gamma_m sum |a_d b_d|``, and the matmul sums D values in slices,
-:func:`layermod.measure.rows.dot_products`, so ``m = min(D, 512) + ceil(D / 512)``, not D): normalising a row
-costs a relative ``theta = gamma_D / 2 + 2 u`` per value; the cosine of two prepared rows is within
-``2 theta + theta^2 + (1 + theta)^2 delta`` of the exact one, ``delta`` the dot product's relative error
+:func:`layermod.measure.rows.dot_products`, so ``m = min(D, 512) + ceil(D / 512)``, not D): rows are normalised
+by float64 norms rounded once, a relative ``theta = 2 u + (D + 2) u64`` per value; the cosine of two prepared
+rows is within ``2 theta + theta^2 + (1 + theta)^2 delta`` of the exact one, ``delta`` the dot product's relative error
 (``gamma_m``, widened by TF32's or bfloat16's rounding of the inputs and bfloat16's of the output; both are
 taken to accumulate in float32, as oneDNN's and cuBLAS's default kernels do). Euclidean scores
-``2 x_i . x_j - |x_j|^2`` are within ``2 delta |x_i| r + gamma_D (r^2 + |x_i|^2) + u (2 |x_i| r + r^2)`` of
-``|x_i|^2 - d_ij^2`` for every candidate with ``|x_j| <= r = |x_i| + d``, ``d^2`` the largest squared distance
+``2 x_i . x_j - |x_j|^2`` are within ``2 delta |x_i| r + s (r^2 + |x_i|^2) + u (2 |x_i| r + r^2)``
+(``s = u + 2 (D + 2) u64``) of ``|x_i|^2 - d_ij^2`` for every candidate with ``|x_j| <= r = |x_i| + d``, ``d^2`` the largest squared distance
 a candidate can have. ``p`` itself is within ``(2 D + 6) u64`` (cosine) or ``gamma_{D+3}(u64) d^2`` (euclidean)
 of the exact value. Each bound is widened by 1 % and ``8 u`` for the arithmetic of the threshold itself.
 """
@@ -67,20 +67,24 @@ class Neighbours(NamedTuple):
 
 class _Bound(NamedTuple):
     """Rounding of one matmul over D terms: u (its dtype's unit roundoff), delta (relative error of a dot product
-    of prepared rows), theta (relative error of a normalised value), cosine (the error of a cosine)."""
+    of prepared rows), theta (relative error of a normalised value), sq (relative error of a squared norm),
+    cosine (the error of a cosine)."""
 
     u: float
     delta: float
     theta: float
+    sq: float
     cosine: float
 
     @classmethod
     def of(cls, d: int, u: float, u_in: float = 0.0, u_out: float = 0.0, terms: int | None = None) -> "_Bound":
-        """The bound of dot products over ``d`` values whose sums round ``terms`` times at most (default d)."""
+        """The bound of dot products over ``d`` values whose sums round ``terms`` times at most (default d), of
+        rows prepared with norms computed in float64 and rounded once to the dtype of ``u``."""
         gamma = (terms or d) * u / (1 - (terms or d) * u)
         delta = ((1 + u_in) ** 2 * (1 + gamma) - 1) * (1 + u_out) + u_out
-        theta = d * u / (1 - d * u) / 2 + 2 * u
-        return cls(u, delta, theta, 2 * theta + theta**2 + (1 + theta) ** 2 * delta)
+        norm = (d + 2) * _U64  # a float64 sum of squares and its root
+        theta, sq = 2 * u + norm, u + 2 * norm
+        return cls(u, delta, theta, sq, 2 * theta + theta**2 + (1 + theta) ** 2 * delta)
 
     def gamma(self, d: int) -> float:
         return d * self.u / (1 - d * self.u)
@@ -123,8 +127,7 @@ class _Search:
         sq = self.rows.exact_sq[ids]
         a, reach = sq.sqrt(), (tol - low).clamp_min(0)
         r = a + reach.sqrt()
-        gamma = bound.gamma(self.rows.d)
-        error = 2 * bound.delta * a * r + gamma * (r * r + sq) + bound.u * (2 * a * r + r * r) * (1 + bound.delta)
+        error = 2 * bound.delta * a * r + bound.sq * (r * r + sq) + bound.u * (2 * a * r + r * r) * (1 + bound.delta)
         error = error + self.exact.gamma(self.rows.d + 3) * reach
         return sq + low - tol - error * 1.01 - 8 * bound.u * (sq + r * r)
 
