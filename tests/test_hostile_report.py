@@ -171,7 +171,7 @@ def view_entry(**changes) -> dict:
 
 
 def views_dict(*entries: dict) -> dict:
-    return {"class_names": ["a", "b"], "config": {"method": "pca", "k": 1}, "layers": list(entries or [view_entry()])}
+    return {"class_names": ["a", "b"], "config": {"method": "pca", "k": 3}, "layers": list(entries or [view_entry()])}
 
 
 def pruning_row(**changes) -> dict:

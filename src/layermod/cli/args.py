@@ -43,6 +43,7 @@ __all__ = [
     "load_model",
     "measure_configs",
     "non_negative",
+    "out_path",
     "positive",
     "positive_real",
     "to_device",
@@ -61,6 +62,13 @@ def non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
+
+
+def out_path(text: str) -> str:
+    """An ``--out`` location: any path but the empty one (which would mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory or file, got an empty path")
+    return text
 
 
 def positive_real(text: str) -> float:

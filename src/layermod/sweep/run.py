@@ -197,5 +197,6 @@ def run_sweep(
 
 def _remove_temporaries(items_dir: Path, work: Sequence[tuple[Item, Any]]) -> None:
     for item, _ in work:
-        for stale in items_dir.glob(f".{item.id}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        for pattern in (f".{item.id}.tmp-*", f"..{item.id}.tmp-*"):  # an attempt's directory, and its stage
+            for stale in items_dir.glob(pattern):
+                shutil.rmtree(stale, ignore_errors=True)
