@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -323,3 +324,35 @@ def test_an_empty_out_is_refused(blobs, capsys):
         main(["curve", "--model", "mlp", "--dataset", str(blobs), "--out", ""])
     assert exit_.value.code == 2 and "empty path" in capsys.readouterr().err
 
+
+@pytest.mark.parametrize("signum, status, line", [(signal.SIGTERM, 143, "layermod: terminated"),
+                                                  (signal.SIGINT, 130, "layermod: interrupted")])
+def test_a_signal_while_features_spill_to_disk_leaves_no_temporary_file(tmp_path, blobs, signum, status, line):
+    """Stopped while a layer's features are being written to a temporary file, the curve deletes the file and its
+    folder, and leaves no run directory."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        import numpy as np
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        open_memmap = np.lib.format.open_memmap
+
+        def open_then_signal(*args, **kwargs):
+            stored = open_memmap(*args, **kwargs)
+            os.kill(os.getpid(), {int(signum)})
+            return stored
+
+        np.lib.format.open_memmap = open_then_signal
+        from layermod.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """)
+    argv = ["curve", "--model", "mlp", "--num-classes", "3", "--width", "0.25", "--dataset", str(blobs),
+            "--n-per-class", "6", "--repeats", "2", "--views", "0", "--max-memory", "1K", "--quiet",
+            "--out", str(tmp_path / "out")]
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": str(temp)})
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr.strip() == line
+    assert list(temp.iterdir()) == [] and not (tmp_path / "out").exists()
+    assert [path.name for path in tmp_path.iterdir()] == ["blobs.npz", "temp"]
