@@ -185,6 +185,13 @@ def test_a_negative_seed_is_a_seed(tmp_path, blobs):
     assert curve["config"]["seed"] == -1 and len(curve["values"]) == 3
 
 
+def test_a_seed_of_any_size_is_a_seed(tmp_path, blobs):
+    """--seed 10**30 seeds the untrained model's weights (torch) as well as the draws (numpy)."""
+    out = curve_run(tmp_path, blobs, "huge", "--seed", str(10**30))
+    curve = json.loads((out / "curve.json").read_text())
+    assert curve["config"]["seed"] == 10**30 and len(curve["values"]) == 3
+
+
 def test_attack_is_the_same_twice(tmp_path, checkpoint):
     data = tmp_path / "digits.npz"
     rng = np.random.default_rng(0)

@@ -282,6 +282,23 @@ def test_negative_seeds_are_accepted_and_recorded_as_given():
     assert again.to_json() == curve.to_json()
 
 
+def test_seeds_beyond_torchs_range_are_hashed_into_it_and_seeds_within_it_kept():
+    from layermod.coerce import torch_seed
+
+    for seed in (0, -1, 2**64 - 1, -2**63):
+        assert torch_seed(seed, lm.LabelError) == seed
+    for seed in (2**64, -2**63 - 1, 10**30, -10**40):
+        value = torch_seed(seed, lm.LabelError)
+        assert 0 <= value < 2**64 and value == torch_seed(seed, lm.LabelError)
+        torch.Generator().manual_seed(value)
+    assert torch_seed(10**30, lm.LabelError) != torch_seed(10**30 + 1, lm.LabelError)
+    x, y = blobs()
+    curve = lm.modularity_curve(flat_model(), (x, y), n_per_class=5, repeats=2, seed=10**30, null_permutations=2)
+    assert curve.config["seed"] == 10**30
+    assert lm.modularity_curve(flat_model(), (x, y), n_per_class=5, repeats=2, seed=10**30,
+                               null_permutations=2).to_json() == curve.to_json()
+
+
 @pytest.mark.parametrize("seed", [1.5, "0", None, True])
 def test_seeds_that_are_not_integers_are_refused(seed):
     x, y = blobs()

@@ -84,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from layermod import models
     from layermod.analysis.dynamics import TrackConfig
     from layermod.cli.args import measure_configs
+    from layermod.coerce import torch_seed
     from layermod.io.files import check_writable_dir
     from layermod.io.rundir import BEST, DYNAMICS_JSON, DYNAMICS_PNG, LAST, METRICS_CSV, WEIGHTS_SUFFIX
     from layermod.models import hub
@@ -125,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.subset is not None:
         train_set = balanced_subset(train_set, args.subset, config.seed)
     arch_args = _arch_args(args, train_set, library)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(torch_seed(config.seed, TrainError))
     if library:
         model = hub.create(arch, **arch_args, pretrained=args.pretrained)
     else:
