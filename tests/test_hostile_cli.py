@@ -133,6 +133,10 @@ def test_options_asking_for_a_model_larger_than_its_weights_are_refused_unbuilt(
     (["layers", "--model", "mlp", "--input-shape", "1,x"], "cannot read"),
     (["curve", "--model", "mlp", "--dataset", "digits", "--null", "-3", "--out", "o"], "at least 2"),
     (["curve", "--model", "mlp", "--dataset", "digits", "--null", "1", "--out", "o"], "at least 2"),
+    (["curve", "--model", "mlp", "--dataset", "digits", "--repeats", "1000000000", "--out", "o"], "lower repeats"),
+    (["curve", "--model", "mlp", "--dataset", "digits", "--null", "1000000000", "--out", "o"], "is more than"),
+    (["curve", "--model", "mlp", "--dataset", "digits", "--sketch-dim", "1000000000", "--out", "o"], "16,384"),
+    (["curve", "--model", "mlp", "--dataset", "digits", "--resolution", "1e308", "--out", "o"], "<= 10000"),
 ])
 def test_bad_options_are_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -140,6 +144,19 @@ def test_bad_options_are_one_line(argv, message, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--repeats", "5000000", "--n-per-class", "7"], ["sample indices", "lower repeats or n_per_class"]),
+    (["--repeats", "100000", "--null", "1000"], ["Q values", "lower null_permutations or repeats"]),
+    (["--sketch-dim", "16000", "--max-memory", "1M"], ["sketch_dim=16000", "max_bytes="]),
+])
+def test_options_too_large_together_are_one_line_before_any_work(tmp_path, blobs, extra, fragments, capsys):
+    with memory_limit(1024 * MiB):
+        status = main(["curve", "--model", "mlp", "--num-classes", "3", "--width", "0.25", "--dataset", str(blobs),
+                       "--n-per-class", "6", "--quiet", *extra, "--out", str(tmp_path / "out")])
+    one_line(status, capsys.readouterr().err, *fragments)
+    assert not (tmp_path / "out").exists()
 
 
 def test_ctrl_c_while_starting_is_one_line(tmp_path):

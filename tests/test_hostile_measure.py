@@ -237,6 +237,41 @@ def test_resolution_zero_is_the_fraction_of_weight_inside_classes():
     assert lm.modularity(a, [0, 0, 1, 1], resolution=0) == pytest.approx(2 / 3)  # 2 of the 3 edges
 
 
+@pytest.mark.parametrize("options, error, fragments", [
+    ({"repeats": 10**9}, lm.LabelError, ["repeats=1000000000 is more than", "lower repeats"]),
+    ({"n_per_class": 10**9}, lm.LabelError, ["n_per_class=1000000000 is more than", "lower n_per_class"]),
+    ({"n_per_class": 2**13, "repeats": 2**13}, lm.LabelError, ["134,217,728 sample indices", "lower repeats"]),
+    ({"null_permutations": 10**9}, lm.GraphError, ["null_permutations=1000000000 is more than"]),
+    ({"repeats": 2**14, "null_permutations": 2**14}, lm.GraphError, ["268,435,456 Q values", "lower"]),
+    ({"sketch_dim": 10**9}, lm.GraphError, ["sketch_dim=1000000000 is more than 16,384"]),
+    ({"sketch_dim": 16000, "max_bytes": 2**20}, lm.GraphError, ["sketch_dim=16000 for 20 samples", "max_bytes="]),
+    ({"resolution": 1e308}, lm.GraphError, ["resolution=1e+308", "<= 10000"]),
+])
+def test_options_asking_for_more_than_can_be_held_are_refused_before_any_forward_pass(options, error, fragments):
+    """Each bound is derived from what the option allocates; the message names the option and what to lower."""
+    x, y = blobs()
+    with pytest.raises(error) as err:
+        lm.modularity_curve(Exploding(), (x, y), **{"n_per_class": 5, "repeats": 1, **options})
+    assert_one_line(err, *fragments)
+
+
+def test_a_null_too_large_for_the_layers_chosen_is_refused_before_the_features():
+    x, y = blobs()
+    with pytest.raises(lm.GraphError) as err:  # 2**27 Q values for one layer fit, for two they do not
+        lm.modularity_curve(flat_model(), (x, y), layers=["1", "3"], n_per_class=5, repeats=2**14,
+                            null_permutations=2**13)
+    assert_one_line(err, "and 2 layer(s) are 268,435,456 Q values")
+
+
+def test_sketches_and_resolutions_beyond_their_bounds_are_refused_by_the_graph_functions():
+    a, y = np.ones((4, 4)) - np.eye(4), [0, 0, 1, 1]
+    with pytest.raises(lm.GraphError, match="<= 10000"):
+        lm.modularity(a, y, resolution=1e308)
+    assert lm.modularity(a, y, resolution=1e4) == pytest.approx(1 / 3 - 1e4 / 2)
+    with pytest.raises(lm.GraphError, match="sketch_dim=1000000000 is more than"):
+        lm.knn_graph(np.random.default_rng(0).normal(size=(10, 4)), k=3, sketch_dim=10**9)
+
+
 @pytest.mark.parametrize("permutations", [-1, -20, 1.5, "3", True])
 def test_bad_permutation_counts_are_refused(permutations):
     a, y = np.ones((4, 4)) - np.eye(4), [0, 0, 1, 1]

@@ -23,8 +23,9 @@ Decisions, on purpose (in :func:`modularity_curve`):
   :class:`~layermod.measure.config.DrawConfig`, or their fields as keywords (``k=5, n_per_class=30``); the
   curve's config records both configs' fields under their own names.
 * **Checked before any forward pass:** the configs (on construction), the pool, the draws against the
-  labels, k against the samples of a draw, and that faiss is installed for an approximate ``knn``; a failure
-  while measuring a layer names the layer.
+  labels, k against the samples of a draw, the sketch's size against ``max_bytes``, the null's size against
+  the layers chosen, and that faiss is installed for an approximate ``knn``; a failure while measuring a
+  layer names the layer.
 * **Token features.** ``pool`` (default ``"auto"``) says how a 3-D ``(batch, tokens, hidden)`` layer output
   becomes one vector per sample (:mod:`layermod.extract.pooling`); other outputs are flattened. The config
   records ``pool`` as asked and ``resolved_pool``, what ``"auto"`` stood for on this model.
@@ -65,7 +66,8 @@ from layermod.extract.pooling import check_pool, resolve_pool
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, write_csv
 from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG
 from layermod.coerce import seed_sequence
-from layermod.measure.config import DrawConfig, GraphConfig, MeasureOptions, measure_configs
+from layermod.measure.config import (DrawConfig, GraphConfig, MeasureOptions, check_null_size, check_sketch_size,
+                                     measure_configs)
 from layermod.measure.ann import RECALL_ROWS, require_faiss
 from layermod.measure.graph import build_graph
 from layermod.extract.layers import LayerSpec, layer_items, select_layers, trace_calls
@@ -264,6 +266,7 @@ def modularity_curve(
     draw_size = len(samples[0])
     if not k < draw_size:
         raise GraphError(f"k={k} needs 1 <= k < {draw_size} samples per draw; lower k or raise n_per_class")
+    check_sketch_size(graph.sketch_dim, draw_size, max_bytes)
     if graph.knn != "exact":
         require_faiss()
     # independent streams from one seed: the draws use the root (as balanced_draws(seed) does), draw r's
@@ -278,6 +281,7 @@ def modularity_curve(
         calls = trace_calls(model, slice_batch(inputs, 0, 2))
         names = select_layers(model, layers, calls)
         resolved = resolve_pool(model, pool, inputs)
+        check_null_size(repeats, len(names), shuffles)
         values = np.zeros((repeats, len(names)))
         null = np.zeros((repeats, len(names), shuffles))
         steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=None if progress else True)

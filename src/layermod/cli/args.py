@@ -106,13 +106,18 @@ def key_value(text: str) -> tuple[str, object]:
         return key, raw
 
 
+_SMALLEST_DRAWS = {"n_per_class": 1, "repeats": 1, "null_permutations": 0}  # beside the field a flag checks
+
+
 def _config_field(config: type, name: str, parse: Callable[[str], object]) -> Callable[[str], object]:
     """An argparse type reading the field ``name`` of ``config`` with ``parse`` and checking it as ``config``
-    does (argparse names it ``name`` when ``parse`` fails)."""
+    does, beside the smallest other draw fields (their product is checked once all are parsed); argparse names
+    it ``name`` when ``parse`` fails."""
     def read(text: str) -> object:
         value = parse(text)
+        others = _SMALLEST_DRAWS if config.__name__ == "DrawConfig" else {}
         try:
-            config(**{name: value})
+            config(**{**others, name: value})
         except LayermodError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
         return value
