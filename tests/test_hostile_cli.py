@@ -159,6 +159,16 @@ def test_options_too_large_together_are_one_line_before_any_work(tmp_path, blobs
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("device, why", [("meta", "the CPU or a CUDA device"), ("mps", "the CPU or a CUDA device"),
+                                         ("cuda:99", "CUDA"), ("nonsense", "not a device name")])
+def test_a_device_layermod_cannot_run_on_is_one_short_line(tmp_path, blobs, device, why, capsys):
+    status = main(["curve", "--model", "mlp", "--num-classes", "3", "--width", "0.25", "--dataset", str(blobs),
+                   "--n-per-class", "6", "--quiet", "--device", device, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    one_line(status, err, f"cannot use device {device!r}", why, "this machine has cpu", "pass --device cpu")
+    assert len(err) < 300 and not (tmp_path / "out").exists()
+
+
 def test_ctrl_c_while_starting_is_one_line(tmp_path):
     """SIGINT while torch is still loading ends with the command's own line and status 130."""
     code = ("import os, signal, threading\n"

@@ -272,6 +272,13 @@ def test_sketches_and_resolutions_beyond_their_bounds_are_refused_by_the_graph_f
         lm.knn_graph(np.random.default_rng(0).normal(size=(10, 4)), k=3, sketch_dim=10**9)
 
 
+def test_a_model_on_a_device_without_data_is_refused_before_any_forward_pass():
+    x, y = blobs()
+    with pytest.raises(lm.DeviceError) as err:
+        lm.modularity_curve(flat_model().to("meta"), (x, y), n_per_class=5, repeats=1)
+    assert_one_line(err, "cannot use the model's device 'meta'", "this machine has cpu")
+
+
 @pytest.mark.parametrize("permutations", [-1, -20, 1.5, "3", True])
 def test_bad_permutation_counts_are_refused(permutations):
     a, y = np.ones((4, 4)) - np.eye(4), [0, 0, 1, 1]

@@ -63,6 +63,7 @@ from layermod.errors import FeatureError, GraphError
 from layermod.extract.features import iter_layer_features, model_device
 from layermod.extract.inputs import slice_batch
 from layermod.extract.pooling import check_pool, resolve_pool
+from layermod.io.devices import check_device
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, write_csv
 from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG
 from layermod.coerce import seed_sequence
@@ -276,7 +277,7 @@ def modularity_curve(
     inputs, targets = gather(dataset, union)
     positions = [np.searchsorted(union, draw) for draw in samples]
 
-    device = model_device(model)
+    device = check_device(model_device(model), "the model's device")
     with _seeded_torch(int(streams[-1].generate_state(1, np.uint64)[0]), device):
         calls = trace_calls(model, slice_batch(inputs, 0, 2))
         names = select_layers(model, layers, calls)

@@ -272,15 +272,18 @@ def load_model(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module
 
 def resolve_device(device: str) -> str:
     """``device`` as torch takes it, ``"auto"`` being CUDA when available, else the CPU; one line for a device
-    torch cannot use."""
+    layermod cannot use (:func:`layermod.io.devices.check_device`)."""
     import torch
+
+    from layermod.errors import DeviceError
+    from layermod.io.devices import check_device
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        torch.empty(0, device=torch.device(device))
-    except (RuntimeError, AssertionError) as err:
-        raise LayermodError(f"cannot use device {device!r} ({err}); pass --device cpu") from None
+        check_device(device)
+    except DeviceError as err:
+        raise DeviceError(f"{err}: pass --device cpu") from None
     return device
 
 
