@@ -159,14 +159,15 @@ class Curve:
         """Inverse of :meth:`to_dict` (mean and std are recomputed from values), for data read from a file.
 
         Checked as :mod:`layermod.validate` says: 1 to ``MAX_ITEMS`` layer names; values (draws, L) within
-        modularity's range for the config's resolution, null where missing; null_mean, null_std (>= 0) and z
+        modularity's range for the config's resolution, none missing (modularity is refused, never NaN, so a
+        null or NaN Q is a damaged file; its mean would be drawn as "nan"); null_mean, null_std (>= 0) and z
         (L,) all three or none. Raises ValueError naming the first problem.
         """
         data = mapping(data, "the curve")
         config = run_config(data.get("config", {}))
         layers = names(required(data, "layers"), "layers")
         low, high = q_bounds(config)
-        values = numbers(required(data, "values"), "values", (None, len(layers)), low, high, missing=True)
+        values = numbers(required(data, "values"), "values", (None, len(layers)), low, high)
         null = [key for key in ("null_mean", "null_std", "z") if data.get(key) is not None]
         if not null:
             return cls(layers, values, config)
