@@ -279,6 +279,29 @@ def test_a_model_on_a_device_without_data_is_refused_before_any_forward_pass():
     assert_one_line(err, "cannot use the model's device 'meta'", "this machine has cpu")
 
 
+@pytest.mark.parametrize("labels, shown", [([0, 0, np.nan, np.nan], "labels[2] is nan"),
+                                           (np.array(["a", None, "b", "b"], dtype=object), "labels[1] is None"),
+                                           (np.array([0, 0, 1, float("nan")], dtype=object), "labels[3] is nan")])
+def test_missing_labels_are_refused_as_the_curve_refuses_them_not_made_one_class(labels, shown):
+    a = np.ones((4, 4)) - np.eye(4)
+    with pytest.raises(lm.LabelError) as err:
+        lm.modularity(a, labels)
+    assert_one_line(err, shown, "give every sample a class")
+    with pytest.raises(lm.LabelError):
+        lm.permutation_null(a, labels, 3)
+    with pytest.raises(lm.LabelError):
+        lm.modularity_curve(Exploding(), (torch.zeros(4, 2), labels))
+
+
+def test_labels_of_mixed_kinds_are_refused_in_one_line():
+    with pytest.raises(lm.LabelError) as err:
+        lm.modularity(np.ones((3, 3)) - np.eye(3), np.array([1, "a", None], dtype=object))
+    assert_one_line(err, "labels[2] is None")
+    with pytest.raises(lm.LabelError) as err:
+        lm.modularity(np.ones((3, 3)) - np.eye(3), np.array([1, "a", 2.5], dtype=object))
+    assert_one_line(err, "cannot be compared")
+
+
 @pytest.mark.parametrize("permutations", [-1, -20, 1.5, "3", True])
 def test_bad_permutation_counts_are_refused(permutations):
     a, y = np.ones((4, 4)) - np.eye(4), [0, 0, 1, 1]
