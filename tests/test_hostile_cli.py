@@ -169,6 +169,16 @@ def test_a_device_layermod_cannot_run_on_is_one_short_line(tmp_path, blobs, devi
     assert len(err) < 300 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_split_given_for_a_dataset_without_splits_is_one_line(tmp_path, blobs, split, capsys):
+    """A .npz holds one set of samples: --split would be ignored, so it is refused, even --split test."""
+    for command in (["curve", "--out", str(tmp_path / "out")], ["layers"]):
+        status = main([command[0], "--model", "mlp", "--num-classes", "3", "--width", "0.25", "--dataset", str(blobs),
+                       "--split", split, *command[1:]])
+        one_line(status, capsys.readouterr().err, f"--split {split}", "has no splits", "leave out --split")
+    assert not (tmp_path / "out").exists()
+
+
 def test_ctrl_c_while_starting_is_one_line(tmp_path):
     """SIGINT while torch is still loading ends with the command's own line and status 130."""
     code = ("import os, signal, threading\n"

@@ -38,6 +38,7 @@ __all__ = [
     "add_model_args",
     "arch_arg",
     "data_options",
+    "data_split",
     "key_value",
     "layer_spec",
     "load_model",
@@ -239,7 +240,7 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
                        "torchvision:NAME (CIFAR10, MNIST, ... under --data-dir), hf:NAME_OR_DIR (a datasets set: "
                        "a save_to_disk folder or a hub name), a .csv/.tsv/.json/.jsonl/.parquet file of texts and "
                        "labels, a .npz file with arrays X and y, or module:function")
-    group.add_argument("--split", default="test", help="dataset split: train or test (default test); an hf: set "
+    group.add_argument("--split", help="dataset split: train or test (default test); an hf: set "
                        "any split it has, e.g. validation")
     group.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache); "
                        "torchvision's root for torchvision:NAME")
@@ -249,6 +250,19 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
                        "numbered in sorted order (default label)")
     group.add_argument("--max-length", type=positive, default=128,
                        help="tokens per text: longer ones are cut, all padded to the longest (default 128)")
+
+
+def data_split(args: argparse.Namespace) -> str:
+    """``--split``, ``"test"`` when not given; one line for a split given with a dataset that has none."""
+    from layermod.errors import DatasetError
+    from layermod.models.spec import has_splits
+
+    if args.split is None:
+        return "test"
+    if args.dataset and not has_splits(args.dataset):
+        raise DatasetError(f"--split {args.split}: {args.dataset} has no splits (a .npz, table file or module:function "
+                           "is one set of samples); leave out --split")
+    return args.split
 
 
 def data_options(args: argparse.Namespace) -> dict:

@@ -18,6 +18,7 @@ from layermod.cli.args import (
     add_measure_args,
     add_model_args,
     data_options,
+    data_split,
     key_value,
     layer_spec,
     load_model,
@@ -82,7 +83,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     model, _ = load_model(args)
     if args.dataset:
-        dataset, _ = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
+        dataset, _ = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
         example, _ = gather(dataset, list(range(min(2, len(dataset)))))
     elif args.input_shape:
         example = torch.zeros(2, *args.input_shape)
@@ -118,7 +119,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
         check_method(args.view_method)  # a missing scikit-learn is found before the curve, not after
     graph, draws = measure_configs(args)
     model, model_description = load_model(args, draws.seed)
-    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
+    dataset, data_description = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
     curve = modularity_curve(model, dataset, layers=args.layers, graph=graph, draws=draws, **_extraction(args))
     curve = curve.with_config(**model_description, **data_description, data_dir=args.data_dir)
     with staged_run(args.out) as stage:
@@ -164,7 +165,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                           step_size=args.step_size, random_start=not args.no_random_start, seed=draws.seed,
                           options=dict(args.attack_arg or []))
     model, model_description = load_model(args, draws.seed)
-    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
+    dataset, data_description = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
     space = PixelSpace.from_normalization(getattr(dataset, "normalization", None), *args.pixel_range)
     config.validate(space)
     result = adversarial_curves(model, dataset, config, space, keep=args.keep, pool_per_class=args.pool_per_class,
@@ -217,7 +218,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         other, _ = resolve_model(args.model_b, args.weights_b, arch_args if args.model_b else None, seed=draws.seed + 1)
         to_device(other, args.device)
         names = (names[0], args.weights_b or args.model_b)
-    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
+    dataset, data_description = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
     comparison = compare_layers(model, dataset, other, layers=args.layers, layers_b=args.layers_b,
                                 unbiased=args.unbiased, names=names, graph=graph, draws=draws, **_extraction(args))
     comparison = replace(comparison, config={**comparison.config, **description, **data_description,

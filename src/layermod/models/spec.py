@@ -171,6 +171,12 @@ def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args:
     return model.eval(), description
 
 
+def has_splits(spec: str) -> bool:
+    """Whether the dataset ``spec`` names has splits to choose from: a registered dataset, ``folder:``,
+    ``torchvision:`` or ``hf:``; a ``.npz`` file, a table file or ``module:function`` is one set of samples."""
+    return spec in DATASETS or spec.startswith(("folder:", "hf:")) or spec[:12].lower() == "torchvision:"
+
+
 def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | None = None, *,
                  allow_import: bool = True, tokenizer=None, text_column: str = "text", label_column: str = "label",
                  max_length: int = 128):
