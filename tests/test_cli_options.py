@@ -434,7 +434,7 @@ def test_train_takes_them_too_with_its_own_seed_beside_the_probe_seed():
     (["--k", "0"], "k=0 must be an integer >= 1"),
     (["--k", "x"], "invalid k value"),
     (["--resolution", "nan"], "resolution=nan must be finite"),
-    (["--resolution", "-1"], "resolution=-1.0 must be finite and >= 0"),
+    (["--resolution", "-1"], "resolution=-1.0 must be finite, >= 0 and <= 10000"),
     (["--null", "1"], "at least 2"),
     (["--n-per-class", "0"], "n_per_class=0"),
     (["--metric", "cosinus"], "invalid choice: 'cosinus'"),

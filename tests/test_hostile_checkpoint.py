@@ -500,3 +500,10 @@ def test_fuzz_load_checkpoint(good, case):
                 assert "\n" not in str(err), str(err)
             else:
                 assert isinstance(model, torch.nn.Module) and isinstance(meta, dict)
+
+
+def test_missing_weights_are_reported_as_missing_weights(tmp_path):
+    from layermod.models.checkpoint import load_checkpoint
+
+    with pytest.raises(WeightsError, match=r"^weights .*nope\.safetensors not found; check the path"):
+        load_checkpoint(tmp_path / "nope.safetensors")

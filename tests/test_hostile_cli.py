@@ -3,7 +3,11 @@ an installed one, every bad input is one line, and the same command twice writes
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -17,6 +21,7 @@ from idx_files import write_mnist_like
 from limits import MiB, memory_limit
 from models_for_tests import blobs_npz
 from layermod import models
+from layermod.io import files, runs
 from layermod.models.checkpoint import save_checkpoint
 from layermod.cli import main
 
@@ -128,6 +133,10 @@ def test_options_asking_for_a_model_larger_than_its_weights_are_refused_unbuilt(
     (["layers", "--model", "mlp", "--input-shape", "1,x"], "cannot read"),
     (["curve", "--model", "mlp", "--dataset", "digits", "--null", "-3", "--out", "o"], "at least 2"),
     (["curve", "--model", "mlp", "--dataset", "digits", "--null", "1", "--out", "o"], "at least 2"),
+    (["curve", "--model", "mlp", "--dataset", "digits", "--repeats", "1000000000", "--out", "o"], "lower repeats"),
+    (["curve", "--model", "mlp", "--dataset", "digits", "--null", "1000000000", "--out", "o"], "is more than"),
+    (["curve", "--model", "mlp", "--dataset", "digits", "--sketch-dim", "1000000000", "--out", "o"], "16,384"),
+    (["curve", "--model", "mlp", "--dataset", "digits", "--resolution", "1e308", "--out", "o"], "<= 10000"),
 ])
 def test_bad_options_are_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -135,6 +144,39 @@ def test_bad_options_are_one_line(argv, message, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--repeats", "5000000", "--n-per-class", "7"], ["sample indices", "lower repeats or n_per_class"]),
+    (["--repeats", "100000", "--null", "1000"], ["Q values", "lower null_permutations or repeats"]),
+    (["--sketch-dim", "16000", "--max-memory", "1M"], ["sketch_dim=16000", "max_bytes="]),
+])
+def test_options_too_large_together_are_one_line_before_any_work(tmp_path, blobs, extra, fragments, capsys):
+    with memory_limit(1024 * MiB):
+        status = main(["curve", "--model", "mlp", "--num-classes", "3", "--width", "0.25", "--dataset", str(blobs),
+                       "--n-per-class", "6", "--quiet", *extra, "--out", str(tmp_path / "out")])
+    one_line(status, capsys.readouterr().err, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("device, why", [("meta", "the CPU or a CUDA device"), ("mps", "the CPU or a CUDA device"),
+                                         ("cuda:99", "CUDA"), ("nonsense", "not a device name")])
+def test_a_device_layermod_cannot_run_on_is_one_short_line(tmp_path, blobs, device, why, capsys):
+    status = main(["curve", "--model", "mlp", "--num-classes", "3", "--width", "0.25", "--dataset", str(blobs),
+                   "--n-per-class", "6", "--quiet", "--device", device, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    one_line(status, err, f"cannot use device {device!r}", why, "this machine has cpu", "pass --device cpu")
+    assert len(err) < 300 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_split_given_for_a_dataset_without_splits_is_one_line(tmp_path, blobs, split, capsys):
+    """A .npz holds one set of samples: --split would be ignored, so it is refused, even --split test."""
+    for command in (["curve", "--out", str(tmp_path / "out")], ["layers"]):
+        status = main([command[0], "--model", "mlp", "--num-classes", "3", "--width", "0.25", "--dataset", str(blobs),
+                       "--split", split, *command[1:]])
+        one_line(status, capsys.readouterr().err, f"--split {split}", "has no splits", "leave out --split")
+    assert not (tmp_path / "out").exists()
 
 
 def test_ctrl_c_while_starting_is_one_line(tmp_path):
@@ -178,6 +220,13 @@ def test_a_negative_seed_is_a_seed(tmp_path, blobs):
     out = curve_run(tmp_path, blobs, "negative", "--seed", "-1")
     curve = json.loads((out / "curve.json").read_text())
     assert curve["config"]["seed"] == -1 and len(curve["values"]) == 3
+
+
+def test_a_seed_of_any_size_is_a_seed(tmp_path, blobs):
+    """--seed 10**30 seeds the untrained model's weights (torch) as well as the draws (numpy)."""
+    out = curve_run(tmp_path, blobs, "huge", "--seed", str(10**30))
+    curve = json.loads((out / "curve.json").read_text())
+    assert curve["config"]["seed"] == 10**30 and len(curve["values"]) == 3
 
 
 def test_attack_is_the_same_twice(tmp_path, checkpoint):
@@ -225,3 +274,129 @@ def test_train_is_the_same_twice(tmp_path):
             for row in meta.get("history", []):
                 row.pop("seconds", None)
         assert sidecars[0] == sidecars[1], name
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())} if directory.exists() else {}
+
+
+def killed_after(commits: int, argv: list[str], exchange: bool) -> int:
+    """Run ``main(argv)`` in a forked child that dies (as by kill -9) right after its ``commits``-th file or
+    directory is committed; returns the child's exit status (0 when it finished first)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns to pytest
+        seen = []
+
+        def die(path: Path) -> None:
+            seen.append(path)
+            if len(seen) == commits:
+                os._exit(137)
+
+        files.after_commit = die
+        if not exchange:
+            runs._exchange = lambda a, b: False
+        try:
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                os._exit(main(argv))
+        finally:
+            os._exit(1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["swap", "two-renames"])
+def test_a_run_killed_at_any_commit_leaves_the_old_run_or_the_new_one(tmp_path, blobs, exchange):
+    """Killed after every file and directory it commits, a rerun leaves its directory exactly the old run or
+    exactly the new one (an old run's views gone with it); the next run tidies what the killed one left."""
+    old = snapshot(curve_run(tmp_path, blobs, "old", "--seed", "1"))
+    argv = ["curve", "--model", "mlp", "--num-classes", "3", "--width", "0.25", "--dataset", str(blobs),
+            "--n-per-class", "6", "--repeats", "2", "--views", "0", "--quiet", "--seed", "2"]
+    assert main([*argv, "--out", str(tmp_path / "new")]) == 0
+    new = snapshot(tmp_path / "new")
+    assert "embedding.json" in old and "embedding.json" not in new and "run.json" in new
+    out = tmp_path / "runs" / "r"
+    outcomes = []
+    for commits in range(1, 8):
+        shutil.rmtree(out.parent, ignore_errors=True)
+        shutil.copytree(tmp_path / "old", out)
+        status = killed_after(commits, [*argv, "--out", str(out)], exchange)
+        after = snapshot(out) or snapshot(next(out.parent.glob(".r.layermod-stage-*-old"), out))
+        runs.recover(out)  # what the next run into the directory does first
+        assert snapshot(out) == after, commits
+        assert after in (old, new), (commits, sorted(after))
+        assert [path.name for path in out.parent.iterdir()] == ["r"], commits
+        outcomes.append((status, "new" if after == new else "old"))
+        if status == 0:
+            break
+    assert outcomes[0] == (137, "old") and outcomes[-1] == (0, "new"), outcomes
+    assert (137, "new") in outcomes  # killed after the swap, before the old run was deleted
+
+
+def test_a_directory_holding_other_files_is_not_replaced(tmp_path, blobs, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    status = main(["curve", "--model", "mlp", "--num-classes", "3", "--dataset", str(blobs), "--quiet",
+                   "--out", str(out)])
+    one_line(status, capsys.readouterr().err, "notes.txt", "choose another --out")
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("change", ["foreign", "edited"])
+def test_report_refuses_a_run_directory_whose_files_come_from_different_runs(tmp_path, blobs, capsys, change):
+    first, second = curve_run(tmp_path, blobs, "a"), curve_run(tmp_path, blobs, "b", "--seed", "8")
+    if change == "foreign":
+        shutil.copy(second / "embedding.json", first / "embedding.json")
+    else:
+        (first / "curve.json").write_text((first / "curve.json").read_text().replace('"seed": 7', '"seed": 9'))
+    capsys.readouterr()
+    status = main(["report", str(first), "--out", str(tmp_path / "r.html")])
+    one_line(status, capsys.readouterr().err, "run.json")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_refuses_views_and_a_curve_of_different_runs_without_a_run_record(tmp_path, blobs, capsys):
+    first, second = curve_run(tmp_path, blobs, "a"), curve_run(tmp_path, blobs, "b", "--seed", "8")
+    shutil.copy(second / "embedding.json", first / "embedding.json")
+    (first / "run.json").unlink()  # as written by the API's save() or an older layermod
+    capsys.readouterr()
+    status = main(["report", str(first), "--out", str(tmp_path / "r.html")])
+    one_line(status, capsys.readouterr().err, "different runs", "seed 8 vs 7")
+
+
+def test_an_empty_out_is_refused(blobs, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["curve", "--model", "mlp", "--dataset", str(blobs), "--out", ""])
+    assert exit_.value.code == 2 and "empty path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signum, status, line", [(signal.SIGTERM, 143, "layermod: terminated"),
+                                                  (signal.SIGINT, 130, "layermod: interrupted")])
+def test_a_signal_while_features_spill_to_disk_leaves_no_temporary_file(tmp_path, blobs, signum, status, line):
+    """Stopped while a layer's features are being written to a temporary file, the curve deletes the file and its
+    folder, and leaves no run directory."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        import numpy as np
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        open_memmap = np.lib.format.open_memmap
+
+        def open_then_signal(*args, **kwargs):
+            stored = open_memmap(*args, **kwargs)
+            os.kill(os.getpid(), {int(signum)})
+            return stored
+
+        np.lib.format.open_memmap = open_then_signal
+        from layermod.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """)
+    argv = ["curve", "--model", "mlp", "--num-classes", "3", "--width", "0.25", "--dataset", str(blobs),
+            "--n-per-class", "6", "--repeats", "2", "--views", "0", "--max-memory", "1K", "--quiet",
+            "--out", str(tmp_path / "out")]
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": str(temp)})
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr.strip() == line
+    assert list(temp.iterdir()) == [] and not (tmp_path / "out").exists()
+    assert [path.name for path in tmp_path.iterdir()] == ["blobs.npz", "temp"]

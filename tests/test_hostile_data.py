@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
 import struct
 import subprocess
@@ -28,7 +29,9 @@ from layermod.data import cifar as C
 from layermod.data.arrays import as_dataset
 from layermod.data.datasets import load_dataset
 from layermod.data.idx import read_idx
+from layermod.analysis.curve import Curve
 from layermod.data.npz import load_npz
+from layermod.data.tabular import read_columns
 from layermod.errors import DatasetError, LabelError, LayermodError
 from layermod.data.imagefolder import load_image_folder
 from layermod.models.spec import resolve_data
@@ -504,3 +507,90 @@ def test_fuzz_npz(tmp_path, raw):
     path = tmp_path / "fuzz.npz"
     path.write_bytes(raw)
     outcome(resolve_data, str(path))
+
+
+# --- only regular files are read as data ------------------------------------------------------------------------
+
+
+def not_regular(path: Path, kind: str) -> Path:
+    """``path`` made a link to /dev/zero (endless, size 0) or a FIFO (no writer: reading would wait for ever)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "zero":
+        path.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(path)
+    return path
+
+
+def _read_plan(path: Path) -> None:
+    from layermod.pruning.plans import Plan
+
+    Plan.load(not_regular(path / "plan.json", path.name))
+
+
+def _read_weights(path: Path) -> None:
+    from layermod import models
+    from layermod.models.checkpoint import load_checkpoint, save_checkpoint
+
+    args = {"num_classes": 3, "in_channels": 1, "width": 0.25}
+    weights = save_checkpoint(models.create("mlp", **args), path / "best.safetensors", {"arch": "mlp", "arch_args": args})
+    weights.unlink()
+    load_checkpoint(not_regular(weights, path.name))
+
+
+def _read_sidecar(path: Path) -> None:
+    from layermod.models.checkpoint import read_sidecar
+
+    (path / "best.safetensors").parent.mkdir(parents=True)
+    (path / "best.safetensors").write_bytes(b"")
+    not_regular(path / "best.json", path.name)
+    read_sidecar(path / "best.safetensors")
+
+
+def _read_spec(path: Path) -> None:
+    from layermod.sweep.spec import load_spec
+
+    load_spec(not_regular(path / "sweep.toml", path.name), {})
+
+
+def _read_folder(path: Path) -> None:
+    not_regular(path / "a" / "x.png", path.name)
+    load_image_folder(path)
+
+
+READERS = {
+    "npz": lambda path: load_npz(not_regular(path / "z.npz", path.name)),
+    "idx": lambda path: read_idx(not_regular(path / "t10k-images-idx3-ubyte", path.name)),
+    "cifar": lambda path: C.load_cifar("cifar10", data_dir=not_regular(path / "cifar-10-python.tar.gz",
+                                                                          path.name).parent, download=False),
+    "table": lambda path: read_columns(not_regular(path / "t.csv", path.name), "text", "label"),
+    "folder": _read_folder,
+    "weights": _read_weights,
+    "sidecar": _read_sidecar,
+    "curve": lambda path: Curve.load(not_regular(path / "curve.json", path.name)),
+    "plan": _read_plan,
+    "spec": _read_spec,
+}
+
+
+# a data folder's files are found by name only among regular files
+FOUND_AMONG_FILES = {"cifar": "no cifar10 data", "folder": "holds no images", "table": "is not a file"}
+
+
+@pytest.mark.parametrize("kind", ["zero", "fifo"])
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_device_or_fifo_is_refused_unread_in_one_line(tmp_path, reader, kind):
+    with pytest.raises(LayermodError) as err:
+        READERS[reader](tmp_path / kind)
+    message = str(err.value)
+    assert "\n" not in message and FOUND_AMONG_FILES.get(reader, "not a regular file") in message, message
+
+
+@pytest.mark.parametrize("kind", ["zero", "fifo"])
+def test_curve_refuses_a_dataset_that_is_a_device_or_fifo(tmp_path, kind, capsys):
+    from layermod.cli import main
+
+    data = not_regular(tmp_path / "z.npz", kind)
+    assert main(["curve", "--model", "mlp", "--dataset", str(data), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "z.npz" in err, err

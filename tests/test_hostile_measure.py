@@ -237,6 +237,71 @@ def test_resolution_zero_is_the_fraction_of_weight_inside_classes():
     assert lm.modularity(a, [0, 0, 1, 1], resolution=0) == pytest.approx(2 / 3)  # 2 of the 3 edges
 
 
+@pytest.mark.parametrize("options, error, fragments", [
+    ({"repeats": 10**9}, lm.LabelError, ["repeats=1000000000 is more than", "lower repeats"]),
+    ({"n_per_class": 10**9}, lm.LabelError, ["n_per_class=1000000000 is more than", "lower n_per_class"]),
+    ({"n_per_class": 2**13, "repeats": 2**13}, lm.LabelError, ["134,217,728 sample indices", "lower repeats"]),
+    ({"null_permutations": 10**9}, lm.GraphError, ["null_permutations=1000000000 is more than"]),
+    ({"repeats": 2**14, "null_permutations": 2**14}, lm.GraphError, ["268,435,456 Q values", "lower"]),
+    ({"sketch_dim": 10**9}, lm.GraphError, ["sketch_dim=1000000000 is more than 16,384"]),
+    ({"sketch_dim": 16000, "max_bytes": 2**20}, lm.GraphError, ["sketch_dim=16000 for 20 samples", "max_bytes="]),
+    ({"resolution": 1e308}, lm.GraphError, ["resolution=1e+308", "<= 10000"]),
+])
+def test_options_asking_for_more_than_can_be_held_are_refused_before_any_forward_pass(options, error, fragments):
+    """Each bound is derived from what the option allocates; the message names the option and what to lower."""
+    x, y = blobs()
+    with pytest.raises(error) as err:
+        lm.modularity_curve(Exploding(), (x, y), **{"n_per_class": 5, "repeats": 1, **options})
+    assert_one_line(err, *fragments)
+
+
+def test_a_null_too_large_for_the_layers_chosen_is_refused_before_the_features():
+    x, y = blobs()
+    with pytest.raises(lm.GraphError) as err:  # 2**27 Q values for one layer fit, for two they do not
+        lm.modularity_curve(flat_model(), (x, y), layers=["1", "3"], n_per_class=5, repeats=2**14,
+                            null_permutations=2**13)
+    assert_one_line(err, "and 2 layer(s) are 268,435,456 Q values")
+
+
+def test_sketches_and_resolutions_beyond_their_bounds_are_refused_by_the_graph_functions():
+    a, y = np.ones((4, 4)) - np.eye(4), [0, 0, 1, 1]
+    with pytest.raises(lm.GraphError, match="<= 10000"):
+        lm.modularity(a, y, resolution=1e308)
+    assert lm.modularity(a, y, resolution=1e4) == pytest.approx(1 / 3 - 1e4 / 2)
+    with pytest.raises(lm.GraphError, match="sketch_dim=1000000000 is more than"):
+        lm.knn_graph(np.random.default_rng(0).normal(size=(10, 4)), k=3, sketch_dim=10**9)
+
+
+def test_a_model_on_a_device_without_data_is_refused_before_any_forward_pass():
+    x, y = blobs()
+    with pytest.raises(lm.DeviceError) as err:
+        lm.modularity_curve(flat_model().to("meta"), (x, y), n_per_class=5, repeats=1)
+    assert_one_line(err, "cannot use the model's device 'meta'", "this machine has cpu")
+
+
+@pytest.mark.parametrize("labels, shown", [([0, 0, np.nan, np.nan], "labels[2] is nan"),
+                                           (np.array(["a", None, "b", "b"], dtype=object), "labels[1] is None"),
+                                           (np.array([0, 0, 1, float("nan")], dtype=object), "labels[3] is nan")])
+def test_missing_labels_are_refused_as_the_curve_refuses_them_not_made_one_class(labels, shown):
+    a = np.ones((4, 4)) - np.eye(4)
+    with pytest.raises(lm.LabelError) as err:
+        lm.modularity(a, labels)
+    assert_one_line(err, shown, "give every sample a class")
+    with pytest.raises(lm.LabelError):
+        lm.permutation_null(a, labels, 3)
+    with pytest.raises(lm.LabelError):
+        lm.modularity_curve(Exploding(), (torch.zeros(4, 2), labels))
+
+
+def test_labels_of_mixed_kinds_are_refused_in_one_line():
+    with pytest.raises(lm.LabelError) as err:
+        lm.modularity(np.ones((3, 3)) - np.eye(3), np.array([1, "a", None], dtype=object))
+    assert_one_line(err, "labels[2] is None")
+    with pytest.raises(lm.LabelError) as err:
+        lm.modularity(np.ones((3, 3)) - np.eye(3), np.array([1, "a", 2.5], dtype=object))
+    assert_one_line(err, "cannot be compared")
+
+
 @pytest.mark.parametrize("permutations", [-1, -20, 1.5, "3", True])
 def test_bad_permutation_counts_are_refused(permutations):
     a, y = np.ones((4, 4)) - np.eye(4), [0, 0, 1, 1]
@@ -280,6 +345,23 @@ def test_negative_seeds_are_accepted_and_recorded_as_given():
     assert curve.config["seed"] == -1
     again = lm.modularity_curve(flat_model(), (x, y), n_per_class=5, repeats=2, seed=-1, null_permutations=3)
     assert again.to_json() == curve.to_json()
+
+
+def test_seeds_beyond_torchs_range_are_hashed_into_it_and_seeds_within_it_kept():
+    from layermod.coerce import torch_seed
+
+    for seed in (0, -1, 2**64 - 1, -2**63):
+        assert torch_seed(seed, lm.LabelError) == seed
+    for seed in (2**64, -2**63 - 1, 10**30, -10**40):
+        value = torch_seed(seed, lm.LabelError)
+        assert 0 <= value < 2**64 and value == torch_seed(seed, lm.LabelError)
+        torch.Generator().manual_seed(value)
+    assert torch_seed(10**30, lm.LabelError) != torch_seed(10**30 + 1, lm.LabelError)
+    x, y = blobs()
+    curve = lm.modularity_curve(flat_model(), (x, y), n_per_class=5, repeats=2, seed=10**30, null_permutations=2)
+    assert curve.config["seed"] == 10**30
+    assert lm.modularity_curve(flat_model(), (x, y), n_per_class=5, repeats=2, seed=10**30,
+                               null_permutations=2).to_json() == curve.to_json()
 
 
 @pytest.mark.parametrize("seed", [1.5, "0", None, True])

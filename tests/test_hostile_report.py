@@ -82,6 +82,8 @@ CURVE_CORRUPTIONS = {
     "Q below -1/2": (curve_dict(values=[[-0.6, 0.3, 0.6]]), "values[0][0] is -0.6, outside [-0.5, 1]"),
     "1e308": (curve_dict(values=[[1e308, 0.3, 0.6]]), "is 1e+308, outside"),
     "a huge integer": (curve_dict(values=[[10**40, 0.3, 0.6]]), "outside [-0.5, 1]"),
+    "NaN": ('{"layers": ["a", "b"], "values": [[0.1, NaN]]}', "values[0][1] is not a finite number"),
+    "a null value": (curve_dict(values=[[None, 0.2, 0.3]]), "values[0][0] is missing (null)"),
     "Infinity": ('{"layers": ["a", "b"], "values": [[Infinity, 0.1]]}', "values[0][0] is not a finite number"),
     "a string as the layer list": (curve_dict(layers="abc"), "layers is a string, not a list of names"),
     "a number as a layer name": (curve_dict(layers=["conv1", 3, "fc"]), "layers[1] is 3, not a string"),
@@ -130,9 +132,7 @@ def test_a_file_too_large_is_refused_unread(tmp_path, monkeypatch):
     refused(err, tmp_path / "curve.json", "larger than 100 bytes")
 
 
-def test_missing_values_and_a_resolution_above_one_are_accepted(tmp_path):
-    write(tmp_path, "curve.json", curve_dict(values=[[None, 0.2, 0.3]]))
-    assert np.isnan(Curve.load(tmp_path).values[0, 0])
+def test_a_resolution_above_one_is_accepted(tmp_path):
     write(tmp_path, "curve.json", curve_dict(values=[[-1.2, 0.2, 0.3]], config={"resolution": 2.0}))
     assert Curve.load(tmp_path).values[0, 0] == -1.2  # Q_2 >= 1/2 - 2
     write(tmp_path, "curve.json", curve_dict(values=[[-1.6, 0.2, 0.3]], config={"resolution": 2.0}))
@@ -171,7 +171,7 @@ def view_entry(**changes) -> dict:
 
 
 def views_dict(*entries: dict) -> dict:
-    return {"class_names": ["a", "b"], "config": {"method": "pca", "k": 1}, "layers": list(entries or [view_entry()])}
+    return {"class_names": ["a", "b"], "config": {"method": "pca", "k": 3}, "layers": list(entries or [view_entry()])}
 
 
 def pruning_row(**changes) -> dict:

@@ -462,3 +462,37 @@ def test_summary_orders_groups_by_value_and_puts_networks_of_different_depth_on_
     mixed = SweepTable(["k"], rows("a", 11, 4) + rows("b", 3, 10)).plot()
     assert mixed.get_xlabel().startswith("relative depth")
     assert [list(line.get_xdata()[[0, -1]]) for line in mixed.get_lines()] == [[0.0, 1.0], [0.0, 1.0]]
+
+
+def slow_logged_item(directory: Path, args: dict) -> None:
+    """An item maker that logs each computation (one line per call) and takes a while."""
+    import time
+
+    with open(args["log"], "a") as log:
+        log.write(args["name"] + "\n")
+    time.sleep(0.05)
+    (directory / "curve.json").write_text("{}")
+
+
+def test_two_sweeps_into_one_directory_compute_each_item_once(tmp_path):
+    import threading
+
+    from layermod.sweep.run import run_sweep
+    from layermod.sweep.spec import Item
+
+    log = tmp_path / "log.txt"
+    work = [(Item(f"item-{i:08x}", {"i": i}), {"log": str(log), "name": f"item-{i:08x}"}) for i in range(6)]
+    runs = []
+
+    def sweep() -> None:
+        runs.append(run_sweep(work, tmp_path / "out", slow_logged_item, resume=True))
+
+    threads = [threading.Thread(target=sweep) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    computed = log.read_text().split()
+    assert sorted(computed) == sorted(item.id for item, _ in work)  # each item once, whichever sweep got it
+    assert sorted(runs[0].computed + runs[1].computed) == sorted(computed)
+    assert all(sorted(run.computed + run.skipped) == sorted(computed) for run in runs)

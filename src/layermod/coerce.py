@@ -11,6 +11,9 @@ Decisions, on purpose:
 * **Seeds.** Any integer is a seed. A seed ``s >= 0`` is used as it is (``numpy.random.default_rng(s)`` gives
   the same stream as before); a negative one stands for ``s mod 2**128`` (so ``-1`` and ``2**128 - 1`` give the
   same draws). Whoever records the seed records it as given.
+* **Torch's seeds.** ``torch.manual_seed`` takes integers in ``[-2**63, 2**64)``: :func:`torch_seed` passes
+  those through unchanged (the same weights as before) and hashes any other through its SeedSequence into
+  ``[0, 2**64)``, so a seed of any size seeds torch too.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import torch
 
 from layermod.errors import LayermodError, one_line
 
-__all__ = ["MAX_DENSE_VALUES", "as_real_tensor", "check_seed", "seed_sequence"]
+__all__ = ["MAX_DENSE_VALUES", "as_real_tensor", "check_seed", "seed_sequence", "torch_seed"]
 
 MAX_DENSE_VALUES = 2**26
 _NEGATIVE_SEED_MODULUS = 2**128
+_TORCH_SEEDS = range(-2**63, 2**64)  # what torch.manual_seed and Generator.manual_seed take
 
 
 def as_real_tensor(values: object, what: str, error: type[LayermodError]) -> torch.Tensor:
@@ -88,3 +92,11 @@ def check_seed(seed: object, error: type[LayermodError]) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise error(f"seed={seed!r} must be an integer")
     return int(seed)
+
+
+def torch_seed(seed: object, error: type[LayermodError]) -> int:
+    """Any integer seed as one torch takes (see the module doc); ``error`` unless it is an integer."""
+    value = check_seed(seed, error)
+    if value in _TORCH_SEEDS:
+        return value
+    return int(seed_sequence(value, error).generate_state(1, np.uint64)[0])

@@ -20,7 +20,8 @@ from layermod.models.checkpoint import load_checkpoint, save_checkpoint
 from layermod.analysis.curve import Curve, modularity_curve
 from layermod.data.datasets import load_dataset
 from layermod.analysis.views import Views, layer_views, pick_layers
-from layermod.io.files import check_writable_dir, ensure_writable_dir
+from layermod.io.files import ensure_writable_dir
+from layermod.io.runs import check_replaceable, staged_run
 from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG, EMBEDDING_JSON, EMBEDDING_PNG, REPORT_HTML
 from layermod.measure.config import DrawConfig, GraphConfig
 from layermod.analysis.curve_plot import curve_table
@@ -52,7 +53,7 @@ def run_demo(
 ) -> Curve:
     """Train or reuse the demo model, write ``out``/curve.{json,csv,png}, embedding.{json,png} and report.html,
     print the per-layer table."""
-    check_writable_dir(out)
+    check_replaceable(out)
     test_set = load_dataset("fashion-mnist", split="test", data_dir=data_dir)
     config = replace(DEMO_TRAINING, epochs=epochs or DEMO_TRAINING.epochs)
     recipe = {"arch": DEMO_ARCH, "arch_args": DEMO_ARCH_ARGS, "training": asdict(config), "dataset": "fashion-mnist"}
@@ -82,9 +83,11 @@ def run_demo(
     graph = GraphConfig.from_dict(curve.config)
     views = layer_views(model, test_set, pick_layers(curve.layers, 3), n_per_class=30, seed=DEMO_DRAWS.seed,
                         graph=graph)
-    Views(views, test_set.classes, {"method": "pca", "n_per_class": 30, "seed": DEMO_DRAWS.seed,
-                                     **graph.to_dict()}).save(out)
-    out_dir = curve.save(out)
+    with staged_run(out) as stage:
+        Views(views, test_set.classes, {"method": "pca", "n_per_class": 30, "seed": DEMO_DRAWS.seed,
+                                         **graph.to_dict()}).save(stage)
+        curve.save(stage)
+    out_dir = Path(out)
     write_report([out_dir], out_dir / REPORT_HTML, title=f"layermod demo: {DEMO_ARCH} on Fashion-MNIST")
     print(curve_table(curve))
     print(f"wrote {out_dir / CURVE_JSON}, {CURVE_CSV}, {CURVE_PNG}, {EMBEDDING_JSON}, {EMBEDDING_PNG} and "

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "AttackError",
     "DatasetError",
+    "DeviceError",
     "FeatureError",
     "GraphError",
     "LabelError",
@@ -53,6 +54,10 @@ class LayerError(LayermodError, KeyError):
 
 class DatasetError(LayermodError, OSError):
     """A dataset that is missing, corrupt or in the wrong layout."""
+
+
+class DeviceError(LayermodError, ValueError):
+    """A device layermod cannot run on here (not the CPU or an available CUDA device)."""
 
 
 class WeightsError(LayermodError, ValueError):

@@ -32,6 +32,7 @@ from layermod.adversarial.config import METHODS, NORMS, TORCHATTACKS_PREFIX, Att
 from layermod.adversarial.gradient import check_samples, eval_mode, fgsm, model_output, pgd
 from layermod.adversarial.space import PixelSpace
 from layermod.adversarial.torchattacks_bridge import torchattacks_runner
+from layermod.coerce import torch_seed
 from layermod.errors import AttackError
 from layermod.extract.features import model_device
 
@@ -124,7 +125,7 @@ def attack(
         raise AttackError(f"batch_size={batch_size!r} must be an integer >= 1")
     space.check(inputs)
     parts: dict[str, list[Tensor]] = {"inputs": [], "clean_pred": [], "adv_pred": []}
-    with eval_mode(model), _seeded_global_rng(config.seed, model_device(model)):
+    with eval_mode(model), _seeded_global_rng(torch_seed(config.seed, AttackError), model_device(model)):
         run = _runner(model, config, space)
         starts = range(0, len(inputs), batch_size)
         for start in tqdm(starts, desc="attack", disable=None if progress else True, leave=False):
@@ -141,7 +142,7 @@ def _runner(model: nn.Module, config: AttackConfig, space: PixelSpace) -> Callab
     if config.method == "fgsm":
         return lambda x, y: fgsm(model, x, y, config.eps, space, config.norm)
     if config.method == "pgd":
-        generator = torch.Generator().manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(torch_seed(config.seed, AttackError))
         return lambda x, y: pgd(
             model, x, y, config.eps, space, config.steps, config.step_size, config.norm, config.random_start,
             generator,

@@ -23,8 +23,9 @@ Decisions, on purpose (in :func:`modularity_curve`):
   :class:`~layermod.measure.config.DrawConfig`, or their fields as keywords (``k=5, n_per_class=30``); the
   curve's config records both configs' fields under their own names.
 * **Checked before any forward pass:** the configs (on construction), the pool, the draws against the
-  labels, k against the samples of a draw, and that faiss is installed for an approximate ``knn``; a failure
-  while measuring a layer names the layer.
+  labels, k against the samples of a draw, the sketch's size against ``max_bytes``, the null's size against
+  the layers chosen, and that faiss is installed for an approximate ``knn``; a failure while measuring a
+  layer names the layer.
 * **Token features.** ``pool`` (default ``"auto"``) says how a 3-D ``(batch, tokens, hidden)`` layer output
   becomes one vector per sample (:mod:`layermod.extract.pooling`); other outputs are flattened. The config
   records ``pool`` as asked and ``resolved_pool``, what ``"auto"`` stood for on this model.
@@ -62,10 +63,12 @@ from layermod.errors import FeatureError, GraphError
 from layermod.extract.features import iter_layer_features, model_device
 from layermod.extract.inputs import slice_batch
 from layermod.extract.pooling import check_pool, resolve_pool
+from layermod.io.devices import check_device
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, write_csv
 from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG
 from layermod.coerce import seed_sequence
-from layermod.measure.config import DrawConfig, GraphConfig, MeasureOptions, measure_configs
+from layermod.measure.config import (DrawConfig, GraphConfig, MeasureOptions, check_null_size, check_sketch_size,
+                                     measure_configs)
 from layermod.measure.ann import RECALL_ROWS, require_faiss
 from layermod.measure.graph import build_graph
 from layermod.extract.layers import LayerSpec, layer_items, select_layers, trace_calls
@@ -156,14 +159,15 @@ class Curve:
         """Inverse of :meth:`to_dict` (mean and std are recomputed from values), for data read from a file.
 
         Checked as :mod:`layermod.validate` says: 1 to ``MAX_ITEMS`` layer names; values (draws, L) within
-        modularity's range for the config's resolution, null where missing; null_mean, null_std (>= 0) and z
+        modularity's range for the config's resolution, none missing (modularity is refused, never NaN, so a
+        null or NaN Q is a damaged file; its mean would be drawn as "nan"); null_mean, null_std (>= 0) and z
         (L,) all three or none. Raises ValueError naming the first problem.
         """
         data = mapping(data, "the curve")
         config = run_config(data.get("config", {}))
         layers = names(required(data, "layers"), "layers")
         low, high = q_bounds(config)
-        values = numbers(required(data, "values"), "values", (None, len(layers)), low, high, missing=True)
+        values = numbers(required(data, "values"), "values", (None, len(layers)), low, high)
         null = [key for key in ("null_mean", "null_std", "z") if data.get(key) is not None]
         if not null:
             return cls(layers, values, config)
@@ -264,6 +268,7 @@ def modularity_curve(
     draw_size = len(samples[0])
     if not k < draw_size:
         raise GraphError(f"k={k} needs 1 <= k < {draw_size} samples per draw; lower k or raise n_per_class")
+    check_sketch_size(graph.sketch_dim, draw_size, max_bytes)
     if graph.knn != "exact":
         require_faiss()
     # independent streams from one seed: the draws use the root (as balanced_draws(seed) does), draw r's
@@ -273,11 +278,12 @@ def modularity_curve(
     inputs, targets = gather(dataset, union)
     positions = [np.searchsorted(union, draw) for draw in samples]
 
-    device = model_device(model)
+    device = check_device(model_device(model), "the model's device")
     with _seeded_torch(int(streams[-1].generate_state(1, np.uint64)[0]), device):
         calls = trace_calls(model, slice_batch(inputs, 0, 2))
         names = select_layers(model, layers, calls)
         resolved = resolve_pool(model, pool, inputs)
+        check_null_size(repeats, len(names), shuffles)
         values = np.zeros((repeats, len(names)))
         null = np.zeros((repeats, len(names), shuffles))
         steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=None if progress else True)

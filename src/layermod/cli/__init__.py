@@ -1,7 +1,9 @@
 """Command-line interface: a thin shell over the library.
 
 Every command reports bad input as one line on stderr and exits with status 2 (1 for an unexpected internal
-error, 130 when interrupted); set ``LAYERMOD_DEBUG=1`` to see tracebacks.
+error, 130 when interrupted, 143 when terminated); set ``LAYERMOD_DEBUG=1`` to see tracebacks. SIGTERM is
+turned into an exception while a command runs, so that, as on Ctrl-C, its temporary files are deleted and its
+run directory is left as it was.
 
 One module per command group parses, calls the library and prints: :mod:`~layermod.cli.measure` (layers,
 curve, attack, compare), :mod:`~layermod.cli.report` (report, models, demo), :mod:`~layermod.cli.prune` and
@@ -14,9 +16,13 @@ Ctrl-C while it loads is the command's own one line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 
 from layermod.cli import measure, prune, report, sweep, train
 from layermod.errors import LayermodError
@@ -37,11 +43,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that its ``finally`` blocks run (as for KeyboardInterrupt)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises :class:`_Terminated` inside the block (main thread only: handlers live there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``layermod`` command; returns the exit status."""
     try:
-        args = build_parser().parse_args(argv)  # inside: building the parser imports torch
-        return args.func(args)
+        with _sigterm_raises():
+            args = build_parser().parse_args(argv)  # inside: building the parser imports torch
+            return args.func(args)
+    except _Terminated:
+        print("layermod: terminated", file=sys.stderr)
+        return 143
     except LayermodError as err:
         print(f"layermod: error: {err}", file=sys.stderr)
         return 2

@@ -38,11 +38,13 @@ __all__ = [
     "add_model_args",
     "arch_arg",
     "data_options",
+    "data_split",
     "key_value",
     "layer_spec",
     "load_model",
     "measure_configs",
     "non_negative",
+    "out_path",
     "positive",
     "positive_real",
     "to_device",
@@ -61,6 +63,13 @@ def non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
+
+
+def out_path(text: str) -> str:
+    """An ``--out`` location: any path but the empty one (which would mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory or file, got an empty path")
+    return text
 
 
 def positive_real(text: str) -> float:
@@ -98,13 +107,18 @@ def key_value(text: str) -> tuple[str, object]:
         return key, raw
 
 
+_SMALLEST_DRAWS = {"n_per_class": 1, "repeats": 1, "null_permutations": 0}  # beside the field a flag checks
+
+
 def _config_field(config: type, name: str, parse: Callable[[str], object]) -> Callable[[str], object]:
     """An argparse type reading the field ``name`` of ``config`` with ``parse`` and checking it as ``config``
-    does (argparse names it ``name`` when ``parse`` fails)."""
+    does, beside the smallest other draw fields (their product is checked once all are parsed); argparse names
+    it ``name`` when ``parse`` fails."""
     def read(text: str) -> object:
         value = parse(text)
+        others = _SMALLEST_DRAWS if config.__name__ == "DrawConfig" else {}
         try:
-            config(**{name: value})
+            config(**{**others, name: value})
         except LayermodError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
         return value
@@ -227,7 +241,7 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
                        "torchvision:NAME (CIFAR10, MNIST, ... under --data-dir), hf:NAME_OR_DIR (a datasets set: "
                        "a save_to_disk folder or a hub name), a .csv/.tsv/.json/.jsonl/.parquet file of texts and "
                        "labels, a .npz file with arrays X and y, or module:function")
-    group.add_argument("--split", default="test", help="dataset split: train or test (default test); an hf: set "
+    group.add_argument("--split", help="dataset split: train or test (default test); an hf: set "
                        "any split it has, e.g. validation")
     group.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache); "
                        "torchvision's root for torchvision:NAME")
@@ -237,6 +251,19 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
                        "numbered in sorted order (default label)")
     group.add_argument("--max-length", type=positive, default=128,
                        help="tokens per text: longer ones are cut, all padded to the longest (default 128)")
+
+
+def data_split(args: argparse.Namespace) -> str:
+    """``--split``, ``"test"`` when not given; one line for a split given with a dataset that has none."""
+    from layermod.errors import DatasetError
+    from layermod.models.spec import has_splits
+
+    if args.split is None:
+        return "test"
+    if args.dataset and not has_splits(args.dataset):
+        raise DatasetError(f"--split {args.split}: {args.dataset} has no splits (a .npz, table file or module:function "
+                           "is one set of samples); leave out --split")
+    return args.split
 
 
 def data_options(args: argparse.Namespace) -> dict:
@@ -260,15 +287,18 @@ def load_model(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module
 
 def resolve_device(device: str) -> str:
     """``device`` as torch takes it, ``"auto"`` being CUDA when available, else the CPU; one line for a device
-    torch cannot use."""
+    layermod cannot use (:func:`layermod.io.devices.check_device`)."""
     import torch
+
+    from layermod.errors import DeviceError
+    from layermod.io.devices import check_device
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        torch.empty(0, device=torch.device(device))
-    except (RuntimeError, AssertionError) as err:
-        raise LayermodError(f"cannot use device {device!r} ({err}); pass --device cpu") from None
+        check_device(device)
+    except DeviceError as err:
+        raise DeviceError(f"{err}: pass --device cpu") from None
     return device
 
 

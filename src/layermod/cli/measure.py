@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layermod.cli.args import (
@@ -17,11 +18,13 @@ from layermod.cli.args import (
     add_measure_args,
     add_model_args,
     data_options,
+    data_split,
     key_value,
     layer_spec,
     load_model,
     measure_configs,
     non_negative,
+    out_path,
     positive,
     to_device,
 )
@@ -80,7 +83,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     model, _ = load_model(args)
     if args.dataset:
-        dataset, _ = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
+        dataset, _ = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
         example, _ = gather(dataset, list(range(min(2, len(dataset)))))
     elif args.input_shape:
         example = torch.zeros(2, *args.input_shape)
@@ -105,23 +108,24 @@ def cmd_curve(args: argparse.Namespace) -> int:
     """Compute a modularity curve and write DIR/curve.json, curve.csv and curve.png."""
     from layermod.analysis.curve import modularity_curve
     from layermod.analysis.curve_plot import curve_table
-    from layermod.io.files import check_writable_dir
     from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG, EMBEDDING_JSON, EMBEDDING_PNG
+    from layermod.io.runs import check_replaceable, staged_run
     from layermod.models.spec import resolve_data
 
-    check_writable_dir(args.out)
+    check_replaceable(args.out)
     if args.views:
         from layermod.analysis.views import check_method
 
         check_method(args.view_method)  # a missing scikit-learn is found before the curve, not after
     graph, draws = measure_configs(args)
     model, model_description = load_model(args, draws.seed)
-    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
+    dataset, data_description = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
     curve = modularity_curve(model, dataset, layers=args.layers, graph=graph, draws=draws, **_extraction(args))
     curve = curve.with_config(**model_description, **data_description, data_dir=args.data_dir)
-    if args.views:
-        _save_views(args, model, dataset, curve)
-    curve.save(args.out)
+    with staged_run(args.out) as stage:
+        if args.views:
+            _save_views(args, model, dataset, curve, stage)
+        curve.save(stage)
     if not args.quiet:
         print(curve_table(curve))
     views = f", {EMBEDDING_JSON} and {EMBEDDING_PNG}" if args.views else ""
@@ -129,7 +133,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_views(args: argparse.Namespace, model: torch.nn.Module, dataset, curve: Curve) -> None:
+def _save_views(args: argparse.Namespace, model: torch.nn.Module, dataset, curve: Curve, out: Path) -> None:
     """2-D views and kNN graphs of a few of the curve's layers, evenly spaced, on the curve's graph, into the run
     directory."""
     from layermod.analysis.views import Views, layer_views, pick_layers
@@ -141,7 +145,7 @@ def _save_views(args: argparse.Namespace, model: torch.nn.Module, dataset, curve
                         seed=args.draw_seed, method=args.view_method, batch_size=args.batch_size, graph=graph,
                         pool=curve.config.get("pool", "auto"))
     config = {"method": args.view_method, "n_per_class": per_class, "seed": args.draw_seed, **graph.to_dict()}
-    Views(views, getattr(dataset, "classes", None), config).save(args.out)
+    Views(views, getattr(dataset, "classes", None), config).save(out)
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -151,17 +155,17 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
     from layermod.adversarial.attacks import AttackConfig, PixelSpace
     from layermod.adversarial.curves import adversarial_curves
-    from layermod.io.files import check_writable_dir
     from layermod.io.rundir import ATTACK_CSV, ATTACK_JSON, ATTACK_PNG
+    from layermod.io.runs import check_replaceable, staged_run
     from layermod.models.spec import resolve_data
 
-    check_writable_dir(args.out)
+    check_replaceable(args.out)
     graph, draws = measure_configs(args)
     config = AttackConfig(method=args.method, eps=args.eps, norm=args.norm, steps=args.steps,
                           step_size=args.step_size, random_start=not args.no_random_start, seed=draws.seed,
                           options=dict(args.attack_arg or []))
     model, model_description = load_model(args, draws.seed)
-    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
+    dataset, data_description = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
     space = PixelSpace.from_normalization(getattr(dataset, "normalization", None), *args.pixel_range)
     config.validate(space)
     result = adversarial_curves(model, dataset, config, space, keep=args.keep, pool_per_class=args.pool_per_class,
@@ -169,7 +173,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     described = {**model_description, **data_description, "data_dir": args.data_dir}
     result = replace(result, clean=result.clean.with_config(**described),
                      attacked=result.attacked.with_config(**described))
-    result.save(args.out)
+    with staged_run(args.out) as stage:
+        result.save(stage)
     summary = result.summary
     print(f"{result.label}: {summary['n_flipped']} of {summary['n_correct']} "
           f"correctly classified samples flipped (success rate {summary['success_rate']:.3f}); "
@@ -199,11 +204,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from layermod.analysis.compare import compare_layers
-    from layermod.io.files import check_writable_dir
     from layermod.io.rundir import CKA_CSV, COMPARE_JSON, COMPARE_PNG, D_CSV
+    from layermod.io.runs import check_replaceable, staged_run
     from layermod.models.spec import resolve_data, resolve_model
 
-    check_writable_dir(args.out)
+    check_replaceable(args.out)
     graph, draws = measure_configs(args)
     model, description = load_model(args, draws.seed)
     other = None
@@ -213,12 +218,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         other, _ = resolve_model(args.model_b, args.weights_b, arch_args if args.model_b else None, seed=draws.seed + 1)
         to_device(other, args.device)
         names = (names[0], args.weights_b or args.model_b)
-    dataset, data_description = resolve_data(args.dataset, args.split, args.data_dir, **data_options(args))
+    dataset, data_description = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
     comparison = compare_layers(model, dataset, other, layers=args.layers, layers_b=args.layers_b,
                                 unbiased=args.unbiased, names=names, graph=graph, draws=draws, **_extraction(args))
     comparison = replace(comparison, config={**comparison.config, **description, **data_description,
                                              "data_dir": args.data_dir})
-    comparison.save(args.out)
+    with staged_run(args.out) as stage:
+        comparison.save(stage)
     print(f"{len(comparison.curve_a.layers)} x {len(comparison.curve_b.layers)} layers: D and CKA on "
           f"{comparison.curve_a.config['samples_per_draw']} samples x {len(comparison.curve_a.values)} draws")
     print(f"wrote {os.path.join(args.out, COMPARE_JSON)}, {D_CSV}, {CKA_CSV}, {COMPARE_PNG}")
@@ -247,7 +253,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                        help="2-D embedding (default pca; tsne needs scikit-learn)")
     views.add_argument("--view-per-class", type=positive,
                        help="samples per class in the views (default: --n-per-class, at most 30)")
-    curve.add_argument("--out", required=True, help="run directory for curve.json, curve.csv, curve.png")
+    curve.add_argument("--out", type=out_path, required=True, help="run directory for curve.json, curve.csv, curve.png")
     curve.add_argument("--quiet", action="store_true", help="no progress bars or table")
     curve.set_defaults(func=cmd_curve)
 
@@ -273,7 +279,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                        help="samples attacked per class (default 2 x n-per-class x repeats)")
     group.add_argument("--pixel-range", type=_pixel_range, default=(0.0, 1.0),
                        help="valid pixel range LOW,HIGH before normalisation (default 0,1)")
-    attack.add_argument("--out", required=True, help="run directory for attack.json, attack.csv, attack.png")
+    attack.add_argument("--out", type=out_path, required=True, help="run directory for attack.json, attack.csv, attack.png")
     attack.add_argument("--quiet", action="store_true", help="no progress bars or table")
     attack.set_defaults(func=cmd_attack)
 
@@ -287,6 +293,6 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     add_data_args(compare, required=True)
     add_extraction_args(compare)
     add_measure_args(compare)
-    compare.add_argument("--out", required=True, help="run directory for compare.json, d.csv, cka.csv, compare.png")
+    compare.add_argument("--out", type=out_path, required=True, help="run directory for compare.json, d.csv, cka.csv, compare.png")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(func=cmd_compare)

@@ -14,6 +14,7 @@ from layermod.cli.args import (
     add_measure_args,
     check_backend,
     measure_configs,
+    out_path,
     positive,
     resolve_device,
 )
@@ -26,28 +27,32 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from layermod.analysis.redundancy import verdict_table
-    from layermod.io.files import check_writable_dir
     from layermod.io.rundir import COMPARISON_JSON, PLAN_JSON, PRUNED
+    from layermod.io.runs import check_replaceable, staged_run
     from layermod.pruning.run import FINETUNE, choose_plan, prepare, prune_and_compare
 
-    check_writable_dir(args.out)
+    check_replaceable(args.out)
     target = prepare(args.weights, args.dataset, args.data_dir)
     if not target.units:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
     graph, draws = measure_configs(args)
-    plan = choose_plan(target, args.out, curve=args.curve, graph=graph, draws=draws, remove=args.remove,
-                       target_params=args.target_params, plan=args.plan, z=args.z, min_gain=args.min_gain,
-                       progress=not args.quiet)
-    print(verdict_table(plan.verdicts))
-    print(f"plan: remove {len(plan.remove)} of {len(target.units)} removable units: {', '.join(plan.remove)}")
-    if args.plan_only:
+    with staged_run(args.out) as stage:
+        plan = choose_plan(target, stage, curve=args.curve, graph=graph, draws=draws, remove=args.remove,
+                           target_params=args.target_params, plan=args.plan, z=args.z, min_gain=args.min_gain,
+                           progress=not args.quiet)
+        print(verdict_table(plan.verdicts))
+        print(f"plan: remove {len(plan.remove)} of {len(target.units)} removable units: {', '.join(plan.remove)}")
+        if args.plan_only:
+            comparison = None
+        else:
+            finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
+            comparison = prune_and_compare(target, plan, stage, finetune, methods=args.methods, seeds=args.seeds,
+                                           finetune_subset=args.finetune_subset, from_scratch=args.from_scratch,
+                                           progress=not args.quiet)
+    if comparison is None:
         print(f"wrote {args.out}/{PLAN_JSON}; edit it and pass it back with --plan")
         return 0
-    finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
-    comparison = prune_and_compare(target, plan, args.out, finetune, methods=args.methods, seeds=args.seeds,
-                                   finetune_subset=args.finetune_subset, from_scratch=args.from_scratch,
-                                   progress=not args.quiet)
     print(comparison.markdown())
     pruned = f", {PRUNED}" if "modularity" in args.methods else ""
     print(f"wrote {args.out}/{PLAN_JSON}, {COMPARISON_JSON}/.csv/.md/.png{pruned}")
@@ -60,11 +65,11 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from layermod.analysis.redundancy import find_redundant
-    from layermod.io.files import check_writable_dir
     from layermod.io.rundir import MATCHED_JSON, MATCHED_MD
+    from layermod.io.runs import check_replaceable, staged_run
     from layermod.pruning.run import FINETUNE, matched_study, prepare, target_curve
 
-    check_writable_dir(args.out)
+    check_replaceable(args.out)
     check_backend(args)
     device = resolve_device(args.device)
     target = prepare(args.weights, args.dataset, args.data_dir)
@@ -76,10 +81,12 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
                               min_gain=args.min_gain)
     finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
     scratch = replace(finetune, epochs=args.scratch_epochs, lr=args.scratch_lr)
-    comparison = matched_study(target, args.out, verdicts, finetune, scratch, train_subset=args.train_subset,
-                               test_subset=args.test_subset, backend=args.backend, workers=args.workers,
-                               address=args.address, device=device, progress=not args.quiet, budgets=args.budgets,
-                               matches=args.match, retrains=args.retrain, methods=args.methods, seeds=args.seeds)
+    with staged_run(args.out) as stage:
+        comparison = matched_study(target, stage, verdicts, finetune, scratch, train_subset=args.train_subset,
+                                   test_subset=args.test_subset, backend=args.backend, workers=args.workers,
+                                   address=args.address, device=device, progress=not args.quiet,
+                                   budgets=args.budgets, matches=args.match, retrains=args.retrain,
+                                   methods=args.methods, seeds=args.seeds)
     print(comparison.markdown())
     print(f"wrote {args.out}/{MATCHED_JSON}, {MATCHED_MD} and the Pareto figures")
     return 0
@@ -142,7 +149,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
     study.add_argument("--device", default="auto", help="where the networks are retrained: cpu, cuda, cuda:1, ... "
                        "(default auto: cuda when available)")
     add_backend_args(study, "retraining jobs")
-    study.add_argument("--out", required=True, help="run directory")
+    study.add_argument("--out", type=out_path, required=True, help="run directory")
     study.add_argument("--quiet", action="store_true", help="no progress bars")
     study.set_defaults(func=cmd_prune_study)
 
@@ -179,6 +186,6 @@ def _add_prune(commands: argparse._SubParsersAction) -> None:
                        help=f"fine-tuning batch size (default {FINETUNE.batch_size})")
     prune.add_argument("--from-scratch", action="store_true",
                        help="retrain every pruned model from a fresh initialisation instead of fine-tuning")
-    prune.add_argument("--out", required=True, help="run directory")
+    prune.add_argument("--out", type=out_path, required=True, help="run directory")
     prune.add_argument("--quiet", action="store_true", help="no progress bars")
     prune.set_defaults(func=cmd_prune)

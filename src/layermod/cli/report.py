@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from layermod.cli.args import positive
+from layermod.cli.args import out_path, positive
 from layermod.errors import ReportError
 
 __all__ = ["add_parsers"]
@@ -57,7 +57,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser("report", help="one self-contained HTML page from run directories",
                                  description=cmd_report.__doc__)
     report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories written by layermod commands")
-    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.add_argument("--out", type=out_path, required=True, help="the HTML file to write")
     report.add_argument("--title", help="page title (default: the run directories' names)")
     report.set_defaults(func=cmd_report)
 
@@ -67,7 +67,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
     demo = commands.add_parser("demo", help="train a small CNN on Fashion-MNIST and show its curve",
                                description=cmd_demo.__doc__)
-    demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    demo.add_argument("--out", type=out_path, default="runs/demo", help="run directory (default runs/demo)")
     demo.add_argument("--epochs", type=positive, default=None, help="training epochs (default: the demo's recipe)")
     demo.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
     demo.add_argument("--cache-dir", help="where trained demo weights are kept (default ~/.cache/layermod/demo)")

@@ -45,6 +45,7 @@ from layermod.cli.args import (
     add_measure_args,
     add_model_args,
     check_backend,
+    out_path,
     positive,
 )
 from layermod.errors import LayermodError
@@ -284,7 +285,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                                 description=cmd_sweep.__doc__)
     sweep.add_argument("spec", help="TOML file: [defaults], [grid], [[run]] with curve options (no dashes), "
                        "[resources] num-cpus, num-gpus, threads")
-    sweep.add_argument("--out", required=True, help="sweep directory: items/ID/, results.csv, summary.png")
+    sweep.add_argument("--out", type=out_path, required=True, help="sweep directory: items/ID/, results.csv, summary.png")
     _add_backend_args(sweep)
     sweep.add_argument("--shard", type=_shard, default=(1, 1), metavar="I/N",
                        help="run only shard I of N (every N-th item by id), e.g. for a job array (default 1/1)")
@@ -302,6 +303,6 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     add_data_args(dynamics, required=True)
     add_extraction_args(dynamics)
     add_measure_args(dynamics)
-    dynamics.add_argument("--out", required=True, help="directory for dynamics.json, dynamics.png and items/")
+    dynamics.add_argument("--out", type=out_path, required=True, help="directory for dynamics.json, dynamics.png and items/")
     _add_backend_args(dynamics)
     dynamics.set_defaults(func=cmd_dynamics)

@@ -24,7 +24,8 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from layermod.cli.args import add_library_args, add_measure_args, non_negative, positive, positive_real, to_device
+from layermod.cli.args import (add_library_args, add_measure_args, non_negative, out_path, positive, positive_real,
+                               to_device)
 from layermod.errors import DatasetError, ModelError, TrainError
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from layermod import models
     from layermod.analysis.dynamics import TrackConfig
     from layermod.cli.args import measure_configs
+    from layermod.coerce import torch_seed
     from layermod.io.files import check_writable_dir
     from layermod.io.rundir import BEST, DYNAMICS_JSON, DYNAMICS_PNG, LAST, METRICS_CSV, WEIGHTS_SUFFIX
     from layermod.models import hub
@@ -124,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.subset is not None:
         train_set = balanced_subset(train_set, args.subset, config.seed)
     arch_args = _arch_args(args, train_set, library)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(torch_seed(config.seed, TrainError))
     if library:
         model = hub.create(arch, **arch_args, pretrained=args.pretrained)
     else:
@@ -187,12 +189,12 @@ class _TensorBoard:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Accuracy of a layermod checkpoint (architecture from its sidecar; dataset too unless given)."""
-    from layermod.io.files import check_writable_dir
+    from layermod.io.runs import check_replaceable, staged_run
     from layermod.models.checkpoint import load_checkpoint
     from layermod.training.evaluation import evaluate_checkpoint
 
     if args.out:
-        check_writable_dir(args.out)
+        check_replaceable(args.out)
     model, meta = load_checkpoint(args.weights)
     to_device(model, args.device)
     result = evaluate_checkpoint(model, meta, args.weights, args.dataset, args.split, args.data_dir,
@@ -200,7 +202,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     where = f"{result.dataset} ({result.split} split)" if result.split else result.dataset
     print(f"accuracy {result.accuracy:.4f} ({result.correct}/{result.n}) of {args.weights} on {where}")
     if args.out:
-        result.save(args.out)
+        with staged_run(args.out) as stage:
+            result.save(stage)
     return 0
 
 
@@ -289,7 +292,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                           "test_acc and, when tracked, modularity/<layer> as TensorBoard events in DIR (step = "
                           "epoch; needs layermod[tensorboard])")
 
-    train.add_argument("--out", required=True, help="run directory for metrics.csv, last.*, best.*, dynamics.*")
+    train.add_argument("--out", type=out_path, required=True, help="run directory for metrics.csv, last.*, best.*, dynamics.*")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from last.* (same settings; "
                        "--epochs may grow)")
     train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -307,7 +310,7 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluation.add_argument("--batch-size", type=positive, default=512, help="samples per forward pass (default 512)")
     evaluation.add_argument("--device", default="auto",
                             help="torch device to run the model on (default auto: cuda when available)")
-    evaluation.add_argument("--out", help="also write DIR/eval.json")
+    evaluation.add_argument("--out", type=out_path, help="also write DIR/eval.json")
     evaluation.set_defaults(func=cmd_eval)
 
 

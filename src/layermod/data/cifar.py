@@ -67,6 +67,7 @@ from layermod.data.arrays import ArrayDataset
 from layermod.data.bounds import GZIP_MAGIC, expansion_limit
 from layermod.data.download import Wanted, locate
 from layermod.errors import DatasetError, one_line
+from layermod.io.files import open_regular
 
 __all__ = ["CIFAR_DATASETS", "load_cifar"]
 
@@ -403,7 +404,7 @@ def _read_source(source: Path, layout: _Layout, members: tuple[str, ...]) -> dic
     wanted = {f"{layout.folder}/{member}": member for member in members}
     out = {}
     try:
-        with open(source, "rb") as file:
+        with open_regular(source) as file:
             size = os.fstat(file.fileno()).st_size
             compressed = file.read(2) == GZIP_MAGIC
             file.seek(0)

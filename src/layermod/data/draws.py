@@ -5,6 +5,9 @@ Decisions, on purpose:
 * **Balanced draws.** Every draw holds exactly ``n_per_class`` samples of each class. Draws are disjoint
   (as in the paper) when every class has ``n_per_class * repeats`` samples; otherwise each draw is sampled
   without replacement on its own and draws may overlap.
+* **Bounded.** The draws hold at most ``MAX_DRAWN`` sample indices (512 MiB as int64): ``repeats`` times the
+  samples of a draw when they are disjoint, ``repeats`` times all samples when they overlap (each draw is then
+  a shuffle of every sample); more is refused before anything is allocated.
 * **Seeds.** Draws take any integer seed (:mod:`layermod.coerce`); the same seed gives the same draws.
 * **Labels** are checked as everywhere in :mod:`layermod.data` (:func:`layermod.data.arrays.label_array`):
   one-dimensional integers, never rounded.
@@ -18,7 +21,9 @@ from layermod.coerce import seed_sequence
 from layermod.data.arrays import label_array
 from layermod.errors import LabelError
 
-__all__ = ["balanced_draws"]
+__all__ = ["MAX_DRAWN", "balanced_draws"]
+
+MAX_DRAWN = 2**26
 
 
 def balanced_draws(labels, n_per_class: int, repeats: int, seed: int = 0) -> list[np.ndarray]:
@@ -50,6 +55,7 @@ def balanced_draws(labels, n_per_class: int, repeats: int, seed: int = 0) -> lis
         )
     rng = np.random.default_rng(seed_sequence(seed, LabelError))
     disjoint = counts[smallest] >= n_per_class * repeats
+    _check_drawn(repeats, n_per_class * len(classes) if disjoint else len(y), disjoint)
     blocks = []
     for c in classes:
         members = np.flatnonzero(y == c)
@@ -59,3 +65,11 @@ def balanced_draws(labels, n_per_class: int, repeats: int, seed: int = 0) -> lis
             blocks.append(rng.permuted(np.tile(members, (repeats, 1)), axis=1)[:, :n_per_class])
     draws = np.sort(np.concatenate(blocks, axis=1), axis=1).astype(np.int64)
     return list(draws)
+
+
+def _check_drawn(repeats: int, per_draw: int, disjoint: bool) -> None:
+    """:class:`LabelError` unless ``repeats`` draws of ``per_draw`` indices each fit ``MAX_DRAWN``."""
+    if repeats * per_draw > MAX_DRAWN:
+        what, fix = ("samples", "n_per_class") if disjoint else ("samples to shuffle (they overlap)", "the samples")
+        raise LabelError(f"repeats={repeats} draws of {per_draw:,} {what} are {repeats * per_draw:,} sample "
+                         f"indices, more than {MAX_DRAWN:,}; lower repeats or {fix}")

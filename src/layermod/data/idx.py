@@ -36,6 +36,7 @@ from layermod.data.arrays import ArrayDataset
 from layermod.data.bounds import GZIP_MAGIC, expansion_limit
 from layermod.data.download import Wanted, locate
 from layermod.errors import DatasetError, one_line
+from layermod.io.files import open_regular
 
 __all__ = ["IDX_DATASETS", "load_idx_dataset", "read_idx"]
 
@@ -77,7 +78,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         return DatasetError(f"{path} is not a valid IDX file ({why}); delete it and download again")
 
     try:
-        with open(path, "rb") as file:
+        with open_regular(path) as file:
             size = os.fstat(file.fileno()).st_size
             compressed = file.read(2) == GZIP_MAGIC
             file.seek(0)

@@ -41,6 +41,7 @@ import torch
 from layermod.data.arrays import ArrayDataset
 from layermod.data.bounds import expansion_limit
 from layermod.errors import DatasetError, one_line
+from layermod.io.files import open_regular
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
 
@@ -162,9 +163,9 @@ def _pillow() -> Any:
 def _read_image(image_module: Any, file: Path, size: int | None) -> np.ndarray:
     """One image as uint8 (H, W) when greyscale, else (H, W, 3), resized to (size, size) if given."""
     try:
-        with image_module.open(file) as image:
+        with open_regular(file) as fh, image_module.open(fh) as image:
             width, height = image.size
-            stored = file.stat().st_size
+            stored = os.fstat(fh.fileno()).st_size
             if width * height * _BYTES_PER_PIXEL > expansion_limit(stored):
                 raise DatasetError(f"{file} declares {width}x{height} pixels, more than its {stored} bytes can hold "
                                    "(a decompression bomb?); delete or replace it")

@@ -23,6 +23,7 @@ import numpy as np
 
 from layermod.data.bounds import expansion_limit
 from layermod.errors import DatasetError, one_line
+from layermod.io.files import open_regular
 
 __all__ = ["load_npz"]
 
@@ -40,8 +41,8 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with zipfile.ZipFile(path) as archive:
+        with open_regular(path) as fh, zipfile.ZipFile(fh) as archive:
+            size = os.fstat(fh.fileno()).st_size
             x = _npz_array(archive, "X", path, size)
             y = _npz_array(archive, "y", path, size)
     except DatasetError:

@@ -227,7 +227,8 @@ def iter_layer_features(
 
 def _extract_to_disk(model: nn.Module, inputs: Batch, name: str, folder: Path, batch_size: int, progress: bool,
                      pool: str) -> np.memmap:
-    """The features (N, D) of layer ``name`` written batch by batch to ``folder / "features.npy"``."""
+    """The features (N, D) of layer ``name`` written batch by batch to a file ``folder / "features.npy"`` that
+    is unlinked as soon as it is mapped, so that not even a killed process leaves it behind."""
     n = batch_length(inputs)
     stored = None
     for start, features in _batches(model, inputs, [name], batch_size, progress, True, pool):
@@ -235,6 +236,6 @@ def _extract_to_disk(model: nn.Module, inputs: Batch, name: str, folder: Path, b
         if stored is None:
             stored = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float32,
                                                shape=(n, part.shape[1]))
+            (folder / "features.npy").unlink()  # the mapping keeps the pages; the name is not needed again
         stored[start:start + len(part)] = part
-    stored.flush()
-    return np.load(folder / "features.npy", mmap_mode="r+")
+    return stored

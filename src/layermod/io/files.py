@@ -9,32 +9,52 @@ Decisions, on purpose:
   deleted and the target is left untouched.
 * **Probe, don't guess.** :func:`ensure_writable_dir` creates the directory and writes (then deletes) a probe
   file, which catches read-only mounts and ACLs that ``os.access`` does not.
-* **Results are read, never trusted.** :func:`read_json_file` reads at most :data:`MAX_JSON_BYTES` and hands
-  the parsed JSON to a loader that checks it (see :mod:`layermod.validate`); whatever fails becomes one line
-  naming the file.
+* **Results are read, never trusted.** :func:`read_json_file` reads at most :data:`MAX_JSON_BYTES` of a regular
+  file and hands the parsed JSON to a loader that checks it (see :mod:`layermod.validate`); whatever fails
+  becomes one line naming the file. In a run directory with a run record (:data:`~layermod.io.rundir.RUN_JSON`,
+  see :mod:`layermod.io.runs`) a file of the run is read only when the record lists it with its bytes' SHA-256.
+* **Every commit is a boundary.** :data:`after_commit`, when set, is called with the path of every file renamed
+  into place (and of every run directory swapped in): where tests stop a process to check what a kill leaves.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
-from layermod.errors import LayermodError, OutputError, ReportError
-from layermod.io.validate import REASON_CHARS, shorten
+from layermod.errors import LayermodError, OutputError, ReportError, one_line
+from layermod.io.rundir import REPORT_HTML, RUN_FILES, RUN_JSON
+from layermod.io.validate import REASON_CHARS, mapping, shorten
 
 T = TypeVar("T")
 
 MAX_JSON_BYTES = 128 * 2**20  # the largest JSON file read: far above any result layermod writes
+MAX_RECORD_BYTES = 2**20  # the largest run record read: a few hundred file names and digests
+RUN_FORMAT = "layermod-run"
+RECORDED = RUN_FILES - {RUN_JSON, REPORT_HTML}  # the files a run record vouches for (a page over a run is not one)
 
-__all__ = ["MAX_JSON_BYTES", "atomic_path", "check_writable_dir", "csv_text", "ensure_writable_dir", "read_json_file",
-           "save_png", "write_csv", "write_json"]
+__all__ = ["MAX_JSON_BYTES", "RECORDED", "RUN_FORMAT", "after_commit", "atomic_path", "check_recorded", "check_writable_dir",
+           "csv_text", "ensure_writable_dir", "open_regular", "read_json_file", "read_regular", "read_run_record", "save_png",
+           "sha256_bytes", "write_csv", "write_json"]
+
+after_commit: Callable[[Path], None] | None = None
+"""Called with every path committed (see the module doc); None in normal use."""
+
+
+def committed(path: Path) -> None:
+    """Tell :data:`after_commit` (when set) that ``path`` is now in place."""
+    if after_commit is not None:
+        after_commit(path)
 
 
 @contextlib.contextmanager
@@ -62,6 +82,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if tmp.exists():
             os.replace(tmp, target)
+            committed(target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -150,14 +171,78 @@ def read_json_file(path: str | os.PathLike, name: str, parse: Callable[[Any], T]
     if path.is_dir():
         path = path / name
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_JSON_BYTES + 1)
-        if len(raw) > MAX_JSON_BYTES:
-            raise ValueError(f"larger than {MAX_JSON_BYTES:,} bytes, far more than a layermod result holds")
+        raw = read_regular(path, MAX_JSON_BYTES, "a layermod result")
+        check_recorded(path, raw)
         return parse(json.loads(raw.decode("utf-8")))
     except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError, LayermodError) as err:
         reason = shorten(str(err), REASON_CHARS) or type(err).__name__
         raise error(f"cannot read {what} from {path} ({reason}); point at a {name} written by layermod") from None
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """``path`` opened for reading in binary, refused (OSError, "not a regular file") when it is a device, a FIFO,
+    a socket or a directory, whose size says nothing and whose reading may never end or never begin."""
+    fh = open(path, "rb", opener=_nonblocking)
+    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        fh.close()
+        raise OSError(errno.EINVAL, "not a regular file (a device, a FIFO or a directory); give a file", str(path))
+    return fh
+
+
+def read_regular(path: str | os.PathLike, limit: int, what: str) -> bytes:
+    """The bytes of regular file ``path`` (:func:`open_regular`), refused (ValueError) when it holds more than
+    ``limit`` bytes (``what``: what such a file would be, for the message); the
+    size is checked before reading."""
+    with open_regular(path) as fh:
+        info = os.fstat(fh.fileno())
+        if info.st_size > limit:
+            raise ValueError(f"larger than {limit:,} bytes, far more than {what} holds")
+        raw = fh.read(info.st_size + 1)  # not limit + 1: read() allocates what it is asked for
+    if len(raw) > limit:
+        raise ValueError(f"larger than {limit:,} bytes, far more than {what} holds")
+    return raw
+
+
+def _nonblocking(path: str, flags: int) -> int:
+    """Open without waiting for a writer (a FIFO would block ``open`` until one comes)."""
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def sha256_bytes(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def read_run_record(directory: str | os.PathLike) -> dict | None:
+    """The run record (:data:`~layermod.io.rundir.RUN_JSON`) of ``directory``, or None when it has none:
+    ``{"format", "version", "run_id", "files": {name: sha256}}``; ValueError when it cannot be read."""
+    path = Path(directory) / RUN_JSON
+    if not os.path.lexists(path):
+        return None
+    record = mapping(json.loads(read_regular(path, MAX_RECORD_BYTES, "a run record").decode("utf-8")),
+                     "the run record")
+    files = mapping(record.get("files"), "the run record's files")
+    if record.get("format") != RUN_FORMAT or not isinstance(record.get("run_id"), str) or not all(
+            isinstance(name, str) and isinstance(digest, str) for name, digest in files.items()):
+        raise ValueError(f"{RUN_JSON} is not a {RUN_FORMAT} record")
+    return record
+
+
+def check_recorded(path: Path, raw: bytes) -> None:
+    """ValueError unless ``raw``, the bytes of ``path``, belong to the run recorded beside it (when there is a
+    record and ``path`` is one of :data:`RECORDED`)."""
+    if path.name not in RECORDED:
+        return
+    try:
+        record = read_run_record(path.parent)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"its run record {RUN_JSON} cannot be read: {one_line(err)}") from None
+    if record is None:
+        return
+    digest = record["files"].get(path.name)
+    if digest is None:
+        raise ValueError(f"not a file of the run recorded in {RUN_JSON} (left by another run)")
+    if digest != sha256_bytes(raw):
+        raise ValueError(f"its bytes differ from those recorded in {RUN_JSON} (changed after the run)")
 
 
 def _reason(exc: OSError) -> str:

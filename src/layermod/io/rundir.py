@@ -11,6 +11,11 @@ Decisions, on purpose:
   directory reads the name inside it.
 * **The JSON last.** A result's JSON file is written after its twins, so a JSON file present means its run's
   files are complete.
+* **One commit per run.** A command that writes its run directory in one go (``curve``, ``attack``, ``compare``,
+  ``eval``, ``prune``, ``prune-study``, ``demo``) writes it into a hidden sibling with :data:`RUN_JSON` (every
+  file and its SHA-256) last, and swaps it in (:mod:`layermod.io.runs`); it replaces only a directory holding
+  nothing but :data:`RUN_FILES`. ``train`` and ``sweep`` grow their directories step by step instead, each
+  step committed on its own (checkpoints by their sidecars, sweep items by a rename).
 * **Checkpoints by stem.** A checkpoint is a pair ``STEM.safetensors`` + ``STEM.json``
   (:data:`WEIGHTS_SUFFIX`, :data:`SIDECAR_SUFFIX`; see :mod:`layermod.models.checkpoint`): :data:`BEST` and
   :data:`LAST` are stems, :data:`BEST_JSON` the sidecar the report reads.
@@ -54,6 +59,8 @@ __all__ = [
     "REPORT_HTML",
     "RESULTS_CSV",
     "RESULTS_PARQUET",
+    "RUN_FILES",
+    "RUN_JSON",
     "SIDECAR_SUFFIX",
     "SUMMARY_PNG",
     "WEIGHTS_SUFFIX",
@@ -110,3 +117,13 @@ RESULTS_PARQUET = "results.parquet"
 SUMMARY_PNG = "summary.png"
 # `layermod demo`: the page over its run directory
 REPORT_HTML = "report.html"
+# the record of a run directory written in one commit (io.runs): its run id and every file's SHA-256
+RUN_JSON = "run.json"
+# every file a command that commits its run directory in one step may write: a directory holding only these
+# (and hidden temporaries) may be replaced by a new run
+RUN_FILES = frozenset({
+    CURVE_JSON, CURVE_CSV, CURVE_PNG, EMBEDDING_JSON, EMBEDDING_PNG, ATTACK_JSON, ATTACK_CSV, ATTACK_PNG,
+    COMPARE_JSON, D_CSV, CKA_CSV, COMPARE_PNG, EVAL_JSON, PLAN_JSON, PRUNED,
+    PRUNED[: -len(WEIGHTS_SUFFIX)] + SIDECAR_SUFFIX, COMPARISON_JSON, COMPARISON_CSV, COMPARISON_MD,
+    COMPARISON_PNG, MATCHED_JSON, MATCHED_CSV, MATCHED_MD, *PARETO_PNG.values(), REPORT_HTML, RUN_JSON,
+})

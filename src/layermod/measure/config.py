@@ -19,6 +19,17 @@ Decisions, on purpose:
   the data; the measurements check that once they know them.
 * **A null needs a spread.** ``null_permutations`` is 0 (no null) or at least 2: a z-score divides by the
   spread of the shuffles, and one shuffle has none.
+* **Bounded by what they allocate.** Before any work: the draws hold at most
+  :data:`~layermod.data.draws.MAX_DRAWN` sample indices (``repeats`` x ``n_per_class`` x at least 2 classes
+  here; :func:`layermod.balanced_draws` checks the real count); a null at most ``MAX_NULL_VALUES`` Q values
+  (``repeats`` x ``null_permutations`` x the layers, at least one here, :func:`check_null_size` with the
+  curve's layers); a sketch at most ``MAX_SKETCH_DIM`` dimensions (its Gaussian is drawn in blocks of 4096
+  rows: at most 256 MiB of float32 at a time; a sketch is for reducing wide layers, far below this), and
+  :func:`check_sketch_size` fits its (samples, sketch_dim) float32 output in the measurement's memory
+  budget. The resolution is at most ``MAX_RESOLUTION`` = 1e4: Q lies in ``[1/2 - resolution, 1]`` and
+  the penalty of C balanced classes is about ``resolution / C``, so far above the number of classes Q
+  measures the class sizes, not the graph; up to 1e4, Q and its spread over draws stay finite with an
+  absolute rounding error below 1e-11 (at 1e308 the std overflows).
 * **Keywords or configs.** :func:`measure_configs` turns a measurement's keyword arguments (``k=5``,
   ``n_per_class=30``, ...) and configs into the two configs. A keyword may repeat a config's value, but one
   that differs from it is refused: which of the two should win is not obvious.
@@ -37,6 +48,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, TypedDict, TypeVar, get_arg
 import numpy as np
 
 from layermod.coerce import check_seed
+from layermod.data.draws import MAX_DRAWN
 from layermod.errors import GraphError, LabelError, LayermodError
 
 if TYPE_CHECKING:
@@ -55,10 +67,15 @@ __all__ = [
     "MeasureOptions",
     "Metric",
     "Symmetrize",
+    "MAX_NULL_VALUES",
+    "MAX_RESOLUTION",
+    "MAX_SKETCH_DIM",
+    "check_null_size",
     "check_options",
     "check_search",
     "check_permutations",
     "check_resolution",
+    "check_sketch_size",
     "graph_config",
     "measure_configs",
 ]
@@ -71,6 +88,10 @@ METRICS: tuple[str, ...] = get_args(Metric)
 SYMMETRIZE: tuple[str, ...] = get_args(Symmetrize)
 KNN: tuple[str, ...] = get_args(Knn)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+MAX_NULL_VALUES = 2**27  # 1 GiB of float64
+MAX_SKETCH_DIM = 2**14
+MAX_RESOLUTION = 1e4
+_SKETCH_BYTES = 4  # float32
 
 
 def _integer(value: object, name: str, error: type[LayermodError], low: int) -> int:
@@ -81,11 +102,12 @@ def _integer(value: object, name: str, error: type[LayermodError], low: int) -> 
 
 
 def check_resolution(resolution: float) -> float:
-    """``resolution`` as a float; :class:`GraphError` unless it is a finite real number >= 0."""
+    """``resolution`` as a float; :class:`GraphError` unless it is a real number in [0, ``MAX_RESOLUTION``]."""
     if isinstance(resolution, bool) or not isinstance(resolution, (int, float, np.integer, np.floating)):
         raise GraphError(f"resolution={resolution!r} must be a number >= 0 (1 = Newman's modularity)")
-    if not (np.isfinite(resolution) and resolution >= 0):
-        raise GraphError(f"resolution={resolution} must be finite and >= 0 (1 = Newman's modularity)")
+    if not (np.isfinite(resolution) and 0 <= resolution <= MAX_RESOLUTION):
+        raise GraphError(f"resolution={resolution} must be finite, >= 0 and <= {MAX_RESOLUTION:g} (1 = Newman's "
+                         "modularity; far above the number of classes Q measures only the class sizes)")
     return float(resolution)
 
 
@@ -118,7 +140,32 @@ def check_search(knn: Knn, sketch_dim: int | None, precision: Precision) -> int 
         raise GraphError(f"unknown knn {knn!r}; use {_one_of(KNN)}")
     if precision not in PRECISIONS:
         raise GraphError(f"unknown precision {precision!r}; use {_one_of(PRECISIONS)}")
-    return None if sketch_dim is None else _integer(sketch_dim, "sketch_dim", GraphError, 1)
+    if sketch_dim is None:
+        return None
+    dim = _integer(sketch_dim, "sketch_dim", GraphError, 1)
+    if dim > MAX_SKETCH_DIM:
+        raise GraphError(f"sketch_dim={dim} is more than {MAX_SKETCH_DIM:,}; a sketch reduces wide features to a "
+                         "few hundred dimensions, e.g. 256 (or use the exact search: no sketch_dim)")
+    return dim
+
+
+def check_sketch_size(sketch_dim: int | None, samples: int, max_bytes: int) -> None:
+    """:class:`GraphError` unless the sketch of ``samples`` rows, (samples, sketch_dim) float32, fits
+    ``max_bytes``."""
+    if sketch_dim is not None and samples * sketch_dim * _SKETCH_BYTES > max_bytes:
+        raise GraphError(f"sketch_dim={sketch_dim} for {samples:,} samples per draw takes "
+                         f"{samples * sketch_dim * _SKETCH_BYTES:,} bytes, more than max_bytes={max_bytes:,}; "
+                         "lower sketch_dim or n_per_class, or raise max_bytes")
+
+
+def check_null_size(repeats: int, layers: int, null_permutations: int) -> None:
+    """:class:`GraphError` unless the null's Q values (repeats x layers x null_permutations) fit
+    ``MAX_NULL_VALUES``."""
+    values = repeats * layers * null_permutations
+    if values > MAX_NULL_VALUES:
+        raise GraphError(f"null_permutations={null_permutations} shuffles of repeats={repeats} draws and {layers} "
+                         f"layer(s) are {values:,} Q values, more than {MAX_NULL_VALUES:,}; lower "
+                         "null_permutations or repeats (20 to 100 shuffles give a z-score)")
 
 
 def _one_of(names: tuple[str, ...]) -> str:
@@ -156,9 +203,9 @@ class GraphConfig(_FlatConfig):
         metric: ``"cosine"`` (the paper's) or ``"euclidean"``.
         symmetrize: ``"mean"`` (the paper's ``(A + A^T) / 2``), ``"union"`` or ``"mutual"``.
         weighted: edge weights from the metric; False gives unit weights.
-        resolution: gamma of the modularity (1 = Newman's), finite and >= 0.
+        resolution: gamma of the modularity (1 = Newman's), in [0, ``MAX_RESOLUTION``].
         knn: ``"exact"`` (the default), or an approximate faiss index: ``"ivf"`` or ``"hnsw"``.
-        sketch_dim: None (the default), or project the features to this many dimensions first (approximate,
+        sketch_dim: None (the default), or project the features to this many dimensions, at most ``MAX_SKETCH_DIM``, first (approximate,
             a seeded Gaussian sketch; for very wide layers).
         precision: the precision of the matmul that proposes neighbours: ``"float32"`` (the default; TF32
             off), ``"tf32"`` or ``"bf16"``. Float64 settles what it cannot certify, so every precision gives the
@@ -198,7 +245,7 @@ class DrawConfig(_FlatConfig):
 
     Attributes:
         n_per_class: samples of every class in one draw, an integer >= 1.
-        repeats: number of draws, an integer >= 1.
+        repeats: number of draws, an integer >= 1 (bounded with ``n_per_class``, see the module doc).
         seed: any integer (see :mod:`layermod.coerce`): the draws, the shuffles and torch's random numbers.
         null_permutations: label shuffles per layer and draw for a chance baseline: 0 (none) or at least 2.
 
@@ -219,6 +266,19 @@ class DrawConfig(_FlatConfig):
         object.__setattr__(self, "repeats", _integer(self.repeats, "repeats", LabelError, 1))
         object.__setattr__(self, "seed", check_seed(self.seed, LabelError))
         object.__setattr__(self, "null_permutations", _check_null(self.null_permutations))
+        for name in ("n_per_class", "repeats"):  # each alone first: a message naming only the field at fault
+            if getattr(self, name) * 2 > MAX_DRAWN:
+                raise LabelError(f"{name}={getattr(self, name)} is more than {MAX_DRAWN // 2:,} (the draws, of at "
+                                 f"least 2 classes, hold at most {MAX_DRAWN:,} sample indices); lower {name}")
+        if self.null_permutations > MAX_NULL_VALUES:
+            raise GraphError(f"null_permutations={self.null_permutations} is more than {MAX_NULL_VALUES:,} (the Q "
+                             "values a null holds); 20 to 100 shuffles give a z-score")
+        drawn = self.repeats * self.n_per_class * 2
+        if drawn > MAX_DRAWN:
+            raise LabelError(f"repeats={self.repeats} draws of n_per_class={self.n_per_class} samples of at least 2 "
+                             f"classes are at least {drawn:,} sample indices, more than {MAX_DRAWN:,}; lower repeats "
+                             "or n_per_class")
+        check_null_size(self.repeats, 1, self.null_permutations)
 
 
 class GraphOptions(TypedDict, total=False):

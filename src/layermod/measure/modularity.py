@@ -16,6 +16,9 @@ Decisions, on purpose:
 * **Refused, never NaN.** A graph without edge weight (0/0), a resolution that is NaN, infinite or negative,
   complex weights and a negative number of permutations raise :class:`GraphError` instead of giving NaN or
   an empty result.
+* **Labels** may be any values compared for equality (ints, strings, ...), but none may be missing: a NaN
+  (equal to nothing, numpy's ``unique`` would still make all NaNs one class) or None is refused with
+  :class:`LabelError`, as :func:`layermod.modularity_curve` refuses labels that are not class indices.
 * **The null.** :func:`permutation_null` shuffles the labels with ``numpy.random.default_rng(seed)``'s
   ``permutation``, one shuffle after another; ``seed`` is any integer (see :mod:`layermod.coerce`) or a
   ``numpy.random.SeedSequence``.
@@ -98,8 +101,24 @@ def _codes(labels: np.ndarray | torch.Tensor | list, n: int) -> tuple[np.ndarray
         raise LabelError(f"labels must be one-dimensional; got shape {y.shape}")
     if len(y) != n:
         raise LabelError(f"{len(y)} labels for {n} samples; pass one label per sample")
-    classes, codes = np.unique(y, return_inverse=True)
+    missing = np.flatnonzero(_is_missing(y))
+    if missing.size:
+        raise LabelError(f"labels[{missing[0]}] is {y[missing[0]]}, no class ({missing.size} such label(s)); "
+                         "give every sample a class")
+    try:
+        classes, codes = np.unique(y, return_inverse=True)
+    except TypeError as err:
+        raise LabelError(f"labels cannot be compared ({one_line(err)}); pass labels of one kind, e.g. ints") from None
     return codes.ravel(), len(classes)
+
+
+def _is_missing(y: np.ndarray) -> np.ndarray:
+    """(N,) bool: which labels are NaN or None."""
+    if y.dtype.kind in "fc":
+        return np.isnan(y)
+    if y.dtype.kind == "O":
+        return np.array([v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) for v in y], dtype=bool)
+    return np.zeros(len(y), dtype=bool)
 
 
 def modularity(
@@ -111,7 +130,7 @@ def modularity(
 
     Args:
         adjacency: symmetric, non-negative (N, N) scipy sparse matrix/array, dense array or tensor.
-        labels: (N,) class of each node; any values (they are only compared for equality).
+        labels: (N,) class of each node; any values (they are only compared for equality), none NaN or None.
         resolution: gamma in the formula above (1 = Newman's modularity), finite and >= 0.
 
     Returns:
@@ -120,7 +139,7 @@ def modularity(
     Raises:
         GraphError: non-square, asymmetric, negative or complex adjacency, no edge weight at all, or a
             resolution that is not a finite number >= 0.
-        LabelError: labels that are not one per node.
+        LabelError: labels that are not one per node, or a NaN or None among them.
     """
     gamma = check_resolution(resolution)
     edges = _Edges.of(adjacency)

@@ -207,6 +207,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     """
     file = weights_path(path)
     _check_name(file)
+    if not os.path.lexists(file) and not os.path.lexists(sidecar_path(file)):
+        raise WeightsError(f"weights {file} not found; check the path (expected DIR/NAME{WEIGHTS_SUFFIX})")
     meta, source = committed(file)
     side = sidecar_path(file)
     arch, args, remove = _recipe(meta, side)
@@ -301,11 +303,19 @@ def _unreadable(file: Path, exc: Exception) -> WeightsError:
     return WeightsError(f"weights {file} are unreadable or corrupt ({reason}); re-save or re-download them")
 
 
+def _check_regular(source: Path, shown: Path) -> None:
+    """WeightsError unless ``source`` is a regular file (errors name ``shown``)."""
+    if not source.exists():
+        raise WeightsError(f"weights {shown} not found; check the path (expected DIR/NAME{WEIGHTS_SUFFIX})")
+    if not source.is_file():
+        raise WeightsError(f"weights {shown} is not a regular file (a device, a FIFO or a directory); give the "
+                           f"{WEIGHTS_SUFFIX} file")
+
+
 def _header_shapes(source: Path, shown: Path) -> dict[str, tuple[int, ...]]:
     """Key -> shape of every tensor in ``source`` from the safetensors header alone (no tensor data is read);
     errors name ``shown``."""
-    if not source.is_file():
-        raise WeightsError(f"weights {shown} not found; check the path (expected DIR/NAME{WEIGHTS_SUFFIX})")
+    _check_regular(source, shown)
     try:
         with safe_open(str(source), framework="pt", device="cpu") as handle:
             return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
@@ -315,8 +325,7 @@ def _header_shapes(source: Path, shown: Path) -> dict[str, tuple[int, ...]]:
 
 def _read_tensors(source: Path, shown: Path) -> dict[str, torch.Tensor]:
     """Every tensor in ``source`` on the CPU; errors name ``shown``."""
-    if not source.is_file():
-        raise WeightsError(f"weights {shown} not found; check the path (expected DIR/NAME{WEIGHTS_SUFFIX})")
+    _check_regular(source, shown)
     try:
         with safe_open(str(source), framework="pt", device="cpu") as handle:
             return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from layermod.errors import OutputError, WeightsError, one_line
-from layermod.io.files import atomic_path
+from layermod.io.files import atomic_path, open_regular
 from layermod.io.rundir import BEST, SIDECAR_SUFFIX, WEIGHTS_SUFFIX
 
 __all__ = [
@@ -238,7 +238,7 @@ def _sha256(file: Path) -> str | None:
     """SHA-256 of the bytes of ``file`` (hex), read in chunks; None when it does not exist."""
     sha = hashlib.sha256()
     try:
-        with open(file, "rb") as fh:
+        with open_regular(file) as fh:
             for chunk in iter(lambda: fh.read(2**20), b""):
                 sha.update(chunk)
     except FileNotFoundError:
@@ -255,7 +255,7 @@ def _is_digest(value: object) -> bool:
 def _read_json(file: Path) -> object:
     """The JSON value in ``file`` (at most :data:`MAX_SIDECAR_BYTES`); WeightsError otherwise."""
     try:
-        with open(file, "rb") as fh:
+        with open_regular(file) as fh:
             data = fh.read(MAX_SIDECAR_BYTES + 1)
     except FileNotFoundError:
         raise WeightsError(f"checkpoint sidecar {file} not found; it is written next to the weights by save_checkpoint") from None

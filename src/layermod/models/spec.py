@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from layermod import models
+from layermod.coerce import torch_seed
 from layermod.models import hub
 from layermod.models.checkpoint import check_weights_fit, load_checkpoint, load_weights, read_sidecar
 from layermod.data.arrays import as_dataset
@@ -109,14 +110,14 @@ def resolve_model(
         weights: a ``.safetensors`` file, optional.
         arch_args: keyword arguments for a registered architecture (num_classes, in_channels, width, ...) or a
             library model (num_classes, in_channels, hf_task, the library's own arguments).
-        seed: seed of the initial weights.
+        seed: seed of the initial weights, any integer (:func:`layermod.coerce.torch_seed`).
         pretrained: a library model's weights through the library's own loader (not with ``weights``).
 
     Returns:
         (model in eval mode, description dict for the run's config).
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(torch_seed(seed, ModelError))
         return _build_model(spec, weights, {k: v for k, v in (arch_args or {}).items() if v is not None},
                             pretrained)
 
@@ -168,6 +169,12 @@ def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args:
         load_weights(model, weights)
         description["weights"] = str(weights)
     return model.eval(), description
+
+
+def has_splits(spec: str) -> bool:
+    """Whether the dataset ``spec`` names has splits to choose from: a registered dataset, ``folder:``,
+    ``torchvision:`` or ``hf:``; a ``.npz`` file, a table file or ``module:function`` is one set of samples."""
+    return spec in DATASETS or spec.startswith(("folder:", "hf:")) or spec[:12].lower() == "torchvision:"
 
 
 def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | None = None, *,

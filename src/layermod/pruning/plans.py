@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from layermod.analysis.redundancy import VERDICTS, Verdict
+from layermod.coerce import seed_sequence
 from layermod.errors import PlanError
 from layermod.pruning.units import Unit
 from layermod.io.files import ensure_writable_dir, read_json_file, write_json
@@ -126,7 +127,7 @@ def method_order(
     if method == "cka":  # undefined CKA (a constant input or output) last: no evidence either way
         return sorted(names, key=lambda name: -score[name] if math.isfinite(score[name]) else math.inf)
     if method == "random":
-        return [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+        return [names[i] for i in np.random.default_rng(seed_sequence(seed, PlanError)).permutation(len(names))]
     if method == "first":
         return names
     if method == "last":

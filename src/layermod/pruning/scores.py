@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from layermod.coerce import torch_seed
 from layermod.errors import PlanError
 from layermod.extract.layers import first_tensor
 from layermod.measure.similarity import centered_gram, hsic
@@ -185,7 +186,7 @@ def reinit_sensitivity(model: nn.Module, units: Sequence[Unit], inputs: torch.Te
     scores = {}
     for unit in units:
         scrambled = copy.deepcopy(model)
-        torch.manual_seed(seed)
+        torch.manual_seed(torch_seed(seed, PlanError))
         for module in scrambled.get_submodule(unit.name).modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()

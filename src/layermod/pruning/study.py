@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from layermod.analysis.redundancy import Verdict
+from layermod.coerce import torch_seed
 from layermod.errors import PlanError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.rundir import COMPARISON_CSV, COMPARISON_JSON, COMPARISON_MD, COMPARISON_PNG
@@ -234,7 +235,7 @@ def _row(i: int, row: object) -> dict:
 
 def reinitialise(model: nn.Module, seed: int) -> None:
     """Fresh default initialisation of every layer that has one, seeded."""
-    torch.manual_seed(seed)
+    torch.manual_seed(torch_seed(seed, PlanError))
     for module in model.modules():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()

@@ -67,8 +67,11 @@ from layermod.io.rundir import (
     PLAN_JSON,
     REPORT_HTML,
     RESULTS_CSV,
+    RUN_JSON,
 )
+from layermod.io.runs import check_run
 from layermod.io.validate import MAX_ITEMS, REASON_CHARS, TITLE_CHARS, label, mapping, number, shorten, text
+from layermod.measure.config import GraphConfig
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.plans import Plan
 from layermod.pruning.study import PruningComparison
@@ -335,6 +338,11 @@ def _add_run(doc: HtmlDocument, run: Path, problems: list[str]) -> list[str]:
     if not present:
         problems.append(f"{run}: holds none of {', '.join(KNOWN_FILES)}")
         return []
+    try:
+        _check_together(run, present)
+    except ReportError as err:
+        problems.append(str(err))
+        return []
     doc.section(f"Run {run.name}")
     doc.paragraph(f"{run} — found: {', '.join(present)}")
     shown = []
@@ -348,6 +356,22 @@ def _add_run(doc: HtmlDocument, run: Path, problems: list[str]) -> list[str]:
             problems.append(f"{run / name}: unreadable ({reason})")
             doc.notice(f"{name} could not be read and is left out: {reason}", kind="error")
     return shown
+
+
+def _check_together(run: Path, present: list[str]) -> None:
+    """ReportError unless ``run``'s files come from one run: those its run record lists, with their bytes
+    (:func:`~layermod.io.runs.check_run`); without a record, a curve and 2-D views on the same graph and seed."""
+    check_run(run)
+    if CURVE_JSON not in present or EMBEDDING_JSON not in present or (run / RUN_JSON).exists():
+        return
+    try:
+        curve, views = Curve.load(run), Views.load(run)
+    except LayermodError:  # each is reported on its own
+        return
+    for key in [*GraphConfig().to_dict(), "seed"]:
+        if key in curve.config and key in views.config and curve.config[key] != views.config[key]:
+            raise ReportError(f"{run}: {EMBEDDING_JSON} and {CURVE_JSON} come from different runs ({key} "
+                              f"{views.config[key]!r} vs {curve.config[key]!r}); run the command that wrote it again")
 
 
 def _reason(err: Exception) -> str:

@@ -18,16 +18,20 @@ Decisions, on purpose:
 * **A failure is a record.** An item whose ``make`` raised gets ``DIR/items/ID/item.json`` with status
   ``failed`` and the one-line error, and the others go on; ``resume`` runs failed items again.
 * **Shards.** The caller passes one shard's items; shards may share ``DIR`` (each touches only its items).
+* **One claim per item.** An item is computed under an exclusive lock of ``DIR/items/.ID.lock`` and only when,
+  once the lock is held, it is still not complete; so two sweeps (or shards overlapping) into one ``DIR``
+  compute each item once, the later one waiting for the item and then taking its record.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,21 +106,43 @@ def item_task(make: ItemMaker, out: str, args: Mapping[str, Any], record: Mappin
     An item already complete at ``out`` is not made again: its record is returned with ``"skipped": True``.
     """
     final = Path(out)
-    found = read_record(final)
-    if found is not None and found["status"] == "ok":
-        return {**found, "skipped": True}
-    temporary = _temporary(final)
-    start = time.perf_counter()
-    try:
-        temporary.mkdir(parents=True)
-        make(temporary, args)
-        done = {**record, "status": "ok", "error": None, "seconds": round(time.perf_counter() - start, 3)}
-        write_json(temporary / ITEM_JSON, done)
-        _commit(temporary, final)
-        return done
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary, ignore_errors=True)
+    with _claim(final):
+        found = read_record(final)
+        if found is not None and found["status"] == "ok":
+            return {**found, "skipped": True}
+        _remove_stale(final)
+        temporary = _temporary(final)
+        start = time.perf_counter()
+        try:
+            temporary.mkdir(parents=True)
+            make(temporary, args)
+            done = {**record, "status": "ok", "error": None, "seconds": round(time.perf_counter() - start, 3)}
+            write_json(temporary / ITEM_JSON, done)
+            _commit(temporary, final)
+            return done
+        finally:
+            if temporary.exists():
+                shutil.rmtree(temporary, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _claim(final: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold the lock of item directory ``final`` (``.ID.lock`` beside it), waiting while another process holds
+    it (or, without ``wait``, yielding False then); the lock ends with its holder, so a killed worker never
+    blocks a resume."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.with_name(f".{final.name}.lock")
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:  # a process waiting on this file still gets it next, and finds the item complete
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _write_failure(final: Path, record: Mapping[str, Any], result: ItemResult) -> None:
@@ -196,6 +222,16 @@ def run_sweep(
 
 
 def _remove_temporaries(items_dir: Path, work: Sequence[tuple[Item, Any]]) -> None:
+    """Delete what killed attempts at ``work``'s items left, but not while another process works on the item."""
     for item, _ in work:
-        for stale in items_dir.glob(f".{item.id}.tmp-*"):
+        with _claim(items_dir / item.id, wait=False) as held:
+            if held:
+                _remove_stale(items_dir / item.id)
+
+
+def _remove_stale(final: Path) -> None:
+    """Delete the directories of earlier attempts at item ``final`` (and their stages); the caller holds its
+    lock."""
+    for pattern in (f".{final.name}.tmp-*", f"..{final.name}.tmp-*"):
+        for stale in final.parent.glob(pattern):
             shutil.rmtree(stale, ignore_errors=True)

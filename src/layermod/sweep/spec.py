@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Literal
 
 from layermod.errors import LayermodError, SweepError
+from layermod.io.files import open_regular
 from layermod.sweep.executor import Resources
 
 __all__ = ["MAX_SPEC_BYTES", "MAX_SPEC_ITEMS", "Item", "OptionKind", "SweepSpec", "item_hash",
@@ -133,7 +134,7 @@ def load_spec(path: str | os.PathLike, options: Mapping[str, OptionKind],
     """
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             raw = fh.read(MAX_SPEC_BYTES + 1)
     except OSError as err:
         raise SweepError(f"cannot read the sweep spec {path}: {err.strerror or err}; check the path") from None
