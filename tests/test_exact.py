@@ -149,13 +149,13 @@ def test_near_ties_at_the_bands_edge_give_the_same_floats_for_any_blocking_budge
        eps=st.sampled_from([1e-1, 1e-3, 1e-5, 1e-7, 0.0]), metric=st.sampled_from(["cosine", "euclidean"]))
 def test_shares_are_positive_and_every_row_spends_k_places(seed, n, d, k, eps, metric):
     rng = np.random.default_rng(seed)
-    x = torch.from_numpy((rng.random(d) + eps * rng.normal(size=(n, d))).astype(np.float32))
+    x = torch.from_numpy((0.5 + rng.random(d) + eps * rng.uniform(-1, 1, size=(n, d))).astype(np.float32))
     k = min(k, n - 1)
     rows = Rows(x, metric, torch.device("cpu"), lazy=False, block=n)
     edges = search(rows, k, max(1, n // 3), n, "float32")
     assert (edges.shares > 0).all() and (edges.shares <= 1).all()
     spent = torch.zeros(n, dtype=torch.float64).index_add_(0, edges.rows, edges.shares)
-    # cosine drops neighbours with a score <= 0 (none here: every value is near a positive vector)
+    # cosine drops neighbours with a score <= 0 (none here: every value is positive)
     torch.testing.assert_close(spent, torch.full((n,), float(k), dtype=torch.float64), rtol=0, atol=1e-9)
     a = lm.knn_graph(x, k=k, metric=metric)
     assert np.all(a.data > 0) and (a != a.T).nnz == 0
