@@ -247,12 +247,14 @@ def data_options(args: argparse.Namespace) -> dict:
 
 def load_model(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     """The model of the options :func:`add_model_args` added, on its device, and how it was specified; ``seed``
-    draws an untrained built-in model's weights."""
-    from layermod.models.spec import resolve_model
+    draws an untrained built-in model's weights. Inside an executor's worker, a copy of the one its earlier items
+    loaded (:func:`layermod.models.cache.cached_model`)."""
+    from layermod.models.cache import cached_model
 
     arch_args = {"num_classes": args.num_classes, "in_channels": args.in_channels, "width": args.width,
                  "hf_task": args.hf_task, **dict(args.arch_arg or [])}
-    model, description = resolve_model(args.model, args.weights, arch_args, seed=seed, pretrained=args.pretrained)
+    model, description = cached_model(args.model, args.weights, arch_args=arch_args, seed=seed,
+                                      pretrained=args.pretrained)
     to_device(model, args.device)
     return model, description
 
