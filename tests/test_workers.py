@@ -1,10 +1,17 @@
 """Warm workers: the per-process cache of models and datasets (hits, bound, copies that cannot change what is
-kept, files rewritten between items, code never cached)."""
+kept, files rewritten between items, code never cached) and the local worker processes that keep it across
+items (a worker runs many items, the results equal a sequential run's, a dead worker fails only its item,
+Ctrl-C stops every worker).
+
+The Ray actors are tested on a real cluster in test_sweep_ray.py."""
 
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
+import threading
+import time
 
 import pytest
 import torch
@@ -13,6 +20,7 @@ from layermod import models
 from layermod.models.cache import CAPACITY, cache_info, cache_scope, cached_data, cached_model
 from layermod.models.checkpoint import save_checkpoint
 from layermod.models.spec import resolve_model
+from layermod.sweep.executor import run_items
 from models_for_tests import blobs_npz
 
 MLP = {"num_classes": 4, "input_size": 16, "width": 0.05}
@@ -108,3 +116,75 @@ def test_code_is_never_cached(tmp_path, monkeypatch):
         for _ in range(3):
             cached_data("counted.py:load")
         assert cache_info() == {"hits": 0, "misses": 0, "entries": 0, "capacity": CAPACITY}
+
+
+# ---- warm worker processes --------------------------------------------------------------------------------------
+
+def measure(data: str, seed: int, die: str = "", wait: float = 0.0, log: str = "") -> dict:
+    """A top-level item function: the model's outputs on the data, with the worker's pid and cache counters."""
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+    if die and not os.path.exists(die):
+        open(die, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(wait)
+    dataset, _ = cached_data(data)
+    model, _ = cached_model("mlp", arch_args=MLP, seed=seed)
+    with torch.no_grad():
+        out = model(dataset.data.flatten(1))
+    model.train()  # cannot reach the next item
+    return {"out": out.numpy().tobytes().hex(), "pid": os.getpid(), "cache": cache_info()}
+
+
+@pytest.mark.slow
+def test_workers_are_reused_and_their_cache_hits(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blobs_npz(tmp_path / "blobs.npz", n_per_class=30)
+    items = [(f"i{n}", {"data": "blobs.npz", "seed": n % 2}) for n in range(8)]
+    sequential = run_items(measure, items, threads=1)
+    parallel = run_items(measure, items, workers=2, threads=1)
+    assert [r.id for r in parallel] == [r.id for r in sequential] and all(r.ok for r in parallel)
+    assert [r.value["out"] for r in parallel] == [r.value["out"] for r in sequential]  # byte for byte
+    pids = [r.value["pid"] for r in parallel]
+    assert os.getpid() not in pids and len(set(pids)) <= 2 < len(pids)  # 8 items on 2 processes
+    for pid in set(pids):  # each worker read the data once and each seed's model at most once
+        last = max((r.value["cache"] for r in parallel if r.value["pid"] == pid), key=lambda c: c["hits"])
+        ran = pids.count(pid)
+        assert last["misses"] <= 3 and last["hits"] == 2 * ran - last["misses"], (ran, last)
+    assert sequential[-1].value["cache"] == {"hits": 13, "misses": 3, "entries": 3, "capacity": CAPACITY}
+
+
+@pytest.mark.slow
+def test_a_dead_worker_fails_only_its_item(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blobs_npz(tmp_path / "blobs.npz", n_per_class=30)
+    items = [(f"i{n}", {"data": "blobs.npz", "seed": 0, "die": "died" if n == 2 else ""}) for n in range(6)]
+    results = run_items(measure, items, workers=2, threads=1)
+    assert [r.ok for r in results] == [True, True, False, True, True, True]
+    assert results[2].error == "its worker process died (signal 9; out of memory or killed); run it again"
+    assert len({r.value["pid"] for r in results if r.ok}) <= 3  # a new worker took the dead one's place
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker(tmp_path, monkeypatch, live_sigint):
+    monkeypatch.chdir(tmp_path)
+    blobs_npz(tmp_path / "blobs.npz", n_per_class=30)
+    log = tmp_path / "started.txt"
+
+    def ctrl_c_once_items_run():
+        while not log.exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_items_run, daemon=True).start()
+    items = [(f"i{n}", {"data": "blobs.npz", "seed": 0, "wait": 1.0, "log": str(log)}) for n in range(8)]
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_items(measure, items, workers=2, threads=1)
+    assert time.monotonic() - start < 30
+    pids = {int(line) for line in log.read_text().split()}
+    assert 1 <= len(pids) <= 2 and len(log.read_text().split()) < 8  # the items not started were dropped
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):  # stopped and reaped
+            os.kill(pid, 0)

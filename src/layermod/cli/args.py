@@ -283,10 +283,11 @@ def add_backend_args(parser: argparse.ArgumentParser, what: str = "items") -> ar
     (:func:`layermod.sweep.executor.run_items`); returns the group, for a command's own additions."""
     group = parser.add_argument_group(f"where the {what} run")
     group.add_argument("--backend", choices=["local", "ray"], default="local",
-                       help=f"local: this process, or --workers processes; ray: one Ray task per {what[:-1]} (pip "
-                       "install \"layermod[ray]\"), an embedded local Ray unless --address is given (default local)")
-    group.add_argument("--workers", type=positive, help="local: worker processes (default: this process); ray: CPUs "
-                       "of the embedded Ray (default all)")
+                       help=f"local: this process, or --workers processes; ray: Ray actors, each fed {what} one at a "
+                       "time (pip install \"layermod[ray]\"), an embedded local Ray unless --address is given (default "
+                       "local)")
+    group.add_argument("--workers", type=positive, help="local: worker processes (default: this process); ray: actors "
+                       "at most, and the CPUs of the embedded Ray (default: as many as the CPUs and GPUs fit)")
     group.add_argument("--address", help="ray: the cluster to join, e.g. 10.0.0.1:6379 or auto (default $RAY_ADDRESS, "
                        "else an embedded Ray); every node must see the same paths")
     return group

@@ -198,7 +198,7 @@ def matched_study(
         train_subset, test_subset: retrain on / evaluate on class-balanced subsets of this many samples (0: all;
             seed 0, the same for every network).
         backend, workers, address: where the retraining jobs run (:func:`layermod.sweep.executor.run_items`):
-            in this process (``"local"``, ``workers`` None or 1), in ``workers`` processes, or as Ray tasks (one
+            in this process (``"local"``, ``workers`` None or 1), in ``workers`` processes, or on Ray actors (one
             torch thread each); every job loads the checkpoint and data itself (:func:`retrain_job`).
         device: where every network is scored, retrained and evaluated (e.g. ``"cuda"``).
     """
