@@ -138,8 +138,9 @@ def _feed(ray, calls: list[Call], count: int, resources: Resources, max_retries:
                     if idle:
                         give(idle.pop())
                 else:
-                    settle(ItemResult(call.item_id, False, None, f"its Ray worker was lost ({type(err).__name__}) "
-                                      f"{tries[call.item_id]} times; run it again"))
+                    times = "" if tries[call.item_id] == 1 else f", {tries[call.item_id]} times"
+                    settle(ItemResult(call.item_id, False, None, f"its Ray worker was lost ({type(err).__name__}"
+                                      f"{times}); run it again"))
             except ray.exceptions.RayError as err:  # e.g. the item's result could not be sent back
                 settle(ItemResult(call.item_id, False, None, f"its Ray worker failed ({error_line(err)[:150]})"))
                 give(actor)
