@@ -120,7 +120,7 @@ def test_code_is_never_cached(tmp_path, monkeypatch):
 
 # ---- warm worker processes --------------------------------------------------------------------------------------
 
-def measure(data: str, seed: int, die: str = "", wait: float = 0.0, log: str = "") -> dict:
+def measure(data: str, seed: int, die: str = "", wait: float = 0.0, log: str = "", unsendable: bool = False) -> dict:
     """A top-level item function: the model's outputs on the data, with the worker's pid and cache counters."""
     if log:
         with open(log, "a") as fh:
@@ -134,6 +134,8 @@ def measure(data: str, seed: int, die: str = "", wait: float = 0.0, log: str = "
     with torch.no_grad():
         out = model(dataset.data.flatten(1))
     model.train()  # cannot reach the next item
+    if unsendable:
+        return {"lines": (line for line in ["a generator cannot be pickled"])}
     return {"out": out.numpy().tobytes().hex(), "pid": os.getpid(), "cache": cache_info()}
 
 
@@ -156,13 +158,15 @@ def test_workers_are_reused_and_their_cache_hits(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_dead_worker_fails_only_its_item(tmp_path, monkeypatch):
+def test_a_dead_worker_or_a_result_that_cannot_travel_fails_only_its_item(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blobs_npz(tmp_path / "blobs.npz", n_per_class=30)
-    items = [(f"i{n}", {"data": "blobs.npz", "seed": 0, "die": "died" if n == 2 else ""}) for n in range(6)]
+    items = [(f"i{n}", {"data": "blobs.npz", "seed": 0, "die": "died" if n == 2 else "", "unsendable": n == 4})
+             for n in range(6)]
     results = run_items(measure, items, workers=2, threads=1)
-    assert [r.ok for r in results] == [True, True, False, True, True, True]
+    assert [r.ok for r in results] == [True, True, False, True, False, True]
     assert results[2].error == "its worker process died (signal 9; out of memory or killed); run it again"
+    assert results[4].error.startswith("its result cannot be sent back (TypeError: cannot pickle 'generator'")
     assert len({r.value["pid"] for r in results if r.ok}) <= 3  # a new worker took the dead one's place
 
 

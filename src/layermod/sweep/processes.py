@@ -28,7 +28,6 @@ from layermod.sweep.calls import Call, ItemResult, error_line, run_call
 __all__ = ["run_processes"]
 
 
-
 def _died(process: multiprocessing.process.BaseProcess) -> str:
     process.join()
     code = process.exitcode

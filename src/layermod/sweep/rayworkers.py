@@ -36,8 +36,8 @@ class _Worker:
         self._scope = contextlib.ExitStack()
         self._scope.enter_context(cache_scope())
 
-    def ready(self) -> int:
-        return os.getpid()
+    def ready(self) -> None:
+        """Returns once the actor has started (imported torch and layermod)."""
 
     def run(self, call: Call) -> ItemResult:
         return run_call(call)
