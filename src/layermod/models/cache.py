@@ -61,8 +61,6 @@ _state = {"depth": 0, "hits": 0, "misses": 0}
 @contextlib.contextmanager
 def cache_scope() -> Iterator[None]:
     """Cache what :func:`cached_model` and :func:`cached_data` load until the outermost scope closes."""
-    if _state["depth"] == 0:
-        _state.update(hits=0, misses=0)
     _state["depth"] += 1
     try:
         yield
@@ -70,10 +68,11 @@ def cache_scope() -> Iterator[None]:
         _state["depth"] -= 1
         if _state["depth"] == 0:
             _kept.clear()
+            _state.update(hits=0, misses=0)
 
 
 def cache_info() -> dict:
-    """``{"hits", "misses", "entries", "capacity"}`` of this process since its outermost scope opened."""
+    """``{"hits", "misses", "entries", "capacity"}`` of this process in its open scope (all 0 outside one)."""
     return {"hits": _state["hits"], "misses": _state["misses"], "entries": len(_kept), "capacity": CAPACITY}
 
 
