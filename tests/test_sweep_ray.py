@@ -1,6 +1,9 @@
 """`layermod sweep --backend ray` on a real two-node Ray cluster on this machine: a head and a worker node
 (`ray start`, one CPU each, on 127.0.0.1), joined by address. The worker node is killed mid-sweep; the sweep
-still completes (Ray reruns the lost task), `--resume` then computes nothing, and no item is computed twice.
+still completes (the lost item runs again on another actor), `--resume` then computes nothing, and no item is
+computed twice. On the same cluster, `run_items` on Ray actors: each actor runs many items and reads the data
+once, the values equal a run in one process, an item that raises is not retried, and an actor killed mid-item
+costs that item one try (without retries: fails only it).
 
 The cluster is private to the test: its own token (RAY_AUTH_TOKEN), its own --temp-dir, each node started with
 `--block` in its own process session, and torn down by killing those sessions (never `ray stop`, which would
@@ -9,6 +12,7 @@ stop every Ray on the machine)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -164,3 +168,60 @@ def test_sweep_on_a_cluster_survives_a_lost_node(ray_cluster, tmp_path):
     assert stamps == {name: (items / name / "curve.json").stat().st_mtime_ns for name in done}
     with open(tmp_path / "sw" / "results.csv") as fh:
         assert sum(1 for _ in fh) == 1 + 8 * 5
+
+
+DRIVER = '''
+import json, os, signal, sys, time
+from layermod.models.cache import cache_info, cached_data
+from layermod.sweep.executor import run_items
+
+
+def item(n, fail=False, die=""):
+    with open("calls.txt", "a") as fh:
+        fh.write(f"{n}\\n")
+    if die and not os.path.exists(die):  # the first try kills its own worker
+        open(die, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if fail:
+        raise ValueError(f"item {n} fails")
+    time.sleep(0.2)
+    data, _ = cached_data("blobs.npz")
+    return {"n": n, "sum": float(data.data.double().sum()), "pid": os.getpid(), "cache": cache_info()}
+
+
+if __name__ == "__main__":
+    items = [(f"i{n}", {"n": n, "fail": n == 3, "die": "died" if n == 5 else ""}) for n in range(10)]
+    ray = run_items(item, items, backend="ray", address=sys.argv[1])
+    alone = run_items(item, [(key, {**kwargs, "die": ""}) for key, kwargs in items])
+    lost = run_items(item, [("lost", {"n": 100, "die": "died-again"}), ("fine", {"n": 101})], backend="ray",
+                     address=sys.argv[1], max_retries=0)
+    print(json.dumps({name: [r.to_dict() for r in results] for name, results in
+                      (("ray", ray), ("alone", alone), ("lost", lost))}))
+'''
+
+
+def test_actors_are_warm_and_a_lost_actor_costs_one_try(ray_cluster, tmp_path):
+    address, env, _ = ray_cluster
+    blobs_npz(tmp_path / "blobs.npz", n_per_class=30)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    run = subprocess.run([sys.executable, "driver.py", address], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    ray, alone = out["ray"], out["alone"]
+    assert [r["id"] for r in ray] == [f"i{n}" for n in range(10)]
+    assert [r["ok"] for r in ray] == [n != 3 for n in range(10)]
+    assert ray[3]["error"] == "ValueError: item 3 fails"
+    tries = [int(n) for n in (tmp_path / "calls.txt").read_text().split()]
+    assert sorted(tries[:11]) == sorted([*range(10), 5])  # the item raising: once; the one whose worker died: twice
+    # the same values as in one process, item for item
+    assert [(r["value"] or {}).get("sum") for r in ray] == [(r["value"] or {}).get("sum") for r in alone]
+    # warm actors: 9 good items on at most 3 actors (2, and one in place of the lost one), each reading the data once
+    pids = [r["value"]["pid"] for r in ray if r["ok"]]
+    assert len(set(pids)) <= 3 and max(map(pids.count, pids)) >= 2
+    for pid in set(pids):
+        last = max((r["value"]["cache"] for r in ray if r["ok"] and r["value"]["pid"] == pid), key=lambda c: c["hits"])
+        assert last["misses"] == 1 and last["hits"] == pids.count(pid) - 1 and last["entries"] == 1, last
+    # without retries the lost item fails, and only it
+    lost, fine = out["lost"]
+    assert not lost["ok"] and lost["error"].startswith("its Ray worker was lost (") and fine["ok"], out["lost"]

@@ -275,12 +275,14 @@ def data_options(args: argparse.Namespace) -> dict:
 
 def load_model(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     """The model of the options :func:`add_model_args` added, on its device, and how it was specified; ``seed``
-    draws an untrained built-in model's weights."""
-    from layermod.models.spec import resolve_model
+    draws an untrained built-in model's weights. Inside an executor's worker, a copy of the one its earlier items
+    loaded (:func:`layermod.models.cache.cached_model`)."""
+    from layermod.models.cache import cached_model
 
     arch_args = {"num_classes": args.num_classes, "in_channels": args.in_channels, "width": args.width,
                  "hf_task": args.hf_task, **dict(args.arch_arg or [])}
-    model, description = resolve_model(args.model, args.weights, arch_args, seed=seed, pretrained=args.pretrained)
+    model, description = cached_model(args.model, args.weights, arch_args=arch_args, seed=seed,
+                                      pretrained=args.pretrained)
     to_device(model, args.device)
     return model, description
 
@@ -312,10 +314,11 @@ def add_backend_args(parser: argparse.ArgumentParser, what: str = "items") -> ar
     (:func:`layermod.sweep.executor.run_items`); returns the group, for a command's own additions."""
     group = parser.add_argument_group(f"where the {what} run")
     group.add_argument("--backend", choices=["local", "ray"], default="local",
-                       help=f"local: this process, or --workers processes; ray: one Ray task per {what[:-1]} (pip "
-                       "install \"layermod[ray]\"), an embedded local Ray unless --address is given (default local)")
-    group.add_argument("--workers", type=positive, help="local: worker processes (default: this process); ray: CPUs "
-                       "of the embedded Ray (default all)")
+                       help=f"local: this process, or --workers processes; ray: Ray actors, each fed {what} one at a "
+                       "time (pip install \"layermod[ray]\"), an embedded local Ray unless --address is given (default "
+                       "local)")
+    group.add_argument("--workers", type=positive, help="local: worker processes (default: this process); ray: actors "
+                       "at most, and the CPUs of the embedded Ray (default: as many as the CPUs and GPUs fit)")
     group.add_argument("--address", help="ray: the cluster to join, e.g. 10.0.0.1:6379 or auto (default $RAY_ADDRESS, "
                        "else an embedded Ray); every node must see the same paths")
     return group

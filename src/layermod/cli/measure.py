@@ -110,7 +110,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
     from layermod.analysis.curve_plot import curve_table
     from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG, EMBEDDING_JSON, EMBEDDING_PNG
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.models.spec import resolve_data
+    from layermod.models.cache import cached_data
 
     check_replaceable(args.out)
     if args.views:
@@ -119,7 +119,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
         check_method(args.view_method)  # a missing scikit-learn is found before the curve, not after
     graph, draws = measure_configs(args)
     model, model_description = load_model(args, draws.seed)
-    dataset, data_description = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
+    dataset, data_description = cached_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
     curve = modularity_curve(model, dataset, layers=args.layers, graph=graph, draws=draws, **_extraction(args))
     curve = curve.with_config(**model_description, **data_description, data_dir=args.data_dir)
     with staged_run(args.out) as stage:

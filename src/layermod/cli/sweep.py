@@ -274,7 +274,7 @@ def _dynamics_config(curve, source: str) -> dict:
 def _add_backend_args(parser: argparse.ArgumentParser) -> None:
     group = add_backend_args(parser)
     group.add_argument("--threads", type=positive, help="torch threads per item (default: the spec's threads, else one "
-                       "per CPU of a task or process)")
+                       "per CPU of a Ray actor or process)")
     group.add_argument("--resume", action="store_true", help="skip items already complete in DIR and run the rest "
                        "(failed ones again)")
 

@@ -29,7 +29,6 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from layermod.extract.layers import auto_layers, trace_calls
 from layermod.io.files import ensure_writable_dir
 from layermod.io.rundir import PRUNED
 from layermod.measure.config import DrawConfig, GraphConfig
+from layermod.models.cache import cached_data, cached_model
 from layermod.models.checkpoint import read_sidecar, save_checkpoint
 from layermod.models.spec import resolve_data, resolve_model
 from layermod.pruning.budgets import Job, matched_comparison, retrain_pruned
@@ -198,7 +198,7 @@ def matched_study(
         train_subset, test_subset: retrain on / evaluate on class-balanced subsets of this many samples (0: all;
             seed 0, the same for every network).
         backend, workers, address: where the retraining jobs run (:func:`layermod.sweep.executor.run_items`):
-            in this process (``"local"``, ``workers`` None or 1), in ``workers`` processes, or as Ray tasks (one
+            in this process (``"local"``, ``workers`` None or 1), in ``workers`` processes, or on Ray actors (one
             torch thread each); every job loads the checkpoint and data itself (:func:`retrain_job`).
         device: where every network is scored, retrained and evaluated (e.g. ``"cuda"``).
     """
@@ -215,12 +215,12 @@ def matched_study(
     return comparison
 
 
-@functools.lru_cache(maxsize=2)
 def _study_sets(dataset: str, data_dir: str | None, trusted: bool, train_subset: int,
                 test_subset: int) -> tuple[Dataset, Dataset]:
-    """(retraining data, test data) of a study, read once per process."""
-    train_set, _ = resolve_data(dataset, "train", data_dir, allow_import=trusted)
-    test_set, _ = resolve_data(dataset, "test", data_dir, allow_import=trusted)
+    """(retraining data, test data) of a study; in an executor's worker, read once for its jobs
+    (:func:`layermod.models.cache.cached_data`; a ``module:function`` dataset is code, called by every job)."""
+    train_set, _ = cached_data(dataset, "train", data_dir, allow_import=trusted)
+    test_set, _ = cached_data(dataset, "test", data_dir, allow_import=trusted)
     if train_subset:
         train_set = balanced_subset(train_set, train_subset, 0)
     if test_subset:
@@ -228,20 +228,16 @@ def _study_sets(dataset: str, data_dir: str | None, trusted: bool, train_subset:
     return train_set, test_set
 
 
-@functools.lru_cache(maxsize=2)
-def _checkpoint(weights: str) -> nn.Module:
-    """The checkpoint's model, loaded once per worker process."""
-    return resolve_model(None, weights)[0]
-
-
 def retrain_job(weights: str, dataset: str, data_dir: str | None, trusted: bool, train_subset: int,
                 test_subset: int, device: str, removed: list[str], retrain: str, seed: int, config: dict) -> dict:
     """One retraining job of :func:`matched_study`, run where the executor puts it: loads the checkpoint and its
-    data (once per process), then :func:`layermod.pruning.budgets.retrain_pruned` on ``device``."""
+    data (a worker reads them once for all its jobs, each job getting its own copy of the model), then
+    :func:`layermod.pruning.budgets.retrain_pruned` on ``device``."""
     train_set, test_set = _study_sets(dataset, data_dir, trusted, train_subset, test_subset)
     example, _ = gather(test_set, [0])
-    return retrain_pruned(_checkpoint(weights).to(device), (tuple(removed), retrain, seed), TrainConfig(**config),
-                          train_set, test_set, example.to(device))
+    model, _ = cached_model(None, weights)
+    return retrain_pruned(model.to(device), (tuple(removed), retrain, seed), TrainConfig(**config), train_set,
+                          test_set, example.to(device))
 
 
 def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, scratch: TrainConfig,

@@ -1,4 +1,4 @@
-"""Run one function over many items: in this process, in worker processes, or as Ray tasks.
+"""Run one function over many items: in this process, in warm worker processes, or on warm Ray actors.
 
 :func:`run_items` calls ``fn(**kwargs)`` once per ``(id, kwargs)`` item and returns one :class:`ItemResult` per
 item, in the items' order: the small JSON-able dict ``fn`` returned, or the one-line error it raised. It knows
@@ -14,12 +14,13 @@ it. ::
 Backends:
 
 * ``"local"`` with ``workers`` None or 1: every item in this process, one after another.
-* ``"local"`` with ``workers=N`` > 1: N worker processes (:class:`concurrent.futures.ProcessPoolExecutor`
-  with the ``spawn`` context, so no forked torch or CUDA state is shared).
-* ``"ray"``: one Ray task per item with ``resources``' ``num_cpus`` / ``num_gpus``. Without ``address`` (or the
-  ``RAY_ADDRESS`` variable) an embedded local Ray is started for the call (``workers`` CPUs, else all of them)
-  and stopped after it; with one, the call joins that cluster (``"auto"``: the cluster started on this machine by
-  ``ray start``). Ray is an optional extra: ``pip install "layermod[ray]"``.
+* ``"local"`` with ``workers=N`` > 1: N spawned worker processes (no forked torch or CUDA state), each alive for
+  the whole call (:mod:`~layermod.sweep.processes`).
+* ``"ray"``: one Ray actor per worker, each reserving ``resources``' ``num_cpus`` / ``num_gpus`` for the whole
+  call (:mod:`~layermod.sweep.rayworkers`): as many as the cluster fits, at most ``workers``. Without
+  ``address`` (or the ``RAY_ADDRESS`` variable) an embedded local Ray is started for the call (``workers``
+  CPUs, else all of them) and stopped after it; with one, the call joins that cluster (``"auto"``: the cluster
+  started on this machine by ``ray start``). Ray is an optional extra: ``pip install "layermod[ray]"``.
 
 Decisions, on purpose:
 
@@ -27,112 +28,36 @@ Decisions, on purpose:
   for the process and Ray backends): workers find it by name. Items carry options, never data: each call
   loads its own model and data, and returns only a small result, so nothing bulky crosses the Ray object
   store; on several machines the paths an item names must exist on every one of them.
+* **Warm workers.** A worker imports torch, layermod and ``fn``'s module once and runs item after item, one at
+  a time, inside one :func:`~layermod.models.cache.cache_scope` (this process too, for the call's length), so
+  an item that loads its checkpoint or dataset with :func:`~layermod.models.cache.cached_model` /
+  :func:`~layermod.models.cache.cached_data` finds what the worker's earlier items loaded, as its own copy.
+  Results do not depend on which worker ran an item, or after which items.
 * **Same directory everywhere.** Every call runs in the caller's working directory (it must exist on every
   node), so relative paths in the items mean the same for every worker as for the caller.
 * **Threads.** ``threads`` caps torch's intra-op threads in each call (restored afterwards in this process);
-  None keeps torch's default in this process and gives each process or task ``num_cpus`` threads (at least 1),
-  so N workers do not each start one thread per core.
+  None keeps torch's default in this process and gives each process or actor ``num_cpus`` threads (at least
+  1), so N workers do not each start one thread per core.
 * **Failures are results.** An exception raised by ``fn`` becomes ``ItemResult(ok=False, error=one line)``
   and the other items go on; it is never retried (it would only fail again). A worker that dies is not the
-  item's fault: Ray reruns a task whose worker or node was lost up to ``max_retries`` times
-  (``retry_exceptions=False``: errors raised by ``fn`` are not retried); a worker process of the local pool that
-  dies fails the items it left unfinished, with the reason. ``KeyboardInterrupt`` stops the whole run.
+  item's fault, and takes only the one item it was running: a lost Ray actor's item runs again on another
+  actor, up to ``max_retries`` times; a local worker process that dies fails its item, with the reason. Either
+  way a new worker takes the dead one's place and the other items go on. ``KeyboardInterrupt`` stops the whole
+  run: every worker is stopped and the items not yet run are dropped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from layermod.errors import LayermodError, one_line
+from layermod.errors import LayermodError
+from layermod.sweep.calls import Call, ItemResult, Resources, run_call
 
 __all__ = ["BACKENDS", "ItemResult", "Resources", "run_items"]
 
 BACKENDS = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one Ray task reserves on its node.
-
-    Attributes:
-        num_cpus: CPUs per task (> 0; fractions allowed), default 1.
-        num_gpus: GPUs per task (>= 0; fractions share a GPU), default 0.
-    """
-
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name, low in (("num_cpus", 0.0), ("num_gpus", 0.0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or value > 1024:
-                raise LayermodError(f"{name.replace('_', '-')}={value!r} must be a number from 0 to 1024")
-        if self.num_cpus == 0 and self.num_gpus == 0:
-            raise LayermodError("num-cpus and num-gpus are both 0; give each task at least some CPU or GPU")
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    """The outcome of one item.
-
-    Attributes:
-        id: the item's id, as given.
-        ok: whether ``fn`` returned.
-        value: what ``fn`` returned (a small JSON-able dict), or None when it failed.
-        error: one line saying why it failed ("TypeName: message" for errors outside layermod), or None.
-        seconds: wall time of the call in its worker (0 when the worker was lost).
-    """
-
-    id: str
-    ok: bool
-    value: dict | None = None
-    error: str | None = None
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "ok": self.ok, "value": self.value, "error": self.error, "seconds": self.seconds}
-
-
-@dataclass(frozen=True)
-class _Call:
-    """What a worker needs to run one item (pickled; ``fn`` by name, or by value from a main script for Ray)."""
-
-    fn: Callable[..., dict]
-    item_id: str
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    cwd: str = "."
-    threads: int | None = None
-
-
-def _error_line(err: BaseException) -> str:
-    return one_line(err) if isinstance(err, LayermodError) else f"{type(err).__name__}: {one_line(err)}"
-
-
-def _run_call(call: _Call) -> ItemResult:
-    """Run one item in the current process (any worker): in ``call.cwd``, with its thread cap; an exception
-    becomes a failed result."""
-    import torch
-
-    start = time.perf_counter()
-    before = torch.get_num_threads()
-    if not os.path.isdir(call.cwd):
-        return ItemResult(call.item_id, False, None, f"the working directory {call.cwd} does not exist on this "
-                          "node; run from a directory that every node sees at the same path")
-    try:
-        with contextlib.chdir(call.cwd):
-            if call.threads is not None:
-                torch.set_num_threads(call.threads)
-            value = call.fn(**call.kwargs)
-        return ItemResult(call.item_id, True, value, None, time.perf_counter() - start)
-    except Exception as err:  # the item's own failure: recorded, the others go on
-        return ItemResult(call.item_id, False, None, _error_line(err), time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _check_importable(fn: Callable[..., dict]) -> None:
@@ -162,12 +87,13 @@ def run_items(
             and Ray backends find it by name.
         items: ``(id, kwargs)`` pairs, ids unique; kwargs picklable and small (options, paths; never data).
         backend: ``"local"`` (this process, or ``workers`` spawned processes) or ``"ray"``.
-        workers: local: processes (None or 1: this process); Ray: CPUs of an embedded Ray (default all).
+        workers: local: processes (None or 1: this process); Ray: actors at most, and the CPUs of an embedded Ray
+            (default: as many as the cluster fits).
         address: Ray: the cluster to join (default ``RAY_ADDRESS``, else an embedded one).
-        resources: Ray: what each task reserves (default 1 CPU, no GPU).
+        resources: Ray: what each actor reserves (default 1 CPU, no GPU).
         threads: torch threads per call (see the module doc); None: this process's default, or one per reserved
             CPU in a worker.
-        max_retries: Ray: reruns of a task whose worker or node died.
+        max_retries: Ray: reruns of an item whose actor or node died.
         on_result: called in this process with each result as it arrives (completion order), e.g. to record it.
 
     Raises:
@@ -184,88 +110,26 @@ def run_items(
     resources = resources or Resources()
     cwd = os.getcwd()
     if backend == "ray":
+        from layermod.sweep.rayworkers import run_ray
+
         _check_importable(fn)
         default = threads or max(1, int(resources.num_cpus))
-        calls = [_Call(fn, item_id, kwargs, cwd, default) for item_id, kwargs in items]
-        results = _run_ray(calls, address, workers, resources, max_retries, on_result)
+        calls = [Call(fn, item_id, kwargs, cwd, default) for item_id, kwargs in items]
+        results = run_ray(calls, address, workers, resources, max_retries, on_result)
     elif workers is not None and workers > 1:
+        from layermod.sweep.processes import run_processes
+
         _check_importable(fn)
         default = threads or max(1, (os.cpu_count() or 1) // workers)
-        calls = [_Call(fn, item_id, kwargs, cwd, default) for item_id, kwargs in items]
-        results = _run_processes(calls, workers, on_result)
+        calls = [Call(fn, item_id, kwargs, cwd, default) for item_id, kwargs in items]
+        results = run_processes(calls, workers, on_result)
     else:
+        from layermod.models.cache import cache_scope
+
         results = {}
-        for item_id, kwargs in items:
-            results[item_id] = result = _run_call(_Call(fn, item_id, kwargs, cwd, threads))
-            if on_result is not None:
-                on_result(result)
-    return [results[item_id] for item_id in ids]
-
-
-def _run_processes(calls: list[_Call], workers: int, on_result) -> dict[str, ItemResult]:
-    """Each call in a pool of ``workers`` spawned processes; a dead worker fails the calls it left."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    results: dict[str, ItemResult] = {}
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = {pool.submit(_run_call, call): call.item_id for call in calls}
-        for future in as_completed(futures):
-            try:
-                result = future.result()
-            except BrokenProcessPool:
-                result = ItemResult(futures[future], False, None, "its worker process died (out of memory or "
-                                    "killed); run it again")
-            results[result.id] = result
-            if on_result is not None:
-                on_result(result)
-    finally:  # on an interrupt, items not started are dropped rather than run
-        pool.shutdown(wait=True, cancel_futures=True)
-    return results
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise LayermodError('--backend ray needs Ray; install the extra: pip install "layermod[ray]"') from None
-    return ray
-
-
-def _run_ray(calls: list[_Call], address: str | None, workers: int | None, resources: Resources,
-             max_retries: int, on_result) -> dict[str, ItemResult]:
-    """One Ray task per call, results gathered as they finish; an embedded Ray started here is stopped here."""
-    ray = _ray()
-    started = not ray.is_initialized()
-    if started:
-        address = address or os.environ.get("RAY_ADDRESS") or None
-        options = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
-        try:
-            ray.init(**options, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            where = f"the Ray cluster at {address}" if address else "a local Ray"
-            raise LayermodError(f"cannot start or reach {where} ({one_line(err)}); check --address and that "
-                                "`ray status` sees the cluster") from None
-    try:
-        task = ray.remote(_run_call).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
-                                             max_retries=max_retries, retry_exceptions=False)
-        pending = {task.remote(call): call.item_id for call in calls}
-        results: dict[str, ItemResult] = {}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                item_id = pending.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayError as err:  # the worker or node was lost, retries spent
-                    result = ItemResult(item_id, False, None, f"its Ray worker was lost ({type(err).__name__}); "
-                                        "run it again")
-                results[item_id] = result
+        with cache_scope():
+            for item_id, kwargs in items:
+                results[item_id] = result = run_call(Call(fn, item_id, kwargs, cwd, threads))
                 if on_result is not None:
                     on_result(result)
-        return results
-    finally:
-        if started:
-            ray.shutdown()
+    return [results[item_id] for item_id in ids]

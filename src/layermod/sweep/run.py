@@ -11,7 +11,7 @@ Decisions, on purpose:
   to ``DIR/items/ID``. A directory ``ID`` whose ``item.json`` says ``ok`` is complete; a killed worker leaves
   only a temporary directory, deleted at the end of the run (or before the item runs again).
 * **Nothing computed twice.** :func:`item_task` returns the record of an item found complete without running
-  it (a task that Ray reruns after its result was lost, a second process on the same shard), and
+  it (an item run again after its Ray actor was lost, a second process on the same shard), and
   ``resume=True`` skips complete items up front. Without ``resume`` a directory already holding any of the
   run's items is refused. Complete items are found by their hash, so an item whose slug changed (its spec
   now varies other keys) is renamed, not recomputed.

@@ -16,7 +16,7 @@ A spec names the long options of one command (``layermod curve``) without their 
     k = 10
     layers = [0, -1]
 
-    [resources]                     # per task (Ray): num-cpus, num-gpus; torch threads per item
+    [resources]                     # per worker (Ray actor): num-cpus, num-gpus; torch threads per item
     num-cpus = 1
     threads = 1
 
@@ -99,7 +99,7 @@ class SweepSpec:
     Attributes:
         items: the items, ordered by id.
         varying: the option keys whose value differs between items (one missing counts as differing), sorted.
-        resources: what each Ray task reserves.
+        resources: what each Ray actor reserves.
         threads: torch threads per item, or None for the executor's default.
     """
 

@@ -1,0 +1,150 @@
+"""The Ray backend: one actor per worker, each alive for the whole run and fed one item at a time.
+
+Decisions, on purpose:
+
+* **Warm actors.** Each actor is a Ray worker process that imports torch, layermod and ``fn``'s module once
+  and runs item after item inside one :func:`~layermod.models.cache.cache_scope`; it reserves ``resources``
+  for its life. There are as many actors as the cluster's CPUs and GPUs fit at ``resources`` each (at most
+  ``workers``, and no more than the items); an actor gets its first item once it has started, so an actor
+  that cannot be placed holds back no item.
+* **A lost worker is not the item's fault.** An actor that dies (its process or node lost) takes one item
+  with it: that item goes back to the queue for the next free actor, up to ``max_retries`` times, and a new
+  actor is asked for in the dead one's place. An error raised by ``fn`` is a failed result, never retried.
+* **Nothing outlives the run.** Every actor is killed when the run ends or is interrupted; an embedded Ray
+  started here is stopped here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter, deque
+from collections.abc import Callable
+
+from layermod.errors import LayermodError, one_line
+from layermod.sweep.calls import Call, ItemResult, Resources, error_line, run_call
+
+__all__ = ["run_ray"]
+
+
+class _Worker:
+    """A Ray actor's state: one cache scope for its life."""
+
+    def __init__(self) -> None:
+        from layermod.models.cache import cache_scope
+
+        self._scope = contextlib.ExitStack()
+        self._scope.enter_context(cache_scope())
+
+    def ready(self) -> None:
+        """Returns once the actor has started (imported torch and layermod)."""
+
+    def run(self, call: Call) -> ItemResult:
+        return run_call(call)
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise LayermodError('--backend ray needs Ray; install the extra: pip install "layermod[ray]"') from None
+    return ray
+
+
+def _actors(ray, resources: Resources, workers: int | None, items: int) -> int:
+    """How many actors the cluster fits at ``resources`` each, at most ``workers`` and ``items``, at least 1."""
+    total = ray.cluster_resources()
+    fits = [int(total.get(name, 0) / need + 1e-9) for name, need in (("CPU", resources.num_cpus),
+                                                                     ("GPU", resources.num_gpus)) if need]
+    return max(1, min(items, workers or items, *fits))
+
+
+def run_ray(calls: list[Call], address: str | None, workers: int | None, resources: Resources, max_retries: int,
+            on_result: Callable[[ItemResult], None] | None) -> dict[str, ItemResult]:
+    """Each call on one of the run's actors; results by id (``on_result`` as they arrive)."""
+    ray = _ray()
+    started = not ray.is_initialized()
+    if started:
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        options = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
+        try:
+            ray.init(**options, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise LayermodError(f"cannot start or reach {where} ({one_line(err)}); check --address and that "
+                                "`ray status` sees the cluster") from None
+    actors: list = []
+    try:
+        return _feed(ray, calls, _actors(ray, resources, workers, len(calls)), resources, max_retries, on_result,
+                     actors)
+    finally:
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+        if started:
+            ray.shutdown()
+
+
+def _feed(ray, calls: list[Call], count: int, resources: Resources, max_retries: int, on_result,
+          actors: list) -> dict[str, ItemResult]:
+    """Start ``count`` actors (listed in ``actors``) and give each free one the next call until all are done."""
+    worker = ray.remote(_Worker).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_restarts=0)
+    todo, tries = deque(calls), Counter()
+    starting: dict = {}  # ready() ref -> actor
+    running: dict = {}  # run() ref -> (actor, call)
+    idle: list = []
+    results: dict[str, ItemResult] = {}
+    why_not = "none was placed"
+
+    def start() -> None:
+        actor = worker.remote()
+        actors.append(actor)
+        starting[actor.ready.remote()] = actor
+
+    def give(actor) -> None:
+        if todo:
+            call = todo.popleft()
+            running[actor.run.remote(call)] = (actor, call)
+        else:
+            idle.append(actor)
+
+    def settle(result: ItemResult) -> None:
+        results[result.id] = result
+        if on_result is not None:
+            on_result(result)
+
+    for _ in range(count):
+        start()
+    while running or (todo and starting):
+        done, _ = ray.wait([*running, *starting], num_returns=1)
+        for ref in done:
+            if ref in starting:
+                actor = starting.pop(ref)
+                try:
+                    ray.get(ref)
+                    give(actor)
+                except ray.exceptions.RayError as err:  # could not start: not asked for again
+                    why_not = error_line(err)
+                continue
+            actor, call = running.pop(ref)
+            try:
+                settle(ray.get(ref))
+                give(actor)
+            except ray.exceptions.RayActorError as err:  # the worker or its node was lost
+                start()
+                tries[call.item_id] += 1
+                if tries[call.item_id] <= max_retries:
+                    todo.appendleft(call)
+                    if idle:
+                        give(idle.pop())
+                else:
+                    times = "" if tries[call.item_id] == 1 else f", {tries[call.item_id]} times"
+                    settle(ItemResult(call.item_id, False, None, f"its Ray worker was lost ({type(err).__name__}"
+                                      f"{times}); run it again"))
+            except ray.exceptions.RayError as err:  # e.g. the item's result could not be sent back
+                settle(ItemResult(call.item_id, False, None, f"its Ray worker failed ({error_line(err)[:150]})"))
+                give(actor)
+    for call in todo:  # every actor is gone and none could start
+        settle(ItemResult(call.item_id, False, None, f"no Ray worker could start ({why_not[:150]}); check that "
+                          "layermod imports on every node"))
+    return results
