@@ -12,7 +12,7 @@ Decisions, on purpose:
   the same stream as before); a negative one stands for ``s mod 2**128`` (so ``-1`` and ``2**128 - 1`` give the
   same draws). Whoever records the seed records it as given.
 * **Torch's seeds.** ``torch.manual_seed`` takes integers in ``[-2**63, 2**64)``: :func:`torch_seed` passes
-  those through unchanged (the same weights as before) and hashes any other through its SeedSequence into
+  those through unchanged (a seed gives torch's own weights for it) and hashes any other through its SeedSequence into
   ``[0, 2**64)``, so a seed of any size seeds torch too.
 """
 

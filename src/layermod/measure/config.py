@@ -205,8 +205,8 @@ class GraphConfig(_FlatConfig):
         weighted: edge weights from the metric; False gives unit weights.
         resolution: gamma of the modularity (1 = Newman's), in [0, ``MAX_RESOLUTION``].
         knn: ``"exact"`` (the default), or an approximate faiss index: ``"ivf"`` or ``"hnsw"``.
-        sketch_dim: None (the default), or project the features to this many dimensions, at most ``MAX_SKETCH_DIM``, first (approximate,
-            a seeded Gaussian sketch; for very wide layers).
+        sketch_dim: None (the default), or project the features to this many dimensions first, at most
+            ``MAX_SKETCH_DIM`` (approximate, a seeded Gaussian sketch; for very wide layers).
         precision: the precision of the matmul that proposes neighbours: ``"float32"`` (the default; TF32
             off), ``"tf32"`` or ``"bf16"``. Float64 settles what it cannot certify, so every precision gives the
             same graph; a coarser one leaves more rows to settle.

@@ -8,8 +8,7 @@ each row's best ``take`` others.
 Decisions, on purpose:
 
 * **In memory or lazily.** When the features fit the budget (or no budget is given), they are prepared once
-  and moved to the device whole, and the similarity of a row block is one matmul against all N rows, as
-  before the budget existed. When N x D does not fit (e.g. a numpy memmap on disk), nothing of size N x D is
+  and moved to the device whole, and the similarity of a row block is one matmul against all N rows. When N x D does not fit (e.g. a numpy memmap on disk), nothing of size N x D is
   made: a block is read, prepared and moved when asked for, and the columns are swept in blocks whose sizes
   follow the budget (:func:`block_sizes`): a query block, a column block and their similarities each take
   about a third of it.
