@@ -221,3 +221,17 @@ def test_a_pairs_score_is_one_float_whichever_way_it_is_asked_for(metric, d):
                 assert one.item() == by_rows[r, c].item() == back.item()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_scoring_too_many_candidate_pairs_is_refused_in_one_line(monkeypatch):
+    # orthogonal samples: every other sample ties at cosine 0 for every place, and none is an edge; scoring
+    # them all is work without end for a large N, so past the limit it is refused
+    import layermod.measure.search as search_module
+
+    monkeypatch.setattr(search_module, "MAX_SCORED_PAIRS", 10_000)
+    x = np.eye(300, dtype=np.float32)
+    with pytest.raises(lm.GraphError) as err:
+        lm.knn_graph(x, k=3)
+    assert "\n" not in str(err.value) and "10,000 candidate pairs" in str(err.value)
+    monkeypatch.setattr(search_module, "MAX_SCORED_PAIRS", 2**25)
+    assert lm.knn_graph(x, k=3).nnz == 0  # within the limit: no positive similarity, no edge
