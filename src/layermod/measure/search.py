@@ -259,7 +259,7 @@ def _refine(state: _Search, ids: torch.Tensor, max_bytes: int | None) -> None:
         g = torch.empty(len(part), n, dtype=torch.float64, device=rows.device)
         for first in range(0, n, cols):
             columns = rows.exact_block(slice(first, min(first + cols, n)))
-            torch.matmul(queries, columns.T, out=g[:, first:first + len(columns)])
+            g[:, first:first + len(columns)] = queries @ columns.T
         if not rows.cosine:
             g.mul_(2).sub_(rows.exact_sq[None, :])
         g[torch.arange(len(part), device=rows.device), part] = -torch.inf
