@@ -42,7 +42,7 @@ __all__ = ["COSINE_EPS", "SLICE", "Rows", "as_tensor", "block_sizes", "candidate
 COSINE_EPS = 1e-8
 _CHUNK = 64  # columns per chunk in the two-stage top-k
 SLICE = 512  # values of D summed by one matmul of dot_products
-_GATHER_ELEMENTS = 2**18  # values gathered at once by Rows.exact (2 MiB in float64: in cache)
+_GATHER_ELEMENTS = 2**20  # values gathered at once by Rows.exact (8 MiB in float64)
 
 
 @contextmanager
@@ -120,9 +120,14 @@ class Rows:
         self.dtype = dtype
 
     def _exact_sq(self, part: torch.Tensor) -> torch.Tensor:
-        """Per row of ``part``: its squared norm in float64, ``_GATHER_ELEMENTS`` values at a time."""
+        """Per row of ``part``: its squared norm in float64, ``_GATHER_ELEMENTS`` values at a time in one buffer."""
         step = max(2, _GATHER_ELEMENTS // max(self.d, 1))
-        return torch.cat([row_sums(part[s:s + step].double().square()) for s in range(0, len(part), step)])
+        buffer = torch.empty((min(step, len(part)), self.d), dtype=torch.float64, device=part.device)
+        sums = []
+        for s in range(0, len(part), step):
+            squares = buffer[:len(part[s:s + step])]
+            sums.append(row_sums(squares.copy_(part[s:s + step]).square_()))
+        return torch.cat(sums)
 
     def _raw(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` as read, on the device."""
