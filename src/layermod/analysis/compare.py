@@ -153,6 +153,6 @@ def compare_layers(
 def _collect(grams: list[torch.Tensor]):
     """A ``modularity_curve`` visitor appending each layer's (repeats, n, n) centred Grams to ``grams``."""
     def visit(_name: str, features: torch.Tensor, positions: list[np.ndarray]) -> None:
-        grams.append(layer_grams(features, positions))
+        grams.append(layer_grams(features, positions).cpu())  # the features may be on the model's device
 
     return visit

@@ -288,7 +288,7 @@ def modularity_curve(
         null = np.zeros((repeats, len(names), shuffles))
         steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=None if progress else True)
         layer_features = iter_layer_features(model, inputs, names, calls, max_bytes, batch_size, progress,
-                                             resolved, memmap=True)
+                                             resolved, memmap=True, on_device=True)
         recalls = np.full((repeats, len(names)), np.nan)
         for col, (name, features) in enumerate(layer_features):
             if visit is not None:

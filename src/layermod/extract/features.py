@@ -2,7 +2,8 @@
 
 Each chosen layer's output is unwrapped (:func:`layermod.layers.first_tensor`) and made one vector per sample
 (:mod:`layermod.extract.pooling`: a 3-D token output is pooled as ``pool`` says, anything else flattened per
-sample) and kept as float32 on the CPU. The forward pass stops as soon as every hooked layer has produced its
+sample) and kept as float32 on the CPU (or, asked to, on the model's device: pooled there, no per-batch copy
+to the host). The forward pass stops as soon as every hooked layer has produced its
 output, so measuring early layers does not pay for the rest of the network.
 
 Inputs are a tensor (N, ...) or a dict of tensors (N, ...) (``input_ids``, ``attention_mask``, ...); each
@@ -83,6 +84,7 @@ def extract_features(
     progress: bool = False,
     stop_early: bool = True,
     pool: str = "auto",
+    on_device: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Outputs of ``layers`` for every sample of ``inputs``.
 
@@ -96,9 +98,10 @@ def extract_features(
             gives one point per call: ``name`` its first call, ``name#k`` its k-th (see
             :func:`layermod.extract.trace.trace_calls`).
         pool: how a 3-D token output becomes one vector per sample (see :mod:`layermod.extract.pooling`).
+        on_device: keep the features on the model's device (pooled there, never copied to the host).
 
     Returns:
-        ``{name: (N, D_name) float32 CPU tensor}`` in the order of ``layers``.
+        ``{name: (N, D_name) float32 tensor}`` in the order of ``layers``, on the CPU unless ``on_device``.
 
     Raises:
         LayerError: a layer that returns no tensor or is not called.
@@ -110,13 +113,15 @@ def extract_features(
     out: dict[str, torch.Tensor] = {}
     for start, features in _batches(model, inputs, layers, batch_size, progress, stop_early, pool):
         for name, part in features.items():
+            part = part if on_device else part.cpu()
             if name not in out:  # one (N, D) tensor filled batch by batch: no second copy for a concatenation
+                # made outside inference mode, so that the caller may change it in place
                 out[name] = torch.empty((n, *part.shape[1:]), dtype=part.dtype, device=part.device)
             out[name][start:start + len(part)] = part
     return {name: out[name] for name in layers}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int, progress: bool, stop_early: bool,
              pool: str) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """``(first sample, {name: (B, D_name) features})`` for every batch of ``inputs`` (see
@@ -204,13 +209,15 @@ def iter_layer_features(
     progress: bool = False,
     pool: str = "auto",
     memmap: bool = False,
+    on_device: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor | np.memmap]]:
     """Yield ``(name, features (N, D))`` for each layer in order, holding at most one pass's worth of
     features (about ``max_bytes``) at a time; ``pool`` as for :func:`extract_features`.
 
     A layer whose float32 features alone exceed ``max_bytes`` is written to a file in a temporary directory,
     removed when the generator moves on or ends, and comes as a CPU tensor over that file (as a
-    ``numpy.memmap`` with ``memmap``); the others as CPU tensors."""
+    ``numpy.memmap`` with ``memmap``); the others as tensors, on the model's device with ``on_device``, else
+    on the CPU."""
     pool = resolve_pool(model, pool, inputs)
     n = batch_length(inputs)
     for group in plan_passes(layers, calls, n, max_bytes, pool):
@@ -220,7 +227,7 @@ def iter_layer_features(
                 yield group[0], stored if memmap else torch.from_numpy(stored)
                 del stored
             continue
-        features = extract_features(model, inputs, group, batch_size, progress, pool=pool)
+        features = extract_features(model, inputs, group, batch_size, progress, pool=pool, on_device=on_device)
         for name in group:
             yield name, features.pop(name)
 
@@ -232,7 +239,7 @@ def _extract_to_disk(model: nn.Module, inputs: Batch, name: str, folder: Path, b
     n = batch_length(inputs)
     stored = None
     for start, features in _batches(model, inputs, [name], batch_size, progress, True, pool):
-        part = features[name].numpy()
+        part = features[name].cpu().numpy()
         if stored is None:
             stored = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float32,
                                                shape=(n, part.shape[1]))

@@ -121,7 +121,7 @@ def _layout(out: torch.Tensor, size: int, name: str, known: str | None) -> str:
 def pool_output(
     out: torch.Tensor, pool: str, size: int, name: str, mask: torch.Tensor | None = None, layout: str | None = None
 ) -> tuple[torch.Tensor, str | None]:
-    """Features (size, D) float32 on the CPU of one layer's output on a batch of ``size`` samples.
+    """Features (size, D) float32, on the output's device, of one layer's output on a batch of ``size`` samples.
 
     Args:
         out: the layer's output tensor.
@@ -144,27 +144,28 @@ def pool_output(
                 f"layer {name!r} returns shape {tuple(out.shape)}, whose first dimension is not the batch size "
                 f"{size}; choose another layer"
             )
-        return out.reshape(size, -1).float().cpu(), None
+        return out.reshape(size, -1).float(), None
     if pool == "flatten" and layout is None and out.shape[0] == size:
         layout = "batch_first"  # as before pooling existed: the first dimension is the batch when it fits
     layout = _layout(out, size, name, layout)
-    tokens = (out if layout == "batch_first" else out.transpose(0, 1)).detach().cpu()
+    tokens = (out if layout == "batch_first" else out.transpose(0, 1)).detach()
     if pool == "flatten":
         return tokens.reshape(size, -1).float(), layout
     if pool == "cls":
         return tokens[:, 0].float(), layout
     length = tokens.shape[1]
     if mask is None:
-        mask = torch.ones(size, length, dtype=torch.bool)
+        mask = torch.ones(size, length, dtype=torch.bool, device=tokens.device)
     elif mask.shape != (size, length):
         raise FeatureError(
             f"layer {name!r} has {length} tokens but the attention mask has shape {tuple(mask.shape)}, so padding "
             f"cannot be left out of pool={pool!r}; use pool='cls' or 'flatten', or choose another layer"
         )
+    mask = mask.to(tokens.device)
     if pool == "last":
-        positions = torch.arange(length).expand(size, length)
+        positions = torch.arange(length, device=tokens.device).expand(size, length)
         last = torch.where(mask, positions, torch.zeros_like(positions)).amax(dim=1)
-        return tokens[torch.arange(size), last].float(), layout
+        return tokens[torch.arange(size, device=tokens.device), last].float(), layout
     weights = mask.to(torch.float64).unsqueeze(-1)
     total = (tokens.to(torch.float64) * weights).sum(dim=1)
     return (total / weights.sum(dim=1).clamp(min=1.0)).float(), layout
