@@ -56,7 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from layermod.errors import PlanError
 from layermod.extract.inputs import Batch, call_model, model_device, slice_batch
-from layermod.extract.layers import FORWARD_ERRORS, auto_layers, first_tensor, trace_calls
+from layermod.extract.layers import auto_layers, first_tensor, trace_calls
 from layermod.extract.modes import evaluating
 from layermod.models.units import PassThrough, remove_units, unknown_unit
 
@@ -240,7 +240,7 @@ def _trial(model: nn.Module, name: str, outputs: int | None, example: Batch, ref
     try:
         with _swapped(model, name, outputs), evaluating(model):
             pruned = _shapes(call_model(model, example))
-    except FORWARD_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 - whatever the model raises without the unit, it cannot lose it
         return f"breaks the model when removed ({_first_line(err)})"
     if pruned != reference:
         return "changes the shape of the model's output when removed"
@@ -319,7 +319,7 @@ def apply_plan(model: nn.Module, remove: Sequence[str], example: Batch | None = 
     try:
         with torch.no_grad(), evaluating(pruned):
             call_model(pruned, example)
-    except FORWARD_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 - whatever the pruned model raises, the plan is what broke it
         raise PlanError(f"the model pruned by this plan fails on the example ({_first_line(err)}); remove fewer "
                         "units") from None
     return pruned
