@@ -49,3 +49,18 @@ def test_curve_and_trace_keep_per_module_modes():
     assert modes(net) == before
     trace_calls(net, x[:2])
     assert modes(net) == before
+
+
+def test_pruning_keeps_per_module_modes():
+    from layermod.pruning.scores import block_influence
+    from layermod.pruning.units import apply_plan, latency, model_cost, removable_units
+
+    net = mixed_modes_net()
+    before = modes(net)
+    x, _ = blobs()
+    units = removable_units(net, x[:2], keep_per_stage=0)
+    apply_plan(net, [units[0].name], x[:2], keep_per_stage=0)
+    model_cost(net, x[:2])
+    latency(net, x[:2], repeats=1, warmup=0)
+    block_influence(net, units, x[:4])
+    assert modes(net) == before
