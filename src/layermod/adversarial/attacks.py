@@ -29,12 +29,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from layermod.adversarial.config import METHODS, NORMS, TORCHATTACKS_PREFIX, AttackConfig
-from layermod.adversarial.gradient import check_samples, eval_mode, fgsm, model_output, pgd
+from layermod.adversarial.gradient import check_samples, fgsm, model_output, pgd
 from layermod.adversarial.space import PixelSpace
 from layermod.adversarial.torchattacks_bridge import torchattacks_runner
 from layermod.coerce import torch_seed
 from layermod.errors import AttackError
 from layermod.extract.features import model_device
+from layermod.extract.modes import evaluating
 
 __all__ = [
     "METHODS",
@@ -125,7 +126,7 @@ def attack(
         raise AttackError(f"batch_size={batch_size!r} must be an integer >= 1")
     space.check(inputs)
     parts: dict[str, list[Tensor]] = {"inputs": [], "clean_pred": [], "adv_pred": []}
-    with eval_mode(model), _seeded_global_rng(torch_seed(config.seed, AttackError), model_device(model)):
+    with evaluating(model), _seeded_global_rng(torch_seed(config.seed, AttackError), model_device(model)):
         run = _runner(model, config, space)
         starts = range(0, len(inputs), batch_size)
         for start in tqdm(starts, desc="attack", disable=None if progress else True, leave=False):

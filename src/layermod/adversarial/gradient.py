@@ -24,9 +24,6 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,8 +33,9 @@ from layermod.adversarial.space import PixelSpace
 from layermod.errors import AttackError
 from layermod.extract.features import model_device
 from layermod.extract.inputs import call_model
+from layermod.extract.modes import evaluating
 
-__all__ = ["check_samples", "eval_mode", "fgsm", "loss_gradient", "model_output", "pgd", "prepare_samples"]
+__all__ = ["check_samples", "fgsm", "loss_gradient", "model_output", "pgd", "prepare_samples"]
 
 _TINY = 1e-12  # floor of a norm divided by, so that a zero gradient or change stays zero
 _NO_GRADIENT = (
@@ -64,7 +62,7 @@ def fgsm(
         (N, ...) detached adversarial inputs in the model's space, on the inputs' device.
     """
     check_budget(eps, norm, space)
-    with eval_mode(model):
+    with evaluating(model):
         clean, targets = prepare_samples(model, inputs, labels, space)
         grad = loss_gradient(model, space, clean, targets)
         adv = _project(clean + eps * _direction(grad, norm), clean, eps, norm, space)
@@ -98,7 +96,7 @@ def pgd(
     """
     check_budget(eps, norm, space)
     check_pgd(steps, step_size)
-    with eval_mode(model):
+    with evaluating(model):
         clean, targets = prepare_samples(model, inputs, labels, space)
         adv = _random_start(clean, eps, norm, space, generator) if random_start else clean
         for _ in range(steps):
@@ -211,15 +209,3 @@ def _random_start(
 def _sample_norms(values: Tensor) -> Tensor:
     """L2 norm of each sample of ``values`` (N, ...), shaped (N, 1, ...) to broadcast against it."""
     return values.flatten(1).norm(dim=1).view(-1, *[1] * (values.ndim - 1))
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run the block with ``model`` in eval mode, then give every module its own mode back."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training

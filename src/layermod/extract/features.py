@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from layermod.errors import FeatureError, LayerError, ModelError, one_line
 from layermod.extract.inputs import Batch, batch_length, call_model, describe_batch, model_device, slice_batch
 from layermod.extract.layers import FORWARD_ERRORS, LayerCall, first_tensor, split_point
+from layermod.extract.modes import evaluating
 from layermod.extract.pooling import batch_mask, pool_output, resolve_pool
 
 __all__ = ["extract_features", "plan_passes", "iter_layer_features", "model_device"]
@@ -157,30 +158,28 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
         return record
 
     handles = [modules[module].register_forward_hook(hook(module)) for module in wanted_calls]
-    was_training = model.training
-    model.eval()
     try:
-        starts = range(0, n_inputs, batch_size)
-        bar = tqdm(starts, desc="forward", disable=None if progress else True, leave=False)
-        for number, start in enumerate(bar):
-            batch = slice_batch(inputs, start, start + batch_size)
-            size, mask = batch_length(batch), batch_mask(batch)
-            batch_out.clear()
-            seen_calls.clear()
-            try:
-                call_model(model, batch)
-            except _Done:
-                pass
-            except FORWARD_ERRORS as err:
-                raise _batch_failure(err, number, len(starts), start, batch, layers) from None
-            features = {}
-            for name in layers:
-                if name not in batch_out:
-                    raise LayerError(f"layer {name!r} is never called in forward; choose another layer")
-                features[name], layouts[name] = pool_output(batch_out[name], pool, size, name, mask, layouts[name])
-            yield start, features
+        with evaluating(model):
+            starts = range(0, n_inputs, batch_size)
+            bar = tqdm(starts, desc="forward", disable=None if progress else True, leave=False)
+            for number, start in enumerate(bar):
+                batch = slice_batch(inputs, start, start + batch_size)
+                size, mask = batch_length(batch), batch_mask(batch)
+                batch_out.clear()
+                seen_calls.clear()
+                try:
+                    call_model(model, batch)
+                except _Done:
+                    pass
+                except FORWARD_ERRORS as err:
+                    raise _batch_failure(err, number, len(starts), start, batch, layers) from None
+                features = {}
+                for name in layers:
+                    if name not in batch_out:
+                        raise LayerError(f"layer {name!r} is never called in forward; choose another layer")
+                    features[name], layouts[name] = pool_output(batch_out[name], pool, size, name, mask, layouts[name])
+                yield start, features
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
 

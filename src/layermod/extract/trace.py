@@ -26,6 +26,7 @@ from torch import nn
 
 from layermod.errors import LayerError, ModelError
 from layermod.extract.inputs import Batch, batch_length, call_model, describe_batch, slice_batch
+from layermod.extract.modes import evaluating
 
 __all__ = ["FORWARD_ERRORS", "LayerCall", "first_tensor", "locate_batch_dim", "split_point", "trace_calls"]
 
@@ -171,12 +172,10 @@ def _forward(model: nn.Module, example: Batch) -> list[dict]:
             continue
         handles.append(module.register_forward_pre_hook(start(name, type(module).__name__), with_kwargs=True))
         handles.append(module.register_forward_hook(finish(name), with_kwargs=True))
-    was_training = model.training
     try:
-        model.eval()
-        call_model(model, example)
+        with evaluating(model):
+            call_model(model, example)
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return records
@@ -200,7 +199,7 @@ def trace_calls(model: nn.Module, example: Batch) -> dict[str, LayerCall]:
     """Run ``model(example)`` once in eval mode with a hook on every submodule (module doc).
 
     Args:
-        model: any eager module; its training mode is restored afterwards.
+        model: any eager module; every module's training mode is restored afterwards.
         example: an input batch (B, ...), or a dict of such tensors (keyword arguments), as
             :func:`layermod.extract.inputs.call_model` takes it (two samples are plenty).
 

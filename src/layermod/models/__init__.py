@@ -22,8 +22,9 @@ from ._registry import (
     register,
     scaled,
 )
-from .units import remove_units
+from .units import PassThrough, check_outputs, remove_units, removed_outputs
 from . import resnet, small, vgg  # noqa: E402,F401  (registers the built-in models)
 
 __all__ = ["MAX_CHANNELS", "MAX_CLASSES", "MAX_INPUT_SIZE", "MAX_IN_CHANNELS", "MAX_STAGES", "MAX_UNITS",
-           "MAX_WIDTH", "available", "check_count", "create", "describe", "register", "remove_units", "scaled"]
+           "MAX_WIDTH", "PassThrough", "available", "check_count", "check_outputs", "create", "describe", "register",
+           "remove_units", "removed_outputs", "scaled"]

@@ -51,7 +51,7 @@ from torch import nn
 
 from layermod import models
 from layermod.models import hub
-from layermod.errors import ModelError, WeightsError, one_line
+from layermod.errors import ModelError, PlanError, WeightsError, one_line
 from layermod.io.files import ensure_writable_dir
 from layermod.io.rundir import WEIGHTS_SUFFIX
 from layermod.models.commit import (
@@ -190,8 +190,8 @@ def load_companion(path: str | os.PathLike, name: str) -> dict[str, torch.Tensor
 def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     """Rebuild a registry model from the sidecar's ``"arch"`` / ``"arch_args"``, load its weights, eval mode.
 
-    A sidecar ``"plan": {"remove": [unit names]}`` (a pruned model) is applied with
-    :func:`layermod.models.remove_units` after building the architecture and before loading the weights. The
+    A sidecar ``"plan": {"remove": [unit names], "outputs": {name: n}}`` (a pruned model; ``"outputs"`` optional)
+    is applied with :func:`layermod.models.remove_units` after building the architecture and before loading the weights. The
     weights' digest is checked, and the model is first built on the ``meta`` device and compared with the
     safetensors header, so a hostile sidecar costs no memory (see the module doc).
 
@@ -211,12 +211,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         raise WeightsError(f"weights {file} not found; check the path (expected DIR/NAME{WEIGHTS_SUFFIX})")
     meta, source = committed(file)
     side = sidecar_path(file)
-    arch, args, remove = _recipe(meta, side)
+    arch, args, plan = _recipe(meta, side)
     shapes = _header_shapes(source, file)
     with torch.device("meta"):
-        skeleton = _build(arch, args, remove, side)
+        skeleton = _build(arch, args, plan, side)
     _check_fits(skeleton, shapes, file)
-    model = _build(arch, args, remove, side)
+    model = _build(arch, args, plan, side)
     model.load_state_dict(_read_tensors(source, file), strict=True)
     model.eval()
     return model, meta
@@ -225,8 +225,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _recipe(meta: dict, side: Path) -> tuple[str, dict, list[str] | None]:
-    """``(arch, arch_args, units to remove or None)`` from a sidecar, their JSON types checked."""
+def _recipe(meta: dict, side: Path) -> tuple[str, dict, dict | None]:
+    """``(arch, arch_args, plan or None)`` from a sidecar, their JSON types checked; the plan as
+    ``{"remove": [unit names], "outputs": {name: n}}``."""
     arch = meta.get("arch")
     args = meta.get("arch_args", {})
     if not isinstance(arch, str) or not arch:
@@ -239,12 +240,16 @@ def _recipe(meta: dict, side: Path) -> tuple[str, dict, list[str] | None]:
     remove = plan.get("remove") if isinstance(plan, dict) else None
     if not isinstance(remove, list) or not all(isinstance(name, str) for name in remove):
         raise WeightsError(f"checkpoint sidecar {side}: 'plan' must be {{\"remove\": [unit names]}}")
-    return arch, args, remove
+    try:
+        outputs = models.check_outputs(plan.get("outputs", {}), remove)
+    except PlanError as err:
+        raise WeightsError(f"checkpoint sidecar {side}: {err}") from None
+    return arch, args, {"remove": remove, "outputs": outputs}
 
 
-def _build(arch: str, args: dict, remove: list[str] | None, side: Path) -> nn.Module:
+def _build(arch: str, args: dict, plan: dict | None, side: Path) -> nn.Module:
     """``models.create(arch, **args)`` (``hub.create`` for a library spec, never with its library's weights) with
-    ``remove`` applied (on the current default device)."""
+    ``plan`` (from :func:`_recipe`) applied (on the current default device)."""
     try:
         if hub.is_library_spec(arch):
             model = hub.create(arch, **hub.recorded(args, "arch_args"))
@@ -252,9 +257,9 @@ def _build(arch: str, args: dict, remove: list[str] | None, side: Path) -> nn.Mo
             model = models.create(arch, **args)
     except ModelError as err:
         raise ModelError(f"checkpoint sidecar {side}: {err}") from None
-    if remove is None:
+    if plan is None:
         return model
-    return models.remove_units(model, remove)
+    return models.remove_units(model, plan["remove"], outputs=plan["outputs"])
 
 
 def _plain_tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

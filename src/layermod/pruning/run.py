@@ -48,6 +48,7 @@ from layermod.measure.config import DrawConfig, GraphConfig
 from layermod.models.cache import cached_data, cached_model
 from layermod.models.checkpoint import read_sidecar, save_checkpoint
 from layermod.models.spec import resolve_data, resolve_model
+from layermod.models.units import removed_outputs
 from layermod.pruning.budgets import Job, matched_comparison, retrain_pruned
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.plans import METHODS, Plan, budget_for_params, method_order, select_units
@@ -296,7 +297,8 @@ def prune_and_compare(
     if "modularity" in finals:
         row = next(r for r in comparison.rows if r["method"] == "modularity")
         meta = {key: value for key, value in target.meta.items() if key in _SIDECAR_KEPT}
+        outputs = removed_outputs(finals["modularity"])  # the removed units that stood for a tuple
+        record = {"remove": plan.remove, **({"outputs": outputs} if outputs else {})}
         save_checkpoint(finals["modularity"], out / PRUNED,
-                        {**meta, "plan": {"remove": plan.remove}, "accuracy": row["accs"][0],
-                         "finetune": finetune.to_dict()})
+                        {**meta, "plan": record, "accuracy": row["accs"][0], "finetune": finetune.to_dict()})
     return comparison

@@ -1,8 +1,9 @@
 """Scores that other layer-pruning methods rank units by, measured on a probe batch of the trained model.
 
 Each score is a number per removable unit (or run of units); :func:`layermod.pruning.plans.method_order` turns
-it into an order. All run the model in eval mode without gradients, restore its training mode, and hold one
-batch's unit inputs and outputs at a time.
+it into an order. All run the model in eval mode without gradients, restore every module's training mode, and
+hold one batch's unit inputs and outputs at a time. The probe ``inputs`` are a batch (N, ...) or a dict batch
+(``input_ids``, ``attention_mask``, ...), as :func:`layermod.extract.inputs.call_model` takes it.
 
 * **Block influence** (:func:`block_influence`, method ``cosine``): ``1 - cos(input, output)`` per sample,
   flattened, averaged over samples: the score used to prune transformer layers. A unit that returns its input
@@ -32,7 +33,9 @@ from torch import nn
 
 from layermod.coerce import torch_seed
 from layermod.errors import PlanError
+from layermod.extract.inputs import Batch, batch_length, call_model, slice_batch
 from layermod.extract.layers import first_tensor
+from layermod.extract.modes import evaluating
 from layermod.measure.similarity import centered_gram, hsic
 from layermod.pruning.units import Unit
 
@@ -43,7 +46,7 @@ def _fmt(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape) if shape else "?"
 
 
-def _unit_ends(model: nn.Module, names: Sequence[str], inputs: torch.Tensor,
+def _unit_ends(model: nn.Module, names: Sequence[str], inputs: Batch,
                batch_size: int) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Per batch of ``inputs`` (N, ...): ``{unit name: (its input, its output)}``, each (B, D) float64 flattened.
 
@@ -52,8 +55,8 @@ def _unit_ends(model: nn.Module, names: Sequence[str], inputs: torch.Tensor,
     ends: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def hook(name: str):
-        def record(_module, args, output):
-            x, y = first_tensor(args), first_tensor(output)
+        def record(_module, args, kwargs, output):
+            x, y = first_tensor(args[0] if args else kwargs.get("hidden_states")), first_tensor(output)
             if x is None or y is None or x.shape != y.shape:
                 shapes = (_fmt(tuple(t.shape[1:])) if t is not None else "?" for t in (x, y))
                 raise PlanError(f"unit {name!r} changes shape {' -> '.join(shapes)}; its score needs in == out")
@@ -61,22 +64,20 @@ def _unit_ends(model: nn.Module, names: Sequence[str], inputs: torch.Tensor,
 
         return record
 
-    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in dict.fromkeys(names)]
-    was_training = model.training
+    handles = [model.get_submodule(name).register_forward_hook(hook(name), with_kwargs=True)
+               for name in dict.fromkeys(names)]
     try:
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, len(inputs), batch_size):
+        with evaluating(model), torch.no_grad():
+            for start in range(0, batch_length(inputs), batch_size):
                 ends.clear()
-                model(inputs[start : start + batch_size])
+                call_model(model, slice_batch(inputs, start, start + batch_size))
                 yield ends
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
 
 
-def block_influence(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+def block_influence(model: nn.Module, units: Sequence[Unit], inputs: Batch, batch_size: int = 256) -> dict[str, float]:
     """Mean over samples of ``1 - cos(unit input, unit output)`` (each flattened) for every unit.
 
     Higher means the unit changes its input more; 0 means it passes it on (up to a positive scale).
@@ -97,7 +98,7 @@ def block_influence(model: nn.Module, units: Sequence[Unit], inputs: torch.Tenso
     return {run[0]: score for run, score in runs.items()}
 
 
-def angular_distances(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, span: int,
+def angular_distances(model: nn.Module, units: Sequence[Unit], inputs: Batch, span: int,
                       batch_size: int = 256) -> dict[tuple[str, ...], float]:
     """Angular distance ``arccos(cos(x_in, x_out)) / pi`` across every run of ``span`` consecutive units of one
     stage (Gromov et al.): ``x_in`` the first unit's input, ``x_out`` the last one's output, each flattened, the
@@ -122,7 +123,7 @@ def _runs(units: Sequence[Unit], span: int) -> list[tuple[str, ...]]:
     return runs
 
 
-def _run_scores(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, span: int,
+def _run_scores(model: nn.Module, units: Sequence[Unit], inputs: Batch, span: int,
                 score: Callable[[torch.Tensor], torch.Tensor], batch_size: int) -> dict[tuple[str, ...], float]:
     """Mean over samples of ``score(cos(first unit's input, last unit's output))`` for every run of ``span``
     units (:func:`_runs`)."""
@@ -133,11 +134,11 @@ def _run_scores(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, s
         for run in runs:
             cos = nn.functional.cosine_similarity(ends[run[0]][0], ends[run[-1]][1], dim=1)
             sums[run] += float(score(cos).sum())
-    n = max(1, len(inputs))
+    n = max(1, batch_length(inputs))
     return {run: total / n for run, total in sums.items()}
 
 
-def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: Batch, batch_size: int = 256) -> dict[str, float]:
     """Minibatch linear CKA between every unit's input and output over ``inputs`` (N, ...), in [0, 1].
 
     The batches are ``batch_size`` consecutive samples (a shorter last batch is left out when there is more
@@ -147,11 +148,11 @@ def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor
     Returns:
         ``{unit name: CKA}`` in the order of ``units``; 1 means the unit's output has its input's geometry.
     """
-    n = len(inputs)
+    n = batch_length(inputs)
     if n < 2:
         raise PlanError(f"CKA needs at least 2 probe samples, got {n}")
     size = min(batch_size, n)
-    used = inputs[: n - n % size] if n > size else inputs
+    used = slice_batch(inputs, 0, n - n % size) if n > size else inputs
     sums = {unit.name: [0.0, 0.0, 0.0] for unit in units}  # HSIC(in, out), HSIC(in, in), HSIC(out, out)
     for ends in _unit_ends(model, list(sums), used, size):
         for name, total in sums.items():
@@ -166,7 +167,7 @@ def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor
     return scores
 
 
-def reinit_sensitivity(model: nn.Module, units: Sequence[Unit], inputs: torch.Tensor, labels: torch.Tensor,
+def reinit_sensitivity(model: nn.Module, units: Sequence[Unit], inputs: Batch, labels: torch.Tensor,
                        seed: int = 0, batch_size: int = 256) -> dict[str, tuple[float, float]]:
     """How much probe accuracy and loss suffer when one unit is re-initialised (SR-init's criterion).
 
@@ -180,8 +181,8 @@ def reinit_sensitivity(model: nn.Module, units: Sequence[Unit], inputs: torch.Te
         ``{unit name: (accuracy drop, loss rise)}``: the trained model's probe accuracy minus the one with the
         unit re-initialised, and likewise for the mean cross-entropy (reversed sign). Smaller is more redundant.
     """
-    if len(inputs) != len(labels) or not len(inputs):
-        raise PlanError(f"the probe has {len(inputs)} inputs and {len(labels)} labels; pass one label per input")
+    if batch_length(inputs) != len(labels) or not batch_length(inputs):
+        raise PlanError(f"the probe has {batch_length(inputs)} inputs and {len(labels)} labels; pass one label per input")
     accuracy, loss = _probe_fit(model, inputs, labels, batch_size)
     scores = {}
     for unit in units:
@@ -197,24 +198,21 @@ def reinit_sensitivity(model: nn.Module, units: Sequence[Unit], inputs: torch.Te
     return scores
 
 
-def _probe_fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on the probe, eval mode, training mode restored."""
-    was_training = model.training
+def _probe_fit(model: nn.Module, inputs: Batch, labels: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on the probe, eval mode, every module's mode restored; the
+    logits are the output tensor (the first tensor of a tuple or dict output, e.g. a transformers ``logits``)."""
     correct, total_loss = 0, 0.0
-    try:
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, len(inputs), batch_size):
-                logits = model(inputs[start : start + batch_size])
-                y = labels[start : start + batch_size].to(logits.device)
-                correct += int((logits.argmax(dim=1) == y).sum())
-                total_loss += float(nn.functional.cross_entropy(logits.double(), y, reduction="sum"))
-    finally:
-        model.train(was_training)
-    return correct / len(inputs), total_loss / len(inputs)
+    n = batch_length(inputs)
+    with evaluating(model), torch.no_grad():
+        for start in range(0, n, batch_size):
+            logits = first_tensor(call_model(model, slice_batch(inputs, start, start + batch_size)))
+            y = labels[start : start + batch_size].to(logits.device)
+            correct += int((logits.argmax(dim=1) == y).sum())
+            total_loss += float(nn.functional.cross_entropy(logits.double(), y, reduction="sum"))
+    return correct / n, total_loss / n
 
 
-def method_scores(model: nn.Module, units: Sequence[Unit], methods: Sequence[str], inputs: torch.Tensor,
+def method_scores(model: nn.Module, units: Sequence[Unit], methods: Sequence[str], inputs: Batch,
                   labels: torch.Tensor, span: int = 1, seed: int = 0) -> dict[str, dict]:
     """The scores that :func:`layermod.pruning.plans.method_order` needs for every scored method among
     ``methods``, measured on the probe ``inputs`` (N, ...) with ``labels`` (N,): ``{"cosine": ..., "angular":

@@ -1,55 +1,71 @@
 """Remove whole layers from a network, and measure what that saves.
 
-A **unit** is the piece of a network that a pruning plan may remove: it is replaced by ``nn.Identity``, so the
-tensor that entered it flows on unchanged. Units are found generically, with no per-architecture code:
+A **unit** is the piece of a network that a pruning plan may remove: it is replaced by a
+:class:`~layermod.models.units.PassThrough`, which takes whatever the unit was called with and hands its input on
+(in the structure the unit returned: the tensor, or a tuple led by it). Units are found generically, with no
+per-architecture code, on one example batch (a tensor, token ids, or a dict such as ``{"input_ids": ...,
+"attention_mask": ...}`` or ``{"pixel_values": ...}``: every form :func:`layermod.modularity_curve` takes):
 
 * **Candidates.** For every measurement point of :func:`layermod.layers.auto_layers` take the outermost
   module among the point and its ancestors that (a) is a direct child of an ``nn.Sequential`` or
   ``nn.ModuleList`` and (b) contains no other measurement point. A ResNet gives its blocks (``layer3.4``), a VGG
-  or ``"smallcnn"`` its ``conv -> bn -> relu`` units (``features.7``, holding the point ``features.7.conv``). A
-  point with no such module (a ResNet's stem conv, a child of the model itself) gives no unit.
-* **Removable.** A candidate is removable only if, on the example batch, its input tensor (first positional
-  argument) has the same shape as its output tensor (last call if it runs more than once). Downsampling blocks
-  and convolutions that change the channel count are therefore kept: removing them would break the shapes.
+  or ``"smallcnn"`` its ``conv -> bn -> relu`` units (``features.7``, holding the point ``features.7.conv``), a
+  BERT its encoder layers (``bert.encoder.layer.1``). A point with no such module (a ResNet's stem conv, a child
+  of the model itself) gives no unit.
+* **Removable.** A candidate is removable only if, on the example batch, (1) its input tensor (first positional
+  argument, else the ``hidden_states`` keyword) has the same shape as its output tensor (last call if it runs
+  more than once), (2) it returns a tensor or a tuple whose first entry is one, and (3) the model with only this
+  unit removed runs on the batch and returns outputs of the unpruned model's shapes. Downsampling blocks and
+  convolutions that change the channel count are therefore kept: removing them would break the shapes.
 * **Stages.** Within one container, consecutive candidates form a stage; any other child (a max-pool, a
-  dropout) ends it, ``nn.Identity`` children (units already removed) are skipped. The stage key is
-  ``"{container}#{run}"`` (``"<root>"`` when the model itself is the container), runs counted from 0 in forward
-  order: VGG's ``features#0`` ... ``features#4`` between its max-pools, a ResNet's ``layer3#0`` (one stage per
-  ``layerK``, its downsampling first block a kept member). A plan must leave at least one candidate per stage,
-  so a stage whose only candidate is not removable is fine.
+  dropout) ends it, removed units are skipped. The stage key is ``"{container}#{run}"`` (``"<root>"`` when the
+  model itself is the container), runs counted from 0 in forward order: VGG's ``features#0`` ... ``features#4``
+  between its max-pools, a ResNet's ``layer3#0`` (one stage per ``layerK``, its downsampling first block a kept
+  member), a BERT's ``bert.encoder.layer#0``. The **stage rule** ``keep_per_stage`` (default 1) is an option of
+  :func:`removable_units` and :func:`apply_plan`: a plan must leave that many candidates (removable or not) in
+  every stage, and :func:`removable_units` offers only units whose stage can lose them, so every unit it offers
+  is a plan :func:`apply_plan` accepts.
 
 Decisions, on purpose:
 
-* **Warm start.** :func:`apply_plan` deep-copies the model and swaps units for ``nn.Identity``; every surviving
-  parameter and buffer is the original's, ready to fine-tune. A pruned registry model is saved like any other,
-  with ``{"plan": {"remove": [...]}}`` in its checkpoint sidecar (:func:`layermod.checkpoint.load_checkpoint`
-  rebuilds the architecture, applies the plan, then loads the weights).
+* **Warm start.** :func:`apply_plan` deep-copies the model and swaps units for stand-ins; every surviving
+  parameter and buffer is the original's, ready to fine-tune. With an example batch it runs the pruned model once
+  and refuses a plan it cannot run. A pruned registry model is saved like any other, with ``{"plan": {"remove":
+  [...]}}`` in its checkpoint sidecar (:func:`layermod.checkpoint.load_checkpoint` rebuilds the architecture,
+  applies the plan, then loads the weights).
 * **Costs per sample.** :func:`model_cost` counts FLOPs with :class:`torch.utils.flop_counter.FlopCounterMode`,
   which counts only matmul- and convolution-like operators (``mm``, ``addmm``, ``bmm``, ``convolution``,
   attention, ...) at 2 FLOPs per multiply-add; batch norm, activations, pooling and additions count 0. MACs are
   FLOPs // 2. A ``Linear(10, 20)`` on one sample is 400 FLOPs, 200 MACs.
+* **Modes.** Every pass runs in eval mode without gradients, each module's own train/eval flag restored after
+  (:func:`layermod.extract.modes.evaluating`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from layermod.models.units import remove_units, unknown_unit
 from layermod.errors import PlanError
+from layermod.extract.inputs import Batch, call_model, model_device, slice_batch
 from layermod.extract.layers import auto_layers, first_tensor, trace_calls
+from layermod.extract.modes import evaluating
+from layermod.models.units import PassThrough, remove_units, unknown_unit
 
 __all__ = ["Unit", "apply_plan", "latency", "model_cost", "removable_units", "unit_costs"]
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
 _ROOT = "<root>"
+KEEP_PER_STAGE = 1
+"""The default stage rule: every stage keeps at least one of its candidates."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +76,10 @@ class Unit:
         name: module name, e.g. ``"layer3.4"`` (a residual block) or ``"features.7"`` (a VGG conv unit).
         layers: the auto measurement points inside or equal to it, e.g. ``("features.7.conv",)`` or
             ``("layer3.4",)``.
-        stage: units with the same stage key form one stage; a plan must leave >= 1 unit per stage.
+        stage: units with the same stage key form one stage; a plan must leave ``keep_per_stage`` of its members.
         params: number of parameters of the unit.
-        kept: members of its stage that are never removed (e.g. the downsampling block of a ResNet stage);
-            with one, every removable unit of the stage may go.
+        kept: members of its stage that are never removed (e.g. the downsampling block of a ResNet stage).
+        outputs: None when the unit returns a tensor; ``n`` when it returns a tuple of ``n`` led by one.
     """
 
     name: str
@@ -71,17 +87,17 @@ class Unit:
     stage: str
     params: int
     kept: int = 0
+    outputs: int | None = None
 
 
 @dataclass(frozen=True)
 class _Candidate:
     unit: Unit
-    shape_in: tuple[int, ...] | None  # one sample's shape, batch dimension dropped
-    shape_out: tuple[int, ...] | None
+    why_kept: str | None  # None: removable; else what it does that keeps it ("changes shape 4x8 -> 8x4", ...)
 
     @property
     def removable(self) -> bool:
-        return self.shape_in is not None and self.shape_in == self.shape_out
+        return self.why_kept is None
 
 
 def _parent_name(name: str) -> str:
@@ -105,8 +121,62 @@ def _candidate_name(model: nn.Module, point: str, points: list[str]) -> str | No
     return found
 
 
+def _shapes(output: object) -> list:
+    """The structure of ``output`` with every tensor replaced by its shape (tuples, lists and dicts kept,
+    e.g. a transformers ``ModelOutput``); other values as None."""
+    if isinstance(output, torch.Tensor):
+        return [tuple(output.shape)]
+    if isinstance(output, dict):
+        return [(key, _shapes(value)) for key, value in output.items()]
+    if isinstance(output, (tuple, list)):
+        return [_shapes(item) for item in output]
+    return [None]
+
+
+def _outputs(output: object) -> int | None | str:
+    """What a unit returned, as :class:`PassThrough` ``outputs``: None for a tensor, ``n`` for a tuple of ``n``
+    led by a tensor; a string saying why neither."""
+    if isinstance(output, torch.Tensor):
+        return None
+    if type(output) is tuple and output and isinstance(output[0], torch.Tensor):
+        return len(output)
+    return f"returns {type(output).__name__}, not a tensor or a tuple led by one"
+
+
+def _unit_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The tensor a :class:`PassThrough` would hand on: the first positional argument, else ``hidden_states``."""
+    return first_tensor(args[0] if args else kwargs.get("hidden_states"))
+
+
+@contextlib.contextmanager
+def _swapped(model: nn.Module, name: str, outputs: int | None) -> Iterator[None]:
+    """Run the block with the module ``name`` of ``model`` (in place) replaced by a :class:`PassThrough`."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    original = getattr(parent, child)
+    setattr(parent, child, PassThrough(outputs))
+    try:
+        yield
+    finally:
+        setattr(parent, child, original)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+
+
+def _shape_change(shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> str:
+    a, b = shape_in, shape_out
+    kind = ""
+    if len(a) == len(b) and len(a) >= 2 and any(y < x for x, y in zip(a[1:], b[1:])):
+        kind = " (downsampling)"
+    elif len(a) == len(b) and a[1:] == b[1:]:
+        kind = " (changes the channels)"
+    return f"changes shape {_fmt(a)} -> {_fmt(b)}{kind}"
+
+
 @torch.no_grad()
-def _candidates(model: nn.Module, example: torch.Tensor) -> list[_Candidate]:
+def _candidates(model: nn.Module, example: Batch) -> list[_Candidate]:
     """Every candidate unit of ``model`` (see module doc), removable or not, in forward order."""
     calls = trace_calls(model, example)
     # a module called several times per pass (a shared layer) is one candidate: its later calls add nothing
@@ -129,149 +199,175 @@ def _candidates(model: nn.Module, example: torch.Tensor) -> list[_Candidate]:
             elif not isinstance(module, nn.Identity) and in_run:
                 run, in_run = run + 1, False
 
-    shapes: dict[str, tuple[tuple[int, ...] | None, tuple[int, ...] | None]] = {}
-    handles = []
+    seen: dict[str, tuple[torch.Tensor | None, object]] = {}
 
     def hook(name: str):
-        def record(_module, inputs, output):
-            t_in, t_out = first_tensor(inputs), first_tensor(output)
-            shapes[name] = (
-                tuple(t_in.shape[1:]) if t_in is not None else None,
-                tuple(t_out.shape[1:]) if t_out is not None else None,
-            )
+        def record(_module, args, kwargs, output):
+            seen[name] = (_unit_input(args, kwargs), output)
 
         return record
 
-    for name in by_unit:
-        handles.append(model.get_submodule(name).register_forward_hook(hook(name)))
-    was_training = model.training
+    handles = [model.get_submodule(name).register_forward_hook(hook(name), with_kwargs=True) for name in by_unit]
     try:
-        model.eval()
-        model(example)
+        with evaluating(model):
+            reference = _shapes(call_model(model, example))
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
 
     found = []
     for name in sorted(by_unit, key=lambda n: calls[n].order):
+        taken, output = seen.get(name, (None, None))
+        given = first_tensor(output)
+        outputs = _outputs(output)
+        if taken is None or given is None:
+            why = "takes or returns no tensor"
+        elif taken.shape != given.shape:
+            why = _shape_change(tuple(taken.shape[1:]), tuple(given.shape[1:]))
+        elif isinstance(outputs, str):
+            why, outputs = outputs, None
+        else:
+            why = _trial(model, name, outputs, example, reference)
         params = sum(p.numel() for p in model.get_submodule(name).parameters())
-        shape_in, shape_out = shapes.get(name, (None, None))
-        found.append(_Candidate(Unit(name, tuple(by_unit[name]), stages[name], params), shape_in, shape_out))
+        unit = Unit(name, tuple(by_unit[name]), stages[name], params, outputs=None if why else outputs)
+        found.append(_Candidate(unit, why))
     return found
 
 
-def removable_units(model: nn.Module, example: torch.Tensor) -> list[Unit]:
+def _trial(model: nn.Module, name: str, outputs: int | None, example: Batch, reference: list) -> str | None:
+    """None when ``model`` without the unit ``name`` runs on ``example`` and returns ``reference``'s shapes; else
+    why not."""
+    try:
+        with _swapped(model, name, outputs), evaluating(model):
+            pruned = _shapes(call_model(model, example))
+    except Exception as err:  # noqa: BLE001 - whatever the model raises without the unit, it cannot lose it
+        return f"breaks the model when removed ({_first_line(err)})"
+    if pruned != reference:
+        return "changes the shape of the model's output when removed"
+    return None
+
+
+def _check_keep(keep_per_stage: object) -> int:
+    if not isinstance(keep_per_stage, int) or isinstance(keep_per_stage, bool) or keep_per_stage < 0:
+        raise PlanError(f"keep_per_stage={keep_per_stage!r} must be an integer >= 0")
+    return keep_per_stage
+
+
+def removable_units(model: nn.Module, example: Batch, *, keep_per_stage: int = KEEP_PER_STAGE) -> list[Unit]:
     """The units a plan may remove (rules in the module doc), in forward order.
 
     Args:
-        model: the network; its training mode is restored afterwards.
-        example: an input batch (B, ...) on the model's device (two samples are plenty).
+        model: the network; every module's training mode is restored afterwards.
+        example: an input batch (B, ...), or a dict of such tensors (``input_ids``, ``attention_mask``,
+            ``pixel_values``, ...), as :func:`layermod.extract.inputs.call_model` takes it (two samples are plenty).
+        keep_per_stage: candidates every stage keeps; a unit is offered only if its stage has more members.
+
+    Raises:
+        ModelError: the model cannot run on ``example``.
+        PlanError: ``keep_per_stage`` is not an integer >= 0.
     """
+    keep = _check_keep(keep_per_stage)
     candidates = _candidates(model, example)
+    size = Counter(c.unit.stage for c in candidates)
     kept = Counter(c.unit.stage for c in candidates if not c.removable)
-    return [replace(c.unit, kept=kept[c.unit.stage]) for c in candidates if c.removable]
+    return [replace(c.unit, kept=kept[c.unit.stage]) for c in candidates
+            if c.removable and size[c.unit.stage] - 1 >= keep]
 
 
 def _fmt(shape: tuple[int, ...] | None) -> str:
     return "x".join(str(s) for s in shape) if shape else "?"
 
 
-def _why_kept(candidate: _Candidate) -> str:
-    a, b = candidate.shape_in, candidate.shape_out
-    if a is None or b is None:
-        return "takes or returns no tensor"
-    kind = ""
-    if len(a) == len(b) and len(a) >= 2 and any(y < x for x, y in zip(a[1:], b[1:])):
-        kind = " (downsampling)"
-    elif len(a) == len(b) and a[1:] == b[1:]:
-        kind = " (changes the channels)"
-    return f"changes shape {_fmt(a)} -> {_fmt(b)}{kind}"
-
-
-def apply_plan(model: nn.Module, remove: Sequence[str], example: torch.Tensor | None = None) -> nn.Module:
-    """A copy of ``model`` with the named units replaced by ``nn.Identity``; all other weights are the original's.
+def apply_plan(model: nn.Module, remove: Sequence[str], example: Batch | None = None, *,
+               keep_per_stage: int = KEEP_PER_STAGE) -> nn.Module:
+    """A copy of ``model`` with the named units replaced by stand-ins; all other weights are the original's.
 
     Args:
         model: the network (left unchanged).
         remove: unit names, e.g. ``["layer3.4", "layer3.5"]``; may be empty.
-        example: an input batch (B, ...) to check the plan against the units found on it; without it only the
-            names are checked (each must be a module of ``model``).
+        example: an input batch (B, ...) or dict batch (as :func:`removable_units` takes it) to check the plan
+            against the units found on it, and to run the pruned model on once; without it only the names are
+            checked (each must be a module of ``model``) and every removed unit is taken to return a tensor.
+        keep_per_stage: candidates every stage must keep (checked with ``example``).
 
     Raises:
         PlanError: a name listed twice, an unknown name (with the closest unit names), a unit that is not
-            removable (with its shape change) or a plan that removes every unit of a stage.
+            removable (with what keeps it), a plan that leaves a stage fewer than ``keep_per_stage`` units, or a
+            pruned model that fails on ``example``.
     """
-    if example is not None:
-        candidates = {c.unit.name: c for c in _candidates(model, example)}
-        removable = [n for n, c in candidates.items() if c.removable]
-        for name in map(str, remove):
-            if name not in candidates:
-                raise unknown_unit(name, removable)
-            if not candidates[name].removable:
-                raise PlanError(
-                    f"unit {name!r} cannot be removed: it {_why_kept(candidates[name])}; remove only units that "
-                    "keep their input's shape (see removable_units)"
-                )
-        for stage in dict.fromkeys(c.unit.stage for c in candidates.values()):
-            members = [n for n, c in candidates.items() if c.unit.stage == stage]
-            if all(n in remove for n in members):
-                raise PlanError(
-                    f"pruning plan removes every unit of stage {stage} ({', '.join(members)}); keep at least one"
-                )
-    return remove_units(model, remove)
+    keep = _check_keep(keep_per_stage)
+    if example is None:
+        return remove_units(model, remove)
+    candidates = {c.unit.name: c for c in _candidates(model, example)}
+    removable = [n for n, c in candidates.items() if c.removable]
+    names = [str(name) for name in remove]
+    for name in names:
+        if name not in candidates:
+            raise unknown_unit(name, removable)
+        if not candidates[name].removable:
+            raise PlanError(f"unit {name!r} cannot be removed: it {candidates[name].why_kept}; remove only the "
+                            "units removable_units offers")
+    for stage in dict.fromkeys(c.unit.stage for c in candidates.values()):
+        members = [n for n, c in candidates.items() if c.unit.stage == stage]
+        left = sum(n not in names for n in members)
+        if left < keep:
+            what = "removes every unit" if left == 0 else f"leaves {left} unit{'s' * (left != 1)}"
+            raise PlanError(f"pruning plan {what} of stage {stage} ({', '.join(members)}); keep at least "
+                            f"{'one' if keep == 1 else keep} (keep_per_stage={keep})")
+    outputs = {n: candidates[n].unit.outputs for n in names if candidates[n].unit.outputs is not None}
+    pruned = remove_units(model, names, outputs=outputs)
+    try:
+        with torch.no_grad(), evaluating(pruned):
+            call_model(pruned, example)
+    except Exception as err:  # noqa: BLE001 - whatever the pruned model raises, the plan is what broke it
+        raise PlanError(f"the model pruned by this plan fails on the example ({_first_line(err)}); remove fewer "
+                        "units") from None
+    return pruned
 
 
 @torch.no_grad()
-def model_cost(model: nn.Module, example: torch.Tensor) -> dict:
+def model_cost(model: nn.Module, example: Batch) -> dict:
     """Parameters and compute of one forward pass for ONE sample.
 
     Args:
-        model: the network; run in eval mode, its training mode restored afterwards.
-        example: an input batch (B, ...); only its first sample is used.
+        model: the network; run in eval mode, every module's training mode restored afterwards.
+        example: an input batch (B, ...) or dict batch; only its first sample is used.
 
     Returns:
-        ``{"params": int, "macs": int, "flops": int}``: ``params`` counts every parameter (units replaced by
-        ``nn.Identity`` have none); ``flops`` are torch's FlopCounterMode count (matmul/conv-like operators only,
-        2 per multiply-add); ``macs`` = ``flops // 2`` multiply-accumulates.
+        ``{"params": int, "macs": int, "flops": int}``: ``params`` counts every parameter (removed units have
+        none); ``flops`` are torch's FlopCounterMode count (matmul/conv-like operators only, 2 per multiply-add);
+        ``macs`` = ``flops // 2`` multiply-accumulates.
     """
     params = sum(p.numel() for p in model.parameters())
-    was_training = model.training
     counter = FlopCounterMode(display=False)
-    try:
-        model.eval()
-        with counter:
-            model(example[:1])
-    finally:
-        model.train(was_training)
+    with evaluating(model), counter:
+        call_model(model, slice_batch(example, 0, 1))
     flops = int(counter.get_total_flops())
     return {"params": int(params), "macs": flops // 2, "flops": flops}
 
 
 @torch.no_grad()
-def latency(model: nn.Module, batch: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall-clock seconds of one forward pass of ``batch`` (B, ...), eval mode, no gradients.
+def latency(model: nn.Module, batch: Batch, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall-clock seconds of one forward pass of ``batch`` (B, ...) or a dict batch, eval mode, no
+    gradients.
 
-    ``warmup`` untimed passes come first; on CUDA each pass is synchronised. The training mode is restored.
+    ``warmup`` untimed passes come first; on CUDA each pass is synchronised. Every module's training mode is
+    restored.
     """
-    cuda = batch.device.type == "cuda"
-    was_training = model.training
+    device = model_device(model)
     times = []
-    try:
-        model.eval()
+    with evaluating(model):
         for i in range(warmup + max(1, repeats)):
             start = time.perf_counter()
-            model(batch)
-            if cuda:
-                torch.cuda.synchronize(batch.device)
+            call_model(model, batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
-    finally:
-        model.train(was_training)
     return float(statistics.median(times))
 
 
-def unit_costs(model: nn.Module, units: Sequence[Unit], example: torch.Tensor) -> dict[str, dict[str, int]]:
+def unit_costs(model: nn.Module, units: Sequence[Unit], example: Batch) -> dict[str, dict[str, int]]:
     """What removing each unit on its own saves: ``{unit name: {"params": int, "flops": int}}``.
 
     ``flops`` is :func:`model_cost`'s count for one sample of ``example`` (B, ...) of the whole model minus that
@@ -281,6 +377,7 @@ def unit_costs(model: nn.Module, units: Sequence[Unit], example: torch.Tensor) -
     total = model_cost(model, example)["flops"]
     saved = {}
     for unit in units:
-        without = model_cost(remove_units(model, [unit.name]), example)["flops"]
+        outputs = {} if unit.outputs is None else {unit.name: unit.outputs}
+        without = model_cost(remove_units(model, [unit.name], outputs=outputs), example)["flops"]
         saved[unit.name] = {"params": unit.params, "flops": total - without}
     return saved

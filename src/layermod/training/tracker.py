@@ -55,6 +55,7 @@ from layermod.data.arrays import as_dataset, dataset_labels, gather
 from layermod.data.batches import take
 from layermod.data.draws import balanced_draws
 from layermod.errors import TrainError
+from layermod.extract.modes import evaluating
 
 __all__ = ["SCALAR_PREFIX", "CurveTracker", "lazy_class"]
 
@@ -167,17 +168,14 @@ class _Probe(Dataset):
 
 @contextlib.contextmanager
 def _observing(model: nn.Module) -> Iterator[None]:
-    """Restore every module's train/eval flag and the Python, NumPy and torch (CPU and the model's CUDA devices)
-    random generators after the block."""
-    modes = [(module, module.training) for module in model.modules()]
+    """Run the block in eval mode; restore every module's train/eval flag and the Python, NumPy and torch (CPU and
+    the model's CUDA devices) random generators after it."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     cuda = sorted({t.device.index or 0 for t in (*model.parameters(), *model.buffers()) if t.device.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=cuda):
+        with evaluating(model), torch.random.fork_rng(devices=cuda):
             yield
     finally:
-        for module, training in modes:
-            module.training = training
         random.setstate(python_state)
         np.random.set_state(numpy_state)
 

@@ -48,6 +48,7 @@ from layermod.data.arrays import ArrayDataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
 from layermod.errors import DatasetError, TrainError
 from layermod.extract.features import model_device
+from layermod.extract.modes import evaluating
 
 __all__ = [
     "PAPER_RECIPE",
@@ -192,17 +193,13 @@ def check_model_fits(model: nn.Module, data: Dataset, what: str = "data") -> Non
     """
     labels = dataset_labels(data)
     x, _ = gather(data, np.arange(min(2, len(labels))))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             out = model(x.to(model_device(model)))
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrainError(f"the model fails on {what} of shape {tuple(x.shape[1:])} per sample ({reason}); check "
                          "that the data fit the model (input channels and size)") from None
-    finally:
-        model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise TrainError(f"the model returns {shape} on a batch of {len(x)}, not (batch, classes) logits; "
