@@ -55,9 +55,19 @@ def test_memory_budget_changes_passes_not_results():
     x, y = blobs()
     model = TinyResNet(num_classes=4)
     whole = lm.modularity_curve(model, (x, y), n_per_class=10, repeats=2)
-    split = lm.modularity_curve(model, (x, y), n_per_class=10, repeats=2, max_bytes=1)
+    # the least budget taken: a query row, a column row and a score of the widest layer (64 values)
+    split = lm.modularity_curve(model, (x, y), n_per_class=10, repeats=2, max_bytes=3 * 4 * 64)
     assert whole.layers == ["conv1", "layer1.0", "layer1.1", "layer2.0", "layer2.1"]
     np.testing.assert_array_equal(whole.values, split.values)
+
+
+@pytest.mark.parametrize("budget, message", [(3 * 4 * 64 - 1, "below the 768 bytes that the smallest block"),
+                                             (2**60, "more than this machine's memory")])
+def test_a_budget_too_small_for_one_block_or_beyond_the_machine_is_refused_before_any_work(budget, message):
+    x, y = blobs()
+    model = TinyResNet(num_classes=4)
+    with pytest.raises(lm.GraphError, match=message):
+        lm.modularity_curve(model, (x, y), n_per_class=10, repeats=2, max_bytes=budget)
 
 
 def test_eval_mode_without_gradients_and_mode_restored():

@@ -150,6 +150,8 @@ def test_bad_options_are_one_line(argv, message, capsys):
     (["--repeats", "5000000", "--n-per-class", "7"], ["sample indices", "lower repeats or n_per_class"]),
     (["--repeats", "100000", "--null", "1000"], ["Q values", "lower null_permutations or repeats"]),
     (["--sketch-dim", "16000", "--max-memory", "1M"], ["sketch_dim=16000", "max_bytes="]),
+    (["--max-memory", "12"], ["max_bytes=12 is below", "smallest block"]),
+    (["--max-memory", "999999T"], ["more than this machine's memory"]),
 ])
 def test_options_too_large_together_are_one_line_before_any_work(tmp_path, blobs, extra, fragments, capsys):
     with memory_limit(1024 * MiB):

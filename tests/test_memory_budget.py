@@ -80,3 +80,40 @@ def test_the_curve_within_a_tiny_budget_equals_the_curve_in_memory(options):
     assert np.array_equal(small.values, large.values) and np.array_equal(small.z, large.z)
     assert small.config == large.config
     assert seen == [torch.Tensor] * 3  # a visitor gets tensors, also over a file
+
+
+MEMORY_CONSTANT_MB = 192
+_RSS_CHILD = """
+import json, sys
+from pathlib import Path
+import torch
+from torch import nn
+import layermod as lm
+
+def status(field):
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
+    return int(line.split()[1]) * 1024
+
+torch.manual_seed(0)
+x, y = torch.randn(2000, 1, 28, 28), torch.arange(2000) % 10
+model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 28 * 28, 10))
+lm.modularity_curve(model, (x[:40], y[:40]), layers=["0"], n_per_class=2, repeats=1)  # kernels loaded
+base = status("VmRSS")
+lm.modularity_curve(model, (x, y), layers=["0"], n_per_class=200, repeats=1, max_bytes=int(sys.argv[1]))
+print(json.dumps(status("VmHWM") - base))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the resident memory from /proc")
+@pytest.mark.parametrize("budget_mb", [32, 128])
+def test_the_peak_resident_memory_stays_within_the_budget_and_a_constant(budget_mb):
+    # one layer of 2,000 x 12,544 float32 features (100 MB), more than either budget holds: it goes to disk and is
+    # searched in blocks; the constant (README, "Scale") covers torch's kernels, one batch's forward pass and
+    # the float64 scoring buffers
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(budget_mb * 2**20)], capture_output=True, text=True,
+                         check=True)
+    peak = int(out.stdout.strip().splitlines()[-1])
+    assert peak <= (budget_mb + MEMORY_CONSTANT_MB) * 2**20, f"{peak / 2**20:.0f} MB above the baseline"

@@ -60,15 +60,15 @@ from tqdm.auto import tqdm
 from layermod.data.arrays import as_dataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
 from layermod.errors import FeatureError, GraphError
-from layermod.extract.features import iter_layer_features, model_device
+from layermod.extract.features import feature_size, iter_layer_features, model_device
 from layermod.extract.inputs import slice_batch
 from layermod.extract.pooling import check_pool, resolve_pool
 from layermod.io.devices import check_device
-from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, write_csv
+from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, release_pages, write_csv
 from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG
 from layermod.coerce import seed_sequence
-from layermod.measure.config import (DrawConfig, GraphConfig, MeasureOptions, check_null_size, check_sketch_size,
-                                     measure_configs)
+from layermod.measure.config import (DrawConfig, GraphConfig, MeasureOptions, check_budget, check_null_size,
+                                     check_sketch_size, measure_configs)
 from layermod.measure.ann import RECALL_ROWS, require_faiss
 from layermod.measure.graph import build_graph
 from layermod.extract.layers import LayerSpec, layer_items, select_layers, trace_calls
@@ -287,7 +287,9 @@ def modularity_curve(
         values = np.zeros((repeats, len(names)))
         null = np.zeros((repeats, len(names), shuffles))
         steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=None if progress else True)
-        layer_features = iter_layer_features(model, inputs, names, calls, max_bytes, batch_size, progress,
+        check_budget(max_bytes, max(feature_size(calls[name], resolved) for name in names))
+        # half the budget holds a pass's features, the other half a draw's copy and the search
+        layer_features = iter_layer_features(model, inputs, names, calls, max_bytes // 2, batch_size, progress,
                                              resolved, memmap=True, on_device=True)
         recalls = np.full((repeats, len(names)), np.nan)
         for col, (name, features) in enumerate(layer_features):
@@ -296,7 +298,11 @@ def modularity_curve(
             for row, pos in enumerate(positions):
                 try:
                     with _draw_features(features, pos) as chosen:
-                        adjacency, found = build_graph(chosen, graph, seed=seed, max_bytes=max_bytes, device=device)
+                        search_bytes = max_bytes // 2 - (chosen.nbytes if chosen is not features and
+                                                         isinstance(chosen, torch.Tensor) else 0)
+                        adjacency, found = build_graph(chosen, graph, seed=seed, device=device,
+                                                       max_bytes=max(search_bytes, 3 * chosen.itemsize *
+                                                                     chosen.shape[1]))
                     if found is not None:
                         recalls[row, col] = found
                     values[row, col], null[row, col] = modularity_with_null(adjacency, targets[pos], shuffles,
@@ -330,13 +336,13 @@ def modularity_curve(
 
 @contextmanager
 def _draw_features(features: torch.Tensor | np.memmap, positions: np.ndarray) -> Iterator[torch.Tensor | np.memmap]:
-    """The rows ``positions`` of ``features`` (M, D): a tensor for features in memory; for a memmap the memmap
-    itself when the draw is all of its rows in order, else a copy on disk (deleted after), written in blocks."""
-    if not isinstance(features, np.memmap):
-        yield features[positions]
-        return
+    """The rows ``positions`` of ``features`` (M, D): ``features`` itself when the draw is all of its rows in
+    order, else a copy in memory (a tensor) or on disk (a memmap: deleted after, written in blocks)."""
     if np.array_equal(positions, np.arange(len(features))):
         yield features
+        return
+    if not isinstance(features, np.memmap):
+        yield features[positions]
         return
     step = max(1, 2**24 // max(features.shape[1], 1))
     with tempfile.TemporaryDirectory(prefix="layermod-draw-") as folder:
@@ -344,6 +350,8 @@ def _draw_features(features: torch.Tensor | np.memmap, positions: np.ndarray) ->
                                            shape=(len(positions), features.shape[1]))
         for start in range(0, len(positions), step):
             chosen[start:start + step] = features[positions[start:start + step]]
+            release_pages(chosen)
+            release_pages(features)
         chosen.flush()
         yield chosen
         del chosen

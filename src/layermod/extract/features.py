@@ -37,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from layermod.errors import FeatureError, LayerError, ModelError, one_line
+from layermod.io.files import release_pages
 from layermod.extract.inputs import Batch, batch_length, call_model, describe_batch, model_device, slice_batch
 from layermod.extract.layers import FORWARD_ERRORS, LayerCall, first_tensor, split_point
 from layermod.extract.modes import evaluating
@@ -244,4 +245,5 @@ def _extract_to_disk(model: nn.Module, inputs: Batch, name: str, folder: Path, b
                                                shape=(n, part.shape[1]))
             (folder / "features.npy").unlink()  # the mapping keeps the pages; the name is not needed again
         stored[start:start + len(part)] = part
+        release_pages(stored)  # written pages leave this process's resident memory (the file keeps them)
     return stored

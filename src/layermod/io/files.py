@@ -25,6 +25,7 @@ import errno
 import hashlib
 import io
 import json
+import mmap
 import os
 import stat
 import tempfile
@@ -44,8 +45,8 @@ RUN_FORMAT = "layermod-run"
 RECORDED = RUN_FILES - {RUN_JSON, REPORT_HTML}  # the files a run record vouches for (a page over a run is not one)
 
 __all__ = ["MAX_JSON_BYTES", "RECORDED", "RUN_FORMAT", "after_commit", "atomic_path", "check_recorded", "check_writable_dir",
-           "csv_text", "ensure_writable_dir", "open_regular", "read_json_file", "read_regular", "read_run_record", "save_png",
-           "sha256_bytes", "write_csv", "write_json"]
+           "csv_text", "ensure_writable_dir", "open_regular", "read_json_file", "read_regular", "read_run_record", "release_pages",
+           "save_png", "sha256_bytes", "write_csv", "write_json"]
 
 after_commit: Callable[[Path], None] | None = None
 """Called with every path committed (see the module doc); None in normal use."""
@@ -177,6 +178,19 @@ def read_json_file(path: str | os.PathLike, name: str, parse: Callable[[Any], T]
     except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError, LayermodError) as err:
         reason = shorten(str(err), REASON_CHARS) or type(err).__name__
         raise error(f"cannot read {what} from {path} ({reason}); point at a {name} written by layermod") from None
+
+
+def release_pages(array: object) -> None:
+    """Drop the pages of the file mapping under ``array`` (a numpy memmap or a view of one) from this process's
+    resident memory; they are read again from the file (or the page cache) when next touched. Anything else is
+    left alone."""
+    while array is not None:
+        mapping_ = getattr(array, "_mmap", None)
+        if mapping_ is not None:
+            if hasattr(mapping_, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                mapping_.madvise(mmap.MADV_DONTNEED)
+            return
+        array = getattr(array, "base", None)
 
 
 def open_regular(path: str | os.PathLike) -> BinaryIO:

@@ -41,6 +41,7 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, ClassVar, Literal, TypedDict, TypeVar, get_args
@@ -70,6 +71,7 @@ __all__ = [
     "MAX_NULL_VALUES",
     "MAX_RESOLUTION",
     "MAX_SKETCH_DIM",
+    "check_budget",
     "check_null_size",
     "check_options",
     "check_search",
@@ -156,6 +158,28 @@ def check_sketch_size(sketch_dim: int | None, samples: int, max_bytes: int) -> N
         raise GraphError(f"sketch_dim={sketch_dim} for {samples:,} samples per draw takes "
                          f"{samples * sketch_dim * _SKETCH_BYTES:,} bytes, more than max_bytes={max_bytes:,}; "
                          "lower sketch_dim or n_per_class, or raise max_bytes")
+
+
+def check_budget(max_bytes: int, width: int, what: str = "features") -> None:
+    """:class:`GraphError` unless ``max_bytes`` holds the smallest block of a search over rows of ``width``
+    float32 values (a query row, a column row and their score, each a third of the budget) and is no more than
+    this machine's memory."""
+    least = 3 * 4 * max(width, 1)
+    if max_bytes < least:
+        raise GraphError(f"max_bytes={max_bytes:,} is below the {least:,} bytes that the smallest block of the "
+                         f"search needs ({what} of {width:,} values per sample); raise max_bytes")
+    machine = _machine_bytes()
+    if machine is not None and max_bytes > machine:
+        raise GraphError(f"max_bytes={max_bytes:,} is more than this machine's memory ({machine:,} bytes); "
+                         "give a budget it can hold")
+
+
+def _machine_bytes() -> int | None:
+    """The machine's physical memory in bytes, None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def check_null_size(repeats: int, layers: int, null_permutations: int) -> None:

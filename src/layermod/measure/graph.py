@@ -54,7 +54,8 @@ import torch
 from layermod.coerce import as_real_tensor, seed_sequence
 from layermod.errors import FeatureError, GraphError
 from layermod.measure.ann import ann_neighbours, recall, sketch
-from layermod.measure.config import GraphConfig, Knn, Metric, Precision, Symmetrize, check_options, check_search
+from layermod.measure.config import (GraphConfig, Knn, Metric, Precision, Symmetrize, check_budget, check_options,
+                                     check_search)
 from layermod.measure.rows import COSINE_EPS, Rows, block_sizes, matmul_precision
 from layermod.measure.search import MAX_TIED_EDGES, Neighbours, search
 
@@ -180,6 +181,8 @@ def _build(features, k, metric, symmetrize, weighted, block_size, method, sketch
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer))
                                   or max_bytes < 1):
         raise GraphError(f"max_bytes={max_bytes!r} must be a positive number of bytes")
+    if max_bytes is not None:
+        check_budget(max_bytes, x.shape[1])
     if block_size is not None and (not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool)
                                    or block_size < 1):
         raise GraphError(f"block_size={block_size} must be positive")

@@ -34,6 +34,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from layermod.io.files import release_pages
 from layermod.measure.config import Precision
 
 __all__ = ["COSINE_EPS", "SLICE", "Rows", "as_tensor", "block_sizes", "candidates", "dot_products", "matmul_precision",
@@ -105,6 +106,7 @@ class Rows:
         self.device, self._x = device, x
         self.cosine = metric == "cosine"
         self._buffers: list | None = None
+        self._column_buffer: torch.Tensor | None = None
         full = None if lazy else self._raw(0, self.n)
         parts = [full] if full is not None else \
             (self._raw(s, min(s + block, self.n)) for s in range(0, self.n, block))
@@ -130,14 +132,20 @@ class Rows:
         return torch.cat(sums)
 
     def _raw(self, start: int, stop: int) -> torch.Tensor:
-        """Rows ``start:stop`` as read, on the device."""
+        """Rows ``start:stop`` as read, on the device (rows read from a file mapping leave no pages resident)."""
         part = self._x[start:stop]
-        return (as_tensor(part) if isinstance(part, np.ndarray) else part).to(self.device)
+        if not isinstance(part, np.ndarray):
+            return part.to(self.device)
+        copy = as_tensor(part)
+        release_pages(self._x)
+        return copy.to(self.device)
 
     def _raw_take(self, index: torch.Tensor) -> torch.Tensor:
         """Rows ``index`` (M,) as read, (M, D) on the device (always a copy)."""
         if isinstance(self._x, np.ndarray):
-            return as_tensor(self._x[index.cpu().numpy()]).to(self.device)
+            copy = as_tensor(self._x[index.cpu().numpy()])
+            release_pages(self._x)
+            return copy.to(self.device)
         return self._x[index.to(self._x.device)].to(self.device)
 
     def _prepare(self, raw: torch.Tensor, index: torch.Tensor | slice) -> torch.Tensor:
@@ -148,6 +156,25 @@ class Rows:
         if self._prepared is not None:
             return self._prepared[start:stop]
         return self._prepare(self._raw(start, stop), slice(start, stop))
+
+    def columns(self, start: int, stop: int) -> torch.Tensor:
+        """:meth:`block` for a sweep over the columns: read lazily, the rows go into one buffer, overwritten by the
+        next call (a fresh block per call would leave the allocator's heap fragmented, far above the budget)."""
+        if self._prepared is not None:
+            return self._prepared[start:stop]
+        size = (stop - start) * self.d
+        if self._column_buffer is None or self._column_buffer.numel() < size:
+            self._column_buffer = torch.empty(size, dtype=self.dtype, device=self.device)
+        out = self._column_buffer[:size].view(stop - start, self.d)
+        part = self._x[start:stop]
+        if isinstance(part, np.ndarray) and out.device.type == "cpu":
+            out.numpy()[:] = part
+        else:
+            out.copy_(as_tensor(part) if isinstance(part, np.ndarray) else part)
+        release_pages(self._x)
+        if self.cosine:
+            out.div_(self.norms[start:stop][:, None].clamp_min(COSINE_EPS))
+        return out
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
         """Prepared rows ``index`` (M,) as (M, D) on the device."""
@@ -224,7 +251,7 @@ def _similarity(queries: torch.Tensor, ids: torch.Tensor, rows: Rows, start: int
                 precision: Precision) -> torch.Tensor:
     """Scores (B, stop - start) of ``queries`` (B, D), the prepared rows ``ids`` (B,), against columns
     ``start:stop``: ``x_i . x_j`` (cosine) or ``2 x_i . x_j - |x_j|^2`` (euclidean), a row's own column -inf."""
-    s = dot_products(queries, rows.block(start, stop), precision)
+    s = dot_products(queries, rows.columns(start, stop), precision)
     if rows.sq is not None:
         s.mul_(2).sub_(rows.sq[None, start:stop])
     own = ((ids >= start) & (ids < stop)).nonzero().flatten()
@@ -238,10 +265,16 @@ def dot_products(queries: torch.Tensor, columns: torch.Tensor, precision: Precis
     at most ``gamma_m sum_d |q_d c_d|`` with ``m = summed_terms(D)`` (a plain matmul of a wide layer would have
     ``m = D``, a bound too wide to certify anything)."""
     cast = (lambda t: t.bfloat16()) if precision == "bf16" else (lambda t: t)
-    out = None
+    out = part = None
     for first in range(0, queries.shape[1], SLICE):
-        part = (cast(queries[:, first:first + SLICE]) @ cast(columns[:, first:first + SLICE]).T).to(queries.dtype)
-        out = part if out is None else out.add_(part)
+        a, b = cast(queries[:, first:first + SLICE]), cast(columns[:, first:first + SLICE]).T
+        if out is None:
+            out = (a @ b).to(queries.dtype)
+        elif precision == "bf16":
+            out.add_(a @ b)
+        else:  # into one reused buffer: a fresh large tensor per slice costs page faults
+            part = torch.mm(a, b, out=part)
+            out.add_(part)
     return out
 
 
