@@ -49,16 +49,14 @@ from layermod.models.cache import cached_data, cached_model
 from layermod.models.checkpoint import read_sidecar, save_checkpoint
 from layermod.models.spec import resolve_data, resolve_model
 from layermod.pruning.budgets import Job, matched_comparison, retrain_pruned
+from layermod.pruning.choices import FINETUNE, METHODS
 from layermod.pruning.pareto import MatchedComparison
-from layermod.pruning.plans import METHODS, Plan, budget_for_params, method_order, select_units
+from layermod.pruning.plans import Plan, budget_for_params, method_order, select_units
 from layermod.pruning.study import PruningComparison, compare_methods
 from layermod.pruning.units import Unit, apply_plan, removable_units
 from layermod.training.train import TrainConfig, balanced_subset
 
 __all__ = ["FINETUNE", "PruneTarget", "choose_plan", "matched_study", "prepare", "prune_and_compare", "target_curve"]
-
-FINETUNE = TrainConfig(epochs=1, lr=0.01, batch_size=128, schedule="cosine", weight_decay=5e-4)
-"""The default fine-tuning of every pruned model: one epoch of SGD, cosine schedule."""
 
 _SIDECAR_KEPT = ("arch", "arch_args", "dataset", "normalization")
 
