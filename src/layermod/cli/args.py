@@ -5,14 +5,15 @@ Decisions, on purpose:
 * **One graph and draw group.** Every measuring command (curve, attack, compare, prune, train with
   ``--track-every``) takes the same options, built by :func:`add_measure_args` from the defaults and checks of
   :class:`~layermod.measure.config.GraphConfig` and :class:`~layermod.measure.config.DrawConfig`: a bad value
-  is refused while parsing, with argparse's usage line, in the words of the config's own check.
+  is refused while parsing, in one line, in the words of the config's own check.
   :func:`measure_configs` turns the parsed options back into the two configs.
 * **train's probe.** ``train`` has its own ``--seed`` (the training's), so there the draw seed is
   ``--probe-seed``; ``--probe-per-class`` and ``--probe-repeats`` are other names of ``--n-per-class`` and
   ``--repeats``. The draw seed is ``args.draw_seed`` in every command.
-* **Quick import.** Nothing here imports torch (or a module that does) at import time: ``import layermod.cli``
-  stays quick, and a Ctrl-C while torch loads reaches ``main``'s handler. The configs are imported when a
-  parser is built, inside ``main``.
+* **Quick parser.** Nothing here imports torch (or a module that does) at import time or while the parser is
+  built or reads its arguments: ``--help`` and argument errors answer at once, and a Ctrl-C while torch loads
+  reaches ``main``'s handler. The configs (which import neither torch nor numpy) are imported when a parser is
+  built, inside ``main``; the library is imported by the command that runs.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ def measure_configs(args: argparse.Namespace) -> tuple[GraphConfig, DrawConfig]:
 def add_extraction_args(parser: argparse.ArgumentParser) -> None:
     """Which layers, and how the features are extracted: --layers, --batch-size, --max-memory, --pool."""
     group = parser.add_argument_group("layers and extraction")
-    group.add_argument("--layers", type=layer_spec, default="auto",
+    group.add_argument("--layers", type=layer_spec, default=["auto"],  # parsed: a text default would load torch
                        help="'auto', names, glob patterns or indices into the auto points, comma-separated "
                        "(e.g. 'auto', 'features.*', '0,-1'); see `layermod layers`")
     group.add_argument("--batch-size", type=positive, default=256, help="samples per forward pass (default 256)")

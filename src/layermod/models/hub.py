@@ -57,7 +57,7 @@ from torch import nn
 from layermod.errors import ModelError, one_line
 from layermod.models._registry import MAX_CLASSES, MAX_IN_CHANNELS, MAX_UNITS, check_count
 
-__all__ = ["HF_TASKS", "PREFIXES", "PREFIX_HELP", "HFModel", "canonical", "create", "is_library_spec",
+__all__ = ["HF_TASKS", "PREFIXES", "HFModel", "canonical", "create", "is_library_spec",
            "load_tokenizer", "recorded"]
 
 PREFIXES = ("torchvision", "timm", "hf")
@@ -69,8 +69,6 @@ HF_TASKS = {
     "text-generation": "AutoModelForCausalLM",
 }
 """``hf_task`` -> the transformers Auto class that builds it."""
-PREFIX_HELP = ("torchvision:NAME (torchvision.models.get_model), timm:NAME (timm.create_model), hf:DIR_OR_ID (a "
-               "transformers save_pretrained directory or hub id); random weights unless --pretrained")
 _REFUSED = {"pretrained", "weights", "weights_backbone", "checkpoint_path", "pretrained_cfg",
             "pretrained_cfg_overlay", "pretrained_strict", "cache_dir", "trust_remote_code", "use_safetensors",
             "revision", "token", "local_files_only", "auto_map", "config", "state_dict", "progress"}
