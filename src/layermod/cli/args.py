@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from layermod.errors import LayermodError
+from layermod.errors import DatasetError, DeviceError, LayermodError, SweepError
 
 if TYPE_CHECKING:
     import torch
@@ -256,7 +256,6 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def data_split(args: argparse.Namespace) -> str:
     """``--split``, ``"test"`` when not given; one line for a split given with a dataset that has none."""
-    from layermod.errors import DatasetError
     from layermod.models.spec import has_splits
 
     if args.split is None:
@@ -293,7 +292,6 @@ def resolve_device(device: str) -> str:
     layermod cannot use (:func:`layermod.io.devices.check_device`)."""
     import torch
 
-    from layermod.errors import DeviceError
     from layermod.io.devices import check_device
 
     if device == "auto":
@@ -328,4 +326,4 @@ def add_backend_args(parser: argparse.ArgumentParser, what: str = "items") -> ar
 def check_backend(args: argparse.Namespace) -> None:
     """Refuse ``--address`` without ``--backend ray`` (one line)."""
     if args.address and args.backend != "ray":
-        raise LayermodError(f"--address {args.address} is a Ray cluster's; add --backend ray")
+        raise SweepError(f"--address {args.address} is a Ray cluster's; add --backend ray")
