@@ -264,3 +264,9 @@ def test_argument_error_is_one_line_without_the_usage(capsys):
         main(["curve", "--k", "0"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == "layermod curve: error: argument --k: k=0 must be an integer >= 1\n"
+
+
+def test_library_parameter_names_are_printed_as_flags(tmp_path, capsys):
+    status, _, err = run(capsys, "report", tmp_path, "--out", tmp_path)
+    assert status == 2
+    assert err.startswith(f"layermod: error: --out {tmp_path} is a directory; "), err

@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Iterator
 
 from layermod.cli import measure, prune, report, sweep, train
+from layermod.cli.flags import flag_words
 from layermod.errors import LayermodError
 
 __all__ = ["main", "build_parser"]
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print("layermod: terminated", file=sys.stderr)
         return 143
     except LayermodError as err:
-        print(f"layermod: error: {err}", file=sys.stderr)
+        print(f"layermod: error: {flag_words(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("layermod: interrupted", file=sys.stderr)

@@ -131,7 +131,7 @@ def check_model_fits(model: nn.Module, data: Dataset, what: str = "data") -> Non
     top = int(labels.max())
     if top >= out.shape[1]:
         raise TrainError(f"{what} has labels up to {top} but the model outputs {out.shape[1]} classes; "
-                         f"build it with num_classes >= {top + 1} (--num-classes)")
+                         f"build it with num_classes >= {top + 1}")
 
 
 @torch.no_grad()
