@@ -36,6 +36,7 @@ PHRASES = {
     "method='pca'": "--view-method pca",
     "a model spec (NAME or module:function)": "--model NAME or module:function",
     "the model spec": "--model",
+    "build it with num_classes": "build it with --num-classes",
     "the library's arguments as keyword arguments": "the library's arguments with --arch-arg KEY=VALUE",
     "choose another path": "choose another --out",
 }

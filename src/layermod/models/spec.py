@@ -227,7 +227,7 @@ class _ModelTokenizer:
             if given is None or (isinstance(given, str) and not given.startswith("hf:")):
                 whose = "none was given" if given is None else f"the model {given[:80]!r} has none"
                 raise DatasetError(f"texts need the tokenizer of an hf: model and {whose}; measure them with "
-                                   "an hf:NAME_OR_DIR model (training takes images only), or pass tokenizer=")
+                                   "an hf:NAME_OR_DIR model (layermod train takes images only), or pass tokenizer=")
             if isinstance(given, str):
                 try:
                     from layermod.models.hub import load_tokenizer
