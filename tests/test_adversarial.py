@@ -58,7 +58,7 @@ def test_curves_are_measured_on_the_same_draws_of_the_flipped_samples(trained):
 def test_keep_all_uses_every_attacked_sample_and_a_short_class_is_refused(trained):
     model, x, y = trained
     weak = AttackConfig(method="fgsm", eps=0.001)
-    with pytest.raises(AttackError, match="classified correctly and then flipped.*--keep all"):
+    with pytest.raises(AttackError, match="classified correctly and then flipped.*keep='all'"):
         adversarial_curves(model, (x, y), weak, SPACE, n_per_class=10, repeats=1, layers=["5"])
     result = adversarial_curves(model, (x, y), weak, SPACE, keep="all", pool_per_class=20, n_per_class=20,
                                 repeats=1, layers=["5"])

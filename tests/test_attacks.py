@@ -313,7 +313,7 @@ def test_data_outside_the_pixel_range_is_refused():
     pixels, labels = make_pixels(6)
     inputs = SPACE.to_inputs(pixels)  # normalised, but the identity space is passed
     with pytest.raises(AttackError, match=r"^the samples' pixels span \[-.*\], outside the pixel range \[0, 1\]; "
-                       r"pass the data's pixel range \(--pixel-range LOW,HIGH\)"):
+                       r"pass the data's pixel range \(PixelSpace\(low, high\)\)"):
         attack(mlp(), inputs, labels, AttackConfig("fgsm", 0.1), PixelSpace())
     inputs[0, 0, 0, 0] = float("nan")
     with pytest.raises(AttackError, match="NaN or infinite"):
@@ -390,7 +390,7 @@ def test_pixel_space_identity_and_single_channel():
         ({"mean": [0.5]}, (0, 1), "has no std"),
         ({"mean": ["a"], "std": [1.0]}, (0, 1), "is not a list of numbers"),
         ({}, (1, 1), r"the pixel range \[1, 1\] is not an interval"),
-        ({}, (1, 0), r"pass finite LOW < HIGH \(--pixel-range LOW,HIGH\)"),
+        ({}, (1, 0), r"pass finite low < high \(PixelSpace\(low, high\)\)"),
     ],
 )
 def test_from_normalization_refusals(normalization, pixel_range, message):

@@ -223,7 +223,7 @@ def test_save_refuses_pickle_suffix_and_unwritable_dir(tmp_path):
         save_checkpoint(trained_like(), tmp_path / "best.pt", meta_for())
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(OutputError, match="choose another --out"):
+    with pytest.raises(OutputError, match="choose another path"):
         save_checkpoint(trained_like(), blocker / "best", meta_for())
 
 

@@ -207,7 +207,7 @@ def test_explicit_data_dir_does_not_fall_back(isolated, monkeypatch):
     (isolated / "empty").mkdir()
     with pytest.raises(DatasetError) as err:
         load_dataset("cifar10", data_dir=isolated / "empty")
-    assert_one_line(err, str(isolated / "empty"), "cifar-10-python.tar.gz", "--data-dir")
+    assert_one_line(err, str(isolated / "empty"), "cifar-10-python.tar.gz", "data_dir")
 
 
 def test_env_then_cache(isolated, monkeypatch):
@@ -221,7 +221,7 @@ def test_env_then_cache(isolated, monkeypatch):
 def test_nothing_found_and_download_disabled(isolated):
     with pytest.raises(DatasetError) as err:
         load_dataset("cifar10", download=False)
-    message = assert_one_line(err, "download is off", "--data-dir", "LAYERMOD_DATA")
+    message = assert_one_line(err, "download is off", "data_dir=DIR", "LAYERMOD_DATA")
     assert str(isolated / "cache" / "layermod" / "data" / "cifar10") in message
 
 
@@ -232,7 +232,7 @@ def test_failed_download_is_reported(isolated, monkeypatch):
     monkeypatch.setattr(DL, "_download_file", fail)
     with pytest.raises(DatasetError) as err:
         load_dataset("cifar100")
-    assert_one_line(err, "network is unreachable", C._URLS["cifar100"], "--data-dir")
+    assert_one_line(err, "network is unreachable", C._URLS["cifar100"], "data_dir=DIR")
 
 
 def test_download_into_cache(isolated, monkeypatch):

@@ -5,6 +5,7 @@ SystemExit(2)); one test runs the installed ``layermod`` command to check the en
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -237,3 +238,35 @@ def test_the_installed_command_exits_with_mains_status(tmp_path, blobs_npz):
                           env={**os.environ, "LAYERMOD_DEBUG": ""})
     one_line_error(proc.returncode, proc.stdout, proc.stderr, "vgg99", "mlp")
     assert not (tmp_path / "o").exists()
+
+
+def test_python_m_layermod_runs_the_command():
+    proc = subprocess.run([sys.executable, "-m", "layermod", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"layermod {importlib.metadata.version('layermod')}\n"
+
+
+ALL_COMMANDS = (*COMMANDS, "prune-study", "sweep", "dynamics")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["curve", "--k", "0"], ["curve"], ["train"],
+                                  *([command, "--help"] for command in ALL_COMMANDS)])
+def test_help_and_argument_errors_import_no_torch(argv):
+    """Parsing alone, in a fresh interpreter: neither torch nor numpy is loaded."""
+    code = ("import sys\nfrom layermod.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted({'torch', 'numpy'} & set(sys.modules)), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert proc.stderr.splitlines()[-1] == "[]", (argv, proc.stderr)
+
+
+def test_argument_error_is_one_line_without_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["curve", "--k", "0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "layermod curve: error: argument --k: k=0 must be an integer >= 1\n"
+
+
+def test_library_parameter_names_are_printed_as_flags(tmp_path, capsys):
+    status, _, err = run(capsys, "report", tmp_path, "--out", tmp_path)
+    assert status == 2
+    assert err.startswith(f"layermod: error: --out {tmp_path} is a directory; "), err

@@ -132,7 +132,7 @@ def test_explicit_data_dir_without_files_does_not_fall_back(isolated, monkeypatc
     (isolated / "empty").mkdir()
     with pytest.raises(DatasetError) as err:
         load_dataset("fashion-mnist", data_dir=isolated / "empty")
-    assert_one_line(err, str(isolated / "empty"), "t10k-images-idx3-ubyte", "--data-dir")
+    assert_one_line(err, str(isolated / "empty"), "t10k-images-idx3-ubyte", "data_dir")
 
 
 def test_layermod_data_env_holds_one_folder_per_dataset(isolated, monkeypatch):
@@ -163,7 +163,7 @@ def test_cache_under_home_without_xdg(isolated, monkeypatch):
 def test_nothing_found_and_download_disabled(isolated):
     with pytest.raises(DatasetError) as err:
         load_dataset("fashion-mnist", download=False)
-    message = assert_one_line(err, "--data-dir", "LAYERMOD_DATA", "apt-get install dataset-fashion-mnist")
+    message = assert_one_line(err, "data_dir=DIR", "LAYERMOD_DATA", "apt-get install dataset-fashion-mnist")
     assert str(isolated / "cache" / "layermod" / "data" / "fashion-mnist") in message
     assert str(isolated / "no-system-copy") in message
 
@@ -175,7 +175,7 @@ def test_failed_download_is_reported(isolated, monkeypatch):
     monkeypatch.setattr(DL, "_download_file", fail)
     with pytest.raises(DatasetError) as err:
         load_dataset("mnist")
-    message = assert_one_line(err, "network is unreachable", "--data-dir", IDX._URLS["mnist"])
+    message = assert_one_line(err, "network is unreachable", "data_dir=DIR", IDX._URLS["mnist"])
     assert "apt-get" not in message
 
 

@@ -104,7 +104,7 @@ def test_tsne_without_scikit_learn_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.manifold", None)
     with pytest.raises(lm.LayermodError) as err:
         embed_2d(np.random.default_rng(0).normal(size=(10, 3)), "tsne")
-    assert_one_line(err, "t-SNE needs scikit-learn", "pip install scikit-learn", "--view-method pca")
+    assert_one_line(err, "t-SNE needs scikit-learn", "pip install scikit-learn", "method='pca'")
     x, y = small_blobs()
     with pytest.raises(lm.LayermodError, match="scikit-learn"):  # before any forward pass
         layer_views(seeded_mlp(), (x, y), n_per_class=4, method="tsne")

@@ -152,11 +152,11 @@ def test_hf_task_classes_and_channels(tmp_path):
     assert model(torch.randint(0, 19, (2, 7))).shape == (2, 4)
     mask = torch.ones(2, 7, dtype=torch.long)
     assert model({"input_ids": torch.randint(0, 19, (2, 7)), "attention_mask": mask}).shape == (2, 4)
-    with pytest.raises(ModelError, match="has no classes; pass --hf-task"):
+    with pytest.raises(ModelError, match="has no classes; pass hf_task="):
         resolve_model(f"hf:{bert}", arch_args={"num_classes": 4})
     with pytest.raises(ModelError, match="takes no input channels"):
         resolve_model(f"hf:{bert}", arch_args={"in_channels": 3})
-    with pytest.raises(ModelError, match="unknown --hf-task"):
+    with pytest.raises(ModelError, match="unknown hf_task"):
         resolve_model(f"hf:{bert}", arch_args={"hf_task": "translation"})
     gpt2, _ = resolve_model(f"hf:{tiny_gpt2_dir(tmp_path / 'gpt2')}")
     assert type(gpt2.model).__name__ == "GPT2LMHeadModel"

@@ -4,6 +4,7 @@ functions included), no import cycle between modules, and no module over 500 lin
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import layermod
@@ -111,3 +112,27 @@ def test_optional_libraries_are_imported_only_inside_functions():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             top_level += [f"{module}: {name}" for name in names if name.split(".")[0] in optional]
     assert not top_level, top_level
+
+
+def _messages(tree: ast.AST) -> list[ast.Constant]:
+    """The string constants of ``tree`` less its docstrings (a string standing alone as a statement)."""
+    alone = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in alone]
+
+
+def test_library_messages_name_parameters_not_flags():
+    """Outside the CLI a message names what a Python caller passes; the CLI rewrites it to its flags."""
+    flag = re.compile(r"(?<![\w-])--[a-z]")
+    named = [f"{module}:{node.lineno}: {node.value!r}" for module, path in MODULES.items() if room(module) != "cli"
+             for node in _messages(ast.parse(path.read_text(encoding="utf-8"))) if flag.search(node.value)]
+    assert not named, named
+
+
+def test_no_raise_of_the_base_error_class():
+    """Every raise names the precise subclass of LayermodError, which callers can catch alone."""
+    base = [f"{module}:{node.lineno}" for module, path in MODULES.items()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+            and getattr(node.exc.func, "id", getattr(node.exc.func, "attr", None)) == "LayermodError"]
+    assert not base, base

@@ -222,7 +222,7 @@ def test_ensure_writable_dir_under_regular_file(tmp_path):
             ensure_writable_dir(path)
         message = str(info.value)
         assert message.startswith(f"cannot write to {path}: ")
-        assert message.endswith("; choose another --out")
+        assert message.endswith("; choose another path")
         assert "\n" not in message
 
 
@@ -232,9 +232,9 @@ def test_ensure_writable_dir_read_only(tmp_path):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        with pytest.raises(OutputError, match="choose another --out"):
+        with pytest.raises(OutputError, match="choose another path"):
             ensure_writable_dir(locked)
-        with pytest.raises(OutputError, match="choose another --out"):
+        with pytest.raises(OutputError, match="choose another path"):
             ensure_writable_dir(locked / "child")
     finally:
         locked.chmod(0o700)

@@ -141,10 +141,10 @@ def test_missing_column_lists_the_columns(tmp_path, tok, rows):
                  write_jsonl(tmp_path / "s.jsonl", texts, labels)):
         with pytest.raises(DatasetError) as err:
             load_text_file(path, tok, text_column="sentence")
-        assert_one_line(err, "no column 'sentence'", "'text', 'label'", "--text-column")
+        assert_one_line(err, "no column 'sentence'", "'text', 'label'", "text_column")
         with pytest.raises(DatasetError) as err:
             load_text_file(path, tok, label_column="topic")
-        assert_one_line(err, "no column 'topic'", "'text', 'label'", "--label-column")
+        assert_one_line(err, "no column 'topic'", "'text', 'label'", "label_column")
 
 
 def test_oversized_file_refused_before_reading(tmp_path, tok):
@@ -233,7 +233,7 @@ def test_text_length_and_token_bounds(tmp_path, tok):
     path = write_csv(tmp_path / "many.csv", ["a cat"] * n, ["x"] * n)
     with pytest.raises(DatasetError) as err:
         load_text_file(path, tok, max_length=TX.MAX_LENGTH)
-    assert_one_line(err, "lower --max-length")
+    assert_one_line(err, "lower max_length")
     for bad in (0, TX.MAX_LENGTH + 1, 2.5, True):
         with pytest.raises(DatasetError, match="max_length"):
             load_text_file(path, tok, max_length=bad)
@@ -253,7 +253,7 @@ def test_texts_need_a_tokenizer(tmp_path, rows):
     for given in (None, "smallcnn"):
         with pytest.raises(DatasetError) as err:
             resolve_data(path, tokenizer=given)
-        assert_one_line(err, "tokenizer of an hf: model", "--model hf:")
+        assert_one_line(err, "tokenizer of an hf: model", "hf:NAME_OR_DIR model")
 
 
 def test_a_failing_tokenizer_is_one_line(tmp_path, rows):
@@ -277,7 +277,7 @@ def test_hf_folder_of_texts_with_class_names(tmp_path, tok, rows):
     assert description["dataset"] == f"hf:{folder}" and description["split"] == "train"
     with pytest.raises(DatasetError) as err:
         resolve_data(f"hf:{folder}", "validation", tokenizer=tok)
-    assert_one_line(err, "no split 'validation'", "'train', 'test'", "--split")
+    assert_one_line(err, "no split 'validation'", "'train', 'test'", "choose with split")
     with pytest.raises(DatasetError) as err:
         resolve_data(f"hf:{folder}", "test", tokenizer=tok, text_column="sentence", label_column="topic")
     assert_one_line(err, "no column 'topic'", "'text', 'label'")
@@ -372,7 +372,7 @@ def test_torchvision_mnist_in_torchvision_layout(tmp_path):
 def test_torchvision_refusals(tmp_path):
     with pytest.raises(DatasetError) as err:
         resolve_data("torchvision:CIFAR10")
-    assert_one_line(err, "no --data-dir given", "cifar-10-batches-py/", "--data-dir")
+    assert_one_line(err, "no data_dir given", "cifar-10-batches-py/", "as data_dir")
     with pytest.raises(DatasetError) as err:
         resolve_data("torchvision:CIFAR10", "test", tmp_path / "absent")
     assert_one_line(err, "no folder", "absent")

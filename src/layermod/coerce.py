@@ -19,16 +19,20 @@ Decisions, on purpose:
 from __future__ import annotations
 
 import math
-
-import numpy as np
-import scipy.sparse as sp
-import torch
+import numbers
+from typing import TYPE_CHECKING
 
 from layermod.errors import LayermodError, one_line
 
-__all__ = ["MAX_DENSE_VALUES", "as_real_tensor", "check_seed", "seed_sequence", "torch_seed"]
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+__all__ = ["MAX_DENSE_VALUES", "MAX_DRAWN", "as_real_tensor", "check_seed", "seed_sequence", "torch_seed"]
 
 MAX_DENSE_VALUES = 2**26
+MAX_DRAWN = 2**26
+"""The most sample indices class-balanced draws may hold (:func:`layermod.balanced_draws`, ``DrawConfig``)."""
 _NEGATIVE_SEED_MODULUS = 2**128
 _TORCH_SEEDS = range(-2**63, 2**64)  # what torch.manual_seed and Generator.manual_seed take
 
@@ -46,6 +50,9 @@ def as_real_tensor(values: object, what: str, error: type[LayermodError]) -> tor
     Raises:
         error: non-numeric or complex values, or a sparse input too large to make dense.
     """
+    import scipy.sparse as sp
+    import torch
+
     if sp.issparse(values):
         _check_dense_size(values.shape, what, error)
         values = values.toarray()
@@ -80,6 +87,8 @@ def seed_sequence(seed: int | np.random.SeedSequence, error: type[LayermodError]
     Raises:
         error: a seed that is not an integer (floats and bools are refused, not rounded).
     """
+    import numpy as np
+
     if isinstance(seed, np.random.SeedSequence):
         return seed
     value = check_seed(seed, error)
@@ -89,7 +98,7 @@ def seed_sequence(seed: int | np.random.SeedSequence, error: type[LayermodError]
 def check_seed(seed: object, error: type[LayermodError]) -> int:
     """``seed`` as an int, as given (negative ones included); ``error`` unless it is an integer (floats and bools
     are refused, not rounded)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise error(f"seed={seed!r} must be an integer")
     return int(seed)
 
@@ -99,4 +108,4 @@ def torch_seed(seed: object, error: type[LayermodError]) -> int:
     value = check_seed(seed, error)
     if value in _TORCH_SEEDS:
         return value
-    return int(seed_sequence(value, error).generate_state(1, np.uint64)[0])
+    return int(seed_sequence(value, error).generate_state(1, "uint64")[0])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "AttackError",
+    "CurveError",
     "DatasetError",
     "DeviceError",
     "FeatureError",
@@ -21,6 +22,7 @@ __all__ = [
     "ReportError",
     "SweepError",
     "TrainError",
+    "ViewError",
     "WeightsError",
 ]
 
@@ -82,6 +84,15 @@ class PlanError(LayermodError, ValueError):
 
 class ReportError(LayermodError, OSError):
     """Run directories a report cannot be made from (missing, or holding no readable layermod output)."""
+
+
+class CurveError(LayermodError, ValueError):
+    """Values that do not fit together: a curve's values and its layers, per-layer Q values or matrices of other
+    layers, the two samples of a paired test."""
+
+
+class ViewError(LayermodError, ValueError):
+    """A 2-D layer view that cannot be made, read or drawn (unknown method, malformed view data, nothing to plot)."""
 
 
 class SweepError(LayermodError, ValueError):

@@ -245,11 +245,11 @@ def _check_enough(targets: torch.Tensor, chosen: torch.Tensor, n_per_class: int,
     if kept[short] >= n_per_class:
         return
     why = "were classified correctly and then flipped" if keep == "flipped" else "were attacked"
-    hint = "raise --pool-per-class or eps, keep all samples (--keep all), or lower --n-per-class"
+    hint = "raise pool_per_class or eps, keep all samples (keep='all'), or lower n_per_class"
     if pool >= int(counts.min()):
-        hint = "raise eps, keep all samples (--keep all), or lower --n-per-class"
+        hint = "raise eps, keep all samples (keep='all'), or lower n_per_class"
     raise AttackError(f"only {int(kept[short])} of {pool} samples of class {int(classes[short])} {why}, fewer than "
-                      f"--n-per-class {n_per_class}; {hint}")
+                      f"n_per_class={n_per_class}; {hint}")
 
 
 def _settings(value: object) -> dict:

@@ -61,8 +61,8 @@ class PixelSpace:
             math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high
         ):
             raise AttackError(
-                f"the pixel range [{self.low}, {self.high}] is not an interval; pass finite LOW < HIGH "
-                "(--pixel-range LOW,HIGH)"
+                f"the pixel range [{self.low}, {self.high}] is not an interval; pass finite low < high "
+                "(PixelSpace(low, high))"
             )
 
     @classmethod
@@ -109,7 +109,7 @@ class PixelSpace:
         if lo < self.low - slack or hi > self.high + slack:
             raise AttackError(
                 f"the samples' pixels span [{lo:.4g}, {hi:.4g}], outside the pixel range [{self.low:g}, "
-                f"{self.high:g}]; pass the data's pixel range (--pixel-range LOW,HIGH)"
+                f"{self.high:g}]; pass the data's pixel range (PixelSpace(low, high))"
             )
 
     @staticmethod

@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from layermod.data.arrays import as_dataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
-from layermod.errors import FeatureError, GraphError
+from layermod.errors import CurveError, FeatureError, GraphError
 from layermod.extract.features import feature_size, iter_layer_features, model_device
 from layermod.extract.inputs import slice_batch
 from layermod.extract.pooling import check_pool, resolve_pool
@@ -120,7 +120,8 @@ class Curve:
     def __post_init__(self) -> None:
         values = np.atleast_2d(np.asarray(self.values, dtype=np.float64))
         if values.shape[1] != len(self.layers):
-            raise ValueError(f"values has {values.shape[1]} columns for {len(self.layers)} layers")
+            raise CurveError(f"values has {values.shape[1]} columns for {len(self.layers)} layers; pass one column "
+                             "per layer")
         object.__setattr__(self, "values", values)
 
     @property

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from layermod.analysis.curve import Curve
-from layermod.errors import TrainError
+from layermod.errors import CurveError, TrainError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png
 from layermod.io.rundir import DYNAMICS_JSON, DYNAMICS_PNG
 from layermod.extract.layers import LayerSpec
@@ -105,12 +105,12 @@ class Dynamics:
         acc = np.asarray([np.nan if a is None else a for a in np.atleast_1d(self.test_acc)], dtype=np.float64)
         epochs = [int(e) for e in self.epochs]
         if values.ndim != 3 or values.shape[2] != len(self.layers):
-            raise ValueError(f"values must be (epochs, repeats, {len(self.layers)} layers), got shape {values.shape}")
+            raise CurveError(f"values must be (epochs, repeats, {len(self.layers)} layers), got shape {values.shape}")
         if not len(epochs) == len(values) == len(acc):
-            raise ValueError(f"{len(epochs)} epochs, {len(values)} value blocks and {len(acc)} accuracies differ")
+            raise CurveError(f"{len(epochs)} epochs, {len(values)} value blocks and {len(acc)} accuracies differ")
         for a, b in itertools.pairwise(epochs):
             if b <= a:
-                raise ValueError(f"epochs must be strictly increasing, but epoch {b} follows epoch {a}")
+                raise CurveError(f"epochs must be strictly increasing, but epoch {b} follows epoch {a}")
         object.__setattr__(self, "layers", list(self.layers))
         object.__setattr__(self, "epochs", epochs)
         object.__setattr__(self, "values", values)

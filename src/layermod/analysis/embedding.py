@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from layermod.errors import FeatureError, LayermodError
+from layermod.errors import FeatureError, ViewError
 from layermod.measure.graph import as_feature_matrix
 
 __all__ = ["METHODS", "check_method", "embed_2d"]
@@ -43,8 +43,8 @@ def _tsne_class():
     try:
         from sklearn.manifold import TSNE
     except ImportError:
-        raise LayermodError(
-            "t-SNE needs scikit-learn; install it (pip install scikit-learn) or use --view-method pca"
+        raise ViewError(
+            "t-SNE needs scikit-learn; install it (pip install scikit-learn) or use method='pca'"
         ) from None
     return TSNE
 
@@ -64,7 +64,7 @@ def _embedder(method: str) -> Callable[[torch.Tensor, int], np.ndarray]:
     if method == "tsne":
         _tsne_class()
         return _tsne_2d
-    raise LayermodError(f"unknown embedding method {method!r}; use one of {', '.join(METHODS)}")
+    raise ViewError(f"unknown embedding method {method!r}; use one of {', '.join(METHODS)}")
 
 
 def check_method(method: str) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layermod.errors import LayermodError
+from layermod.errors import ViewError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png
 from layermod.io.rundir import EMBEDDING_JSON, EMBEDDING_PNG
 from layermod.io.validate import (
@@ -113,7 +113,7 @@ class LayerView:
         try:
             fields = _view_arrays(self.coords, self.labels, self.edges, self.weights, self.q)
         except (ValueError, TypeError) as err:
-            raise LayermodError(
+            raise ViewError(
                 f"invalid view of layer {self.layer!r}: {err}; pass coords (n, 2), labels (n,), "
                 "edges (E, 2) with i < j < n and weights (E,)"
             ) from None
@@ -166,7 +166,7 @@ class Views:
         object.__setattr__(self, "config", dict(self.config))
         problem = _class_names_problem(self.views, self.class_names)
         if problem:
-            raise LayermodError(f"{problem}; pass one name per class, indexed by label")
+            raise ViewError(f"{problem}; pass one name per class, indexed by label")
 
     def to_dict(self) -> dict:
         """JSON-ready dict: ``{"class_names": [...] | None, "config": {...}, "layers": [{"layer", "q", "coords",
@@ -193,7 +193,7 @@ class Views:
         try:
             return _views_from_json(data)
         except ValueError as err:
-            raise LayermodError(f"malformed embedding data ({err}); {_REWRITE_HINT}") from None
+            raise ViewError(f"malformed embedding data ({err}); {_REWRITE_HINT}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Views:
@@ -222,7 +222,7 @@ class Views:
         atomically) without involving pyplot.
         """
         if not self.views:
-            raise LayermodError("no layer views to plot; pass at least one LayerView")
+            raise ViewError("no layer views to plot; pass at least one LayerView")
         size = (3.2 * len(self.views) + 1.6, 6.6)
         if path is None:  # interactive: let pyplot show it
             import matplotlib.pyplot as plt

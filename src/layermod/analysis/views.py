@@ -32,7 +32,7 @@ from layermod.analysis.embedding import METHODS, check_method, embed_2d
 from layermod.analysis.layer_view import MAX_VIEWS, LayerView, Views
 from layermod.data.arrays import as_dataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
-from layermod.errors import FeatureError, GraphError, LayermodError
+from layermod.errors import FeatureError, GraphError, ViewError
 from layermod.extract.features import extract_features
 from layermod.extract.inputs import slice_batch
 from layermod.extract.pooling import check_pool
@@ -129,7 +129,7 @@ def pick_layers(names: Sequence[str], count: int = 3) -> list[str]:
     first, fifth and ninth.
     """
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise LayermodError(f"count={count!r} must be a positive integer; pass how many layers to show")
+        raise ViewError(f"count={count!r} must be a positive integer; pass how many layers to show")
     names = list(names)
     if len(names) <= count:
         return names

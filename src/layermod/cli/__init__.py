@@ -9,14 +9,16 @@ One module per command group parses, calls the library and prints: :mod:`~layerm
 curve, attack, compare), :mod:`~layermod.cli.report` (report, models, demo), :mod:`~layermod.cli.prune` and
 :mod:`~layermod.cli.train` (train, eval), :mod:`~layermod.cli.sweep` (sweep, dynamics);
 :mod:`~layermod.cli.args` holds the argument groups they share.
-Importing this package does not import torch: the parser is built, and torch loaded, inside :func:`main`, so a
-Ctrl-C while it loads is the command's own one line.
+Neither importing this package nor building the parser imports torch: ``--help``, ``--version`` and argument
+errors answer at once (an argument error is one line, ``layermod COMMAND: error: ...``, status 2), and torch is
+loaded by the command that runs, inside :func:`main`, so a Ctrl-C while it loads is the command's own one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import os
 import signal
 import sys
@@ -25,15 +27,24 @@ import traceback
 from collections.abc import Iterator
 
 from layermod.cli import measure, prune, report, sweep, train
+from layermod.cli.flags import flag_words
 from layermod.errors import LayermodError
 
 __all__ = ["main", "build_parser"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``PROG: error: MESSAGE`` (status 2), without the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``layermod`` parser with every command; each command's ``func`` takes the parsed arguments."""
-    parser = argparse.ArgumentParser(prog="layermod", description="Layer-by-layer graph modularity of a network's "
-                                     "features: where classes separate, and which layers are redundant.")
+    parser = _Parser(prog="layermod", description="Layer-by-layer graph modularity of a network's features: where "
+                     "classes separate, and which layers are redundant.")
+    parser.add_argument("--version", action="version", version=f"layermod {importlib.metadata.version('layermod')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     measure.add_parsers(commands)
     report.add_parsers(commands)
@@ -68,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``layermod`` command; returns the exit status."""
     try:
         with _sigterm_raises():
-            args = build_parser().parse_args(argv)  # inside: building the parser imports torch
+            args = build_parser().parse_args(argv)
             return args.func(args)
     except _Terminated:
         print("layermod: terminated", file=sys.stderr)
         return 143
     except LayermodError as err:
-        print(f"layermod: error: {err}", file=sys.stderr)
+        print(f"layermod: error: {flag_words(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("layermod: interrupted", file=sys.stderr)

@@ -5,14 +5,15 @@ Decisions, on purpose:
 * **One graph and draw group.** Every measuring command (curve, attack, compare, prune, train with
   ``--track-every``) takes the same options, built by :func:`add_measure_args` from the defaults and checks of
   :class:`~layermod.measure.config.GraphConfig` and :class:`~layermod.measure.config.DrawConfig`: a bad value
-  is refused while parsing, with argparse's usage line, in the words of the config's own check.
+  is refused while parsing, in one line, in the words of the config's own check.
   :func:`measure_configs` turns the parsed options back into the two configs.
 * **train's probe.** ``train`` has its own ``--seed`` (the training's), so there the draw seed is
   ``--probe-seed``; ``--probe-per-class`` and ``--probe-repeats`` are other names of ``--n-per-class`` and
   ``--repeats``. The draw seed is ``args.draw_seed`` in every command.
-* **Quick import.** Nothing here imports torch (or a module that does) at import time: ``import layermod.cli``
-  stays quick, and a Ctrl-C while torch loads reaches ``main``'s handler. The configs are imported when a
-  parser is built, inside ``main``.
+* **Quick parser.** Nothing here imports torch (or a module that does) at import time or while the parser is
+  built or reads its arguments: ``--help`` and argument errors answer at once, and a Ctrl-C while torch loads
+  reaches ``main``'s handler. The configs (which import neither torch nor numpy) are imported when a parser is
+  built, inside ``main``; the library is imported by the command that runs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from layermod.errors import LayermodError
+from layermod.errors import DatasetError, DeviceError, LayermodError, SweepError
 
 if TYPE_CHECKING:
     import torch
@@ -186,7 +187,7 @@ def measure_configs(args: argparse.Namespace) -> tuple[GraphConfig, DrawConfig]:
 def add_extraction_args(parser: argparse.ArgumentParser) -> None:
     """Which layers, and how the features are extracted: --layers, --batch-size, --max-memory, --pool."""
     group = parser.add_argument_group("layers and extraction")
-    group.add_argument("--layers", type=layer_spec, default="auto",
+    group.add_argument("--layers", type=layer_spec, default=["auto"],  # parsed: a text default would load torch
                        help="'auto', names, glob patterns or indices into the auto points, comma-separated "
                        "(e.g. 'auto', 'features.*', '0,-1'); see `layermod layers`")
     group.add_argument("--batch-size", type=positive, default=256, help="samples per forward pass (default 256)")
@@ -255,7 +256,6 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def data_split(args: argparse.Namespace) -> str:
     """``--split``, ``"test"`` when not given; one line for a split given with a dataset that has none."""
-    from layermod.errors import DatasetError
     from layermod.models.spec import has_splits
 
     if args.split is None:
@@ -292,7 +292,6 @@ def resolve_device(device: str) -> str:
     layermod cannot use (:func:`layermod.io.devices.check_device`)."""
     import torch
 
-    from layermod.errors import DeviceError
     from layermod.io.devices import check_device
 
     if device == "auto":
@@ -327,4 +326,4 @@ def add_backend_args(parser: argparse.ArgumentParser, what: str = "items") -> ar
 def check_backend(args: argparse.Namespace) -> None:
     """Refuse ``--address`` without ``--backend ray`` (one line)."""
     if args.address and args.backend != "ray":
-        raise LayermodError(f"--address {args.address} is a Ray cluster's; add --backend ray")
+        raise SweepError(f"--address {args.address} is a Ray cluster's; add --backend ray")

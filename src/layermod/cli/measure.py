@@ -28,7 +28,7 @@ from layermod.cli.args import (
     positive,
     to_device,
 )
-from layermod.errors import LayermodError
+from layermod.errors import DatasetError, LayermodError
 
 if TYPE_CHECKING:
     import torch
@@ -88,7 +88,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     elif args.input_shape:
         example = torch.zeros(2, *args.input_shape)
     else:
-        raise LayermodError("pass --dataset or --input-shape C,H,W so the model can be run once")
+        raise DatasetError("pass --dataset or --input-shape C,H,W so the model can be run once")
     calls = trace_calls(model, example)  # moved to the model's device and dtype there
     try:
         auto = auto_layers(model, calls)

@@ -113,10 +113,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_study(commands: argparse._SubParsersAction) -> None:
-    from layermod.pruning.budgets import BUDGETS
-    from layermod.pruning.pareto import MATCHES, RETRAINS
-    from layermod.pruning.plans import METHODS
-    from layermod.pruning.run import FINETUNE
+    from layermod.pruning.choices import BUDGETS, FINETUNE, MATCHES, METHODS, RETRAINS
 
     study = commands.add_parser("prune-study", help="every pruning method at matched FLOPs / parameter budgets",
                                 description=cmd_prune_study.__doc__)
@@ -156,8 +153,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
 
 def _add_prune(commands: argparse._SubParsersAction) -> None:
     """The ``prune`` command."""
-    from layermod.pruning.plans import METHODS
-    from layermod.pruning.run import FINETUNE
+    from layermod.pruning.choices import FINETUNE, METHODS
 
     prune = commands.add_parser("prune", help="remove redundant layers, fine-tune, compare with other methods",
                                 description=cmd_prune.__doc__)

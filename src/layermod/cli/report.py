@@ -52,8 +52,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     """The ``report``, ``models`` and ``demo`` commands."""
-    from layermod.models.hub import PREFIX_HELP
-
     report = commands.add_parser("report", help="one self-contained HTML page from run directories",
                                  description=cmd_report.__doc__)
     report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories written by layermod commands")
@@ -62,7 +60,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     report.set_defaults(func=cmd_report)
 
     listing = commands.add_parser("models", help="list the built-in architectures", description=cmd_models.__doc__,
-                                  epilog=f"--model also takes {PREFIX_HELP}, and module:function")
+                                  epilog="--model also takes torchvision:NAME (torchvision.models.get_model), "
+                                  "timm:NAME (timm.create_model), hf:DIR_OR_ID (a transformers save_pretrained "
+                                  "directory or hub id), random weights unless --pretrained, and module:function")
     listing.set_defaults(func=cmd_models)
 
     demo = commands.add_parser("demo", help="train a small CNN on Fashion-MNIST and show its curve",

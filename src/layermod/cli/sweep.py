@@ -48,7 +48,7 @@ from layermod.cli.args import (
     out_path,
     positive,
 )
-from layermod.errors import LayermodError
+from layermod.errors import SweepError
 
 if TYPE_CHECKING:
     from layermod.sweep.executor import ItemResult
@@ -89,7 +89,7 @@ def _parse_item(parser: argparse.ArgumentParser, argv: list[str], where: str) ->
             args = parser.parse_args([*argv, "--out", ".", "--quiet"])
     except SystemExit:
         reason = errors.getvalue().strip().splitlines()[-1:] or ["cannot be parsed"]
-        raise LayermodError(f"{where}: {re.sub(r'^.*?error: ', '', reason[0])}") from None
+        raise SweepError(f"{where}: {re.sub(r'^.*?error: ', '', reason[0])}") from None
     return {key: value for key, value in vars(args).items() if key not in ("out", "quiet", "func")}
 
 
@@ -179,7 +179,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for item in spec.items:
             code = _runs_code(parsed[item.id])
             if code:
-                raise LayermodError(f"item {item.id} of {args.spec} names code ({code}), which layermod never runs "
+                raise SweepError(f"item {item.id} of {args.spec} names code ({code}), which layermod never runs "
                                     "from a file; pass --allow-import if you trust the spec")
     shard = spec.shard(*args.shard)
     part = f", shard {args.shard[0]}/{args.shard[1]}: {len(shard)}" if args.shard != (1, 1) else ""
@@ -205,18 +205,18 @@ def _checkpoints(source: str) -> list[tuple[int, float | None, str]]:
     else:
         paths = sorted(glob.glob(source))
     if not paths:
-        raise LayermodError(f"{source} holds or matches no checkpoint (.safetensors with its .json sidecar); "
+        raise SweepError(f"{source} holds or matches no checkpoint (.safetensors with its .json sidecar); "
                             "point at a `layermod train` run directory or a glob of checkpoints")
     found: dict[int, tuple[float | None, str, object]] = {}
     for path in paths:
         meta = read_sidecar(path)
         epoch, accuracy = meta.get("epoch"), meta.get("accuracy")
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise LayermodError(f"the sidecar of {path} records no epoch; give checkpoints saved by `layermod train`")
+            raise SweepError(f"the sidecar of {path} records no epoch; give checkpoints saved by `layermod train`")
         if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 1:
             accuracy = None
         if epoch in found and found[epoch][2] != meta.get("weights_sha256"):
-            raise LayermodError(f"{found[epoch][1]} and {path} are both epoch {epoch} with different weights; "
+            raise SweepError(f"{found[epoch][1]} and {path} are both epoch {epoch} with different weights; "
                                 "pass a glob that picks one of them")
         found.setdefault(epoch, (accuracy, path, meta.get("weights_sha256")))
     return [(epoch, accuracy, path) for epoch, (accuracy, path, _) in sorted(found.items())]
@@ -234,7 +234,7 @@ def cmd_dynamics(args: argparse.Namespace) -> int:
 
     _check_backend(args)
     if args.weights:
-        raise LayermodError("dynamics measures the checkpoints given as its argument; drop --weights")
+        raise SweepError("dynamics measures the checkpoints given as its argument; drop --weights")
     parser = _curve_parser()
     defaults = _parse_item(parser, ["--dataset", args.dataset], "the curve options")
     base = {**defaults, **{key: value for key, value in vars(args).items() if key in defaults}, "views": 0}
@@ -255,7 +255,7 @@ def cmd_dynamics(args: argparse.Namespace) -> int:
             dynamics = (dynamics.record(epoch, curve, accuracy) if dynamics else Dynamics.start(
                 epoch, curve, accuracy, _dynamics_config(curve, args.checkpoints)))
         except ValueError as err:
-            raise LayermodError(f"{err}; measure checkpoints of one architecture with the same options") from None
+            raise SweepError(f"{err}; measure checkpoints of one architecture with the same options") from None
     print(_tally(run))
     if dynamics is not None:
         dynamics.save(args.out)

@@ -31,7 +31,7 @@ from layermod.errors import DatasetError, ModelError, TrainError
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
-    from layermod.training.train import TrainConfig
+    from layermod.training.config import TrainConfig
 
 __all__ = ["add_parsers", "train_config"]
 
@@ -43,7 +43,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     from dataclasses import replace
 
     from layermod.training.augment import augmentation_for
-    from layermod.training.train import PAPER_RECIPE, TrainConfig
+    from layermod.training.config import PAPER_RECIPE, TrainConfig
 
     given = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
     if args.workers is not None:
@@ -215,7 +215,7 @@ def _epochs_list(text: str) -> tuple[int, ...]:
 
 
 def _train_description() -> str:
-    from layermod.training.train import PAPER_RECIPE, TrainConfig
+    from layermod.training.config import PAPER_RECIPE, TrainConfig
 
     def recipe(c: TrainConfig) -> str:
         schedule = (f"x{c.gamma:g} after epochs {','.join(map(str, c.milestones))}" if c.schedule == "step"
@@ -232,8 +232,7 @@ def _train_description() -> str:
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
-    from layermod.data.datasets import DATASETS
-    from layermod.training.train import PAPER_RECIPE, SCHEDULES, TrainConfig
+    from layermod.training.config import PAPER_RECIPE, SCHEDULES, TrainConfig
 
     small, paper = TrainConfig(), PAPER_RECIPE
     train = commands.add_parser("train", help="train a registered architecture or library model with checkpoints "
@@ -249,8 +248,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--device", default="auto", help="torch device to train on (default auto: cuda when available)")
 
     data = train.add_argument_group("data")
-    data.add_argument("--dataset", required=True, help=f"{', '.join(DATASETS)} or folder:PATH (train split for "
-                      "training, test split for evaluation), a .npz file with arrays X and y, or module:function")
+    data.add_argument("--dataset", required=True, help="fashion-mnist, mnist, digits, cifar10, cifar100 or "
+                      "folder:PATH (train split for training, test split for evaluation), a .npz file with arrays X "
+                      "and y, or module:function")
     data.add_argument("--test-dataset", help="held-out data (default: the test split of --dataset; required when "
                       "--dataset has no splits)")
     data.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache)")

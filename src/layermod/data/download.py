@@ -72,7 +72,7 @@ def locate(wanted: Wanted, data_dir: str | os.PathLike | None, download: bool) -
                 return found
         raise DatasetError(
             f"no {wanted.what} ({wanted.listing}) in {given} or {given / name}; "
-            "point data_dir (--data-dir) at the folder that holds them"
+            "point data_dir at the folder that holds them"
         )
 
     candidates = []
@@ -89,7 +89,7 @@ def locate(wanted: Wanted, data_dir: str | os.PathLike | None, download: bool) -
             return found
 
     looked = ", ".join(str(c) for c in candidates)
-    fixes = f"pass --data-dir DIR (data_dir=) or set LAYERMOD_DATA to a folder whose {name}/ subfolder holds them"
+    fixes = f"pass data_dir=DIR or set LAYERMOD_DATA to a folder whose {name}/ subfolder holds them"
     if name in _SYSTEM_PACKAGES:
         fixes += f", or on Debian `apt-get install {_SYSTEM_PACKAGES[name]}`"
     if not download:

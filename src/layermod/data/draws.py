@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from layermod.coerce import seed_sequence
+from layermod.coerce import MAX_DRAWN, seed_sequence
 from layermod.data.arrays import label_array
 from layermod.errors import LabelError
 
 __all__ = ["MAX_DRAWN", "balanced_draws"]
-
-MAX_DRAWN = 2**26
 
 
 def balanced_draws(labels, n_per_class: int, repeats: int, seed: int = 0) -> list[np.ndarray]:

@@ -58,7 +58,7 @@ def load_hf_dataset(name: str, split: str = "test", tokenizer: Any = None, text_
     columns = list(features)
     if label_column not in features:
         raise DatasetError(f"{where} has no column {label_column!r}; its columns are {', '.join(map(repr, columns))} "
-                           "(choose with --label-column)")
+                           "(choose with label_column)")
     labels = data[label_column]
     label_feature = features[label_column]
     if isinstance(label_feature, datasets.ClassLabel):
@@ -87,7 +87,7 @@ def load_hf_dataset(name: str, split: str = "test", tokenizer: Any = None, text_
         x = _arrays(data.with_format("numpy")[text_column], where)
     else:
         raise DatasetError(f"{where} has no column {text_column!r} and no image column; its columns are "
-                           f"{', '.join(map(repr, columns))} (choose with --text-column)")
+                           f"{', '.join(map(repr, columns))} (choose with text_column)")
     x, normalization = normalise_images(x)
     return ArrayDataset(x, torch.from_numpy(y), classes, where, normalization)
 
@@ -115,7 +115,7 @@ def _open(datasets: Any, name: str, split: str, where: str) -> Any:
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
             raise DatasetError(f"{where} has no split {split!r}; its splits are {', '.join(map(repr, data))} "
-                               "(choose with --split)")
+                               "(choose with split)")
         data = data[split]
     if not isinstance(data, datasets.Dataset):
         raise DatasetError(f"{where} is a {type(data).__name__}, not a map-style Dataset; save a Dataset")

@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
         parquet = pq.ParquetFile(path)
         meta, schema = parquet.metadata, parquet.schema
         names = list(parquet.schema_arrow.names)
-        for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
+        for column, option in ((text_column, "text_column"), (label_column, "label_column")):
             if column not in names:
                 refuse(f"{path} has no column {column!r}; its columns are {', '.join(map(repr, names))} "
                        f"(choose with {option})")

@@ -181,7 +181,7 @@ def _pick(table: tuple[list[str], list[dict]], path: Path, text_column: str,
     columns, rows = table
     if not rows:
         raise DatasetError(f"{path} has no rows; give a file with at least one sample")
-    for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
+    for column, option in ((text_column, "text_column"), (label_column, "label_column")):
         if column not in columns:
             raise DatasetError(f"{path} has no column {column!r}; its columns are {', '.join(map(repr, columns))} "
                                f"(choose with {option})")
@@ -238,7 +238,7 @@ def _check_texts(texts: list[Any], path: Path, column: str) -> None:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise DatasetError(f"{path} row {i} holds {type(text).__name__} in column {column!r}, not a text; "
-                               "give a string in every row (or choose another column with --text-column)")
+                               "give a string in every row (or choose another column with text_column)")
         if len(text) > MAX_TEXT_CHARS:
             raise DatasetError(f"{path} row {i} has a text of {len(text)} characters, more than {MAX_TEXT_CHARS}; "
                                "shorten it")

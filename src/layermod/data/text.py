@@ -87,7 +87,7 @@ def text_dataset(texts: list[str], labels: list[Any], tokenizer: Any, max_length
 def check_max_length(max_length: Any) -> None:
     if isinstance(max_length, bool) or not isinstance(max_length, int) or not 1 <= max_length <= MAX_LENGTH:
         raise DatasetError(f"max_length={max_length!r} is not a whole number of tokens from 1 to {MAX_LENGTH}; "
-                           "pass --max-length N")
+                           "pass max_length=N")
 
 
 def tokenize_texts(texts: list[str], tokenizer: Any, max_length: int, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -95,10 +95,10 @@ def tokenize_texts(texts: list[str], tokenizer: Any, max_length: int, where: str
     longest (see the module doc)."""
     if tokenizer is None or not callable(tokenizer):
         raise DatasetError(f"{where} holds texts, which need the model's tokenizer; use an hf: model "
-                           "(--model hf:NAME) or pass tokenizer=")
+                           "(hf:NAME) or pass tokenizer=")
     if len(texts) * max_length > MAX_TOKENS:
         raise DatasetError(f"{where} has {len(texts)} texts of up to {max_length} tokens, more than {MAX_TOKENS} "
-                           "tokens in all; lower --max-length or use fewer rows")
+                           "tokens in all; lower max_length or use fewer rows")
     rows: list[list[int]] = []
     for start in range(0, len(texts), _CHUNK):
         chunk = texts[start:start + _CHUNK]

@@ -53,9 +53,9 @@ def load_torchvision(name: str, split: str = "test", data_dir: str | os.PathLike
         return _fake(split)
     reader, holds = _READ_BY_LAYERMOD[key]
     if data_dir is None or not Path(data_dir).expanduser().is_dir():
-        where = "no --data-dir given" if data_dir is None else f"no folder {data_dir}"
+        where = "no data_dir given" if data_dir is None else f"no folder {data_dir}"
         raise DatasetError(f"torchvision:{key} reads torchvision's root folder, {where}; put {holds} in a folder "
-                           "and pass it as --data-dir (data_dir=)")
+                           "and pass it as data_dir")
     root = Path(data_dir).expanduser()
     if reader in ("cifar10", "cifar100"):
         data = load_cifar(reader, split, root, download=False)
@@ -63,7 +63,7 @@ def load_torchvision(name: str, split: str = "test", data_dir: str | os.PathLike
         folder = root / key / "raw"
         if not folder.is_dir():
             raise DatasetError(f"torchvision:{key} needs {root / key / 'raw'} holding the four *-ubyte[.gz] files; "
-                               "put them there, or pass the root that holds them as --data-dir")
+                               "put them there, or pass the root that holds them as data_dir")
         data = load_idx_dataset(reader, split, folder, download=False)
     data.name = f"torchvision:{key}"
     return data

@@ -195,7 +195,7 @@ def _batch_failure(
     return ModelError(
         f"the model fails on batch {number + 1} of {batches} (samples {start}..{start + size - 1}, "
         f"{describe_batch(batch)}) while extracting {names}: {reason}; check that it takes batches of any size "
-        "(or set batch_size / --batch-size so that every batch has a size it takes)"
+        "(or set batch_size so that every batch has a size it takes)"
     )
 
 

@@ -75,7 +75,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
     except OSError as exc:
-        raise OutputError(f"cannot write to {parent}: {exc.strerror or exc}; choose another --out") from None
+        raise OutputError(f"cannot write to {parent}: {exc.strerror or exc}; choose another path") from None
     os.close(fd)
     tmp = Path(name)
     tmp.unlink()  # the writer creates it; an empty placeholder would otherwise be renamed onto the target
@@ -94,19 +94,19 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create directory ``path`` (with parents) and check that a file can be written in it.
 
     Returns the directory as a :class:`~pathlib.Path`. Raises :class:`OutputError` with one line
-    (``"cannot write to DIR: reason; choose another --out"``) when it cannot be created or written.
+    (``"cannot write to DIR: reason; choose another path"``) when it cannot be created or written.
     """
     directory = Path(path)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise OutputError(f"cannot write to {directory}: it exists and is not a directory; choose another --out") from None
+        raise OutputError(f"cannot write to {directory}: it exists and is not a directory; choose another path") from None
     except OSError as exc:
-        raise OutputError(f"cannot write to {directory}: {_reason(exc)}; choose another --out") from None
+        raise OutputError(f"cannot write to {directory}: {_reason(exc)}; choose another path") from None
     try:
         fd, probe = tempfile.mkstemp(prefix=".layermod-probe-", dir=directory)
     except OSError as exc:
-        raise OutputError(f"cannot write to {directory}: {_reason(exc)}; choose another --out") from None
+        raise OutputError(f"cannot write to {directory}: {_reason(exc)}; choose another path") from None
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(probe)
@@ -124,9 +124,9 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise OutputError(f"cannot write to {path}: {existing} is not a directory; choose another --out")
+        raise OutputError(f"cannot write to {path}: {existing} is not a directory; choose another path")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to {path}: permission denied in {existing}; choose another --out")
+        raise OutputError(f"cannot write to {path}: permission denied in {existing}; choose another path")
     return Path(path)
 
 

@@ -71,13 +71,13 @@ def check_replaceable(out: str | os.PathLike) -> Path:
     if not os.path.lexists(target):
         return target
     if not target.is_dir():
-        raise OutputError(f"cannot write to {out}: it exists and is not a directory; choose another --out")
+        raise OutputError(f"cannot write to {out}: it exists and is not a directory; choose another path")
     foreign = sorted(entry.name for entry in os.scandir(target)
                      if not (entry.name in RUN_FILES and entry.is_file(follow_symlinks=False))
                      and not entry.name.startswith("."))
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise OutputError(f"--out {out} holds {shown}, which a new run would delete; choose another --out "
+        raise OutputError(f"out={out} holds {shown}, which a new run would delete; choose another path "
                           "(a run directory is replaced whole)")
     return target
 
@@ -121,7 +121,7 @@ def staged_run(out: str | os.PathLike) -> Iterator[Path]:
     try:
         stage = Path(tempfile.mkdtemp(prefix=f"{_stage_prefix(target)}{os.getpid()}-", dir=target.parent))
     except OSError as exc:
-        raise OutputError(f"cannot write to {target.parent}: {exc.strerror or exc}; choose another --out") from None
+        raise OutputError(f"cannot write to {target.parent}: {exc.strerror or exc}; choose another path") from None
     try:
         yield stage
         _record(stage)
@@ -171,7 +171,7 @@ def _exchange(a: Path, b: Path) -> bool:
     code = ctypes.get_errno()
     if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
         return False
-    raise OutputError(f"cannot replace {b}: {os.strerror(code)}; choose another --out")
+    raise OutputError(f"cannot replace {b}: {os.strerror(code)}; choose another path")
 
 
 def check_run(directory: str | os.PathLike) -> None:

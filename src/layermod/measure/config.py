@@ -41,15 +41,14 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
+import numbers
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, ClassVar, Literal, TypedDict, TypeVar, get_args
 
-import numpy as np
-
-from layermod.coerce import check_seed
-from layermod.data.draws import MAX_DRAWN
+from layermod.coerce import MAX_DRAWN, check_seed
 from layermod.errors import GraphError, LabelError, LayermodError
 
 if TYPE_CHECKING:
@@ -96,18 +95,24 @@ MAX_RESOLUTION = 1e4
 _SKETCH_BYTES = 4  # float32
 
 
+def _numpy_bool(value: object) -> bool:
+    """Whether ``value`` is a numpy bool (numpy is not imported for this: without it, none can exist)."""
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, numpy.bool_)
+
+
 def _integer(value: object, name: str, error: type[LayermodError], low: int) -> int:
     """``value`` as an int; ``error`` unless it is an integer (not a bool, not a float) >= ``low``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise error(f"{name}={value!r} must be an integer >= {low}")
     return int(value)
 
 
 def check_resolution(resolution: float) -> float:
     """``resolution`` as a float; :class:`GraphError` unless it is a real number in [0, ``MAX_RESOLUTION``]."""
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, float, np.integer, np.floating)):
+    if isinstance(resolution, bool) or not isinstance(resolution, numbers.Real):
         raise GraphError(f"resolution={resolution!r} must be a number >= 0 (1 = Newman's modularity)")
-    if not (np.isfinite(resolution) and 0 <= resolution <= MAX_RESOLUTION):
+    if not 0 <= resolution <= MAX_RESOLUTION:  # NaN and inf fail it too
         raise GraphError(f"resolution={resolution} must be finite, >= 0 and <= {MAX_RESOLUTION:g} (1 = Newman's "
                          "modularity; far above the number of classes Q measures only the class sizes)")
     return float(resolution)
@@ -120,7 +125,7 @@ def check_permutations(permutations: int) -> int:
 
 def _check_null(null_permutations: int) -> int:
     """``null_permutations`` as an int; :class:`GraphError` unless it is 0 or an integer >= 2."""
-    if isinstance(null_permutations, bool) or not isinstance(null_permutations, (int, np.integer)) \
+    if isinstance(null_permutations, bool) or not isinstance(null_permutations, numbers.Integral) \
             or null_permutations < 0 or null_permutations == 1:
         raise GraphError(f"null_permutations={null_permutations!r} must be 0 (no null) or an integer of at least 2 "
                          "(a z-score needs the spread of the shuffles), e.g. 20")
@@ -257,7 +262,7 @@ class GraphConfig(_FlatConfig):
         object.__setattr__(self, "k", _integer(self.k, "k", GraphError, 1))
         check_options(self.metric, self.symmetrize)
         object.__setattr__(self, "sketch_dim", check_search(self.knn, self.sketch_dim, self.precision))
-        if not isinstance(self.weighted, (bool, np.bool_)):
+        if not isinstance(self.weighted, bool) and not _numpy_bool(self.weighted):
             raise GraphError(f"weighted={self.weighted!r} must be True or False")
         object.__setattr__(self, "weighted", bool(self.weighted))
         object.__setattr__(self, "resolution", check_resolution(self.resolution))

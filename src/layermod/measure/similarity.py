@@ -60,7 +60,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from layermod.errors import FeatureError, LayermodError
+from layermod.errors import CurveError, FeatureError
 from layermod.io.files import save_png
 from layermod.io.validate import TITLE_CHARS, label, literal_text
 
@@ -297,7 +297,7 @@ def linear_cka(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, unbia
 def _q_vector(q: Sequence[float], name: str) -> np.ndarray:
     values = np.asarray(q, dtype=np.float64)
     if values.ndim != 1 or not len(values):
-        raise LayermodError(f"{name} must be a non-empty 1-D sequence of per-layer Q values, got shape "
+        raise CurveError(f"{name} must be a non-empty 1-D sequence of per-layer Q values, got shape "
                             f"{values.shape}; pass e.g. curve.mean")
     return values
 
@@ -365,7 +365,7 @@ def plot_heatmaps(
     d, cka = np.asarray(d, dtype=np.float64), np.asarray(cka, dtype=np.float64)
     for name, matrix in (("d", d), ("cka", cka)):
         if matrix.shape != shape:
-            raise LayermodError(f"{name} has shape {matrix.shape} but there are {shape[0]} x {shape[1]} layer "
+            raise CurveError(f"{name} has shape {matrix.shape} but there are {shape[0]} x {shape[1]} layer "
                                 "names; pass the matrices of the same layers")
     titles = titles or ("modularity difference |Q_i - Q_j|", "linear CKA")
     panel = min(max(4.5, 0.14 * max(shape) + 2.5), _MAX_PANEL)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from layermod.errors import LayermodError
+from layermod.errors import CurveError
 
 __all__ = ["PairedTest", "paired_test"]
 
@@ -64,9 +64,9 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
     """
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or not len(x):
-        raise LayermodError(f"a paired test needs two equally long, non-empty lists; got {x.shape} and {y.shape}")
+        raise CurveError(f"a paired test needs two equally long, non-empty lists; got {x.shape} and {y.shape}")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise LayermodError("a paired test needs finite values; drop the failed runs first")
+        raise CurveError("a paired test needs finite values; drop the failed runs first")
     d = x - y
     n = len(d)
     std = float(np.std(d, ddof=1)) if n > 1 else math.nan

@@ -57,7 +57,7 @@ from torch import nn
 from layermod.errors import ModelError, one_line
 from layermod.models._registry import MAX_CLASSES, MAX_IN_CHANNELS, MAX_UNITS, check_count
 
-__all__ = ["HF_TASKS", "PREFIXES", "PREFIX_HELP", "HFModel", "canonical", "create", "is_library_spec",
+__all__ = ["HF_TASKS", "PREFIXES", "HFModel", "canonical", "create", "is_library_spec",
            "load_tokenizer", "recorded"]
 
 PREFIXES = ("torchvision", "timm", "hf")
@@ -69,8 +69,6 @@ HF_TASKS = {
     "text-generation": "AutoModelForCausalLM",
 }
 """``hf_task`` -> the transformers Auto class that builds it."""
-PREFIX_HELP = ("torchvision:NAME (torchvision.models.get_model), timm:NAME (timm.create_model), hf:DIR_OR_ID (a "
-               "transformers save_pretrained directory or hub id); random weights unless --pretrained")
 _REFUSED = {"pretrained", "weights", "weights_backbone", "checkpoint_path", "pretrained_cfg",
             "pretrained_cfg_overlay", "pretrained_strict", "cache_dir", "trust_remote_code", "use_safetensors",
             "revision", "token", "local_files_only", "auto_map", "config", "state_dict", "progress"}
@@ -117,19 +115,19 @@ def create(spec: str, /, num_classes: int | None = None, in_channels: int | None
     if in_channels is not None:
         check_count("in_channels", in_channels, 1, MAX_IN_CHANNELS)
     if "width" in kwargs:
-        raise ModelError(f"{spec} takes no width (layermod's own multiplier); pass the library's arguments with "
-                         "--arch-arg KEY=VALUE")
+        raise ModelError(f"{spec} takes no width (layermod's own multiplier); pass the library's arguments as "
+                         "keyword arguments")
     for key, value in kwargs.items():
         if key in _REFUSED or key.startswith("_"):
             raise ModelError(f"{key!r:.40} is not an architecture argument layermod passes to {spec}; use "
-                             "--pretrained for the library's weights, --weights for a layermod checkpoint")
+                             "pretrained=True for the library's weights, weights= for a layermod checkpoint")
         if key in _DEPTHS:  # module objects cost time even on the meta device: bound them as the registry does
             counts = value if isinstance(value, list) else [value]
             for count in counts:
                 check_count(key, count, 0, MAX_UNITS)
             check_count(f"the sum of {key}", sum(counts), 0, MAX_UNITS)
     if hf_task is not None and library != "hf":
-        raise ModelError(f"--hf-task is for hf: models, not {spec}; drop it")
+        raise ModelError(f"hf_task is for hf: models, not {spec}; drop it")
     with _quiet_hub():
         if library == "torchvision":
             return _torchvision(name, num_classes, in_channels, pretrained, kwargs)
@@ -157,8 +155,8 @@ def _torchvision(name: str, num_classes: int | None, in_channels: int | None, pr
         if pretrained and isinstance(err, OSError):
             raise ModelError(f"cannot download torchvision's weights of {name} ({reason}); run once where "
                              "download.pytorch.org is reachable (they are kept in $TORCH_HOME/hub), or drop "
-                             "--pretrained") from None
-        hint = ("; torchvision's pretrained weights fix num_classes (drop --num-classes or use timm:, which "
+                             "pretrained=True") from None
+        hint = ("; torchvision's pretrained weights fix num_classes (drop num_classes or use timm:, which "
                 "replaces the head)" if pretrained and num_classes is not None else "")
         raise ModelError(f"torchvision cannot build {name} with {_shown(kwargs)}: {reason}{hint}") from None
 
@@ -177,7 +175,7 @@ def _timm(name: str, num_classes: int | None, in_channels: int | None, pretraine
         reason = one_line(err)
         if pretrained and isinstance(err, OSError):
             raise ModelError(f"cannot download timm's weights of {name} ({reason}); run once where the Hugging Face "
-                             "hub is reachable (they are kept in $HF_HOME), or drop --pretrained") from None
+                             "hub is reachable (they are kept in $HF_HOME), or drop pretrained=True") from None
         raise ModelError(f"timm cannot build {name} with {_shown(given)}: {reason}") from None
 
 
@@ -192,15 +190,15 @@ def _hf(name: str, num_classes: int | None, in_channels: int | None, pretrained:
                          "transformers implements")
     task = task or _task_of(config)
     if task not in HF_TASKS:
-        raise ModelError(f"unknown --hf-task {task!r:.40}; use one of {', '.join(HF_TASKS)}")
+        raise ModelError(f"unknown hf_task {task!r:.40}; use one of {', '.join(HF_TASKS)}")
     if num_classes is not None:
         if not task.endswith("classification"):
-            raise ModelError(f"hf:{name} as {task} has no classes; pass --hf-task image-classification or "
-                             "text-classification, or drop --num-classes")
+            raise ModelError(f"hf:{name} as {task} has no classes; pass hf_task='image-classification' "
+                             "or 'text-classification', or drop num_classes")
         config.num_labels = num_classes
     if in_channels is not None:
         if not hasattr(config, "num_channels"):
-            raise ModelError(f"hf:{name} ({config.model_type}) takes no input channels; drop --in-channels")
+            raise ModelError(f"hf:{name} ({config.model_type}) takes no input channels; drop in_channels")
         config.num_channels = in_channels
     for key, value in kwargs.items():
         if not hasattr(config, key):
@@ -271,7 +269,7 @@ def _hf_source(name: str, pretrained: bool) -> str:
                 raise ModelError(f"hf:{name} holds only pickle weights ({', '.join(pickles[:3])}), which layermod "
                                  "never loads; convert once in trusted code: model.save_pretrained(DIR, "
                                  "safe_serialization=True)")
-            raise ModelError(f"hf:{name} holds no .safetensors weights; drop --pretrained for random weights")
+            raise ModelError(f"hf:{name} holds no .safetensors weights; drop pretrained=True for random weights")
         return str(path)
     if name.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(name):
         raise ModelError(f"no directory {name!r:.80}; point hf: at a save_pretrained directory or a hub id org/name")

@@ -126,15 +126,15 @@ def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args:
                  pretrained: bool) -> tuple[nn.Module, dict]:
     library = hub.is_library_spec(spec)
     if pretrained and not library:
-        raise ModelError("--pretrained loads the weights of a torchvision:, timm: or hf: model; layermod's own "
-                         "architectures and module:function have none (pass --weights)")
+        raise ModelError("pretrained=True loads the weights of a torchvision:, timm: or hf: model; layermod's own "
+                         "architectures and module:function have none (pass weights=)")
     if pretrained and weights is not None:
-        raise ModelError("--pretrained and --weights both give the weights; pass one of them")
+        raise ModelError("pretrained=True and weights= both give the weights; pass one of them")
     if not library and "hf_task" in arch_args:
-        raise ModelError(f"--hf-task is for hf: models, not {spec!r}; drop it")
+        raise ModelError(f"hf_task is for hf: models, not {spec!r}; drop it")
     if spec is None:
         if weights is None:
-            raise ModelError("no model given; pass --model NAME or module:function, or --weights of a layermod checkpoint")
+            raise ModelError("no model given; pass a model spec (NAME or module:function), or weights= of a layermod checkpoint")
         model, meta = load_checkpoint(weights)
         return model, {"model": meta.get("arch"), "arch_args": meta.get("arch_args", {}), "weights": str(weights)}
     if ":" in spec and not library:
@@ -151,7 +151,8 @@ def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args:
         if weights is not None and Path(weights).with_suffix(".json").is_file():
             sidecar = read_sidecar(weights)
             if sidecar.get("arch") not in (None, spec):
-                raise ModelError(f"weights {weights} are for {sidecar['arch']!r}, not {spec!r}; drop --model or fix it")
+                raise ModelError(f"weights {weights} are for {sidecar['arch']!r}, not {spec!r}; drop the model spec "
+                                 "or fix it")
             saved = sidecar.get("arch_args", {})
             if library and isinstance(saved, dict):
                 hub.recorded(saved, f"checkpoint sidecar of {weights}")
@@ -203,7 +204,7 @@ def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | N
     if ":" in spec:
         if not allow_import:
             raise DatasetError(f"the dataset {spec!r} read from a file is code, which layermod never runs from a "
-                               "file; pass --dataset yourself if you trust it")
+                               "file; pass dataset= yourself if you trust it")
         loaded = import_object(spec, error=DatasetError)
         data = call_user_function(spec, loaded, DatasetError) if callable(loaded) else loaded
         return as_dataset(data), {"dataset": spec}
@@ -226,8 +227,7 @@ class _ModelTokenizer:
             if given is None or (isinstance(given, str) and not given.startswith("hf:")):
                 whose = "none was given" if given is None else f"the model {given[:80]!r} has none"
                 raise DatasetError(f"texts need the tokenizer of an hf: model and {whose}; measure them with "
-                                   "--model hf:NAME_OR_DIR (layermod train takes images only), or pass tokenizer= "
-                                   "in the API")
+                                   "an hf:NAME_OR_DIR model (layermod train takes images only), or pass tokenizer=")
             if isinstance(given, str):
                 try:
                     from layermod.models.hub import load_tokenizer

@@ -40,17 +40,15 @@ from tqdm.auto import tqdm
 from layermod.analysis.redundancy import Verdict
 from layermod.errors import PlanError
 from layermod.extract.features import model_device
-from layermod.pruning.pareto import MATCHES, RETRAINS, MatchedComparison
-from layermod.pruning.plans import METHODS, SCORED, budget_for_cost, method_order, select_units
+from layermod.pruning.choices import BUDGETS, MATCHES, METHODS, RETRAINS
+from layermod.pruning.pareto import MatchedComparison
+from layermod.pruning.plans import SCORED, budget_for_cost, method_order, select_units
 from layermod.pruning.scores import angular_distances, method_scores
 from layermod.pruning.study import probe_batch, reinitialise
 from layermod.pruning.units import Unit, apply_plan, model_cost, unit_costs
 from layermod.training.train import TrainConfig, balanced_subset, evaluate, train
 
 __all__ = ["BUDGETS", "Job", "matched_comparison", "plan_at_budget", "retrain_pruned"]
-
-BUDGETS = (0.1, 0.2, 0.3, 0.4)
-"""The default budgets: shares of the model's FLOPs (or parameters) to remove."""
 
 Job = tuple[tuple[str, ...], str, int]  # (units removed, retrain, seed)
 

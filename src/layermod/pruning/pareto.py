@@ -33,13 +33,11 @@ from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, 
 from layermod.io.rundir import MATCHED_CSV, MATCHED_JSON, MATCHED_MD, PARETO_PNG
 from layermod.io.validate import MAX_ITEMS, literal_text, mapping, number, required, shorten
 from layermod.measure.stats import PairedTest, paired_test
-from layermod.pruning.plans import METHODS
+from layermod.pruning.choices import MATCHES, METHODS, RETRAINS
 from layermod.pruning.study import check_removed
 
 __all__ = ["MATCHES", "RETRAINS", "MatchedComparison"]
 
-MATCHES = ("flops", "params")
-RETRAINS = ("finetune", "scratch")
 _REFERENCE = "modularity"
 _COLUMNS = ["method", "match", "budget", "retrain", "seed", "n_removed", "params", "flops", "params_removed",
             "flops_removed", "acc_pruned", "acc"]

@@ -48,11 +48,11 @@ from layermod.io.files import ensure_writable_dir, read_json_file, write_json
 from layermod.io.rundir import PLAN_JSON
 from layermod.io.validate import MAX_ITEMS, mapping, names, number, required, shorten, text
 from layermod.measure.config import DrawConfig, GraphConfig
+from layermod.pruning.choices import METHODS
 
 __all__ = ["METHODS", "SCORED", "Plan", "budget_for_cost", "budget_for_params", "method_order", "rank_by_increment",
            "select_units"]
 
-METHODS = ("none", "modularity", "steepest", "cosine", "angular", "cka", "reinit", "random", "first", "last")
 
 SCORED = ("cosine", "angular", "cka", "reinit")
 """The methods whose order comes from a score measured on the trained model (:mod:`layermod.pruning.scores`)."""

@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from layermod.analysis.curve import Curve, modularity_curve
 from layermod.analysis.redundancy import Verdict, find_redundant
 from layermod.data.arrays import gather
-from layermod.errors import LayermodError
+from layermod.errors import DatasetError, PlanError, TrainError
 from layermod.extract.layers import auto_layers, trace_calls
 from layermod.io.files import ensure_writable_dir
 from layermod.io.rundir import PRUNED
@@ -50,16 +50,14 @@ from layermod.models.checkpoint import read_sidecar, save_checkpoint
 from layermod.models.spec import resolve_data, resolve_model
 from layermod.models.units import removed_outputs
 from layermod.pruning.budgets import Job, matched_comparison, retrain_pruned
+from layermod.pruning.choices import FINETUNE, METHODS
 from layermod.pruning.pareto import MatchedComparison
-from layermod.pruning.plans import METHODS, Plan, budget_for_params, method_order, select_units
+from layermod.pruning.plans import Plan, budget_for_params, method_order, select_units
 from layermod.pruning.study import PruningComparison, compare_methods
 from layermod.pruning.units import Unit, apply_plan, removable_units
 from layermod.training.train import TrainConfig, balanced_subset
 
 __all__ = ["FINETUNE", "PruneTarget", "choose_plan", "matched_study", "prepare", "prune_and_compare", "target_curve"]
-
-FINETUNE = TrainConfig(epochs=1, lr=0.01, batch_size=128, schedule="cosine", weight_decay=5e-4)
-"""The default fine-tuning of every pruned model: one epoch of SGD, cosine schedule."""
 
 _SIDECAR_KEPT = ("arch", "arch_args", "dataset", "normalization")
 
@@ -96,13 +94,14 @@ def prepare(weights: str | os.PathLike, dataset: str | None = None,
     """The checkpoint ``weights`` with its test data (``dataset``, default the sidecar's) and removable units.
 
     Raises:
-        LayermodError: the checkpoint cannot be read, names no dataset (pass one), or its data cannot be loaded.
+        LayermodError: the checkpoint cannot be read (WeightsError), names no dataset or its data cannot be loaded
+            (DatasetError).
     """
     model, _ = resolve_model(None, weights)
     meta = read_sidecar(weights)
     spec = dataset if dataset is not None else meta.get("dataset")
     if spec is None:
-        raise LayermodError("the checkpoint names no dataset; pass --dataset")
+        raise DatasetError("the checkpoint names no dataset; pass dataset=NAME")
     trusted = dataset is not None  # a dataset named in the sidecar may not be code
     test_set, _ = resolve_data(spec, "test", data_dir, allow_import=trusted)
     example, _ = gather(test_set, [0])
@@ -137,10 +136,10 @@ def choose_plan(
         progress: progress bars while measuring.
 
     Raises:
-        LayermodError: a curve of other layers, a budget that cannot be met, a plan that breaks the model.
+        PlanError: a curve of other layers, a budget that cannot be met, a plan that breaks the model.
     """
     if sum(choice is not None for choice in (remove, target_params, plan)) != 1:
-        raise LayermodError("give exactly one budget: a number of units, a share of the parameters, or a plan")
+        raise PlanError("give exactly one budget: a number of units, a share of the parameters, or a plan")
     model, example, units = target.model, target.example, target.units
     measured = target_curve(target, curve, graph, draws, progress)
     verdicts = find_redundant(measured, z=z, min_gain=min_gain)
@@ -168,8 +167,8 @@ def target_curve(target: PruneTarget, curve: str | os.PathLike | None = None, gr
         return modularity_curve(target.model, target.test_set, graph=graph, draws=draws, progress=progress)
     measured = Curve.load(curve)
     if measured.layers != auto_layers(target.model, trace_calls(target.model, target.example)):
-        raise LayermodError(f"the curve in {curve} was measured on other layers than this model's auto points; "
-                            "measure it on this checkpoint (drop --curve)")
+        raise PlanError(f"the curve in {curve} was measured on other layers than this model's auto points; "
+                            "measure it on this checkpoint (drop curve=)")
     return measured
 
 
@@ -245,7 +244,7 @@ def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, 
                    train_subset: int, test_subset: int, backend: str, workers: int | None,
                    address: str | None, device: str) -> list[dict]:
     """The jobs as :func:`retrain_job` items of :func:`layermod.sweep.executor.run_items`; the first failure is one
-    LayermodError."""
+    TrainError."""
     from layermod.sweep.executor import run_items
 
     common = {"weights": target.weights, "dataset": target.dataset, "data_dir": target.data_dir,
@@ -256,7 +255,7 @@ def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, 
     results = run_items(retrain_job, items, backend=backend, workers=workers, address=address, threads=1)
     failed = [result for result in results if not result.ok]
     if failed:
-        raise LayermodError(f"{len(failed)} of {len(results)} retraining jobs failed; the first: {failed[0].error}")
+        raise TrainError(f"{len(failed)} of {len(results)} retraining jobs failed; the first: {failed[0].error}")
     return [result.value for result in results]
 
 

@@ -391,7 +391,7 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, titl
     """
     out = Path(out)
     if out.is_dir():
-        raise ReportError(f"--out {out} is a directory; give the HTML file to write, e.g. {out / REPORT_HTML}")
+        raise ReportError(f"out={out} is a directory; give the HTML file to write, e.g. {out / REPORT_HTML}")
     paths = [Path(run) for run in runs]
     doc = HtmlDocument(title or "layermod report: " + ", ".join(path.name or str(path) for path in paths),
                        subtitle="Layer-by-layer graph modularity: where classes separate, where layers stop helping.")

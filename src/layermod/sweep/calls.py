@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from layermod.errors import LayermodError, one_line
+from layermod.errors import LayermodError, SweepError, one_line
 
 __all__ = ["Call", "ItemResult", "Resources", "error_line", "run_call"]
 
@@ -33,9 +33,9 @@ class Resources:
         for name, low in (("num_cpus", 0.0), ("num_gpus", 0.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or value > 1024:
-                raise LayermodError(f"{name.replace('_', '-')}={value!r} must be a number from 0 to 1024")
+                raise SweepError(f"{name.replace('_', '-')}={value!r} must be a number from 0 to 1024")
         if self.num_cpus == 0 and self.num_gpus == 0:
-            raise LayermodError("num-cpus and num-gpus are both 0; give each worker at least some CPU or GPU")
+            raise SweepError("num-cpus and num-gpus are both 0; give each worker at least some CPU or GPU")
 
 
 @dataclass(frozen=True)

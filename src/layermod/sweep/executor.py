@@ -52,7 +52,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from layermod.errors import LayermodError
+from layermod.errors import SweepError
 from layermod.sweep.calls import Call, ItemResult, Resources, run_call
 
 __all__ = ["BACKENDS", "ItemResult", "Resources", "run_items"]
@@ -64,7 +64,7 @@ def _check_importable(fn: Callable[..., dict]) -> None:
     """Workers find ``fn`` by its module and name (a main script's function travels by value to Ray, and is
     found in the re-run main module by spawned processes): refuse lambdas and nested functions."""
     if not callable(fn) or "<" in getattr(fn, "__qualname__", "<"):
-        raise ValueError(f"{fn!r} is not a top-level function; define it at the top of a module or script so "
+        raise SweepError(f"{fn!r} is not a top-level function; define it at the top of a module or script so "
                          "that workers can find it")
 
 
@@ -97,16 +97,16 @@ def run_items(
         on_result: called in this process with each result as it arrives (completion order), e.g. to record it.
 
     Raises:
-        LayermodError: an unknown backend, Ray not installed, a cluster that cannot be reached, bad numbers.
+        SweepError: an unknown backend, Ray not installed, a cluster that cannot be reached, bad numbers.
     """
     ids = [item_id for item_id, _ in items]
     if len(set(ids)) != len(ids):
-        raise LayermodError("item ids must be unique; give every item its own id")
+        raise SweepError("item ids must be unique; give every item its own id")
     if backend not in BACKENDS:
-        raise LayermodError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        raise SweepError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     for name, value, low in (("workers", workers, 1), ("threads", threads, 1), ("max_retries", max_retries, 0)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise LayermodError(f"{name}={value!r} must be an integer >= {low}")
+            raise SweepError(f"{name}={value!r} must be an integer >= {low}")
     resources = resources or Resources()
     cwd = os.getcwd()
     if backend == "ray":

@@ -21,7 +21,7 @@ import os
 from collections import Counter, deque
 from collections.abc import Callable
 
-from layermod.errors import LayermodError, one_line
+from layermod.errors import SweepError, one_line
 from layermod.sweep.calls import Call, ItemResult, Resources, error_line, run_call
 
 __all__ = ["run_ray"]
@@ -47,7 +47,7 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise LayermodError('--backend ray needs Ray; install the extra: pip install "layermod[ray]"') from None
+        raise SweepError('backend="ray" needs Ray; install the extra: pip install "layermod[ray]"') from None
     return ray
 
 
@@ -71,7 +71,7 @@ def run_ray(calls: list[Call], address: str | None, workers: int | None, resourc
             ray.init(**options, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as err:
             where = f"the Ray cluster at {address}" if address else "a local Ray"
-            raise LayermodError(f"cannot start or reach {where} ({one_line(err)}); check --address and that "
+            raise SweepError(f"cannot start or reach {where} ({one_line(err)}); check address= and that "
                                 "`ray status` sees the cluster") from None
     actors: list = []
     try:

@@ -196,7 +196,7 @@ def run_sweep(
     present = [item_id for item_id, record in records.items() if record is not None]
     if present and not resume:
         raise SweepError(f"{out} already holds {len(present)} of these {len(work)} items (e.g. {present[0]}); pass "
-                         "--resume to run only what is missing, or choose another --out")
+                         "resume=True to run only what is missing, or choose another path")
     skipped = [item_id for item_id, record in records.items() if record is not None and record["status"] == "ok"]
     todo = [(item, args) for item, args in work if item.id not in skipped]
     _remove_temporaries(items_dir, todo)

@@ -1,2 +1,2 @@
-"""Training: the loop and its config (:mod:`.train`), a run directory with checkpoints, resume and curve tracking
-(:mod:`.fit`), augmentation (:mod:`.augment`) and a checkpoint's accuracy (:mod:`.evaluation`)."""
+"""Training: its config (:mod:`.config`), the loop (:mod:`.train`), a run directory with checkpoints, resume and
+curve tracking (:mod:`.fit`), augmentation (:mod:`.augment`) and a checkpoint's accuracy (:mod:`.evaluation`)."""

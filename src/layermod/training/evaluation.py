@@ -123,7 +123,7 @@ def evaluate_checkpoint(
     if spec is None:
         spec = meta.get("test_dataset") or meta.get("dataset")
         if not isinstance(spec, str) or not spec:
-            raise DatasetError(f"the sidecar of {weights} names no dataset; pass --dataset")
+            raise DatasetError(f"the sidecar of {weights} names no dataset; pass dataset=NAME")
         data_dir = data_dir if data_dir is not None else meta.get("data_dir")
     data, description = resolve_data(spec, split, data_dir, allow_import=dataset is not None)
     check_model_fits(model, data, spec)

@@ -215,11 +215,11 @@ def _saved_run(out: Path, resume: bool) -> dict | None:
     sidecar = out / (LAST + SIDECAR_SUFFIX)
     if not resume:
         if sidecar.exists():
-            raise TrainError(f"{out} already holds a training run ({sidecar.name}); continue it with --resume "
-                             "(resume=True) or choose another output directory")
+            raise TrainError(f"{out} already holds a training run ({sidecar.name}); continue it with "
+                             "resume=True or choose another output directory")
         return None
     if not sidecar.is_file():
-        raise TrainError(f"nothing to resume in {out} (no {sidecar.name}); start the run without --resume")
+        raise TrainError(f"nothing to resume in {out} (no {sidecar.name}); start the run without resume=True")
     saved = read_sidecar(out / (LAST + WEIGHTS_SUFFIX))
     needed = ["training", "epoch", "history", "best_epoch", "best_accuracy"]
     if saved["version"] == 1:

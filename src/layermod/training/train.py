@@ -31,11 +31,9 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -49,6 +47,7 @@ from layermod.data.draws import balanced_draws
 from layermod.errors import DatasetError, TrainError
 from layermod.extract.features import model_device
 from layermod.extract.modes import evaluating
+from layermod.training.config import PAPER_RECIPE, TrainConfig, is_integer
 
 __all__ = [
     "PAPER_RECIPE",
@@ -65,85 +64,7 @@ __all__ = [
     "train_epoch",
 ]
 
-SCHEDULES = ("cosine", "step", "constant")
 AUGMENT_PADDING = 4
-
-
-@dataclass
-class TrainConfig:
-    """Settings of :func:`train` and :func:`fit`.
-
-    Attributes:
-        epochs: passes over the training data, >= 1.
-        batch_size: samples per step, >= 1.
-        lr: peak learning rate of SGD, > 0.
-        momentum: SGD momentum in [0, 1).
-        weight_decay: L2 penalty (SGD ``weight_decay``), >= 0.
-        schedule: ``"cosine"`` (per-step decay to 0), ``"step"`` (x ``gamma`` after each milestone epoch) or
-            ``"constant"``.
-        seed: seed of the per-epoch generators (shuffling, augmentation) and of ``torch.manual_seed``.
-        num_workers: ``DataLoader`` workers (unused on the in-memory fast path).
-        milestones: increasing epochs after which the ``"step"`` schedule multiplies the rate by ``gamma``; each
-            below ``epochs``; empty for the other schedules.
-        gamma: factor of the ``"step"`` schedule, in (0, 1).
-        augment: random crop (padding 4) and horizontal flip of every training batch.
-    """
-
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    seed: int = 0
-    num_workers: int = 0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    augment: bool = False
-
-    def validate(self) -> None:
-        """Raise :class:`TrainError` naming the first bad field, or a schedule that does not fit ``epochs``."""
-        checks = (
-            ("epochs", _is_int(self.epochs) and self.epochs >= 1, "an integer >= 1"),
-            ("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1"),
-            ("lr", _is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
-            ("momentum", _is_real(self.momentum) and 0 <= self.momentum < 1, "a number in [0, 1)"),
-            ("weight_decay", _is_real(self.weight_decay) and 0 <= self.weight_decay < math.inf, "a number >= 0"),
-            ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-            ("seed", _is_int(self.seed), "an integer"),
-            ("num_workers", _is_int(self.num_workers) and self.num_workers >= 0, "an integer >= 0"),
-            ("milestones", isinstance(self.milestones, (tuple, list)) and all(map(_is_int, self.milestones)),
-             "a sequence of integer epochs"),
-            ("gamma", _is_real(self.gamma) and 0 < self.gamma < 1, "a number in (0, 1)"),
-            ("augment", isinstance(self.augment, bool), "True or False"),
-        )
-        for name, ok, expected in checks:
-            if not ok:
-                raise TrainError(f"TrainConfig.{name}={getattr(self, name)!r} must be {expected}")
-        milestones = list(self.milestones)
-        if self.schedule != "step":
-            if milestones:
-                raise TrainError(f"milestones {_commas(milestones)} apply only to the 'step' schedule, not "
-                                 f"{self.schedule!r}; drop them or use schedule 'step'")
-            return
-        if not milestones:
-            raise TrainError("TrainConfig.schedule='step' needs milestones, the epochs after which the rate is "
-                             "multiplied by gamma (e.g. 50,100)")
-        if milestones[0] < 1 or any(b <= a for a, b in itertools.pairwise(milestones)):
-            raise TrainError(f"milestones {_commas(milestones)} must be strictly increasing epochs >= 1")
-        if milestones[-1] >= self.epochs:
-            raise TrainError(f"milestone {milestones[-1]} does not fit a run of {self.epochs} epochs (it would never "
-                             f"take effect); use milestones below {self.epochs} or raise epochs")
-
-    def to_dict(self) -> dict:
-        """Plain dict of the fields (JSON-ready)."""
-        return {**asdict(self), "milestones": list(self.milestones)}
-
-
-PAPER_RECIPE = TrainConfig(epochs=150, batch_size=256, lr=0.01, momentum=0.9, weight_decay=5e-3, schedule="step",
-                           milestones=(50, 100), gamma=0.1)
-"""The paper's training: SGD momentum 0.9, lr 0.01, batch 256, weight decay 5e-3, 150 epochs, x0.1 after epochs
-50 and 100 (random crop and flip on CIFAR: set ``augment``)."""
 
 
 def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
@@ -169,7 +90,7 @@ def balanced_subset(data: Dataset, size: int, seed: int = 0) -> Dataset:
     """
     labels = dataset_labels(data)
     classes, counts = np.unique(labels, return_counts=True)
-    if not _is_int(size) or size < len(classes):
+    if not is_integer(size) or size < len(classes):
         raise DatasetError(f"a subset of {size} samples cannot hold the {len(classes)} classes; "
                            f"use a subset size >= {len(classes)}")
     per_class = size // len(classes)
@@ -207,7 +128,7 @@ def check_model_fits(model: nn.Module, data: Dataset, what: str = "data") -> Non
     top = int(labels.max())
     if top >= out.shape[1]:
         raise TrainError(f"{what} has labels up to {top} but the model outputs {out.shape[1]} classes; "
-                         f"build it with num_classes >= {top + 1} (--num-classes)")
+                         f"build it with num_classes >= {top + 1}")
 
 
 @torch.no_grad()
@@ -221,7 +142,7 @@ def evaluate(
     not moved.
     """
     n = dataset_length(data, "evaluation data")
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_integer(batch_size) or batch_size < 1:
         raise TrainError(f"batch_size={batch_size!r} must be an integer >= 1")
     device = torch.device(device) if device is not None else model_device(model)
     model.eval()
@@ -371,19 +292,7 @@ def _augmenter(data: Dataset) -> Callable[[torch.Tensor, torch.Generator], torch
     return apply
 
 
-def _commas(values: list) -> str:
-    return ",".join(str(v) for v in values)
-
-
 # --------------------------------------------------------------------------------------------- batching
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def dataset_length(data: Dataset, what: str) -> int:
