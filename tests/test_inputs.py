@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 import layermod as lm
 from layermod.data.arrays import as_dataset, gather
 from layermod.errors import AttackError, DatasetError, FeatureError
+from layermod.extract.features import traced_layouts
 from layermod.extract.inputs import to_model
 from layermod.extract.pooling import pool_output, resolve_pool
 
@@ -225,6 +226,23 @@ def test_sequence_first_layers_are_found_and_b_equal_t_refused():
     with pytest.raises(FeatureError, match="ambiguous") as err:
         lm.extract_features(model, x, ["encoder"], batch_size=4, pool="mean")
     assert "\n" not in str(err.value)
+
+
+def test_batch_size_equal_to_the_sequence_length_uses_the_traced_batch_dimension(models):
+    inputs, y = _tokens()
+    assert inputs["input_ids"].shape[1] == LENGTH
+    model = models["bert"]
+    at_length = lm.modularity_curve(model, (inputs, y), pool="mean", batch_size=LENGTH, **DRAWS)
+    other = lm.modularity_curve(model, (inputs, y), pool="mean", batch_size=5, **DRAWS)
+    np.testing.assert_allclose(at_length.values, other.values, atol=1e-6)
+    model = SequenceFirst().eval()
+    calls = lm.trace_calls(model, torch.randn(2, 4, 8))
+    x = torch.randn(8, 4, 8)  # T = 4 = batch size: the trace's 2-sample batch told the layout apart
+    layouts = traced_layouts(calls, ["encoder"])
+    assert layouts == {"encoder": "sequence_first"}
+    got = lm.extract_features(model, x, ["encoder"], batch_size=4, pool="mean", layouts=layouts)["encoder"]
+    with torch.no_grad():
+        torch.testing.assert_close(got, model.encoder(x.transpose(0, 1)).mean(dim=0))
 
 
 def test_attacks_refuse_token_ids(models):

@@ -42,7 +42,7 @@ from layermod.extract.layers import FORWARD_ERRORS, LayerCall, first_tensor, spl
 from layermod.extract.modes import evaluating
 from layermod.extract.pooling import batch_mask, pool_output, resolve_pool
 
-__all__ = ["extract_features", "plan_passes", "iter_layer_features", "model_device"]
+__all__ = ["extract_features", "plan_passes", "iter_layer_features", "model_device", "traced_layouts"]
 
 
 class _Done(Exception):
@@ -76,6 +76,17 @@ def plan_passes(
     return groups
 
 
+def traced_layouts(calls: dict[str, LayerCall], layers: list[str]) -> dict[str, str]:
+    """``{name: "batch_first" | "sequence_first"}`` for the 3-D outputs among ``layers`` whose batch dimension
+    (0 or 1) the trace found, so that a batch size equal to the sequence length is not ambiguous."""
+    found = {}
+    for name in layers:
+        call = calls[name]
+        if call.shape is not None and len(call.shape) == 3 and call.batch_dim in (0, 1):
+            found[name] = ("batch_first", "sequence_first")[call.batch_dim]
+    return found
+
+
 @torch.no_grad()
 def extract_features(
     model: nn.Module,
@@ -86,6 +97,8 @@ def extract_features(
     stop_early: bool = True,
     pool: str = "auto",
     on_device: bool = False,
+    *,
+    layouts: dict[str, str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Outputs of ``layers`` for every sample of ``inputs``.
 
@@ -100,6 +113,8 @@ def extract_features(
             :func:`layermod.extract.trace.trace_calls`).
         pool: how a 3-D token output becomes one vector per sample (see :mod:`layermod.extract.pooling`).
         on_device: keep the features on the model's device (pooled there, never copied to the host).
+        layouts: ``{name: "batch_first" | "sequence_first"}`` of 3-D outputs whose batch dimension is known
+            (:func:`traced_layouts`); the others are read from the first batch (ambiguous when ``B == T``).
 
     Returns:
         ``{name: (N, D_name) float32 tensor}`` in the order of ``layers``, on the CPU unless ``on_device``.
@@ -112,7 +127,7 @@ def extract_features(
     """
     n = batch_length(inputs)
     out: dict[str, torch.Tensor] = {}
-    for start, features in _batches(model, inputs, layers, batch_size, progress, stop_early, pool):
+    for start, features in _batches(model, inputs, layers, batch_size, progress, stop_early, pool, layouts):
         for name, part in features.items():
             part = part if on_device else part.cpu()
             if name not in out:  # one (N, D) tensor filled batch by batch: no second copy for a concatenation
@@ -124,7 +139,7 @@ def extract_features(
 
 @torch.inference_mode()
 def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int, progress: bool, stop_early: bool,
-             pool: str) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+             pool: str, known: dict[str, str] | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """``(first sample, {name: (B, D_name) features})`` for every batch of ``inputs`` (see
     :func:`extract_features`); hooks are removed and the model's mode restored when the generator ends."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -132,7 +147,7 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
     modules = dict(model.named_modules())
     n_inputs = batch_length(inputs)
     pool = resolve_pool(model, pool, inputs)
-    layouts: dict[str, str | None] = {name: None for name in layers}
+    layouts: dict[str, str | None] = {name: (known or {}).get(name) for name in layers}
     wanted = set(layers)
     batch_out: dict[str, torch.Tensor] = {}
 
@@ -219,25 +234,28 @@ def iter_layer_features(
     on the CPU."""
     pool = resolve_pool(model, pool, inputs)
     n = batch_length(inputs)
+    layouts = traced_layouts(calls, layers)
     for group in plan_passes(layers, calls, n, max_bytes, pool):
         if len(group) == 1 and 4 * n * feature_size(calls[group[0]], pool) > max_bytes:
             with tempfile.TemporaryDirectory(prefix="layermod-features-") as folder:
-                stored = _extract_to_disk(model, inputs, group[0], Path(folder), batch_size, progress, pool)
+                stored = _extract_to_disk(model, inputs, group[0], Path(folder), batch_size, progress, pool,
+                                          layouts)
                 yield group[0], stored if memmap else torch.from_numpy(stored)
                 del stored
             continue
-        features = extract_features(model, inputs, group, batch_size, progress, pool=pool, on_device=on_device)
+        features = extract_features(model, inputs, group, batch_size, progress, pool=pool, on_device=on_device,
+                                    layouts=layouts)
         for name in group:
             yield name, features.pop(name)
 
 
 def _extract_to_disk(model: nn.Module, inputs: Batch, name: str, folder: Path, batch_size: int, progress: bool,
-                     pool: str) -> np.memmap:
+                     pool: str, layouts: dict[str, str]) -> np.memmap:
     """The features (N, D) of layer ``name`` written batch by batch to a file ``folder / "features.npy"`` that
     is unlinked as soon as it is mapped, so that not even a killed process leaves it behind."""
     n = batch_length(inputs)
     stored = None
-    for start, features in _batches(model, inputs, [name], batch_size, progress, True, pool):
+    for start, features in _batches(model, inputs, [name], batch_size, progress, True, pool, layouts):
         part = features[name].cpu().numpy()
         if stored is None:
             stored = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float32,
