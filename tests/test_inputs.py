@@ -269,7 +269,7 @@ def data():
 '''
 
 
-def test_cli_pool_option_reaches_the_curve(tmp_path, monkeypatch):
+def test_cli_pool_option_reaches_the_curve(tmp_path, monkeypatch, capsys):
     from layermod.cli import main
 
     (tmp_path / "tok.py").write_text(TOKEN_MODULE)
@@ -279,5 +279,8 @@ def test_cli_pool_option_reaches_the_curve(tmp_path, monkeypatch):
     assert main([*args, "--pool", "mean", "--out", str(tmp_path / "run")]) == 0
     config = lm.Curve.load(tmp_path / "run").config
     assert config["pool"] == "mean" and config["resolved_pool"] == "mean"
+    capsys.readouterr()
+    assert main([*args[:-3], "--views", "0", "--out", str(tmp_path / "auto")]) == 0
+    assert "pool: cls (auto)" in capsys.readouterr().out.splitlines()
     with pytest.raises(SystemExit):
         main([*args, "--pool", "max", "--out", str(tmp_path / "bad")])
