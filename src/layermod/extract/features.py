@@ -1,6 +1,8 @@
 """Per-layer features of a model on a batch of samples, through forward hooks.
 
-Each chosen layer's output is unwrapped (:func:`layermod.layers.first_tensor`) and made one vector per sample
+Each chosen layer's output is unwrapped (:func:`layermod.layers.first_tensor`: a layer returning several
+tensors of one batch size, such as ``(aux, main)``, is measured on the first, and a warning naming the layer and
+the shapes says so once) and made one vector per sample
 (:mod:`layermod.extract.pooling`: a 3-D token output is pooled as ``pool`` says, anything else flattened per
 sample) and kept as float32 on the CPU (or, asked to, on the model's device: pooled there, no per-batch copy
 to the host). The forward pass stops as soon as every hooked layer has produced its
@@ -27,6 +29,7 @@ from __future__ import annotations
 import math
 import numbers
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,6 +159,7 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
         module, k = split_point(name)
         wanted_calls.setdefault(module, {})[k] = name
     seen_calls: dict[str, int] = {}
+    warned: set[str] = set()
 
     def hook(module_name: str):
         def record(_module, _inputs, output):
@@ -166,6 +170,9 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
             tensor = first_tensor(output)
             if tensor is None:
                 raise LayerError(f"layer {name!r} returns no tensor; choose another layer")
+            if name not in warned and not isinstance(output, torch.Tensor):
+                warned.add(name)
+                _warn_other_tensors(name, output)
             batch_out[name] = tensor.detach()
             if stop_early and len(batch_out) == len(wanted):
                 raise _Done
@@ -197,6 +204,33 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _tensors(output: object) -> list[torch.Tensor]:
+    """Every tensor in ``output``, depth-first in the order :func:`first_tensor` searches."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _tensors(item)]
+    return []
+
+
+def _warn_other_tensors(name: str, output: object) -> None:
+    """One warning when a layer returns several tensors with the first one's batch dimension (B, ...): only the
+    first is measured, so ``(aux, main)`` is measured on ``aux``. Tensors without it (T5's position bias
+    (1, heads, T, T) beside its hidden states) are not other outputs per sample and say nothing."""
+    tensors = _tensors(output)
+    first = tensors[0]
+    if not first.ndim or first.shape[0] < 2:  # one sample: no telling which tensors are per sample
+        return
+    tensors = [t for t in tensors if t.ndim and t.shape[0] == first.shape[0]]
+    if len(tensors) > 1:
+        shapes = ", ".join("x".join(map(str, t.shape)) or "scalar" for t in tensors[:4])
+        more = f" and {len(tensors) - 4} more" if len(tensors) > 4 else ""
+        warnings.warn(f"layer {name!r} returns {len(tensors)} tensors ({shapes}{more}); the first is measured; "
+                      "to measure another, choose the submodule that returns it", stacklevel=2)
 
 
 def _batch_failure(
