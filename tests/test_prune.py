@@ -11,6 +11,7 @@ from layermod.models.checkpoint import load_checkpoint, save_checkpoint
 from layermod.errors import LayermodError, PlanError
 from layermod.pruning.plans import method_order, select_units
 from layermod.pruning.scores import angular_distances, block_influence
+from layermod.models.units import PassThrough
 from layermod.pruning.units import Unit, apply_plan, latency, model_cost, removable_units
 
 
@@ -70,6 +71,18 @@ def test_plain_sequential_of_residual_blocks():
     units = removable_units(model, torch.randn(2, 5))
     assert [u.name for u in units] == ["1", "2", "3", "4"]
     assert {u.stage for u in units} == {"<root>#0"}
+
+
+def test_units_of_stages_that_are_not_containers():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model, x = timm.create_model("regnetx_002", pretrained=False, num_classes=3).eval(), torch.randn(2, 3, 32, 32)
+    units = removable_units(model, x)  # s3 and s4 are RegStage modules: b1 downsamples, the rest keep the shape
+    assert [u.name for u in units] == [*(f"s3.b{j}" for j in range(2, 5)), *(f"s4.b{j}" for j in range(2, 8))]
+    assert {u.stage for u in units} == {"s3#0", "s4#0"} and all(u.kept == 1 for u in units)
+    pruned = apply_plan(model, ["s3.b2", "s4.b5"], x)
+    assert isinstance(pruned.s3.b2, PassThrough) and pruned(x).shape == (2, 3)
+    assert [name for name, _ in pruned.s3.named_children()] == ["b1", "b2", "b3", "b4"]
 
 
 def test_removal_is_exact_for_a_block_that_computes_identity():

@@ -8,7 +8,8 @@ per-architecture code, on one example batch (a tensor, token ids, or a dict such
 
 * **Candidates.** For every measurement point of :func:`layermod.layers.auto_layers` take the outermost
   module among the point and its ancestors that (a) is a direct child of an ``nn.Sequential`` or
-  ``nn.ModuleList`` and (b) contains no other measurement point. A ResNet gives its blocks (``layer3.4``), a VGG
+  ``nn.ModuleList``, or of a stage whose children are all blocks of one class (a timm RegNet's ``s3``), and
+  (b) contains no other measurement point. A ResNet gives its blocks (``layer3.4``), a VGG
   or ``"smallcnn"`` its ``conv -> bn -> relu`` units (``features.7``, holding the point ``features.7.conv``), a
   BERT its encoder layers (``bert.encoder.layer.1``). A point with no such module (a ResNet's stem conv, a child
   of the model itself) gives no unit.
@@ -105,7 +106,14 @@ def _parent_name(name: str) -> str:
 
 
 def _in_container(model: nn.Module, name: str) -> bool:
-    return isinstance(model.get_submodule(_parent_name(name)), _CONTAINERS)
+    """``name`` is a child of an ``nn.Sequential``/``nn.ModuleList``, or of a stage: a module whose children are
+    two or more blocks (modules with submodules) of one class (a RegNet stage, a features_only wrapper's)."""
+    parent = model.get_submodule(_parent_name(name))
+    if isinstance(parent, _CONTAINERS):
+        return True
+    children = list(parent.children())
+    return (len(children) >= 2 and len({type(child) for child in children}) == 1
+            and all(any(True for _ in child.children()) for child in children))
 
 
 def _candidate_name(model: nn.Module, point: str, points: list[str]) -> str | None:
