@@ -12,7 +12,7 @@ from layermod.errors import LayermodError, PlanError
 from layermod.pruning.plans import method_order, select_units
 from layermod.pruning.scores import angular_distances, block_influence
 from layermod.models.units import PassThrough
-from layermod.pruning.units import Unit, apply_plan, latency, model_cost, removable_units
+from layermod.pruning.units import Unit, apply_plan, kept_units, latency, model_cost, removable_units
 
 
 class ResidualMLP(nn.Module):
@@ -51,6 +51,11 @@ def test_resnet20_units_are_the_non_downsampling_blocks():
     block = model.get_submodule("layer2.1")
     assert units[3].params == sum(p.numel() for p in block.parameters())
     assert isinstance(units[0], Unit)
+    kept = kept_units(model, IMAGES)
+    assert list(kept) == ["layer2.0", "layer3.0"] and all("(downsampling)" in why for why in kept.values())
+    assert list(kept_units(model, IMAGES, keep_per_stage=3)) == ["layer1.0", "layer1.1", "layer1.2", "layer2.0",
+                                                                 "layer2.1", "layer2.2", "layer3.0", "layer3.1",
+                                                                 "layer3.2"]
 
 
 def test_vgg_and_smallcnn_units_are_the_shape_keeping_conv_units():

@@ -61,7 +61,7 @@ from layermod.extract.layers import auto_layers, first_tensor, trace_calls
 from layermod.extract.modes import evaluating
 from layermod.models.units import PassThrough, remove_units, unknown_unit
 
-__all__ = ["Unit", "apply_plan", "latency", "model_cost", "removable_units", "unit_costs"]
+__all__ = ["Unit", "apply_plan", "kept_units", "latency", "model_cost", "removable_units", "unit_costs"]
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
 _ROOT = "<root>"
@@ -280,6 +280,17 @@ def removable_units(model: nn.Module, example: Batch, *, keep_per_stage: int = K
     kept = Counter(c.unit.stage for c in candidates if not c.removable)
     return [replace(c.unit, kept=kept[c.unit.stage]) for c in candidates
             if c.removable and size[c.unit.stage] - 1 >= keep]
+
+
+def kept_units(model: nn.Module, example: Batch, *, keep_per_stage: int = KEEP_PER_STAGE) -> dict[str, str]:
+    """``{unit name: why it is kept}`` for every candidate :func:`removable_units` does not offer, in forward
+    order, e.g. ``{"layer2.0": "changes shape 16x32x32 -> 32x16x16 (downsampling)"}``; empty when it offers them
+    all or the model has no candidate (no measured block is a child of a container or stage)."""
+    keep = _check_keep(keep_per_stage)
+    candidates = _candidates(model, example)
+    size = Counter(c.unit.stage for c in candidates)
+    return {c.unit.name: c.why_kept or f"is one of {size[c.unit.stage]} in stage {c.unit.stage}, which keeps {keep}"
+            for c in candidates if not c.removable or size[c.unit.stage] - 1 < keep}
 
 
 def _fmt(shape: tuple[int, ...] | None) -> str:
