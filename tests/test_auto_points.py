@@ -66,6 +66,7 @@ BUILD = {
     "timm mobilenetv3_small_100": _timm("mobilenetv3_small_100"),
     "timm efficientnet_b0": _timm("efficientnet_b0"),
     "timm swin": _timm("swin_tiny_patch4_window7_224", 56, img_size=56),
+    "timm regnetx_002": _timm("regnetx_002"),
     "hf bert": _hf(lambda T: (T.BertModel(T.BertConfig(
         vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37)), IDS)),
     "hf gpt2": _hf(lambda T: (T.GPT2Model(T.GPT2Config(
@@ -118,7 +119,7 @@ EXACT = {
 # stem + blocks (+ what sits between stages) for the rest, checked by count and structure
 COUNTS = {
     "resnet50": 17, "vgg16_bn": 13, "efficientnet_b0": 17, "convnext_tiny": 22, "vit_b_16": 13,
-    "timm convnext_atto": 16, "timm mobilenetv3_small_100": 11, "timm efficientnet_b0": 16, "timm swin": 16,
+    "timm convnext_atto": 16, "timm mobilenetv3_small_100": 12, "timm efficientnet_b0": 17, "timm swin": 16,
     "hf t5 encoder": 4, "hf vit": 4,
 }
 
@@ -166,6 +167,14 @@ def test_the_blocks_of_each_family():
     assert [type(hf_vit[0].get_submodule(p)).__name__ for p in hf_vit[2]] == ["ViTEmbeddings"] + ["ViTLayer"] * 3
     swin = traced("timm swin")[2]
     assert sum(".blocks." in p for p in swin) == 12 and swin[0] == "patch_embed"
+
+
+def test_timm_stems_are_measured_and_stages_seen_through():
+    regnet = traced("timm regnetx_002")[2]  # stages of 1, 1, 4 and 7 blocks, each its own module
+    assert regnet == ["stem", *[f"s{s}.b{j}" for s, n in enumerate([1, 1, 4, 7], 1) for j in range(1, n + 1)]]
+    for key in ("timm efficientnet_b0", "timm mobilenetv3_small_100"):  # the first block has a class of its own
+        points = traced(key)[2]
+        assert points[:3] == ["conv_stem", "blocks.0.0", "blocks.1.0"], key
 
 
 def test_a_shared_layer_gives_one_point_per_call():

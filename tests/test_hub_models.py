@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import layermod as lm
 from hf_models import tiny_bert_dir, tiny_gpt2_dir, tiny_vit_dir
 from layermod.cli import main
 from layermod.errors import ModelError, WeightsError
@@ -166,6 +167,31 @@ def test_hf_task_classes_and_channels(tmp_path):
     assert sum(type(module).__name__ == "ViTLayer" for module in shallow.modules()) == 1
     with pytest.raises(ModelError, match="config has no attribute 'no_such_field'"):
         resolve_model(f"hf:{tmp_path / 'vit'}", arch_args={"no_such_field": 1})
+
+
+def test_an_hf_directory_is_rebuilt_as_the_class_its_config_names(tmp_path, capsys):
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=30, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2)
+    T5EncoderModel(config).save_pretrained(str(tmp_path / "t5"), safe_serialization=True)
+    ids = torch.randint(0, 30, (2, 6))
+    for task in ({}, {"hf_task": "feature-extraction"}):
+        model, _ = resolve_model(f"hf:{tmp_path / 't5'}", arch_args=task)
+        assert type(model.model).__name__ == "T5EncoderModel" and model(ids).shape == (2, 6, 16)
+    loaded, _ = resolve_model(f"hf:{tmp_path / 't5'}", pretrained=True)
+    assert type(loaded.model).__name__ == "T5EncoderModel"
+    config_file = tmp_path / "t5" / "config.json"
+    saved = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**saved, "architectures": ["T5Model"]}))  # an encoder-decoder
+    model, _ = resolve_model(f"hf:{tmp_path / 't5'}")
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with pytest.raises(ModelError, match=r"T5Model takes input_ids, attention_mask, decoder_input_ids, "
+                       r"decoder_attention_mask; given input_ids, attention_mask$") as err:
+        lm.trace_calls(model, batch)
+    assert "\n" not in str(err.value)
+    for name in ("os", "PreTrainedModel", "T5Config", "no such"):  # not a model class: the task map decides
+        config_file.write_text(json.dumps({**saved, "architectures": [name]}))
+        assert type(resolve_model(f"hf:{tmp_path / 't5'}")[0].model).__name__ == "T5Model"
 
 
 def test_curve_of_an_hf_vit_directory(tmp_path, images_npz):

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 import layermod as lm
 from layermod.data.arrays import as_dataset, gather
 from layermod.errors import AttackError, DatasetError, FeatureError
+from layermod.extract.features import traced_layouts
 from layermod.extract.inputs import to_model
 from layermod.extract.pooling import pool_output, resolve_pool
 
@@ -227,6 +228,23 @@ def test_sequence_first_layers_are_found_and_b_equal_t_refused():
     assert "\n" not in str(err.value)
 
 
+def test_batch_size_equal_to_the_sequence_length_uses_the_traced_batch_dimension(models):
+    inputs, y = _tokens()
+    assert inputs["input_ids"].shape[1] == LENGTH
+    model = models["bert"]
+    at_length = lm.modularity_curve(model, (inputs, y), pool="mean", batch_size=LENGTH, **DRAWS)
+    other = lm.modularity_curve(model, (inputs, y), pool="mean", batch_size=5, **DRAWS)
+    np.testing.assert_allclose(at_length.values, other.values, atol=1e-6)
+    model = SequenceFirst().eval()
+    calls = lm.trace_calls(model, torch.randn(2, 4, 8))
+    x = torch.randn(8, 4, 8)  # T = 4 = batch size: the trace's 2-sample batch told the layout apart
+    layouts = traced_layouts(calls, ["encoder"])
+    assert layouts == {"encoder": "sequence_first"}
+    got = lm.extract_features(model, x, ["encoder"], batch_size=4, pool="mean", layouts=layouts)["encoder"]
+    with torch.no_grad():
+        torch.testing.assert_close(got, model.encoder(x.transpose(0, 1)).mean(dim=0))
+
+
 def test_attacks_refuse_token_ids(models):
     inputs, y = _tokens()
     with pytest.raises(AttackError, match="need float inputs"):
@@ -251,7 +269,7 @@ def data():
 '''
 
 
-def test_cli_pool_option_reaches_the_curve(tmp_path, monkeypatch):
+def test_cli_pool_option_reaches_the_curve(tmp_path, monkeypatch, capsys):
     from layermod.cli import main
 
     (tmp_path / "tok.py").write_text(TOKEN_MODULE)
@@ -261,5 +279,8 @@ def test_cli_pool_option_reaches_the_curve(tmp_path, monkeypatch):
     assert main([*args, "--pool", "mean", "--out", str(tmp_path / "run")]) == 0
     config = lm.Curve.load(tmp_path / "run").config
     assert config["pool"] == "mean" and config["resolved_pool"] == "mean"
+    capsys.readouterr()
+    assert main([*args[:-3], "--views", "0", "--out", str(tmp_path / "auto")]) == 0
+    assert "pool: cls (auto)" in capsys.readouterr().out.splitlines()
     with pytest.raises(SystemExit):
         main([*args, "--pool", "max", "--out", str(tmp_path / "bad")])

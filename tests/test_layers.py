@@ -129,3 +129,37 @@ def test_layer_never_called_in_forward():
     model = DictOutput()
     with pytest.raises(lm.LayerError, match="'unused' is never called in forward"):
         lm.select_layers(model, "unused", lm.trace_calls(model, X))
+
+
+class AuxMain(nn.Module):
+    """A block returning ``(aux, main)``: a per-sample summary first, the features the next block takes second."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.aux = nn.Linear(4, 2)
+
+    def forward(self, x):
+        main = torch.relu(self.conv(x))
+        return self.aux(main.mean(dim=(2, 3))), main
+
+
+class AuxMainNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = AuxMain()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        _, main = self.block(x)
+        return self.head(main.mean(dim=(2, 3)))
+
+
+def test_a_layer_returning_several_tensors_warns_once_naming_their_shapes():
+    torch.manual_seed(0)
+    model, x = AuxMainNet().eval(), torch.randn(6, 3, 5, 5)
+    with pytest.warns(UserWarning, match=r"layer 'block' returns 2 tensors \(3x2, 3x4x5x5\); the first is measured"
+                      ) as caught:
+        features = lm.extract_features(model, x, ["block", "block.conv"], batch_size=3)
+    assert sum("returns 2 tensors" in str(w.message) for w in caught) == 1  # one warning, not one per batch
+    assert features["block"].shape == (6, 2) and features["block.conv"].shape == (6, 4 * 25)

@@ -11,7 +11,8 @@ from layermod.models.checkpoint import load_checkpoint, save_checkpoint
 from layermod.errors import LayermodError, PlanError
 from layermod.pruning.plans import method_order, select_units
 from layermod.pruning.scores import angular_distances, block_influence
-from layermod.pruning.units import Unit, apply_plan, latency, model_cost, removable_units
+from layermod.models.units import PassThrough
+from layermod.pruning.units import Unit, apply_plan, kept_units, latency, model_cost, removable_units
 
 
 class ResidualMLP(nn.Module):
@@ -50,6 +51,11 @@ def test_resnet20_units_are_the_non_downsampling_blocks():
     block = model.get_submodule("layer2.1")
     assert units[3].params == sum(p.numel() for p in block.parameters())
     assert isinstance(units[0], Unit)
+    kept = kept_units(model, IMAGES)
+    assert list(kept) == ["layer2.0", "layer3.0"] and all("(downsampling)" in why for why in kept.values())
+    assert list(kept_units(model, IMAGES, keep_per_stage=3)) == ["layer1.0", "layer1.1", "layer1.2", "layer2.0",
+                                                                 "layer2.1", "layer2.2", "layer3.0", "layer3.1",
+                                                                 "layer3.2"]
 
 
 def test_vgg_and_smallcnn_units_are_the_shape_keeping_conv_units():
@@ -70,6 +76,18 @@ def test_plain_sequential_of_residual_blocks():
     units = removable_units(model, torch.randn(2, 5))
     assert [u.name for u in units] == ["1", "2", "3", "4"]
     assert {u.stage for u in units} == {"<root>#0"}
+
+
+def test_units_of_stages_that_are_not_containers():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model, x = timm.create_model("regnetx_002", pretrained=False, num_classes=3).eval(), torch.randn(2, 3, 32, 32)
+    units = removable_units(model, x)  # s3 and s4 are RegStage modules: b1 downsamples, the rest keep the shape
+    assert [u.name for u in units] == [*(f"s3.b{j}" for j in range(2, 5)), *(f"s4.b{j}" for j in range(2, 8))]
+    assert {u.stage for u in units} == {"s3#0", "s4#0"} and all(u.kept == 1 for u in units)
+    pruned = apply_plan(model, ["s3.b2", "s4.b5"], x)
+    assert isinstance(pruned.s3.b2, PassThrough) and pruned(x).shape == (2, 3)
+    assert [name for name, _ in pruned.s3.named_children()] == ["b1", "b2", "b3", "b4"]
 
 
 def test_removal_is_exact_for_a_block_that_computes_identity():

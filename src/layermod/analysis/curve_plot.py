@@ -85,7 +85,8 @@ def plot_curves(
 
 
 def curve_table(curve: Curve) -> str:
-    """Fixed-width text table: index, layer, mean Q, std, increment (and z when there is a null)."""
+    """Fixed-width text table: index, layer, mean Q, std, increment (and z when there is a null), then the
+    pooling of 3-D token outputs the curve used (``pool: cls (auto)`` when ``"auto"`` chose it)."""
     width = max(len("layer"), *(len(name) for name in curve.layers))
     head = f"{'#':>3}  {'layer':<{width}}  {'Q mean':>8}  {'std':>7}  {'dQ':>8}"
     if curve.z is not None:
@@ -96,5 +97,9 @@ def curve_table(curve: Curve) -> str:
         if curve.z is not None:
             row += f"  {curve.null_mean[i]:8.4f}  {curve.z[i]:7.1f}"
         rows.append(row)
+    resolved = curve.config.get("resolved_pool")
+    if resolved is not None:
+        asked = curve.config.get("pool")
+        rows.append(f"pool: {resolved}" + (f" ({asked})" if asked not in (None, resolved) else ""))
     return "\n".join(rows)
 

@@ -33,7 +33,7 @@ from layermod.analysis.layer_view import MAX_VIEWS, LayerView, Views
 from layermod.data.arrays import as_dataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
 from layermod.errors import FeatureError, GraphError, ViewError
-from layermod.extract.features import extract_features
+from layermod.extract.features import extract_features, traced_layouts
 from layermod.extract.inputs import slice_batch
 from layermod.extract.pooling import check_pool
 from layermod.extract.layers import LayerSpec, select_layers, trace_calls
@@ -117,7 +117,8 @@ def layer_views(
     calls = trace_calls(model, slice_batch(inputs, 0, 2))
     names = select_layers(model, layers, calls)
     once = all(calls[name].calls == 1 for name in names)
-    features = extract_features(model, inputs, names, batch_size, stop_early=once, pool=pool)
+    features = extract_features(model, inputs, names, batch_size, stop_early=once, pool=pool,
+                                layouts=traced_layouts(calls, names))
     labels = targets.numpy()
     return [_view(name, features[name], labels, graph, method, seed) for name in names]
 

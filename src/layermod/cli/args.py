@@ -230,9 +230,10 @@ def add_library_args(group: argparse._ArgumentGroup) -> None:
                        "attribute for hf:); the value is read as JSON when it parses")
     group.add_argument("--pretrained", action="store_true", help="load a torchvision:/timm:/hf: model's weights "
                        "through its library (downloaded, or a local hf: directory's); default: random, seeded")
-    group.add_argument("--hf-task", help="the transformers Auto class of an hf: model: image-classification, "
-                       "text-classification, feature-extraction or text-generation (default: the config's "
-                       "architectures)")
+    group.add_argument("--hf-task", help="the task of an hf: model, built by its transformers Auto class when it "
+                       "differs from the saved architecture's: image-classification, text-classification, "
+                       "token-classification, feature-extraction or text-generation (default: the class the "
+                       "config's architectures names)")
 
 
 def add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:

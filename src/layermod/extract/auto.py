@@ -10,16 +10,19 @@ names are matched, so this works on models layermod has never seen.
   dense layers (each taking the list of all earlier features) and Inception's branches are not.
 * **Seeing through.** A chain member whose own callees form one chain from its input to its output is replaced
   by those callees when it is an ``nn.Sequential``/``nn.ModuleList``/``nn.ModuleDict`` holding more than leaves
-  (a ResNet stage; a VGG's ``features`` of conv units), or any other module holding at least two *deep* blocks of one class (a Swin or ConvNeXt stage, a
-  Hugging Face encoder: blocks with grandchildren, unlike a norm-activation or squeeze-excitation module, so an
-  inverted-residual block without a skip is not taken apart). A *block* is a module with submodules that is not
+  (a ResNet stage; a VGG's ``features`` of conv units), or any other module holding at least two *deep* blocks
+  of one class (a Swin, ConvNeXt or RegNet stage, a Hugging Face encoder: blocks with grandchildren, unlike a
+  norm-activation or squeeze-excitation module, so an inverted-residual block without a skip is not taken
+  apart). A member that runs only blocks of its chain's most repeated class is seen through too (a RegNet
+  stage of one block, whose block then counts with the others). A *block* is a module with submodules that is not
   just a container of leaves (``conv -> bn -> act`` is a *unit*). A residual block returns a sum, not its last
   callee's output, so it is never seen through.
 * **Blocks.** The chain with the most members of one block class wins (equal chains all count: an encoder and a
   decoder; a chain inside a winner's members does not). Its
   points are every member with submodules from the first to the last member of that class: the blocks and what
   sits between them (DenseNet's transitions, Swin's patch merging, ConvNeXt's downsampling), never a leaf
-  (a max-pool) and never anything after the last block (the head).
+  (a max-pool) and never anything after the last block (the head). Deep members between the stem and the first
+  of them are blocks too (EfficientNet's and MobileNetV3's first block, of a class of its own).
 * **Stem.** The last member before the first block that holds a weight matrix or kernel (a parameter with two
   or more dimensions) and keeps the batch dimension, else the last one with any parameter (a norm right before
   the blocks, as BART's ``layernorm_embedding``); failing that, the last weight-holding module called (and returned)
@@ -112,21 +115,43 @@ class _Structure:
             self._expanded[name] = self._expand(name)
         return self._expanded[name]
 
-    def _expand(self, name: str) -> list[str]:
+    def inner(self, name: str) -> list[str] | None:
+        """The expanded members of the one chain ``name`` runs from its input to its output, else None."""
         if self.is_leaf(name):
-            return [name]
+            return None
         runs = self.chains(name)
         call = self.calls[name]
         if len(runs) == 1 and self.calls[runs[0][0]].takes == call.takes and call.gives is not None and any(
             self.calls[m].gives == call.gives for m in runs[0]
         ):
-            inner = [n for member in runs[0] for n in self.expanded(member)]
-            if isinstance(self.module(name), _CONTAINERS):
-                if not all(self.is_leaf(n) for n in inner):
-                    return inner
-            elif max(Counter(type(self.module(n)) for n in inner if self.is_deep(n)).values(), default=0) >= 2:
+            return [n for member in runs[0] for n in self.expanded(member)]
+        return None
+
+    def _expand(self, name: str) -> list[str]:
+        inner = self.inner(name)
+        if inner is None:
+            return [name]
+        if isinstance(self.module(name), _CONTAINERS):
+            if not all(self.is_leaf(n) for n in inner):
                 return inner
+        elif max(Counter(type(self.module(n)) for n in inner if self.is_deep(n)).values(), default=0) >= 2:
+            return inner
         return [name]
+
+    def members(self, run: list[str]) -> tuple[list[str], int]:
+        """``(members, score)`` of a chain: its expanded members, a member that runs only blocks of the most
+        repeated class seen through too (RegNet's ``s1``, a stage of one block), and that class's count."""
+        members = [n for member in run for n in self.expanded(member)]
+        counts = Counter(type(self.module(n)) for n in members if self.is_block(n))
+        top = max(counts.values(), default=0)
+        kinds = {kind for kind, count in counts.items() if count == top}
+        seen = []
+        for name in members:
+            inner = self.inner(name) if type(self.module(name)) not in kinds else None
+            ok = inner and all(self.is_block(n) and type(self.module(n)) in kinds for n in inner)
+            seen.extend(inner if ok else [name])
+        counts = Counter(type(self.module(n)) for n in seen if self.is_block(n))
+        return seen, max(counts.values(), default=0)
 
     def inside(self, name: str, others: set[str]) -> bool:
         """``name`` is one of ``others`` or runs inside one of them."""
@@ -142,9 +167,7 @@ class _Structure:
         found: list[tuple[list[str], int]] = []
         for caller in [None, *self.calls]:
             for run in self.chains(caller):
-                members = [n for member in run for n in self.expanded(member)]
-                counts = Counter(type(self.module(n)) for n in members if self.is_block(n))
-                found.append((members, max(counts.values(), default=0)))
+                found.append(self.members(run))
         score = max((top for _, top in found), default=0)
         kept: list[list[str]] = []
         seen: list[set[str]] = []
@@ -169,11 +192,18 @@ def _stem(s: _Structure, members: list[str], first: int, blocks: set[str]) -> st
 
 
 def _span(s: _Structure, members: list[str], score: int) -> tuple[int, int]:
-    """Positions of the first and last member of the chain's most repeated block class(es)."""
+    """Positions of the first and last block: the last member of the chain's most repeated block class(es), the
+    first of them or, when deep members come between the last flat member that computes (a conv or conv unit,
+    the stem) and it, the first of those (EfficientNet's first block, of a class of its own)."""
     counts = Counter(type(s.module(n)) for n in members if s.is_block(n))
     kinds = {kind for kind, count in counts.items() if count == score}
     at = [i for i, n in enumerate(members) if s.is_block(n) and type(s.module(n)) in kinds]
-    return at[0], at[-1]
+    first = at[0]
+    flat = [i for i, n in enumerate(members[:first]) if s.computes(n) and s.has_batch(n) and not s.is_deep(n)]
+    if flat:
+        first = next((i for i in range(flat[-1] + 1, first) if s.is_deep(members[i]) and s.has_batch(members[i])),
+                     first)
+    return first, at[-1]
 
 
 def _chain_points(s: _Structure, members: list[str], score: int, blocks: set[str]) -> list[str]:

@@ -1,6 +1,8 @@
 """Per-layer features of a model on a batch of samples, through forward hooks.
 
-Each chosen layer's output is unwrapped (:func:`layermod.layers.first_tensor`) and made one vector per sample
+Each chosen layer's output is unwrapped (:func:`layermod.layers.first_tensor`: a layer returning several
+tensors of one batch size, such as ``(aux, main)``, is measured on the first, and a warning naming the layer and
+the shapes says so once) and made one vector per sample
 (:mod:`layermod.extract.pooling`: a 3-D token output is pooled as ``pool`` says, anything else flattened per
 sample) and kept as float32 on the CPU (or, asked to, on the model's device: pooled there, no per-batch copy
 to the host). The forward pass stops as soon as every hooked layer has produced its
@@ -27,6 +29,7 @@ from __future__ import annotations
 import math
 import numbers
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +46,7 @@ from layermod.extract.layers import FORWARD_ERRORS, LayerCall, first_tensor, spl
 from layermod.extract.modes import evaluating
 from layermod.extract.pooling import batch_mask, pool_output, resolve_pool
 
-__all__ = ["extract_features", "plan_passes", "iter_layer_features", "model_device"]
+__all__ = ["extract_features", "plan_passes", "iter_layer_features", "model_device", "traced_layouts"]
 
 
 class _Done(Exception):
@@ -77,6 +80,17 @@ def plan_passes(
     return groups
 
 
+def traced_layouts(calls: dict[str, LayerCall], layers: list[str]) -> dict[str, str]:
+    """``{name: "batch_first" | "sequence_first"}`` for the 3-D outputs among ``layers`` whose batch dimension
+    (0 or 1) the trace found, so that a batch size equal to the sequence length is not ambiguous."""
+    found = {}
+    for name in layers:
+        call = calls[name]
+        if call.shape is not None and len(call.shape) == 3 and call.batch_dim in (0, 1):
+            found[name] = ("batch_first", "sequence_first")[call.batch_dim]
+    return found
+
+
 @torch.no_grad()
 def extract_features(
     model: nn.Module,
@@ -87,6 +101,8 @@ def extract_features(
     stop_early: bool = True,
     pool: str = "auto",
     on_device: bool = False,
+    *,
+    layouts: dict[str, str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Outputs of ``layers`` for every sample of ``inputs``.
 
@@ -101,6 +117,8 @@ def extract_features(
             :func:`layermod.extract.trace.trace_calls`).
         pool: how a 3-D token output becomes one vector per sample (see :mod:`layermod.extract.pooling`).
         on_device: keep the features on the model's device (pooled there, never copied to the host).
+        layouts: ``{name: "batch_first" | "sequence_first"}`` of 3-D outputs whose batch dimension is known
+            (:func:`traced_layouts`); the others are read from the first batch (ambiguous when ``B == T``).
 
     Returns:
         ``{name: (N, D_name) float32 tensor}`` in the order of ``layers``, on the CPU unless ``on_device``.
@@ -113,7 +131,7 @@ def extract_features(
     """
     n = batch_length(inputs)
     out: dict[str, torch.Tensor] = {}
-    for start, features in _batches(model, inputs, layers, batch_size, progress, stop_early, pool):
+    for start, features in _batches(model, inputs, layers, batch_size, progress, stop_early, pool, layouts):
         for name, part in features.items():
             part = part if on_device else part.cpu()
             if name not in out:  # one (N, D) tensor filled batch by batch: no second copy for a concatenation
@@ -125,7 +143,7 @@ def extract_features(
 
 @torch.inference_mode()
 def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int, progress: bool, stop_early: bool,
-             pool: str) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+             pool: str, known: dict[str, str] | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """``(first sample, {name: (B, D_name) features})`` for every batch of ``inputs`` (see
     :func:`extract_features`); hooks are removed and the model's mode restored when the generator ends."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -133,7 +151,7 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
     modules = dict(model.named_modules())
     n_inputs = batch_length(inputs)
     pool = resolve_pool(model, pool, inputs)
-    layouts: dict[str, str | None] = {name: None for name in layers}
+    layouts: dict[str, str | None] = {name: (known or {}).get(name) for name in layers}
     wanted = set(layers)
     batch_out: dict[str, torch.Tensor] = {}
 
@@ -142,6 +160,7 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
         module, k = split_point(name)
         wanted_calls.setdefault(module, {})[k] = name
     seen_calls: dict[str, int] = {}
+    warned: set[str] = set()
 
     def hook(module_name: str):
         def record(_module, _inputs, output):
@@ -152,6 +171,9 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
             tensor = first_tensor(output)
             if tensor is None:
                 raise LayerError(f"layer {name!r} returns no tensor; choose another layer")
+            if name not in warned and not isinstance(output, torch.Tensor):
+                warned.add(name)
+                _warn_other_tensors(name, output)
             batch_out[name] = tensor.detach()
             if stop_early and len(batch_out) == len(wanted):
                 raise _Done
@@ -183,6 +205,33 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _tensors(output: object) -> list[torch.Tensor]:
+    """Every tensor in ``output``, depth-first in the order :func:`first_tensor` searches."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _tensors(item)]
+    return []
+
+
+def _warn_other_tensors(name: str, output: object) -> None:
+    """One warning when a layer returns several tensors with the first one's batch dimension (B, ...): only the
+    first is measured, so ``(aux, main)`` is measured on ``aux``. Tensors without it (T5's position bias
+    (1, heads, T, T) beside its hidden states) are not other outputs per sample and say nothing."""
+    tensors = _tensors(output)
+    first = tensors[0]
+    if not first.ndim or first.shape[0] < 2:  # one sample: no telling which tensors are per sample
+        return
+    tensors = [t for t in tensors if t.ndim and t.shape[0] == first.shape[0]]
+    if len(tensors) > 1:
+        shapes = ", ".join("x".join(map(str, t.shape)) or "scalar" for t in tensors[:4])
+        more = f" and {len(tensors) - 4} more" if len(tensors) > 4 else ""
+        warnings.warn(f"layer {name!r} returns {len(tensors)} tensors ({shapes}{more}); the first is measured; "
+                      "to measure another, choose the submodule that returns it", stacklevel=2)
 
 
 def _batch_failure(
@@ -220,25 +269,28 @@ def iter_layer_features(
     on the CPU."""
     pool = resolve_pool(model, pool, inputs)
     n = batch_length(inputs)
+    layouts = traced_layouts(calls, layers)
     for group in plan_passes(layers, calls, n, max_bytes, pool):
         if len(group) == 1 and 4 * n * feature_size(calls[group[0]], pool) > max_bytes:
             with tempfile.TemporaryDirectory(prefix="layermod-features-") as folder:
-                stored = _extract_to_disk(model, inputs, group[0], Path(folder), batch_size, progress, pool)
+                stored = _extract_to_disk(model, inputs, group[0], Path(folder), batch_size, progress, pool,
+                                          layouts)
                 yield group[0], stored if memmap else torch.from_numpy(stored)
                 del stored
             continue
-        features = extract_features(model, inputs, group, batch_size, progress, pool=pool, on_device=on_device)
+        features = extract_features(model, inputs, group, batch_size, progress, pool=pool, on_device=on_device,
+                                    layouts=layouts)
         for name in group:
             yield name, features.pop(name)
 
 
 def _extract_to_disk(model: nn.Module, inputs: Batch, name: str, folder: Path, batch_size: int, progress: bool,
-                     pool: str) -> np.memmap:
+                     pool: str, layouts: dict[str, str]) -> np.memmap:
     """The features (N, D) of layer ``name`` written batch by batch to a file ``folder / "features.npy"`` that
     is unlinked as soon as it is mapped, so that not even a killed process leaves it behind."""
     n = batch_length(inputs)
     stored = None
-    for start, features in _batches(model, inputs, [name], batch_size, progress, True, pool):
+    for start, features in _batches(model, inputs, [name], batch_size, progress, True, pool, layouts):
         part = features[name].cpu().numpy()
         if stored is None:
             stored = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float32,

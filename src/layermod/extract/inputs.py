@@ -13,13 +13,14 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["Batch", "batch_length", "call_model", "describe_batch", "model_device", "model_float_dtype",
-           "slice_batch", "to_model"]
+__all__ = ["Batch", "batch_length", "call_model", "describe_batch", "expected_inputs", "failure_hint",
+           "model_device", "model_float_dtype", "slice_batch", "to_model"]
 
 Batch = torch.Tensor | Mapping[str, torch.Tensor]
 
@@ -89,3 +90,29 @@ def describe_batch(batch: Batch) -> str:
                  for key, value in batch.items() if isinstance(value, torch.Tensor)]
         return ", ".join(parts) or "an empty dict"
     return f"shape {tuple(batch.shape)} {str(batch.dtype).removeprefix('torch.')}"
+
+
+def expected_inputs(model: nn.Module) -> str | None:
+    """What the first module of ``model`` that names its ``main_input_name`` (a transformers model, also inside a
+    wrapper) takes, for a message: ``"T5Model takes input_ids, attention_mask, decoder_input_ids, ..."``: its
+    main input and the ``*input_ids`` / ``*attention_mask`` arguments of its forward. None for other models."""
+    for module in model.modules():
+        main = getattr(module, "main_input_name", None)
+        if isinstance(main, str):
+            try:
+                names = list(inspect.signature(module.forward).parameters)
+            except (TypeError, ValueError):
+                names = []
+            wanted = [main, *(n for n in names if n != main and n.endswith(("input_ids", "attention_mask")))]
+            return f"{type(module).__name__} takes {', '.join(wanted)}"
+    return None
+
+
+def failure_hint(model: nn.Module, batch: Batch) -> str:
+    """``"; T5Model takes input_ids, ...; given input_ids, attention_mask"`` for a model whose inputs have
+    names (:func:`expected_inputs`), else ``"; check that the data fit the model"``."""
+    expected = expected_inputs(model)
+    if expected is None:
+        return "; check that the data fit the model"
+    given = ", ".join(batch) if isinstance(batch, Mapping) else "one tensor (its first input)"
+    return f"; {expected}; given {given}"

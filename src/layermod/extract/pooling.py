@@ -17,9 +17,11 @@ the mask's (e.g. a model that adds tokens) is refused for ``mean`` and ``last`` 
 
 **The sequence dimension.** Batch-first ``(B, T, H)`` outputs are the rule; a sequence-first ``(T, B, H)``
 output (``nn.Transformer`` with ``batch_first=False``) is recognised from the batch size, on the first batch
-that tells them apart. When the first batch has ``B == T`` the layout is ambiguous and is refused for
-``cls``, ``last`` and ``mean`` (never guessed): change the batch size. ``flatten`` keeps the rule from before
-pooling existed: the batch comes first whenever the first dimension is the batch size.
+that tells them apart, or taken from the traced forward pass when the caller passes it (the curve and the
+layer views do: :func:`layermod.extract.features.traced_layouts`). Without it, a first batch with ``B == T`` is
+ambiguous and is refused for ``cls``, ``last`` and ``mean`` (never guessed): change the batch size.
+``flatten`` keeps the rule from before pooling existed: the batch comes first whenever the first dimension is
+the batch size.
 
 A sample whose mask is all zeros gets position 0 for ``last`` and a zero vector for ``mean``.
 """

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from layermod.errors import LayerError, ModelError
-from layermod.extract.inputs import Batch, batch_length, call_model, describe_batch, slice_batch
+from layermod.extract.inputs import Batch, batch_length, call_model, describe_batch, failure_hint, slice_batch
 from layermod.extract.modes import evaluating
 
 __all__ = ["FORWARD_ERRORS", "LayerCall", "first_tensor", "locate_batch_dim", "split_point", "trace_calls"]
@@ -216,7 +216,7 @@ def trace_calls(model: nn.Module, example: Batch) -> dict[str, LayerCall]:
     except FORWARD_ERRORS as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(
-            f"the model fails on inputs of {describe_batch(example)} ({reason}); check that the data fit the model"
+            f"the model fails on inputs of {describe_batch(example)} ({reason}){failure_hint(model, example)}"
         ) from None
     batch = batch_length(example)
     located = {_key(e): locate_batch_dim(e["shape"], batch) for e in records}

@@ -8,10 +8,12 @@ Grammar (the prefix is lower case; what follows it is passed on as written):
   knows (``timm.is_model``, a ``.tag`` such as ``resnet18.a1_in1k`` allowed; ``hf-hub:`` / ``local-dir:`` names
   are not, use ``hf:``);
 * ``hf:DIR_OR_ID``: a ``save_pretrained`` directory (``config.json`` and safetensors weights) or, where the hub is
-  reachable, a hub id (``org/name``), built by a transformers Auto class chosen by ``hf_task``
-  (:data:`HF_TASKS`) or else by the config's ``architectures``; the model is wrapped in :class:`HFModel`, whose
-  ``forward`` returns a tensor (the logits, else the last hidden state). A checkpoint records a directory as an
-  absolute path (:func:`canonical`).
+  reachable, a hub id (``org/name``), built by the class the config's ``architectures`` names (looked up by
+  name in the ``transformers`` namespace only, a ``PreTrainedModel``: a saved ``T5EncoderModel`` is rebuilt as
+  one), unless ``hf_task`` asks for another task or no such class exists: then by the transformers Auto class of
+  the task (:data:`HF_TASKS`, the task read from the architecture's name when ``hf_task`` is not given); the
+  model is wrapped in :class:`HFModel`, whose ``forward`` returns a tensor (the logits, else the last hidden
+  state). A checkpoint records a directory as an absolute path (:func:`canonical`).
 
 These prefixes come before ``module:function``: a module of your own named ``timm`` or ``hf`` is reached as
 ``timm.sub:function``, or from a file, ``path/to/hf.py:function``.
@@ -65,6 +67,7 @@ PREFIXES = ("torchvision", "timm", "hf")
 HF_TASKS = {
     "image-classification": "AutoModelForImageClassification",
     "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
     "feature-extraction": "AutoModel",
     "text-generation": "AutoModelForCausalLM",
 }
@@ -204,6 +207,14 @@ def _hf(name: str, num_classes: int | None, in_channels: int | None, pretrained:
         if not hasattr(config, key):
             raise ModelError(f"hf:{name}: the {config.model_type} config has no attribute {key!r:.40}")
         setattr(config, key, value)
+    saved = _architecture(config) if task == _task_of(config) else None
+    if saved is not None:
+        if pretrained:
+            model = _hf_call(name, lambda: saved.from_pretrained(
+                source, config=config, use_safetensors=True, ignore_mismatched_sizes=num_classes is not None))
+        else:
+            model = _hf_call(name, lambda: saved(config))
+        return HFModel(model)
     auto = getattr(transformers, HF_TASKS[task])
     if pretrained:
         model = _hf_call(name, lambda: auto.from_pretrained(
@@ -212,6 +223,25 @@ def _hf(name: str, num_classes: int | None, in_channels: int | None, pretrained:
     else:
         model = _hf_call(name, lambda: auto.from_config(config, trust_remote_code=False))
     return HFModel(model)
+
+
+def _architecture(config) -> type | None:
+    """The class the config's first ``architectures`` entry names, looked up by name in the ``transformers``
+    namespace only (nothing from the directory is imported or run), if it is a ``PreTrainedModel`` built from
+    configs of this config's class; else None."""
+    import transformers
+
+    architecture = (getattr(config, "architectures", None) or [None])[0]
+    if not isinstance(architecture, str) or not architecture.isidentifier():
+        return None
+    try:
+        found = getattr(transformers, architecture, None)
+    except Exception:  # noqa: BLE001 - a lazily imported class whose own dependencies are missing
+        return None
+    if not (isinstance(found, type) and issubclass(found, transformers.PreTrainedModel)):
+        return None
+    config_class = getattr(found, "config_class", None)
+    return found if isinstance(config_class, type) and isinstance(config, config_class) else None
 
 
 class HFModel(nn.Module):
@@ -295,6 +325,7 @@ def _task_of(config) -> str:
     architecture = (getattr(config, "architectures", None) or [""])[0]
     for suffix, task in (("ForImageClassification", "image-classification"),
                          ("ForSequenceClassification", "text-classification"),
+                         ("ForTokenClassification", "token-classification"),
                          ("ForCausalLM", "text-generation"), ("LMHeadModel", "text-generation")):
         if architecture.endswith(suffix):
             return task

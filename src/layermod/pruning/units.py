@@ -8,7 +8,8 @@ per-architecture code, on one example batch (a tensor, token ids, or a dict such
 
 * **Candidates.** For every measurement point of :func:`layermod.layers.auto_layers` take the outermost
   module among the point and its ancestors that (a) is a direct child of an ``nn.Sequential`` or
-  ``nn.ModuleList`` and (b) contains no other measurement point. A ResNet gives its blocks (``layer3.4``), a VGG
+  ``nn.ModuleList``, or of a stage whose children are all blocks of one class (a timm RegNet's ``s3``), and
+  (b) contains no other measurement point. A ResNet gives its blocks (``layer3.4``), a VGG
   or ``"smallcnn"`` its ``conv -> bn -> relu`` units (``features.7``, holding the point ``features.7.conv``), a
   BERT its encoder layers (``bert.encoder.layer.1``). A point with no such module (a ResNet's stem conv, a child
   of the model itself) gives no unit.
@@ -60,7 +61,7 @@ from layermod.extract.layers import auto_layers, first_tensor, trace_calls
 from layermod.extract.modes import evaluating
 from layermod.models.units import PassThrough, remove_units, unknown_unit
 
-__all__ = ["Unit", "apply_plan", "latency", "model_cost", "removable_units", "unit_costs"]
+__all__ = ["Unit", "apply_plan", "kept_units", "latency", "model_cost", "removable_units", "unit_costs"]
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
 _ROOT = "<root>"
@@ -105,7 +106,14 @@ def _parent_name(name: str) -> str:
 
 
 def _in_container(model: nn.Module, name: str) -> bool:
-    return isinstance(model.get_submodule(_parent_name(name)), _CONTAINERS)
+    """``name`` is a child of an ``nn.Sequential``/``nn.ModuleList``, or of a stage: a module whose children are
+    two or more blocks (modules with submodules) of one class (a RegNet stage, a features_only wrapper's)."""
+    parent = model.get_submodule(_parent_name(name))
+    if isinstance(parent, _CONTAINERS):
+        return True
+    children = list(parent.children())
+    return (len(children) >= 2 and len({type(child) for child in children}) == 1
+            and all(any(True for _ in child.children()) for child in children))
 
 
 def _candidate_name(model: nn.Module, point: str, points: list[str]) -> str | None:
@@ -272,6 +280,17 @@ def removable_units(model: nn.Module, example: Batch, *, keep_per_stage: int = K
     kept = Counter(c.unit.stage for c in candidates if not c.removable)
     return [replace(c.unit, kept=kept[c.unit.stage]) for c in candidates
             if c.removable and size[c.unit.stage] - 1 >= keep]
+
+
+def kept_units(model: nn.Module, example: Batch, *, keep_per_stage: int = KEEP_PER_STAGE) -> dict[str, str]:
+    """``{unit name: why it is kept}`` for every candidate :func:`removable_units` does not offer, in forward
+    order, e.g. ``{"layer2.0": "changes shape 16x32x32 -> 32x16x16 (downsampling)"}``; empty when it offers them
+    all or the model has no candidate (no measured block is a child of a container or stage)."""
+    keep = _check_keep(keep_per_stage)
+    candidates = _candidates(model, example)
+    size = Counter(c.unit.stage for c in candidates)
+    return {c.unit.name: c.why_kept or f"is one of {size[c.unit.stage]} in stage {c.unit.stage}, which keeps {keep}"
+            for c in candidates if not c.removable or size[c.unit.stage] - 1 < keep}
 
 
 def _fmt(shape: tuple[int, ...] | None) -> str:
