@@ -137,6 +137,9 @@ def test_options_asking_for_a_model_larger_than_its_weights_are_refused_unbuilt(
     (["curve", "--model", "mlp", "--dataset", "digits", "--null", "1000000000", "--out", "o"], "is more than"),
     (["curve", "--model", "mlp", "--dataset", "digits", "--sketch-dim", "1000000000", "--out", "o"], "16,384"),
     (["curve", "--model", "mlp", "--dataset", "digits", "--resolution", "1e308", "--out", "o"], "<= 10000"),
+    # pruning reads the train and test splits itself: a --split would be ignored, so it is no option there
+    (["prune", "--weights", "w.safetensors", "--remove", "1", "--split", "train", "--out", "o"], "--split"),
+    (["prune-study", "--weights", "w.safetensors", "--split", "train", "--out", "o"], "--split"),
 ])
 def test_bad_options_are_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:

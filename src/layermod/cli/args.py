@@ -236,15 +236,17 @@ def add_library_args(group: argparse._ArgumentGroup) -> None:
                        "config's architectures names)")
 
 
-def add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
+def add_data_args(parser: argparse.ArgumentParser, required: bool, *, split: bool = True) -> None:
+    """--dataset and how it is read; ``split=False`` for commands that read both splits themselves (no --split)."""
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", required=required,
                        help="fashion-mnist, mnist, digits, cifar10, cifar100, folder:PATH (one folder per class), "
                        "torchvision:NAME (CIFAR10, MNIST, ... under --data-dir), hf:NAME_OR_DIR (a datasets set: "
                        "a save_to_disk folder or a hub name), a .csv/.tsv/.json/.jsonl/.parquet file of texts and "
                        "labels, a .npz file with arrays X and y, or module:function")
-    group.add_argument("--split", help="dataset split: train or test (default test); an hf: set "
-                       "any split it has, e.g. validation")
+    if split:
+        group.add_argument("--split", help="dataset split: train or test (default test); an hf: set "
+                           "any split it has, e.g. validation")
     group.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache); "
                        "torchvision's root for torchvision:NAME")
     group.add_argument("--text-column", default="text", help="column of the texts (or an hf: set's images) in a "

@@ -118,7 +118,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
     study = commands.add_parser("prune-study", help="every pruning method at matched FLOPs / parameter budgets",
                                 description=cmd_prune_study.__doc__)
     study.add_argument("--weights", required=True, help="a layermod checkpoint (.safetensors with its sidecar)")
-    add_data_args(study, required=False)
+    add_data_args(study, required=False, split=False)
     study.add_argument("--curve", help="curve.json measured on this checkpoint (default: measure it now)")
     add_measure_args(study, title="graph and draws of the curve measured now")
     study.add_argument("--z", type=float, default=2.0, help="plateau band in standard errors of the increment")
@@ -158,7 +158,7 @@ def _add_prune(commands: argparse._SubParsersAction) -> None:
     prune = commands.add_parser("prune", help="remove redundant layers, fine-tune, compare with other methods",
                                 description=cmd_prune.__doc__)
     prune.add_argument("--weights", required=True, help="a layermod checkpoint (.safetensors with its sidecar)")
-    add_data_args(prune, required=False)
+    add_data_args(prune, required=False, split=False)
     budget = prune.add_mutually_exclusive_group(required=True)
     budget.add_argument("--remove", type=positive, help="number of units (layers) to remove")
     budget.add_argument("--target-params", type=float, help="fraction of parameters to remove, e.g. 0.3")

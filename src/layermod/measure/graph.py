@@ -55,7 +55,7 @@ from layermod.coerce import as_real_tensor, seed_sequence
 from layermod.errors import FeatureError, GraphError
 from layermod.measure.ann import ann_neighbours, recall, sketch
 from layermod.measure.config import (GraphConfig, Knn, Metric, Precision, Symmetrize, check_budget, check_options,
-                                     check_search)
+                                     check_search, check_sketch_size)
 from layermod.measure.rows import COSINE_EPS, Rows, block_sizes, matmul_precision
 from layermod.measure.search import MAX_TIED_EDGES, Neighbours, search
 
@@ -183,6 +183,7 @@ def _build(features, k, metric, symmetrize, weighted, block_size, method, sketch
         raise GraphError(f"max_bytes={max_bytes!r} must be a positive number of bytes")
     if max_bytes is not None:
         check_budget(max_bytes, x.shape[1])
+        check_sketch_size(sketch_dim, n, max_bytes)
     if block_size is not None and (not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool)
                                    or block_size < 1):
         raise GraphError(f"block_size={block_size} must be positive")
