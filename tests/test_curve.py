@@ -106,10 +106,10 @@ def test_non_finite_values_are_written_as_null():
     assert json.loads(curve.to_json())["z"] == [None, 1.0]
 
 
-def test_plot_writes_a_png(tmp_path):
+def test_save_draws_the_png_with_plot(tmp_path):
     curve = Curve(["a", "b", "c"], np.array([[0.1, 0.4, 0.5], [0.2, 0.3, 0.6]]), {"k": 3})
-    curve.plot(tmp_path / "c.png")
-    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert curve.save(tmp_path) == tmp_path
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_k_too_large_for_a_draw_fails_before_any_forward_pass():

@@ -67,7 +67,7 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     with torch.no_grad():
         features = model[:3](X).numpy()  # (N, D) features of a hidden layer
     namespace = {"features": features, "labels": y.numpy(), "model": model, "X": X, "y": y}
-    monkeypatch.chdir(tmp_path)  # the example writes curve.png into the working directory
+    monkeypatch.chdir(tmp_path)  # the example writes its run directory into the working directory
     for block in readme_python():
         exec(compile(block, "README.md", "exec"), namespace)
     lm = namespace["lm"]
@@ -76,7 +76,9 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     n_layers = len(curve.layers)
     assert n_layers >= 2 and np.asarray(curve.values).shape == (5, n_layers)
     assert np.asarray(curve.z).shape == (n_layers,)
-    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "run" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert lm.Curve.load(tmp_path / "run").to_dict() == curve.to_dict()
+    assert namespace["ax"].figure is not None and len(curve.to_frame()) == n_layers
     assert isinstance(pair.clean, lm.Curve) and pair.clean.layers == pair.attacked.layers == curve.layers
     assert np.asarray(comparison.d).shape == np.asarray(comparison.cka).shape == (n_layers, n_layers)
 

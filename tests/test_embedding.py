@@ -296,11 +296,8 @@ def test_non_dicts_are_malformed(data):
 # --- pictures and files --------------------------------------------------------------------------------------------
 
 
-def test_plot_views_draws_samples_and_graph_per_layer(views, tmp_path):
-    path = tmp_path / "views.png"
-    fig = Views(views, ODD_NAMES).plot(path)
-    assert path.read_bytes().startswith(PNG_MAGIC)
-    assert [p.name for p in tmp_path.iterdir()] == ["views.png"]
+def test_views_figure_draws_samples_and_graph_per_layer(views):
+    fig = Views(views, ODD_NAMES).figure()
     top, bottom = fig.axes[:3], fig.axes[3:6]
     for col, view in enumerate(views):
         title = top[col].get_title()
@@ -322,8 +319,8 @@ def test_more_than_ten_classes_get_distinct_colours():
     labels = np.repeat(np.arange(12), 2)
     view = LayerView("x", np.random.default_rng(0).normal(size=(24, 2)), labels, np.array([[0, 1], [1, 2]]),
                      np.array([1.0, 0.5]), 0.3)
-    fig = Views([view]).plot()
-    colours = fig.axes[0].collections[0].get_facecolors()
+    ax = Views([view]).plot()
+    colours = ax.collections[0].get_facecolors()
     assert len({tuple(np.round(c, 4)) for c in colours}) == 12
 
 
@@ -346,6 +343,15 @@ def test_save_views_writes_nothing_for_bad_class_names(views, tmp_path):
 def test_plot_views_needs_a_view():
     with pytest.raises(lm.LayermodError, match="no layer views"):
         Views([]).plot()
+
+
+def test_plot_draws_one_layer_samples_or_graph(views):
+    chosen = Views(views, ODD_NAMES)
+    assert chosen.plot().get_title().startswith(views[-1].layer)
+    graph = chosen.plot(layer=views[0].layer, graph=True)
+    assert sum(len(c.get_segments()) for c in graph.collections if isinstance(c, LineCollection)) == len(views[0].edges)
+    with pytest.raises(lm.LayermodError, match="no view of layer"):
+        chosen.plot(layer="nowhere")
 
 
 # --- pick_layers ---------------------------------------------------------------------------------------------------

@@ -338,20 +338,20 @@ def test_curve_figures_draw_layer_names_literally(tmp_path):
     summary = {"n_attacked": 4, "n_correct": 4, "n_flipped": 2, "success_rate": 0.5, "clean_accuracy": 1.0,
                "adversarial_accuracy": 0.5}
     pair = AdversarialCurves(curve(MATH_NAMES), curve(MATH_NAMES, -0.1), {"method": "torchattacks:$\\x$"}, summary)
-    ax = pair.plot(tmp_path / "attack.png")
+    ax = pair.plot()
     assert literal(ax.get_xticklabels()) == SHOWN and "$\\x$" in ax.get_title()
 
 
 def test_dynamics_heat_maps_and_views_draw_names_literally(tmp_path):
-    figure = Dynamics.start(0, curve(MATH_NAMES), 0.5, CONFIG).plot(tmp_path / "dynamics.png")
+    figure = Dynamics.start(0, curve(MATH_NAMES), 0.5, CONFIG).figure()
     assert literal(figure.axes[0].get_legend().get_texts()) == SHOWN
     comparison = LayerComparison(curve(MATH_NAMES), curve(MATH_NAMES[:2]), np.zeros((5, 2)), ("$a$", "$\\b$"))
-    figure = comparison.plot(tmp_path / "compare.png")
+    figure = comparison.figure()
     assert literal(figure.axes[0].get_yticklabels()) == SHOWN
     assert literal([figure.axes[0].xaxis.label]) == ["$\\b$"]
     views = [view(name) for name in MATH_NAMES[:3]]
     Views(views, ["$\\c$", "a_b"]).save(tmp_path / "views")
-    figure = Views(views, ["$\\c$", "a_b"]).plot(tmp_path / "views.png")
+    figure = Views(views, ["$\\c$", "a_b"]).figure()
     assert [title.split("\n")[0] for title in literal([ax.title for ax in figure.axes[:3]])] == SHOWN[:3]
     assert literal(figure.axes[2].get_legend().get_texts()) == ["$\\c$", "a_b"]
     assert Views.load(tmp_path / "views").views[0].layer == MATH_NAMES[0]

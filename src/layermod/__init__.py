@@ -7,7 +7,8 @@
     curve = lm.modularity_curve(model, (X, y), layers="auto", k=3, n_per_class=50, repeats=5, seed=0)
     curve = lm.modularity_curve(model, (X, y), graph=lm.GraphConfig(k=3), draws=lm.DrawConfig(n_per_class=50))
     curve.layers, curve.values, curve.mean, curve.std   # names; (repeats, L); (L,); (L,)
-    verdicts = lm.find_redundant(curve)                 # one per layer: increment, "plateau" / "drop" / "keep"
+    verdicts = lm.find_redundant(curve)                 # per layer: increment, "plateau" / "drop" / "keep"
+    curve.save("run"), lm.Curve.load("run"), curve.plot(), curve.to_frame()  # every type of lm.RESULT_TYPES alike
     pair = lm.adversarial_curves(model, (X, y), lm.AttackConfig("pgd", eps=0.3), lm.PixelSpace())  # clean vs attacked
     comparison = lm.compare_layers(model, (X, y))       # D_ij = |Q_i - Q_j| beside linear CKA
 """
@@ -20,15 +21,25 @@ from .errors import *  # noqa: F403  (every exception class, listed in errors.__
 # Where each public name lives. They are imported on first use (PEP 562), so that ``import layermod.cli`` is quick
 # and a Ctrl-C while torch loads reaches the command's own handler instead of printing a traceback.
 _EXPORTS = {
+    "AdversarialCurves": "adversarial.curves",
     "AttackConfig": "adversarial.attacks",
     "Curve": "analysis.curve",
     "CurveTracker": "training.tracker",
     "DrawConfig": "measure.config",
+    "Dynamics": "analysis.dynamics",
     "GraphConfig": "measure.config",
     "ItemResult": "sweep.executor",
+    "LayerComparison": "analysis.compare",
+    "LayerView": "analysis.layer_view",
+    "MatchedComparison": "pruning.pareto",
     "PixelSpace": "adversarial.attacks",
+    "PruningComparison": "pruning.study",
+    "Redundancy": "analysis.redundancy",
     "Resources": "sweep.executor",
+    "SweepTable": "sweep.results",
     "TrackConfig": "analysis.dynamics",
+    "Verdict": "analysis.redundancy",
+    "Views": "analysis.layer_view",
     "adversarial_curves": "adversarial.curves",
     "attack": "adversarial.attacks",
     "auto_layers": "extract.layers",
@@ -50,18 +61,34 @@ _EXPORTS = {
     "trace_calls": "extract.layers",
 }
 
+# The result types: each saves itself (``save(path) -> Path``), loads what it saved (``load(path)``), draws
+# itself into a matplotlib Axes (``plot(ax=None) -> Axes``) and shows its table (``to_dict``, ``to_frame``, repr).
+_RESULTS = ("Curve", "Dynamics", "LayerComparison", "Views", "Redundancy", "AdversarialCurves", "SweepTable",
+            "PruningComparison", "MatchedComparison")
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdversarialCurves",
     "AttackConfig",
     "Curve",
     "CurveTracker",
     "DrawConfig",
+    "Dynamics",
     "GraphConfig",
     "ItemResult",
+    "LayerComparison",
+    "LayerView",
+    "MatchedComparison",
     "PixelSpace",
+    "PruningComparison",
+    "RESULT_TYPES",
+    "Redundancy",
     "Resources",
+    "SweepTable",
     "TrackConfig",
+    "Verdict",
+    "Views",
     "adversarial_curves",
     "attack",
     "auto_layers",
@@ -89,6 +116,8 @@ __all__ = [
 def __getattr__(name: str) -> object:
     if name == "models":
         return importlib.import_module(".models", __name__)
+    if name == "RESULT_TYPES":
+        return tuple(__getattr__(result) for result in _RESULTS)
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -10,6 +10,7 @@ __all__ = [
     "AttackError",
     "CurveError",
     "DatasetError",
+    "DependencyError",
     "DeviceError",
     "FeatureError",
     "GraphError",
@@ -56,6 +57,10 @@ class LayerError(LayermodError, KeyError):
 
 class DatasetError(LayermodError, OSError):
     """A dataset that is missing, corrupt or in the wrong layout."""
+
+
+class DependencyError(LayermodError, ImportError):
+    """An optional package a call needs is not installed."""
 
 
 class DeviceError(LayermodError, ValueError):

@@ -37,7 +37,9 @@ from layermod.data.draws import balanced_draws
 from layermod.errors import AttackError
 from layermod.io.files import ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.rundir import ATTACK_CSV, ATTACK_JSON, ATTACK_PNG
+from layermod.analysis.curve_plot import curve_axes, plot_curves
 from layermod.analysis.redundancy import paired_difference
+from layermod.io.table import TableResult
 from layermod.extract.layers import LayerSpec
 from layermod.measure.config import DrawConfig, GraphConfig, MeasureOptions, measure_configs
 from layermod.io.validate import literal_text, mapping, number, required, shorten, text, within
@@ -52,8 +54,8 @@ _COUNTS = ("n_attacked", "n_correct", "n_flipped")
 _RATES = ("success_rate", "clean_accuracy", "adversarial_accuracy")
 
 
-@dataclass(frozen=True)
-class AdversarialCurves:
+@dataclass(frozen=True, repr=False)
+class AdversarialCurves(TableResult):
     """A clean and an attacked curve measured on the same draws.
 
     Attributes:
@@ -144,10 +146,9 @@ class AdversarialCurves:
         return read_json_file(path, ATTACK_JSON, cls.from_dict, "attack curves")
 
     @literal_text
-    def plot(self, path: str | os.PathLike | None = None, ax=None):
-        """Clean and attacked curves (mean, ±1 std band) with the parting layer marked; PNG with ``path``."""
-        from layermod.analysis.curve_plot import plot_curves
-
+    def plot(self, ax=None):
+        """Clean and attacked curves (mean, ±1 std band) with the parting layer marked, into ``ax`` (default: a
+        new figure's); returns the Axes."""
         label = self.label
         ax = plot_curves([self.clean, self.attacked], ax=ax, labels=["clean", label],
                          title=f"clean vs {label}: {self.summary['n_flipped']} samples flipped of "
@@ -157,16 +158,20 @@ class AdversarialCurves:
             ax.axvline(index, color="crimson", ls="--", lw=1)
             ax.annotate("curves part", (index, ax.get_ylim()[1]), color="crimson", fontsize=8, ha="left",
                         va="top", xytext=(3, -3), textcoords="offset points")
-        if path is not None:
-            ax.figure.tight_layout()
-            save_png(ax.figure, path)
         return ax
+
+    def _table(self) -> tuple[list[str], list[list]]:
+        columns = (self.clean.mean, self.clean.std, self.attacked.mean, self.attacked.std, self.gap, self.gap_se)
+        return (["layer", "clean_mean", "clean_std", "attacked_mean", "attacked_std", "gap", "gap_se"],
+                [[name, *(float(column[i]) for column in columns)] for i, name in enumerate(self.clean.layers)])
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write ``attack.png``, ``attack.csv`` and, last, ``attack.json`` into ``out_dir`` (created); returns the
         directory."""
         out = ensure_writable_dir(out_dir)
-        self.plot(out / ATTACK_PNG)
+        ax = self.plot(curve_axes(len(self.clean.layers)))
+        ax.figure.tight_layout()
+        save_png(ax.figure, out / ATTACK_PNG)
         columns = (self.clean.mean, self.clean.std, self.attacked.mean, self.attacked.std, self.gap, self.gap_se)
         write_csv(out / ATTACK_CSV, ["index", "layer", "clean_mean", "clean_std", "attacked_mean", "attacked_std",
                                      "gap", "gap_se"],

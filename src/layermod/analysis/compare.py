@@ -23,17 +23,19 @@ import torch
 from torch import nn
 
 from layermod.analysis.curve import Curve, modularity_curve
-from layermod.io.files import ensure_writable_dir, read_json_file, write_csv, write_json
+from layermod.errors import CurveError
+from layermod.io.files import ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.rundir import CKA_CSV, COMPARE_JSON, COMPARE_PNG, D_CSV
-from layermod.measure.similarity import cka_matrix, layer_grams, modularity_difference, plot_heatmaps
-from layermod.io.validate import mapping, names, numbers, required, within
+from layermod.io.table import TableResult, new_axes
+from layermod.measure.similarity import cka_matrix, draw_heatmap, heatmap_inches, layer_grams, modularity_difference
+from layermod.io.validate import literal_text, mapping, names, numbers, required, within
 from layermod.measure.config import DrawConfig, GraphConfig
 
 __all__ = ["LayerComparison", "compare_layers"]
 
 
-@dataclass(frozen=True)
-class LayerComparison:
+@dataclass(frozen=True, repr=False)
+class LayerComparison(TableResult):
     """D and CKA between the layers of model A (rows) and model B (columns; B is A when compared with itself).
 
     Attributes:
@@ -92,17 +94,39 @@ class LayerComparison:
         """Read ``compare.json`` (or the ``compare.json`` inside a run directory)."""
         return read_json_file(path, COMPARE_JSON, cls.from_dict, "a layer comparison")
 
-    def plot(self, path: str | os.PathLike | None = None):
-        """D and CKA heat maps side by side (see :func:`layermod.similarity.plot_heatmaps`)."""
+    @literal_text
+    def plot(self, ax=None, *, matrix: str = "d"):
+        """The heat map of ``matrix`` (``"d"`` or ``"cka"``) into ``ax`` (default: a new figure's); returns the
+        Axes."""
+        if matrix not in ("d", "cka"):
+            raise CurveError(f"matrix={matrix!r} is not one of d, cka")
         names = (None, None) if self.same_model else self.names
-        return plot_heatmaps(self.d, self.cka, self.curve_a.layers, self.curve_b.layers, path=path,
-                             label_a=names[0], label_b=names[1])
+        panel = heatmap_inches(max(self.d.shape))
+        ax = ax if ax is not None else new_axes((panel + 1.5, panel))
+        return draw_heatmap(ax, self.d if matrix == "d" else self.cka, matrix, self.curve_a.layers,
+                            self.curve_b.layers, label_a=names[0], label_b=names[1])
+
+    @literal_text
+    def figure(self):
+        """The whole picture ``compare.png`` holds: D and CKA side by side (a plain matplotlib Figure)."""
+        from matplotlib.figure import Figure
+
+        panel = heatmap_inches(max(self.d.shape))
+        fig = Figure(figsize=(2 * panel + 1.5, panel), layout="constrained")
+        for ax, matrix in zip(fig.subplots(1, 2), ("d", "cka")):
+            self.plot(ax, matrix=matrix)
+        return fig
+
+    def _table(self) -> tuple[list[str], list[list]]:
+        rows = [[a, b, float(self.d[i, j]), float(self.cka[i, j])]
+                for i, a in enumerate(self.curve_a.layers) for j, b in enumerate(self.curve_b.layers)]
+        return ["layer_a", "layer_b", "d", "cka"], rows
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write ``compare.png``, ``d.csv``, ``cka.csv`` and, last, ``compare.json`` into ``out_dir`` (created);
         returns the directory."""
         out = ensure_writable_dir(out_dir)
-        self.plot(out / COMPARE_PNG)
+        save_png(self.figure(), out / COMPARE_PNG)
         for name, matrix in ((D_CSV, self.d), (CKA_CSV, self.cka)):
             write_csv(out / name, ["layer", *self.curve_b.layers],
                       ([row_name, *map(float, row)] for row_name, row in zip(self.curve_a.layers, matrix)))

@@ -64,7 +64,7 @@ from layermod.extract.features import feature_size, iter_layer_features, model_d
 from layermod.extract.inputs import slice_batch
 from layermod.extract.pooling import check_pool, resolve_pool
 from layermod.io.devices import check_device
-from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, release_pages, write_csv
+from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, release_pages, save_png, write_csv
 from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG
 from layermod.coerce import seed_sequence
 from layermod.measure.config import (DrawConfig, GraphConfig, MeasureOptions, check_budget, check_null_size,
@@ -74,7 +74,8 @@ from layermod.measure.graph import build_graph
 from layermod.extract.layers import LayerSpec, layer_items, select_layers, trace_calls
 from layermod.measure.modularity import modularity_with_null
 from layermod.io.validate import mapping, names, numbers, q_bounds, required, run_config
-from layermod.analysis.curve_plot import plot_curves
+from layermod.io.table import TableResult
+from layermod.analysis.curve_plot import curve_axes, plot_curves
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -98,8 +99,8 @@ def _finite_or_none(values: np.ndarray | None) -> list | None:
     return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float).ravel()]
 
 
-@dataclass(frozen=True)
-class Curve:
+@dataclass(frozen=True, repr=False)
+class Curve(TableResult):
     """Modularity per layer and draw.
 
     Attributes:
@@ -191,7 +192,9 @@ class Curve:
         """Write ``curve.png``, ``curve.csv`` and, last, ``curve.json`` into ``out_dir`` (created); each file whole
         or not at all, so a ``curve.json`` present means the run's files are complete. Returns the directory."""
         out = ensure_writable_dir(out_dir)
-        self.plot(out / CURVE_PNG)
+        ax = self.plot(curve_axes(len(self.layers)))
+        ax.figure.tight_layout()
+        save_png(ax.figure, out / CURVE_PNG)
         extra = ["null_mean", "null_std", "z"] if self.z is not None else []
         draws = [f"draw_{r}" for r in range(len(self.values))]
         header = ["index", "layer", "mean", "std", "increment", *extra, *draws]
@@ -203,10 +206,18 @@ class Curve:
             tmp.write_text(self.to_json())
         return out
 
-    def plot(self, path: str | os.PathLike | None = None, ax=None, label: str | None = None):
-        """Draw mean Q with a +-1 std band against layer names; save as PNG when ``path`` is given."""
+    def plot(self, ax=None, *, label: str | None = None):
+        """Draw mean Q with a +-1 std band against layer names into ``ax`` (default: a new figure's); returns
+        the Axes."""
+        return plot_curves([self], ax=ax, labels=[label] if label else None)
 
-        return plot_curves([self], path=path, ax=ax, labels=[label] if label else None)
+    def _table(self) -> tuple[list[str], list[list]]:
+        null = self.z is not None
+        columns = ["layer", "mean", "std", "increment", *(["null_mean", "z"] if null else [])]
+        rows = [[name, float(self.mean[i]), float(self.std[i]), float(self.increments[i]),
+                 *([float(self.null_mean[i]), float(self.z[i])] if null else [])]
+                for i, name in enumerate(self.layers)]
+        return columns, rows
 
     def with_config(self, **entries) -> "Curve":
         """A copy whose config has ``entries`` added (e.g. how the model and data were specified)."""

@@ -34,6 +34,7 @@ from layermod.analysis.curve import Curve
 from layermod.errors import CurveError, TrainError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png
 from layermod.io.rundir import DYNAMICS_JSON, DYNAMICS_PNG
+from layermod.io.table import TableResult, new_axes
 from layermod.extract.layers import LayerSpec
 from layermod.measure.config import DrawConfig, GraphConfig
 from layermod.io.validate import label, literal_text, mapping, names, numbers, q_bounds, required, run_config
@@ -81,8 +82,8 @@ class TrackConfig:
         return out
 
 
-@dataclass(frozen=True)
-class Dynamics:
+@dataclass(frozen=True, repr=False)
+class Dynamics(TableResult):
     """Modularity per tracked epoch, draw and layer, with the test accuracy of each tracked epoch.
 
     Attributes:
@@ -185,63 +186,68 @@ class Dynamics:
         """Write ``dynamics.png`` and then ``dynamics.json`` into ``out_dir`` (created), each atomically; returns the
         directory."""
         out = ensure_writable_dir(out_dir)
-        self.plot(out / DYNAMICS_PNG)
+        save_png(self.figure(), out / DYNAMICS_PNG)
         with atomic_path(out / DYNAMICS_JSON) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         return out
 
     @literal_text
-    def plot(self, path: str | os.PathLike | None = None):
-        """Draw Q per layer over the epochs with the test accuracy in a panel beside it (see the module doc).
-
-        Returns the matplotlib Figure; with ``path`` it is saved as PNG (atomically) instead of shown.
-        """
+    def plot(self, ax=None):
+        """Mean Q of every layer against the epoch, coloured shallow to deep (see the module doc), into ``ax``
+        (default: a new figure's); returns the Axes."""
         from matplotlib import colormaps
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import ListedColormap, Normalize
         from matplotlib.ticker import MaxNLocator
 
-        if path is None:
-            import matplotlib.pyplot as plt
-
-            fig = plt.figure(figsize=(10, 4.4))
-        else:
-            from matplotlib.figure import Figure
-
-            fig = Figure(figsize=(10, 4.4))
-        q_ax, acc_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.4, 1]})
+        ax = ax if ax is not None else new_axes((7, 4.4))
         n_layers = len(self.layers)
         cmap = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.9, 256)))  # no pale yellow end
         norm = Normalize(0, max(n_layers - 1, 1))
         mean = self.mean
         for i, name in enumerate(self.layers):
-            q_ax.plot(self.epochs, mean[:, i], marker="o", ms=3, lw=1.4, color=cmap(norm(i)), label=label(name))
+            ax.plot(self.epochs, mean[:, i], marker="o", ms=3, lw=1.4, color=cmap(norm(i)), label=label(name))
         n_classes = self.config.get("n_classes")
         if n_classes:
-            q_ax.axhline(1 - 1 / n_classes, ls=":", color="grey", lw=1)
-        q_ax.set_xlabel("epoch")
-        q_ax.set_ylabel("modularity Q (mean over draws)")
-        q_ax.grid(alpha=0.3)
+            ax.axhline(1 - 1 / n_classes, ls=":", color="grey", lw=1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("modularity Q (mean over draws)")
+        ax.grid(alpha=0.3)
         config = self.config
-        q_ax.set_title(f"modularity per layer (k={config.get('k', '?')}, {config.get('samples_per_draw', '?')} "
-                       f"samples x {self.values.shape[1]} draws)", fontsize=10)
+        ax.set_title(f"modularity per layer (k={config.get('k', '?')}, {config.get('samples_per_draw', '?')} "
+                     f"samples x {self.values.shape[1]} draws)", fontsize=10)
         if n_layers <= LEGEND_MAX:
-            q_ax.legend(fontsize=7, loc="best", title="layer (shallow to deep)", title_fontsize=7)
+            ax.legend(fontsize=7, loc="best", title="layer (shallow to deep)", title_fontsize=7)
         else:
-            bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=q_ax)
+            bar = ax.figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax)
             bar.set_label("layer index (shallow to deep)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return ax
+
+    @literal_text
+    def figure(self):
+        """The whole picture ``dynamics.png`` holds: :meth:`plot` with the test accuracy in a panel beside it
+        (a plain matplotlib Figure)."""
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+
+        fig = Figure(figsize=(10, 4.4))
+        q_ax, acc_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.4, 1]})
+        self.plot(q_ax)
         acc_ax.plot(self.epochs, self.test_acc, marker="o", ms=3, color="black")
         acc_ax.set_xlabel("epoch")
         acc_ax.set_ylabel("test accuracy")
         acc_ax.set_ylim(0, 1.02)
         acc_ax.grid(alpha=0.3)
         acc_ax.set_title("test accuracy", fontsize=10)
-        for ax in (q_ax, acc_ax):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.tight_layout()
-        if path is not None:
-            save_png(fig, path)
         return fig
+
+    def _table(self) -> tuple[list[str], list[list]]:
+        mean = self.mean
+        return (["epoch", "test_acc", *self.layers],
+                [[epoch, float(self.test_acc[t]), *map(float, mean[t])] for t, epoch in enumerate(self.epochs)])
 
 
 def plot_dynamics(path_json: str | os.PathLike, out_png: str | os.PathLike | None = None) -> Path:
@@ -254,7 +260,7 @@ def plot_dynamics(path_json: str | os.PathLike, out_png: str | os.PathLike | Non
     target = Path(out_png) if out_png is not None else json_file.with_name(DYNAMICS_PNG)
     dynamics = Dynamics.load(json_file)
     ensure_writable_dir(target.parent)
-    dynamics.plot(target)
+    save_png(dynamics.figure(), target)
     return target
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from layermod.errors import ViewError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png
 from layermod.io.rundir import EMBEDDING_JSON, EMBEDDING_PNG
+from layermod.io.table import TableResult, new_axes
 from layermod.io.validate import (
     MAX_ITEMS,
     label,
@@ -143,8 +144,8 @@ def _class_names_problem(views: Sequence[LayerView], class_names: Sequence[str] 
     return None
 
 
-@dataclass(frozen=True, eq=False)
-class Views:
+@dataclass(frozen=True, eq=False, repr=False)
+class Views(TableResult):
     """2-D views and kNN graphs of a few layers on one draw of samples, as a run directory holds them.
 
     Attributes:
@@ -206,36 +207,39 @@ class Views:
         all; returns the directory."""
         out = ensure_writable_dir(out_dir)
         content = json.dumps(self.to_dict())
-        self.plot(out / EMBEDDING_PNG)
+        save_png(self.figure(), out / EMBEDDING_PNG, tight=True)
         with atomic_path(out / EMBEDDING_JSON) as tmp:
             tmp.write_text(content)
         return out
 
     @literal_text
-    def plot(self, path: str | os.PathLike | None = None):
-        """One column per view: samples coloured by class (top) and the kNN graph on the same coordinates
-        (bottom).
+    def plot(self, ax=None, *, layer: str | None = None, graph: bool = False):
+        """One view into ``ax`` (default: a new figure's): the samples of ``layer`` (default: the last view)
+        coloured by class, or with ``graph`` its kNN graph on the same coordinates, with a legend of the
+        classes; returns the Axes."""
+        view = self._view(layer)
+        ax = ax if ax is not None else new_axes((4.8, 3.6))
+        colours = self._colours()
+        (_draw_graph if graph else _draw_samples)(ax, view, colours)
+        ax.set_title(_title(view), fontsize=9)
+        _legend(ax, colours, self.class_names)
+        return ax
 
-        Column titles give the layer, Q and the share of edge weight inside classes; one legend names the
-        classes (``class_names[label]``, else the label); names are drawn literally and shortened (see
-        :mod:`layermod.io.validate`). Returns the matplotlib Figure; with ``path`` it is saved as PNG (written
-        atomically) without involving pyplot.
-        """
-        if not self.views:
-            raise ViewError("no layer views to plot; pass at least one LayerView")
-        size = (3.2 * len(self.views) + 1.6, 6.6)
-        if path is None:  # interactive: let pyplot show it
-            import matplotlib.pyplot as plt
+    @literal_text
+    def figure(self):
+        """The whole picture ``embedding.png`` holds (a plain matplotlib Figure): one column per view, samples
+        coloured by class (top) and the kNN graph on the same coordinates (bottom); column titles give the
+        layer, Q and the share of edge weight inside classes; names are drawn literally and shortened (see
+        :mod:`layermod.io.validate`)."""
+        from matplotlib.figure import Figure
 
-            fig = plt.figure(figsize=size, layout="constrained")
-        else:  # file only: no GUI backend involved
-            from matplotlib.figure import Figure
-
-            fig = Figure(figsize=size, layout="constrained")
+        self._view(None)
+        fig = Figure(figsize=(3.2 * len(self.views) + 1.6, 6.6), layout="constrained")
         axes = fig.subplots(2, len(self.views), sharex="col", sharey="col", squeeze=False)
-        colours = _class_colours(np.unique(np.concatenate([view.labels for view in self.views])))
+        colours = self._colours()
         for col, view in enumerate(self.views):
             _draw_samples(axes[0, col], view, colours)
+            axes[0, col].set_title(_title(view), fontsize=9)
             _draw_graph(axes[1, col], view, colours)
             for ax in axes[:, col]:
                 ax.set_xticks([])
@@ -243,9 +247,24 @@ class Views:
         axes[0, 0].set_ylabel("samples by class", fontsize=9)
         axes[1, 0].set_ylabel("kNN graph (red: across classes)", fontsize=9)
         _legend(axes[0, -1], colours, self.class_names)
-        if path is not None:
-            save_png(fig, path, tight=True)
         return fig
+
+    def _view(self, layer: str | None) -> LayerView:
+        if not self.views:
+            raise ViewError("no layer views to plot; pass at least one LayerView")
+        if layer is None:
+            return self.views[-1]
+        for view in self.views:
+            if view.layer == layer:
+                return view
+        raise ViewError(f"no view of layer {shorten(layer)}; pick one of {', '.join(v.layer for v in self.views)}")
+
+    def _colours(self) -> dict[int, tuple]:
+        return _class_colours(np.unique(np.concatenate([view.labels for view in self.views])))
+
+    def _table(self) -> tuple[list[str], list[list]]:
+        return (["layer", "q", "intra_fraction", "samples", "edges"],
+                [[v.layer, v.q, v.intra_fraction, len(v.labels), len(v.edges)] for v in self.views])
 
 
 def _view_from_json(i: int, entry: object) -> LayerView:
@@ -298,10 +317,13 @@ def _node_colours(view: LayerView, colours: dict[int, tuple]) -> list[tuple]:
     return [colours[int(c)] for c in view.labels]
 
 
+def _title(view: LayerView) -> str:
+    return f"{label(view.layer)}\nQ = {view.q:.3f}, intra-class edges {view.intra_fraction:.0%}"
+
+
 def _draw_samples(ax, view: LayerView, colours: dict[int, tuple]) -> None:
     """Top panel: the samples at their 2-D coordinates, coloured by class."""
     ax.scatter(view.coords[:, 0], view.coords[:, 1], s=12, c=_node_colours(view, colours), linewidths=0)
-    ax.set_title(f"{label(view.layer)}\nQ = {view.q:.3f}, intra-class edges {view.intra_fraction:.0%}", fontsize=9)
 
 
 def _draw_graph(ax, view: LayerView, colours: dict[int, tuple]) -> None:

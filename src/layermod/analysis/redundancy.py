@@ -27,15 +27,23 @@ Plans that remove redundant units are made in :mod:`layermod.pruning.plans`.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from layermod.analysis.curve import Curve
+from layermod.analysis.curve_plot import curve_axes
 from layermod.errors import PlanError
+from layermod.io.files import ensure_writable_dir, read_json_file, save_png, write_csv, write_json
+from layermod.io.rundir import REDUNDANCY_CSV, REDUNDANCY_JSON, REDUNDANCY_PNG
+from layermod.io.table import TableResult
+from layermod.io.validate import MAX_ITEMS, label, literal_text, mapping, number, required, shorten, text
 
-__all__ = ["VERDICTS", "Verdict", "find_redundant", "paired_difference", "verdict_table"]
+__all__ = ["VERDICTS", "Redundancy", "Verdict", "find_redundant", "paired_difference", "verdict_from_dict",
+           "verdict_table", "verdict_to_dict"]
 
 VERDICTS = ("keep", "plateau", "drop")
 
@@ -59,6 +67,116 @@ class Verdict:
     verdict: str
 
 
+def verdict_to_dict(verdict: Verdict) -> dict:
+    """JSON-ready ``{"layer", "increment", "noise", "threshold", "verdict"}``; undefined numbers as None."""
+    return {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+            for key, value in asdict(verdict).items()}
+
+
+def verdict_from_dict(i: int, row: object) -> Verdict:
+    """``verdicts[i]`` read from a file, checked: a layer name, increment, noise and threshold numbers or null,
+    a verdict of :data:`VERDICTS`; ValueError naming the first problem."""
+    where = f"verdicts[{i}]"
+    row = mapping(row, where)
+    verdict = required(row, "verdict")
+    if verdict not in VERDICTS:
+        raise ValueError(f"{where}.verdict is {shorten(repr(verdict))}, not one of {', '.join(VERDICTS)}")
+    increment, noise, threshold = (float(number(required(row, key), f"{where}.{key}", missing=True))
+                                   for key in ("increment", "noise", "threshold"))
+    return Verdict(text(required(row, "layer"), f"{where}.layer"), increment, noise, threshold, verdict)
+
+
+_COLOURS = {"keep": "tab:green", "plateau": "tab:orange", "drop": "tab:red"}
+
+
+@dataclass(frozen=True, repr=False)
+class Redundancy(TableResult, Sequence):
+    """The verdicts of :func:`find_redundant`, one per layer in the curve's order; a sequence of
+    :class:`Verdict`.
+
+    Attributes:
+        verdicts: one :class:`Verdict` per layer.
+        config: the band's settings, ``{"z", "min_gain"}``.
+    """
+
+    verdicts: list[Verdict]
+    config: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdicts", list(self.verdicts))
+        object.__setattr__(self, "config", dict(self.config))
+
+    def __getitem__(self, index):
+        return self.verdicts[index]
+
+    def __len__(self) -> int:
+        return len(self.verdicts)
+
+    @property
+    def redundant(self) -> list[str]:
+        """Names of the plateau and drop layers."""
+        return [v.layer for v in self.verdicts if v.verdict != "keep"]
+
+    def to_dict(self) -> dict:
+        """JSON-ready ``{"verdicts": [...], "config": {...}}``; undefined numbers as null."""
+        return {"verdicts": [verdict_to_dict(v) for v in self.verdicts], "config": dict(self.config)}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Redundancy:
+        """Inverse of :meth:`to_dict`, for data read from a file: 1 to ``MAX_ITEMS`` verdicts checked as
+        :func:`verdict_from_dict` says, z and min_gain numbers >= 0; ValueError naming the first problem."""
+        data = mapping(data, "the verdicts")
+        rows = required(data, "verdicts")
+        if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ITEMS:
+            raise ValueError(f"verdicts is not a list of 1 to {MAX_ITEMS:,} verdicts")
+        config = mapping(data.get("config", {}), "config")
+        for key in ("z", "min_gain"):
+            if key in config:
+                number(config[key], f"config.{key}", 0)
+        return cls([verdict_from_dict(i, row) for i, row in enumerate(rows)], config)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Redundancy:
+        """Read ``redundancy.json`` (or the one inside a run directory), checked by :meth:`from_dict`."""
+        return read_json_file(path, REDUNDANCY_JSON, cls.from_dict, "redundant layers")
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``redundancy.png``, ``redundancy.csv`` and, last, ``redundancy.json`` into ``out_dir``
+        (created), each whole or not at all; returns the directory."""
+        out = ensure_writable_dir(out_dir)
+        ax = self.plot(curve_axes(len(self.verdicts)))
+        ax.figure.tight_layout()
+        save_png(ax.figure, out / REDUNDANCY_PNG)
+        columns, rows = self._table()
+        write_csv(out / REDUNDANCY_CSV, ["index", *columns], ([i, *row] for i, row in enumerate(rows)))
+        write_json(out / REDUNDANCY_JSON, self.to_dict())
+        return out
+
+    @literal_text
+    def plot(self, ax=None):
+        """Each layer's increment as a bar coloured by its verdict, with the band ``±threshold`` it was judged
+        against, into ``ax`` (default: a new figure's); returns the Axes."""
+        ax = ax if ax is not None else curve_axes(len(self.verdicts), interactive=True)
+        x = np.arange(len(self.verdicts))
+        increments = np.array([v.increment for v in self.verdicts])
+        thresholds = np.array([v.threshold for v in self.verdicts])
+        ax.bar(x, np.nan_to_num(increments), color=[_COLOURS[v.verdict] for v in self.verdicts])
+        ax.fill_between(x, -thresholds, thresholds, color="grey", alpha=0.2, lw=0, label="band ±threshold")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(x, [label(v.layer) for v in self.verdicts], rotation=60, ha="right", fontsize=8)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("increment of mean Q")
+        ax.set_title(f"redundant layers: {len(self.redundant)} of {len(self.verdicts)} (plateau orange, drop red)",
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        return ax
+
+    def _table(self) -> tuple[list[str], list[list]]:
+        return (["layer", "increment", "noise", "threshold", "verdict"],
+                [[v.layer, v.increment, v.noise, v.threshold, v.verdict] for v in self.verdicts])
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean over draws of ``a - b`` and its paired standard error ``std(a - b, ddof=1) / sqrt(R)``.
 
@@ -71,8 +189,8 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
     return diffs.mean(axis=0), noise
 
 
-def find_redundant(curve: Curve, z: float = 2.0, min_gain: float = 0.005) -> list[Verdict]:
-    """One :class:`Verdict` per layer of ``curve``, in the curve's order.
+def find_redundant(curve: Curve, *, z: float = 2.0, min_gain: float = 0.005) -> Redundancy:
+    """One :class:`Verdict` per layer of ``curve``, in the curve's order, as a :class:`Redundancy`.
 
     A layer whose increment cannot be judged (the first layer, or NaN values in the curve) is kept: without
     evidence a layer is not called redundant.
@@ -93,7 +211,7 @@ def find_redundant(curve: Curve, z: float = 2.0, min_gain: float = 0.005) -> lis
         else:
             verdict = "plateau"
         verdicts.append(Verdict(curve.layers[index], increment, noise, threshold, verdict))
-    return verdicts
+    return Redundancy(verdicts, {"z": z, "min_gain": min_gain})
 
 
 def _fmt(value: float) -> str:

@@ -5,7 +5,7 @@ each layer builds the kNN graph, measures its modularity Q with the classes as c
 :func:`layermod.modularity_curve` does for one draw) and embeds the features in 2-D
 (:mod:`layermod.analysis.embedding`). Its :class:`LayerView` results, with the class names and how they were
 made, form a :class:`Views` (:mod:`layermod.analysis.layer_view`), which draws one column per layer
-(:meth:`Views.plot`) and writes ``embedding.png`` and ``embedding.json`` (:meth:`Views.save`). This module is the
+(:meth:`Views.figure`) and writes ``embedding.png`` and ``embedding.json`` (:meth:`Views.save`). This module is the
 front of the three: it re-exports what they offer.
 
 Decisions, on purpose:

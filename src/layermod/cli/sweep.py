@@ -186,10 +186,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"{len(spec.items)} items{part}; varying: {', '.join(spec.varying) or 'nothing'}")
     run = _execute(args, [(item, parsed[item.id]) for item in shard], spec.resources, spec.threads)
     table = SweepTable.collect(spec.items, spec.varying, args.out)
-    written = table.save(args.out)
+    out = table.save(args.out)
     pending = len(spec.items) - len({row["item"] for row in table.rows})
     print(_tally(run) + (f"; {pending} items of other shards pending" if pending else "")
-          + f"; wrote {os.path.join(args.out, written[-1])}" + "".join(f", {name}" for name in written[:-1]))
+          + f"; wrote the table into {out}")
     return _failed(run, len(shard), args.out)
 
 

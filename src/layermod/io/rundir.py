@@ -56,6 +56,9 @@ __all__ = [
     "PARETO_PNG",
     "PLAN_JSON",
     "PRUNED",
+    "REDUNDANCY_CSV",
+    "REDUNDANCY_JSON",
+    "REDUNDANCY_PNG",
     "REPORT_HTML",
     "RESULTS_CSV",
     "RESULTS_PARQUET",
@@ -73,6 +76,10 @@ CURVE_PNG = "curve.png"
 # `layermod curve --views`: 2-D views and kNN graphs of a few layers (analysis.views.Views)
 EMBEDDING_JSON = "embedding.json"
 EMBEDDING_PNG = "embedding.png"
+# the verdicts of the redundant layers (analysis.redundancy.Redundancy), written by its save
+REDUNDANCY_JSON = "redundancy.json"
+REDUNDANCY_CSV = "redundancy.csv"
+REDUNDANCY_PNG = "redundancy.png"
 # `layermod attack`: clean vs attacked curves (adversarial.curves.AdversarialCurves)
 ATTACK_JSON = "attack.json"
 ATTACK_CSV = "attack.csv"

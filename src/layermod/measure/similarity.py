@@ -71,6 +71,8 @@ __all__ = [
     "layer_grams",
     "linear_cka",
     "modularity_difference",
+    "draw_heatmap",
+    "heatmap_inches",
     "plot_heatmaps",
 ]
 
@@ -328,6 +330,41 @@ def _set_layer_ticks(ax, layers_a: Sequence[str], layers_b: Sequence[str]) -> No
                   rotation_mode="anchor")
 
 
+def heatmap_inches(n_layers: int) -> float:
+    """Side of one heat map of ``n_layers`` names, in inches: 4.5 to :data:`_MAX_PANEL`."""
+    return min(max(4.5, 0.14 * n_layers + 2.5), _MAX_PANEL)
+
+
+@literal_text
+def draw_heatmap(ax, matrix: np.ndarray, kind: str, layers_a: Sequence[str], layers_b: Sequence[str], *,
+                 title: str | None = None, label_a: str | None = None, label_b: str | None = None):
+    """One heat map of :func:`plot_heatmaps` into ``ax``: ``kind`` ``"d"`` (reversed colormap from 0) or
+    ``"cka"`` (on [0, 1]); returns the Axes."""
+    import matplotlib
+
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (len(layers_a), len(layers_b)):
+        raise CurveError(f"{kind} has shape {matrix.shape} but there are {len(layers_a)} x {len(layers_b)} layer "
+                         "names; pass the matrices of the same layers")
+    if kind == "d":
+        d_max = float(np.nanmax(matrix)) if np.isfinite(matrix).any() else 0.0
+        cmap, vmin, vmax = f"{_COLORMAP}_r", 0.0, max(d_max, 1e-12)
+        bar_label = "|Q_i - Q_j|  (reversed: bright = similar)"
+        title = title or "modularity difference |Q_i - Q_j|"
+    else:
+        cmap, vmin, vmax, bar_label = _COLORMAP, 0.0, 1.0, "CKA  (bright = similar)"
+        title = title or "linear CKA"
+    colormap = matplotlib.colormaps[cmap].with_extremes(bad="lightgrey")
+    image = ax.imshow(matrix, cmap=colormap, vmin=vmin, vmax=vmax, origin="upper", interpolation="nearest",
+                      aspect="auto")
+    ax.figure.colorbar(image, ax=ax, shrink=0.85, label=bar_label)
+    _set_layer_ticks(ax, layers_a, layers_b)
+    ax.set_ylabel(label(label_a or "layer"))
+    ax.set_xlabel(label(label_b or "layer"))
+    ax.set_title(label(title, TITLE_CHARS), fontsize=10)
+    return ax
+
+
 def _new_figure(size: tuple[float, float], interactive: bool):
     if interactive:  # let pyplot show it
         import matplotlib.pyplot as plt
@@ -358,32 +395,13 @@ def plot_heatmaps(
     ``titles`` replaces the two panel titles, ``label_a``/``label_b`` the axis labels. Returns the matplotlib
     Figure; with ``path`` it is also saved as PNG (written atomically).
     """
-    import matplotlib
-
     layers_b = layers_a if layers_b is None else layers_b
     shape = (len(layers_a), len(layers_b))
-    d, cka = np.asarray(d, dtype=np.float64), np.asarray(cka, dtype=np.float64)
-    for name, matrix in (("d", d), ("cka", cka)):
-        if matrix.shape != shape:
-            raise CurveError(f"{name} has shape {matrix.shape} but there are {shape[0]} x {shape[1]} layer "
-                                "names; pass the matrices of the same layers")
-    titles = titles or ("modularity difference |Q_i - Q_j|", "linear CKA")
-    panel = min(max(4.5, 0.14 * max(shape) + 2.5), _MAX_PANEL)
+    titles = titles or (None, None)
+    panel = heatmap_inches(max(shape))
     fig = _new_figure((2 * panel + 1.5, panel), interactive=path is None)
-    d_max = float(np.nanmax(d)) if np.isfinite(d).any() else 0.0
-    panels = [
-        (d, f"{_COLORMAP}_r", 0.0, max(d_max, 1e-12), "|Q_i - Q_j|  (reversed: bright = similar)", titles[0]),
-        (cka, _COLORMAP, 0.0, 1.0, "CKA  (bright = similar)", titles[1]),
-    ]
-    for ax, (matrix, cmap, vmin, vmax, bar_label, title) in zip(fig.subplots(1, 2), panels):
-        colormap = matplotlib.colormaps[cmap].with_extremes(bad="lightgrey")
-        image = ax.imshow(matrix, cmap=colormap, vmin=vmin, vmax=vmax, origin="upper", interpolation="nearest",
-                          aspect="auto")
-        fig.colorbar(image, ax=ax, shrink=0.85, label=bar_label)
-        _set_layer_ticks(ax, layers_a, layers_b)
-        ax.set_ylabel(label(label_a or "layer"))
-        ax.set_xlabel(label(label_b or "layer"))
-        ax.set_title(label(title, TITLE_CHARS), fontsize=10)
+    for ax, matrix, kind, title in zip(fig.subplots(1, 2), (d, cka), ("d", "cka"), titles):
+        draw_heatmap(ax, matrix, kind, layers_a, layers_b, title=title, label_a=label_a, label_b=label_b)
     if path is not None:
         save_png(fig, path)
     return fig

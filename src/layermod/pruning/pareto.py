@@ -29,8 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from layermod.errors import PlanError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.rundir import MATCHED_CSV, MATCHED_JSON, MATCHED_MD, PARETO_PNG
+from layermod.io.table import TableResult, new_axes
 from layermod.io.validate import MAX_ITEMS, literal_text, mapping, number, required, shorten
 from layermod.measure.stats import PairedTest, paired_test
 from layermod.pruning.choices import MATCHES, METHODS, RETRAINS
@@ -43,8 +45,8 @@ _COLUMNS = ["method", "match", "budget", "retrain", "seed", "n_removed", "params
             "flops_removed", "acc_pruned", "acc"]
 
 
-@dataclass(frozen=True)
-class MatchedComparison:
+@dataclass(frozen=True, repr=False)
+class MatchedComparison(TableResult):
     """Methods compared at matched budgets (see the module doc).
 
     Attributes:
@@ -136,36 +138,50 @@ class MatchedComparison:
         return "\n".join(lines)
 
     @literal_text
-    def plot(self, match: str, path: str | os.PathLike | None = None):
-        """Accuracy against the share of ``match`` removed, a panel per retraining (see the module doc); returns
-        the Figure, written as PNG (atomically) with ``path``."""
+    def plot(self, ax=None, *, match: str = "flops", retrain: str | None = None):
+        """Accuracy against the share of ``match`` removed after ``retrain`` (default: the first retraining), a
+        line per method with the Pareto front (see the module doc), into ``ax`` (default: a new figure's);
+        returns the Axes."""
+        retrains = list(dict.fromkeys(row["retrain"] for row in self.rows))
+        retrain = retrains[0] if retrain is None else retrain
+        if match not in MATCHES or retrain not in retrains:
+            raise PlanError(f"no panel for match={match!r}, retrain={retrain!r}; match is one of "
+                            f"{', '.join(MATCHES)}, retrain one of {', '.join(retrains)}")
+        ax = ax if ax is not None else new_axes((5.2, 4.2))
+        cells = [s for s in self.summary() if s["match"] == match and s["retrain"] == retrain]
+        for method in dict.fromkeys(s["method"] for s in cells if s["method"] != "none"):
+            points = sorted((s for s in cells if s["method"] == method), key=lambda s: s["budget"])
+            ax.errorbar([100 * s[match + "_removed"] for s in points], [100 * s["acc_mean"] for s in points],
+                        yerr=[100 * s["acc_std"] for s in points], marker="o", ms=4, capsize=2,
+                        lw=2.2 if method == _REFERENCE else 1.0, label=method)
+        for s in cells:
+            if s["method"] == "none":
+                ax.axhline(100 * s["acc_mean"], color="black", ls=":", lw=1, label="unpruned")
+        front = _front([(100 * s[match + "_removed"], 100 * s["acc_mean"]) for s in cells if s["method"] != "none"])
+        ax.plot(*zip(*front), color="grey", lw=4, alpha=0.3, label="Pareto front")
+        ax.set_xlabel(f"{'FLOPs' if match == 'flops' else 'parameters'} removed (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{retrain}, matched by {match}")
+        ax.grid(alpha=0.3)
+        return ax
+
+    @literal_text
+    def figure(self, match: str):
+        """The whole picture ``PARETO_PNG[match]`` holds: :meth:`plot` of ``match``, a panel per retraining, one
+        legend (a plain matplotlib Figure)."""
         from matplotlib.figure import Figure
 
         retrains = list(dict.fromkeys(row["retrain"] for row in self.rows))
         figure = Figure(figsize=(5.2 * len(retrains), 4.2))
-        summary = [s for s in self.summary() if s["match"] == match]
         for i, retrain in enumerate(retrains):
-            ax = figure.add_subplot(1, len(retrains), i + 1)
-            cells = [s for s in summary if s["retrain"] == retrain]
-            for method in dict.fromkeys(s["method"] for s in cells if s["method"] != "none"):
-                points = sorted((s for s in cells if s["method"] == method), key=lambda s: s["budget"])
-                ax.errorbar([100 * s[match + "_removed"] for s in points], [100 * s["acc_mean"] for s in points],
-                            yerr=[100 * s["acc_std"] for s in points], marker="o", ms=4, capsize=2,
-                            lw=2.2 if method == _REFERENCE else 1.0, label=method)
-            for s in cells:
-                if s["method"] == "none":
-                    ax.axhline(100 * s["acc_mean"], color="black", ls=":", lw=1, label="unpruned")
-            front = _front([(100 * s[match + "_removed"], 100 * s["acc_mean"]) for s in cells if s["method"] != "none"])
-            ax.plot(*zip(*front), color="grey", lw=4, alpha=0.3, label="Pareto front")
-            ax.set_xlabel(f"{'FLOPs' if match == 'flops' else 'parameters'} removed (%)")
-            ax.set_ylabel("test accuracy (%)")
-            ax.set_title(f"{retrain}, matched by {match}")
-            ax.grid(alpha=0.3)
+            self.plot(figure.add_subplot(1, len(retrains), i + 1), match=match, retrain=retrain)
         figure.axes[-1].legend(fontsize=7, loc="lower left")
         figure.tight_layout()
-        if path is not None:
-            save_png(figure, path)
         return figure
+
+    def _table(self) -> tuple[list[str], list[list]]:
+        return _COLUMNS, [[*(row[c] for c in _COLUMNS[:8]), self.removed(row, "params"), self.removed(row, "flops"),
+                           row["acc_pruned"], row["acc"]] for row in self.rows]
 
     def to_dict(self) -> dict:
         """JSON-ready ``{"rows", "base", "config", "summary", "pooled"}`` (the last two for readers only)."""
@@ -182,7 +198,7 @@ class MatchedComparison:
         with atomic_path(out / MATCHED_MD) as tmp:
             tmp.write_text(self.markdown())
         for match in dict.fromkeys(row["match"] for row in self.rows):
-            self.plot(match, out / PARETO_PNG[match])
+            save_png(self.figure(match), out / PARETO_PNG[match])
         write_json(out / MATCHED_JSON, self.to_dict())
         return out
 

@@ -35,18 +35,18 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from layermod.analysis.redundancy import VERDICTS, Verdict
+from layermod.analysis.redundancy import Verdict, verdict_from_dict, verdict_to_dict
 from layermod.coerce import seed_sequence
 from layermod.errors import PlanError
 from layermod.pruning.units import Unit
 from layermod.io.files import ensure_writable_dir, read_json_file, write_json
 from layermod.io.rundir import PLAN_JSON
-from layermod.io.validate import MAX_ITEMS, mapping, names, number, required, shorten, text
+from layermod.io.validate import MAX_ITEMS, mapping, names, number, required, text
 from layermod.measure.config import DrawConfig, GraphConfig
 from layermod.pruning.choices import METHODS
 
@@ -231,8 +231,7 @@ class Plan:
     def to_dict(self) -> dict:
         """JSON-ready plan ``{"method", "remove", "budget", "verdicts", "graph", "draws"}`` (the configs as
         dicts, or null); undefined numbers of the verdicts become null so the file stays strict JSON."""
-        rows = [{key: (None if isinstance(value, float) and not math.isfinite(value) else value)
-                 for key, value in asdict(v).items()} for v in self.verdicts]
+        rows = [verdict_to_dict(v) for v in self.verdicts]
         return {"method": self.method, "remove": list(self.remove),
                 "budget": len(self.remove) if self.budget is None else self.budget, "verdicts": rows,
                 "graph": None if self.graph is None else self.graph.to_dict(),
@@ -259,7 +258,7 @@ class Plan:
             raise ValueError(f"verdicts is not a list of at most {MAX_ITEMS:,} verdicts")
         graph, draws = (None if plan.get(key) is None else config.from_dict(mapping(plan[key], key))
                         for key, config in (("graph", GraphConfig), ("draws", DrawConfig)))
-        return cls(remove, method, [_verdict(i, row) for i, row in enumerate(rows)], budget, graph, draws)
+        return cls(remove, method, [verdict_from_dict(i, row) for i, row in enumerate(rows)], budget, graph, draws)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Plan:
@@ -272,15 +271,3 @@ class Plan:
         out = ensure_writable_dir(out_dir)
         write_json(out / PLAN_JSON, self.to_dict())
         return out
-
-
-def _verdict(i: int, row: object) -> Verdict:
-    """``verdicts[i]`` of a plan read from a file, checked (see :meth:`Plan.from_dict`)."""
-    where = f"verdicts[{i}]"
-    row = mapping(row, where)
-    verdict = required(row, "verdict")
-    if verdict not in VERDICTS:
-        raise ValueError(f"{where}.verdict is {shorten(repr(verdict))}, not one of {', '.join(VERDICTS)}")
-    increment, noise, threshold = (float(number(required(row, key), f"{where}.{key}", missing=True))
-                                   for key in ("increment", "noise", "threshold"))
-    return Verdict(text(required(row, "layer"), f"{where}.layer"), increment, noise, threshold, verdict)

@@ -31,6 +31,7 @@ from layermod.analysis.redundancy import Verdict
 from layermod.coerce import torch_seed
 from layermod.errors import PlanError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv, write_json
+from layermod.io.table import TableResult, new_axes
 from layermod.io.rundir import COMPARISON_CSV, COMPARISON_JSON, COMPARISON_MD, COMPARISON_PNG
 from layermod.io.validate import literal_text, mapping, names, number, numbers, required, shorten
 from layermod.pruning.plans import METHODS, SCORED, method_order, select_units
@@ -125,8 +126,8 @@ def compare_methods(
     return PruningComparison(rows), finals
 
 
-@dataclass(frozen=True)
-class PruningComparison:
+@dataclass(frozen=True, repr=False)
+class PruningComparison(TableResult):
     """Pruning methods compared at the same budget, as :func:`compare_methods` measured them.
 
     Attributes:
@@ -180,18 +181,18 @@ class PruningComparison:
                   ([*(row[c] for c in _COLUMNS), " ".join(row["layers_removed"])] for row in self.rows))
         with atomic_path(out / COMPARISON_MD) as tmp:
             tmp.write_text(self.markdown())
-        self.plot(out / COMPARISON_PNG)
+        ax = self.plot(new_axes((6.4, 4.2), interactive=False))
+        ax.figure.tight_layout()
+        save_png(ax.figure, out / COMPARISON_PNG)
         write_json(out / COMPARISON_JSON, self.to_dict())
         return out
 
     @literal_text
-    def plot(self, path: str | os.PathLike | None = None):
+    def plot(self, ax=None):
         """Accuracy after fine-tuning (mean with std bars) against the FLOPs each method removed, one point per
-        row; returns the Figure, written as PNG (atomically) with ``path``."""
-        from matplotlib.figure import Figure
-
+        row, into ``ax`` (default: a new figure's); returns the Axes."""
         base = next((row for row in self.rows if row["method"] == "none"), self.rows[0])
-        ax = Figure(figsize=(6.4, 4.2)).add_subplot()
+        ax = ax if ax is not None else new_axes((6.4, 4.2))
         for row in self.rows:
             saved = 100 * (1 - row["flops"] / base["flops"])
             ax.errorbar(saved, 100 * row["acc_mean"], yerr=100 * row["acc_std"], fmt="o", capsize=3,
@@ -200,10 +201,11 @@ class PruningComparison:
         ax.set_ylabel("test accuracy after fine-tuning (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        ax.figure.tight_layout()
-        if path is not None:
-            save_png(ax.figure, path)
-        return ax.figure
+        return ax
+
+    def _table(self) -> tuple[list[str], list[list]]:
+        return [*_COLUMNS, "layers_removed"], [[*(row[c] for c in _COLUMNS), " ".join(row["layers_removed"])]
+                                               for row in self.rows]
 
 
 def check_removed(row: dict, where: str) -> list[str]:

@@ -69,6 +69,7 @@ from layermod.io.rundir import (
     RESULTS_CSV,
     RUN_JSON,
 )
+from layermod.io.table import new_axes
 from layermod.io.runs import check_run
 from layermod.io.validate import MAX_ITEMS, REASON_CHARS, TITLE_CHARS, label, mapping, number, shorten, text
 from layermod.measure.config import GraphConfig
@@ -188,7 +189,7 @@ def _curve(doc: HtmlDocument, curve: Curve, run: Path) -> None:
 def _views(doc: HtmlDocument, views: Views, _run: Path) -> None:
     method = shorten(str(views.config.get("method", "?")))
     doc.subsection("Samples in 2-D and their kNN graphs")
-    doc.figure(views.plot(),
+    doc.figure(views.figure(),
                caption=f"{method} embedding of {len(views.views[0].labels)} samples coloured by class "
                        f"(top) and the k={views.config.get('k', '?')} nearest-neighbour graph on the same positions, "
                        "edges across classes in red (bottom)")
@@ -197,7 +198,7 @@ def _views(doc: HtmlDocument, views: Views, _run: Path) -> None:
 
 def _dynamics(doc: HtmlDocument, dynamics: Dynamics, _run: Path) -> None:
     doc.subsection("Training dynamics")
-    doc.figure(dynamics.plot(), caption="Q of every layer over the epochs (left) beside the test accuracy (right)")
+    doc.figure(dynamics.figure(), caption="Q of every layer over the epochs (left) beside the test accuracy (right)")
     header = ["", *(f"epoch {epoch}" for epoch in dynamics.epochs)]
     rows = [["test accuracy", *dynamics.test_acc], *([name, *column] for name, column in
                                                       zip(dynamics.layers, dynamics.mean.T))]
@@ -229,7 +230,7 @@ def _percent(value) -> str:
 
 def _compare(doc: HtmlDocument, comparison: LayerComparison, _run: Path) -> None:
     doc.subsection("Layer difference D beside linear CKA")
-    doc.figure(comparison.plot(), caption="D_ij = |Q_i - Q_j| (left; small = alike) and linear CKA (right; high = "
+    doc.figure(comparison.figure(), caption="D_ij = |Q_i - Q_j| (left; small = alike) and linear CKA (right; high = "
                "alike) between all pairs of layers, on the same samples")
     d, cka = comparison.d, comparison.cka
     pairs = ~np.eye(*d.shape, dtype=bool) if comparison.same_model else np.ones(d.shape, dtype=bool)
@@ -241,7 +242,8 @@ def _compare(doc: HtmlDocument, comparison: LayerComparison, _run: Path) -> None
 
 def _pruning(doc: HtmlDocument, comparison: PruningComparison, _run: Path) -> None:
     doc.subsection("Pruning: methods compared at the same budget")
-    doc.figure(comparison.plot(), caption="test accuracy after fine-tuning (mean ± std over seeds) against the "
+    ax = comparison.plot(new_axes((6.4, 4.2), interactive=False))
+    doc.figure(ax.figure, caption="test accuracy after fine-tuning (mean ± std over seeds) against the "
                "FLOPs each method removed")
     header = ["method", "removed", "params", "MACs", "FLOPs", "latency (ms)", "acc. pruned", "acc. fine-tuned",
               "± std", "layers removed"]
@@ -253,7 +255,7 @@ def _pruning(doc: HtmlDocument, comparison: PruningComparison, _run: Path) -> No
 def _matched(doc: HtmlDocument, study: MatchedComparison, _run: Path) -> None:
     doc.subsection("Pruning: methods compared at matched budgets")
     for match in dict.fromkeys(row["match"] for row in study.rows):
-        doc.figure(study.plot(match), caption=f"test accuracy (mean ± std over seeds) against the share of "
+        doc.figure(study.figure(match), caption=f"test accuracy (mean ± std over seeds) against the share of "
                    f"{match} actually removed, budgets matched by {match}; grey: the Pareto front")
     header = ["match", "retrain", "budget", "method", "n", "acc. mean", "± std", "FLOPs removed", "params removed",
               "Δ vs modularity", "p (t-test)", "p (sign flip)"]

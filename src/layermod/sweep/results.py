@@ -27,6 +27,7 @@ Decisions, on purpose:
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import math
@@ -38,9 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from layermod.analysis.curve import Curve
-from layermod.io.files import atomic_path, ensure_writable_dir, save_png, write_csv
+from layermod.analysis.curve_plot import curve_axes
+from layermod.errors import ReportError, SweepError
+from layermod.io.files import atomic_path, check_recorded, ensure_writable_dir, read_regular, save_png, write_csv
+from layermod.io.table import TableResult
 from layermod.io.rundir import ITEMS_DIR, RESULTS_CSV, RESULTS_PARQUET, SUMMARY_PNG
-from layermod.io.validate import MAX_ITEMS, TITLE_CHARS, label, literal_text
+from layermod.io.validate import MAX_ITEMS, REASON_CHARS, TITLE_CHARS, label, literal_text, shorten
 from layermod.sweep.run import read_record
 from layermod.sweep.spec import Item
 
@@ -49,6 +53,7 @@ __all__ = ["COLUMNS", "MAX_LINES", "SweepTable"]
 COLUMNS = ("layer", "index", "q_mean", "q_std", "null_mean", "z", "status", "error")
 MAX_LINES = 20
 MAX_ROWS = 1_000 * MAX_ITEMS  # read back at most: 10,000 items of 1,000 layers
+MAX_CSV_BYTES = 2**30  # the largest results.csv read: far above MAX_ROWS rows of a few options
 _FLOATS = ("q_mean", "q_std", "null_mean", "z")
 
 
@@ -63,8 +68,8 @@ def _float(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-@dataclass(frozen=True)
-class SweepTable:
+@dataclass(frozen=True, repr=False)
+class SweepTable(TableResult):
     """The tidy table of a sweep.
 
     Attributes:
@@ -105,26 +110,32 @@ class SweepTable:
         """Ids of the failed items."""
         return [row["item"] for row in self.rows if row["status"] == "failed"]
 
-    def save(self, out_dir: str | os.PathLike) -> list[str]:
-        """Write ``summary.png``, ``results.parquet`` (with pyarrow) and ``results.csv`` into ``out_dir``; returns
-        the names written."""
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``summary.png`` (when an item is ok), ``results.parquet`` (with pyarrow) and ``results.csv`` into
+        ``out_dir``; returns the directory."""
         out = ensure_writable_dir(out_dir)
-        written = []
         if any(row["status"] == "ok" for row in self.rows):
-            self.plot(out / SUMMARY_PNG)
-            written.append(SUMMARY_PNG)
-        if self._write_parquet(out / RESULTS_PARQUET):
-            written.append(RESULTS_PARQUET)
+            ax = self.plot(curve_axes(self._width()))
+            ax.figure.tight_layout()
+            save_png(ax.figure, out / SUMMARY_PNG)
+        self._write_parquet(out / RESULTS_PARQUET)
         write_csv(out / RESULTS_CSV, self.header, ([("" if row[key] is None else row[key]) for key in self.header]
                                                    for row in self.rows))
-        return [*written, RESULTS_CSV]
+        return out
 
-    def _write_parquet(self, path: Path) -> bool:
+    def to_dict(self) -> dict:
+        """JSON-ready ``{"options": [...], "rows": [...]}``."""
+        return {"options": list(self.options), "rows": [dict(row) for row in self.rows]}
+
+    def _table(self) -> tuple[list[str], list[list]]:
+        return self.header, [[row[key] for key in self.header] for row in self.rows]
+
+    def _write_parquet(self, path: Path) -> None:
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            return False
+            return
         columns = {}
         for key in self.header:
             values = [row[key] for row in self.rows]
@@ -140,57 +151,75 @@ class SweepTable:
             columns[key] = pa.array(values, type=kind)
         with atomic_path(path) as tmp:
             pq.write_table(pa.table(columns), tmp)
-        return True
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SweepTable:
-        """Read ``results.csv`` (or the one in a sweep directory): option cells as text, numbers checked.
-
-        Raises:
-            ValueError: a header without the columns above, more than :data:`MAX_ROWS` rows, rows of another
-                length, numbers that do not read, a status other than ok / failed.
-        """
+        """Read ``results.csv`` (or the one in a sweep directory): option cells as text, numbers checked; a
+        one-line :class:`~layermod.errors.ReportError` naming the file for a header without the columns above,
+        more than :data:`MAX_ROWS` rows, rows of another length, numbers that do not read, a status other than
+        ok / failed, or a file that is not a regular file of at most :data:`MAX_CSV_BYTES`."""
         path = Path(path)
         path = path / RESULTS_CSV if path.is_dir() else path
-        with open(path, newline="", encoding="utf-8") as fh:
-            lines = list(itertools.islice(csv.reader(fh), MAX_ROWS + 2))
+        try:
+            raw = read_regular(path, MAX_CSV_BYTES, "a sweep table")
+            check_recorded(path, raw)
+            return cls._parse(raw.decode("utf-8"))
+        except (OSError, ValueError, csv.Error) as err:
+            reason = shorten(str(err), REASON_CHARS) or type(err).__name__
+            raise ReportError(f"cannot read a sweep table from {path} ({reason}); point at a {RESULTS_CSV} "
+                              "written by layermod") from None
+
+    @classmethod
+    def _parse(cls, content: str) -> SweepTable:
+        lines = list(itertools.islice(csv.reader(io.StringIO(content, newline="")), MAX_ROWS + 2))
         if not lines or lines[0][:1] != ["item"] or tuple(lines[0][-len(COLUMNS):]) != COLUMNS:
-            raise ValueError(f"{path} is not a sweep table: its header must be item, the options, {', '.join(COLUMNS)}")
+            raise ValueError("the file is not a sweep table: its header must be item, the options, "
+                             + ", ".join(COLUMNS))
         if len(lines) > MAX_ROWS + 1:
-            raise ValueError(f"{path} has more than {MAX_ROWS:,} rows")
+            raise ValueError(f"more than {MAX_ROWS:,} rows")
         header = lines[0]
         rows = []
         for n, line in enumerate(lines[1:], start=2):
             if len(line) != len(header):
-                raise ValueError(f"line {n} of {path} has {len(line)} cells, the header {len(header)}")
+                raise ValueError(f"line {n} has {len(line)} cells, the header {len(header)}")
             row: dict = {key: (cell if cell != "" else None) for key, cell in zip(header, line)}
             if row["status"] not in ("ok", "failed"):
-                raise ValueError(f"line {n} of {path}: status must be ok or failed")
+                raise ValueError(f"line {n}: status must be ok or failed")
             try:
                 row["index"] = None if row["index"] is None else int(row["index"])
                 for key in _FLOATS:
                     row[key] = None if row[key] is None else float(row[key])
             except ValueError:
-                raise ValueError(f"line {n} of {path} holds a number that does not read") from None
+                raise ValueError(f"line {n} holds a number that does not read") from None
             rows.append(row)
         return cls(header[1:-len(COLUMNS)], rows)
 
-    @literal_text
-    def plot(self, path: str | os.PathLike | None = None, ax=None):
-        """Draw the curves grouped by what varies (see the module doc) on ``ax`` (default: new axes); saved as
-        PNG with ``path``, else shown. Returns the matplotlib Axes."""
-        from layermod.analysis.curve_plot import curve_axes
-
+    def _groups(self) -> tuple[list[str], dict[tuple, dict[str, list[dict]]]]:
+        """The varying options other than seed, and the ok rows grouped by their values, then by item."""
         groups: dict[tuple, dict[str, list[dict]]] = {}
         keys = [key for key in self.options if key != "seed"]
         for row in self.rows:
             if row["status"] == "ok":
                 groups.setdefault(tuple(row[key] for key in keys), {}).setdefault(row["item"], []).append(row)
+        return keys, groups
+
+    def _width(self) -> int:
+        """Layer names the figure makes room for (a fixed 20 when the curves' depths differ)."""
+        _, groups = self._groups()
+        lengths = {len(rows) for items in groups.values() for rows in items.values()}
+        return lengths.pop() if len(lengths) == 1 else 20
+
+    @literal_text
+    def plot(self, ax=None):
+        """Draw the curves grouped by what varies (see the module doc) into ``ax`` (default: a new figure's);
+        returns the Axes."""
+        keys, groups = self._groups()
+        if not groups:
+            raise SweepError("no item of the table is ok; there is no curve to plot")
         values = sorted(groups, key=lambda group: [_order(value) for value in group])[:MAX_LINES]
         lengths = {len(rows) for items in groups.values() for rows in items.values()}
         first = sorted(next(iter(groups[values[0]].values())), key=lambda r: r["index"])
-        width = len(first) if len(lengths) == 1 else 20  # relative depth needs no room per layer name
-        ax = ax if ax is not None else curve_axes(width, interactive=path is None)
+        ax = ax if ax is not None else curve_axes(self._width(), interactive=True)
         for group in values:
             curves = [sorted(rows, key=lambda r: r["index"]) for rows in groups[group].values()]
             length = min(len(c) for c in curves)
@@ -217,9 +246,6 @@ class SweepTable:
         ax.set_title(label(f"{len({r['item'] for r in self.rows if r['status'] == 'ok'})} items, grouped by "
                            f"{', '.join(keys) or 'nothing'}{seeds}{shown}", TITLE_CHARS), fontsize=10)
         ax.legend(fontsize=7, loc="best")
-        ax.figure.tight_layout()
-        if path is not None:
-            save_png(ax.figure, path)
         return ax
 
 
