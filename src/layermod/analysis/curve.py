@@ -252,10 +252,13 @@ def modularity_curve(
             :mod:`layermod.coerce`) decides the draws, the null's shuffles and torch's random numbers during the
             forward passes, so the same seed gives the same curve.
         batch_size: samples per forward pass.
-        max_bytes: memory budget for the features held at once; layers are extracted in groups that fit.
+        max_bytes: memory budget of the measurement: half holds a pass's features (layers are extracted in
+            groups that fit, a larger layer goes to disk), half a draw's copy and the search's blocks. Below
+            the smallest block (3 x 4 x D bytes of the widest layer) or above the machine's memory: GraphError.
         progress: show progress bars (when stderr is a terminal).
         visit: called as ``visit(name, features, positions)`` for every layer, with its features (M, D) for
-            the union of the draws (a tensor over a file on disk for a layer larger than ``max_bytes``) and
+            the union of the draws (on the model's device; a tensor over a file on disk for a layer larger than
+            half of ``max_bytes``) and
             ``positions``, one index array into those M rows per draw: other per-layer statistics on the same
             samples without a second pass over the model.
         pool: ``"auto"``, ``"cls"``, ``"mean"``, ``"last"`` or ``"flatten"``: how a 3-D token output becomes
