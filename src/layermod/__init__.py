@@ -7,13 +7,14 @@
     curve = lm.modularity_curve(model, (X, y), layers="auto", k=3, n_per_class=50, repeats=5, seed=0)
     curve = lm.modularity_curve(model, (X, y), graph=lm.GraphConfig(k=3), draws=lm.DrawConfig(n_per_class=50))
     curve.layers, curve.values, curve.mean, curve.std   # names; (repeats, L); (L,); (L,)
+    model, meta = lm.load_checkpoint("runs/fm/best.safetensors")  # a layermod checkpoint and its sidecar
     verdicts = lm.find_redundant(curve)                 # per layer: increment, "plateau" / "drop" / "keep"
     curve.save("run"), lm.Curve.load("run"), curve.plot(), curve.to_frame()  # every type of lm.RESULT_TYPES alike
     pair = lm.adversarial_curves(model, (X, y), lm.AttackConfig("pgd", eps=0.3), lm.PixelSpace())  # clean vs attacked
     comparison = lm.compare_layers(model, (X, y))       # D_ij = |Q_i - Q_j| beside linear CKA
 """
 
-import importlib
+from importlib import import_module as _import_module
 
 from . import errors
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
@@ -51,6 +52,7 @@ _EXPORTS = {
     "find_redundant": "analysis.redundancy",
     "knn_graph": "measure.graph",
     "linear_cka": "measure.similarity",
+    "load_checkpoint": "models.checkpoint",
     "load_dataset": "data.datasets",
     "modularity": "measure.modularity",
     "modularity_curve": "analysis.curve",
@@ -100,6 +102,7 @@ __all__ = [
     "find_redundant",
     "knn_graph",
     "linear_cka",
+    "load_checkpoint",
     "load_dataset",
     "models",
     "modularity",
@@ -115,12 +118,12 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     if name == "models":
-        return importlib.import_module(".models", __name__)
+        return _import_module(".models", __name__)
     if name == "RESULT_TYPES":
         return tuple(__getattr__(result) for result in _RESULTS)
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    value = getattr(_import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value
     return value
 
