@@ -496,3 +496,27 @@ def test_two_sweeps_into_one_directory_compute_each_item_once(tmp_path):
     assert sorted(computed) == sorted(item.id for item, _ in work)  # each item once, whichever sweep got it
     assert sorted(runs[0].computed + runs[1].computed) == sorted(computed)
     assert all(sorted(run.computed + run.skipped) == sorted(computed) for run in runs)
+
+
+def _record_call(n: int) -> dict:
+    _CALLS.append(n)
+    return {"n": n}
+
+
+_CALLS: list[int] = []
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_local_resources_this_machine_lacks_are_refused_before_any_item(monkeypatch, workers):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _CALLS.clear()
+    with pytest.raises(SweepError) as refused:
+        run_items(_record_call, [("a", {"n": 1})], workers=workers, resources=Resources(num_gpus=0.5))
+    assert str(refused.value) == ("each worker reserves num_gpus=0.5 but this machine has 0 GPUs; lower num_gpus "
+                                  "(num_gpus=0 runs on the CPU) or use a machine that has them")
+    with pytest.raises(SweepError, match=f"num_cpus={os.cpu_count() + 1} but this machine has {os.cpu_count()} CPUs"):
+        run_items(_record_call, [("a", {"n": 1})], workers=workers, resources=Resources(num_cpus=os.cpu_count() + 1))
+    assert _CALLS == []
+    assert [r.value for r in run_items(_record_call, [("a", {"n": 1})], resources=Resources(num_gpus=0))] == [{"n": 1}]

@@ -225,3 +225,42 @@ def test_actors_are_warm_and_a_lost_actor_costs_one_try(ray_cluster, tmp_path):
     # without retries the lost item fails, and only it
     lost, fine = out["lost"]
     assert not lost["ok"] and lost["error"].startswith("its Ray worker was lost (") and fine["ok"], out["lost"]
+
+
+REFUSED = '''
+import json, sys, time
+from layermod.errors import SweepError
+from layermod.sweep.executor import Resources, run_items
+
+
+def item(n):
+    with open("calls.txt", "a") as fh:
+        fh.write(f"{n}\\n")
+    return {"n": n}
+
+
+if __name__ == "__main__":
+    refusals = []
+    for resources in (Resources(num_cpus=1, num_gpus=0.5), Resources(num_cpus=2)):
+        start = time.monotonic()
+        try:
+            run_items(item, [("a", {"n": 1})], backend="ray", address=sys.argv[1], resources=resources)
+        except SweepError as err:
+            refusals.append([str(err), time.monotonic() - start])
+    print(json.dumps(refusals))
+'''
+
+
+def test_resources_the_cluster_lacks_are_refused_before_any_item(ray_cluster, tmp_path):
+    address, env, _ = ray_cluster
+    (tmp_path / "driver.py").write_text(REFUSED)
+    run = subprocess.run([sys.executable, "driver.py", address], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    (gpu, gpu_s), (cpu, cpu_s) = json.loads(run.stdout.strip().splitlines()[-1])
+    assert gpu == ("each worker reserves num_gpus=0.5 but no node of the Ray cluster has that many GPUs (at most 0 "
+                   "on one node, 0 in all); lower num_gpus or join a cluster that has them")
+    # two nodes of one CPU each: 2 CPUs in all, yet no actor reserving 2 could ever be placed
+    assert cpu.startswith("each worker reserves num_cpus=2 but no node") and "(at most 1 on one node, 2 in all)" in cpu
+    assert "\n" not in gpu + cpu and max(gpu_s, cpu_s) < 30
+    assert not (tmp_path / "calls.txt").exists()  # no item was submitted

@@ -8,7 +8,7 @@ it. ::
     from layermod.sweep.executor import Resources, run_items
 
     results = run_items(fine_tune, [("l1-s0", {"method": "l1", "seed": 0}), ...], backend="ray",
-                        resources=Resources(num_cpus=1, num_gpus=0.5), threads=1)
+                        resources=Resources(num_cpus=1, num_gpus=0), threads=1)
     failed = [r for r in results if not r.ok]
 
 Backends:
@@ -68,6 +68,18 @@ def _check_importable(fn: Callable[..., dict]) -> None:
                          "that workers can find it")
 
 
+def _check_local(resources: Resources) -> None:
+    """:class:`SweepError` unless this machine has the CPUs and GPUs that one worker reserves."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for name, need, have, what in (("num_cpus", resources.num_cpus, os.cpu_count() or 1, "CPUs"),
+                                   ("num_gpus", resources.num_gpus, gpus, "GPUs")):
+        if need > have + 1e-9:
+            raise SweepError(f"each worker reserves {name}={need:g} but this machine has {have} {what}; lower "
+                             f"{name} (num_gpus=0 runs on the CPU) or use a machine that has them")
+
+
 def run_items(
     fn: Callable[..., dict],
     items: Sequence[tuple[str, Mapping[str, Any]]],
@@ -90,14 +102,16 @@ def run_items(
         workers: local: processes (None or 1: this process); Ray: actors at most, and the CPUs of an embedded Ray
             (default: as many as the cluster fits).
         address: Ray: the cluster to join (default ``RAY_ADDRESS``, else an embedded one).
-        resources: Ray: what each actor reserves (default 1 CPU, no GPU).
+        resources: what each worker reserves (default 1 CPU, no GPU); refused before any item runs unless this
+            machine (local) or a node of the cluster (Ray) has it.
         threads: torch threads per call (see the module doc); None: this process's default, or one per reserved
             CPU in a worker.
         max_retries: Ray: reruns of an item whose actor or node died.
         on_result: called in this process with each result as it arrives (completion order), e.g. to record it.
 
     Raises:
-        SweepError: an unknown backend, Ray not installed, a cluster that cannot be reached, bad numbers.
+        SweepError: an unknown backend, Ray not installed, a cluster that cannot be reached, resources that
+            cannot be met, bad numbers.
     """
     ids = [item_id for item_id, _ in items]
     if len(set(ids)) != len(ids):
@@ -119,12 +133,15 @@ def run_items(
     elif workers is not None and workers > 1:
         from layermod.sweep.processes import run_processes
 
+        _check_local(resources)
         _check_importable(fn)
         default = threads or max(1, (os.cpu_count() or 1) // workers)
         calls = [Call(fn, item_id, kwargs, cwd, default) for item_id, kwargs in items]
         results = run_processes(calls, workers, on_result)
     else:
         from layermod.models.cache import cache_scope
+
+        _check_local(resources)
 
         results = {}
         with cache_scope():

@@ -59,6 +59,19 @@ def _actors(ray, resources: Resources, workers: int | None, items: int) -> int:
     return max(1, min(items, workers or items, *fits))
 
 
+def _check_fits(ray, resources: Resources) -> None:
+    """:class:`SweepError` unless some live node of the cluster has the CPUs and GPUs one actor reserves (Ray
+    would wait for them for ever)."""
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for key, name, need in (("CPU", "num_cpus", resources.num_cpus), ("GPU", "num_gpus", resources.num_gpus)):
+        most = max((node.get(key, 0.0) for node in nodes), default=0.0)
+        if need > most + 1e-9:
+            total = ray.cluster_resources().get(key, 0.0)
+            raise SweepError(f"each worker reserves {name}={need:g} but no node of the Ray cluster has that many "
+                             f"{key}s (at most {most:g} on one node, {total:g} in all); lower {name} or join a "
+                             "cluster that has them")
+
+
 def run_ray(calls: list[Call], address: str | None, workers: int | None, resources: Resources, max_retries: int,
             on_result: Callable[[ItemResult], None] | None) -> dict[str, ItemResult]:
     """Each call on one of the run's actors; results by id (``on_result`` as they arrive)."""
@@ -75,6 +88,7 @@ def run_ray(calls: list[Call], address: str | None, workers: int | None, resourc
                                 "`ray status` sees the cluster") from None
     actors: list = []
     try:
+        _check_fits(ray, resources)
         return _feed(ray, calls, _actors(ray, resources, workers, len(calls)), resources, max_retries, on_result,
                      actors)
     finally:
