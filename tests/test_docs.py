@@ -1,5 +1,6 @@
-"""The documentation runs: the README's Python example under "## Use it" on small synthetic data, and the
-example model in examples/ through the command line, as the README shows it."""
+"""The documentation runs: every Python block of README.md as written (the one marked for it on the local
+backend instead of Ray), after the `layermod train` line that makes the model they load, and the example model
+in examples/ through the command line, as the README shows it."""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
-
 from layermod.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,56 +26,70 @@ def code_blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"^```{language}\s*\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
 
 
-def readme_python() -> list[str]:
-    blocks = code_blocks(section((ROOT / "README.md").read_text(encoding="utf-8"), "Use it"), "python")
-    assert blocks, "no ```python block under '## Use it' in README.md"
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+# ``<!-- docs-test: backend="local" -->`` before a block: the test runs it on the local backend (no Ray to start)
+MARKER = re.compile(r"<!-- docs-test: (\S+) -->\n$")
+
+
+def readme_python() -> list[tuple[int, str]]:
+    """Every ```python block of README.md, as (line, code), the marked ones rewritten as their marker says."""
+    blocks = []
+    for match in re.finditer(r"^```python\s*\n(.*?)^```", README, flags=re.MULTILINE | re.DOTALL):
+        code, line = match.group(1), README.count("\n", 0, match.start()) + 1
+        marked = MARKER.search(README[max(0, match.start() - 60):match.start()])
+        if marked:
+            assert 'backend="ray"' in code, f"README.md:{line}: the marker names a backend the block does not use"
+            code = code.replace('backend="ray"', marked.group(1))
+        blocks.append((line, code))
+    assert blocks, "no ```python block in README.md"
     return blocks
 
 
-def near_boundary_data() -> tuple[torch.Tensor, torch.Tensor]:
-    """Two classes of 1x4x4 inputs close to each other: separable, yet within the README's PGD budget."""
-    rng = np.random.default_rng(0)
-    direction = rng.normal(size=16)
-    direction /= np.linalg.norm(direction)
-    y = np.repeat(np.arange(2), 60)
-    x = 0.5 + np.where(y[:, None] == 0, -0.25, 0.25) * direction + 0.02 * rng.normal(size=(120, 16))
-    return torch.tensor(x, dtype=torch.float32).reshape(-1, 1, 4, 4), torch.from_numpy(y)
+BLOCKS = readme_python()
 
 
-def fitted_mlp(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
-    """A small MLP (4 measurement points) trained until it classifies every sample correctly."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(),
-                          nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 2))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(200):
-        loss = nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        assert (model(x).argmax(1) == y).all()
-    return model
+def readme_checkpoint(folder: Path) -> None:
+    """What the README's ``layermod train`` line under "## Use it" writes, run from its text."""
+    line = next(line for block in code_blocks(section(README, "Use it"), "bash") for line in block.splitlines()
+                if line.startswith("layermod train"))
+    assert main([*line.split()[1:], "--quiet"]) == 0 and (folder / "runs/digits-mlp/best.safetensors").is_file()
 
 
-def test_the_readme_python_example_runs(tmp_path, monkeypatch):
-    X, y = near_boundary_data()
-    model = fitted_mlp(X, y)
-    with torch.no_grad():
-        features = model[:3](X).numpy()  # (N, D) features of a hidden layer
-    namespace = {"features": features, "labels": y.numpy(), "model": model, "X": X, "y": y}
-    monkeypatch.chdir(tmp_path)  # the example writes its run directory into the working directory
-    for block in readme_python():
-        exec(compile(block, "README.md", "exec"), namespace)
+def run_block(code: str, line: int) -> dict:
+    namespace = {"__name__": "__main__"}
+    exec(compile("\n" * line + code, "README.md", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("line, code", BLOCKS, ids=[f"README.md:{line}" for line, _ in BLOCKS])
+def test_every_readme_python_block_runs(line, code, tmp_path, monkeypatch):
+    for library in ("lightning", "transformers", "tensorboard"):
+        if library in code:
+            pytest.importorskip(library)
+    monkeypatch.chdir(tmp_path)  # the blocks write into the working directory
+    if "runs/digits-mlp" in code or '"digits"' in code:
+        pytest.importorskip("sklearn")
+    if "runs/digits-mlp" in code:
+        readme_checkpoint(tmp_path)
+    namespace = run_block(code, line)
+    if "fine_tune" in namespace:
+        assert namespace["failed"] == {} and len(namespace["accuracy"]) == 6
+        assert all(0.5 < value <= 1 for value in namespace["accuracy"].values())
+    if "tracker" in namespace:
+        assert namespace["tracker"].dynamics.epochs == [0, 5, 10] and (tmp_path / "runs/loop/dynamics.json").is_file()
+    if "lm" in namespace and "pair" in namespace:
+        check_use_it(namespace, tmp_path)
+
+
+def check_use_it(namespace: dict, folder: Path) -> None:
     lm = namespace["lm"]
     assert 0 < namespace["q"] < 1
     curve, pair, comparison = namespace["curve"], namespace["pair"], namespace["comparison"]
     n_layers = len(curve.layers)
     assert n_layers >= 2 and np.asarray(curve.values).shape == (5, n_layers)
     assert np.asarray(curve.z).shape == (n_layers,)
-    assert (tmp_path / "run" / "curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert lm.Curve.load(tmp_path / "run").to_dict() == curve.to_dict()
+    assert (folder / "run" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert lm.Curve.load(folder / "run").to_dict() == curve.to_dict()
     assert namespace["ax"].figure is not None and len(curve.to_frame()) == n_layers
     assert isinstance(pair.clean, lm.Curve) and pair.clean.layers == pair.attacked.layers == curve.layers
     assert np.asarray(comparison.d).shape == np.asarray(comparison.cka).shape == (n_layers, n_layers)

@@ -11,7 +11,8 @@ saves ``dynamics.json`` / ``dynamics.png`` and names the scalars a logger record
         ...                                  # train one epoch (none at epoch 0)
         if tracker.should_measure(epoch, epochs):
             curve = tracker.measure(model, epoch, accuracy=test_acc)
-            logger.log(tracker.scalars(curve), step=epoch)   # {"modularity/<layer>": mean Q}
+            for tag, value in tracker.scalars(curve).items():   # {"modularity/<layer>": mean Q}
+                writer.add_scalar(tag, value, epoch)            # e.g. TensorBoard's SummaryWriter
             tracker.save(run_dir)
 
 Decisions, on purpose:
