@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-__all__ = ["MAX_DENSE_VALUES", "MAX_DRAWN", "as_real_tensor", "check_seed", "seed_sequence", "torch_seed"]
+__all__ = ["MAX_DENSE_VALUES", "MAX_DRAWN", "as_real_tensor", "bar_disabled", "check_seed", "seed_sequence",
+           "torch_seed"]
 
 MAX_DENSE_VALUES = 2**26
 MAX_DRAWN = 2**26
@@ -109,3 +110,14 @@ def torch_seed(seed: object, error: type[LayermodError]) -> int:
     if value in _TORCH_SEEDS:
         return value
     return int(seed_sequence(value, error).generate_state(1, "uint64")[0])
+
+
+def bar_disabled(progress: bool | str) -> bool | None:
+    """tqdm's ``disable`` for ``progress``: False or None never shows bars; True and ``"auto"`` show them when
+    stderr is a terminal (tqdm's own check), ``"auto"`` also in a Jupyter notebook."""
+    if progress == "auto":
+        import sys
+
+        shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+        return False if type(shell).__name__ == "ZMQInteractiveShell" else None
+    return None if progress else True

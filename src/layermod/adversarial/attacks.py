@@ -32,7 +32,7 @@ from layermod.adversarial.config import METHODS, NORMS, TORCHATTACKS_PREFIX, Att
 from layermod.adversarial.gradient import check_samples, fgsm, model_output, pgd
 from layermod.adversarial.space import PixelSpace
 from layermod.adversarial.torchattacks_bridge import torchattacks_runner
-from layermod.coerce import torch_seed
+from layermod.coerce import bar_disabled, torch_seed
 from layermod.errors import AttackError
 from layermod.extract.features import model_device
 from layermod.extract.modes import evaluating
@@ -129,7 +129,7 @@ def attack(
     with evaluating(model), _seeded_global_rng(torch_seed(config.seed, AttackError), model_device(model)):
         run = _runner(model, config, space)
         starts = range(0, len(inputs), batch_size)
-        for start in tqdm(starts, desc="attack", disable=None if progress else True, leave=False):
+        for start in tqdm(starts, desc="attack", disable=bar_disabled(progress), leave=False):
             batch = inputs[start : start + batch_size]
             adv = run(batch, labels[start : start + batch_size]).cpu()
             parts["inputs"].append(adv)

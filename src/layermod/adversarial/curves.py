@@ -193,7 +193,7 @@ def adversarial_curves(
     draws: DrawConfig | None = None,
     batch_size: int = 256,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    progress: bool = False,
+    progress: bool | str = "auto",
     pool: str = "auto",
     **options: Unpack[MeasureOptions],
 ) -> AdversarialCurves:

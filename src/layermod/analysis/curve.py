@@ -66,7 +66,7 @@ from layermod.extract.pooling import check_pool, resolve_pool
 from layermod.io.devices import check_device
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, release_pages, save_png, write_csv
 from layermod.io.rundir import CURVE_CSV, CURVE_JSON, CURVE_PNG
-from layermod.coerce import seed_sequence
+from layermod.coerce import bar_disabled, seed_sequence
 from layermod.measure.config import (DrawConfig, GraphConfig, MeasureOptions, check_budget, check_null_size,
                                      check_sketch_size, measure_configs)
 from layermod.measure.ann import RECALL_ROWS, require_faiss
@@ -233,7 +233,7 @@ def modularity_curve(
     draws: DrawConfig | None = None,
     batch_size: int = 256,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    progress: bool = False,
+    progress: bool | str = "auto",
     visit: Callable[[str, torch.Tensor, list[np.ndarray]], None] | None = None,
     pool: str = "auto",
     **options: Unpack[MeasureOptions],
@@ -255,7 +255,8 @@ def modularity_curve(
         max_bytes: memory budget of the measurement: half holds a pass's features (layers are extracted in
             groups that fit, a larger layer goes to disk), half a draw's copy and the search's blocks. Below
             the smallest block (3 x 4 x D bytes of the widest layer) or above the machine's memory: GraphError.
-        progress: show progress bars (when stderr is a terminal).
+        progress: progress bars: ``"auto"`` when stderr is a terminal or in a notebook, True in a terminal,
+            False never.
         visit: called as ``visit(name, features, positions)`` for every layer, with its features (M, D) for
             the union of the draws (on the model's device; a tensor over a file on disk for a layer larger than
             half of ``max_bytes``) and
@@ -301,7 +302,7 @@ def modularity_curve(
         check_null_size(repeats, len(names), shuffles)
         values = np.zeros((repeats, len(names)))
         null = np.zeros((repeats, len(names), shuffles))
-        steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=None if progress else True)
+        steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=bar_disabled(progress))
         check_budget(max_bytes, max(feature_size(calls[name], resolved) for name in names))
         # half the budget holds a pass's features, the other half a draw's copy and the search
         layer_features = iter_layer_features(model, inputs, names, calls, max_bytes // 2, batch_size, progress,

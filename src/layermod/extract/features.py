@@ -45,6 +45,7 @@ from layermod.extract.inputs import Batch, batch_length, call_model, describe_ba
 from layermod.extract.layers import FORWARD_ERRORS, LayerCall, first_tensor, split_point
 from layermod.extract.modes import evaluating
 from layermod.extract.pooling import batch_mask, pool_output, resolve_pool
+from layermod.coerce import bar_disabled
 
 __all__ = ["extract_features", "plan_passes", "iter_layer_features", "model_device", "traced_layouts"]
 
@@ -184,7 +185,7 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
     try:
         with evaluating(model):
             starts = range(0, n_inputs, batch_size)
-            bar = tqdm(starts, desc="forward", disable=None if progress else True, leave=False)
+            bar = tqdm(starts, desc="forward", disable=bar_disabled(progress), leave=False)
             for number, start in enumerate(bar):
                 batch = slice_batch(inputs, start, start + batch_size)
                 size, mask = batch_length(batch), batch_mask(batch)

@@ -47,6 +47,7 @@ from layermod.pruning.scores import angular_distances, method_scores
 from layermod.pruning.study import probe_batch, reinitialise
 from layermod.pruning.units import Unit, apply_plan, model_cost, unit_costs
 from layermod.training.train import TrainConfig, balanced_subset, evaluate, train
+from layermod.coerce import bar_disabled
 
 __all__ = ["BUDGETS", "Job", "matched_comparison", "plan_at_budget", "retrain_pruned"]
 
@@ -113,7 +114,7 @@ def matched_comparison(
     methods: Sequence[str] = METHODS,
     seeds: int = 3,
     probe: tuple[torch.Tensor, torch.Tensor] | None = None,
-    progress: bool = True,
+    progress: bool | str = "auto",
     run_jobs: Callable[[list[Job]], list[dict]] | None = None,
 ) -> MatchedComparison:
     """Every method at every budget of every matched cost, retrained every way with every seed.
@@ -168,7 +169,7 @@ def matched_comparison(
     before = {removed: evaluate(apply_plan(model, list(removed), example), test_data)
               for removed in dict.fromkeys(job[0] for job in jobs)}
     if run_jobs is None:
-        bar = tqdm(jobs, desc="prune + retrain", disable=None if progress else True)
+        bar = tqdm(jobs, desc="prune + retrain", disable=bar_disabled(progress))
         done = [retrain_pruned(model, job, finetune if job[1] == "finetune" else scratch, train_data, test_data,
                                example) for job in bar]
     else:

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from layermod.analysis.redundancy import Verdict
-from layermod.coerce import torch_seed
+from layermod.coerce import bar_disabled, torch_seed
 from layermod.errors import PlanError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.table import TableResult, new_axes
@@ -58,7 +58,7 @@ def compare_methods(
     latency_batch: torch.Tensor | None = None,
     plan: Sequence[str] | None = None,
     from_scratch: bool = False,
-    progress: bool = True,
+    progress: bool | str = "auto",
 ) -> tuple[PruningComparison, dict[str, nn.Module]]:
     """Prune ``budget`` units by every method, fine-tune per seed, evaluate.
 
@@ -89,7 +89,7 @@ def compare_methods(
         scores = method_scores(model, units, methods, *probe_batch(test_data), span=budget)
     timed = latency_batch if latency_batch is not None else example
     rows, finals = [], {}
-    bar = tqdm(total=len(methods) * seeds, desc="prune + fine-tune", disable=None if progress else True)
+    bar = tqdm(total=len(methods) * seeds, desc="prune + fine-tune", disable=bar_disabled(progress))
     for method in methods:
         accs, pruned_accs, plans = [], [], []
         for seed in range(seeds):

@@ -94,7 +94,7 @@ def fit(
     meta: dict | None = None,
     track: TrackConfig | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | str = "auto",
     log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[dict]:
     """Train ``model`` as a run in ``out_dir``: checkpoints and metrics every epoch, resumable (see module doc).

@@ -48,6 +48,7 @@ from layermod.errors import DatasetError, TrainError
 from layermod.extract.features import model_device
 from layermod.extract.modes import evaluating
 from layermod.training.config import PAPER_RECIPE, TrainConfig, is_integer
+from layermod.coerce import bar_disabled
 
 __all__ = [
     "PAPER_RECIPE",
@@ -177,7 +178,7 @@ def train_epoch(
     total_steps = total_steps if total_steps is not None else step + steps
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    bar = tqdm(total=steps, desc=desc, leave=False, disable=None if progress else True, unit="batch")
+    bar = tqdm(total=steps, desc=desc, leave=False, disable=bar_disabled(progress), unit="batch")
     try:
         for x, y in _batches(data, order, config.batch_size, config.num_workers, True, generator):
             lr = lr_at(step, total_steps, config)
