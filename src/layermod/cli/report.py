@@ -70,7 +70,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", type=out_path, default="runs/demo", help="run directory (default runs/demo)")
     demo.add_argument("--epochs", type=positive, default=None, help="training epochs (default: the demo's recipe)")
     demo.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
-    demo.add_argument("--cache-dir", help="where trained demo weights are kept (default ~/.cache/layermod/demo)")
+    demo.add_argument("--cache-dir", help="where trained demo weights are kept (default $XDG_CACHE_HOME/layermod/demo, "
+                      "with XDG_CACHE_HOME defaulting to ~/.cache)")
     demo.add_argument("--retrain", action="store_true", help="train again even if cached weights exist")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
