@@ -41,6 +41,7 @@ class TokenDataset(Dataset):
 
     Attributes:
         input_ids, attention_mask: (N, T) int64 tensors.
+        data: ``{"input_ids": ..., "attention_mask": ...}``, the two as one dict batch of all samples.
         targets: (N,) int64 class indices.
         classes: class names, ``classes[label]`` names ``label``.
         name: dataset name (the file or ``hf:NAME``).
@@ -54,6 +55,10 @@ class TokenDataset(Dataset):
                                "pass one of each per sample")
         self.input_ids, self.attention_mask, self.targets = input_ids, attention_mask, targets
         self.classes, self.name, self.normalization = list(classes), name, {}
+
+    @property
+    def data(self) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -1,7 +1,7 @@
 """A checkpoint's files committed as one step: staged files, their digests, and the sidecar as the commit record.
 
-A checkpoint is two files side by side, plus any companion files saved with them (a training run's momentum
-buffers)::
+A checkpoint is two files side by side, plus any companion files saved with them (a training run's optimizer
+state)::
 
     DIR/best.safetensors   the state dict (tensors only)
     DIR/best.json          {"format": "layermod-checkpoint", "version": 2, "arch": ..., "arch_args": {...},

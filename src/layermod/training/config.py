@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass
 
 from layermod.errors import TrainError
 
-__all__ = ["PAPER_RECIPE", "SCHEDULES", "TrainConfig", "is_integer"]
+__all__ = ["OPTIMIZERS", "PAPER_RECIPE", "SCHEDULES", "TrainConfig", "is_integer"]
 
 SCHEDULES = ("cosine", "step", "constant")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
@@ -22,9 +23,9 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training data, >= 1.
         batch_size: samples per step, >= 1.
-        lr: peak learning rate of SGD, > 0.
-        momentum: SGD momentum in [0, 1).
-        weight_decay: L2 penalty (SGD ``weight_decay``), >= 0.
+        lr: peak learning rate, > 0.
+        momentum: SGD momentum in [0, 1) (unused by AdamW).
+        weight_decay: SGD's L2 penalty, or AdamW's decoupled weight decay, >= 0.
         schedule: ``"cosine"`` (per-step decay to 0), ``"step"`` (x ``gamma`` after each milestone epoch) or
             ``"constant"``.
         seed: seed of the per-epoch generators (shuffling, augmentation) and of ``torch.manual_seed``.
@@ -33,6 +34,8 @@ class TrainConfig:
             below ``epochs``; empty for the other schedules.
         gamma: factor of the ``"step"`` schedule, in (0, 1).
         augment: random crop (padding 4) and horizontal flip of every training batch.
+        optimizer: ``"sgd"`` (with ``momentum``) or ``"adamw"`` (torch's default betas and eps), which
+            transformers need to train well.
     """
 
     epochs: int = 3
@@ -46,6 +49,7 @@ class TrainConfig:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     augment: bool = False
+    optimizer: str = "sgd"
 
     def validate(self) -> None:
         """Raise :class:`TrainError` naming the first bad field, or a schedule that does not fit ``epochs``."""
@@ -62,6 +66,7 @@ class TrainConfig:
              "a sequence of integer epochs"),
             ("gamma", _is_real(self.gamma) and 0 < self.gamma < 1, "a number in (0, 1)"),
             ("augment", isinstance(self.augment, bool), "True or False"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
         )
         for name, ok, expected in checks:
             if not ok:

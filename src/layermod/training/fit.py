@@ -10,14 +10,15 @@ directory. It writes there:
   them); the sidecars hold the caller's ``meta`` (architecture, dataset, normalisation, ...), ``training`` (the
   full config), ``tracking``, ``seed``, ``epoch``, ``accuracy`` (that epoch's test accuracy), ``best_epoch``,
   ``best_accuracy`` and the ``history`` rows so far;
-* ``last-optimizer.safetensors``: the SGD momentum buffers by parameter name, so that resuming is exact;
+* ``last-optimizer.safetensors``: the optimizer's state by parameter name (SGD's momentum buffer under the
+  name itself, AdamW's ``NAME:exp_avg``, ``NAME:exp_avg_sq`` and ``NAME:step``), so that resuming is exact;
 * with tracking, ``dynamics.json`` + ``dynamics.png`` (:mod:`layermod.dynamics`), measured by a
   :class:`~layermod.training.tracker.CurveTracker` on a probe drawn from the test data.
 
 And, on purpose:
 
 * **Nothing half-written.** Every file is written under a temporary name and renamed. Per epoch the order is
-  best.* (one checkpoint commit), dynamics.*, then last.* with the momentum buffers as its companion file (one
+  best.* (one checkpoint commit), dynamics.*, then last.* with the optimizer's state as its companion file (one
   commit: ``last.json`` records the SHA-256 of ``last.safetensors`` and ``last-optimizer.safetensors`` and
   commits the epoch, see :mod:`layermod.checkpoint`); metrics.csv is rewritten from the committed history after
   it. SIGINT and SIGTERM arriving while an epoch is being saved are held until it is saved. A process killed
@@ -25,7 +26,7 @@ And, on purpose:
   loses at most the epoch in progress and continues exactly; a ``best.*`` committed ahead of ``last.*`` is
   rewritten identically when the epoch is trained again. Starting or resuming tidies the run directory first:
   interrupted checkpoint saves are settled and stale temporaries of metrics.csv and dynamics.* are deleted.
-* **Resume.** ``resume=True`` continues from ``last.*``: weights, momentum buffers, history, best accuracy and
+* **Resume.** ``resume=True`` continues from ``last.*``: weights, optimizer state, history, best accuracy and
   tracked epochs (later ones, saved before an interruption, are dropped). Files that do not match the digests
   in ``last.json`` (damaged, or copied from elsewhere) are refused with one line naming the files to delete; a
   run saved before the digests covered the file bytes (checkpoint version 1) is checked against its digests of
@@ -83,6 +84,7 @@ _FREE_META = frozenset({"data_dir", "device"})
 _FREE_TRAINING = frozenset({"epochs", "num_workers"})
 _UNSET = object()
 _LOGGED = ("train_loss", "train_acc", "test_acc")
+_MOMENTUM = "momentum_buffer"  # SGD's state, saved under the parameter's name alone
 
 
 def fit(
@@ -234,7 +236,8 @@ def _saved_run(out: Path, resume: bool) -> dict | None:
 def _settings(sidecar: Mapping) -> dict:
     """What must be equal to resume: the meta (less the free keys), training (less epochs, workers), tracking."""
     settings = {k: v for k, v in sidecar.items() if k not in _RUN_KEYS and k not in _FREE_META}
-    settings["training"] = {k: v for k, v in (sidecar.get("training") or {}).items() if k not in _FREE_TRAINING}
+    training = {"optimizer": "sgd", **(sidecar.get("training") or {})}  # runs saved before AdamW were SGD's
+    settings["training"] = {k: v for k, v in training.items() if k not in _FREE_TRAINING}
     settings["tracking"] = sidecar.get("tracking")
     return settings
 
@@ -259,7 +262,7 @@ def _show(value: object) -> str:
 
 
 def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, saved: dict) -> tuple[list[dict], tuple]:
-    """Load the last weights and momentum buffers (digests checked); returns (history, (best epoch, accuracy))."""
+    """Load the last weights and optimizer state (digests checked); returns (history, (best epoch, accuracy))."""
     last = out / (LAST + WEIGHTS_SUFFIX)
     try:
         load_weights(model, last)
@@ -274,25 +277,30 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, save
     params = dict(model.named_parameters())
     index = {name: i for i, name in enumerate(params)}
     state = optimizer.state_dict()
-    state["state"] = {index[name]: {"momentum_buffer": buffer} for name, buffer in buffers.items()}
+    state["state"] = {}
+    for key, tensor in buffers.items():
+        name, _, entry = key.rpartition(":") if ":" in key else (key, "", _MOMENTUM)
+        state["state"].setdefault(index[name], {})[entry] = tensor
     optimizer.load_state_dict(state)  # casts to each parameter's dtype and device
     return list(saved["history"]), (saved["best_epoch"], saved["best_accuracy"])
 
 
-def _momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """SGD momentum buffers on the CPU by parameter name (parameters without one are left out)."""
-    buffers = {}
+def _optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's state tensors on the CPU by parameter name (see the module doc; parameters without state
+    are left out)."""
+    tensors = {}
     for name, param in model.named_parameters():
-        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
-        if buffer is not None:
-            buffers[name] = buffer.detach().to("cpu").contiguous()
-    return buffers
+        for entry, value in optimizer.state.get(param, {}).items():
+            if isinstance(value, torch.Tensor):
+                key = name if entry == _MOMENTUM else f"{name}:{entry}"
+                tensors[key] = value.detach().to("cpu").contiguous()
+    return tensors
 
 
 def _save_last(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, sidecar: dict) -> None:
-    """last.safetensors with the momentum buffers as its companion, committed by last.json."""
+    """last.safetensors with the optimizer's state as its companion, committed by last.json."""
     save_checkpoint(model, out / (LAST + WEIGHTS_SUFFIX), sidecar,
-                    companions={OPTIMIZER: _momentum_buffers(model, optimizer)})
+                    companions={OPTIMIZER: _optimizer_state(model, optimizer)})
 
 
 def _tidy(out: Path) -> None:

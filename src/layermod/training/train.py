@@ -1,7 +1,7 @@
 """Train and evaluate a classifier in memory; :mod:`layermod.fit` builds resumable runs on disk on top of it.
 
-SGD with momentum and weight decay, the learning rate set every step by a schedule, cross-entropy loss, one
-history row per epoch; :func:`train_epoch` and :func:`evaluate` are the building blocks of both.
+SGD with momentum and weight decay (or AdamW), the learning rate set every step by a schedule, cross-entropy
+loss, one history row per epoch; :func:`train_epoch` and :func:`evaluate` are the building blocks of both.
 
 Decisions, on purpose:
 
@@ -10,9 +10,9 @@ Decisions, on purpose:
   way (randomness inside the model, such as dropout). An epoch does not depend on how the run got there, so two
   runs from the same initial weights with the same config give the same weights, and so does a run that was
   interrupted and resumed (on the same device and thread count).
-* **In-memory fast path.** A dataset with tensor ``.data`` and ``.targets`` plus a ``normalization`` attribute
-  (layermod's ``ArrayDataset``: float32 samples, already normalised) and no ``transform`` is batched by
-  indexing those tensors directly; anything else goes through a ``DataLoader``. Both paths draw the same
+* **In-memory fast path.** A dataset with tensor ``.data`` (or a dict of tensors) and ``.targets`` plus a
+  ``normalization`` attribute (layermod's ``ArrayDataset``: float32 samples, already normalised; a
+  ``TokenDataset``) and no ``transform`` is batched by indexing those tensors directly; anything else goes through a ``DataLoader``. Both paths draw the same
   permutation from the generator, so the order of samples does not depend on the path.
 * **Schedules.** ``"cosine"`` decays per step from ``lr`` to 0 over all steps of all epochs,
   ``lr_t = lr * (1 + cos(pi * t / T)) / 2``; ``"step"`` multiplies ``lr`` by ``gamma`` after each milestone
@@ -26,6 +26,8 @@ Decisions, on purpose:
   and a larger dataset), it is skipped: batch norm cannot normalise one sample per channel.
 * **Divergence.** A non-finite loss stops training with :class:`TrainError` (lower the learning rate) rather
   than silently producing NaN weights.
+* **Inputs.** A batch is a tensor or a dict of tensors (``input_ids``, ``attention_mask``, ...: a
+  :class:`~layermod.data.text.TokenDataset`), which the model is called with as keyword arguments.
 * **Device.** Batches go to the device of the model's first parameter; the model is left in eval mode.
 """
 
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -43,9 +45,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from layermod.data.arrays import ArrayDataset, dataset_labels, gather
+from layermod.data.batches import take
 from layermod.data.draws import balanced_draws
+from layermod.data.text import TokenDataset
 from layermod.errors import DatasetError, TrainError
 from layermod.extract.features import model_device
+from layermod.extract.inputs import Batch, describe_batch
 from layermod.extract.modes import evaluating
 from layermod.training.config import PAPER_RECIPE, TrainConfig, is_integer
 from layermod.coerce import bar_disabled
@@ -85,8 +90,9 @@ def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
 def balanced_subset(data: Dataset, size: int, seed: int = 0) -> Dataset:
     """A seeded class-balanced subset of ``data``: ``size // C`` samples of each of its C classes.
 
-    An :class:`~layermod.data.ArrayDataset` gives an ArrayDataset (the in-memory fast path stays), any other
-    dataset a ``torch.utils.data.Subset``. Raises :class:`DatasetError` when ``size`` is below C or a class has
+    An :class:`~layermod.data.ArrayDataset` gives an ArrayDataset and a
+    :class:`~layermod.data.text.TokenDataset` a TokenDataset (the in-memory fast path stays), any other dataset a
+    ``torch.utils.data.Subset``. Raises :class:`DatasetError` when ``size`` is below C or a class has
     fewer than ``size // C`` samples.
     """
     labels = dataset_labels(data)
@@ -101,9 +107,12 @@ def balanced_subset(data: Dataset, size: int, seed: int = 0) -> Dataset:
                            f"{classes[smallest]} has {counts[smallest]}; use a subset size <= "
                            f"{counts[smallest] * len(classes)}")
     (indices,) = balanced_draws(labels, per_class, 1, seed)
+    rows = torch.from_numpy(indices)
     if isinstance(data, ArrayDataset):
-        take = torch.from_numpy(indices)
-        return ArrayDataset(data.data[take], data.targets[take], data.classes, data.name, data.normalization)
+        return ArrayDataset(data.data[rows], data.targets[rows], data.classes, data.name, data.normalization)
+    if isinstance(data, TokenDataset):
+        return TokenDataset(data.input_ids[rows], data.attention_mask[rows], data.targets[rows], data.classes,
+                            data.name)
     return Subset(data, indices.tolist())
 
 
@@ -117,9 +126,12 @@ def check_model_fits(model: nn.Module, data: Dataset, what: str = "data") -> Non
     x, _ = gather(data, np.arange(min(2, len(labels))))
     try:
         with evaluating(model), torch.no_grad():
-            out = model(x.to(model_device(model)))
+            out = _forward(model, _on(x, model_device(model)))
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(x, Mapping):
+            raise TrainError(f"the model fails on {what} ({describe_batch(x)}: {reason}); check that the token ids "
+                             "fit the model (its vocabulary and length)") from None
         raise TrainError(f"the model fails on {what} of shape {tuple(x.shape[1:])} per sample ({reason}); check "
                          "that the data fit the model (input channels and size)") from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
@@ -139,8 +151,8 @@ def evaluate(
     """Top-1 accuracy of ``model`` on ``data``, in [0, 1].
 
     Runs without gradients in eval mode, and leaves the model in eval mode. ``data`` yields ``(x, y)`` with ``x`` a
-    float tensor and ``y`` an int class. Batches go to ``device`` (default: the model's device); the model itself is
-    not moved.
+    float tensor (or a dict of tensors, see the module doc) and ``y`` an int class. Batches go to ``device``
+    (default: the model's device); the model itself is not moved.
     """
     n = dataset_length(data, "evaluation data")
     if not is_integer(batch_size) or batch_size < 1:
@@ -149,7 +161,7 @@ def evaluate(
     model.eval()
     correct = 0
     for x, y in _batches(data, torch.arange(n), batch_size, num_workers=0, drop_single=False):
-        logits = model(x.to(device))
+        logits = _forward(model, _on(x, device))
         correct += int((logits.argmax(dim=1) == y.to(device)).sum())
     return correct / n
 
@@ -186,8 +198,8 @@ def train_epoch(
                 group["lr"] = lr
             if augment is not None:
                 x = augment(x, generator)
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
+            x, y = _on(x, device), y.to(device)
+            logits = _forward(model, x)
             loss = F.cross_entropy(logits, y)
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -215,11 +227,12 @@ def train(
     config: TrainConfig,
     progress: bool = True,
 ) -> list[dict]:
-    """Train ``model`` in place with SGD (momentum, weight decay) and the per-step schedule of ``config``; no files.
+    """Train ``model`` in place with ``config.optimizer`` (SGD with momentum and weight decay, or AdamW) and the
+    per-step schedule of ``config``; no files.
 
     Args:
         model: the classifier, on the device to train on; outputs (B, num_classes) logits.
-        train_data: dataset of ``(x, y)`` pairs (float tensor, int class).
+        train_data: dataset of ``(x, y)`` pairs (float tensor or dict of tensors, int class).
         test_data: evaluated after every epoch (``None``: ``"test_acc"`` is ``None``).
         config: see :class:`TrainConfig`.
         progress: show a tqdm bar per epoch (when stderr is a terminal) and a line per epoch.
@@ -240,11 +253,25 @@ def train(
     return history
 
 
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """``config.optimizer`` over the model's parameters: SGD (lr, momentum, weight decay) or AdamW (lr, weight
+    decay, torch's default betas and eps)."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay)
+
+
+def _on(x: Batch, device: torch.device) -> Batch:
+    """``x`` on ``device``: a tensor, or every tensor of a dict batch."""
+    if isinstance(x, Mapping):
+        return {key: value.to(device) for key, value in x.items()}
+    return x.to(device)
+
+
+def _forward(model: nn.Module, x: Batch) -> torch.Tensor:
+    """``model(x)``, or ``model(**x)`` for a dict batch."""
+    return model(**x) if isinstance(x, Mapping) else model(x)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -288,6 +315,9 @@ def _augmenter(data: Dataset) -> Callable[[torch.Tensor, torch.Generator], torch
     fill = augment.black_fill(getattr(data, "normalization", None) or {})
 
     def apply(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if isinstance(batch, Mapping):
+            raise TrainError("augment crops and flips images, and these inputs are a dict (token ids); "
+                             "train texts with augment=False")
         return augment.random_crop_flip(batch, padding=AUGMENT_PADDING, flip=True, fill=fill, generator=generator)
 
     return apply
@@ -318,11 +348,18 @@ def num_batches(n: int, batch_size: int) -> int:
 def _in_memory(data: Dataset) -> bool:
     """True for a dataset whose tensors can be indexed directly (see module doc)."""
     return (
-        isinstance(getattr(data, "data", None), torch.Tensor)
+        _tensors(getattr(data, "data", None))
         and isinstance(getattr(data, "targets", None), torch.Tensor)
         and hasattr(data, "normalization")
         and getattr(data, "transform", None) is None
     )
+
+
+def _tensors(x: object) -> bool:
+    """Whether ``x`` is a tensor or a non-empty dict of tensors."""
+    if isinstance(x, Mapping):
+        return bool(x) and all(isinstance(value, torch.Tensor) for value in x.values())
+    return isinstance(x, torch.Tensor)
 
 
 def _batches(
@@ -341,7 +378,7 @@ def _batches(
     if _in_memory(data):
         x_all, y_all = data.data, data.targets  # type: ignore[attr-defined]
         for idx in chunks:
-            yield x_all[idx], y_all[idx].long()
+            yield take(x_all, idx), y_all[idx].long()
         return
     loader = DataLoader(
         data,
