@@ -504,5 +504,5 @@ def test_training_on_texts_is_refused_in_one_line(tmp_path, rows, capsys):
     csv = str(write_csv(tmp_path / "s.csv", *rows))
     code = main(["train", "--model", "mlp", "--dataset", csv, "--test-dataset", csv, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "train takes images only" in err[0]
+    assert code == 2 and len(err) == 1 and "texts need the tokenizer of an hf: model" in err[0]
     assert not (tmp_path / "run").exists()

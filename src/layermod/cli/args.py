@@ -37,6 +37,8 @@ __all__ = [
     "add_library_args",
     "add_measure_args",
     "add_model_args",
+    "add_text_args",
+    "checkpoint_text",
     "arch_arg",
     "data_options",
     "data_split",
@@ -249,12 +251,18 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool, *, split: boo
                            "any split it has, e.g. validation")
     group.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache); "
                        "torchvision's root for torchvision:NAME")
-    group.add_argument("--text-column", default="text", help="column of the texts (or an hf: set's images) in a "
-                       "table file or hf: set (default text)")
-    group.add_argument("--label-column", default="label", help="column of the labels: class indices, or names "
-                       "numbered in sorted order (default label)")
-    group.add_argument("--max-length", type=positive, default=128,
-                       help="tokens per text: longer ones are cut, all padded to the longest (default 128)")
+    add_text_args(group)
+
+
+def add_text_args(group: argparse._ArgumentGroup) -> None:
+    """--text-column, --label-column, --max-length: how a table of texts is read (default: as a text checkpoint's
+    sidecar records it, else text, label, 128; see :func:`data_options`)."""
+    group.add_argument("--text-column", help="column of the texts (or an hf: set's images) in a table file or hf: "
+                       "set (default: a text checkpoint's, else text)")
+    group.add_argument("--label-column", help="column of the labels: class indices, or names numbered in sorted "
+                       "order (default: a text checkpoint's, else label)")
+    group.add_argument("--max-length", type=positive, help="tokens per text: longer ones are cut, all padded to the "
+                       "longest (default: a text checkpoint's, else 128)")
 
 
 def data_split(args: argparse.Namespace) -> str:
@@ -269,11 +277,36 @@ def data_split(args: argparse.Namespace) -> str:
     return args.split
 
 
-def data_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of :func:`layermod.models.spec.resolve_data` beyond the dataset, split and folder:
-    the text options and the model whose tokenizer reads texts."""
-    return {"tokenizer": getattr(args, "model", None), "text_column": getattr(args, "text_column", "text"),
-            "label_column": getattr(args, "label_column", "label"), "max_length": getattr(args, "max_length", 128)}
+def data_options(args: argparse.Namespace, recorded: dict | None = None) -> dict:
+    """The keyword arguments of :func:`layermod.models.spec.resolve_data` beyond the dataset, split and folder.
+
+    Each text option is the one given, else the one ``recorded`` (a text checkpoint's,
+    :func:`layermod.models.spec.text_options`; by default the sidecar of ``--weights``, without its classes), else
+    the default; the tokenizer is the one of ``--model``, else the recorded one.
+    """
+    from layermod.models.spec import TEXT_DEFAULTS
+
+    if recorded is None:
+        recorded = {key: value for key, value in checkpoint_text(getattr(args, "weights", None)).items()
+                    if key != "classes"}
+    given = {key: getattr(args, key, None) for key in TEXT_DEFAULTS}
+    options = {"tokenizer": None, **TEXT_DEFAULTS, **recorded,
+               **{key: value for key, value in given.items() if value is not None}}
+    if getattr(args, "model", None) is not None:
+        options["tokenizer"] = args.model
+    return options
+
+
+def checkpoint_text(weights: str | None) -> dict:
+    """:func:`layermod.models.spec.text_options` of the checkpoint ``weights`` ({} without a layermod sidecar)."""
+    if weights is None:
+        return {}
+    from layermod.models.checkpoint import read_sidecar
+    from layermod.models.commit import has_sidecar, sidecar_path, weights_path
+    from layermod.models.spec import text_options
+
+    file = weights_path(weights)
+    return text_options(read_sidecar(file), sidecar_path(file)) if has_sidecar(file) else {}
 
 
 def load_model(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module, dict]:

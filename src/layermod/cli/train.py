@@ -4,7 +4,10 @@ tracking) and ``layermod eval`` (the accuracy of a checkpoint).
 ``train`` builds registered architectures and library models (``torchvision:NAME``, ``timm:NAME``, ``hf:DIR``,
 from ``--pretrained`` weights or random), never ``module:function``, so that its checkpoints rebuild from their
 sidecars; the number of classes and input channels default to the training data's (a library model gets the
-data's channels only for images), and ``--arch-arg KEY=VALUE`` passes any other builder argument (the value read
+data's channels only for images). A table of texts (or an ``hf:`` set of texts) is tokenised with the ``hf:``
+model's tokenizer; the tokenizer, ``--text-column``, ``--label-column``, ``--max-length`` and the class names go
+into the sidecar under ``text``, so that ``eval``, ``prune``, ``prune-study`` and ``curve`` rebuild the same
+inputs (:func:`layermod.models.spec.text_options`); the held-out table must name the same classes. And ``--arch-arg KEY=VALUE`` passes any other builder argument (the value read
 as JSON when it parses, else as a string). Its training flags default to
 ``None`` so that a flag given explicitly overrides either preset (the small CPU one or ``--paper``). With
 ``--track-every`` the curve of a fixed test probe is measured during training, with the shared graph and draw
@@ -24,8 +27,8 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from layermod.cli.args import (add_library_args, add_measure_args, non_negative, out_path, positive, positive_real,
-                               to_device)
+from layermod.cli.args import (add_library_args, add_measure_args, add_text_args, data_options, non_negative, out_path,
+                               positive, positive_real, to_device)
 from layermod.errors import DatasetError, ModelError, TrainError
 
 if TYPE_CHECKING:
@@ -35,7 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parsers", "train_config"]
 
-_TRAIN_FLAGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "milestones", "gamma", "seed")
+_TRAIN_FLAGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "milestones", "gamma", "seed",
+                "optimizer")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -70,7 +74,10 @@ def _arch_args(args: argparse.Namespace, train_set: Dataset, library: bool) -> d
     in_channels = args.in_channels
     if in_channels is None:
         example, _ = gather(train_set, [0])
-        in_channels = int(example.shape[1]) if example.ndim >= 3 else None if library else 1
+        if isinstance(example, dict):  # token ids: no channels
+            in_channels = None
+        else:
+            in_channels = int(example.shape[1]) if example.ndim >= 3 else None if library else 1
     width = args.width if args.width is not None or library else 1.0
     given = {"num_classes": num_classes, "in_channels": in_channels, "width": width, "hf_task": args.hf_task}
     return {**{key: value for key, value in given.items() if value is not None}, **dict(args.arch_arg or [])}
@@ -89,6 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from layermod.io.rundir import BEST, DYNAMICS_JSON, DYNAMICS_PNG, LAST, METRICS_CSV, WEIGHTS_SUFFIX
     from layermod.models import hub
     from layermod.models.checkpoint import read_sidecar
+    from layermod.data.text import TokenDataset
     from layermod.models.spec import resolve_data
     from layermod.training.fit import fit
     from layermod.training.train import balanced_subset
@@ -114,14 +122,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.track_every:
         graph, draws = measure_configs(args)
         track = TrackConfig(every=args.track_every, graph=graph, draws=draws)
-    train_set, train_description = resolve_data(args.dataset, "train", args.data_dir)
+    options = {**data_options(args), "tokenizer": arch}
+    train_set, train_description = resolve_data(args.dataset, "train", args.data_dir, **options)
     if args.test_dataset is not None:
         test_spec = args.test_dataset
     elif "split" in train_description:
         test_spec = args.dataset
     else:
         raise DatasetError(f"{args.dataset} has no test split; pass --test-dataset with held-out data")
-    test_set, _ = resolve_data(test_spec, "test", args.data_dir)
+    texts = isinstance(train_set, TokenDataset)
+    text = {**options, "classes": list(train_set.classes)} if texts else None
+    test_set, _ = resolve_data(test_spec, "test", args.data_dir, **(text or options))
     normalization = getattr(train_set, "normalization", None) or {}
     if args.subset is not None:
         train_set = balanced_subset(train_set, args.subset, config.seed)
@@ -135,7 +146,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     meta = {"arch": arch, "arch_args": arch_args, "dataset": args.dataset, "test_dataset": test_spec,
             "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None, "subset": args.subset,
             "train_size": len(train_set), "test_size": len(test_set), "normalization": normalization,
-            "device": args.device, **({"pretrained": True} if args.pretrained else {})}
+            "device": args.device, **({"pretrained": True} if args.pretrained else {}),
+            **({"text": text} if texts else {})}
     last_weights = os.path.join(args.out, LAST + WEIGHTS_SUFFIX)
     resumable = args.resume and os.path.isfile(os.path.join(args.out, LAST + ".json"))
     before = read_sidecar(last_weights).get("epoch", 0) if resumable else 0
@@ -190,15 +202,17 @@ class _TensorBoard:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Accuracy of a layermod checkpoint (architecture from its sidecar; dataset too unless given)."""
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.models.checkpoint import load_checkpoint
+    from layermod.models.checkpoint import load_checkpoint, sidecar_path, weights_path
+    from layermod.models.spec import text_options
     from layermod.training.evaluation import evaluate_checkpoint
 
     if args.out:
         check_replaceable(args.out)
     model, meta = load_checkpoint(args.weights)
     to_device(model, args.device)
+    text = data_options(args, text_options(meta, sidecar_path(weights_path(args.weights))))
     result = evaluate_checkpoint(model, meta, args.weights, args.dataset, args.split, args.data_dir,
-                                 batch_size=args.batch_size)
+                                 batch_size=args.batch_size, text=text)
     where = f"{result.dataset} ({result.split} split)" if result.split else result.dataset
     print(f"accuracy {result.accuracy:.4f} ({result.correct}/{result.n}) of {args.weights} on {where}")
     if args.out:
@@ -221,7 +235,7 @@ def _train_description() -> str:
         schedule = (f"x{c.gamma:g} after epochs {','.join(map(str, c.milestones))}" if c.schedule == "step"
                     else f"{c.schedule} schedule")
         return (f"{c.epochs} epochs, batch {c.batch_size}, lr {c.lr:g}, momentum {c.momentum:g}, weight decay "
-                f"{c.weight_decay:g}, {schedule}")
+                f"{c.weight_decay:g}, {schedule}, {c.optimizer} optimizer")
 
     return (f"{cmd_train.__doc__}\n\n"
             f"Defaults (small, for a CPU): {recipe(TrainConfig())}.\n"
@@ -232,7 +246,7 @@ def _train_description() -> str:
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
-    from layermod.training.config import PAPER_RECIPE, SCHEDULES, TrainConfig
+    from layermod.training.config import OPTIMIZERS, PAPER_RECIPE, SCHEDULES, TrainConfig
 
     small, paper = TrainConfig(), PAPER_RECIPE
     train = commands.add_parser("train", help="train a registered architecture or library model with checkpoints "
@@ -248,9 +262,10 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--device", default="auto", help="torch device to train on (default auto: cuda when available)")
 
     data = train.add_argument_group("data")
-    data.add_argument("--dataset", required=True, help="fashion-mnist, mnist, digits, cifar10, cifar100 or "
-                      "folder:PATH (train split for training, test split for evaluation), a .npz file with arrays X "
-                      "and y, or module:function")
+    data.add_argument("--dataset", required=True, help="fashion-mnist, mnist, digits, cifar10, cifar100, "
+                      "folder:PATH or hf:NAME_OR_DIR (train split for training, test split for evaluation), a .npz "
+                      "file with arrays X and y, a .csv/.tsv/.json/.jsonl/.parquet table of texts and labels (for an "
+                      "hf: model, with --test-dataset), or module:function")
     data.add_argument("--test-dataset", help="held-out data (default: the test split of --dataset; required when "
                       "--dataset has no splits)")
     data.add_argument("--data-dir", help="folder holding the dataset files (else $LAYERMOD_DATA, system and cache)")
@@ -259,8 +274,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                       help="random crop (padding 4) and horizontal flip of training batches (default: on for the "
                       "datasets that call for it, CIFAR)")
+    add_text_args(data)
 
-    training = train.add_argument_group("training (SGD)")
+    training = train.add_argument_group("training")
     training.add_argument("--paper", action="store_true", help="start from the paper's recipe instead of the small "
                           "CPU defaults (see above)")
     training.add_argument("--epochs", type=positive, help=f"epochs (default {small.epochs}; --paper {paper.epochs})")
@@ -268,10 +284,12 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                           help=f"samples per step (default {small.batch_size}; --paper {paper.batch_size})")
     training.add_argument("--lr", type=positive_real, help=f"peak learning rate (default {small.lr:g}; --paper "
                           f"{paper.lr:g})")
+    training.add_argument("--optimizer", choices=OPTIMIZERS, help=f"sgd (with --momentum) or adamw, which "
+                          f"transformers train far better with (default {small.optimizer})")
     training.add_argument("--momentum", type=float, help=f"SGD momentum (default {small.momentum:g}; --paper "
                           f"{paper.momentum:g})")
-    training.add_argument("--weight-decay", type=float, help=f"L2 weight decay (default {small.weight_decay:g}; "
-                          f"--paper {paper.weight_decay:g})")
+    training.add_argument("--weight-decay", type=float, help=f"SGD's L2 weight decay, AdamW's decoupled one "
+                          f"(default {small.weight_decay:g}; --paper {paper.weight_decay:g})")
     training.add_argument("--schedule", choices=SCHEDULES,
                           help=f"learning-rate schedule (default {small.schedule}; --paper {paper.schedule}; "
                           "step when only --milestones is given)")
@@ -307,6 +325,7 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluation.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
     evaluation.add_argument("--data-dir", help="folder holding the dataset files (default: the sidecar's, else "
                             "$LAYERMOD_DATA, system and cache)")
+    add_text_args(evaluation.add_argument_group("texts"))
     evaluation.add_argument("--batch-size", type=positive, default=512, help="samples per forward pass (default 512)")
     evaluation.add_argument("--device", default="auto",
                             help="torch device to run the model on (default auto: cuda when available)")

@@ -47,10 +47,14 @@ from layermod.data.arrays import as_dataset
 from layermod.data.datasets import DATASETS, load_dataset
 from layermod.data.npz import load_npz
 from layermod.data.tabular import TABLE_SUFFIXES
-from layermod.data.text import load_text_file
-from layermod.errors import DatasetError, LayermodError, ModelError, one_line
+from layermod.data.text import MAX_LENGTH, TokenDataset, load_text_file
+from layermod.errors import DatasetError, LayermodError, ModelError, WeightsError, one_line
 
-__all__ = ["call_user_function", "import_object", "resolve_model", "resolve_data"]
+__all__ = ["TEXT_DEFAULTS", "call_user_function", "import_object", "resolve_model", "resolve_data", "text_options"]
+
+TEXT_DEFAULTS = {"text_column": "text", "label_column": "label", "max_length": 128}
+"""How texts are read unless told otherwise (:func:`resolve_data`'s defaults)."""
+_MAX_CLASS_NAMES = 2**16
 
 
 def import_object(spec: str, error: type[Exception] = ModelError) -> object:
@@ -180,14 +184,15 @@ def has_splits(spec: str) -> bool:
 
 def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | None = None, *,
                  allow_import: bool = True, tokenizer=None, text_column: str = "text", label_column: str = "label",
-                 max_length: int = 128):
+                 max_length: int = 128, classes: list[str] | None = None):
     """Load the dataset a user named; returns (torch Dataset, description dict for the run's config).
 
     ``allow_import=False`` for a specification read from a file: a ``module:function`` is then refused, not run.
     Texts (a CSV / TSV / JSON / JSON-lines / Parquet file, an ``hf:`` set of texts) are tokenised with
     ``tokenizer``: a tokenizer, or the model's specification, whose tokenizer (an ``hf:`` model's,
     :func:`layermod.models.hub.load_tokenizer`) is loaded only when the data are texts. ``text_column``,
-    ``label_column`` and ``max_length`` are read for those only.
+    ``label_column``, ``max_length`` and ``classes`` (the class names a classifier was trained on, in index order:
+    texts whose labels number other names are refused) are read for those only.
     """
     if spec in DATASETS or spec.startswith("folder:") or spec[:12].lower() == "torchvision:":
         return load_dataset(spec, split=split, data_dir=data_dir), {"dataset": spec, "split": split}
@@ -198,9 +203,10 @@ def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | N
         from layermod.data.hfdata import load_hf_dataset
 
         data = load_hf_dataset(spec[3:], split, _ModelTokenizer(tokenizer), **text)
-        return data, {"dataset": spec, "split": split, **text}
+        return _same_classes(data, classes, spec), {"dataset": spec, "split": split, **text}
     if Path(spec).suffix.lower() in TABLE_SUFFIXES:
-        return load_text_file(spec, _ModelTokenizer(tokenizer), **text), {"dataset": spec, **text}
+        data = load_text_file(spec, _ModelTokenizer(tokenizer), **text)
+        return _same_classes(data, classes, spec), {"dataset": spec, **text}
     if ":" in spec:
         if not allow_import:
             raise DatasetError(f"the dataset {spec!r} read from a file is code, which layermod never runs from a "
@@ -212,6 +218,51 @@ def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | N
         f"unknown dataset {spec!r}; use one of {', '.join(DATASETS)}, folder:PATH, torchvision:NAME, hf:NAME_OR_DIR, "
         f"a .npz file, a table file ({', '.join(TABLE_SUFFIXES)}) or module:function"
     )
+
+
+def _same_classes(data, classes: list[str] | None, spec: str):
+    """``data``, refused when its class indices name other classes than ``classes`` (one line); texts whose
+    labels are a prefix of ``classes`` (a table without the last classes) are kept."""
+    if classes is None or not isinstance(data, TokenDataset):
+        return data
+    names = list(data.classes)
+    if names != list(classes)[:len(names)]:
+        shown = ", ".join(map(repr, names[:6])) + (", ..." if len(names) > 6 else "")
+        model = ", ".join(map(repr, list(classes)[:6])) + (", ..." if len(classes) > 6 else "")
+        raise DatasetError(f"the labels of {spec} number the classes {shown}, not the model's {model}; give labels "
+                           "of the classes the model was trained on")
+    data.classes = list(classes)
+    return data
+
+
+def text_options(meta: dict, where: object) -> dict:
+    """The keywords of :func:`resolve_data` that rebuild a text classifier's inputs as its checkpoint's sidecar
+    ``meta`` records them under ``"text"``: ``tokenizer`` (an ``hf:`` model spec), ``text_column``,
+    ``label_column``, ``max_length`` and ``classes``; ``{}`` for a checkpoint of other data.
+
+    Raises:
+        WeightsError: (naming ``where``) a ``"text"`` entry that is not such an object.
+    """
+    text = meta.get("text")
+    if text is None:
+        return {}
+    problem = None
+    if not isinstance(text, dict) or set(text) != {"tokenizer", *TEXT_DEFAULTS, "classes"}:
+        problem = f"an object with tokenizer, {', '.join(TEXT_DEFAULTS)} and classes"
+    elif not (isinstance(text["tokenizer"], str) and text["tokenizer"].startswith("hf:")
+              and hub.is_library_spec(text["tokenizer"])):
+        problem = "a tokenizer named as an hf: model"
+    elif not all(isinstance(text[key], str) and 0 < len(text[key]) <= 200 for key in ("text_column", "label_column")):
+        problem = "text and label columns named by short strings"
+    elif not (isinstance(text["classes"], list) and 0 < len(text["classes"]) <= _MAX_CLASS_NAMES
+              and all(isinstance(name, str) for name in text["classes"])):
+        problem = f"classes as a list of 1 to {_MAX_CLASS_NAMES} names"
+    elif isinstance(text["max_length"], bool) or not (isinstance(text["max_length"], int)
+                                                       and 1 <= text["max_length"] <= MAX_LENGTH):
+        problem = f"a max_length from 1 to {MAX_LENGTH} tokens"
+    if problem is not None:
+        raise WeightsError(f"checkpoint sidecar {where}: 'text' must be {problem}; train the checkpoint again")
+    return dict(text)
 
 
 class _ModelTokenizer:
@@ -226,8 +277,8 @@ class _ModelTokenizer:
             given = self._given
             if given is None or (isinstance(given, str) and not given.startswith("hf:")):
                 whose = "none was given" if given is None else f"the model {given[:80]!r} has none"
-                raise DatasetError(f"texts need the tokenizer of an hf: model and {whose}; measure them with "
-                                   "an hf:NAME_OR_DIR model (layermod train takes images only), or pass tokenizer=")
+                raise DatasetError(f"texts need the tokenizer of an hf: model and {whose}; use an hf:NAME_OR_DIR "
+                                   "model (or a checkpoint trained from one), or pass tokenizer=")
             if isinstance(given, str):
                 try:
                     from layermod.models.hub import load_tokenizer

@@ -11,7 +11,8 @@ Decisions, on purpose:
 * **No figure.** Three numbers are shown as text; there is nothing to plot.
 * **The checkpoint's own data.** :func:`evaluate_checkpoint` evaluates on the dataset given, else on the one
   the sidecar names (its held-out ``test_dataset`` before its ``dataset``, in the sidecar's data directory); a
-  dataset read from the sidecar may be a registered dataset or a file, never ``module:function``.
+  dataset read from the sidecar may be a registered dataset or a file, never ``module:function``. Texts are read
+  as the sidecar records (:func:`~layermod.models.spec.text_options`: the tokenizer, columns, length and classes).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from layermod.errors import DatasetError
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file
 from layermod.io.rundir import EVAL_JSON
 from layermod.io.validate import mapping, number, required, text
-from layermod.models.spec import resolve_data
+from layermod.models.commit import sidecar_path
+from layermod.models.spec import resolve_data, text_options
 from layermod.training.train import check_model_fits, evaluate
 
 __all__ = ["Evaluation", "evaluate_checkpoint"]
@@ -111,9 +113,12 @@ def evaluate_checkpoint(
     split: str = "test",
     data_dir: str | os.PathLike | None = None,
     batch_size: int = 512,
+    *,
+    text: dict | None = None,
 ) -> Evaluation:
     """The accuracy of a checkpoint's ``model`` (with its sidecar ``meta``, read from ``weights``) on
-    ``dataset``'s ``split``, by default on the data the sidecar names (see the module doc).
+    ``dataset``'s ``split``, by default on the data the sidecar names (see the module doc); ``text``: the text
+    keywords of :func:`~layermod.models.spec.resolve_data` (default: the sidecar's).
 
     Raises:
         DatasetError: no dataset given and none in the sidecar, or data that cannot be loaded.
@@ -125,7 +130,9 @@ def evaluate_checkpoint(
         if not isinstance(spec, str) or not spec:
             raise DatasetError(f"the sidecar of {weights} names no dataset; pass dataset=NAME")
         data_dir = data_dir if data_dir is not None else meta.get("data_dir")
-    data, description = resolve_data(spec, split, data_dir, allow_import=dataset is not None)
+    if text is None:
+        text = text_options(meta, sidecar_path(weights))
+    data, description = resolve_data(spec, split, data_dir, allow_import=dataset is not None, **text)
     check_model_fits(model, data, spec)
     accuracy = evaluate(model, data, batch_size=batch_size)
     n = len(data)
