@@ -1,7 +1,9 @@
 """``layermod prune`` and ``layermod prune-study``: parse, call :mod:`layermod.pruning.run` step by step, print.
 
 The plan is printed (with the verdicts behind it) before the fine-tuning starts; ``--plan-only`` stops there.
-The curve, when measured now, takes the shared graph and draw options of :mod:`layermod.cli.args`.
+The curve, when measured now, takes the shared graph and draw options of :mod:`layermod.cli.args`. The data are
+the checkpoint's (its training data, and its held-out ``test_dataset``) unless ``--dataset`` /
+``--test-dataset`` say otherwise; texts are read as its sidecar records, each text option given overriding it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from layermod.cli.args import (
     add_data_args,
     add_measure_args,
     check_backend,
+    checkpoint_text,
+    data_options,
     measure_configs,
     out_path,
     positive,
@@ -29,10 +33,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from layermod.analysis.redundancy import verdict_table
     from layermod.io.rundir import COMPARISON_JSON, PLAN_JSON, PRUNED
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.pruning.run import FINETUNE, choose_plan, prepare, prune_and_compare
+    from layermod.pruning.run import FINETUNE, choose_plan, prune_and_compare
 
     check_replaceable(args.out)
-    target = prepare(args.weights, args.dataset, args.data_dir)
+    target = _target(args)
     if not target.units:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
@@ -46,7 +50,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if args.plan_only:
             comparison = None
         else:
-            finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
+            finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size,
+                               optimizer=args.optimizer)
             comparison = prune_and_compare(target, plan, stage, finetune, methods=args.methods, seeds=args.seeds,
                                            finetune_subset=args.finetune_subset, from_scratch=args.from_scratch,
                                            progress=not args.quiet)
@@ -67,19 +72,20 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
     from layermod.analysis.redundancy import find_redundant
     from layermod.io.rundir import MATCHED_JSON, MATCHED_MD
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.pruning.run import FINETUNE, matched_study, prepare, target_curve
+    from layermod.pruning.run import FINETUNE, matched_study, target_curve
 
     check_replaceable(args.out)
     check_backend(args)
     device = resolve_device(args.device)
-    target = prepare(args.weights, args.dataset, args.data_dir)
+    target = _target(args)
     if not target.units:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
     graph, draws = measure_configs(args)
     verdicts = find_redundant(target_curve(target, args.curve, graph, draws, not args.quiet), z=args.z,
                               min_gain=args.min_gain)
-    finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
+    finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size,
+                       optimizer=args.optimizer)
     scratch = replace(finetune, epochs=args.scratch_epochs, lr=args.scratch_lr)
     with staged_run(args.out) as stage:
         comparison = matched_study(target, stage, verdicts, finetune, scratch, train_subset=args.train_subset,
@@ -90,6 +96,25 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
     print(comparison.markdown())
     print(f"wrote {args.out}/{MATCHED_JSON}, {MATCHED_MD} and the Pareto figures")
     return 0
+
+
+def _target(args: argparse.Namespace):
+    """The checkpoint of ``--weights`` to prune, with its data (:func:`layermod.pruning.run.prepare`)."""
+    from layermod.pruning.run import prepare
+
+    return prepare(args.weights, args.dataset, args.data_dir, test_dataset=args.test_dataset,
+                   text=data_options(args, checkpoint_text(args.weights)))
+
+
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    """The data options of both commands: the shared ones, --test-dataset and --optimizer."""
+    from layermod.training.config import OPTIMIZERS
+
+    add_data_args(parser, required=False, split=False)
+    parser.add_argument("--test-dataset", help="held-out data (default: the checkpoint's; with --dataset, its test "
+                        "split)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                        help="optimizer of every retraining: sgd or adamw (for transformers; default sgd)")
 
 
 def _methods(text: str) -> list[str]:
@@ -118,7 +143,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
     study = commands.add_parser("prune-study", help="every pruning method at matched FLOPs / parameter budgets",
                                 description=cmd_prune_study.__doc__)
     study.add_argument("--weights", required=True, help="a layermod checkpoint (.safetensors with its sidecar)")
-    add_data_args(study, required=False, split=False)
+    _add_data(study)
     study.add_argument("--curve", help="curve.json measured on this checkpoint (default: measure it now)")
     add_measure_args(study, title="graph and draws of the curve measured now")
     study.add_argument("--z", type=float, default=2.0, help="plateau band in standard errors of the increment")
@@ -158,7 +183,7 @@ def _add_prune(commands: argparse._SubParsersAction) -> None:
     prune = commands.add_parser("prune", help="remove redundant layers, fine-tune, compare with other methods",
                                 description=cmd_prune.__doc__)
     prune.add_argument("--weights", required=True, help="a layermod checkpoint (.safetensors with its sidecar)")
-    add_data_args(prune, required=False, split=False)
+    _add_data(prune)
     budget = prune.add_mutually_exclusive_group(required=True)
     budget.add_argument("--remove", type=positive, help="number of units (layers) to remove")
     budget.add_argument("--target-params", type=float, help="fraction of parameters to remove, e.g. 0.3")

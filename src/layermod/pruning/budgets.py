@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from layermod.analysis.redundancy import Verdict
 from layermod.errors import PlanError
-from layermod.extract.features import model_device
+from layermod.extract.inputs import Batch, to_model
 from layermod.pruning.choices import BUDGETS, MATCHES, METHODS, RETRAINS
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.plans import SCORED, budget_for_cost, method_order, select_units
@@ -105,7 +105,7 @@ def matched_comparison(
     train_data: Dataset,
     test_data: Dataset,
     verdicts: Sequence[Verdict],
-    example: torch.Tensor,
+    example: Batch,
     finetune: TrainConfig,
     scratch: TrainConfig | None = None,
     budgets: Sequence[float] = BUDGETS,
@@ -113,7 +113,7 @@ def matched_comparison(
     retrains: Sequence[str] = RETRAINS,
     methods: Sequence[str] = METHODS,
     seeds: int = 3,
-    probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+    probe: tuple[Batch, torch.Tensor] | None = None,
     progress: bool | str = "auto",
     run_jobs: Callable[[list[Job]], list[dict]] | None = None,
 ) -> MatchedComparison:
@@ -124,14 +124,14 @@ def matched_comparison(
         units: its removable units (:func:`~layermod.pruning.units.removable_units`).
         train_data, test_data: retraining data and held-out data.
         verdicts: :func:`~layermod.analysis.redundancy.find_redundant` of the model's curve.
-        example: one input (1, ...) for counting FLOPs and checking shapes.
+        example: one input (1, ...), or a dict of them, for counting FLOPs and checking shapes.
         finetune: retraining from the trained weights; ``scratch``: from a fresh initialisation (default: the
             ``finetune`` config). Their seeds are replaced by 0..seeds-1.
         budgets: shares of the matched cost to remove, each in (0, 1).
         matches: ``"flops"`` and/or ``"params"``; retrains: ``"finetune"`` and/or ``"scratch"``.
         methods: names of :data:`METHODS` (``none`` is always run, as the reference).
         seeds: runs per network and retraining, >= 1.
-        probe: (inputs (n, ...), labels (n,)) for the scored methods (default: a class-balanced draw of 512
+        probe: (inputs (n, ...) or a dict of them, labels (n,)) for the scored methods (default: a class-balanced draw of 512
             training samples, seed 0).
         run_jobs: runs the retraining jobs ``(units removed, retrain, seed)`` elsewhere (e.g. on an executor of
             :mod:`layermod.sweep.executor`) and returns ``{"params", "flops", "acc"}`` per job, in order; default:
@@ -145,7 +145,7 @@ def matched_comparison(
     scratch = finetune if scratch is None else scratch
     methods = ["none", *(m for m in dict.fromkeys(methods) if m != "none")]
     x, y = probe if probe is not None else probe_batch(balanced_subset(train_data, min(512, len(train_data))))
-    x = x.to(model_device(model))
+    x = to_model(x, model)
     scores = method_scores(model, units, [m for m in methods if m in SCORED and m != "angular"], x, y)
     spans: dict[int, dict] = {}
 
@@ -184,7 +184,7 @@ def matched_comparison(
 
 
 def retrain_pruned(model: nn.Module, job: Job, config: TrainConfig, train_data: Dataset, test_data: Dataset,
-                   example: torch.Tensor) -> dict:
+                   example: Batch) -> dict:
     """Prune, retrain with ``replace(config, seed=seed)``, evaluate: ``{"params", "flops", "acc"}`` of the job's
     network (``job`` = (units removed, ``"finetune"`` or ``"scratch"``, seed))."""
     removed, retrain, seed = job

@@ -22,9 +22,14 @@ Decisions, on purpose:
   plan can be traced to the measurement behind its verdicts.
 * **No code from files.** A dataset named by the checkpoint's sidecar may be a registered dataset or a file,
   never ``module:function`` (see :func:`layermod.models.spec.resolve_data`); one given by the caller may be.
-* **The pruned checkpoint** keeps the sidecar's architecture, dataset and normalisation, adds the plan (so
-  :func:`layermod.models.checkpoint.load_checkpoint` rebuilds it), the first seed's accuracy and the fine-tuning
-  recipe.
+* **The checkpoint's own data.** Without a dataset from the caller, the training data are the sidecar's
+  ``dataset`` (train split) and the held-out data its ``test_dataset`` (test split; else ``dataset`` again), so
+  a checkpoint trained on one table and tested on another is pruned the same way. Texts are read as the sidecar
+  records (:func:`layermod.models.spec.text_options`), and every batch is then a dict (``input_ids``,
+  ``attention_mask``): the scores, costs, fine-tuning and evaluations all take it.
+* **The pruned checkpoint** keeps the sidecar's architecture, datasets, normalisation and text options, adds
+  the plan (so :func:`layermod.models.checkpoint.load_checkpoint` rebuilds it), the first seed's accuracy and the
+  fine-tuning recipe.
 """
 
 from __future__ import annotations
@@ -41,13 +46,14 @@ from layermod.analysis.curve import Curve, modularity_curve
 from layermod.analysis.redundancy import Verdict, find_redundant
 from layermod.data.arrays import gather
 from layermod.errors import DatasetError, PlanError, TrainError
+from layermod.extract.inputs import Batch, to_model
 from layermod.extract.layers import auto_layers, trace_calls
 from layermod.io.files import ensure_writable_dir
 from layermod.io.rundir import PRUNED
 from layermod.measure.config import DrawConfig, GraphConfig
 from layermod.models.cache import cached_data, cached_model
-from layermod.models.checkpoint import read_sidecar, save_checkpoint
-from layermod.models.spec import resolve_data, resolve_model
+from layermod.models.checkpoint import read_sidecar, save_checkpoint, sidecar_path
+from layermod.models.spec import resolve_data, resolve_model, text_options
 from layermod.models.units import removed_outputs
 from layermod.pruning.budgets import Job, matched_comparison, retrain_pruned
 from layermod.pruning.choices import FINETUNE, METHODS
@@ -59,7 +65,7 @@ from layermod.training.train import TrainConfig, balanced_subset
 
 __all__ = ["FINETUNE", "PruneTarget", "choose_plan", "matched_study", "prepare", "prune_and_compare", "target_curve"]
 
-_SIDECAR_KEPT = ("arch", "arch_args", "dataset", "normalization")
+_SIDECAR_KEPT = ("arch", "arch_args", "dataset", "test_dataset", "normalization", "text")
 
 
 @dataclass(frozen=True)
@@ -70,12 +76,15 @@ class PruneTarget:
         weights: the checkpoint's ``.safetensors`` file.
         model: its model, rebuilt from the sidecar, in eval mode.
         meta: its sidecar.
-        dataset: the dataset's specification (the caller's, else the sidecar's).
-        trusted: whether the caller named the dataset (only then may it be ``module:function``).
+        dataset: the training data's specification (the caller's, else the sidecar's).
+        trusted: whether the caller named the data (only then may they be ``module:function``).
         data_dir: folder holding the dataset files, or None.
         test_set: the held-out data the curve and the accuracies are measured on.
-        example: (1, ...) one test input, to trace the model and count its costs.
+        example: (1, ...) one test input (or a dict of them), to trace the model and count its costs.
         units: its removable units (empty: nothing to prune).
+        test_dataset: the held-out data's specification.
+        text: the text keywords of :func:`~layermod.models.spec.resolve_data` both sets are read with
+            (``{}``: not texts).
     """
 
     weights: str
@@ -85,13 +94,24 @@ class PruneTarget:
     trusted: bool
     data_dir: str | None
     test_set: Dataset
-    example: torch.Tensor
+    example: Batch
     units: list[Unit]
+    test_dataset: str
+    text: dict
 
 
 def prepare(weights: str | os.PathLike, dataset: str | None = None,
-            data_dir: str | os.PathLike | None = None) -> PruneTarget:
-    """The checkpoint ``weights`` with its test data (``dataset``, default the sidecar's) and removable units.
+            data_dir: str | os.PathLike | None = None, *, test_dataset: str | None = None,
+            text: dict | None = None) -> PruneTarget:
+    """The checkpoint ``weights`` with its data and removable units.
+
+    Args:
+        weights: a layermod checkpoint.
+        dataset: the training data (default: the sidecar's, see the module doc).
+        data_dir: folder holding the dataset files.
+        test_dataset: the held-out data (default: with ``dataset``, ``dataset`` again (its test split); else the
+            sidecar's).
+        text: the text keywords of :func:`~layermod.models.spec.resolve_data` (default: the sidecar's).
 
     Raises:
         LayermodError: the checkpoint cannot be read (WeightsError), names no dataset or its data cannot be loaded
@@ -99,14 +119,19 @@ def prepare(weights: str | os.PathLike, dataset: str | None = None,
     """
     model, _ = resolve_model(None, weights)
     meta = read_sidecar(weights)
-    spec = dataset if dataset is not None else meta.get("dataset")
-    if spec is None:
+    if dataset is not None:
+        spec, test_spec = dataset, test_dataset if test_dataset is not None else dataset
+    else:
+        spec, test_spec = meta.get("dataset"), test_dataset if test_dataset is not None else meta.get("test_dataset")
+    if not isinstance(spec, str) or not spec:
         raise DatasetError("the checkpoint names no dataset; pass dataset=NAME")
-    trusted = dataset is not None  # a dataset named in the sidecar may not be code
-    test_set, _ = resolve_data(spec, "test", data_dir, allow_import=trusted)
+    test_spec = test_spec if isinstance(test_spec, str) and test_spec else spec
+    trusted = dataset is not None  # data named in the sidecar may not be code
+    text = text if text is not None else text_options(meta, sidecar_path(weights))
+    test_set, _ = resolve_data(test_spec, "test", data_dir, allow_import=trusted, **text)
     example, _ = gather(test_set, [0])
     return PruneTarget(str(weights), model, meta, spec, trusted, None if data_dir is None else str(data_dir),
-                       test_set, example, removable_units(model, example))
+                       test_set, example, removable_units(model, example), test_spec, text)
 
 
 def choose_plan(
@@ -202,8 +227,9 @@ def matched_study(
             torch thread each); every job loads the checkpoint and data itself (:func:`retrain_job`).
         device: where every network is scored, retrained and evaluated (e.g. ``"cuda"``).
     """
-    model, example = target.model.to(device), target.example.to(device)
-    train_set, test_set = _study_sets(target.dataset, target.data_dir, target.trusted, train_subset, test_subset)
+    model = target.model.to(device)
+    example = to_model(target.example, model)
+    train_set, test_set = _study_sets(target, train_subset, test_subset)
     run_jobs = None
     if backend != "local" or (workers or 1) > 1:
         def run_jobs(jobs):
@@ -215,12 +241,15 @@ def matched_study(
     return comparison
 
 
-def _study_sets(dataset: str, data_dir: str | None, trusted: bool, train_subset: int,
-                test_subset: int) -> tuple[Dataset, Dataset]:
-    """(retraining data, test data) of a study; in an executor's worker, read once for its jobs
-    (:func:`layermod.models.cache.cached_data`; a ``module:function`` dataset is code, called by every job)."""
-    train_set, _ = cached_data(dataset, "train", data_dir, allow_import=trusted)
-    test_set, _ = cached_data(dataset, "test", data_dir, allow_import=trusted)
+def _study_sets(data: PruneTarget | dict, train_subset: int, test_subset: int) -> tuple[Dataset, Dataset]:
+    """(retraining data, test data) of a study's ``data`` (a target, or the ``data`` of :func:`retrain_job`); in
+    an executor's worker, read once for its jobs (:func:`layermod.models.cache.cached_data`; a
+    ``module:function`` dataset is code, called by every job, and text tables are read by every job)."""
+    data = _data_of(data) if isinstance(data, PruneTarget) else data
+    train_set, _ = cached_data(data["dataset"], "train", data["data_dir"], allow_import=data["trusted"],
+                               **data["text"])
+    test_set, _ = cached_data(data["test_dataset"], "test", data["data_dir"], allow_import=data["trusted"],
+                              **data["text"])
     if train_subset:
         train_set = balanced_subset(train_set, train_subset, 0)
     if test_subset:
@@ -228,16 +257,24 @@ def _study_sets(dataset: str, data_dir: str | None, trusted: bool, train_subset:
     return train_set, test_set
 
 
-def retrain_job(weights: str, dataset: str, data_dir: str | None, trusted: bool, train_subset: int,
-                test_subset: int, device: str, removed: list[str], retrain: str, seed: int, config: dict) -> dict:
+def _data_of(target: PruneTarget) -> dict:
+    """Where a target's data come from, as plain values a job can be sent: specifications, folder, trust, text
+    keywords."""
+    return {"dataset": target.dataset, "test_dataset": target.test_dataset, "data_dir": target.data_dir,
+            "trusted": target.trusted, "text": dict(target.text)}
+
+
+def retrain_job(weights: str, data: dict, train_subset: int, test_subset: int, device: str, removed: list[str],
+                retrain: str, seed: int, config: dict) -> dict:
     """One retraining job of :func:`matched_study`, run where the executor puts it: loads the checkpoint and its
-    data (a worker reads them once for all its jobs, each job getting its own copy of the model), then
-    :func:`layermod.pruning.budgets.retrain_pruned` on ``device``."""
-    train_set, test_set = _study_sets(dataset, data_dir, trusted, train_subset, test_subset)
+    ``data`` (where they come from, as plain values) (a worker reads them once for all its jobs, each job
+    getting its own copy of the model), then :func:`layermod.pruning.budgets.retrain_pruned` on ``device``."""
+    train_set, test_set = _study_sets(data, train_subset, test_subset)
     example, _ = gather(test_set, [0])
     model, _ = cached_model(None, weights)
-    return retrain_pruned(model.to(device), (tuple(removed), retrain, seed), TrainConfig(**config), train_set,
-                          test_set, example.to(device))
+    model = model.to(device)
+    return retrain_pruned(model, (tuple(removed), retrain, seed), TrainConfig(**config), train_set, test_set,
+                          to_model(example, model))
 
 
 def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, scratch: TrainConfig,
@@ -247,8 +284,8 @@ def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, 
     TrainError."""
     from layermod.sweep.executor import run_items
 
-    common = {"weights": target.weights, "dataset": target.dataset, "data_dir": target.data_dir,
-              "trusted": target.trusted, "train_subset": train_subset, "test_subset": test_subset, "device": device}
+    common = {"weights": target.weights, "data": _data_of(target), "train_subset": train_subset,
+              "test_subset": test_subset, "device": device}
     items = [(f"job-{i}", {**common, "removed": list(removed), "retrain": retrain, "seed": seed,
                            "config": (finetune if retrain == "finetune" else scratch).to_dict()})
              for i, (removed, retrain, seed) in enumerate(jobs)]
@@ -282,7 +319,7 @@ def prune_and_compare(
         methods, seeds, from_scratch: see :func:`layermod.pruning.study.compare_methods`.
         finetune_subset: fine-tune on a class-balanced subset of this many training samples (0: all).
     """
-    train_set, _ = resolve_data(target.dataset, "train", target.data_dir, allow_import=target.trusted)
+    train_set, _ = resolve_data(target.dataset, "train", target.data_dir, allow_import=target.trusted, **target.text)
     if finetune_subset:
         train_set = balanced_subset(train_set, finetune_subset, 0)
     test_set = target.test_set

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from layermod.analysis.redundancy import Verdict
 from layermod.coerce import bar_disabled, torch_seed
 from layermod.errors import PlanError
+from layermod.extract.inputs import Batch
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.table import TableResult, new_axes
 from layermod.io.rundir import COMPARISON_CSV, COMPARISON_JSON, COMPARISON_MD, COMPARISON_PNG
@@ -52,10 +53,10 @@ def compare_methods(
     test_data: Dataset,
     finetune: TrainConfig,
     verdicts: Sequence[Verdict],
-    example: torch.Tensor,
+    example: Batch,
     methods: Sequence[str] = METHODS,
     seeds: int = 3,
-    latency_batch: torch.Tensor | None = None,
+    latency_batch: Batch | None = None,
     plan: Sequence[str] | None = None,
     from_scratch: bool = False,
     progress: bool | str = "auto",
@@ -69,10 +70,10 @@ def compare_methods(
         train_data, test_data: fine-tuning data and held-out data.
         finetune: fine-tuning settings; its seed is replaced by 0..seeds-1.
         verdicts: :func:`layermod.analysis.redundancy.find_redundant` of the model's curve.
-        example: one input (1, ...) for counting MACs/FLOPs and checking shapes.
+        example: one input (1, ...), or a dict of them, for counting MACs/FLOPs and checking shapes.
         methods: names from :data:`~layermod.pruning.plans.METHODS`.
         seeds: fine-tuning runs per method (random also draws a new plan per seed).
-        latency_batch: (B, ...) inputs timed for CPU latency (default: ``example``).
+        latency_batch: (B, ...) inputs (or a dict of them) timed for CPU latency (default: ``example``).
         plan: units for the ``modularity`` method instead of its own choice (an edited plan.json).
         from_scratch: re-initialise every pruned model (seeded) before training, as the paper retrained its
             pruned networks, instead of fine-tuning from the surviving weights.
@@ -243,8 +244,9 @@ def reinitialise(model: nn.Module, seed: int) -> None:
             module.reset_parameters()
 
 
-def probe_batch(data: Dataset, n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` samples of ``data``: inputs (n, ...) and labels (n,), the probe of the scored methods."""
+def probe_batch(data: Dataset, n: int = 512) -> tuple[Batch, torch.Tensor]:
+    """The first ``n`` samples of ``data``: inputs (n, ...) or a dict of them, and labels (n,), the probe of the
+    scored methods."""
     from layermod.data.arrays import gather
 
     x, y = gather(data, np.arange(min(n, len(data))))
