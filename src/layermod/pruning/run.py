@@ -65,6 +65,8 @@ from layermod.training.train import TrainConfig, balanced_subset
 
 __all__ = ["FINETUNE", "PruneTarget", "choose_plan", "matched_study", "prepare", "prune_and_compare", "target_curve"]
 
+_EXAMPLE = [0, 1]  # two samples: a module whose output has a batch dimension of 1 (GPT-2's position embedding)
+# is told apart from the ones that keep the batch, as in a curve's batches
 _SIDECAR_KEPT = ("arch", "arch_args", "dataset", "test_dataset", "normalization", "text")
 
 
@@ -80,7 +82,7 @@ class PruneTarget:
         trusted: whether the caller named the data (only then may they be ``module:function``).
         data_dir: folder holding the dataset files, or None.
         test_set: the held-out data the curve and the accuracies are measured on.
-        example: (1, ...) one test input (or a dict of them), to trace the model and count its costs.
+        example: (2, ...) two test inputs (or a dict of them), to trace the model and count its costs.
         units: its removable units (empty: nothing to prune).
         test_dataset: the held-out data's specification.
         text: the text keywords of :func:`~layermod.models.spec.resolve_data` both sets are read with
@@ -129,7 +131,7 @@ def prepare(weights: str | os.PathLike, dataset: str | None = None,
     trusted = dataset is not None  # data named in the sidecar may not be code
     text = text if text is not None else text_options(meta, sidecar_path(weights))
     test_set, _ = resolve_data(test_spec, "test", data_dir, allow_import=trusted, **text)
-    example, _ = gather(test_set, [0])
+    example, _ = gather(test_set, _EXAMPLE[:len(test_set)])
     return PruneTarget(str(weights), model, meta, spec, trusted, None if data_dir is None else str(data_dir),
                        test_set, example, removable_units(model, example), test_spec, text)
 
@@ -270,7 +272,7 @@ def retrain_job(weights: str, data: dict, train_subset: int, test_subset: int, d
     ``data`` (where they come from, as plain values) (a worker reads them once for all its jobs, each job
     getting its own copy of the model), then :func:`layermod.pruning.budgets.retrain_pruned` on ``device``."""
     train_set, test_set = _study_sets(data, train_subset, test_subset)
-    example, _ = gather(test_set, [0])
+    example, _ = gather(test_set, _EXAMPLE[:len(test_set)])
     model, _ = cached_model(None, weights)
     model = model.to(device)
     return retrain_pruned(model, (tuple(removed), retrain, seed), TrainConfig(**config), train_set, test_set,
