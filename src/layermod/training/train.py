@@ -317,7 +317,7 @@ def _augmenter(data: Dataset) -> Callable[[torch.Tensor, torch.Generator], torch
     def apply(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if isinstance(batch, Mapping):
             raise TrainError("augment crops and flips images, and these inputs are a dict (token ids); "
-                             "train texts with augment=False")
+                             "train texts without augmentation")
         return augment.random_crop_flip(batch, padding=AUGMENT_PADDING, flip=True, fill=fill, generator=generator)
 
     return apply
