@@ -60,19 +60,27 @@ def write_data(out: Path, n_train: int, n_test: int, seed: int, task: str) -> No
     print(f"wrote {out}/train.csv ({n_train} rows), {out}/test.csv ({n_test} rows)")
 
 
-def build_model(directory: Path, layers: int, hidden: int, seed: int) -> None:
+def word_tokenizer(single: str = "[CLS] $A [SEP]"):
+    """A fast WordLevel tokenizer over the task's words (the special tokens first, [PAD] id 0), split on whitespace,
+    each text wrapped by the template ``single`` (BERT's [CLS] ... [SEP] by default)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     words = sorted({w for g in GROUPS for w in g} | set(FILLERS))
     vocab = {token: i for i, token in enumerate((*SPECIAL, *words))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        single=single, special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]")
+
+
+def build_model(directory: Path, layers: int, hidden: int, seed: int) -> None:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    fast = word_tokenizer()
+    vocab = fast.get_vocab()
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=32,
                         pad_token_id=0, num_labels=len(CLASSES),
