@@ -223,3 +223,24 @@ def test_a_held_out_table_of_other_classes_is_refused(files, tmp_path, capsys):
         code = main([*command, "--quiet"] if command[0] == "train" else command)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and "not the model's 'sum0', 'sum1', 'sum2'" in err[0], err
+
+
+def test_a_decoder_prunes_on_the_curve_layermod_curve_measured(files, tmp_path):
+    """GPT-2's position embedding returns a batch of 1: the auto points of a curve and of prune must agree."""
+    decoder = tmp_path / "gpt2"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(files["model"]))
+    transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=3, n_head=2, n_positions=32, pad_token_id=0,
+                            architectures=["GPT2ForSequenceClassification"]).save_pretrained(str(decoder))
+    tokenizer.save_pretrained(str(decoder))
+    table = str(files["test"])
+    assert main(["train", "--model", f"hf:{decoder}", "--dataset", table, "--test-dataset", table, "--epochs", "1",
+                 "--optimizer", "adamw", "--lr", "0.003", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    weights = str(tmp_path / "run" / "best.safetensors")
+    assert main(["curve", "--weights", weights, "--dataset", table, "--n-per-class", "10", "--repeats", "2",
+                 "--views", "0", "--quiet", "--out", str(tmp_path / "curve")]) == 0
+    assert json.loads((tmp_path / "curve" / "curve.json").read_text())["layers"][0] == "model.transformer.wte"
+    assert main(["prune", "--weights", weights, "--curve", str(tmp_path / "curve"), "--remove", "1", "--methods",
+                 "modularity", "--seeds", "1", "--optimizer", "adamw", "--finetune-lr", "0.001", "--quiet",
+                 "--out", str(tmp_path / "pruned")]) == 0
+    (removed,) = json.loads((tmp_path / "pruned" / "plan.json").read_text())["remove"]
+    assert removed.startswith("model.transformer.h.")
