@@ -52,7 +52,7 @@ def test_unit_costs_add_up_to_what_a_plan_saves(name):
     costs = unit_costs(model, units, IMAGES)
     base = model_cost(model, IMAGES)
     plan = [unit.name for unit in units][1::2]
-    pruned = model_cost(apply_plan(model, plan, IMAGES), IMAGES)
+    pruned = model_cost(apply_plan(model, plan, example=IMAGES), IMAGES)
     assert base["flops"] - pruned["flops"] == sum(costs[name]["flops"] for name in plan)
     assert base["params"] - pruned["params"] == sum(costs[name]["params"] for name in plan)
     assert all(cost["flops"] > 0 for cost in costs.values())
@@ -65,7 +65,7 @@ def test_budget_for_cost_takes_the_fewest_units_that_reach_the_share():
     cost = {unit.name: unit.params for unit in units}
     total = sum(p.numel() for p in model.parameters())
     for fraction in (0.05, 0.2, 0.4):
-        count = budget_for_cost(order, units, fraction, total, lambda unit: cost[unit.name], "parameters")
+        count = budget_for_cost(order, units, fraction, total, lambda unit: cost[unit.name], what="parameters")
         freed = [cost[name] for name in order[:count]]  # last-first never hits the stage rule before the budget
         assert sum(freed) >= fraction * total > sum(freed[:-1])
     with pytest.raises(PlanError, match="short of 99.0%"):
@@ -83,12 +83,13 @@ def test_every_method_reaches_its_budget_with_no_unit_to_spare(method, match):
     scores = method_scores(model, units, [method], x, y)
     angular = lambda span: angular_distances(model, units, x, span)  # noqa: E731
     for fraction in (0.1, 0.3):
-        plan = plan_at_budget(method, units, costs, total, fraction, match, verdicts, scores, 1, angular)
+        plan = plan_at_budget(method, units, costs, total, fraction, match, verdicts=verdicts, scores=scores, seed=1,
+                              angular=angular)
         saved = [costs[name][match] for name in plan]
         assert sum(saved) >= fraction * total
         if method != "angular":  # angular may take a whole run; the others stop as soon as the budget is met
             assert sum(saved) - saved[-1] < fraction * total
-        apply_plan(model, plan, IMAGES)  # a valid plan: every stage keeps a unit
+        apply_plan(model, plan, example=IMAGES)  # a valid plan: every stage keeps a unit
 
 
 def test_angular_at_a_budget_takes_one_run_of_consecutive_units():

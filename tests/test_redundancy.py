@@ -24,7 +24,7 @@ def curve_of(means, spread=0.0, repeats=4) -> Curve:
     offsets -= offsets.mean()
     values = np.tile(means, (repeats, 1))
     values[:, 1::2] += offsets[:, None]
-    return Curve([f"l{i}" for i in range(len(means))], values, {})
+    return Curve([f"l{i}" for i in range(len(means))], values, config={})
 
 
 def kinds(verdicts):
@@ -56,7 +56,7 @@ def test_spread_between_draws_widens_the_band():
 
 def test_noise_is_the_paired_standard_error():
     values = np.array([[0.1, 0.2], [0.3, 0.5], [0.2, 0.2]])
-    verdict = find_redundant(Curve(["a", "b"], values, {}), z=1.0)[1]
+    verdict = find_redundant(Curve(["a", "b"], values, config={}), z=1.0)[1]
     diffs = values[:, 1] - values[:, 0]
     assert verdict.noise == pytest.approx(diffs.std(ddof=1) / math.sqrt(3))
 
@@ -144,13 +144,13 @@ def test_verdict_table_lists_every_layer():
 
 def test_plan_round_trip(tmp_path):
     verdicts = find_redundant(curve_of([0.1, 0.3, 0.3]))
-    plan = Plan(["s1.b1"], "increment", verdicts).to_dict()
+    plan = Plan(["s1.b1"], method="increment", verdicts=verdicts).to_dict()
     assert plan["budget"] == 1 and plan["verdicts"][0]["increment"] is None
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan, allow_nan=False))
     assert Plan.load(path).to_dict() == plan
     assert Plan.load(path).verdicts[2].verdict == "plateau"
-    assert Plan.load(Plan(["s1.b1"], "increment", verdicts).save(tmp_path / "run")).to_dict() == plan
+    assert Plan.load(Plan(["s1.b1"], method="increment", verdicts=verdicts).save(tmp_path / "run")).to_dict() == plan
 
 
 @pytest.mark.parametrize("text", [None, "{not json", "[1, 2]", '{"method": "x"}', '{"remove": [1]}',

@@ -2,7 +2,7 @@
 
     import layermod as lm
     A = lm.knn_graph(features, k=3, metric="cosine")   # (N, D) -> scipy sparse (N, N), symmetric
-    A, recall = lm.build_graph(features, lm.GraphConfig(knn="hnsw"))  # approximate, with its kNN recall
+    A, recall = lm.build_graph(features, graph=lm.GraphConfig(knn="hnsw"))  # approximate, with its kNN recall
     q = lm.modularity(A, labels)                        # labels: (N,)
     curve = lm.modularity_curve(model, (X, y), layers="auto", k=3, n_per_class=50, repeats=5, seed=0)
     curve = lm.modularity_curve(model, (X, y), graph=lm.GraphConfig(k=3), draws=lm.DrawConfig(n_per_class=50))
@@ -10,7 +10,7 @@
     model, meta = lm.load_checkpoint("runs/fm/best.safetensors")  # a layermod checkpoint and its sidecar
     verdicts = lm.find_redundant(curve)                 # per layer: increment, "plateau" / "drop" / "keep"
     curve.save("run"), lm.Curve.load("run"), curve.plot(), curve.to_frame()  # every type of lm.RESULT_TYPES alike
-    pair = lm.adversarial_curves(model, (X, y), lm.AttackConfig("pgd", eps=0.3), lm.PixelSpace())  # clean vs attacked
+    pair = lm.adversarial_curves(model, (X, y), attack=lm.AttackConfig(method="pgd", eps=0.3), space=lm.PixelSpace())
     comparison = lm.compare_layers(model, (X, y))       # D_ij = |Q_i - Q_j| beside linear CKA
 """
 

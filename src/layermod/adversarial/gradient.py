@@ -45,7 +45,7 @@ _NO_GRADIENT = (
 
 
 def fgsm(
-    model: nn.Module, inputs: Tensor, labels: Tensor, eps: float, space: PixelSpace, norm: str = "linf"
+    model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: float, space: PixelSpace, norm: str = "linf"
 ) -> Tensor:
     """One step of size ``eps`` (pixel units) up the loss gradient: the fast gradient sign method for L-inf,
     the fast gradient method for L2.
@@ -73,6 +73,7 @@ def pgd(
     model: nn.Module,
     inputs: Tensor,
     labels: Tensor,
+    *,
     eps: float,
     space: PixelSpace,
     steps: int = 40,

@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from layermod.io.files import ensure_writable_dir, read_json_file, save_png, wri
 from layermod.io.rundir import REDUNDANCY_CSV, REDUNDANCY_JSON, REDUNDANCY_PNG
 from layermod.io.table import TableResult
 from layermod.io.validate import MAX_ITEMS, label, literal_text, mapping, number, required, shorten, text
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["VERDICTS", "Redundancy", "Verdict", "find_redundant", "paired_difference", "verdict_from_dict",
            "verdict_table", "verdict_to_dict"]
@@ -100,6 +104,7 @@ class Redundancy(TableResult, Sequence):
     """
 
     verdicts: list[Verdict]
+    _: KW_ONLY
     config: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -132,19 +137,19 @@ class Redundancy(TableResult, Sequence):
         config = mapping(data.get("config", {}), "config")
         for key in ("z", "min_gain"):
             if key in config:
-                number(config[key], f"config.{key}", 0)
-        return cls([verdict_from_dict(i, row) for i, row in enumerate(rows)], config)
+                number(config[key], f"config.{key}", low=0)
+        return cls([verdict_from_dict(i, row) for i, row in enumerate(rows)], config=config)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Redundancy:
         """Read ``redundancy.json`` (or the one inside a run directory), checked by :meth:`from_dict`."""
         return read_json_file(path, REDUNDANCY_JSON, cls.from_dict, "redundant layers")
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``redundancy.png``, ``redundancy.csv`` and, last, ``redundancy.json`` into ``out_dir``
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``redundancy.png``, ``redundancy.csv`` and, last, ``redundancy.json`` into ``path``
         (created), each whole or not at all; returns the directory."""
-        out = ensure_writable_dir(out_dir)
-        ax = self.plot(curve_axes(len(self.verdicts)))
+        out = ensure_writable_dir(path)
+        ax = self.plot(ax=curve_axes(len(self.verdicts)))
         ax.figure.tight_layout()
         save_png(ax.figure, out / REDUNDANCY_PNG)
         columns, rows = self._table()
@@ -153,7 +158,7 @@ class Redundancy(TableResult, Sequence):
         return out
 
     @literal_text
-    def plot(self, ax=None):
+    def plot(self, *, ax: Axes | None = None) -> Axes:
         """Each layer's increment as a bar coloured by its verdict, with the band ``±threshold`` it was judged
         against, into ``ax`` (default: a new figure's); returns the Axes."""
         ax = ax if ax is not None else curve_axes(len(self.verdicts), interactive=True)
@@ -211,7 +216,7 @@ def find_redundant(curve: Curve, *, z: float = 2.0, min_gain: float = 0.005) -> 
         else:
             verdict = "plateau"
         verdicts.append(Verdict(curve.layers[index], increment, noise, threshold, verdict))
-    return Redundancy(verdicts, {"z": z, "min_gain": min_gain})
+    return Redundancy(verdicts, config={"z": z, "min_gain": min_gain})
 
 
 def _fmt(value: float) -> str:

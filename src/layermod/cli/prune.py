@@ -32,7 +32,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from layermod.pruning.run import FINETUNE, choose_plan, prepare, prune_and_compare
 
     check_replaceable(args.out)
-    target = prepare(args.weights, args.dataset, args.data_dir)
+    target = prepare(args.weights, dataset=args.dataset, data_dir=args.data_dir)
     if not target.units:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
@@ -47,9 +47,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
             comparison = None
         else:
             finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
-            comparison = prune_and_compare(target, plan, stage, finetune, methods=args.methods, seeds=args.seeds,
-                                           finetune_subset=args.finetune_subset, from_scratch=args.from_scratch,
-                                           progress=not args.quiet)
+            comparison = prune_and_compare(target, plan, stage, finetune=finetune, methods=args.methods,
+                                           seeds=args.seeds, finetune_subset=args.finetune_subset,
+                                           from_scratch=args.from_scratch, progress=not args.quiet)
     if comparison is None:
         print(f"wrote {args.out}/{PLAN_JSON}; edit it and pass it back with --plan")
         return 0
@@ -72,17 +72,19 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
     check_replaceable(args.out)
     check_backend(args)
     device = resolve_device(args.device)
-    target = prepare(args.weights, args.dataset, args.data_dir)
+    target = prepare(args.weights, dataset=args.dataset, data_dir=args.data_dir)
     if not target.units:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
     graph, draws = measure_configs(args)
-    verdicts = find_redundant(target_curve(target, args.curve, graph, draws, not args.quiet), z=args.z,
+    verdicts = find_redundant(target_curve(target, curve=args.curve, graph=graph, draws=draws,
+                                           progress=not args.quiet), z=args.z,
                               min_gain=args.min_gain)
     finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
     scratch = replace(finetune, epochs=args.scratch_epochs, lr=args.scratch_lr)
     with staged_run(args.out) as stage:
-        comparison = matched_study(target, stage, verdicts, finetune, scratch, train_subset=args.train_subset,
+        comparison = matched_study(target, stage, verdicts, finetune=finetune, scratch=scratch,
+                                   train_subset=args.train_subset,
                                    test_subset=args.test_subset, backend=args.backend, workers=args.workers,
                                    address=args.address, device=device, progress=not args.quiet,
                                    budgets=args.budgets, matches=args.match, retrains=args.retrain,

@@ -253,7 +253,7 @@ def cmd_dynamics(args: argparse.Namespace) -> int:
         curve = Curve.load(directory)
         try:
             dynamics = (dynamics.record(epoch, curve, accuracy) if dynamics else Dynamics.start(
-                epoch, curve, accuracy, _dynamics_config(curve, args.checkpoints)))
+                epoch, curve, accuracy, config=_dynamics_config(curve, args.checkpoints)))
         except ValueError as err:
             raise SweepError(f"{err}; measure checkpoints of one architecture with the same options") from None
     print(_tally(run))

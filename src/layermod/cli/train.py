@@ -114,17 +114,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.track_every:
         graph, draws = measure_configs(args)
         track = TrackConfig(every=args.track_every, graph=graph, draws=draws)
-    train_set, train_description = resolve_data(args.dataset, "train", args.data_dir)
+    train_set, train_description = resolve_data(args.dataset, split="train", data_dir=args.data_dir)
     if args.test_dataset is not None:
         test_spec = args.test_dataset
     elif "split" in train_description:
         test_spec = args.dataset
     else:
         raise DatasetError(f"{args.dataset} has no test split; pass --test-dataset with held-out data")
-    test_set, _ = resolve_data(test_spec, "test", args.data_dir)
+    test_set, _ = resolve_data(test_spec, split="test", data_dir=args.data_dir)
     normalization = getattr(train_set, "normalization", None) or {}
     if args.subset is not None:
-        train_set = balanced_subset(train_set, args.subset, config.seed)
+        train_set = balanced_subset(train_set, args.subset, seed=config.seed)
     arch_args = _arch_args(args, train_set, library)
     torch.manual_seed(torch_seed(config.seed, TrainError))
     if library:
@@ -141,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     before = read_sidecar(last_weights).get("epoch", 0) if resumable else 0
     board = _TensorBoard(args.tensorboard, before + 1 if before else None) if args.tensorboard is not None else None
     try:
-        history = fit(model, train_set, test_set, config, args.out, meta, track, resume=args.resume,
+        history = fit(model, train_set, test_set, config, args.out, meta=meta, track=track, resume=args.resume,
                       progress=not args.quiet, log=board)
     finally:
         if board is not None:
@@ -197,7 +197,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_replaceable(args.out)
     model, meta = load_checkpoint(args.weights)
     to_device(model, args.device)
-    result = evaluate_checkpoint(model, meta, args.weights, args.dataset, args.split, args.data_dir,
+    result = evaluate_checkpoint(model, meta, args.weights, dataset=args.dataset, split=args.split,
+                                 data_dir=args.data_dir,
                                  batch_size=args.batch_size)
     where = f"{result.dataset} ({result.split} split)" if result.split else result.dataset
     print(f"accuracy {result.accuracy:.4f} ({result.correct}/{result.n}) of {args.weights} on {where}")

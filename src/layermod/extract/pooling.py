@@ -121,7 +121,7 @@ def _layout(out: torch.Tensor, size: int, name: str, known: str | None) -> str:
 
 
 def pool_output(
-    out: torch.Tensor, pool: str, size: int, name: str, mask: torch.Tensor | None = None, layout: str | None = None
+    out: torch.Tensor, pool: str, size: int, name: str, *, mask: torch.Tensor | None = None, layout: str | None = None
 ) -> tuple[torch.Tensor, str | None]:
     """Features (size, D) float32, on the output's device, of one layer's output on a batch of ``size`` samples.
 

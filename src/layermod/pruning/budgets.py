@@ -61,6 +61,7 @@ def plan_at_budget(
     total: int,
     fraction: float,
     match: str,
+    *,
     verdicts: Sequence[Verdict] | None = None,
     scores: dict | None = None,
     seed: int = 0,
@@ -81,11 +82,11 @@ def plan_at_budget(
         raise PlanError(f"unknown cost {match!r} to match; use {' or '.join(MATCHES)}")
 
     def take(order: list[str]) -> list[str]:
-        count = budget_for_cost(order, units, fraction, total, lambda unit: costs[unit.name][match], match)
+        count = budget_for_cost(order, units, fraction, total, lambda unit: costs[unit.name][match], what=match)
         return select_units(order, units, count)
 
     if method != "angular":
-        return take(method_order(method, units, verdicts, scores, seed))
+        return take(method_order(method, units, verdicts=verdicts, scores=scores, seed=seed))
     if angular is None:
         raise PlanError("method 'angular' needs its distances: pass angular=lambda span: angular_distances(...)")
     longest = max(sum(1 for u in units if u.stage == unit.stage) for unit in units)
@@ -107,6 +108,7 @@ def matched_comparison(
     verdicts: Sequence[Verdict],
     example: torch.Tensor,
     finetune: TrainConfig,
+    *,
     scratch: TrainConfig | None = None,
     budgets: Sequence[float] = BUDGETS,
     matches: Sequence[str] = MATCHES,
@@ -162,11 +164,11 @@ def matched_comparison(
             planned.append(("none", match, 0.0, seed, ()))
             for budget in budgets:
                 for method in methods[1:]:
-                    removed = plan_at_budget(method, units, costs, base[match], budget, match, verdicts, scores, seed,
-                                             angular)
+                    removed = plan_at_budget(method, units, costs, base[match], budget, match, verdicts=verdicts,
+                                             scores=scores, seed=seed, angular=angular)
                     planned.append((method, match, budget, seed, tuple(removed)))
     jobs = list(dict.fromkeys((removed, retrain, seed) for *_, seed, removed in planned for retrain in retrains))
-    before = {removed: evaluate(apply_plan(model, list(removed), example), test_data)
+    before = {removed: evaluate(apply_plan(model, list(removed), example=example), test_data)
               for removed in dict.fromkeys(job[0] for job in jobs)}
     if run_jobs is None:
         bar = tqdm(jobs, desc="prune + retrain", disable=bar_disabled(progress))
@@ -188,7 +190,7 @@ def retrain_pruned(model: nn.Module, job: Job, config: TrainConfig, train_data: 
     """Prune, retrain with ``replace(config, seed=seed)``, evaluate: ``{"params", "flops", "acc"}`` of the job's
     network (``job`` = (units removed, ``"finetune"`` or ``"scratch"``, seed))."""
     removed, retrain, seed = job
-    pruned = apply_plan(model, list(removed), example)
+    pruned = apply_plan(model, list(removed), example=example)
     if retrain == "scratch":
         reinitialise(pruned, seed)
     train(pruned, train_data, None, replace(config, seed=seed), progress=False)

@@ -26,6 +26,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,10 @@ from layermod.io.validate import MAX_ITEMS, literal_text, mapping, number, requi
 from layermod.measure.stats import PairedTest, paired_test
 from layermod.pruning.choices import MATCHES, METHODS, RETRAINS
 from layermod.pruning.study import check_removed
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["MATCHES", "RETRAINS", "MatchedComparison"]
 
@@ -138,7 +143,7 @@ class MatchedComparison(TableResult):
         return "\n".join(lines)
 
     @literal_text
-    def plot(self, ax=None, *, match: str = "flops", retrain: str | None = None):
+    def plot(self, *, ax: Axes | None = None, match: str = "flops", retrain: str | None = None) -> Axes:
         """Accuracy against the share of ``match`` removed after ``retrain`` (default: the first retraining), a
         line per method with the Pareto front (see the module doc), into ``ax`` (default: a new figure's);
         returns the Axes."""
@@ -166,7 +171,7 @@ class MatchedComparison(TableResult):
         return ax
 
     @literal_text
-    def figure(self, match: str):
+    def figure(self, match: str) -> Figure:
         """The whole picture ``PARETO_PNG[match]`` holds: :meth:`plot` of ``match``, a panel per retraining, one
         legend (a plain matplotlib Figure)."""
         from matplotlib.figure import Figure
@@ -174,7 +179,7 @@ class MatchedComparison(TableResult):
         retrains = list(dict.fromkeys(row["retrain"] for row in self.rows))
         figure = Figure(figsize=(5.2 * len(retrains), 4.2))
         for i, retrain in enumerate(retrains):
-            self.plot(figure.add_subplot(1, len(retrains), i + 1), match=match, retrain=retrain)
+            self.plot(ax=figure.add_subplot(1, len(retrains), i + 1), match=match, retrain=retrain)
         figure.axes[-1].legend(fontsize=7, loc="lower left")
         figure.tight_layout()
         return figure
@@ -188,9 +193,9 @@ class MatchedComparison(TableResult):
         return {"rows": list(self.rows), "base": dict(self.base), "config": dict(self.config),
                 "summary": self.summary(), "pooled": self.pooled()}
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write matched.csv, .md, the Pareto figures and, last, matched.json into ``out_dir``; returns it."""
-        out = ensure_writable_dir(out_dir)
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write matched.csv, .md, the Pareto figures and, last, matched.json into ``path``; returns it."""
+        out = ensure_writable_dir(path)
         write_csv(out / MATCHED_CSV, [*_COLUMNS, "layers_removed"],
                   ([row["method"], row["match"], row["budget"], row["retrain"], row["seed"], row["n_removed"],
                     row["params"], row["flops"], self.removed(row, "params"), self.removed(row, "flops"),
@@ -213,7 +218,7 @@ class MatchedComparison(TableResult):
             raise ValueError(f"rows is not a list of 1 to {MAX_ITEMS:,} rows")
         base = mapping(required(data, "base"), "base")
         for key in ("params", "flops"):
-            number(required(base, key), f"base.{key}", 1, integer=True)
+            number(required(base, key), f"base.{key}", low=1, integer=True)
         config = mapping(data.get("config", {}), "config")
         return cls([_row(i, row) for i, row in enumerate(rows)], dict(base), dict(config))
 
@@ -257,13 +262,13 @@ def _row(i: int, row: object) -> dict:
     for key, known in (("method", METHODS), ("match", MATCHES), ("retrain", RETRAINS)):
         if required(row, key) not in known:
             raise ValueError(f"{where}.{key} is {shorten(repr(row[key]))}, not one of {', '.join(known)}")
-    number(required(row, "budget"), f"{where}.budget", 0, 1)
+    number(required(row, "budget"), f"{where}.budget", low=0, high=1)
     if row["budget"] >= 1:
         raise ValueError(f"{where}.budget is {row['budget']}, not below 1")
-    number(required(row, "seed"), f"{where}.seed", 0, integer=True)
+    number(required(row, "seed"), f"{where}.seed", low=0, integer=True)
     check_removed(row, where)
     for key in ("params", "flops"):
-        number(required(row, key), f"{where}.{key}", 1, integer=True)
+        number(required(row, key), f"{where}.{key}", low=1, integer=True)
     for key in ("acc_pruned", "acc"):
-        number(required(row, key), f"{where}.{key}", 0, 1)
+        number(required(row, key), f"{where}.{key}", low=0, high=1)
     return dict(row)

@@ -35,7 +35,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +95,7 @@ def rank_by_increment(verdicts: Sequence[Verdict], units: Iterable) -> list[str]
 def method_order(
     method: str,
     units: Sequence[Unit],
+    *,
     verdicts: Sequence[Verdict] | None = None,
     scores: Mapping[str, Mapping] | None = None,
     seed: int = 0,
@@ -182,11 +183,11 @@ def select_units(order: Sequence[str], units: Iterable, budget: int) -> list[str
 def budget_for_params(order: Sequence[str], units: Iterable, fraction: float, total_params: int) -> int:
     """Smallest number of units, taken as :func:`select_units` takes them, whose params reach
     ``fraction * total_params`` (the share of the whole model's parameters to remove)."""
-    return budget_for_cost(order, units, fraction, total_params, lambda unit: unit.params, "parameters")
+    return budget_for_cost(order, units, fraction, total_params, lambda unit: unit.params, what="parameters")
 
 
 def budget_for_cost(order: Sequence[str], units: Iterable, fraction: float, total: int,
-                    cost: Callable[[Unit], int], what: str = "cost") -> int:
+                    cost: Callable[[Unit], int], *, what: str = "cost") -> int:
     """Smallest number of units, taken in ``order`` as :func:`select_units` takes them, whose summed ``cost``
     (e.g. parameters, or the FLOPs of :func:`layermod.pruning.units.unit_costs`) reaches ``fraction * total``
     (the share of the whole model's ``what`` to remove)."""
@@ -218,6 +219,7 @@ class Plan:
     """
 
     remove: list[str]
+    _: KW_ONLY
     method: str | None = None
     verdicts: list[Verdict] = field(default_factory=list)
     budget: int | None = None
@@ -252,22 +254,23 @@ class Plan:
             text(method, "method")
         budget = plan.get("budget")
         if budget is not None:
-            number(budget, "budget", 0, integer=True)
+            number(budget, "budget", low=0, integer=True)
         rows = plan.get("verdicts", [])
         if not isinstance(rows, list) or len(rows) > MAX_ITEMS:
             raise ValueError(f"verdicts is not a list of at most {MAX_ITEMS:,} verdicts")
         graph, draws = (None if plan.get(key) is None else config.from_dict(mapping(plan[key], key))
                         for key, config in (("graph", GraphConfig), ("draws", DrawConfig)))
-        return cls(remove, method, [verdict_from_dict(i, row) for i, row in enumerate(rows)], budget, graph, draws)
+        verdicts = [verdict_from_dict(i, row) for i, row in enumerate(rows)]
+        return cls(remove, method=method, verdicts=verdicts, budget=budget, graph=graph, draws=draws)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Plan:
         """Read a ``plan.json`` (possibly edited by hand), or the one inside a run directory; a one-line
         :class:`PlanError` naming the file when it cannot be read."""
-        return read_json_file(path, PLAN_JSON, cls.from_dict, "a plan", PlanError)
+        return read_json_file(path, PLAN_JSON, cls.from_dict, "a plan", error=PlanError)
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``plan.json`` into ``out_dir`` (created), whole or not at all; returns the directory."""
-        out = ensure_writable_dir(out_dir)
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``plan.json`` into ``path`` (created), whole or not at all; returns the directory."""
+        out = ensure_writable_dir(path)
         write_json(out / PLAN_JSON, self.to_dict())
         return out

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,7 +74,7 @@ class PruneTarget:
         dataset: the dataset's specification (the caller's, else the sidecar's).
         trusted: whether the caller named the dataset (only then may it be ``module:function``).
         data_dir: folder holding the dataset files, or None.
-        test_set: the held-out data the curve and the accuracies are measured on.
+        test_data: the held-out data the curve and the accuracies are measured on.
         example: (1, ...) one test input, to trace the model and count its costs.
         units: its removable units (empty: nothing to prune).
     """
@@ -84,12 +85,12 @@ class PruneTarget:
     dataset: str
     trusted: bool
     data_dir: str | None
-    test_set: Dataset
+    test_data: Dataset
     example: torch.Tensor
     units: list[Unit]
 
 
-def prepare(weights: str | os.PathLike, dataset: str | None = None,
+def prepare(weights: str | os.PathLike, *, dataset: str | None = None,
             data_dir: str | os.PathLike | None = None) -> PruneTarget:
     """The checkpoint ``weights`` with its test data (``dataset``, default the sidecar's) and removable units.
 
@@ -97,13 +98,13 @@ def prepare(weights: str | os.PathLike, dataset: str | None = None,
         LayermodError: the checkpoint cannot be read (WeightsError), names no dataset or its data cannot be loaded
             (DatasetError).
     """
-    model, _ = resolve_model(None, weights)
+    model, _ = resolve_model(None, weights=weights)
     meta = read_sidecar(weights)
     spec = dataset if dataset is not None else meta.get("dataset")
     if spec is None:
         raise DatasetError("the checkpoint names no dataset; pass dataset=NAME")
     trusted = dataset is not None  # a dataset named in the sidecar may not be code
-    test_set, _ = resolve_data(spec, "test", data_dir, allow_import=trusted)
+    test_set, _ = resolve_data(spec, split="test", data_dir=data_dir, allow_import=trusted)
     example, _ = gather(test_set, [0])
     return PruneTarget(str(weights), model, meta, spec, trusted, None if data_dir is None else str(data_dir),
                        test_set, example, removable_units(model, example))
@@ -111,7 +112,7 @@ def prepare(weights: str | os.PathLike, dataset: str | None = None,
 
 def choose_plan(
     target: PruneTarget,
-    out_dir: str | os.PathLike,
+    out: str | os.PathLike,
     *,
     curve: str | os.PathLike | None = None,
     graph: GraphConfig | None = None,
@@ -123,11 +124,11 @@ def choose_plan(
     min_gain: float = 0.005,
     progress: bool = False,
 ) -> Plan:
-    """The units to remove, from the curve's verdicts; written as ``out_dir/plan.json``.
+    """The units to remove, from the curve's verdicts; written as ``out/plan.json``.
 
     Args:
         target: from :func:`prepare`, with at least one removable unit.
-        out_dir: the run directory (created).
+        out: the run directory (created).
         curve: a ``curve.json`` measured on this checkpoint; None measures it now on the test data with
             ``graph`` and ``draws`` (default configs when None).
         remove, target_params, plan: the budget, exactly one of: a number of units, a share of the parameters
@@ -141,30 +142,31 @@ def choose_plan(
     if sum(choice is not None for choice in (remove, target_params, plan)) != 1:
         raise PlanError("give exactly one budget: a number of units, a share of the parameters, or a plan")
     model, example, units = target.model, target.example, target.units
-    measured = target_curve(target, curve, graph, draws, progress)
+    measured = target_curve(target, curve=curve, graph=graph, draws=draws, progress=progress)
     verdicts = find_redundant(measured, z=z, min_gain=min_gain)
     if plan is not None:
         chosen = Plan.load(plan).remove
-        apply_plan(model, chosen, example)  # refuses a plan that breaks the structure
+        apply_plan(model, chosen, example=example)  # refuses a plan that breaks the structure
         method = f"edited {plan}"
     else:
-        order = method_order("modularity", units, verdicts)
+        order = method_order("modularity", units, verdicts=verdicts)
         total = sum(p.numel() for p in model.parameters())
         budget = remove if remove is not None else budget_for_params(order, units, target_params, total)
         chosen = select_units(order, units, budget)
         method = "modularity"
-    result = Plan(chosen, method, verdicts, len(chosen), GraphConfig.from_dict(measured.config),
-                  DrawConfig.from_dict(measured.config))
-    result.save(out_dir)
+    result = Plan(chosen, method=method, verdicts=verdicts, budget=len(chosen),
+                  graph=GraphConfig.from_dict(measured.config),
+                  draws=DrawConfig.from_dict(measured.config))
+    result.save(out)
     return result
 
 
-def target_curve(target: PruneTarget, curve: str | os.PathLike | None = None, graph: GraphConfig | None = None,
+def target_curve(target: PruneTarget, *, curve: str | os.PathLike | None = None, graph: GraphConfig | None = None,
                  draws: DrawConfig | None = None, progress: bool = False) -> Curve:
     """The checkpoint's curve: read from ``curve`` (refused unless measured on the model's auto points), or
     measured now on the test data with ``graph`` and ``draws``."""
     if curve is None:
-        return modularity_curve(target.model, target.test_set, graph=graph, draws=draws, progress=progress)
+        return modularity_curve(target.model, target.test_data, graph=graph, draws=draws, progress=progress)
     measured = Curve.load(curve)
     if measured.layers != auto_layers(target.model, trace_calls(target.model, target.example)):
         raise PlanError(f"the curve in {curve} was measured on other layers than this model's auto points; "
@@ -174,11 +176,11 @@ def target_curve(target: PruneTarget, curve: str | os.PathLike | None = None, gr
 
 def matched_study(
     target: PruneTarget,
-    out_dir: str | os.PathLike,
+    out: str | os.PathLike,
     verdicts: Sequence[Verdict],
+    *,
     finetune: TrainConfig = FINETUNE,
     scratch: TrainConfig | None = None,
-    *,
     train_subset: int = 0,
     test_subset: int = 0,
     backend: str = "local",
@@ -186,11 +188,11 @@ def matched_study(
     address: str | None = None,
     device: str = "cpu",
     progress: bool = False,
-    **options,
+    **options: Any,
 ) -> MatchedComparison:
     """Every method at budgets matched by FLOPs and by parameters, retrained every way over seeds
     (:func:`layermod.pruning.budgets.matched_comparison`, which takes ``options``: budgets, matches, retrains,
-    methods, seeds); written into ``out_dir``.
+    methods, seeds); written into ``out``.
 
     Args:
         target: from :func:`prepare`; verdicts: of its curve (:func:`target_curve`).
@@ -209,9 +211,9 @@ def matched_study(
         def run_jobs(jobs):
             return _run_elsewhere(jobs, target, finetune, scratch or finetune, train_subset, test_subset, backend,
                                   workers, address, device)
-    comparison = matched_comparison(model, target.units, train_set, test_set, verdicts, example, finetune, scratch,
-                                    progress=progress, run_jobs=run_jobs, **options)
-    comparison.save(ensure_writable_dir(out_dir))
+    comparison = matched_comparison(model, target.units, train_set, test_set, verdicts, example, finetune,
+                                    scratch=scratch, progress=progress, run_jobs=run_jobs, **options)
+    comparison.save(ensure_writable_dir(out))
     return comparison
 
 
@@ -219,12 +221,12 @@ def _study_sets(dataset: str, data_dir: str | None, trusted: bool, train_subset:
                 test_subset: int) -> tuple[Dataset, Dataset]:
     """(retraining data, test data) of a study; in an executor's worker, read once for its jobs
     (:func:`layermod.models.cache.cached_data`; a ``module:function`` dataset is code, called by every job)."""
-    train_set, _ = cached_data(dataset, "train", data_dir, allow_import=trusted)
-    test_set, _ = cached_data(dataset, "test", data_dir, allow_import=trusted)
+    train_set, _ = cached_data(dataset, split="train", data_dir=data_dir, allow_import=trusted)
+    test_set, _ = cached_data(dataset, split="test", data_dir=data_dir, allow_import=trusted)
     if train_subset:
-        train_set = balanced_subset(train_set, train_subset, 0)
+        train_set = balanced_subset(train_set, train_subset, seed=0)
     if test_subset:
-        test_set = balanced_subset(test_set, test_subset, 0)
+        test_set = balanced_subset(test_set, test_subset, seed=0)
     return train_set, test_set
 
 
@@ -235,7 +237,7 @@ def retrain_job(weights: str, dataset: str, data_dir: str | None, trusted: bool,
     :func:`layermod.pruning.budgets.retrain_pruned` on ``device``."""
     train_set, test_set = _study_sets(dataset, data_dir, trusted, train_subset, test_subset)
     example, _ = gather(test_set, [0])
-    model, _ = cached_model(None, weights)
+    model, _ = cached_model(None, weights=weights)
     return retrain_pruned(model.to(device), (tuple(removed), retrain, seed), TrainConfig(**config), train_set,
                           test_set, example.to(device))
 
@@ -262,9 +264,9 @@ def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, 
 def prune_and_compare(
     target: PruneTarget,
     plan: Plan,
-    out_dir: str | os.PathLike,
-    finetune: TrainConfig = FINETUNE,
+    out: str | os.PathLike,
     *,
+    finetune: TrainConfig = FINETUNE,
     methods: Sequence[str] = METHODS,
     seeds: int = 3,
     finetune_subset: int = 0,
@@ -272,8 +274,8 @@ def prune_and_compare(
     progress: bool = False,
 ) -> PruningComparison:
     """Prune as many units as ``plan`` by every method, fine-tune, evaluate; write the comparison into
-    ``out_dir`` and, when ``modularity`` is among the methods, its model (which removes ``plan``'s units) as
-    ``out_dir/pruned.safetensors``.
+    ``out`` and, when ``modularity`` is among the methods, its model (which removes ``plan``'s units) as
+    ``out/pruned.safetensors``.
 
     Args:
         target, plan: from :func:`prepare` and :func:`choose_plan`.
@@ -282,16 +284,16 @@ def prune_and_compare(
         methods, seeds, from_scratch: see :func:`layermod.pruning.study.compare_methods`.
         finetune_subset: fine-tune on a class-balanced subset of this many training samples (0: all).
     """
-    train_set, _ = resolve_data(target.dataset, "train", target.data_dir, allow_import=target.trusted)
+    train_set, _ = resolve_data(target.dataset, split="train", data_dir=target.data_dir, allow_import=target.trusted)
     if finetune_subset:
-        train_set = balanced_subset(train_set, finetune_subset, 0)
-    test_set = target.test_set
+        train_set = balanced_subset(train_set, finetune_subset, seed=0)
+    test_set = target.test_data
     latency_batch, _ = gather(test_set, list(range(min(finetune.batch_size, len(test_set)))))
     comparison, finals = compare_methods(target.model, target.units, len(plan.remove), train_set, test_set, finetune,
                                          plan.verdicts, target.example, methods=methods, seeds=seeds,
                                          latency_batch=latency_batch, plan=plan.remove, from_scratch=from_scratch,
                                          progress=progress)
-    out = ensure_writable_dir(out_dir)
+    out = ensure_writable_dir(out)
     comparison.save(out)
     if "modularity" in finals:
         row = next(r for r in comparison.rows if r["method"] == "modularity")

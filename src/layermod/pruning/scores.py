@@ -70,14 +70,15 @@ def _unit_ends(model: nn.Module, names: Sequence[str], inputs: Batch,
         with evaluating(model), torch.no_grad():
             for start in range(0, batch_length(inputs), batch_size):
                 ends.clear()
-                call_model(model, slice_batch(inputs, start, start + batch_size))
+                call_model(model, slice_batch(inputs, start, stop=start + batch_size))
                 yield ends
     finally:
         for handle in handles:
             handle.remove()
 
 
-def block_influence(model: nn.Module, units: Sequence[Unit], inputs: Batch, batch_size: int = 256) -> dict[str, float]:
+def block_influence(model: nn.Module, units: Sequence[Unit], inputs: Batch, *,
+                    batch_size: int = 256) -> dict[str, float]:
     """Mean over samples of ``1 - cos(unit input, unit output)`` (each flattened) for every unit.
 
     Higher means the unit changes its input more; 0 means it passes it on (up to a positive scale).
@@ -99,6 +100,7 @@ def block_influence(model: nn.Module, units: Sequence[Unit], inputs: Batch, batc
 
 
 def angular_distances(model: nn.Module, units: Sequence[Unit], inputs: Batch, span: int,
+                      *,
                       batch_size: int = 256) -> dict[tuple[str, ...], float]:
     """Angular distance ``arccos(cos(x_in, x_out)) / pi`` across every run of ``span`` consecutive units of one
     stage (Gromov et al.): ``x_in`` the first unit's input, ``x_out`` the last one's output, each flattened, the
@@ -138,7 +140,8 @@ def _run_scores(model: nn.Module, units: Sequence[Unit], inputs: Batch, span: in
     return {run: total / n for run, total in sums.items()}
 
 
-def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: Batch, batch_size: int = 256) -> dict[str, float]:
+def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: Batch, *,
+                   batch_size: int = 256) -> dict[str, float]:
     """Minibatch linear CKA between every unit's input and output over ``inputs`` (N, ...), in [0, 1].
 
     The batches are ``batch_size`` consecutive samples (a shorter last batch is left out when there is more
@@ -152,7 +155,7 @@ def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: Batch, batch
     if n < 2:
         raise PlanError(f"CKA needs at least 2 probe samples, got {n}")
     size = min(batch_size, n)
-    used = slice_batch(inputs, 0, n - n % size) if n > size else inputs
+    used = slice_batch(inputs, 0, stop=n - n % size) if n > size else inputs
     sums = {unit.name: [0.0, 0.0, 0.0] for unit in units}  # HSIC(in, out), HSIC(in, in), HSIC(out, out)
     for ends in _unit_ends(model, list(sums), used, size):
         for name, total in sums.items():
@@ -168,6 +171,7 @@ def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: Batch, batch
 
 
 def reinit_sensitivity(model: nn.Module, units: Sequence[Unit], inputs: Batch, labels: torch.Tensor,
+                       *,
                        seed: int = 0, batch_size: int = 256) -> dict[str, tuple[float, float]]:
     """How much probe accuracy and loss suffer when one unit is re-initialised (SR-init's criterion).
 
@@ -205,7 +209,7 @@ def _probe_fit(model: nn.Module, inputs: Batch, labels: torch.Tensor, batch_size
     n = batch_length(inputs)
     with evaluating(model), torch.no_grad():
         for start in range(0, n, batch_size):
-            logits = first_tensor(call_model(model, slice_batch(inputs, start, start + batch_size)))
+            logits = first_tensor(call_model(model, slice_batch(inputs, start, stop=start + batch_size)))
             y = labels[start : start + batch_size].to(logits.device)
             correct += int((logits.argmax(dim=1) == y).sum())
             total_loss += float(nn.functional.cross_entropy(logits.double(), y, reduction="sum"))
@@ -213,7 +217,7 @@ def _probe_fit(model: nn.Module, inputs: Batch, labels: torch.Tensor, batch_size
 
 
 def method_scores(model: nn.Module, units: Sequence[Unit], methods: Sequence[str], inputs: Batch,
-                  labels: torch.Tensor, span: int = 1, seed: int = 0) -> dict[str, dict]:
+                  labels: torch.Tensor, *, span: int = 1, seed: int = 0) -> dict[str, dict]:
     """The scores that :func:`layermod.pruning.plans.method_order` needs for every scored method among
     ``methods``, measured on the probe ``inputs`` (N, ...) with ``labels`` (N,): ``{"cosine": ..., "angular":
     ..., "cka": ..., "reinit": ...}`` (only those asked for). ``angular`` runs over ``span`` units, or single units
@@ -226,5 +230,5 @@ def method_scores(model: nn.Module, units: Sequence[Unit], methods: Sequence[str
     if "cka" in methods:
         scores["cka"] = cka_redundancy(model, units, inputs)
     if "reinit" in methods:
-        scores["reinit"] = reinit_sensitivity(model, units, inputs, labels, seed)
+        scores["reinit"] = reinit_sensitivity(model, units, inputs, labels, seed=seed)
     return scores

@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,6 +40,9 @@ from layermod.pruning.scores import method_scores
 from layermod.pruning.units import Unit, apply_plan, latency, model_cost
 from layermod.training.train import TrainConfig, evaluate, train
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 __all__ = ["PruningComparison", "check_removed", "compare_methods", "probe_batch", "reinitialise"]
 
 _COLUMNS = ["method", "n_removed", "params", "macs", "flops", "latency_ms", "acc_pruned_mean", "acc_mean", "acc_std"]
@@ -53,6 +57,7 @@ def compare_methods(
     finetune: TrainConfig,
     verdicts: Sequence[Verdict],
     example: torch.Tensor,
+    *,
     methods: Sequence[str] = METHODS,
     seeds: int = 3,
     latency_batch: torch.Tensor | None = None,
@@ -98,9 +103,9 @@ def compare_methods(
             elif method == "modularity" and plan is not None:
                 remove = list(plan)
             else:
-                order = method_order(method, units, verdicts, scores, seed)
+                order = method_order(method, units, verdicts=verdicts, scores=scores, seed=seed)
                 remove = select_units(order, units, budget)
-            pruned = apply_plan(model, remove, example) if remove else copy.deepcopy(model)
+            pruned = apply_plan(model, remove, example=example) if remove else copy.deepcopy(model)
             pruned_accs.append(evaluate(pruned, test_data))
             if from_scratch:
                 reinitialise(pruned, seed)
@@ -172,23 +177,23 @@ class PruningComparison(TableResult):
                          f"{100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f} % |")
         return "\n".join(lines) + "\n"
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike) -> Path:
         """Write comparison.csv, .md, .png (accuracy against removed FLOPs, mean with std bars) and, last,
-        comparison.json (the source of truth) into ``out_dir`` (created), each file whole or not at all; returns
+        comparison.json (the source of truth) into ``path`` (created), each file whole or not at all; returns
         the directory."""
-        out = ensure_writable_dir(out_dir)
+        out = ensure_writable_dir(path)
         write_csv(out / COMPARISON_CSV, [*_COLUMNS, "layers_removed"],
                   ([*(row[c] for c in _COLUMNS), " ".join(row["layers_removed"])] for row in self.rows))
         with atomic_path(out / COMPARISON_MD) as tmp:
             tmp.write_text(self.markdown())
-        ax = self.plot(new_axes((6.4, 4.2), interactive=False))
+        ax = self.plot(ax=new_axes((6.4, 4.2), interactive=False))
         ax.figure.tight_layout()
         save_png(ax.figure, out / COMPARISON_PNG)
         write_json(out / COMPARISON_JSON, self.to_dict())
         return out
 
     @literal_text
-    def plot(self, ax=None):
+    def plot(self, *, ax: Axes | None = None) -> Axes:
         """Accuracy after fine-tuning (mean with std bars) against the FLOPs each method removed, one point per
         row, into ``ax`` (default: a new figure's); returns the Axes."""
         base = next((row for row in self.rows if row["method"] == "none"), self.rows[0])
@@ -212,7 +217,7 @@ def check_removed(row: dict, where: str) -> list[str]:
     """The unit names of a row read from a file (``layers_removed``), as many as its ``n_removed`` says;
     ValueError naming ``where`` otherwise."""
     removed = names(required(row, "layers_removed"), f"{where}.layers_removed", empty=True)
-    if number(required(row, "n_removed"), f"{where}.n_removed", 0, integer=True) != len(removed):
+    if number(required(row, "n_removed"), f"{where}.n_removed", low=0, integer=True) != len(removed):
         raise ValueError(f"{where}.n_removed is {row['n_removed']} for {len(removed)} layers removed")
     return removed
 
@@ -226,12 +231,12 @@ def _row(i: int, row: object) -> dict:
         raise ValueError(f"{where}.method is {shorten(repr(method))}, not one of {', '.join(METHODS)}")
     check_removed(row, where)
     for key in ("params", "macs"):
-        number(required(row, key), f"{where}.{key}", 0, integer=True)
-    number(required(row, "flops"), f"{where}.flops", 1, integer=True)
-    number(required(row, "latency_ms"), f"{where}.latency_ms", 0)
+        number(required(row, key), f"{where}.{key}", low=0, integer=True)
+    number(required(row, "flops"), f"{where}.flops", low=1, integer=True)
+    number(required(row, "latency_ms"), f"{where}.latency_ms", low=0)
     for key in ("acc_pruned_mean", "acc_mean", "acc_std"):
-        number(required(row, key), f"{where}.{key}", 0, 1)
-    numbers(required(row, "accs"), f"{where}.accs", (None,), 0, 1)
+        number(required(row, key), f"{where}.{key}", low=0, high=1)
+    numbers(required(row, "accs"), f"{where}.accs", (None,), low=0, high=1)
     return dict(row)
 
 
@@ -243,7 +248,7 @@ def reinitialise(model: nn.Module, seed: int) -> None:
             module.reset_parameters()
 
 
-def probe_batch(data: Dataset, n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def probe_batch(data: Dataset, *, n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` samples of ``data``: inputs (n, ...) and labels (n,), the probe of the scored methods."""
     from layermod.data.arrays import gather
 

@@ -155,7 +155,7 @@ class HtmlDocument:
         doc.write(out / "report.html")
     """
 
-    def __init__(self, title: str, subtitle: str | None = None) -> None:
+    def __init__(self, title: str, *, subtitle: str | None = None) -> None:
         self.title = title
         self.subtitle = subtitle
         self._intro: list[str] = []
@@ -163,7 +163,7 @@ class HtmlDocument:
         self._ids: set[str] = set(_RESERVED_IDS)
         self._data: list[str] = []
 
-    def section(self, title: str, anchor: str | None = None) -> None:
+    def section(self, title: str, *, anchor: str | None = None) -> None:
         """Start a new ``<section>`` headed ``<h2>title</h2>`` and list it in the table of contents.
 
         ``anchor`` (the section's id) is derived from the title when not given, numbered to stay unique.
@@ -186,14 +186,14 @@ class HtmlDocument:
         """A paragraph of plain text; line breaks in ``text`` are kept."""
         self._add(f"<p>{_esc(text)}</p>")
 
-    def notice(self, text: str, kind: str = "warning") -> None:
+    def notice(self, text: str, *, kind: str = "warning") -> None:
         """A coloured box, e.g. for a missing or corrupt file; ``kind`` is "warning", "error" or "info"."""
         if kind not in NOTICE_KINDS:
             raise ValueError(f"notice kind must be one of {', '.join(NOTICE_KINDS)}, not {kind!r}")
         self._add(f'<div class="notice notice-{kind}" role="note"><strong>{kind.capitalize()}:</strong> '
                   f"{_esc(text)}</div>")
 
-    def figure(self, figure_or_png: Figure | bytes, caption: str | None = None, alt: str | None = None) -> None:
+    def figure(self, figure_or_png: Figure | bytes, *, caption: str | None = None, alt: str | None = None) -> None:
         """An image: a matplotlib Figure (saved as PNG at dpi 110, tight bounding box) or PNG bytes.
 
         A Figure managed by pyplot is closed afterwards (pyplot is not imported for this). ``alt`` defaults to
@@ -209,6 +209,7 @@ class HtmlDocument:
         self,
         header: Sequence[str],
         rows: Sequence[Sequence[object]],
+        *,
         caption: str | None = None,
         number_format: str = "{:.4f}",
     ) -> None:
@@ -229,7 +230,8 @@ class HtmlDocument:
         self._add(f'<div class="table-wrap"><table>{title}\n<thead><tr>{head}</tr></thead>\n'
                   f"<tbody>\n{body}</tbody></table></div>")
 
-    def download(self, filename: str, content: bytes | str, mime: str = "text/csv", label: str | None = None) -> None:
+    def download(self, filename: str, content: bytes | str, *, mime: str = "text/csv",
+                 label: str | None = None) -> None:
         """A link that saves ``content`` (str is encoded as UTF-8) as ``filename``, embedded as a data: URI.
 
         ``label`` defaults to the file name; the size is shown next to it. Raises ValueError for a ``mime`` that

@@ -114,10 +114,10 @@ def _sidecar(data: object) -> dict:
     arguments = ", ".join(f"{key}={value}" for key, value in sorted(mapping(meta.get("arch_args", {}),
                                                                             "arch_args").items()))
     return {
-        "model": f"{text(meta.get('arch', 'model'), 'arch')}({shorten(arguments, TITLE_CHARS)})",
+        "model": f"{text(meta.get('arch', 'model'), 'arch')}({shorten(arguments, limit=TITLE_CHARS)})",
         "dataset": text(meta.get("dataset", "?"), "dataset"),
-        "accuracy": number(meta.get("best_accuracy", meta.get("accuracy")), "best_accuracy", 0, 1),
-        "epoch": number(meta.get("best_epoch", meta.get("epoch")), "best_epoch", 0, integer=True),
+        "accuracy": number(meta.get("best_accuracy", meta.get("accuracy")), "best_accuracy", low=0, high=1),
+        "epoch": number(meta.get("best_epoch", meta.get("epoch")), "best_epoch", low=0, integer=True),
     }
 
 
@@ -207,7 +207,7 @@ def _dynamics(doc: HtmlDocument, dynamics: Dynamics, _run: Path) -> None:
 
 def _attack(doc: HtmlDocument, result: AdversarialCurves, _run: Path) -> None:
     summary = result.summary
-    attack = shorten(result.label, TITLE_CHARS)
+    attack = shorten(result.label, limit=TITLE_CHARS)
     doc.subsection(f"Clean vs {attack}")
     ax = result.plot(ax=curve_axes(len(result.clean.layers)))
     doc.figure(ax.figure, caption="clean and attacked curves on the same draws, true labels as communities")
@@ -242,7 +242,7 @@ def _compare(doc: HtmlDocument, comparison: LayerComparison, _run: Path) -> None
 
 def _pruning(doc: HtmlDocument, comparison: PruningComparison, _run: Path) -> None:
     doc.subsection("Pruning: methods compared at the same budget")
-    ax = comparison.plot(new_axes((6.4, 4.2), interactive=False))
+    ax = comparison.plot(ax=new_axes((6.4, 4.2), interactive=False))
     doc.figure(ax.figure, caption="test accuracy after fine-tuning (mean ± std over seeds) against the "
                "FLOPs each method removed")
     header = ["method", "removed", "params", "MACs", "FLOPs", "latency (ms)", "acc. pruned", "acc. fine-tuned",
@@ -381,11 +381,11 @@ def _reason(err: Exception) -> str:
     already cut), else the error's type and its message cut to :data:`~layermod.validate.REASON_CHARS`."""
     if isinstance(err, LayermodError):
         return str(err)
-    message = shorten(str(err), REASON_CHARS)
+    message = shorten(str(err), limit=REASON_CHARS)
     return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
-def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, title: str | None = None) -> list[str]:
+def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str | None = None) -> list[str]:
     """Write one HTML page gathering ``runs`` into ``out``; returns the problems (one line each) met on the way.
 
     Raises:

@@ -128,7 +128,7 @@ def run_items(
 
         _check_importable(fn)
         default = threads or max(1, int(resources.num_cpus))
-        calls = [Call(fn, item_id, kwargs, cwd, default) for item_id, kwargs in items]
+        calls = [Call(fn, item_id, kwargs=kwargs, cwd=cwd, threads=default) for item_id, kwargs in items]
         results = run_ray(calls, address, workers, resources, max_retries, on_result)
     elif workers is not None and workers > 1:
         from layermod.sweep.processes import run_processes
@@ -136,7 +136,7 @@ def run_items(
         _check_local(resources)
         _check_importable(fn)
         default = threads or max(1, (os.cpu_count() or 1) // workers)
-        calls = [Call(fn, item_id, kwargs, cwd, default) for item_id, kwargs in items]
+        calls = [Call(fn, item_id, kwargs=kwargs, cwd=cwd, threads=default) for item_id, kwargs in items]
         results = run_processes(calls, workers, on_result)
     else:
         from layermod.models.cache import cache_scope
@@ -146,7 +146,7 @@ def run_items(
         results = {}
         with cache_scope():
             for item_id, kwargs in items:
-                results[item_id] = result = run_call(Call(fn, item_id, kwargs, cwd, threads))
+                results[item_id] = result = run_call(Call(fn, item_id, kwargs=kwargs, cwd=cwd, threads=threads))
                 if on_result is not None:
                     on_result(result)
     return [results[item_id] for item_id in ids]

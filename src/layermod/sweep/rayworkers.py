@@ -153,12 +153,15 @@ def _feed(ray, calls: list[Call], count: int, resources: Resources, max_retries:
                         give(idle.pop())
                 else:
                     times = "" if tries[call.item_id] == 1 else f", {tries[call.item_id]} times"
-                    settle(ItemResult(call.item_id, False, None, f"its Ray worker was lost ({type(err).__name__}"
+                    settle(ItemResult(call.item_id, False, value=None,
+                                      error=f"its Ray worker was lost ({type(err).__name__}"
                                       f"{times}); run it again"))
             except ray.exceptions.RayError as err:  # e.g. the item's result could not be sent back
-                settle(ItemResult(call.item_id, False, None, f"its Ray worker failed ({error_line(err)[:150]})"))
+                settle(ItemResult(call.item_id, False, value=None,
+                                  error=f"its Ray worker failed ({error_line(err)[:150]})"))
                 give(actor)
     for call in todo:  # every actor is gone and none could start
-        settle(ItemResult(call.item_id, False, None, f"no Ray worker could start ({why_not[:150]}); check that "
+        settle(ItemResult(call.item_id, False, value=None,
+                          error=f"no Ray worker could start ({why_not[:150]}); check that "
                           "layermod imports on every node"))
     return results

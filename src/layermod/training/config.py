@@ -15,7 +15,7 @@ __all__ = ["PAPER_RECIPE", "SCHEDULES", "TrainConfig", "is_integer"]
 SCHEDULES = ("cosine", "step", "constant")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     """Settings of :func:`train` and :func:`fit`.
 
