@@ -15,6 +15,7 @@
 """
 
 from importlib import import_module as _import_module
+import typing as _typing
 
 from . import errors
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
@@ -67,6 +68,32 @@ _EXPORTS = {
 # itself into a matplotlib Axes (``plot(ax=None) -> Axes``) and shows its table (``to_dict``, ``to_frame``, repr).
 _RESULTS = ("Curve", "Dynamics", "LayerComparison", "Views", "Redundancy", "AdversarialCurves", "SweepTable",
             "PruningComparison", "MatchedComparison")
+
+if _typing.TYPE_CHECKING:  # what type checkers see: the same names, imported at once
+    from . import models
+    from .adversarial.attacks import AttackConfig, PixelSpace, attack, fgsm, pgd
+    from .adversarial.curves import AdversarialCurves, adversarial_curves
+    from .analysis.compare import LayerComparison, compare_layers
+    from .analysis.curve import Curve, modularity_curve
+    from .analysis.dynamics import Dynamics, TrackConfig
+    from .analysis.layer_view import LayerView, Views
+    from .analysis.redundancy import Redundancy, Verdict, find_redundant
+    from .data.datasets import load_dataset
+    from .data.draws import balanced_draws
+    from .extract.features import extract_features
+    from .extract.layers import auto_layers, select_layers, trace_calls
+    from .measure.config import DrawConfig, GraphConfig
+    from .measure.graph import build_graph, knn_graph
+    from .measure.modularity import modularity, permutation_null
+    from .measure.similarity import linear_cka
+    from .models.checkpoint import load_checkpoint
+    from .pruning.pareto import MatchedComparison
+    from .pruning.study import PruningComparison
+    from .sweep.executor import ItemResult, Resources, run_items
+    from .sweep.results import SweepTable
+    from .training.tracker import CurveTracker
+
+    RESULT_TYPES: tuple[type, ...]
 
 __version__ = "0.1.0"
 
