@@ -208,7 +208,7 @@ def matched_study(
     if backend != "local" or (workers or 1) > 1:
         def run_jobs(jobs):
             return _run_elsewhere(jobs, target, finetune, scratch or finetune, train_subset, test_subset, backend,
-                                  workers, address, device)
+                                  workers, address, device, progress)
     comparison = matched_comparison(model, target.units, train_set, test_set, verdicts, example, finetune, scratch,
                                     progress=progress, run_jobs=run_jobs, **options)
     comparison.save(ensure_writable_dir(out_dir))
@@ -242,7 +242,7 @@ def retrain_job(weights: str, dataset: str, data_dir: str | None, trusted: bool,
 
 def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, scratch: TrainConfig,
                    train_subset: int, test_subset: int, backend: str, workers: int | None,
-                   address: str | None, device: str) -> list[dict]:
+                   address: str | None, device: str, progress: bool | str) -> list[dict]:
     """The jobs as :func:`retrain_job` items of :func:`layermod.sweep.executor.run_items`; the first failure is one
     TrainError."""
     from layermod.sweep.executor import run_items
@@ -252,7 +252,8 @@ def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, 
     items = [(f"job-{i}", {**common, "removed": list(removed), "retrain": retrain, "seed": seed,
                            "config": (finetune if retrain == "finetune" else scratch).to_dict()})
              for i, (removed, retrain, seed) in enumerate(jobs)]
-    results = run_items(retrain_job, items, backend=backend, workers=workers, address=address, threads=1)
+    results = run_items(retrain_job, items, backend=backend, workers=workers, address=address, threads=1,
+                        progress=progress)
     failed = [result for result in results if not result.ok]
     if failed:
         raise TrainError(f"{len(failed)} of {len(results)} retraining jobs failed; the first: {failed[0].error}")
