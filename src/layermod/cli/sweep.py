@@ -146,7 +146,7 @@ def _execute(args: argparse.Namespace, work: list, resources=None, threads=None)
 
     return run_sweep(work, args.out, curve_item, resume=args.resume, backend=args.backend, workers=args.workers,
                      address=args.address, resources=resources, threads=args.threads or threads,
-                     on_result=_reporter(len(work)))
+                     on_result=_reporter(len(work)), progress=False)  # its lines are the progress
 
 
 def _tally(run) -> str:

@@ -114,7 +114,7 @@ def choose_plan(
     target: PruneTarget,
     out: str | os.PathLike,
     *,
-    curve: str | os.PathLike | None = None,
+    curve: str | os.PathLike | Curve | None = None,
     graph: GraphConfig | None = None,
     draws: DrawConfig | None = None,
     remove: int | None = None,
@@ -129,8 +129,9 @@ def choose_plan(
     Args:
         target: from :func:`prepare`, with at least one removable unit.
         out: the run directory (created).
-        curve: a ``curve.json`` measured on this checkpoint; None measures it now on the test data with
-            ``graph`` and ``draws`` (default configs when None).
+        curve: a curve measured on this checkpoint (a :class:`~layermod.Curve` or the directory of its
+            ``curve.json``); None measures it now on the test data with ``graph`` and ``draws`` (default configs
+            when None).
         remove, target_params, plan: the budget, exactly one of: a number of units, a share of the parameters
             (e.g. 0.3), or an (edited) ``plan.json`` whose units are taken as they are.
         z, min_gain: the plateau band of :func:`layermod.find_redundant`.
@@ -161,13 +162,13 @@ def choose_plan(
     return result
 
 
-def target_curve(target: PruneTarget, *, curve: str | os.PathLike | None = None, graph: GraphConfig | None = None,
-                 draws: DrawConfig | None = None, progress: bool = False) -> Curve:
-    """The checkpoint's curve: read from ``curve`` (refused unless measured on the model's auto points), or
-    measured now on the test data with ``graph`` and ``draws``."""
+def target_curve(target: PruneTarget, *, curve: str | os.PathLike | Curve | None = None,
+                 graph: GraphConfig | None = None, draws: DrawConfig | None = None, progress: bool = False) -> Curve:
+    """The checkpoint's curve: ``curve`` itself, read from the ``curve`` directory (either refused unless measured
+    on the model's auto points), or measured now on the test data with ``graph`` and ``draws``."""
     if curve is None:
         return modularity_curve(target.model, target.test_data, graph=graph, draws=draws, progress=progress)
-    measured = Curve.load(curve)
+    measured = curve if isinstance(curve, Curve) else Curve.load(curve)
     if measured.layers != auto_layers(target.model, trace_calls(target.model, target.example)):
         raise PlanError(f"the curve in {curve} was measured on other layers than this model's auto points; "
                             "measure it on this checkpoint (drop curve=)")
@@ -181,6 +182,7 @@ def matched_study(
     *,
     finetune: TrainConfig = FINETUNE,
     scratch: TrainConfig | None = None,
+    curve: Curve | None = None,
     train_subset: int = 0,
     test_subset: int = 0,
     backend: str = "local",
@@ -195,7 +197,8 @@ def matched_study(
     methods, seeds); written into ``out``.
 
     Args:
-        target: from :func:`prepare`; verdicts: of its curve (:func:`target_curve`).
+        target: from :func:`prepare`; verdicts: of its curve (:func:`target_curve`), ``curve`` itself for the
+            methods that need it (``modularity-phase``, ``modularity-ablation``).
         finetune, scratch: the two retrainings (``scratch`` defaults to ``finetune``).
         train_subset, test_subset: retrain on / evaluate on class-balanced subsets of this many samples (0: all;
             seed 0, the same for every network).
@@ -210,9 +213,9 @@ def matched_study(
     if backend != "local" or (workers or 1) > 1:
         def run_jobs(jobs):
             return _run_elsewhere(jobs, target, finetune, scratch or finetune, train_subset, test_subset, backend,
-                                  workers, address, device)
+                                  workers, address, device, progress)
     comparison = matched_comparison(model, target.units, train_set, test_set, verdicts, example, finetune,
-                                    scratch=scratch, progress=progress, run_jobs=run_jobs, **options)
+                                    scratch=scratch, progress=progress, run_jobs=run_jobs, curve=curve, **options)
     comparison.save(ensure_writable_dir(out))
     return comparison
 
@@ -244,7 +247,7 @@ def retrain_job(weights: str, dataset: str, data_dir: str | None, trusted: bool,
 
 def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, scratch: TrainConfig,
                    train_subset: int, test_subset: int, backend: str, workers: int | None,
-                   address: str | None, device: str) -> list[dict]:
+                   address: str | None, device: str, progress: bool | str) -> list[dict]:
     """The jobs as :func:`retrain_job` items of :func:`layermod.sweep.executor.run_items`; the first failure is one
     TrainError."""
     from layermod.sweep.executor import run_items
@@ -254,7 +257,8 @@ def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, 
     items = [(f"job-{i}", {**common, "removed": list(removed), "retrain": retrain, "seed": seed,
                            "config": (finetune if retrain == "finetune" else scratch).to_dict()})
              for i, (removed, retrain, seed) in enumerate(jobs)]
-    results = run_items(retrain_job, items, backend=backend, workers=workers, address=address, threads=1)
+    results = run_items(retrain_job, items, backend=backend, workers=workers, address=address, threads=1,
+                        progress=progress)
     failed = [result for result in results if not result.ok]
     if failed:
         raise TrainError(f"{len(failed)} of {len(results)} retraining jobs failed; the first: {failed[0].error}")
@@ -272,6 +276,7 @@ def prune_and_compare(
     finetune_subset: int = 0,
     from_scratch: bool = False,
     progress: bool = False,
+    curve: Curve | None = None,
 ) -> PruningComparison:
     """Prune as many units as ``plan`` by every method, fine-tune, evaluate; write the comparison into
     ``out`` and, when ``modularity`` is among the methods, its model (which removes ``plan``'s units) as
@@ -283,6 +288,7 @@ def prune_and_compare(
             also the batch timed for latency.
         methods, seeds, from_scratch: see :func:`layermod.pruning.study.compare_methods`.
         finetune_subset: fine-tune on a class-balanced subset of this many training samples (0: all).
+        curve: the curve behind ``plan``, for ``modularity-phase`` and ``modularity-ablation``.
     """
     train_set, _ = resolve_data(target.dataset, split="train", data_dir=target.data_dir, allow_import=target.trusted)
     if finetune_subset:
@@ -292,7 +298,7 @@ def prune_and_compare(
     comparison, finals = compare_methods(target.model, target.units, len(plan.remove), train_set, test_set, finetune,
                                          plan.verdicts, target.example, methods=methods, seeds=seeds,
                                          latency_batch=latency_batch, plan=plan.remove, from_scratch=from_scratch,
-                                         progress=progress)
+                                         progress=progress, curve=curve)
     out = ensure_writable_dir(out)
     comparison.save(out)
     if "modularity" in finals:

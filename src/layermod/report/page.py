@@ -181,8 +181,9 @@ def _curve(doc: HtmlDocument, curve: Curve, run: Path) -> None:
     if curve.z is not None:
         header += ["null Q", "z"]
         rows = [[*row, curve.null_mean[i], curve.z[i]] for i, row in enumerate(rows)]
-    doc.table(header, rows, caption="per layer: mean Q, increment over the previous layer with its paired standard "
-              "error, and the verdict of find_redundant (z = 2, min gain 0.005)")
+    doc.table(header, rows, caption=f"per layer: mean Q over {_draws(curve.config, len(curve.values))}, increment "
+              "over the previous layer with its paired standard error, and the verdict of find_redundant (z = 2, "
+              "min gain 0.005)")
     doc.download(f"{run.name}-verdicts.csv", csv_text(header, rows), label="verdicts.csv")
 
 
@@ -193,7 +194,18 @@ def _views(doc: HtmlDocument, views: Views, _run: Path) -> None:
                caption=f"{method} embedding of {len(views.views[0].labels)} samples coloured by class "
                        f"(top) and the k={views.config.get('k', '?')} nearest-neighbour graph on the same positions, "
                        "edges across classes in red (bottom)")
-    doc.table(["layer", "Q", "edge weight inside classes"], [[v.layer, v.q, v.intra_fraction] for v in views.views])
+    n = len(views.views[0].labels)
+    doc.table(["layer", "Q", "edge weight inside classes"], [[v.layer, v.q, v.intra_fraction] for v in views.views],
+              caption=f"Q of each view's graph: one draw of {n} samples, so it differs from the curve's Q, which is "
+                      "the mean over its draws of as many samples as the curve's table says")
+
+
+def _draws(config: dict, repeats: int) -> str:
+    """``"5 draws of 1,000 samples (100 per class)"``, from what the curve's config records."""
+    size, per_class = config.get("samples_per_draw"), config.get("n_per_class")
+    if not isinstance(size, int) or not isinstance(per_class, int):
+        return f"{repeats} draws"
+    return f"{repeats} draw{'s' if repeats != 1 else ''} of {size:,} samples ({per_class} per class)"
 
 
 def _dynamics(doc: HtmlDocument, dynamics: Dynamics, _run: Path) -> None:

@@ -181,11 +181,13 @@ def run_sweep(
     resources: Resources | None = None,
     threads: int | None = None,
     on_result: Callable[[ItemResult], None] | None = None,
+    progress: bool | str = "auto",
 ) -> SweepRun:
     """Run the ``(item, args)`` pairs of ``work`` not yet complete into ``out/items/ID`` with ``make``.
 
     ``args`` are what ``make`` receives (picklable, small); the backend options are
-    :func:`~layermod.sweep.executor.run_items`'s. ``on_result`` sees each item's result as it arrives.
+    :func:`~layermod.sweep.executor.run_items`'s, and so is ``progress``. ``on_result`` sees each item's result as
+    it arrives.
 
     Raises:
         SweepError: without ``resume``, ``out`` already holds some of these items.
@@ -217,7 +219,7 @@ def run_sweep(
     calls = [(item.id, {"make": make, "out": str((items_dir / item.id).absolute()), "args": args,
                         "record": described[item.id]}) for item, args in todo]
     run_items(item_task, calls, backend=backend, workers=workers, address=address, resources=resources,
-              threads=threads, on_result=settle)
+              threads=threads, on_result=settle, progress=progress)
     _remove_temporaries(items_dir, todo)  # left by attempts whose worker died (Ray ran the item again)
     return run
 
