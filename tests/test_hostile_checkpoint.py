@@ -1,4 +1,4 @@
-"""Interrupted saves and hostile checkpoints (issue 9): one commit per save, verified loads, untrusted sidecars.
+"""Interrupted saves and hostile checkpoints: one commit per save, verified loads, untrusted sidecars.
 
 A process kill is simulated two ways: in-process, by recording the directory before and after every write and
 rename of a save (each record is what a SIGKILL at that point leaves on disk), and for real, by a subprocess

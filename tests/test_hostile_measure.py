@@ -1,4 +1,4 @@
-"""Hostile inputs to the measurement (issue 9): every one either gives the right answer or one clear line.
+"""Hostile inputs to the measurement: every one either gives the right answer or one clear line.
 
 Oracles: networkx for modularity, the closed form of a complete graph for constant features, brute-force
 label shuffles (same RNG procedure as documented in :mod:`layermod.curve`) for the null.

@@ -78,9 +78,10 @@ def test_every_method_reaches_its_budget_with_no_unit_to_spare(method, match):
     model, data = resnet(), blobs()
     units = removable_units(model, IMAGES)
     costs, total = unit_costs(model, units, IMAGES), model_cost(model, IMAGES)[match]
-    verdicts = find_redundant(modularity_curve(model, data, n_per_class=20, repeats=2, progress=False))
+    curve = modularity_curve(model, data, n_per_class=20, repeats=2, progress=False)
+    verdicts = find_redundant(curve)
     x, y = data.data[:64], data.targets[:64]
-    scores = method_scores(model, units, [method], x, y)
+    scores = method_scores(model, units, [method], x, y, curve=curve, verdicts=verdicts)
     angular = lambda span: angular_distances(model, units, x, span)  # noqa: E731
     for fraction in (0.1, 0.3):
         plan = plan_at_budget(method, units, costs, total, fraction, match, verdicts, scores, 1, angular)

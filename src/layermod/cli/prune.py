@@ -29,7 +29,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from layermod.analysis.redundancy import verdict_table
     from layermod.io.rundir import COMPARISON_JSON, PLAN_JSON, PRUNED
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.pruning.run import FINETUNE, choose_plan, prepare, prune_and_compare
+    from layermod.pruning.run import FINETUNE, choose_plan, prepare, prune_and_compare, target_curve
 
     check_replaceable(args.out)
     target = prepare(args.weights, args.dataset, args.data_dir)
@@ -37,8 +37,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
     graph, draws = measure_configs(args)
+    measured = target_curve(target, args.curve, graph, draws, not args.quiet)
     with staged_run(args.out) as stage:
-        plan = choose_plan(target, stage, curve=args.curve, graph=graph, draws=draws, remove=args.remove,
+        plan = choose_plan(target, stage, curve=measured, graph=graph, draws=draws, remove=args.remove,
                            target_params=args.target_params, plan=args.plan, z=args.z, min_gain=args.min_gain,
                            progress=not args.quiet)
         print(verdict_table(plan.verdicts))
@@ -49,7 +50,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
             comparison = prune_and_compare(target, plan, stage, finetune, methods=args.methods, seeds=args.seeds,
                                            finetune_subset=args.finetune_subset, from_scratch=args.from_scratch,
-                                           progress=not args.quiet)
+                                           progress=not args.quiet, curve=measured)
     if comparison is None:
         print(f"wrote {args.out}/{PLAN_JSON}; edit it and pass it back with --plan")
         return 0
@@ -77,8 +78,8 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
     graph, draws = measure_configs(args)
-    verdicts = find_redundant(target_curve(target, args.curve, graph, draws, not args.quiet), z=args.z,
-                              min_gain=args.min_gain)
+    measured = target_curve(target, args.curve, graph, draws, not args.quiet)
+    verdicts = find_redundant(measured, z=args.z, min_gain=args.min_gain)
     finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
     scratch = replace(finetune, epochs=args.scratch_epochs, lr=args.scratch_lr)
     with staged_run(args.out) as stage:
@@ -86,7 +87,8 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
                                    test_subset=args.test_subset, backend=args.backend, workers=args.workers,
                                    address=args.address, device=device, progress=not args.quiet,
                                    budgets=args.budgets, matches=args.match, retrains=args.retrain,
-                                   methods=args.methods, seeds=args.seeds)
+                                   methods=args.methods, seeds=args.seeds, curve=measured,
+                                   iterative=args.iterative)
     print(comparison.markdown())
     print(f"wrote {args.out}/{MATCHED_JSON}, {MATCHED_MD} and the Pareto figures")
     return 0
@@ -113,7 +115,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_study(commands: argparse._SubParsersAction) -> None:
-    from layermod.pruning.choices import BUDGETS, FINETUNE, MATCHES, METHODS, RETRAINS
+    from layermod.pruning.choices import BUDGETS, DEFAULT_METHODS, FINETUNE, MATCHES, METHODS, RETRAINS
 
     study = commands.add_parser("prune-study", help="every pruning method at matched FLOPs / parameter budgets",
                                 description=cmd_prune_study.__doc__)
@@ -129,7 +131,10 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
                        help=f"costs the budgets are shares of: {','.join(MATCHES)} (default both)")
     study.add_argument("--retrain", type=_methods, default=list(RETRAINS),
                        help=f"{','.join(RETRAINS)}: from the trained weights and/or from scratch (default both)")
-    study.add_argument("--methods", type=_methods, default=list(METHODS), help="methods compared (default: all)")
+    study.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
+                       help=f"methods compared, of {','.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})")
+    study.add_argument("--iterative", action="store_true",
+                       help="re-score the remaining units after each removal (every score-based method)")
     study.add_argument("--seeds", type=positive, default=3, help="seeds per network and retraining (default 3)")
     study.add_argument("--finetune-epochs", type=positive, default=FINETUNE.epochs,
                        help=f"epochs of retraining from the trained weights (default {FINETUNE.epochs})")
@@ -153,7 +158,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
 
 def _add_prune(commands: argparse._SubParsersAction) -> None:
     """The ``prune`` command."""
-    from layermod.pruning.choices import FINETUNE, METHODS
+    from layermod.pruning.choices import DEFAULT_METHODS, FINETUNE, METHODS
 
     prune = commands.add_parser("prune", help="remove redundant layers, fine-tune, compare with other methods",
                                 description=cmd_prune.__doc__)
@@ -169,8 +174,9 @@ def _add_prune(commands: argparse._SubParsersAction) -> None:
     add_measure_args(prune, title="graph and draws of the curve measured now")
     prune.add_argument("--z", type=float, default=2.0, help="plateau band in standard errors of the increment")
     prune.add_argument("--min-gain", type=float, default=0.005, help="increments below this are negligible")
-    prune.add_argument("--methods", type=_methods, default=list(METHODS),
-                       help="methods compared at the same budget (default: all)")
+    prune.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
+                       help=f"methods compared at the same budget, of {','.join(METHODS)} (default: "
+                            f"{','.join(DEFAULT_METHODS)})")
     prune.add_argument("--seeds", type=positive, default=3, help="fine-tuning seeds per method (default 3)")
     prune.add_argument("--finetune-epochs", type=positive, default=FINETUNE.epochs,
                        help=f"fine-tuning epochs (default {FINETUNE.epochs})")

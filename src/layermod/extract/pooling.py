@@ -148,7 +148,7 @@ def pool_output(
             )
         return out.reshape(size, -1).float(), None
     if pool == "flatten" and layout is None and out.shape[0] == size:
-        layout = "batch_first"  # as before pooling existed: the first dimension is the batch when it fits
+        layout = "batch_first"  # the first dimension is the batch when it fits
     layout = _layout(out, size, name, layout)
     tokens = (out if layout == "batch_first" else out.transpose(0, 1)).detach()
     if pool == "flatten":

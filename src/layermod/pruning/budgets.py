@@ -37,10 +37,13 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from layermod.analysis.curve import Curve
 from layermod.analysis.redundancy import Verdict
 from layermod.errors import PlanError
 from layermod.extract.features import model_device
+from layermod.extract.inputs import batch_length
 from layermod.pruning.choices import BUDGETS, MATCHES, METHODS, RETRAINS
+from layermod.pruning.ablation import counting
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.plans import SCORED, budget_for_cost, method_order, select_units
 from layermod.pruning.scores import angular_distances, method_scores
@@ -84,7 +87,7 @@ def plan_at_budget(
         count = budget_for_cost(order, units, fraction, total, lambda unit: costs[unit.name][match], match)
         return select_units(order, units, count)
 
-    if method != "angular":
+    if method != "angular" or isinstance((scores or {}).get("angular"), list):  # an iterative order is one order
         return take(method_order(method, units, verdicts, scores, seed))
     if angular is None:
         raise PlanError("method 'angular' needs its distances: pass angular=lambda span: angular_distances(...)")
@@ -116,6 +119,8 @@ def matched_comparison(
     probe: tuple[torch.Tensor, torch.Tensor] | None = None,
     progress: bool | str = "auto",
     run_jobs: Callable[[list[Job]], list[dict]] | None = None,
+    curve: Curve | None = None,
+    iterative: bool = False,
 ) -> MatchedComparison:
     """Every method at every budget of every matched cost, retrained every way with every seed.
 
@@ -136,6 +141,10 @@ def matched_comparison(
         run_jobs: runs the retraining jobs ``(units removed, retrain, seed)`` elsewhere (e.g. on an executor of
             :mod:`layermod.sweep.executor`) and returns ``{"params", "flops", "acc"}`` per job, in order; default:
             one after another in this process.
+        curve: the model's curve (``verdicts`` are its verdicts), for ``modularity-phase`` and
+            ``modularity-ablation``.
+        iterative: re-score after each removal for every score-based method (see
+            :func:`~layermod.pruning.scores.method_scores`).
 
     Returns:
         a :class:`~layermod.pruning.pareto.MatchedComparison` with one row per (method, match, budget,
@@ -146,12 +155,17 @@ def matched_comparison(
     methods = ["none", *(m for m in dict.fromkeys(methods) if m != "none")]
     x, y = probe if probe is not None else probe_batch(balanced_subset(train_data, min(512, len(train_data))))
     x = x.to(model_device(model))
-    scores = method_scores(model, units, [m for m in methods if m in SCORED and m != "angular"], x, y)
+    scoring: dict[str, dict] = {}  # per method: the seconds and probe passes its scores took
+    scores = method_scores(model, units, [m for m in methods if m in SCORED and (m != "angular" or iterative)], x, y,
+                           curve=curve, verdicts=verdicts, iterative=iterative, costs=scoring)
     spans: dict[int, dict] = {}
 
     def angular(span: int) -> dict:
         if span not in spans:
-            spans[span] = angular_distances(model, units, x, span)
+            with counting(model, batch_length(x)) as cost:
+                spans[span] = angular_distances(model, units, x, span)
+            spent = scoring.setdefault("angular", {"seconds": 0.0, "probe_passes": 0.0})
+            spent.update({key: round(spent[key] + value, 3) for key, value in cost.to_dict().items()})
         return spans[span]
 
     base = model_cost(model, example)
@@ -179,7 +193,8 @@ def matched_comparison(
              "layers_removed": list(removed), "n_removed": len(removed), **results[(removed, retrain, seed)]}
             for method, match, budget, seed, removed in planned for retrain in retrains]
     config = {"budgets": list(budgets), "matches": list(matches), "retrains": list(retrains), "seeds": seeds,
-              "finetune": finetune.to_dict(), "scratch": scratch.to_dict(), "probe_samples": len(x)}
+              "finetune": finetune.to_dict(), "scratch": scratch.to_dict(), "probe_samples": len(x),
+              "iterative": iterative, "scoring": scoring}
     return MatchedComparison(rows, base, config)
 
 

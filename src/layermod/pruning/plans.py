@@ -8,6 +8,9 @@ their stage that always stay), see :class:`layermod.pruning.units.Unit`.
   before layers that raised Q. :func:`method_order` gives the order of every pruning method of :data:`METHODS`:
 
   - ``modularity``: smallest modularity increment first (drops, then plateaus): the paper's criterion;
+  - ``modularity-phase``: the same, but units before the curve's rise only after every unit past it
+    (:mod:`layermod.pruning.ablation`);
+  - ``modularity-ablation``: smallest fall of Q at the final layer when the unit alone is removed first;
   - ``steepest``: largest increment first, the opposite choice, to test whether losing Q costs accuracy;
   - ``cosine``: smallest block influence ``1 - cos(input, output)`` first (the score used to prune LLM layers);
   - ``angular``: the run of consecutive units of one stage, as many as the budget, with the smallest angular
@@ -15,10 +18,12 @@ their stage that always stay), see :class:`layermod.pruning.units.Unit`.
   - ``cka``: largest linear CKA between a unit's input and output first (redundancy with its neighbour);
   - ``reinit``: smallest accuracy drop (then loss rise) when the unit alone is re-initialised first, in the
     spirit of SR-init;
+  - ``ablation-accuracy``: smallest probe accuracy drop (then loss rise) when the unit alone is removed first;
   - ``random``: a seeded shuffle, a new one per seed;
   - ``first`` / ``last``: the earliest / the deepest units;
   - ``none``: nothing removed: the original model, as the reference (it has no order).
-  The scores behind ``cosine``, ``angular``, ``cka`` and ``reinit`` are measured by :mod:`layermod.pruning.scores`.
+  The scores of :data:`SCORED` are measured by :func:`layermod.pruning.scores.method_scores`; an iterative
+  method's scores are its order itself (a list of unit names, re-scored after each removal).
 * **Select.** :func:`select_units` walks an order and takes units while every stage keeps at least one unit;
   :func:`budget_for_params` turns a share of the parameters into a number of units taken that way, and
   :func:`budget_for_cost` does the same for any per-unit cost (parameters or FLOPs).
@@ -54,7 +59,7 @@ __all__ = ["METHODS", "SCORED", "Plan", "budget_for_cost", "budget_for_params", 
            "select_units"]
 
 
-SCORED = ("cosine", "angular", "cka", "reinit")
+SCORED = ("modularity-phase", "modularity-ablation", "cosine", "angular", "cka", "reinit", "ablation-accuracy")
 """The methods whose order comes from a score measured on the trained model (:mod:`layermod.pruning.scores`)."""
 
 
@@ -106,14 +111,18 @@ def method_order(
         units: the model's removable units.
         verdicts: the curve's verdicts, for ``modularity`` and ``steepest``.
         scores: for a method of :data:`SCORED`, ``scores[method]``: unit name -> block influence (``cosine``),
-            CKA (``cka``) or (accuracy drop, loss rise) (``reinit``); run of unit names -> angular distance
-            (``angular``).
+            CKA (``cka``), (accuracy drop, loss rise) (``reinit``, ``ablation-accuracy``), fall of Q
+            (``modularity-ablation``) or (before the rise, increment) (``modularity-phase``); run of unit names ->
+            angular distance (``angular``); or, for any of them, the unit names in order (iterative).
         seed: the shuffle of ``random``.
     """
     if method in SCORED and (scores is None or method not in scores):
         raise PlanError(f"method {method!r} needs its scores measured on the model (layermod.pruning.scores)")
     score = scores[method] if method in SCORED else {}
     names = [unit.name for unit in units]
+    if isinstance(score, (list, tuple)):  # an order measured iteratively
+        ordered = [name for name in score if name in names]
+        return ordered + [name for name in names if name not in ordered]
     if method == "angular":
         runs = sorted(score, key=lambda run: score[run])  # stable: ties keep forward order
         ordered = list(dict.fromkeys(name for run in runs for name in run))
@@ -122,7 +131,7 @@ def method_order(
         return rank_by_increment(verdicts, units)
     if method == "steepest":
         return rank_by_increment(verdicts, units)[::-1]
-    if method in ("cosine", "reinit"):
+    if method in ("cosine", "reinit", "ablation-accuracy", "modularity-ablation", "modularity-phase"):
         return sorted(names, key=lambda name: score[name])
     if method == "cka":  # undefined CKA (a constant input or output) last: no evidence either way
         return sorted(names, key=lambda name: -score[name] if math.isfinite(score[name]) else math.inf)

@@ -113,7 +113,7 @@ def choose_plan(
     target: PruneTarget,
     out_dir: str | os.PathLike,
     *,
-    curve: str | os.PathLike | None = None,
+    curve: str | os.PathLike | Curve | None = None,
     graph: GraphConfig | None = None,
     draws: DrawConfig | None = None,
     remove: int | None = None,
@@ -128,8 +128,9 @@ def choose_plan(
     Args:
         target: from :func:`prepare`, with at least one removable unit.
         out_dir: the run directory (created).
-        curve: a ``curve.json`` measured on this checkpoint; None measures it now on the test data with
-            ``graph`` and ``draws`` (default configs when None).
+        curve: a curve measured on this checkpoint (a :class:`~layermod.Curve` or the directory of its
+            ``curve.json``); None measures it now on the test data with ``graph`` and ``draws`` (default configs
+            when None).
         remove, target_params, plan: the budget, exactly one of: a number of units, a share of the parameters
             (e.g. 0.3), or an (edited) ``plan.json`` whose units are taken as they are.
         z, min_gain: the plateau band of :func:`layermod.find_redundant`.
@@ -159,13 +160,13 @@ def choose_plan(
     return result
 
 
-def target_curve(target: PruneTarget, curve: str | os.PathLike | None = None, graph: GraphConfig | None = None,
-                 draws: DrawConfig | None = None, progress: bool = False) -> Curve:
-    """The checkpoint's curve: read from ``curve`` (refused unless measured on the model's auto points), or
-    measured now on the test data with ``graph`` and ``draws``."""
+def target_curve(target: PruneTarget, curve: str | os.PathLike | Curve | None = None,
+                 graph: GraphConfig | None = None, draws: DrawConfig | None = None, progress: bool = False) -> Curve:
+    """The checkpoint's curve: ``curve`` itself, read from the ``curve`` directory (either refused unless measured
+    on the model's auto points), or measured now on the test data with ``graph`` and ``draws``."""
     if curve is None:
         return modularity_curve(target.model, target.test_set, graph=graph, draws=draws, progress=progress)
-    measured = Curve.load(curve)
+    measured = curve if isinstance(curve, Curve) else Curve.load(curve)
     if measured.layers != auto_layers(target.model, trace_calls(target.model, target.example)):
         raise PlanError(f"the curve in {curve} was measured on other layers than this model's auto points; "
                             "measure it on this checkpoint (drop curve=)")
@@ -179,6 +180,7 @@ def matched_study(
     finetune: TrainConfig = FINETUNE,
     scratch: TrainConfig | None = None,
     *,
+    curve: Curve | None = None,
     train_subset: int = 0,
     test_subset: int = 0,
     backend: str = "local",
@@ -193,7 +195,8 @@ def matched_study(
     methods, seeds); written into ``out_dir``.
 
     Args:
-        target: from :func:`prepare`; verdicts: of its curve (:func:`target_curve`).
+        target: from :func:`prepare`; verdicts: of its curve (:func:`target_curve`), ``curve`` itself for the
+            methods that need it (``modularity-phase``, ``modularity-ablation``).
         finetune, scratch: the two retrainings (``scratch`` defaults to ``finetune``).
         train_subset, test_subset: retrain on / evaluate on class-balanced subsets of this many samples (0: all;
             seed 0, the same for every network).
@@ -210,7 +213,7 @@ def matched_study(
             return _run_elsewhere(jobs, target, finetune, scratch or finetune, train_subset, test_subset, backend,
                                   workers, address, device, progress)
     comparison = matched_comparison(model, target.units, train_set, test_set, verdicts, example, finetune, scratch,
-                                    progress=progress, run_jobs=run_jobs, **options)
+                                    progress=progress, run_jobs=run_jobs, curve=curve, **options)
     comparison.save(ensure_writable_dir(out_dir))
     return comparison
 
@@ -271,6 +274,7 @@ def prune_and_compare(
     finetune_subset: int = 0,
     from_scratch: bool = False,
     progress: bool = False,
+    curve: Curve | None = None,
 ) -> PruningComparison:
     """Prune as many units as ``plan`` by every method, fine-tune, evaluate; write the comparison into
     ``out_dir`` and, when ``modularity`` is among the methods, its model (which removes ``plan``'s units) as
@@ -282,6 +286,7 @@ def prune_and_compare(
             also the batch timed for latency.
         methods, seeds, from_scratch: see :func:`layermod.pruning.study.compare_methods`.
         finetune_subset: fine-tune on a class-balanced subset of this many training samples (0: all).
+        curve: the curve behind ``plan``, for ``modularity-phase`` and ``modularity-ablation``.
     """
     train_set, _ = resolve_data(target.dataset, "train", target.data_dir, allow_import=target.trusted)
     if finetune_subset:
@@ -291,7 +296,7 @@ def prune_and_compare(
     comparison, finals = compare_methods(target.model, target.units, len(plan.remove), train_set, test_set, finetune,
                                          plan.verdicts, target.example, methods=methods, seeds=seeds,
                                          latency_batch=latency_batch, plan=plan.remove, from_scratch=from_scratch,
-                                         progress=progress)
+                                         progress=progress, curve=curve)
     out = ensure_writable_dir(out_dir)
     comparison.save(out)
     if "modularity" in finals:

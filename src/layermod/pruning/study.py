@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from layermod.analysis.curve import Curve
 from layermod.analysis.redundancy import Verdict
 from layermod.coerce import bar_disabled, torch_seed
 from layermod.errors import PlanError
@@ -59,6 +60,7 @@ def compare_methods(
     plan: Sequence[str] | None = None,
     from_scratch: bool = False,
     progress: bool | str = "auto",
+    curve: Curve | None = None,
 ) -> tuple[PruningComparison, dict[str, nn.Module]]:
     """Prune ``budget`` units by every method, fine-tune per seed, evaluate.
 
@@ -76,6 +78,8 @@ def compare_methods(
         plan: units for the ``modularity`` method instead of its own choice (an edited plan.json).
         from_scratch: re-initialise every pruned model (seeded) before training, as the paper retrained its
             pruned networks, instead of fine-tuning from the surviving weights.
+        curve: the model's curve (``verdicts`` are its verdicts), for ``modularity-phase`` and
+            ``modularity-ablation``.
 
     Returns:
         (comparison, models): a :class:`PruningComparison` with one row per method, and the seed-0 fine-tuned
@@ -86,7 +90,8 @@ def compare_methods(
             raise PlanError(f"unknown pruning method {method!r}; use {', '.join(METHODS)}")
     scores = {}
     if set(SCORED) & set(methods):  # runs of angular as long as the budget
-        scores = method_scores(model, units, methods, *probe_batch(test_data), span=budget)
+        scores = method_scores(model, units, methods, *probe_batch(test_data), span=budget, curve=curve,
+                               verdicts=verdicts)
     timed = latency_batch if latency_batch is not None else example
     rows, finals = [], {}
     bar = tqdm(total=len(methods) * seeds, desc="prune + fine-tune", disable=bar_disabled(progress))
