@@ -294,11 +294,11 @@ def test_the_tutorial_notebook_runs(tmp_path, monkeypatch):
     # the parameters it prints: the network's, less those of the blocks it names as removed (counted here)
     import torchvision
 
-    network = torchvision.models.shufflenet_v2_x0_5(num_classes=10)
+    network = torchvision.models.resnet18(num_classes=10)
     removed = re.search(r"removed: +(.*)", printed).group(1)
-    names = re.findall(r"(stage\d\.\d+) \(", removed)
+    names = re.findall(r"(layer\d\.\d+) \(", removed)
     before, after = (int(n.replace(",", "")) for n in re.search(r"parameters: ([\d,]+) -> ([\d,]+)", printed).groups())
-    assert len(names) == 3 and before == sum(p.numel() for p in network.parameters())
+    assert len(names) == 2 and before == sum(p.numel() for p in network.parameters())
     assert before - after == sum(p.numel() for name in names for p in network.get_submodule(name).parameters())
     trained, _, tuned = map(float, re.search(r"([\d.]+)% unpruned, ([\d.]+)% pruned, ([\d.]+)% after", printed).groups())
     assert trained > 50 and tuned > 50  # 10 classes: chance is 10 %
