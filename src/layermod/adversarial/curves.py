@@ -205,12 +205,18 @@ def adversarial_curves(
     Args:
         model: a differentiable ``nn.Module`` taking ``data``'s inputs.
         data: ``(X, y)`` or a torch ``Dataset`` of ``(x, y)``, inputs in the model's (normalised) space.
-        attack, space: the attack's settings and how inputs map to pixels (see :mod:`layermod.attacks`).
+        attack: the attack's settings (see :mod:`layermod.attacks`).
+        space: how inputs map to pixels.
         keep: ``"flipped"`` keeps only samples classified correctly and flipped by the attack; ``"all"`` keeps
             every attacked sample.
         pool_per_class: samples of each class attacked (default ``2 * n_per_class * repeats``, capped by the
             smallest class).
-        layers, graph, batch_size, max_bytes, progress, pool: as for :func:`layermod.modularity_curve`.
+        layers: as for :func:`layermod.modularity_curve`.
+        graph: as for :func:`layermod.modularity_curve`.
+        batch_size: as for :func:`layermod.modularity_curve`.
+        max_bytes: as for :func:`layermod.modularity_curve`.
+        progress: as for :func:`layermod.modularity_curve`.
+        pool: as for :func:`layermod.modularity_curve`.
         draws: the draws of both curves (from the kept samples); its seed also draws the pool.
         options: fields of either config as keywords (``k=5, n_per_class=30``, ...), as for the curve.
 

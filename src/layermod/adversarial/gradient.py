@@ -86,7 +86,12 @@ def pgd(
     the ``eps``-ball around the clean pixels and clipped to the pixel range.
 
     Args:
-        model, inputs, labels, eps, space, norm: as for :func:`fgsm`.
+        model: as for :func:`fgsm`.
+        inputs: as for :func:`fgsm`.
+        labels: as for :func:`fgsm`.
+        eps: as for :func:`fgsm`.
+        space: as for :func:`fgsm`.
+        norm: as for :func:`fgsm`.
         steps: number of steps, >= 1.
         step_size: the length of a step in pixel units (L-inf: per pixel; L2: per sample).
         random_start: start from a uniform draw in the ball instead of the clean pixels.

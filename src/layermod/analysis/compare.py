@@ -163,11 +163,12 @@ def compare_layers(
         model_a: the model whose layers are the rows.
         data: ``(X, y)`` or a torch ``Dataset`` of ``(x, y)`` pairs.
         model_b: a second model taking the same inputs (columns); None compares ``model_a`` with itself.
-        layers, layers_b: layer selections of the two models (``layers_b`` defaults to ``layers``).
+        layers: the layer selection of ``model_a``.
+        layers_b: that of ``model_b`` (default ``layers``).
         unbiased: the unbiased HSIC estimator in the minibatch CKA (see :mod:`layermod.similarity`).
         names: display names of the two models.
-        graph, draws: the kNN graph and the draws of both curves (see :func:`layermod.modularity_curve`); both
-            models see the same draws.
+        graph: the kNN graph of both curves (see :func:`layermod.modularity_curve`).
+        draws: the draws of both curves: both models see the same draws.
         curve_options: passed to :func:`layermod.modularity_curve` (batch_size, progress, pool, or the configs' fields
             as keywords: k, n_per_class, ...).
     """

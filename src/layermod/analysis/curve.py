@@ -48,7 +48,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import KW_ONLY, dataclass, field, replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +56,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from layermod import __version__
 from layermod.data.arrays import Data, as_dataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
 from layermod.errors import CurveError, FeatureError, GraphError
@@ -85,13 +85,6 @@ __all__ = ["Curve", "modularity_curve", "DEFAULT_MAX_BYTES"]
 
 DEFAULT_MAX_BYTES = 2 * 2**30
 NULL_STD_FLOOR = 1e-6  # about the rounding level of Q: a null without spread gives a finite z
-
-
-def _layermod_version() -> str:
-    try:
-        return version("layermod")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _finite_or_none(values: np.ndarray | None) -> list | None:
@@ -341,7 +334,7 @@ def modularity_curve(
         "n_classes": int(len(np.unique(labels))),
         "samples_per_draw": draw_size,
         "disjoint_draws": len(union) == draw_size * repeats,
-        "layermod_version": _layermod_version(),
+        "layermod_version": __version__,
         "torch_version": torch.__version__,
     }
     if graph.knn != "exact" or graph.sketch_dim is not None:
