@@ -265,10 +265,12 @@ def _matched(doc: HtmlDocument, study: MatchedComparison, _run: Path) -> None:
         rows.append([s["match"], s["retrain"], s["budget"], s["method"], s["n"], s["acc_mean"], s["acc_std"],
                      s["flops_removed"], s["params_removed"], test.get("mean"), test.get("p_t"), test.get("p_sign")])
     doc.table(header, rows, caption="per budget: accuracy over seeds and the paired difference to modularity")
-    pooled = [[p["match"], p["retrain"], p["method"], p["n"], p["mean"], p["std"], p["p_t"], p["p_sign"]]
-              for p in study.pooled()]
-    doc.table(["match", "retrain", "method", "pairs", "Δ vs modularity", "± std", "p (t-test)", "p (sign flip)"],
-              pooled, caption="over every budget and seed: the paired difference to modularity")
+    pooled = [[p["match"], p["retrain"], p["method"], p["n"], p["mean"], p["std"], p["p_t"], p["p_sign"],
+               p["budgets"], p["p_budget"]] for p in study.pooled()]
+    doc.table(["match", "retrain", "method", "pairs", "Δ vs modularity", "± std", "p (t-test)", "p (sign flip)",
+               "budgets", "p (budget as unit)"],
+              pooled, caption="over every budget and seed: the paired difference to modularity; last column: the "
+              "t-test on the per-budget mean differences")
 
 
 def _plan(doc: HtmlDocument, plan: Plan, _run: Path) -> None:
