@@ -182,7 +182,7 @@ def _curve(doc: HtmlDocument, curve: Curve, run: Path) -> None:
         header += ["null Q", "z"]
         rows = [[*row, curve.null_mean[i], curve.z[i]] for i, row in enumerate(rows)]
     doc.table(header, rows, caption="per layer: mean Q, increment over the previous layer with its paired standard "
-              "error, and the verdict of find_redundant (z = 2, min gain 0.005)")
+              "error, and the verdict of find_redundant (band: max(2 se, half the curve's mean rise per layer))")
     doc.download(f"{run.name}-verdicts.csv", csv_text(header, rows), label="verdicts.csv")
 
 
