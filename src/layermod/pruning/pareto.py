@@ -127,6 +127,7 @@ class MatchedComparison(TableResult):
         t-test with the budget as the unit)."""
         summary, pooled = self.summary(), {(p["match"], p["retrain"], p["method"]): p for p in self.pooled()}
         budgets = sorted({row["budget"] for row in self.rows if row["method"] != "none"})
+        scoring = self.config.get("scoring")  # per method: what its scores took (studies that record it)
         lines = []
         for match in dict.fromkeys(row["match"] for row in self.rows):
             for retrain in dict.fromkeys(row["retrain"] for row in self.rows):
@@ -138,8 +139,9 @@ class MatchedComparison(TableResult):
                     lines += [f"Unpruned: {_pct(base['acc_mean'])} ± {_pct(base['acc_std'])} % "
                               f"(n = {base['n']}).", ""]
                 lines.append("| method | " + " | ".join(f"{_pct(b, 0)} % of {match}" for b in budgets)
-                             + " | Δ vs modularity, all budgets (p t-test; p sign-flip; p budgets) |")
-                lines.append("|---|" + "---:|" * (len(budgets) + 1))
+                             + " | Δ vs modularity, all budgets (p t-test; p sign-flip; p budgets) |"
+                             + (" scoring |" if isinstance(scoring, dict) else ""))
+                lines.append("|---|" + "---:|" * (len(budgets) + 1 + isinstance(scoring, dict)))
                 for method in dict.fromkeys(m for m, b in cells if m != "none"):
                     row = [f"{_pct(c['acc_mean'])} ± {_pct(c['acc_std'])} ({_pct(c[match + '_removed'], 0)} %)"
                            if (c := cells.get((method, b))) else "–" for b in budgets]
@@ -147,6 +149,8 @@ class MatchedComparison(TableResult):
                     row.append("reference" if method == _REFERENCE else "–" if p is None else
                                f"{_signed(p['mean'])} ± {_pct(p['std'] or 0.0)} ({_p(p['p_t'])}; {_p(p['p_sign'])}; "
                                f"{_p(p['p_budget'])})")
+                    if isinstance(scoring, dict):
+                        row.append(_cost(scoring.get(method)))
                     lines.append(f"| {method} | " + " | ".join(row) + " |")
                 lines.append("")
         return "\n".join(lines)
@@ -291,3 +295,11 @@ def _row(i: int, row: object) -> dict:
     for key in ("acc_pruned", "acc"):
         number(required(row, key), f"{where}.{key}", 0, 1)
     return dict(row)
+
+
+def _cost(spent: object) -> str:
+    """``"3.0 s, 1 pass"``: a method's scoring time and probe passes, or "–" for a method with no scores."""
+    if not isinstance(spent, dict) or not isinstance(spent.get("seconds"), (int, float)):
+        return "–"
+    passes = spent.get("probe_passes", 0)
+    return f"{spent['seconds']:.1f} s, {passes:g} pass{'es' if passes != 1 else ''}"
