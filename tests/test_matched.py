@@ -180,6 +180,34 @@ def test_sign_flip_p_value_is_a_probability_symmetric_in_the_sign(d):
 # ---------------------------------------------------------------------------------------------- study
 
 
+def comparison(differences: dict[float, list[float]]) -> MatchedComparison:
+    """A comparison of ``last`` against ``modularity`` whose accuracy differences at each budget are given, a
+    seed each; modularity scores 0.5 everywhere."""
+    rows = []
+    for budget, values in differences.items():
+        for seed, d in enumerate(values):
+            for method, acc in (("modularity", 0.5), ("last", 0.5 + d)):
+                rows.append({"method": method, "match": "flops", "budget": budget, "retrain": "finetune",
+                             "seed": seed, "layers_removed": [], "n_removed": 0, "params": 10, "flops": 10,
+                             "acc_pruned": acc, "acc": acc})
+    return MatchedComparison(rows, {"params": 20, "flops": 20}, {})
+
+
+def test_the_budget_is_the_unit_of_the_budget_test():
+    budgets = {0.1: [0.01], 0.2: [0.03], 0.3: [0.02], 0.4: [0.05]}
+    one = comparison(budgets).pooled()[0]
+    # one seed per budget: budget means are the pairs, so the budget test is the paired t-test
+    assert one["budgets"] == 4 and one["p_budget"] == pytest.approx(one["p_t"])
+    # three seeds that repeat the same difference add no evidence about the budgets
+    copies = comparison({b: v * 3 for b, v in budgets.items()}).pooled()[0]
+    assert copies["n"] == 12 and copies["p_budget"] == pytest.approx(one["p_t"])
+    assert copies["p_t"] < one["p_t"] / 10  # what treating the 12 pairs as independent would claim
+    spread = comparison({0.1: [0.0, 0.02], 0.2: [0.01, 0.05], 0.3: [0.03, 0.01]}).pooled()[0]
+    means = [0.01, 0.03, 0.02]
+    assert spread["p_budget"] == pytest.approx(ttest_rel(means, [0.0] * 3).pvalue)
+    assert comparison({0.1: [0.01, 0.03]}).pooled()[0]["p_budget"] is None  # one budget: no test
+
+
 @pytest.fixture(scope="module")
 def study():
     model, data = resnet(), blobs()

@@ -145,3 +145,7 @@ def test_prune_study_runs_the_removal_scores_iteratively_and_records_their_cost(
     assert scoring["ablation-accuracy"]["probe_passes"] > scoring["cosine"]["probe_passes"] >= 1
     assert scoring["modularity-phase"]["probe_passes"] == 0  # read from the curve, no network run
     assert {row["method"] for row in saved["rows"]} == {"none", *methods}
+    table = (tmp_path / "s" / "matched.md").read_text()
+    cosine = next(line for line in table.splitlines() if line.startswith("| cosine |"))
+    passes = scoring["cosine"]["probe_passes"]
+    assert "| scoring |" in table and cosine.endswith(f"{passes:g} pass{'es' * (passes != 1)} |")

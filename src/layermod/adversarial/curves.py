@@ -13,8 +13,8 @@ Decisions, on purpose:
   samples after the filter; otherwise the run stops and says which class ran short and what to change,
   rather than measuring fewer classes than the data has.
 * **Where the curves part.** The gap of a layer is the mean over draws of ``Q_clean - Q_attacked`` with its
-  paired standard error; a layer is *apart* when its gap exceeds ``max(z * se, min_gain)`` (the band of
-  :func:`layermod.find_redundant`). The parting layer is the first layer from which every later layer is
+  paired standard error; a layer is *apart* when its gap exceeds ``max(z * se, min_gain)`` (a noise band
+  with an absolute floor: the gap is measured against 0, not against a curve's own rise). The parting layer is the first layer from which every later layer is
   apart; None when the last layer is not.
 """
 

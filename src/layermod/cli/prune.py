@@ -40,8 +40,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet)
     with staged_run(args.out) as stage:
         plan = choose_plan(target, stage, curve=measured, graph=graph, draws=draws, remove=args.remove,
-                           target_params=args.target_params, plan=args.plan, z=args.z, min_gain=args.min_gain,
-                           progress=not args.quiet)
+                           target_params=args.target_params, plan=args.plan, z=args.z, rel_gain=args.rel_gain,
+                           min_gain=args.min_gain, progress=not args.quiet)
         print(verdict_table(plan.verdicts))
         print(f"plan: remove {len(plan.remove)} of {len(target.units)} removable units: {', '.join(plan.remove)}")
         if args.plan_only:
@@ -79,7 +79,7 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
         return 0
     graph, draws = measure_configs(args)
     measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet)
-    verdicts = find_redundant(measured, z=args.z, min_gain=args.min_gain)
+    verdicts = find_redundant(measured, z=args.z, rel_gain=args.rel_gain, min_gain=args.min_gain)
     finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size)
     scratch = replace(finetune, epochs=args.scratch_epochs, lr=args.scratch_lr)
     with staged_run(args.out) as stage:
@@ -115,6 +115,20 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     _add_study(commands)
 
 
+def _add_band(parser: argparse.ArgumentParser) -> None:
+    """The plateau band of find_redundant: a layer is a plateau when its increment lies within
+    max(z x noise, rel_gain x step, min_gain) of 0."""
+    band = parser.add_argument_group(
+        "plateau band", "a layer is a plateau when its increment of mean Q lies within max(Z x noise, REL_GAIN x "
+        "step, MIN_GAIN) of 0 (a drop below it): noise is the paired standard error of the increment over the "
+        "draws, step the curve's mean rise per layer, (max Q - min Q) / (layers - 1), so a straight line is never "
+        "a plateau and a flat stretch is one whatever the curve's scale")
+    band.add_argument("--z", type=float, default=2.0, help="standard errors of the increment (default 2)")
+    band.add_argument("--rel-gain", type=float, default=0.5,
+                      help="share of the curve's mean step a layer must add to be kept (default 0.5)")
+    band.add_argument("--min-gain", type=float, default=0.0, help="an absolute floor in units of Q (default 0)")
+
+
 def _add_study(commands: argparse._SubParsersAction) -> None:
     from layermod.pruning.choices import BUDGETS, DEFAULT_METHODS, FINETUNE, MATCHES, METHODS, RETRAINS
 
@@ -124,8 +138,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
     add_data_args(study, required=False, split=False)
     study.add_argument("--curve", help="curve.json measured on this checkpoint (default: measure it now)")
     add_measure_args(study, title="graph and draws of the curve measured now")
-    study.add_argument("--z", type=float, default=2.0, help="plateau band in standard errors of the increment")
-    study.add_argument("--min-gain", type=float, default=0.005, help="increments below this are negligible")
+    _add_band(study)
     study.add_argument("--budgets", type=_shares, default=list(BUDGETS),
                        help=f"shares of the cost to remove (default {','.join(map(str, BUDGETS))})")
     study.add_argument("--match", type=_methods, default=list(MATCHES),
@@ -173,8 +186,7 @@ def _add_prune(commands: argparse._SubParsersAction) -> None:
     prune.add_argument("--curve", help="curve.json measured on this checkpoint (default: measure it now, with the "
                        "graph and draw options below)")
     add_measure_args(prune, title="graph and draws of the curve measured now")
-    prune.add_argument("--z", type=float, default=2.0, help="plateau band in standard errors of the increment")
-    prune.add_argument("--min-gain", type=float, default=0.005, help="increments below this are negligible")
+    _add_band(prune)
     prune.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
                        help=f"methods compared at the same budget, of {','.join(METHODS)} (default: "
                             f"{','.join(DEFAULT_METHODS)})")

@@ -196,7 +196,8 @@ def matched_comparison(
             for method, match, budget, seed, removed in planned for retrain in retrains]
     config = {"budgets": list(budgets), "matches": list(matches), "retrains": list(retrains), "seeds": seeds,
               "finetune": finetune.to_dict(), "scratch": scratch.to_dict(), "probe_samples": len(x),
-              "iterative": iterative, "scoring": scoring}
+              "iterative": iterative, "scoring": scoring, "train_samples": len(train_data),
+              "test_samples": len(test_data), "torch_threads": torch.get_num_threads()}
     return MatchedComparison(rows, base, config)
 
 

@@ -121,7 +121,8 @@ def choose_plan(
     target_params: float | None = None,
     plan: str | os.PathLike | None = None,
     z: float = 2.0,
-    min_gain: float = 0.005,
+    rel_gain: float = 0.5,
+    min_gain: float = 0.0,
     progress: bool = False,
 ) -> Plan:
     """The units to remove, from the curve's verdicts; written as ``out/plan.json``.
@@ -134,7 +135,7 @@ def choose_plan(
             when None).
         remove, target_params, plan: the budget, exactly one of: a number of units, a share of the parameters
             (e.g. 0.3), or an (edited) ``plan.json`` whose units are taken as they are.
-        z, min_gain: the plateau band of :func:`layermod.find_redundant`.
+        z, rel_gain, min_gain: the plateau band of :func:`layermod.find_redundant`.
         progress: progress bars while measuring.
 
     Raises:
@@ -144,7 +145,7 @@ def choose_plan(
         raise PlanError("give exactly one budget: a number of units, a share of the parameters, or a plan")
     model, example, units = target.model, target.example, target.units
     measured = target_curve(target, curve=curve, graph=graph, draws=draws, progress=progress)
-    verdicts = find_redundant(measured, z=z, min_gain=min_gain)
+    verdicts = find_redundant(measured, z=z, rel_gain=rel_gain, min_gain=min_gain)
     if plan is not None:
         chosen = Plan.load(plan).remove
         apply_plan(model, chosen, example=example)  # refuses a plan that breaks the structure

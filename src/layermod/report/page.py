@@ -182,8 +182,8 @@ def _curve(doc: HtmlDocument, curve: Curve, run: Path) -> None:
         header += ["null Q", "z"]
         rows = [[*row, curve.null_mean[i], curve.z[i]] for i, row in enumerate(rows)]
     doc.table(header, rows, caption=f"per layer: mean Q over {_draws(curve.config, len(curve.values))}, increment "
-              "over the previous layer with its paired standard error, and the verdict of find_redundant (z = 2, "
-              "min gain 0.005)")
+              "over the previous layer with its paired standard error, and the verdict of find_redundant (band: "
+              "max(2 se, half the curve's mean rise per layer))")
     doc.download(f"{run.name}-verdicts.csv", csv_text(header, rows), label="verdicts.csv")
 
 
@@ -277,10 +277,12 @@ def _matched(doc: HtmlDocument, study: MatchedComparison, _run: Path) -> None:
         rows.append([s["match"], s["retrain"], s["budget"], s["method"], s["n"], s["acc_mean"], s["acc_std"],
                      s["flops_removed"], s["params_removed"], test.get("mean"), test.get("p_t"), test.get("p_sign")])
     doc.table(header, rows, caption="per budget: accuracy over seeds and the paired difference to modularity")
-    pooled = [[p["match"], p["retrain"], p["method"], p["n"], p["mean"], p["std"], p["p_t"], p["p_sign"]]
-              for p in study.pooled()]
-    doc.table(["match", "retrain", "method", "pairs", "Δ vs modularity", "± std", "p (t-test)", "p (sign flip)"],
-              pooled, caption="over every budget and seed: the paired difference to modularity")
+    pooled = [[p["match"], p["retrain"], p["method"], p["n"], p["mean"], p["std"], p["p_t"], p["p_sign"],
+               p["budgets"], p["p_budget"]] for p in study.pooled()]
+    doc.table(["match", "retrain", "method", "pairs", "Δ vs modularity", "± std", "p (t-test)", "p (sign flip)",
+               "budgets", "p (budget as unit)"],
+              pooled, caption="over every budget and seed: the paired difference to modularity; last column: the "
+              "t-test on the per-budget mean differences")
 
 
 def _plan(doc: HtmlDocument, plan: Plan, _run: Path) -> None:
