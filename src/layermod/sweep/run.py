@@ -133,17 +133,29 @@ def _claim(final: Path, wait: bool = True) -> Iterator[bool]:
     blocks a resume."""
     final.parent.mkdir(parents=True, exist_ok=True)
     path = final.with_name(f".{final.name}.lock")
-    with open(path, "a") as lock:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
+    while True:
+        with open(path, "a") as lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            if not _is_file_at(lock, path):  # its holder removed it while we waited: another may lock a new one
+                continue
+            try:
+                yield True
+            finally:  # a process waiting on this file finds it removed and locks the path anew
+                with contextlib.suppress(OSError):
+                    path.unlink()
             return
-        try:
-            yield True
-        finally:  # a process waiting on this file still gets it next, and finds the item complete
-            with contextlib.suppress(OSError):
-                path.unlink()
+
+
+def _is_file_at(handle, path: Path) -> bool:
+    """Whether the open file ``handle`` is still the file at ``path``."""
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _write_failure(final: Path, record: Mapping[str, Any], result: ItemResult) -> None:
