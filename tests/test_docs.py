@@ -273,6 +273,7 @@ def test_the_strict_build_refuses(breakage, tmp_path):
     assert run.returncode != 0 and name in run.stderr, run.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_the_tutorial_notebook_runs(tmp_path, monkeypatch):
     require("nbclient")
     require("nbformat")
