@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def fashion(split: str) -> tuple[torch.Tensor, np.ndarray]:
-    data = lm.load_dataset("fashion-mnist", split)
+    data = lm.load_dataset("fashion-mnist", split=split)
     return data.data, data.targets.numpy()
 
 
@@ -127,12 +127,12 @@ def timed(fn):
 def part_ann(args) -> dict:
     x, y = fashion("train")
     x, y = x[: args.ann_n].reshape(args.ann_n, -1).contiguous(), y[: args.ann_n]
-    exact, t_exact = timed(lambda: build_graph(x, GraphConfig()))
+    exact, t_exact = timed(lambda: build_graph(x, graph=GraphConfig()))
     q = lm.modularity(exact.adjacency, y)
     out = {"n": args.ann_n, "d": int(x.shape[1]), "q_exact": q, "t_exact": t_exact}
     print(f"ann     exact  N={args.ann_n} D={x.shape[1]}  Q={q:.4f}  t={t_exact:.1f} s", flush=True)
     for method in ("ivf", "hnsw"):
-        graph, t = timed(lambda: build_graph(x, GraphConfig(knn=method)))
+        graph, t = timed(lambda: build_graph(x, graph=GraphConfig(knn=method)))
         dq = abs(lm.modularity(graph.adjacency, y) - q)
         out[method] = {"t": t, "speedup": t_exact / t, "dq": dq, "recall": graph.recall}
         print(f"ann     {method:5s}  t={t:.1f} s  speed-up={t_exact / t:.1f}x  |dQ|={dq:.5f}  "
@@ -158,9 +158,10 @@ def part_sketch(args) -> dict:
         for d in args.dims:
             n = args.sketch_n if d <= 50000 else args.sketch_n_wide
             x, y = wide_features(n, d, Path(folder) / f"x{d}.npy")
-            exact, t_exact = timed(lambda: build_graph(x, GraphConfig(), max_bytes=512 * 2**20))
+            exact, t_exact = timed(lambda: build_graph(x, graph=GraphConfig(), max_bytes=512 * 2**20))
             q = lm.modularity(exact.adjacency, y)
-            graph, t = timed(lambda: build_graph(x, GraphConfig(sketch_dim=args.sketch_dim), max_bytes=512 * 2**20))
+            graph, t = timed(lambda: build_graph(x, graph=GraphConfig(sketch_dim=args.sketch_dim),
+                                                 max_bytes=512 * 2**20))
             dq = abs(lm.modularity(graph.adjacency, y) - q)
             out[d] = {"n": n, "q_exact": q, "t_exact": t_exact, "t_sketch": t, "speedup": t_exact / t, "dq": dq,
                       "recall": graph.recall}
@@ -173,7 +174,7 @@ def part_sketch(args) -> dict:
 def part_resnet(args) -> dict:
     x, y = fashion("test")
     model = lm.models.create("resnet18", num_classes=10, in_channels=1)
-    draws = lm.balanced_draws(y, args.per_class, args.repeats, seed=0)
+    draws = lm.balanced_draws(y, n_per_class=args.per_class, repeats=args.repeats, seed=0)
     union = np.unique(np.concatenate(draws))
     inputs = x[union]
     curve, t_curve = timed(lambda: lm.modularity_curve(model, (x, y), n_per_class=args.per_class,
@@ -186,7 +187,7 @@ def part_resnet(args) -> dict:
                 model(inputs[start:start + 256])
 
     _, t_forward = timed(forward)
-    features, t_extract = timed(lambda: lm.extract_features(model, inputs, curve.layers))
+    features, t_extract = timed(lambda: lm.extract_features(model, inputs, layers=curve.layers))
     positions = [np.searchsorted(union, draw) for draw in draws]
     config = GraphConfig()
     parts = {"draws": 0.0, "graphs": 0.0, "modularity": 0.0}
@@ -195,9 +196,9 @@ def part_resnet(args) -> dict:
         for row, pos in enumerate(positions):
             chosen, t = timed(lambda: feats[pos])
             parts["draws"] += t
-            graph, t = timed(lambda: build_graph(chosen, config, max_bytes=args.resnet_budget))
+            graph, t = timed(lambda: build_graph(chosen, graph=config, max_bytes=args.resnet_budget))
             parts["graphs"] += t
-            _, t = timed(lambda: modularity_with_null(graph.adjacency, y[union][pos], 20, row))
+            _, t = timed(lambda: modularity_with_null(graph.adjacency, y[union][pos], permutations=20, seed=row))
             parts["modularity"] += t
             xn = chosen / chosen.norm(dim=1, keepdim=True).clamp_min(1e-8)
             block = default_block_size(len(xn))

@@ -4,6 +4,9 @@
 # CPU-sized by default; scale up with the environment, e.g. on a GPU:
 #   WIDTH=1 EPOCHS=30 DEVICE=cuda bash scripts/evidence_fmnist.sh
 set -euo pipefail
+# training, and so every result downstream of it, depends on the torch thread count: pin it (TORCH_THREADS, 1 by
+# default; torch reads OMP_NUM_THREADS when it starts)
+export OMP_NUM_THREADS="${TORCH_THREADS:-1}" MKL_NUM_THREADS="${TORCH_THREADS:-1}"
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 WIDTH="${WIDTH:-0.25}" EPOCHS="${EPOCHS:-4}" DEVICE="${DEVICE:-cpu}" OUT="${OUT:-docs/evidence}"

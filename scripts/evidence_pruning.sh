@@ -5,6 +5,9 @@
 # seeds and write the comparison to docs/pruning/. CPU-sized by default (about 25 minutes on 2 cores); scale
 # up with the environment, e.g. WIDTH=1 EPOCHS=30 FT_EPOCHS=5 FT_SUBSET=0 DEVICE=cuda.
 set -euo pipefail
+# training, and so every result downstream of it, depends on the torch thread count: pin it (TORCH_THREADS, 1 by
+# default; torch reads OMP_NUM_THREADS when it starts)
+export OMP_NUM_THREADS="${TORCH_THREADS:-1}" MKL_NUM_THREADS="${TORCH_THREADS:-1}"
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 WIDTH="${WIDTH:-0.25}" EPOCHS="${EPOCHS:-5}" REMOVE="${REMOVE:-4}" SEEDS="${SEEDS:-3}"

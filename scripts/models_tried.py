@@ -181,7 +181,7 @@ def try_model(trial: Trial) -> dict[str, str]:
         else:
             try:
                 with torch.no_grad():
-                    pruned = apply_plan(model, [units[0].name], example)
+                    pruned = apply_plan(model, [units[0].name], example=example)
                     same = _shape(pruned(**example) if isinstance(example, dict) else pruned(example)) == _shape(
                         model(**example) if isinstance(example, dict) else model(example))
                 cells["pruned forward"] = "yes" if same else "the pruned model's output has another shape"

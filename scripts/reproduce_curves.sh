@@ -4,6 +4,9 @@
 # docs/reproduction/sweep-*/ (results.csv, summary.png, one curve run per item). About 10 minutes on 2 cores
 # after scripts/reproduce_train.sh; WORKERS=2 runs two items at a time.
 set -euo pipefail
+# training, and so every result downstream of it, depends on the torch thread count: pin it (TORCH_THREADS, 1 by
+# default; torch reads OMP_NUM_THREADS when it starts)
+export OMP_NUM_THREADS="${TORCH_THREADS:-1}" MKL_NUM_THREADS="${TORCH_THREADS:-1}"
 cd "$(dirname "$0")/.."
 bash scripts/reproduce_train.sh
 OUT="${OUT:-docs/reproduction}"

@@ -8,6 +8,9 @@
 # 3,000 images), accuracy on 2,000 test images; WORKERS=2 runs two retraining jobs at a time. PRESET=gpu: all
 # 60,000 training and 10,000 test images, 5 fine-tuning epochs and 30 from scratch, both costs matched.
 set -euo pipefail
+# training, and so every result downstream of it, depends on the torch thread count: pin it (TORCH_THREADS, 1 by
+# default; torch reads OMP_NUM_THREADS when it starts)
+export OMP_NUM_THREADS="${TORCH_THREADS:-1}" MKL_NUM_THREADS="${TORCH_THREADS:-1}"
 cd "$(dirname "$0")/.."
 bash scripts/reproduce_train.sh
 OUT="${OUT:-docs/reproduction}"

@@ -5,6 +5,9 @@
 # network already trained is kept. CPU: about 40 minutes on 2 cores. PRESET=gpu trains on all 60,000 images
 # (and the 2,000-image subset) for 30 epochs on the GPU.
 set -euo pipefail
+# training, and so every result downstream of it, depends on the torch thread count: pin it (TORCH_THREADS, 1 by
+# default; torch reads OMP_NUM_THREADS when it starts)
+export OMP_NUM_THREADS="${TORCH_THREADS:-1}" MKL_NUM_THREADS="${TORCH_THREADS:-1}"
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ "${PRESET:-cpu}" = gpu ]; then recipe=(--epochs 30 --device cuda); else recipe=(--subset 20000 --epochs 4); fi

@@ -1,104 +1,316 @@
-"""Print the tables of REPRODUCTION.md from the result files under docs/reproduction/ (run after the
-scripts/reproduce_*.sh scripts): every number there comes from this script's output.
+"""The tables and numbers of REPRODUCTION.md, from the committed result files (docs/reproduction/, docs/evidence/,
+docs/adversarial/, docs/pruning/), and a check that the document says what the files give.
 
-    .venv/bin/python scripts/reproduction_tables.py [docs/reproduction]
+    .venv/bin/python scripts/reproduction_tables.py [--root .]          # print every table and number
+    .venv/bin/python scripts/reproduction_tables.py --check [--doc REPRODUCTION.md]
+
+REPRODUCTION.md holds the generated tables between ``<!-- tables: NAME -->`` and ``<!-- /tables -->``; ``--check``
+exits 1 when one of them differs from what this script prints, or when a decimal number in the rest of the text
+(outside code blocks, the headings, rows and ``<!-- quoted -->`` stretches that state the paper's findings, and the stretches between
+``<!-- not in the files -->`` and ``<!-- /not -->``, which say why their numbers are not regenerable here) is not among the numbers this script
+prints. The prose check is one of membership: a number edited into another that the files also give passes.
+
+Statistics. A cell compares a method with ``modularity`` over 4 budgets x 3 seeds. The seeds of one budget
+retrain the same pruned networks, so the budget is the unit: ``p budgets`` is the t-test on the 4 per-budget
+mean differences (3 degrees of freedom; the test of the mean in a random-intercept model with budget as the
+random effect, the design being balanced), beside the exact sign-flip test over the 12 pairs. Up to 16
+comparisons per network: Bonferroni's 0.05 / 16 = 0.003. Bold: both p-values below it.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+from scipy.stats import spearmanr
+
 import layermod as lm
 from layermod.pruning.pareto import MatchedComparison
 
-
-def pct(value: float, digits: int = 1) -> str:
-    return f"{100 * value:.{digits}f}"
+METHODS = ["steepest", "last", "first", "random", "cosine", "angular", "cka", "reinit"]
+ALPHA = 0.05 / 16
+PERMUTATIONS = 10_000
+NETWORKS = {"resnet20-w0.25": "ResNet20, width 0.25", "resnet20-w0.5": "ResNet20, width 0.5",
+            "resnet56-w0.25": "ResNet56, width 0.25", "resnet110-w0.25": "ResNet110, width 0.25",
+            "vgg19-w0.25": "VGG19-BN, width 0.25", "resnet56-w0.25-n2000": "ResNet56, width 0.25, 2,000 images"}
 
 
 def p_value(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2g}"
 
 
-def row_at(study: MatchedComparison, match: str, budget: float) -> None:
-    """The paper's ResNet56 row: every method at one budget of one cost."""
-    print(f"\n#### {match} budget {pct(budget, 0)} %\n")
-    print("| method | retrain | params removed | FLOPs removed | accuracy (3 seeds) | Δ vs modularity (p t; p sign) |")
-    print("|---|---|---:|---:|---:|---:|")
+def studies(root: Path) -> dict[str, MatchedComparison]:
+    return {path.parent.name.removeprefix("pruning-"): MatchedComparison.load(path)
+            for path in sorted((root / "docs/reproduction").glob("pruning-*/matched.json"))}
+
+
+def versus(root: Path) -> str:
+    """Every network's pooled difference to modularity, a column per method, with both p-values."""
+    lines = ["| network | retrain | matched by | " + " | ".join(METHODS) + " |",
+             "|---|---|---|" + "---:|" * len(METHODS)]
+    for name, study in studies(root).items():
+        pooled = {(p["match"], p["retrain"], p["method"]): p for p in study.pooled()}
+        for match, retrain in dict.fromkeys((r["match"], r["retrain"]) for r in study.rows):
+            cells = []
+            for method in METHODS:
+                p = pooled.get((match, retrain, method))
+                if p is None:
+                    cells.append("–")
+                    continue
+                both = p["p_budget"] is not None and p["p_budget"] < ALPHA and p["p_sign"] < ALPHA
+                bold = "**" if both else ""
+                cells.append(f"{bold}{100 * p['mean']:+.1f}{bold} ({p_value(p['p_budget'])}; "
+                             f"{p_value(p['p_sign'])})")
+            lines.append(f"| {name.rsplit('-', 1)[0]} | {retrain} | {match} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_budget(root: Path, name: str, match: str = "flops") -> str:
+    """One network's differences to modularity budget by budget, with the share of ``match`` each removed;
+    "≥" marks a method that removed at least modularity's share (a like-for-like or harder comparison for
+    modularity)."""
+    study = studies(root)[name]
+    cells = {(s["budget"], s["method"]): s for s in study.summary() if s["match"] == match}
+    budgets = sorted({b for b, m in cells if m != "none"})
+    lines = ["| budget | modularity | " + " | ".join(METHODS) + " |", "|---|---:|" + "---:|" * len(METHODS)]
+    for budget in budgets:
+        ref = cells[(budget, "modularity")]
+        row = [f"{100 * budget:.0f} %", f"{100 * ref['acc_mean']:.1f} ({100 * ref[match + '_removed']:.1f} %)"]
+        for method in METHODS:
+            s = cells.get((budget, method))
+            if s is None:
+                row.append("–")
+                continue
+            mark = "≥" if s[match + "_removed"] >= ref[match + "_removed"] - 1e-9 else ""
+            row.append(f"{100 * s['vs_modularity']['mean']:+.1f} ({mark}{100 * s[match + '_removed']:.1f} %)")
+        lines.append("| " + " | ".join(row) + " |")
+    like = []
+    for method in METHODS:
+        fair = [cells[(b, method)]["vs_modularity"]["mean"] for b in budgets
+                if (b, method) in cells and cells[(b, method)][match + "_removed"]
+                >= cells[(b, "modularity")][match + "_removed"] - 1e-9]
+        worse = sum(d < 0 for d in fair)
+        like.append(f"{method} {worse} of {len(fair)}")
+    lines += ["", "Budgets at which the method removed at least modularity's share and scored below it: "
+              + ", ".join(like) + "."]
+    return "\n".join(lines)
+
+
+def budget_row(root: Path, name: str, match: str, budget: float) -> str:
+    """Every method at one budget of one cost (the paper's ResNet56 row)."""
+    study = studies(root)[name]
+    lines = ["| method | parameters removed | FLOPs removed | accuracy (3 seeds) | Δ vs modularity (p t; p sign) |",
+             "|---|---:|---:|---:|---:|"]
     for s in study.summary():
         if s["match"] != match or s["budget"] not in (0.0, budget):
             continue
         test = s["vs_modularity"]
-        vs = "reference" if s["method"] == "modularity" else "–" if test is None else (
-            f"{100 * test['mean']:+.2f} ({p_value(test['p_t'])}; {p_value(test['p_sign'])})")
-        print(f"| {s['method']} | {s['retrain']} | {pct(s['params_removed'])} % | {pct(s['flops_removed'])} % | "
-              f"{pct(s['acc_mean'], 2)} ± {pct(s['acc_std'], 2)} % | {vs} |")
+        vs = "" if test is None else f"{100 * test['mean']:+.1f} ({p_value(test['p_t'])}; {p_value(test['p_sign'])})"
+        lines.append(f"| {s['method']} | {100 * s['params_removed']:.1f} % | {100 * s['flops_removed']:.1f} % | "
+                     f"{100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f} % | {vs} |")
+    return "\n".join(lines)
 
 
-def pooled(study: MatchedComparison) -> None:
-    print("\n| match | retrain | method | pairs | Δ vs modularity (points) | p t-test | p sign-flip |")
-    print("|---|---|---|---:|---:|---:|---:|")
-    for p in sorted(study.pooled(), key=lambda p: (p["match"], p["retrain"], -p["mean"])):
-        print(f"| {p['match']} | {p['retrain']} | {p['method']} | {p['n']} | {100 * p['mean']:+.2f} ± "
-              f"{100 * (p['std'] or 0):.2f} | {p_value(p['p_t'])} | {p_value(p['p_sign'])} |")
+def size_items(root: Path) -> dict[str, lm.Curve]:
+    """The size sweep's curves by network name (runs/repro/NAME/best.safetensors)."""
+    out = {}
+    for item in sorted((root / "docs/reproduction/sweep-size/items").iterdir()):
+        weights = json.loads((item / "item.json").read_text())["options"]["weights"]
+        out[Path(weights).parent.name] = lm.Curve.load(item)
+    return out
 
 
-def sweep(directory: Path, option: str) -> None:
-    """Q per layer for every value of ``option`` in a sweep's results.csv, and the verdicts of each item."""
-    import csv
-
-    rows = list(csv.DictReader((directory / "results.csv").open()))
-    table: dict[str, dict[str, float]] = defaultdict(dict)
-    for row in rows:
-        table[row[option]][row["layer"]] = float(row["q_mean"])
-    print(f"\n{directory.name}: {option} -> first, middle, last Q; plateau/drop verdicts (find_redundant)\n")
-    for value, layers in table.items():
-        names = list(layers)
-        item = next(r["item"] for r in rows if r[option] == value)
-        verdicts = lm.find_redundant(lm.Curve.load(directory / "items" / item))
-        flat = [v.layer for v in verdicts if v.verdict != "keep"]
-        print(f"- {option}={value}: {len(names)} layers, Q {layers[names[0]]:.3f} -> {layers[names[len(names) // 2]]:.3f}"
-              f" -> {layers[names[-1]]:.3f}; {len(flat)} plateau/drop: {', '.join(flat)}")
-
-
-def versus(root: Path) -> None:
-    """Every network's pooled difference to modularity, a column per method (bold: p t-test < 0.003)."""
-    methods = ["steepest", "last", "first", "random", "cosine", "angular", "cka", "reinit"]
-    print("\n| network | retrain | matched by | " + " | ".join(methods) + " |")
-    print("|---|---|---|" + "---:|" * len(methods))
-    for path in sorted(root.glob("pruning-*/matched.json")):
-        study = MatchedComparison.load(path)
-        pooled = {(p["match"], p["retrain"], p["method"]): p for p in study.pooled()}
-        for match, retrain in dict.fromkeys((r["match"], r["retrain"]) for r in study.rows):
-            cells = []
-            for method in methods:
-                p = pooled.get((match, retrain, method))
-                bold = "**" if p is not None and p["p_t"] is not None and p["p_t"] < 0.003 else ""
-                cells.append("–" if p is None else f"{bold}{100 * p['mean']:+.1f}{bold}")
-            name = path.parent.name.removeprefix("pruning-").rsplit("-", 1)[0]
-            print(f"| {name} | {retrain} | {match} | " + " | ".join(cells) + " |")
+def plateaus(root: Path) -> str:
+    """Plateau/drop counts per network under the relative band, at rel_gain 0.25, 0.5 (the default), 0.75, and
+    under the old absolute 0.005."""
+    curves = size_items(root)
+    lines = ["| network | layers | Q first -> last | mean step | plateau or drop (rel_gain 0.25 / 0.5 / 0.75) | "
+             "absolute 0.005 |", "|---|---:|---:|---:|---:|---:|"]
+    for name, title in NETWORKS.items():
+        curve = curves[name]
+        counts = [len(lm.find_redundant(curve, rel_gain=g).redundant) for g in (0.25, 0.5, 0.75)]
+        old = len(lm.find_redundant(curve, rel_gain=0.0, min_gain=0.005).redundant)
+        step = lm.find_redundant(curve).config["step"]
+        lines.append(f"| {title} | {len(curve.layers)} | {curve.mean[0]:.3f} -> {curve.mean[-1]:.3f} | {step:.4f} | "
+                     f"{counts[0]} / **{counts[1]}** / {counts[2]} | {old} |")
+    for name in ("resnet56-w0.25", "resnet110-w0.25", "vgg19-w0.25", "resnet56-w0.25-n2000"):
+        flat = lm.find_redundant(curves[name]).redundant
+        lines.append(f"\n{NETWORKS[name]}: {', '.join(f'`{layer}`' for layer in flat)}")
+    return "\n".join(lines)
 
 
-def main(root: Path) -> None:
-    versus(root)
-    for path in sorted(root.glob("pruning-*/matched.json")):
-        study = MatchedComparison.load(path)
-        print(f"\n### {path.parent.name}\n")
-        print(f"base: {study.base['params']:,} parameters, {study.base['flops']:,} FLOPs per image")
-        pooled(study)
-        for match in dict.fromkeys(row["match"] for row in study.rows):
-            row_at(study, match, max(study.config["budgets"]))
-    for name, option in (("sweep-size", "weights"), ("sweep-sensitivity-k", "k"), ("sweep-sensitivity-n", "n-per-class")):
-        if (root / name / "results.csv").is_file():
-            sweep(root / name, option)
-    for path in sorted(root.glob("curves/*/curve.json")):
-        curve = json.loads(path.read_text())
-        print(f"\ncurve {path.parent.name}: " + ", ".join(f"{layer} {q:.3f}" for layer, q in
-                                                      zip(curve["layers"], curve["mean"])))
+def matrix(path: Path) -> tuple[list[str], np.ndarray]:
+    rows = list(csv.reader(path.open()))
+    return rows[0][1:], np.array([[float(x) for x in row[1:]] for row in rows[1:]])
+
+
+def d_vs_cka(root: Path) -> str:
+    """D against linear CKA over the unordered layer pairs, with the layer distance |i - j| held fixed: the
+    correlation within each diagonal (values centred per |i - j|), with a permutation test that shuffles D
+    within each diagonal (two-sided, PERMUTATIONS shuffles, seed 0), and the linear partial correlation."""
+    layers, d = matrix(root / "docs/adversarial/compare/d.csv")
+    others, cka = matrix(root / "docs/adversarial/compare/cka.csv")
+    assert layers == others, "d.csv and cka.csv hold other layers"
+    i, j = np.triu_indices(len(layers), 1)
+    distance, x, y = (j - i).astype(float), d[i, j], cka[i, j]
+
+    def centred(v: np.ndarray) -> np.ndarray:
+        out = v.copy()
+        for k in np.unique(distance):
+            out[distance == k] -= v[distance == k].mean()
+        return out
+
+    def residual(v: np.ndarray) -> np.ndarray:
+        design = np.column_stack([np.ones_like(distance), distance])
+        return v - design @ np.linalg.lstsq(design, v, rcond=None)[0]
+
+    within = float(np.corrcoef(centred(x), centred(y))[0, 1])
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(PERMUTATIONS):
+        shuffled = x.copy()
+        for k in np.unique(distance):
+            shuffled[distance == k] = rng.permutation(x[distance == k])
+        hits += abs(np.corrcoef(centred(shuffled), centred(y))[0, 1]) >= abs(within) - 1e-12
+    r = lambda a, b: float(np.corrcoef(a, b)[0, 1])  # noqa: E731
+    return "\n".join([
+        f"- {len(layers)} layers, {len(x)} unordered pairs",
+        f"- Pearson r: D vs CKA {r(x, y):.2f}, |i - j| vs CKA {r(distance, y):.2f}, |i - j| vs D {r(distance, x):.2f}",
+        f"- with |i - j| held fixed: linear partial r {r(residual(x), residual(y)):+.2f}; within-diagonal r "
+        f"{within:+.2f}, permutation p {(hits + 1) / (PERMUTATIONS + 1):.3f} (D shuffled within each diagonal, "
+        f"{PERMUTATIONS:,} shuffles)"])
+
+
+def curve_line(name: str, curve: lm.Curve) -> str:
+    return f"- {name}: " + ", ".join(f"{layer} {q:.3f} ± {s:.3f}" for layer, q, s in
+                                      zip(curve.layers, curve.mean, curve.std))
+
+
+def everything_else(root: Path) -> str:
+    """The numbers the text quotes that no table holds: the curves, the sweeps, the studies' settings, the
+    evidence runs, the attacks."""
+    lines = []
+    raw = lm.Curve.load(root / "docs/reproduction/raw-pixels")
+    lines.append(f"- raw pixels: Q {raw.mean[0]:.3f} ± {raw.std[0]:.3f}")
+    for name, curve in size_items(root).items():
+        lines.append(curve_line(name, curve) + f"; width {curve.config['arch_args']['width']}")
+    for sweep, option in (("sweep-sensitivity-k", "k"), ("sweep-sensitivity-n", "n-per-class")):
+        rows = list(csv.DictReader((root / "docs/reproduction" / sweep / "results.csv").open()))
+        table: dict[str, dict[str, float]] = defaultdict(dict)
+        for row in rows:
+            table[row[option]][row["layer"]] = float(row["q_mean"])
+        table = dict(sorted(table.items(), key=lambda item: float(item[0])))
+        base = next(iter(table.values()))
+        for value, q in table.items():
+            lines.append(f"- {sweep} {option}={value}: " + ", ".join(f"{layer} {v:.3f}" for layer, v in q.items()))
+            lines.append(f"  - change from {option}={next(iter(table))}: "
+                         + ", ".join(f"{layer} {v - base[layer]:+.3f}" for layer, v in q.items()))
+            rho = spearmanr(np.diff(list(q.values())), np.diff(list(base.values()))).statistic
+            lines.append(f"  - rank correlation of the increments with {option}={next(iter(table))}'s: {rho:.2f}")
+        if option == "k":
+            curve = lm.Curve.load(next((root / "docs/reproduction" / sweep / "items").glob("k-3-*")))
+            lines.append(f"  - k=3 draw-to-draw std, last layer: {curve.std[-1]:.3f}")
+    for name, study in studies(root).items():
+        summary = study.summary()
+        unpruned = {(s["match"], s["retrain"]): s["acc_mean"] for s in summary if s["method"] == "none"}
+        lines.append(f"- study {name}: base {study.base['params']:,} parameters; config "
+                     + json.dumps(study.config, sort_keys=True))
+        for s in summary:
+            lines.append(f"  - {s['match']} {s['retrain']} {100 * s['budget']:.0f} % {s['method']}: "
+                         f"{100 * s['acc_mean']:.1f} ± {100 * s['acc_std']:.1f} % / {100 * s['acc_mean']:.2f} ± "
+                         f"{100 * s['acc_std']:.2f} %, params {100 * s['params_removed']:.1f} %, FLOPs "
+                         f"{100 * s['flops_removed']:.1f} %, vs unpruned "
+                         f"{100 * (s['acc_mean'] - unpruned[(s['match'], s['retrain'])]):+.1f}")
+        for p in study.pooled():
+            lines.append(f"  - pooled {p['match']} {p['retrain']} {p['method']}: {100 * p['mean']:+.1f} ± "
+                         f"{100 * (p['std'] or 0):.1f}, p t {p_value(p['p_t'])}, p sign {p_value(p['p_sign'])}, "
+                         f"p budgets {p_value(p['p_budget'])}")
+    for name in ("vgg11", "resnet20"):
+        curve = lm.Curve.load(root / "docs/evidence" / name)
+        lines.append(curve_line(f"evidence {name}", curve) + "; z " + ", ".join(f"{z:.0f}" for z in curve.z))
+        best = json.loads((root / "docs/evidence" / name / "best.json").read_text())
+        lines.append(f"  - width {best['arch_args']['width']}; test accuracy {100 * best['accuracy']:.2f} %, by epoch "
+                     + ", ".join(f"{100 * h['test_acc']:.1f} %" for h in best["history"]))
+        dynamics = json.loads((root / "docs/evidence" / name / "dynamics.json").read_text())
+        for layer, means in zip(dynamics["layers"], np.array(dynamics["mean"]).T):
+            lines.append(f"  - dynamics {layer}: " + ", ".join(f"{q:.2f}" for q in means))
+    best = json.loads((root / "docs/adversarial/train/best.json").read_text())
+    lines.append(f"- adversarial {best['arch']}: test accuracy {100 * best['accuracy']:.2f} %")
+    for attack in sorted((root / "docs/adversarial").glob("*-eps*/attack.json")):
+        data = json.loads(attack.read_text())
+        clean, attacked = (np.array(data[key]["mean"]) for key in ("clean", "attacked"))
+        lines.append(f"- attack {attack.parent.name}: last layer {clean[-1]:.3f} -> {attacked[-1]:.3f}; first "
+                     f"layers' largest gap {np.abs(attacked[:3] - clean[:3]).max():.2f}")
+    rows = json.loads((root / "docs/pruning/comparison.json").read_text())["rows"]
+    lines.append("- equal-count pruning: " + ", ".join(f"{r['method']} {100 * r['acc_mean']:.2f} %" for r in rows))
+    for name in NETWORKS:
+        model, width = name.split("-")[0], float(name.split("-")[1].removeprefix("w"))
+        count = sum(p.numel() for p in lm.models.create(model, width=width, num_classes=10,
+                                                         in_channels=1).parameters())
+        lines.append(f"- {name}: {count / 1e3:.1f}K / {count / 1e6:.2f}M parameters")
+    verdicts = lm.find_redundant(size_items(root)["vgg19-w0.25"])
+    lines.append("- vgg19 increments: " + ", ".join(f"{v.layer} {v.increment:.4f}" for v in verdicts[1:]))
+    return "\n".join(lines)
+
+
+def blocks(root: Path) -> dict[str, str]:
+    return {"versus": versus(root), "vgg19-budgets": per_budget(root, "vgg19-w0.25-finetune"),
+            "resnet56-60": budget_row(root, "resnet56-w0.25-finetune", "flops", 0.6),
+            "plateaus": plateaus(root), "d-vs-cka": d_vs_cka(root)}
+
+
+_BLOCK = re.compile(r"<!-- tables: (?P<name>[\w-]+) -->\n(?P<body>.*?)\n<!-- /tables -->", re.S)
+_EXEMPT = re.compile(r"```.*?```|<!-- (not in the files|quoted) -->.*?<!-- /(not|quoted) -->|arXiv \S+"
+                     r"|^\| (paper|rerun|with the data) \|.*?$|^#+ .*?$", re.S | re.M)
+_NUMBER = re.compile(r"(?<![\w.])[-+−]?\d+(?:,\d{3})*\.\d+(?![\w.]*\d)")
+
+
+def numbers(text: str) -> set[str]:
+    """Decimal numbers in ``text``, their sign and thousands separators dropped."""
+    return {m.group().lstrip("+-−").replace(",", "") for m in _NUMBER.finditer(text)}
+
+
+def check(doc: Path, root: Path) -> list[str]:
+    """What in ``doc`` the files do not give, one line each (empty: the document agrees)."""
+    text = doc.read_text()
+    made = blocks(root)
+    problems = []
+    found = {m["name"]: m["body"] for m in _BLOCK.finditer(text)}
+    for name, body in made.items():
+        if name not in found:
+            problems.append(f"{doc}: no <!-- tables: {name} --> block")
+        elif found[name] != body:
+            problems.append(f"{doc}: the {name} table is not what the files give (rerun this script and paste it)")
+    known = numbers("\n".join(made.values()) + "\n" + everything_else(root))
+    prose = _EXEMPT.sub("", _BLOCK.sub("", text))
+    for number in sorted(numbers(prose) - known, key=float):
+        line = next(i for i, row in enumerate(text.splitlines(), 1) if number in row.replace(",", ""))
+        problems.append(f"{doc}:{line}: {number} is in no result file")
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent,
+                        help="the repository holding docs/ (default: this script's)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the document disagrees with the files")
+    parser.add_argument("--doc", type=Path, help="the document to check (default ROOT/REPRODUCTION.md)")
+    args = parser.parse_args()
+    if args.check:
+        problems = check(args.doc or args.root / "REPRODUCTION.md", args.root)
+        print("\n".join(problems) or "REPRODUCTION.md agrees with the result files")
+        return 1 if problems else 0
+    for name, body in blocks(args.root).items():
+        print(f"<!-- tables: {name} -->\n{body}\n<!-- /tables -->\n")
+    print(everything_else(args.root))
+    return 0
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/reproduction"))
+    sys.exit(main())

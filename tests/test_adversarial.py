@@ -41,9 +41,9 @@ def trained():
 def test_curves_are_measured_on_the_same_draws_of_the_flipped_samples(trained):
     model, x, y = trained
     config = AttackConfig(method="pgd", eps=0.2, steps=10, step_size=0.05)
-    result = adversarial_curves(model, (x, y), config, SPACE, pool_per_class=120, n_per_class=10, repeats=2, k=3,
-                                layers=LAYERS)
-    expected = attack(model, x, y, config, SPACE)  # a pool of the whole class is every sample, in order
+    result = adversarial_curves(model, (x, y), attack=config, space=SPACE, pool_per_class=120, n_per_class=10,
+                                repeats=2, k=3, layers=LAYERS)
+    expected = attack(model, x, y, attack=config, space=SPACE)  # a pool of the whole class is every sample, in order
     assert result.summary == expected.summary()
     keep = expected.flipped
     again_clean = modularity_curve(model, (x[keep], y[keep]), layers=LAYERS, k=3, n_per_class=10, repeats=2)
@@ -59,13 +59,13 @@ def test_keep_all_uses_every_attacked_sample_and_a_short_class_is_refused(traine
     model, x, y = trained
     weak = AttackConfig(method="fgsm", eps=0.001)
     with pytest.raises(AttackError, match="classified correctly and then flipped.*keep='all'"):
-        adversarial_curves(model, (x, y), weak, SPACE, n_per_class=10, repeats=1, layers=["5"])
-    result = adversarial_curves(model, (x, y), weak, SPACE, keep="all", pool_per_class=20, n_per_class=20,
+        adversarial_curves(model, (x, y), attack=weak, space=SPACE, n_per_class=10, repeats=1, layers=["5"])
+    result = adversarial_curves(model, (x, y), attack=weak, space=SPACE, keep="all", pool_per_class=20, n_per_class=20,
                                 repeats=1, layers=["5"])
     assert result.summary["n_attacked"] == 60 and result.keep == "all"
     assert abs(result.gap[0]) < 0.05  # a negligible budget barely moves the features
     with pytest.raises(AttackError, match="keep"):
-        adversarial_curves(model, (x, y), weak, SPACE, keep="some")
+        adversarial_curves(model, (x, y), attack=weak, space=SPACE, keep="some")
 
 
 def curves(clean_rows, attacked_rows) -> AdversarialCurves:

@@ -32,7 +32,7 @@ def clustered(n=1200, d=32, classes=6, seed=0, latent=8):
 def test_faiss_neighbours_have_high_recall_and_q_close_to_exact(method, metric):
     x, y = clustered()
     exact = lm.modularity(lm.knn_graph(x, k=5, metric=metric), y)
-    graph = build_graph(x, GraphConfig(k=5, metric=metric, knn=method))
+    graph = build_graph(x, graph=GraphConfig(k=5, metric=metric, knn=method))
     assert graph.recall >= 0.9
     assert abs(lm.modularity(graph.adjacency, y) - exact) <= 0.01
     a = graph.adjacency
@@ -41,15 +41,15 @@ def test_faiss_neighbours_have_high_recall_and_q_close_to_exact(method, metric):
 
 def test_the_exact_path_reports_no_recall_and_is_the_default():
     x, _ = clustered(n=200)
-    graph = build_graph(x, GraphConfig())
+    graph = build_graph(x, graph=GraphConfig())
     assert graph.recall is None
     assert (graph.adjacency != lm.knn_graph(x)).nnz == 0
 
 
-@pytest.mark.parametrize("method", ["ivf", "hnsw"])
-def test_the_approximate_search_is_deterministic(method):
+@pytest.mark.parametrize("knn", ["ivf", "hnsw"])
+def test_the_approximate_search_is_deterministic(knn):
     x, _ = clustered(n=800)
-    first, second = (lm.knn_graph(x, method=method, seed=3) for _ in range(2))
+    first, second = (lm.knn_graph(x, knn=knn, seed=3) for _ in range(2))
     assert np.array_equal(first.indices, second.indices) and np.array_equal(first.data, second.data)
 
 
@@ -57,8 +57,8 @@ def test_recall_is_measured_against_the_exact_neighbours():
     # an index that finds nothing near: a sketch to one dimension loses most neighbours of isotropic data
     rng = np.random.default_rng(1)
     x = rng.normal(size=(600, 64)).astype(np.float32)
-    poor = build_graph(x, GraphConfig(sketch_dim=1, metric="euclidean"))
-    good = build_graph(x, GraphConfig(sketch_dim=64 * 64, metric="euclidean"))
+    poor = build_graph(x, graph=GraphConfig(sketch_dim=1, metric="euclidean"))
+    good = build_graph(x, graph=GraphConfig(sketch_dim=64 * 64, metric="euclidean"))
     assert poor.recall < 0.2 < 0.6 < good.recall <= 1.0
 
 
@@ -68,11 +68,11 @@ def test_a_sketch_of_wide_features_keeps_q_approximately():
     z = rng.normal(size=(5, 6))[y] * 2 + rng.normal(size=(400, 6))
     x = np.maximum(z @ rng.normal(size=(6, 20000)), 0).astype(np.float32)  # wide, low intrinsic dimension
     exact = lm.modularity(lm.knn_graph(x), y)
-    graph = build_graph(x, GraphConfig(sketch_dim=256))
+    graph = build_graph(x, graph=GraphConfig(sketch_dim=256))
     assert abs(lm.modularity(graph.adjacency, y) - exact) <= 0.02 and graph.recall > 0.5
-    again = build_graph(x, GraphConfig(sketch_dim=256))
+    again = build_graph(x, graph=GraphConfig(sketch_dim=256))
     assert (graph.adjacency != again.adjacency).nnz == 0
-    other = build_graph(x, GraphConfig(sketch_dim=256), seed=1)  # another projection, another graph
+    other = build_graph(x, graph=GraphConfig(sketch_dim=256), seed=1)  # another projection, another graph
     assert (graph.adjacency != other.adjacency).nnz > 0
 
 
@@ -120,7 +120,7 @@ def test_cli_bad_values_are_one_line(tmp_path, blobs_npz, capsys, option, value,
 
 
 @pytest.mark.parametrize("options, words", [
-    (dict(method="annoy"), "unknown knn 'annoy'"), (dict(sketch_dim=0), "sketch_dim=0"),
+    (dict(knn="annoy"), "unknown knn 'annoy'"), (dict(sketch_dim=0), "sketch_dim=0"),
     (dict(precision="fp16"), "unknown precision 'fp16'"), (dict(max_bytes=0), "max_bytes=0")])
 def test_bad_api_values_are_one_line(options, words):
     with pytest.raises(GraphError) as err:
@@ -136,7 +136,7 @@ def no_faiss(monkeypatch):
 
 def test_without_faiss_the_approximate_path_says_what_to_install(no_faiss):
     with pytest.raises(GraphError) as err:
-        lm.knn_graph(torch.rand(20, 4), method="ivf")
+        lm.knn_graph(torch.rand(20, 4), knn="ivf")
     assert "pip install layermod[ann]" in str(err.value) and "\n" not in str(err.value)
 
 

@@ -75,8 +75,9 @@ def assert_in_budget(adv, clean, eps, norm, space=SPACE):
 @pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.5)])
 def test_fgsm_raises_the_loss_and_pgd_is_at_least_as_strong(trained, norm, eps):
     model, inputs, labels = trained
-    fast = fgsm(model, inputs, labels, eps, SPACE, norm)
-    strong = pgd(model, inputs, labels, eps, SPACE, steps=10, step_size=eps / 4, norm=norm, random_start=False)
+    fast = fgsm(model, inputs, labels, eps=eps, space=SPACE, norm=norm)
+    strong = pgd(model, inputs, labels, eps=eps, space=SPACE, steps=10, step_size=eps / 4, norm=norm,
+                 random_start=False)
     clean_loss, fast_loss, strong_loss = (loss(model, x, labels) for x in (inputs, fast, strong))
     assert fast_loss > 2 * clean_loss + 0.05
     assert strong_loss >= fast_loss - 1e-6
@@ -97,8 +98,9 @@ def test_adversarial_pixels_stay_in_range_and_budget(trained, method, norm, eps,
     pixels, labels = make_pixels(12, seed)
     pixels[::4] = pixels[::4].round()  # samples on the edges of the range
     inputs = SPACE.to_inputs(pixels)
-    config = AttackConfig(method, eps, norm, steps=3, step_size=eps / 2, random_start=random_start, seed=seed)
-    result = attack(model, inputs, labels, config, SPACE, batch_size=5)
+    config = AttackConfig(method=method, eps=eps, norm=norm, steps=3, step_size=eps / 2, random_start=random_start,
+                          seed=seed)
+    result = attack(model, inputs, labels, attack=config, space=SPACE, batch_size=5)
     assert result.inputs.shape == inputs.shape
     assert_in_budget(result.inputs, inputs, eps, norm)
 
@@ -117,7 +119,7 @@ def test_fgsm_on_a_linear_model_is_the_analytic_step(norm):
         grad = grad_inputs / torch.tensor(SPACE.std).view(2, 1, 1)  # d input / d pixel = 1 / std
     step = grad.sign() if norm == "linf" else grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
     expected = (pixels + eps * step).clamp(0, 1)
-    adv = fgsm(model, inputs, labels, eps, SPACE, norm)
+    adv = fgsm(model, inputs, labels, eps=eps, space=SPACE, norm=norm)
     torch.testing.assert_close(SPACE.to_pixels(adv), expected, atol=1e-5, rtol=0)
 
 
@@ -126,7 +128,7 @@ def test_pgd_random_starts_follow_the_seed(trained):
 
     def one_step(seed):
         generator = torch.Generator().manual_seed(seed)
-        return pgd(model, inputs, labels, 0.1, SPACE, steps=1, step_size=0.01, generator=generator)
+        return pgd(model, inputs, labels, eps=0.1, space=SPACE, steps=1, step_size=0.01, generator=generator)
 
     assert torch.equal(one_step(0), one_step(0))
     assert not torch.allclose(one_step(0), one_step(1))
@@ -138,7 +140,8 @@ def test_pgd_random_starts_are_uniform_in_the_ball():
     inputs, labels = SPACE.to_inputs(torch.full((400, *SHAPE), 0.5)), torch.arange(400) % 3  # no clipping
     generator = torch.Generator().manual_seed(0)
     start = {  # one negligible step after the start
-        norm: pixel_change(pgd(model, inputs, labels, 0.1, SPACE, 1, 1e-7, norm, generator=generator), inputs)
+        norm: pixel_change(pgd(model, inputs, labels, eps=0.1, space=SPACE, steps=1, step_size=1e-7, norm=norm,
+                               generator=generator), inputs)
         for norm in ("linf", "l2")
     }
     assert start["linf"].abs().max() <= 0.1 + 1e-6
@@ -152,18 +155,20 @@ def test_pgd_random_starts_are_uniform_in_the_ball():
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_attack_is_deterministic_and_leaves_the_global_rng_alone(trained, norm):
     model, inputs, labels = trained
-    config = AttackConfig("pgd", eps=0.1, norm=norm, steps=3, step_size=0.05, seed=3)
+    config = AttackConfig(method="pgd", eps=0.1, norm=norm, steps=3, step_size=0.05, seed=3)
     state = torch.get_rng_state()
-    first, again = (attack(model, inputs, labels, config, SPACE, batch_size=40) for _ in range(2))
+    first, again = (attack(model, inputs, labels, attack=config, space=SPACE, batch_size=40) for _ in range(2))
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(first.inputs, again.inputs)
-    other = attack(model, inputs, labels, AttackConfig("pgd", 0.1, norm, 3, 0.05, seed=4), SPACE, batch_size=40)
+    other = attack(model, inputs, labels, attack=AttackConfig(method="pgd", eps=0.1, norm=norm, steps=3,
+                                                              step_size=0.05, seed=4), space=SPACE, batch_size=40)
     assert not torch.equal(first.inputs, other.inputs)
 
 
 def test_attack_result_fields_and_summary(trained):
     model, inputs, labels = trained
-    result = attack(model, inputs, labels, AttackConfig("pgd", 0.1, steps=5, step_size=0.03), SPACE, batch_size=32)
+    result = attack(model, inputs, labels, attack=AttackConfig(method="pgd", eps=0.1, steps=5, step_size=0.03),
+                    space=SPACE, batch_size=32)
     assert result.inputs.shape == inputs.shape and result.inputs.device.type == "cpu"
     assert torch.equal(result.clean_pred, model(inputs).argmax(1))
     assert torch.equal(result.adv_pred, model(result.inputs).argmax(1))
@@ -181,10 +186,10 @@ def test_frozen_parameters_untouched_grads_and_modes_restored(trained):
     frozen.requires_grad_(False)
     frozen.train()
     frozen[1].eval()  # a mixed mode must come back as it was
-    adv = fgsm(frozen, inputs, labels, 0.1, SPACE)
-    torch.testing.assert_close(adv, fgsm(model, inputs, labels, 0.1, SPACE))  # dropout was off
+    adv = fgsm(frozen, inputs, labels, eps=0.1, space=SPACE)
+    torch.testing.assert_close(adv, fgsm(model, inputs, labels, eps=0.1, space=SPACE))  # dropout was off
     assert frozen.training and frozen[0].training and not frozen[1].training
-    pgd(model, inputs, labels, 0.1, SPACE, steps=2)
+    pgd(model, inputs, labels, eps=0.1, space=SPACE, steps=2)
     assert all(param.grad is None for param in model.parameters())
 
 
@@ -195,7 +200,7 @@ def test_inputs_in_pixel_space_and_flat_inputs():
     labels = torch.arange(8) % 3
     for space in (PixelSpace(), PixelSpace(mean=(0.5,), std=(0.3,))):
         x = space.to_inputs(inputs)
-        adv = pgd(model, x, labels, 0.05, space, steps=4, norm="l2")
+        adv = pgd(model, x, labels, eps=0.05, space=space, steps=4, norm="l2")
         assert_in_budget(adv, x, 0.05, "l2", space)
 
 
@@ -235,17 +240,17 @@ def test_success_rate_is_nan_when_nothing_was_correct():
     "config, message",
     [
         (AttackConfig(eps=2), "eps=2 is outside the pixel range [0, 1]: an L-inf budget must be in (0, 1]"),
-        (AttackConfig("fgsm", eps=0), "eps=0 must be a positive number; pass the budget in pixel units"),
+        (AttackConfig(method="fgsm", eps=0), "eps=0 must be a positive number; pass the budget in pixel units"),
         (AttackConfig(eps=-0.1), "eps=-0.1 must be a positive number"),
         (AttackConfig(eps=float("nan"), norm="l2"), "eps=nan must be a positive number"),
-        (AttackConfig("cw"), "unknown attack method 'cw'; use 'fgsm', 'pgd' or 'torchattacks:NAME'"),
-        (AttackConfig("torchattacks:"), "unknown attack method"),
+        (AttackConfig(method="cw"), "unknown attack method 'cw'; use 'fgsm', 'pgd' or 'torchattacks:NAME'"),
+        (AttackConfig(method="torchattacks:"), "unknown attack method"),
         (AttackConfig(norm="l1"), "unknown norm 'l1'; use 'linf' or 'l2'"),
         (AttackConfig(steps=0), "steps=0 must be an integer >= 1"),
         (AttackConfig(step_size=0.0), "step_size=0.0 must be a positive number"),
         (AttackConfig(seed=1.5), "seed=1.5 must be an integer"),
-        (AttackConfig("fgsm", options={"c": 1}), "options ['c'] only apply to torchattacks:NAME"),
-        (AttackConfig("torchattacks:PGD", options={"eps": 0.1}), "options must not hold 'eps'"),
+        (AttackConfig(method="fgsm", options={"c": 1}), "options ['c'] only apply to torchattacks:NAME"),
+        (AttackConfig(method="torchattacks:PGD", options={"eps": 0.1}), "options must not hold 'eps'"),
     ],
 )
 def test_config_refusals(config, message):
@@ -256,13 +261,13 @@ def test_config_refusals(config, message):
 def test_budgets_follow_the_pixel_range_and_norm():
     AttackConfig(eps=2, norm="l2").validate(PixelSpace())  # an L2 budget may exceed the range's width
     AttackConfig(eps=2).validate(PixelSpace(low=-1.0, high=1.0))
-    AttackConfig("fgsm", eps=0.5, steps=0).validate(PixelSpace())  # pgd settings do not matter for fgsm
+    AttackConfig(method="fgsm", eps=0.5, steps=0).validate(PixelSpace())  # pgd settings do not matter for fgsm
     with pytest.raises(AttackError, match=r"outside the pixel range \[0, 255\]"):
         AttackConfig(eps=300).validate(PixelSpace(high=255.0))
 
 
 def test_config_to_dict_is_json_ready():
-    config = AttackConfig("torchattacks:CW", eps=0.5, norm="l2", options={"c": 0.1, "steps": 5})
+    config = AttackConfig(method="torchattacks:CW", eps=0.5, norm="l2", options={"c": 0.1, "steps": 5})
     data = json.loads(json.dumps(config.to_dict()))
     assert AttackConfig(**data) == config
     assert data["method"] == "torchattacks:CW" and data["options"] == {"c": 0.1, "steps": 5}
@@ -306,7 +311,8 @@ class TupleOutput(NoGradForward):
 def test_models_without_input_gradients_are_refused(model_cls, method):
     pixels, labels = make_pixels(6)
     with pytest.raises(AttackError, match=r"^the model's output carries no gradient with respect to its input"):
-        attack(model_cls(), SPACE.to_inputs(pixels), labels, AttackConfig(method, 0.1, steps=2), SPACE)
+        attack(model_cls(), SPACE.to_inputs(pixels), labels, attack=AttackConfig(method=method, eps=0.1, steps=2),
+               space=SPACE)
 
 
 def test_data_outside_the_pixel_range_is_refused():
@@ -314,10 +320,10 @@ def test_data_outside_the_pixel_range_is_refused():
     inputs = SPACE.to_inputs(pixels)  # normalised, but the identity space is passed
     with pytest.raises(AttackError, match=r"^the samples' pixels span \[-.*\], outside the pixel range \[0, 1\]; "
                        r"pass the data's pixel range \(PixelSpace\(low, high\)\)"):
-        attack(mlp(), inputs, labels, AttackConfig("fgsm", 0.1), PixelSpace())
+        attack(mlp(), inputs, labels, attack=AttackConfig(method="fgsm", eps=0.1), space=PixelSpace())
     inputs[0, 0, 0, 0] = float("nan")
     with pytest.raises(AttackError, match="NaN or infinite"):
-        attack(mlp(), inputs, labels, AttackConfig("fgsm", 0.1), SPACE)
+        attack(mlp(), inputs, labels, attack=AttackConfig(method="fgsm", eps=0.1), space=SPACE)
 
 
 @pytest.mark.parametrize(
@@ -336,19 +342,19 @@ def test_bad_samples_and_models_are_refused(change, message):
     pixels, labels = make_pixels(6)
     inputs, labels, model = change(SPACE.to_inputs(pixels), labels, mlp())
     with pytest.raises(AttackError, match=message):
-        attack(model, inputs, labels, AttackConfig("fgsm", 0.1), SPACE)
+        attack(model, inputs, labels, attack=AttackConfig(method="fgsm", eps=0.1), space=SPACE)
 
 
 def test_bad_batch_size_and_direct_calls_are_checked(trained):
     model, inputs, labels = trained
     with pytest.raises(AttackError, match="batch_size=0 must be an integer >= 1"):
-        attack(model, inputs, labels, AttackConfig("fgsm", 0.1), SPACE, batch_size=0)
+        attack(model, inputs, labels, attack=AttackConfig(method="fgsm", eps=0.1), space=SPACE, batch_size=0)
     with pytest.raises(AttackError, match="eps=2 is outside the pixel range"):
-        fgsm(model, inputs, labels, 2, SPACE)
+        fgsm(model, inputs, labels, eps=2, space=SPACE)
     with pytest.raises(AttackError, match="steps=0 must be"):
-        pgd(model, inputs, labels, 0.1, SPACE, steps=0)
+        pgd(model, inputs, labels, eps=0.1, space=SPACE, steps=0)
     with pytest.raises(AttackError, match="do not have 2 channels in dimension 1"):
-        fgsm(model, inputs.flatten(1), labels, 0.1, SPACE)
+        fgsm(model, inputs.flatten(1), labels, eps=0.1, space=SPACE)
 
 
 # --- PixelSpace -----------------------------------------------------------------------------------------
@@ -361,7 +367,7 @@ def test_bad_batch_size_and_direct_calls_are_checked(trained):
     seed=st.integers(0, 2**16),
 )
 def test_pixel_space_round_trip(mean, std, seed):
-    space = PixelSpace(tuple(mean), tuple(std))
+    space = PixelSpace(mean=tuple(mean), std=tuple(std))
     x = torch.randn(4, 3, 2, 2, generator=torch.Generator().manual_seed(seed))
     torch.testing.assert_close(space.to_inputs(space.to_pixels(x)), x, atol=1e-5, rtol=1e-5)
     pixels = space.to_pixels(x)
@@ -374,7 +380,7 @@ def test_pixel_space_identity_and_single_channel():
     for space in (PixelSpace(), PixelSpace.from_normalization({}), PixelSpace.from_normalization(None)):
         assert space == PixelSpace() and space.to_pixels(x) is x and space.to_inputs(x) is x
     mnist = PixelSpace.from_normalization({"mean": [0.1307], "std": [0.3081]})
-    assert mnist == PixelSpace((0.1307,), (0.3081,))
+    assert mnist == PixelSpace(mean=(0.1307,), std=(0.3081,))
     torch.testing.assert_close(mnist.to_pixels(x), x * 0.3081 + 0.1307)
     images = torch.randn(2, 3, 4, 4)  # one mean and std for every channel
     torch.testing.assert_close(mnist.to_inputs(mnist.to_pixels(images)), images)
@@ -395,7 +401,7 @@ def test_pixel_space_identity_and_single_channel():
 )
 def test_from_normalization_refusals(normalization, pixel_range, message):
     with pytest.raises(AttackError, match=message):
-        PixelSpace.from_normalization(normalization, *pixel_range)
+        PixelSpace.from_normalization(normalization, low=pixel_range[0], high=pixel_range[1])
 
 
 def test_check_allows_rounding_but_not_more():
@@ -414,7 +420,7 @@ def test_missing_torchattacks_says_how_to_install(trained, monkeypatch):
     model, inputs, labels = trained
     monkeypatch.setitem(sys.modules, "torchattacks", None)
     with pytest.raises(AttackError, match=r'^torchattacks is not installed; .*pip install "layermod\[attacks\]"$'):
-        attack(model, inputs, labels, AttackConfig("torchattacks:FGSM", 0.1), SPACE)
+        attack(model, inputs, labels, attack=AttackConfig(method="torchattacks:FGSM", eps=0.1), space=SPACE)
 
 
 @pytest.mark.parametrize("space", [SPACE, PixelSpace(mean=(0.0, 0.2), std=(0.5, 0.4), low=-1.0, high=1.0)])
@@ -423,19 +429,20 @@ def test_torchattacks_fgsm_matches_ours(trained, space):
     model, _, labels = trained
     inputs = space.to_inputs(make_pixels(96)[0] * space.width + space.low)
     for eps in (0.03, 0.3):
-        result = attack(model, inputs, labels, AttackConfig("torchattacks:FGSM", eps), space)
-        ours = fgsm(model, inputs, labels, eps, space)
+        result = attack(model, inputs, labels, attack=AttackConfig(method="torchattacks:FGSM", eps=eps), space=space)
+        ours = fgsm(model, inputs, labels, eps=eps, space=space)
         torch.testing.assert_close(space.to_pixels(result.inputs), space.to_pixels(ours), atol=1e-5, rtol=0)
 
 
 def test_torchattacks_pgd_keeps_the_budget_and_the_seed(trained):
     pytest.importorskip("torchattacks")
     model, inputs, labels = trained
-    config = AttackConfig("torchattacks:PGD", 0.1, seed=5, options={"steps": 3, "alpha": 0.05})
-    first = attack(model, inputs, labels, config, SPACE, batch_size=50)
+    config = AttackConfig(method="torchattacks:PGD", eps=0.1, seed=5, options={"steps": 3, "alpha": 0.05})
+    first = attack(model, inputs, labels, attack=config, space=SPACE, batch_size=50)
     torch.manual_seed(123)  # the caller's RNG state does not matter, only the seed
-    assert torch.equal(first.inputs, attack(model, inputs, labels, config, SPACE, batch_size=50).inputs)
-    other = attack(model, inputs, labels, AttackConfig(**{**config.to_dict(), "seed": 6}), SPACE, batch_size=50)
+    assert torch.equal(first.inputs, attack(model, inputs, labels, attack=config, space=SPACE, batch_size=50).inputs)
+    other = attack(model, inputs, labels, attack=AttackConfig(**{**config.to_dict(), "seed": 6}), space=SPACE,
+                   batch_size=50)
     assert not torch.equal(first.inputs, other.inputs)
     assert_in_budget(first.inputs, inputs, 0.1, "linf")
     assert loss(model, first.inputs, labels) > loss(model, inputs, labels)
@@ -444,16 +451,17 @@ def test_torchattacks_pgd_keeps_the_budget_and_the_seed(trained):
 @pytest.mark.parametrize(
     "config, message",
     [
-        (AttackConfig("torchattacks:Nope", 0.1), r"^torchattacks has no attack 'Nope'; .*e\.g\. FGSM, PGD"),
-        (AttackConfig("torchattacks:Attack", 0.1), "torchattacks has no attack 'Attack'"),
-        (AttackConfig("torchattacks:FGSM", 0.1, options={"steps": 3}), r"^torchattacks.FGSM does not take options"),
+        (AttackConfig(method="torchattacks:Nope", eps=0.1), r"^torchattacks has no attack 'Nope'; .*e\.g\. FGSM, PGD"),
+        (AttackConfig(method="torchattacks:Attack", eps=0.1), "torchattacks has no attack 'Attack'"),
+        (AttackConfig(method="torchattacks:FGSM", eps=0.1, options={"steps": 3}),
+         r"^torchattacks.FGSM does not take options"),
     ],
 )
 def test_torchattacks_refusals(trained, config, message):
     pytest.importorskip("torchattacks")
     model, inputs, labels = trained
     with pytest.raises(AttackError, match=message):
-        attack(model, inputs, labels, config, SPACE)
+        attack(model, inputs, labels, attack=config, space=SPACE)
 
 
 @pytest.mark.parametrize("model_cls", [DetachedOutput, DetachedInput])
@@ -461,4 +469,5 @@ def test_torchattacks_models_without_input_gradients_are_refused(model_cls):
     pytest.importorskip("torchattacks")
     pixels, labels = make_pixels(6)
     with pytest.raises(AttackError, match=r"^the model's output carries no gradient"):
-        attack(model_cls(), SPACE.to_inputs(pixels), labels, AttackConfig("torchattacks:FGSM", 0.1), SPACE)
+        attack(model_cls(), SPACE.to_inputs(pixels), labels, attack=AttackConfig(method="torchattacks:FGSM", eps=0.1),
+               space=SPACE)

@@ -185,7 +185,7 @@ def test_a_shared_layer_gives_one_point_per_call():
     assert lm.select_layers(model, "encoder.albert_layer_groups.*", calls) == points[1:]
     with pytest.raises(lm.LayerError, match="called 4 times per forward pass, so .*#5. does not exist"):
         lm.select_layers(model, f"{group}#5", calls)
-    feats = lm.extract_features(model, IDS, [group, f"{group}#4"])
+    feats = lm.extract_features(model, IDS, layers=[group, f"{group}#4"])
     assert not torch.allclose(feats[group], feats[f"{group}#4"])
 
 

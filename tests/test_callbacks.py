@@ -65,7 +65,7 @@ def assert_events_match(events: dict[str, list[tuple[int, float]]], dynamics: Dy
 def test_tracker_measures_what_modularity_curve_measures_on_a_fixed_probe():
     x, y = blobs(12, 2)
     model = mlp()
-    tracker = CurveTracker((x, y), TrackConfig(draws=PROBE))
+    tracker = CurveTracker((x, y), track=TrackConfig(draws=PROBE))
     assert len(tracker.probe.indices) == 4 * 4 * 2  # only the drawn samples are kept
     first = tracker.measure(model, 0, accuracy=0.25)
     expected = modularity_curve(model, (x, y), graph=tracker.track.graph, draws=PROBE)
@@ -81,7 +81,7 @@ def test_a_shuffling_loader_is_read_once_into_a_fixed_probe():
     torch.manual_seed(0)
     loader = DataLoader(TensorDataset(*blobs(12, 2)), batch_size=7, shuffle=True)
     model = mlp()
-    tracker = CurveTracker(loader, TrackConfig(draws=PROBE))
+    tracker = CurveTracker(loader, track=TrackConfig(draws=PROBE))
     measured = [tracker.measure(model, epoch).values for epoch in (0, 1)]
     read_each_time = [modularity_curve(model, loader, draws=PROBE).values for _ in range(2)]
     assert np.array_equal(*measured)
@@ -90,22 +90,23 @@ def test_a_shuffling_loader_is_read_once_into_a_fixed_probe():
 
 def test_tracker_schedule_and_refusals(tmp_path):
     x, y = blobs(12, 2)
-    tracker = CurveTracker((x, y), TrackConfig(every=3, draws=PROBE))
-    assert [e for e in range(8) if tracker.should_measure(e, 7)] == [0, 3, 6, 7]
+    tracker = CurveTracker((x, y), track=TrackConfig(every=3, draws=PROBE))
+    assert [e for e in range(8) if tracker.should_measure(e, last_epoch=7)] == [0, 3, 6, 7]
     assert [e for e in range(8) if tracker.should_measure(e)] == [0, 3, 6]
     with pytest.raises(TrainError, match="nothing measured yet"):
         tracker.save(tmp_path)
     model = mlp()
     tracker.measure(model, 3)
-    assert not tracker.should_measure(3, 7) and not tracker.should_measure(0, 7) and tracker.should_measure(6, 7)
+    assert not tracker.should_measure(3, last_epoch=7) and not tracker.should_measure(0, last_epoch=7)
+    assert tracker.should_measure(6, last_epoch=7)
     with pytest.raises(TrainError, match="not after the last measured epoch 3"):
         tracker.measure(model, 3)
     with pytest.raises(TrainError, match=r"accuracy 1.5 at epoch 6 must be a number in \[0, 1\]"):
         tracker.measure(model, 6, accuracy=1.5)
     with pytest.raises(LabelError, match="n_per_class=20"):  # a probe that cannot be drawn fails up front
-        CurveTracker((x, y), TrackConfig(draws=DrawConfig(n_per_class=20)))
+        CurveTracker((x, y), track=TrackConfig(draws=DrawConfig(n_per_class=20)))
     with pytest.raises(TrainError, match="every=0"):
-        CurveTracker((x, y), TrackConfig(every=0))
+        CurveTracker((x, y), track=TrackConfig(every=0))
     assert Dynamics.load(tracker.save(tmp_path)).epochs == [3]
 
 
@@ -129,7 +130,7 @@ def test_tracking_does_not_change_the_training():
     x, y = blobs(24, 1)
     test = blobs(12, 2)
     weights = []
-    for tracker in (None, CurveTracker(test, TrackConfig(draws=PROBE))):
+    for tracker in (None, CurveTracker(test, track=TrackConfig(draws=PROBE))):
         torch.manual_seed(5), random.seed(5), np.random.seed(5)
         model = mlp()
         train_steps(model, x, y, tracker)
@@ -141,7 +142,7 @@ def test_the_model_is_left_in_its_modes():
     model = mlp()
     model.train()
     model[2].eval()  # a frozen dropout inside a training model, as fine-tuning recipes do
-    CurveTracker(blobs(12, 2), TrackConfig(draws=PROBE)).measure(model, 0)
+    CurveTracker(blobs(12, 2), track=TrackConfig(draws=PROBE)).measure(model, 0)
     assert [m.training for m in model] == [True, True, False, True, True, True] and model.training
 
 
@@ -194,7 +195,7 @@ def lightning_fit(root: Path, epochs: int = 2, ckpt_path: str | None = None, acc
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     train_set, val_set = TensorDataset(*blobs(24, 1)), TensorDataset(*blobs(12, 2))
-    callback = ModularityCallback(val_set, TrackConfig(every=1, draws=DrawConfig(n_per_class=4, repeats=2)),
+    callback = ModularityCallback(val_set, track=TrackConfig(every=1, draws=DrawConfig(n_per_class=4, repeats=2)),
                                   accuracy=accuracy)
     pl.seed_everything(0)
     trainer = pl.Trainer(max_epochs=epochs, callbacks=[callback], logger=TensorBoardLogger(root, name="run"),
@@ -278,7 +279,7 @@ def hf_trainer(out: Path, train_set, eval_set, eval_strategy: str = "epoch"):
 
     trainer = Trainer(BertForSequenceClassification(config), args, train_dataset=train_set, eval_dataset=eval_set,
                       compute_metrics=accuracy)
-    callback = ModularityTrainerCallback(trainer, eval_set, TrackConfig(draws=PROBE), accuracy="eval_accuracy")
+    callback = ModularityTrainerCallback(trainer, eval_set, track=TrackConfig(draws=PROBE), accuracy="eval_accuracy")
     return trainer, callback
 
 

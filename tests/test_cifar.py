@@ -149,9 +149,9 @@ def check_split(ds: ArrayDataset, name: str, expected) -> None:
 def test_load_both_splits(isolated, name, archive):
     _, expected = write_cifar(isolated / "d", name, archive)
     for split in ("train", "test"):
-        check_split(load_dataset(name, split, data_dir=isolated / "d"), name, expected[split])
+        check_split(load_dataset(name, split=split, data_dir=isolated / "d"), name, expected[split])
     n_train = {"cifar10": 5 * 4, "cifar100": 4}[name]  # 4 samples in each official training batch
-    assert len(load_dataset(name.upper(), "train", data_dir=isolated / "d")) == n_train
+    assert len(load_dataset(name.upper(), split="train", data_dir=isolated / "d")) == n_train
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
@@ -185,7 +185,7 @@ def test_python3_pickle_with_bytes_opcodes_loads(isolated):
         {b"data": expected["test"][0], b"labels": expected["test"][1].tolist()}, protocol=4
     )
     write_cifar(isolated / "d", "cifar10", archive=True, files=files)
-    check_split(load_dataset("cifar10", "test", data_dir=isolated / "d"), "cifar10", expected["test"])
+    check_split(load_dataset("cifar10", split="test", data_dir=isolated / "d"), "cifar10", expected["test"])
 
 
 def test_data_dir_forms(isolated):
@@ -239,7 +239,7 @@ def test_download_into_cache(isolated, monkeypatch):
     archive, expected = write_cifar(isolated / "server", "cifar10", archive=True)
     monkeypatch.setitem(C._URLS, "cifar10", archive.as_uri())
     monkeypatch.setattr(DL, "_download_file", REAL_DOWNLOAD)
-    check_split(load_dataset("cifar10", "train"), "cifar10", expected["train"])
+    check_split(load_dataset("cifar10", split="train"), "cifar10", expected["train"])
     cache = isolated / "cache" / "layermod" / "data" / "cifar10"
     assert [p.name for p in cache.iterdir()] == ["cifar-10-python.tar.gz"]
     assert (cache / "cifar-10-python.tar.gz").read_bytes() == archive.read_bytes()
@@ -287,7 +287,7 @@ def test_pickle_asking_for_code_is_refused_without_running(isolated, payload, gl
     files[member] = py2_pickle({b"data": payload(marker), b"labels": []})
     write_cifar(isolated / "d", "cifar10", archive, files=files)
     with pytest.raises(DatasetError) as err:
-        load_dataset("cifar10", "test", data_dir=isolated / "d")
+        load_dataset("cifar10", split="test", data_dir=isolated / "d")
     assert_one_line(err, member, "refuses to load: it asks to run code (", global_name, "cifar-10-python.tar.gz")
     assert not marker.exists()
 
@@ -311,16 +311,16 @@ def test_corrupt_archive(isolated, damage):
     raw = archive.read_bytes()
     archive.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"not an archive at all" * 10)
     with pytest.raises(DatasetError) as err:
-        load_dataset("cifar10", "train", data_dir=isolated / "d")
+        load_dataset("cifar10", split="train", data_dir=isolated / "d")
     assert_one_line(err, str(archive), "delete", "download it again")
 
 
 def test_missing_batch_in_folder(isolated):
     folder, _ = write_cifar(isolated / "d", "cifar10", archive=False)
     (folder / "data_batch_3").unlink()
-    assert len(load_dataset("cifar10", "test", data_dir=isolated / "d")) == 4
+    assert len(load_dataset("cifar10", split="test", data_dir=isolated / "d")) == 4
     with pytest.raises(DatasetError) as err:
-        load_dataset("cifar10", "train", data_dir=isolated / "d")
+        load_dataset("cifar10", split="train", data_dir=isolated / "d")
     assert_one_line(err, str(folder / "data_batch_3"), "missing", "extract cifar-10-python.tar.gz again")
 
 

@@ -110,7 +110,11 @@ def test_demo_end_to_end_on_tiny_fashion_mnist_files(tmp_path, capsys):
     assert len(curve["z"]) == len(curve["layers"]) >= 5
     views = json.loads((out / "embedding.json").read_text())
     assert [v["layer"] for v in views["layers"]] == [curve["layers"][i] for i in (0, len(curve["layers"]) // 2, -1)]
-    assert "Samples in 2-D and their kNN graphs" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "Samples in 2-D and their kNN graphs" in page
+    # each Q says what it is a Q of: the curve's table its draws, the views' table its one draw
+    assert "mean Q over 5 draws of 1,000 samples (100 per class)" in page
+    assert f"one draw of {len(views['layers'][0]['labels'])} samples" in page
     weights = list(cache.rglob("*.safetensors"))
     assert len(weights) == 1
     first = {name: (out / name).read_bytes() for name in ("curve.json", "curve.csv", "curve.png", "embedding.json")}

@@ -265,15 +265,20 @@ def test_target_params_removes_the_fewest_units_that_reach_it(tmp_path, resnet):
 
 
 def test_z_and_min_gain_set_the_plateau_band(tmp_path, resnet):
-    by_z = {z: plan_run(tmp_path, resnet, f"z{z}", "--remove", "1", "--z", z, "--min-gain", "0")["verdicts"]
+    by_z = {z: plan_run(tmp_path, resnet, f"z{z}", "--remove", "1", "--z", z, "--rel-gain", "0")["verdicts"]
             for z in ("2", "4")}
     judged = [i for i, v in enumerate(by_z["2"]) if v["noise"] is not None]
     assert len(judged) >= 3
     for i in judged:  # threshold = max(z x noise, min_gain)
         assert by_z["2"][i]["threshold"] == pytest.approx(2 * by_z["2"][i]["noise"])
         assert by_z["4"][i]["threshold"] == pytest.approx(2 * by_z["2"][i]["threshold"])
-    wide = plan_run(tmp_path, resnet, "gain", "--remove", "1", "--z", "0", "--min-gain", "10")["verdicts"]
+    wide = plan_run(tmp_path, resnet, "gain", "--remove", "1", "--z", "0", "--rel-gain", "0", "--min-gain",
+                    "10")["verdicts"]
     assert all(wide[i]["threshold"] == 10 and wide[i]["verdict"] == "plateau" for i in judged)
+    relative = plan_run(tmp_path, resnet, "rel", "--remove", "1", "--z", "0", "--rel-gain", "2")["verdicts"]
+    q = np.nancumsum([0.0 if v["increment"] is None else v["increment"] for v in relative])
+    step = (q.max() - q.min()) / (len(relative) - 1)  # the curve's mean rise per layer, from its increments
+    assert all(relative[i]["threshold"] == pytest.approx(2 * step) for i in judged)
 
 
 def test_finetune_epochs_and_lr(tmp_path, resnet):

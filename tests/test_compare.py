@@ -38,8 +38,8 @@ def test_one_model_curve_and_cka_on_the_same_samples(data):
     curve = modularity_curve(model, data, layers=LAYERS, n_per_class=10, repeats=1, k=3)
     np.testing.assert_array_equal(result.curve_a.values, curve.values)
     assert result.same_model and result.cka.shape == (3, 3)
-    draw = balanced_draws(data[1], 10, 1, 0)[0]
-    features = extract_features(model, data[0][draw], LAYERS)
+    draw = balanced_draws(data[1], n_per_class=10, repeats=1, seed=0)[0]
+    features = extract_features(model, data[0][draw], layers=LAYERS)
     for i, a in enumerate(LAYERS):
         for j, b in enumerate(LAYERS):
             assert result.cka[i, j] == pytest.approx(linear_cka(features[a], features[b]), rel=1e-9)
@@ -48,7 +48,7 @@ def test_one_model_curve_and_cka_on_the_same_samples(data):
 
 def test_two_models_rows_against_columns(data):
     a, b = mlp(0).eval(), mlp(1).eval()
-    result = compare_layers(a, data, b, layers=LAYERS, layers_b=["3", "5"], n_per_class=10, repeats=3, k=3,
+    result = compare_layers(a, data, model_b=b, layers=LAYERS, layers_b=["3", "5"], n_per_class=10, repeats=3, k=3,
                             names=("a.safetensors", "b.safetensors"))
     assert result.cka.shape == (3, 2) and result.d.shape == (3, 2) and not result.same_model
     other = modularity_curve(b, data, layers=["3", "5"], n_per_class=10, repeats=3, k=3)
@@ -58,7 +58,7 @@ def test_two_models_rows_against_columns(data):
 
 def test_files_round_trip(tmp_path, data):
     a, b = mlp(0).eval(), mlp(1).eval()
-    result = compare_layers(a, data, b, layers=LAYERS, n_per_class=10, repeats=2, k=3, names=("a", "b"))
+    result = compare_layers(a, data, model_b=b, layers=LAYERS, n_per_class=10, repeats=2, k=3, names=("a", "b"))
     result.save(tmp_path)
     loaded = LayerComparison.load(tmp_path)
     np.testing.assert_array_equal(loaded.cka, result.cka)

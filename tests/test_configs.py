@@ -102,9 +102,9 @@ def test_from_dict_reads_a_curves_config_and_checks_it():
 def test_keywords_and_configs_make_the_same_configs_and_may_not_disagree():
     graph, draws = measure_configs(k=5, n_per_class=30, seed=2)
     assert graph == lm.GraphConfig(k=5) and draws == lm.DrawConfig(n_per_class=30, seed=2)
-    assert measure_configs(lm.GraphConfig(k=5), k=5) == (lm.GraphConfig(k=5), lm.DrawConfig())  # agreeing: fine
+    assert measure_configs(graph=lm.GraphConfig(k=5), k=5) == (lm.GraphConfig(k=5), lm.DrawConfig())  # agreeing: fine
     with pytest.raises(lm.GraphError) as err:
-        measure_configs(lm.GraphConfig(k=5), k=4)
+        measure_configs(graph=lm.GraphConfig(k=5), k=4)
     one_line(err, "k=4 differs from the GraphConfig's k=5")
     with pytest.raises(lm.LabelError, match="repeats=2 differs"):
         measure_configs(draws=lm.DrawConfig(repeats=3), repeats=2)
@@ -113,7 +113,7 @@ def test_keywords_and_configs_make_the_same_configs_and_may_not_disagree():
     with pytest.raises(TypeError, match="'repeats'"):
         graph_config(repeats=2)  # a measurement without draws takes graph fields only
     with pytest.raises(lm.GraphError, match="expected a GraphConfig"):
-        measure_configs({"k": 3})
+        measure_configs(graph={"k": 3})
 
 
 def test_a_curve_from_configs_equals_the_curve_from_keywords():
@@ -153,13 +153,13 @@ def test_compare_attack_and_views_take_the_configs():
     comparison = lm.compare_layers(mlp(), (x, y), graph=graph, draws=draws)
     assert comparison.curve_a.to_json() == lm.modularity_curve(mlp(), (x, y), graph=graph, draws=draws).to_json()
     space = lm.PixelSpace(low=-10.0, high=10.0)
-    pair = lm.adversarial_curves(mlp(), (x, y), lm.AttackConfig("fgsm", eps=0.5), space, keep="all", graph=graph,
-                                 draws=draws)
+    pair = lm.adversarial_curves(mlp(), (x, y), attack=lm.AttackConfig(method="fgsm", eps=0.5), space=space,
+                                 keep="all", graph=graph, draws=draws)
     assert lm.GraphConfig.from_dict(pair.clean.config) == graph
     assert lm.DrawConfig.from_dict(pair.attacked.config) == draws
 
     from layermod.analysis.views import layer_views
 
-    [view] = layer_views(mlp(), (x, y), ["3"], n_per_class=6, seed=1, graph=lm.GraphConfig(k=4, resolution=0.0))
-    one_draw = lm.modularity_curve(mlp(), (x, y), ["3"], k=4, resolution=0.0, n_per_class=6, repeats=1, seed=1)
+    [view] = layer_views(mlp(), (x, y), layers=["3"], n_per_class=6, seed=1, graph=lm.GraphConfig(k=4, resolution=0.0))
+    one_draw = lm.modularity_curve(mlp(), (x, y), layers=["3"], k=4, resolution=0.0, n_per_class=6, repeats=1, seed=1)
     assert view.q == pytest.approx(one_draw.values[0, 0], abs=1e-12)

@@ -73,5 +73,5 @@ def test_a_curve_on_the_gpu_equals_the_curve_on_the_cpu():
 
 def test_an_approximate_search_from_gpu_features():
     x, y = features(n=1500)
-    graph = build_graph(x.cuda(), GraphConfig(knn="ivf"))
+    graph = build_graph(x.cuda(), graph=GraphConfig(knn="ivf"))
     assert graph.recall > 0.9

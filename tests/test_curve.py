@@ -22,8 +22,8 @@ def test_curve_values_equal_the_measurement_done_by_hand():
     curve = lm.modularity_curve(model, (x, y), layers="auto", k=4, n_per_class=10, repeats=3, seed=5)
     assert curve.layers == ["1", "3", "5"]
     assert curve.values.shape == (3, 3)
-    draws = lm.balanced_draws(y.numpy(), 10, 3, seed=5)
-    feats = lm.extract_features(model, x, curve.layers)
+    draws = lm.balanced_draws(y.numpy(), n_per_class=10, repeats=3, seed=5)
+    feats = lm.extract_features(model, x, layers=curve.layers)
     for r, draw in enumerate(draws):
         for c, name in enumerate(curve.layers):
             expected = lm.modularity(lm.knn_graph(feats[name][draw], k=4), y[draw])
@@ -102,12 +102,13 @@ def test_json_round_trip_keeps_everything(tmp_path):
 
 
 def test_non_finite_values_are_written_as_null():
-    curve = Curve(["a", "b"], np.array([[0.5, 0.2]]), {}, np.zeros(2), np.zeros(2), np.array([np.inf, 1.0]))
+    curve = Curve(["a", "b"], np.array([[0.5, 0.2]]), config={}, null_mean=np.zeros(2), null_std=np.zeros(2),
+                  z=np.array([np.inf, 1.0]))
     assert json.loads(curve.to_json())["z"] == [None, 1.0]
 
 
 def test_save_draws_the_png_with_plot(tmp_path):
-    curve = Curve(["a", "b", "c"], np.array([[0.1, 0.4, 0.5], [0.2, 0.3, 0.6]]), {"k": 3})
+    curve = Curve(["a", "b", "c"], np.array([[0.1, 0.4, 0.5], [0.2, 0.3, 0.6]]), config={"k": 3})
     assert curve.save(tmp_path) == tmp_path
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

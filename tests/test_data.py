@@ -123,7 +123,7 @@ def test_load_mnist_normalisation_and_classes(isolated):
 
 def test_data_dir_may_hold_a_name_subfolder(isolated):
     write_mnist_like(isolated / "root" / "mnist")
-    assert len(load_dataset("mnist", "train", data_dir=isolated / "root")) == 30
+    assert len(load_dataset("mnist", split="train", data_dir=isolated / "root")) == 30
 
 
 def test_explicit_data_dir_without_files_does_not_fall_back(isolated, monkeypatch):
@@ -184,7 +184,7 @@ def test_download_into_cache(isolated, monkeypatch):
     files = write_mnist_like(server, n_test=12)
     monkeypatch.setitem(IDX._URLS, "mnist", server.as_uri() + "/")
     monkeypatch.setattr(DL, "_download_file", REAL_DOWNLOAD)
-    ds = load_dataset("mnist", "test")
+    ds = load_dataset("mnist", split="test")
     np.testing.assert_array_equal(ds.targets.numpy(), files["test"][1])
     cache = isolated / "cache" / "layermod" / "data" / "mnist"
     assert sorted(p.name for p in cache.iterdir()) == sorted(
@@ -243,7 +243,7 @@ def test_unknown_name_and_split(isolated):
 )
 def test_real_fashion_mnist_test_split(monkeypatch):
     monkeypatch.delenv("LAYERMOD_DATA", raising=False)
-    ds = load_dataset("fashion-mnist", "test", download=False)
+    ds = load_dataset("fashion-mnist", split="test", download=False)
     assert ds.data.shape == (10000, 1, 28, 28)
     assert torch.bincount(ds.targets).tolist() == [1000] * 10
     assert abs(float(ds.data.mean())) < 0.05 and abs(float(ds.data.std()) - 1) < 0.05
@@ -262,7 +262,7 @@ def digit_rows(ds: ArrayDataset) -> Counter:
 def test_digits_split():
     from sklearn.datasets import load_digits
 
-    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    train, test = load_dataset("digits", split="train"), load_dataset("digits", split="test")
     assert train.data.shape[1:] == (1, 8, 8) and test.data.shape[1:] == (1, 8, 8)
     assert train.data.dtype == torch.float32 and train.targets.dtype == torch.int64
     assert train.classes == [str(d) for d in range(10)] and train.name == "digits"
@@ -281,7 +281,7 @@ def test_digits_split():
 
 
 def test_digits_split_is_deterministic():
-    a, b = load_dataset("digits", "test"), load_dataset("digits", "test")
+    a, b = load_dataset("digits", split="test"), load_dataset("digits", split="test")
     assert torch.equal(a.data, b.data) and torch.equal(a.targets, b.targets)
 
 
@@ -391,25 +391,25 @@ def test_balanced_draws_overlap_fallback():
 
 def test_balanced_draws_seeded():
     labels = np.tile(np.arange(5), 40)
-    a = balanced_draws(labels, 4, 3, seed=1)
-    b = balanced_draws(torch.from_numpy(labels), 4, 3, seed=1)
-    c = balanced_draws(labels, 4, 3, seed=2)
+    a = balanced_draws(labels, n_per_class=4, repeats=3, seed=1)
+    b = balanced_draws(torch.from_numpy(labels), n_per_class=4, repeats=3, seed=1)
+    c = balanced_draws(labels, n_per_class=4, repeats=3, seed=2)
     assert all(np.array_equal(p, q) for p, q in zip(a, b))
     assert not all(np.array_equal(p, q) for p, q in zip(a, c))
 
 
 def test_balanced_draws_errors():
     with pytest.raises(LabelError) as err:
-        balanced_draws([1, 1, 1, 1], 1, 1)
+        balanced_draws([1, 1, 1, 1], n_per_class=1, repeats=1)
     assert_one_line(err, "2 classes")
     with pytest.raises(LabelError) as err:
-        balanced_draws([0, 0, 0, 7, 7, 1, 1, 1], 3, 1)
+        balanced_draws([0, 0, 0, 7, 7, 1, 1, 1], n_per_class=3, repeats=1)
     assert_one_line(err, "class 7 has 2 samples", "n_per_class=3", "lower n_per_class")
     for n, r in [(0, 1), (1, 0), (-2, 3)]:
         with pytest.raises(LabelError):
-            balanced_draws([0, 1, 0, 1], n, r)
+            balanced_draws([0, 1, 0, 1], n_per_class=n, repeats=r)
     with pytest.raises(LabelError):
-        balanced_draws([0.0, 1.0], 1, 1)
+        balanced_draws([0.0, 1.0], n_per_class=1, repeats=1)
 
 
 @settings(max_examples=60, deadline=None)
@@ -424,9 +424,9 @@ def test_balanced_draws_property(labels, n_per_class, repeats, seed):
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2 or counts.min() < n_per_class:
         with pytest.raises(LabelError):
-            balanced_draws(y, n_per_class, repeats, seed)
+            balanced_draws(y, n_per_class=n_per_class, repeats=repeats, seed=seed)
         return
-    draws = balanced_draws(y, n_per_class, repeats, seed)
+    draws = balanced_draws(y, n_per_class=n_per_class, repeats=repeats, seed=seed)
     assert len(draws) == repeats
     for d in draws:
         assert d.dtype == np.int64 and np.all(np.diff(d) > 0) and d.min() >= 0 and d.max() < len(y)

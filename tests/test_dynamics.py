@@ -18,11 +18,11 @@ LAYERS = ["conv1", "conv2", "fc"]
 def curve(shift: float, layers: list[str] = LAYERS) -> Curve:
     """(2 draws, L layers) values rising with depth and with ``shift``."""
     base = np.linspace(0.1, 0.5, len(layers)) + shift
-    return Curve(layers, np.stack([base, base + 0.02]), {"k": 3})
+    return Curve(layers, np.stack([base, base + 0.02]), config={"k": 3})
 
 
 def dynamics() -> Dynamics:
-    d = Dynamics.start(0, curve(0.0), 0.1, {"k": 3, "n_classes": 10, "samples_per_draw": 20})
+    d = Dynamics.start(0, curve(0.0), 0.1, config={"k": 3, "n_classes": 10, "samples_per_draw": 20})
     return d.record(2, curve(0.1), 0.6).record(3, curve(0.2), None)
 
 
@@ -66,7 +66,7 @@ def test_figure_is_redrawn_from_the_json_file_alone(tmp_path):
     many = [f"block{i}" for i in range(20)]  # beyond the legend: a depth colour bar
     deep = Dynamics.start(0, curve(0.0, many), 0.1).record(1, curve(0.1, many), 0.5)
     deep.save(tmp_path / "deep")
-    out = plot_dynamics(tmp_path / "deep", tmp_path / "figures" / "deep.png")
+    out = plot_dynamics(tmp_path / "deep", path=tmp_path / "figures" / "deep.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert Dynamics.load(tmp_path / "deep").layers == many
     assert not [p for p in tmp_path.rglob(".*")]  # no temporary files left

@@ -85,14 +85,14 @@ def test_pca_flattens_trailing_dimensions_and_handles_one_feature():
 def test_tsne_is_seeded():
     x, _ = small_blobs(n_per_class=8)
     x = x.flatten(1)
-    first = embed_2d(x, "tsne", seed=3)
+    first = embed_2d(x, method="tsne", seed=3)
     assert first.shape == (24, 2) and np.isfinite(first).all()
-    assert np.array_equal(first, embed_2d(x, "tsne", seed=3))
+    assert np.array_equal(first, embed_2d(x, method="tsne", seed=3))
 
 
 def test_embedding_rejects_bad_methods_and_features():
     with pytest.raises(lm.LayermodError) as err:
-        embed_2d(np.ones((4, 3)), "umap")
+        embed_2d(np.ones((4, 3)), method="umap")
     assert_one_line(err, "'umap'", "pca", "tsne")
     with pytest.raises(lm.FeatureError):
         embed_2d(np.ones((1, 3)))
@@ -103,7 +103,7 @@ def test_embedding_rejects_bad_methods_and_features():
 def test_tsne_without_scikit_learn_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.manifold", None)
     with pytest.raises(lm.LayermodError) as err:
-        embed_2d(np.random.default_rng(0).normal(size=(10, 3)), "tsne")
+        embed_2d(np.random.default_rng(0).normal(size=(10, 3)), method="tsne")
     assert_one_line(err, "t-SNE needs scikit-learn", "pip install scikit-learn", "method='pca'")
     x, y = small_blobs()
     with pytest.raises(lm.LayermodError, match="scikit-learn"):  # before any forward pass
@@ -121,8 +121,8 @@ def test_layer_views_show_the_graph_whose_modularity_they_report(metric):
     got = layer_views(model, (x, y), n_per_class=6, k=3, seed=2, metric=metric)
     names = lm.select_layers(model, "auto", lm.trace_calls(model, x[:2]))
     assert [v.layer for v in got] == names == ["1", "3", "5"]
-    draw = lm.balanced_draws(y.numpy(), 6, 1, seed=2)[0]
-    features = lm.extract_features(model, x[draw], names)
+    draw = lm.balanced_draws(y.numpy(), n_per_class=6, repeats=1, seed=2)[0]
+    features = lm.extract_features(model, x[draw], layers=names)
     for view in got:
         adjacency = lm.knn_graph(features[view.layer], k=3, metric=metric)
         dense = adjacency.toarray()
@@ -157,13 +157,13 @@ def test_layer_views_use_the_samples_of_a_one_draw_curve(views):
 def test_layer_views_of_chosen_layers_and_a_layer_called_twice():
     x, y = small_blobs()
     model = seeded_mlp()
-    picked = pick_layers(lm.select_layers(model, "auto", lm.trace_calls(model, x[:2])), 2)
-    assert [v.layer for v in layer_views(model, (x, y), picked, n_per_class=4)] == ["1", "5"]
+    picked = pick_layers(lm.select_layers(model, "auto", lm.trace_calls(model, x[:2])), count=2)
+    assert [v.layer for v in layer_views(model, (x, y), layers=picked, n_per_class=4)] == ["1", "5"]
     torch.manual_seed(0)
     shared = Shared()
-    [twice] = layer_views(shared, (x, y), ["twice#2"], n_per_class=4, seed=1)
-    draw = lm.balanced_draws(y.numpy(), 4, 1, seed=1)[0]
-    last_call = lm.extract_features(shared, x[draw], ["twice#2"])["twice#2"]  # its second call
+    [twice] = layer_views(shared, (x, y), layers=["twice#2"], n_per_class=4, seed=1)
+    draw = lm.balanced_draws(y.numpy(), n_per_class=4, repeats=1, seed=1)[0]
+    last_call = lm.extract_features(shared, x[draw], layers=["twice#2"])["twice#2"]  # its second call
     assert np.array_equal(twice.coords, embed_2d(last_call))
     assert twice.q == lm.modularity(lm.knn_graph(last_call, k=3), y[draw])
 
@@ -205,7 +205,7 @@ def test_views_hold_checked_arrays():
 
 def test_views_survive_a_json_round_trip(views):
     config = {"method": "pca", "k": 3, "n_per_class": 6, "seed": 2, "metric": "cosine"}
-    text = json.dumps(Views(views, ODD_NAMES, config).to_dict())
+    text = json.dumps(Views(views, class_names=ODD_NAMES, config=config).to_dict())
     back = Views.from_dict(json.loads(text))
     assert back.class_names == ODD_NAMES and back.config == config
     assert len(back.views) == len(views)
@@ -226,7 +226,7 @@ def test_class_names_and_config_are_optional(views):
 
 def test_class_names_must_name_every_label(views):
     with pytest.raises(lm.LayermodError) as err:
-        Views(views, ["a", "b"])
+        Views(views, class_names=["a", "b"])
     assert_one_line(err, "2 class names", "one name per class")
 
 
@@ -280,7 +280,7 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_malformed_dicts_are_one_line_errors(views, corrupt):
-    data = json.loads(json.dumps(Views(views, ["a", "b", "c"], {"k": 3}).to_dict()))
+    data = json.loads(json.dumps(Views(views, class_names=["a", "b", "c"], config={"k": 3}).to_dict()))
     corrupt(data)
     with pytest.raises(lm.LayermodError) as err:
         Views.from_dict(data)
@@ -297,7 +297,7 @@ def test_non_dicts_are_malformed(data):
 
 
 def test_views_figure_draws_samples_and_graph_per_layer(views):
-    fig = Views(views, ODD_NAMES).figure()
+    fig = Views(views, class_names=ODD_NAMES).figure()
     top, bottom = fig.axes[:3], fig.axes[3:6]
     for col, view in enumerate(views):
         title = top[col].get_title()
@@ -326,7 +326,7 @@ def test_more_than_ten_classes_get_distinct_colours():
 
 def test_save_views_writes_png_then_json(views, tmp_path):
     config = {"method": "pca", "k": 3}
-    out = Views(views, ODD_NAMES, config).save(tmp_path / "run")
+    out = Views(views, class_names=ODD_NAMES, config=config).save(tmp_path / "run")
     assert out == tmp_path / "run"
     assert sorted(p.name for p in out.iterdir()) == ["embedding.json", "embedding.png"]
     assert (out / "embedding.png").read_bytes().startswith(PNG_MAGIC)
@@ -336,7 +336,7 @@ def test_save_views_writes_png_then_json(views, tmp_path):
 
 def test_save_views_writes_nothing_for_bad_class_names(views, tmp_path):
     with pytest.raises(lm.LayermodError):
-        Views(views, ["only one"]).save(tmp_path)
+        Views(views, class_names=["only one"]).save(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -346,7 +346,7 @@ def test_plot_views_needs_a_view():
 
 
 def test_plot_draws_one_layer_samples_or_graph(views):
-    chosen = Views(views, ODD_NAMES)
+    chosen = Views(views, class_names=ODD_NAMES)
     assert chosen.plot().get_title().startswith(views[-1].layer)
     graph = chosen.plot(layer=views[0].layer, graph=True)
     assert sum(len(c.get_segments()) for c in graph.collections if isinstance(c, LineCollection)) == len(views[0].edges)
@@ -375,14 +375,14 @@ NAMES = [f"layer{i}" for i in range(9)]
     ],
 )
 def test_pick_layers(names, count, expected):
-    assert pick_layers(names, count) == expected
+    assert pick_layers(names, count=count) == expected
 
 
 def test_pick_layers_spreads_without_repeats():
     for total in range(1, 30):
         names = [str(i) for i in range(total)]
         for count in range(1, 8):
-            picked = pick_layers(names, count)
+            picked = pick_layers(names, count=count)
             assert len(picked) == min(total, count) and len(set(picked)) == len(picked)
             assert picked[-1] == names[-1] and (count == 1 or picked[0] == names[0])
             assert [int(p) for p in picked] == sorted(int(p) for p in picked)
@@ -391,4 +391,4 @@ def test_pick_layers_spreads_without_repeats():
 @pytest.mark.parametrize("count", [0, -1, 1.5, True])
 def test_pick_layers_rejects_bad_counts(count):
     with pytest.raises(lm.LayermodError, match="positive integer"):
-        pick_layers(NAMES, count)
+        pick_layers(NAMES, count=count)

@@ -23,7 +23,7 @@ def direct(model, x, name):
 
 def test_residual_block_features_equal_the_block_output_flattened():
     model = TinyResNet()
-    feats = extract_features(model, X, ["layer1.1", "layer2.0"], batch_size=3)
+    feats = extract_features(model, X, layers=["layer1.1", "layer2.0"], batch_size=3)
     assert feats["layer1.1"].shape == (10, 4 * 4 * 4)
     assert feats["layer2.0"].shape == (10, 8 * 2 * 2)
     torch.testing.assert_close(feats["layer2.0"], direct(model, X, "layer2.0").flatten(1))
@@ -31,13 +31,13 @@ def test_residual_block_features_equal_the_block_output_flattened():
 
 def test_tuple_outputs_are_unwrapped_to_their_first_tensor():
     model = TupleStack()
-    feats = extract_features(model, X, ["layers.1"])
+    feats = extract_features(model, X, layers=["layers.1"])
     torch.testing.assert_close(feats["layers.1"], direct(model, X, "layers.1")[0].flatten(1))
 
 
 def test_dict_returning_model():
     model = DictOutput()
-    feats = extract_features(model, X, ["body.2", "body"])
+    feats = extract_features(model, X, layers=["body.2", "body"])
     torch.testing.assert_close(feats["body"], feats["body.2"])
 
 
@@ -56,7 +56,7 @@ def test_shared_layer_gives_one_point_per_call():
 
 def test_extraction_restores_mode_and_does_not_track_gradients():
     model = TinyResNet().train()
-    feats = extract_features(model, X, ["conv1"])
+    feats = extract_features(model, X, layers=["conv1"])
     assert model.training and not feats["conv1"].requires_grad
 
 
@@ -70,7 +70,7 @@ def test_output_without_batch_dimension_first_is_refused():
             return self.inner(x.flatten(1).T)
 
     with pytest.raises(lm.FeatureError, match="first dimension is not the batch size"):
-        extract_features(SeqFirst(), X, ["inner"])
+        extract_features(SeqFirst(), X, layers=["inner"])
 
 
 def test_passes_fit_the_memory_budget_and_keep_order():
@@ -88,6 +88,6 @@ def test_layer_by_layer_iteration_gives_the_same_features_as_one_pass():
     model = TinyResNet()
     calls = lm.trace_calls(model, X)
     layers = ["conv1", "layer1.1", "layer2.1"]
-    whole = extract_features(model, X, layers)
+    whole = extract_features(model, X, layers=layers)
     for name, feats in iter_layer_features(model, X, layers, calls, max_bytes=1, batch_size=4):
         torch.testing.assert_close(feats, whole[name])

@@ -1,4 +1,4 @@
-"""Interrupted saves and hostile checkpoints (issue 9): one commit per save, verified loads, untrusted sidecars.
+"""Interrupted saves and hostile checkpoints: one commit per save, verified loads, untrusted sidecars.
 
 A process kill is simulated two ways: in-process, by recording the directory before and after every write and
 rename of a save (each record is what a SIGKILL at that point leaves on disk), and for real, by a subprocess
@@ -112,9 +112,9 @@ def test_a_kill_anywhere_in_a_save_leaves_the_old_or_the_new_checkpoint(tmp_path
     new, new_meta = tagged("new", 0.5)  # another shape: weights and sidecar of different saves cannot load
     extra = (lambda t: {"extra.safetensors": {"t": torch.full((3,), t)}}) if companion else (lambda t: None)
     run = tmp_path / "run"
-    save_checkpoint(old, run / "best", old_meta, extra(1.0))
+    save_checkpoint(old, run / "best", old_meta, companions=extra(1.0))
     recorder = Recorder(monkeypatch, run)
-    save_checkpoint(new, run / "best", new_meta, extra(2.0))
+    save_checkpoint(new, run / "best", new_meta, companions=extra(2.0))
     monkeypatch.undo()
     assert len(recorder.states) >= 6
 
@@ -128,7 +128,8 @@ def test_a_kill_anywhere_in_a_save_leaves_the_old_or_the_new_checkpoint(tmp_path
             value = load_companion(directory / "best", "extra.safetensors")["t"][0]
             assert value == (1.0 if meta["tag"] == "old" else 2.0)
         assert (directory / "best.json").read_bytes() == state["best.json"]  # loading writes nothing
-        save_checkpoint(old, directory / "best", old_meta, extra(1.0))  # the next save settles what was left
+        # the next save settles what was left
+        save_checkpoint(old, directory / "best", old_meta, companions=extra(1.0))
         assert listing(directory) == ["best.json", "best.safetensors", *(["extra.safetensors"] if companion else [])]
         assert same_state(load_checkpoint(directory / "best")[0], old)
     assert seen[0] == "old" and seen[-1] == "new"
@@ -140,7 +141,7 @@ def test_an_exception_inside_a_save_leaves_one_consistent_pair_and_no_hidden_fil
     old, old_meta = tagged("old", 0.25)
     new, new_meta = tagged("new", 0.5)
     buffers = {"last-optimizer.safetensors": {"m": torch.ones(2)}}
-    save_checkpoint(old, tmp_path / "last", old_meta, buffers)
+    save_checkpoint(old, tmp_path / "last", old_meta, companions=buffers)
     calls = []
     real_replace, real_save = os.replace, C.save_file
 
@@ -155,7 +156,7 @@ def test_an_exception_inside_a_save_leaves_one_consistent_pair_and_no_hidden_fil
     monkeypatch.setattr(os, "replace", interrupt(real_replace))
     monkeypatch.setattr(C, "save_file", interrupt(real_save))
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(new, tmp_path / "last", new_meta, buffers)
+        save_checkpoint(new, tmp_path / "last", new_meta, companions=buffers)
     monkeypatch.undo()
     assert listing(tmp_path) == ["last-optimizer.safetensors", "last.json", "last.safetensors"]
     model, meta = load_checkpoint(tmp_path / "last")
@@ -259,7 +260,8 @@ META = {"arch": "smallcnn", "arch_args": {"num_classes": 4, "in_channels": 1, "w
 def train_run(out: Path, resume: bool = False, epochs: int = 2) -> torch.nn.Module:
     torch.manual_seed(0)
     model = models.create("smallcnn", **META["arch_args"])
-    fit(model, TRAIN, TEST, TrainConfig(epochs=epochs, batch_size=8, seed=3), out, META, resume=resume, progress=False)
+    fit(model, TRAIN, TEST, TrainConfig(epochs=epochs, batch_size=8, seed=3), out, meta=META, resume=resume,
+        progress=False)
     return model
 
 

@@ -1,4 +1,4 @@
-"""Hostile files for the dataset readers (issue 9): tiny files that declare huge sizes, decompression bombs,
+"""Hostile files for the dataset readers: tiny files that declare huge sizes, decompression bombs,
 pickles that allocate from their arguments, and a fuzz test of every reader.
 
 Each reader must refuse such a file with one line (a :class:`LayermodError`) before it allocates more than a

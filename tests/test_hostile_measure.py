@@ -1,4 +1,4 @@
-"""Hostile inputs to the measurement (issue 9): every one either gives the right answer or one clear line.
+"""Hostile inputs to the measurement: every one either gives the right answer or one clear line.
 
 Oracles: networkx for modularity, the closed form of a complete graph for constant features, brute-force
 label shuffles (same RNG procedure as documented in :mod:`layermod.curve`) for the null.
@@ -226,7 +226,7 @@ def test_bad_resolution_is_refused(resolution):
         lm.modularity(a, y, resolution=resolution)
     assert_one_line(err, "resolution=", ">= 0")
     with pytest.raises(lm.GraphError, match="resolution="):
-        lm.permutation_null(a, y, 3, resolution=resolution)
+        lm.permutation_null(a, y, permutations=3, resolution=resolution)
     x, labels = blobs()
     with pytest.raises(lm.GraphError, match="resolution="):
         lm.modularity_curve(Exploding(), (x, labels), n_per_class=5, repeats=1, resolution=resolution)
@@ -288,7 +288,7 @@ def test_missing_labels_are_refused_as_the_curve_refuses_them_not_made_one_class
         lm.modularity(a, labels)
     assert_one_line(err, shown, "give every sample a class")
     with pytest.raises(lm.LabelError):
-        lm.permutation_null(a, labels, 3)
+        lm.permutation_null(a, labels, permutations=3)
     with pytest.raises(lm.LabelError):
         lm.modularity_curve(Exploding(), (torch.zeros(4, 2), labels))
 
@@ -306,7 +306,7 @@ def test_labels_of_mixed_kinds_are_refused_in_one_line():
 def test_bad_permutation_counts_are_refused(permutations):
     a, y = np.ones((4, 4)) - np.eye(4), [0, 0, 1, 1]
     with pytest.raises(lm.GraphError) as err:
-        lm.permutation_null(a, y, permutations)
+        lm.permutation_null(a, y, permutations=permutations)
     assert_one_line(err, "permutations=", "integer >= 0")
 
 
@@ -335,12 +335,13 @@ def test_graph_options_are_checked_before_any_forward_pass(metric, symmetrize):
 
 def test_negative_seeds_are_accepted_and_recorded_as_given():
     x, y = blobs()
-    draws = lm.balanced_draws(y, 5, 2, seed=-1)
-    for got, want in zip(draws, lm.balanced_draws(y, 5, 2, seed=2**128 - 1)):
+    draws = lm.balanced_draws(y, n_per_class=5, repeats=2, seed=-1)
+    for got, want in zip(draws, lm.balanced_draws(y, n_per_class=5, repeats=2, seed=2**128 - 1)):
         np.testing.assert_array_equal(got, want)
-    assert not np.array_equal(draws[0], lm.balanced_draws(y, 5, 2, seed=1)[0])
+    assert not np.array_equal(draws[0], lm.balanced_draws(y, n_per_class=5, repeats=2, seed=1)[0])
     a = lm.knn_graph(x.flatten(1), k=3)
-    np.testing.assert_array_equal(lm.permutation_null(a, y, 5, seed=-7), lm.permutation_null(a, y, 5, seed=-7))
+    np.testing.assert_array_equal(lm.permutation_null(a, y, permutations=5, seed=-7),
+                                  lm.permutation_null(a, y, permutations=5, seed=-7))
     curve = lm.modularity_curve(flat_model(), (x, y), n_per_class=5, repeats=2, seed=-1, null_permutations=3)
     assert curve.config["seed"] == -1
     again = lm.modularity_curve(flat_model(), (x, y), n_per_class=5, repeats=2, seed=-1, null_permutations=3)
@@ -368,10 +369,10 @@ def test_seeds_beyond_torchs_range_are_hashed_into_it_and_seeds_within_it_kept()
 def test_seeds_that_are_not_integers_are_refused(seed):
     x, y = blobs()
     with pytest.raises(lm.LabelError) as err:
-        lm.balanced_draws(y, 5, 2, seed=seed)
+        lm.balanced_draws(y, n_per_class=5, repeats=2, seed=seed)
     assert_one_line(err, "seed=", "integer")
     with pytest.raises(lm.GraphError, match="seed="):
-        lm.permutation_null(np.ones((4, 4)) - np.eye(4), [0, 0, 1, 1], 3, seed=seed)
+        lm.permutation_null(np.ones((4, 4)) - np.eye(4), [0, 0, 1, 1], permutations=3, seed=seed)
     with pytest.raises(lm.LabelError, match="seed="):
         lm.modularity_curve(Exploding(), (x, y), n_per_class=5, repeats=1, seed=seed)
 
@@ -395,7 +396,7 @@ class FixedBatch(nn.Module):
 def test_a_model_that_fails_on_one_batch_is_a_model_error_naming_the_batch():
     x = torch.randn(11, 1, 4, 4)
     with pytest.raises(lm.ModelError) as err:
-        extract_features(FixedBatch(), x, ["fc"], batch_size=4)
+        extract_features(FixedBatch(), x, layers=["fc"], batch_size=4)
     assert_one_line(err, "batch 3 of 3", "samples 8..10", "shape (3, 1, 4, 4)", "'fc'", "is invalid", "batch_size")
     x, y = blobs(n_per_class=10)
     with pytest.raises(lm.ModelError, match=r"fails on batch 1 of 2 \(samples 0..15"):
@@ -413,14 +414,14 @@ def test_a_model_that_asserts_its_batch_size_is_a_model_error():
             return self.fc(x.flatten(1))
 
     with pytest.raises(lm.ModelError) as err:
-        extract_features(Asserting(), torch.randn(5, 1, 4, 4), ["fc"], batch_size=3)
+        extract_features(Asserting(), torch.randn(5, 1, 4, 4), layers=["fc"], batch_size=3)
     assert_one_line(err, "batch 1 of 2", "at most 2 samples")
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
 def test_bad_batch_size_is_refused(batch_size):
     with pytest.raises(lm.FeatureError, match="batch_size="):
-        extract_features(mlp(), torch.randn(4, 1, 4, 4), ["1"], batch_size=batch_size)
+        extract_features(mlp(), torch.randn(4, 1, 4, 4), layers=["1"], batch_size=batch_size)
 
 
 class OnlyGetItem(Dataset):
@@ -531,8 +532,8 @@ def test_null_and_z_match_brute_force_label_shuffles():
     seed, repeats, shuffles, k = 11, 3, 7, 3
     curve = lm.modularity_curve(model, (x, y), layers=["1", "3"], k=k, n_per_class=5, repeats=repeats, seed=seed,
                                 null_permutations=shuffles)
-    draws = lm.balanced_draws(y, 5, repeats, seed)
-    features = extract_features(model, x, curve.layers)
+    draws = lm.balanced_draws(y, n_per_class=5, repeats=repeats, seed=seed)
+    features = extract_features(model, x, layers=curve.layers)
     streams = np.random.SeedSequence(seed).spawn(repeats + 1)
     q = np.zeros((repeats, 2))
     null = np.zeros((repeats, 2, shuffles))

@@ -35,7 +35,7 @@ MATH_NAMES = [r"$\frac{a}{b}$", "a_b^c", r"$\nosuchcommand{x}$", "price $5 or $6
 
 def curve(layers=LAYERS, shift: float = 0.0) -> Curve:
     base = np.linspace(0.1, 0.6, len(layers)) + shift
-    return Curve(list(layers), np.stack([base, base + 0.02]), CONFIG)
+    return Curve(list(layers), np.stack([base, base + 0.02]), config=CONFIG)
 
 
 def curve_dict(**changes) -> dict:
@@ -144,7 +144,7 @@ def test_a_resolution_above_one_is_accepted(tmp_path):
 
 
 def dynamics_dict(**changes) -> dict:
-    dynamics = Dynamics.start(0, curve(), 0.1, CONFIG).record(1, curve(shift=0.1), 0.5)
+    dynamics = Dynamics.start(0, curve(), 0.1, config=CONFIG).record(1, curve(shift=0.1), 0.5)
     return {**dynamics.to_dict(), **changes}
 
 
@@ -297,7 +297,7 @@ def test_an_item_that_fails_while_drawn_leaves_nothing_half_shown(tmp_path, monk
     curve().save(run)
     write(run, "dynamics.json", dynamics_dict())
 
-    def out_of_memory(self, path=None):
+    def out_of_memory(self, *, ax=None):
         raise MemoryError("std::bad_alloc")
 
     monkeypatch.setattr(Dynamics, "plot", out_of_memory)
@@ -311,7 +311,7 @@ def test_names_that_look_like_mathtext_or_are_long_are_shown_literally(tmp_path)
     names = [*MATH_NAMES, "m" * 1000]
     run = tmp_path / "run"
     curve(names).save(run)
-    write(run, "dynamics.json", {**Dynamics.start(0, curve(names), 0.5, CONFIG).to_dict()})
+    write(run, "dynamics.json", {**Dynamics.start(0, curve(names), 0.5, config=CONFIG).to_dict()})
     assert write_report([run], tmp_path / "r.html") == []
     text = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<td>$\\frac{a}{b}$</td>" in text and f"<td>{'m' * 1000}</td>" in text  # tables keep names whole
@@ -331,7 +331,7 @@ SHOWN = [label(name) for name in MATH_NAMES]
 
 
 def test_curve_figures_draw_layer_names_literally(tmp_path):
-    ax = plot_curves([curve(MATH_NAMES)], tmp_path / "curve.png", labels=[r"$\nosuchcommand$"])
+    ax = plot_curves([curve(MATH_NAMES)], path=tmp_path / "curve.png", labels=[r"$\nosuchcommand$"])
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert literal(ax.get_xticklabels()) == SHOWN and SHOWN[-1].endswith("…")
     assert literal(ax.get_legend().get_texts())[0] == r"$\nosuchcommand$"
@@ -343,15 +343,15 @@ def test_curve_figures_draw_layer_names_literally(tmp_path):
 
 
 def test_dynamics_heat_maps_and_views_draw_names_literally(tmp_path):
-    figure = Dynamics.start(0, curve(MATH_NAMES), 0.5, CONFIG).figure()
+    figure = Dynamics.start(0, curve(MATH_NAMES), 0.5, config=CONFIG).figure()
     assert literal(figure.axes[0].get_legend().get_texts()) == SHOWN
-    comparison = LayerComparison(curve(MATH_NAMES), curve(MATH_NAMES[:2]), np.zeros((5, 2)), ("$a$", "$\\b$"))
+    comparison = LayerComparison(curve(MATH_NAMES), curve(MATH_NAMES[:2]), np.zeros((5, 2)), names=("$a$", "$\\b$"))
     figure = comparison.figure()
     assert literal(figure.axes[0].get_yticklabels()) == SHOWN
     assert literal([figure.axes[0].xaxis.label]) == ["$\\b$"]
     views = [view(name) for name in MATH_NAMES[:3]]
-    Views(views, ["$\\c$", "a_b"]).save(tmp_path / "views")
-    figure = Views(views, ["$\\c$", "a_b"]).figure()
+    Views(views, class_names=["$\\c$", "a_b"]).save(tmp_path / "views")
+    figure = Views(views, class_names=["$\\c$", "a_b"]).figure()
     assert [title.split("\n")[0] for title in literal([ax.title for ax in figure.axes[:3]])] == SHOWN[:3]
     assert literal(figure.axes[2].get_legend().get_texts()) == ["$\\c$", "a_b"]
     assert Views.load(tmp_path / "views").views[0].layer == MATH_NAMES[0]

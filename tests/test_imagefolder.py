@@ -60,7 +60,7 @@ def test_split_subfolders_and_load_dataset(tmp_path):
     train = write_images(tmp_path / "train", {"a": 3, "b": 2}, seed=1)
     test = write_images(tmp_path / "test", {"a": 1, "b": 2}, seed=2)
     for split, written in (("train", train), ("test", test)):
-        for ds in (load_image_folder(tmp_path, split), load_dataset(f"folder:{tmp_path}", split)):
+        for ds in (load_image_folder(tmp_path, split=split), load_dataset(f"folder:{tmp_path}", split=split)):
             assert ds.classes == ["a", "b"]
             assert ds.targets.tolist() == [0] * len(written["a"]) + [1] * len(written["b"])
             want = np.concatenate([np.stack(written[c]) for c in "ab"]).transpose(0, 3, 1, 2)
@@ -70,7 +70,7 @@ def test_split_subfolders_and_load_dataset(tmp_path):
 
 def test_without_split_subfolders_split_is_ignored(tmp_path):
     write_images(tmp_path, {"x": 2, "y": 2})
-    assert len(load_image_folder(tmp_path, "train")) == len(load_image_folder(tmp_path)) == 4
+    assert len(load_image_folder(tmp_path, split="train")) == len(load_image_folder(tmp_path)) == 4
 
 
 def test_greyscale_set_has_one_channel(tmp_path):
@@ -174,7 +174,7 @@ def test_split_errors(tmp_path):
     assert_one_line(err, str(tmp_path), "split=", "train")
     for split in ("test", "../train", ".."):
         with pytest.raises(DatasetError) as err:
-            load_image_folder(tmp_path, split)
+            load_image_folder(tmp_path, split=split)
         assert_one_line(err, str(tmp_path), repr(split), "train")
 
 

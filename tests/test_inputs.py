@@ -114,7 +114,7 @@ def test_models_of_other_float_dtypes_take_float32_inputs(dtype):
     y = (x[:, 0] > 0).long()
     curve = lm.modularity_curve(model, (x, y), n_per_class=5, repeats=2, k=3)
     assert np.all(np.isfinite(curve.values)) and curve.config["resolved_pool"] == "flatten"
-    features = lm.extract_features(model, x, ["0", "2"])
+    features = lm.extract_features(model, x, layers=["0", "2"])
     assert all(f.dtype == torch.float32 for f in features.values())
 
 
@@ -143,11 +143,11 @@ def test_pool_choices_on_a_hand_made_tensor():
         "flatten": [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]],
     }
     for pool, want in expect.items():
-        got, layout = pool_output(out, pool, 2, "layer", mask)
+        got, layout = pool_output(out, pool, 2, "layer", mask=mask)
         assert layout == "batch_first"
         np.testing.assert_array_equal(got.numpy(), np.array(want, dtype=np.float32), err_msg=pool)
         # the same tokens sequence-first (T, B, H) give the same features
-        seq_first, layout = pool_output(out.transpose(0, 1), pool, 2, "layer", mask)
+        seq_first, layout = pool_output(out.transpose(0, 1), pool, 2, "layer", mask=mask)
         assert layout == "sequence_first"
         np.testing.assert_array_equal(seq_first.numpy(), got.numpy())
     # no mask: every token counts
@@ -157,7 +157,7 @@ def test_pool_choices_on_a_hand_made_tensor():
     conv = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
     assert pool_output(conv, "cls", 2, "conv")[0].shape == (2, 12)
     with pytest.raises(FeatureError, match="attention mask has shape"):
-        pool_output(out, "mean", 2, "layer", torch.ones(2, 5, dtype=torch.bool))
+        pool_output(out, "mean", 2, "layer", mask=torch.ones(2, 5, dtype=torch.bool))
 
 
 def test_auto_pool_per_model(models):
@@ -221,10 +221,10 @@ def test_sequence_first_layers_are_found_and_b_equal_t_refused():
     x = torch.randn(10, 4, 8)  # T = 4
     with torch.no_grad():
         want = model.encoder(x.transpose(0, 1)).mean(dim=0)
-    got = lm.extract_features(model, x, ["encoder"], batch_size=3, pool="mean")["encoder"]
+    got = lm.extract_features(model, x, layers=["encoder"], batch_size=3, pool="mean")["encoder"]
     torch.testing.assert_close(got, want)
     with pytest.raises(FeatureError, match="ambiguous") as err:
-        lm.extract_features(model, x, ["encoder"], batch_size=4, pool="mean")
+        lm.extract_features(model, x, layers=["encoder"], batch_size=4, pool="mean")
     assert "\n" not in str(err.value)
 
 
@@ -240,7 +240,7 @@ def test_batch_size_equal_to_the_sequence_length_uses_the_traced_batch_dimension
     x = torch.randn(8, 4, 8)  # T = 4 = batch size: the trace's 2-sample batch told the layout apart
     layouts = traced_layouts(calls, ["encoder"])
     assert layouts == {"encoder": "sequence_first"}
-    got = lm.extract_features(model, x, ["encoder"], batch_size=4, pool="mean", layouts=layouts)["encoder"]
+    got = lm.extract_features(model, x, layers=["encoder"], batch_size=4, pool="mean", layouts=layouts)["encoder"]
     with torch.no_grad():
         torch.testing.assert_close(got, model.encoder(x.transpose(0, 1)).mean(dim=0))
 
@@ -248,8 +248,8 @@ def test_batch_size_equal_to_the_sequence_length_uses_the_traced_batch_dimension
 def test_attacks_refuse_token_ids(models):
     inputs, y = _tokens()
     with pytest.raises(AttackError, match="need float inputs"):
-        lm.adversarial_curves(models["bert"], (inputs, y), lm.AttackConfig("fgsm", eps=0.1), lm.PixelSpace(),
-                              n_per_class=N_PER_CLASS, repeats=REPEATS, k=3)
+        lm.adversarial_curves(models["bert"], (inputs, y), attack=lm.AttackConfig(method="fgsm", eps=0.1),
+                              space=lm.PixelSpace(), n_per_class=N_PER_CLASS, repeats=REPEATS, k=3)
 
 
 TOKEN_MODULE = '''

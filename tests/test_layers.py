@@ -160,6 +160,6 @@ def test_a_layer_returning_several_tensors_warns_once_naming_their_shapes():
     model, x = AuxMainNet().eval(), torch.randn(6, 3, 5, 5)
     with pytest.warns(UserWarning, match=r"layer 'block' returns 2 tensors \(3x2, 3x4x5x5\); the first is measured"
                       ) as caught:
-        features = lm.extract_features(model, x, ["block", "block.conv"], batch_size=3)
+        features = lm.extract_features(model, x, layers=["block", "block.conv"], batch_size=3)
     assert sum("returns 2 tensors" in str(w.message) for w in caught) == 1  # one warning, not one per batch
     assert features["block"].shape == (6, 2) and features["block.conv"].shape == (6, 4 * 25)

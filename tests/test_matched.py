@@ -52,7 +52,7 @@ def test_unit_costs_add_up_to_what_a_plan_saves(name):
     costs = unit_costs(model, units, IMAGES)
     base = model_cost(model, IMAGES)
     plan = [unit.name for unit in units][1::2]
-    pruned = model_cost(apply_plan(model, plan, IMAGES), IMAGES)
+    pruned = model_cost(apply_plan(model, plan, example=IMAGES), IMAGES)
     assert base["flops"] - pruned["flops"] == sum(costs[name]["flops"] for name in plan)
     assert base["params"] - pruned["params"] == sum(costs[name]["params"] for name in plan)
     assert all(cost["flops"] > 0 for cost in costs.values())
@@ -65,7 +65,7 @@ def test_budget_for_cost_takes_the_fewest_units_that_reach_the_share():
     cost = {unit.name: unit.params for unit in units}
     total = sum(p.numel() for p in model.parameters())
     for fraction in (0.05, 0.2, 0.4):
-        count = budget_for_cost(order, units, fraction, total, lambda unit: cost[unit.name], "parameters")
+        count = budget_for_cost(order, units, fraction, total, lambda unit: cost[unit.name], what="parameters")
         freed = [cost[name] for name in order[:count]]  # last-first never hits the stage rule before the budget
         assert sum(freed) >= fraction * total > sum(freed[:-1])
     with pytest.raises(PlanError, match="short of 99.0%"):
@@ -78,17 +78,19 @@ def test_every_method_reaches_its_budget_with_no_unit_to_spare(method, match):
     model, data = resnet(), blobs()
     units = removable_units(model, IMAGES)
     costs, total = unit_costs(model, units, IMAGES), model_cost(model, IMAGES)[match]
-    verdicts = find_redundant(modularity_curve(model, data, n_per_class=20, repeats=2, progress=False))
+    curve = modularity_curve(model, data, n_per_class=20, repeats=2, progress=False)
+    verdicts = find_redundant(curve)
     x, y = data.data[:64], data.targets[:64]
-    scores = method_scores(model, units, [method], x, y)
+    scores = method_scores(model, units, [method], x, y, curve=curve, verdicts=verdicts)
     angular = lambda span: angular_distances(model, units, x, span)  # noqa: E731
     for fraction in (0.1, 0.3):
-        plan = plan_at_budget(method, units, costs, total, fraction, match, verdicts, scores, 1, angular)
+        plan = plan_at_budget(method, units, costs, total, fraction, match, verdicts=verdicts, scores=scores, seed=1,
+                              angular=angular)
         saved = [costs[name][match] for name in plan]
         assert sum(saved) >= fraction * total
         if method != "angular":  # angular may take a whole run; the others stop as soon as the budget is met
             assert sum(saved) - saved[-1] < fraction * total
-        apply_plan(model, plan, IMAGES)  # a valid plan: every stage keeps a unit
+        apply_plan(model, plan, example=IMAGES)  # a valid plan: every stage keeps a unit
 
 
 def test_angular_at_a_budget_takes_one_run_of_consecutive_units():
@@ -176,6 +178,34 @@ def test_sign_flip_p_value_is_a_probability_symmetric_in_the_sign(d):
 
 
 # ---------------------------------------------------------------------------------------------- study
+
+
+def comparison(differences: dict[float, list[float]]) -> MatchedComparison:
+    """A comparison of ``last`` against ``modularity`` whose accuracy differences at each budget are given, a
+    seed each; modularity scores 0.5 everywhere."""
+    rows = []
+    for budget, values in differences.items():
+        for seed, d in enumerate(values):
+            for method, acc in (("modularity", 0.5), ("last", 0.5 + d)):
+                rows.append({"method": method, "match": "flops", "budget": budget, "retrain": "finetune",
+                             "seed": seed, "layers_removed": [], "n_removed": 0, "params": 10, "flops": 10,
+                             "acc_pruned": acc, "acc": acc})
+    return MatchedComparison(rows, {"params": 20, "flops": 20}, {})
+
+
+def test_the_budget_is_the_unit_of_the_budget_test():
+    budgets = {0.1: [0.01], 0.2: [0.03], 0.3: [0.02], 0.4: [0.05]}
+    one = comparison(budgets).pooled()[0]
+    # one seed per budget: budget means are the pairs, so the budget test is the paired t-test
+    assert one["budgets"] == 4 and one["p_budget"] == pytest.approx(one["p_t"])
+    # three seeds that repeat the same difference add no evidence about the budgets
+    copies = comparison({b: v * 3 for b, v in budgets.items()}).pooled()[0]
+    assert copies["n"] == 12 and copies["p_budget"] == pytest.approx(one["p_t"])
+    assert copies["p_t"] < one["p_t"] / 10  # what treating the 12 pairs as independent would claim
+    spread = comparison({0.1: [0.0, 0.02], 0.2: [0.01, 0.05], 0.3: [0.03, 0.01]}).pooled()[0]
+    means = [0.01, 0.03, 0.02]
+    assert spread["p_budget"] == pytest.approx(ttest_rel(means, [0.0] * 3).pvalue)
+    assert comparison({0.1: [0.01, 0.03]}).pooled()[0]["p_budget"] is None  # one budget: no test
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ def test_a_layer_over_the_budget_is_stored_on_disk_and_removed_afterwards():
         seen[name] = (type(feats), values, getattr(feats, "filename", None))
     assert seen["1"][0] is np.memmap and not os.path.exists(seen["1"][2])  # 40 x 64 floats: over the budget
     assert seen["3"][0] is not np.memmap  # 40 x 4 floats fit
-    expected = lm.extract_features(model, x, ["1", "3"])
+    expected = lm.extract_features(model, x, layers=["1", "3"])
     assert np.array_equal(seen["1"][1], expected["1"].numpy()) and np.array_equal(seen["3"][1], expected["3"].numpy())
 
 

@@ -76,7 +76,7 @@ def test_mlp_bad_depth():
 
 def test_register_new_builder_and_refuse_name_clash():
     @models.register("test-tiny-linear")
-    def tiny(num_classes, in_channels, width, features=4):
+    def tiny(*, num_classes, in_channels, width, features=4):
         return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * features, num_classes))
 
     try:
@@ -86,7 +86,7 @@ def test_register_new_builder_and_refuse_name_clash():
         with pytest.raises(ModelError, match="already registered"):
 
             @models.register("test-tiny-linear")
-            def other(num_classes, in_channels, width):
+            def other(*, num_classes, in_channels, width):
                 return nn.Identity()
 
     finally:

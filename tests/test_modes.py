@@ -59,7 +59,7 @@ def test_pruning_keeps_per_module_modes():
     before = modes(net)
     x, _ = blobs()
     units = removable_units(net, x[:2], keep_per_stage=0)
-    apply_plan(net, [units[0].name], x[:2], keep_per_stage=0)
+    apply_plan(net, [units[0].name], example=x[:2], keep_per_stage=0)
     model_cost(net, x[:2])
     latency(net, x[:2], repeats=1, warmup=0)
     block_influence(net, units, x[:4])

@@ -148,7 +148,8 @@ def test_self_loops_follow_the_matrix_convention():
     a[np.arange(12), np.arange(12)] = rng.uniform(0, 1, size=12)
     labels = rng.integers(0, 3, size=12)
     for resolution in (1.0, 0.5):
-        assert modularity(a, labels, resolution) == pytest.approx(dense_modularity(a, labels, resolution), abs=1e-12)
+        assert modularity(a, labels, resolution=resolution) == pytest.approx(dense_modularity(a, labels, resolution),
+                                                                             abs=1e-12)
 
 
 def test_duplicate_coo_entries_are_summed():
@@ -233,9 +234,10 @@ def test_renaming_labels_leaves_q_unchanged(seed, n, n_classes, kind, resolution
         renamed = (new_ids / 3.0)[labels]
     else:
         renamed = torch.from_numpy(new_ids[labels])
-    q = modularity(a, labels, resolution)
-    assert modularity(a, renamed, resolution) == pytest.approx(q, abs=1e-12)
-    assert modularity(a, list(renamed.tolist()) if kind != "strings" else renamed.tolist(), resolution) == pytest.approx(q, abs=1e-12)
+    q = modularity(a, labels, resolution=resolution)
+    assert modularity(a, renamed, resolution=resolution) == pytest.approx(q, abs=1e-12)
+    assert modularity(a, list(renamed.tolist()) if kind != "strings" else renamed.tolist(),
+                      resolution=resolution) == pytest.approx(q, abs=1e-12)
 
 
 @HYP

@@ -54,11 +54,11 @@ def test_passthrough_returns_the_hidden_state_in_the_recorded_structure():
     h = torch.randn(2, 3)
     assert PassThrough()(h, "mask", cache=None) is h
     assert PassThrough()(hidden_states=h, attention_mask=None) is h
-    out = PassThrough(3)(h)
+    out = PassThrough(outputs=3)(h)
     assert out[0] is h and out[1:] == (None, None)
     with pytest.raises(TypeError, match="without a positional input or hidden_states"):
         PassThrough()(mask=h)
-    assert isinstance(PassThrough(), nn.Identity) and "outputs=3" in repr(PassThrough(3))
+    assert isinstance(PassThrough(), nn.Identity) and "outputs=3" in repr(PassThrough(outputs=3))
 
 
 def test_tuple_blocks_called_with_keywords_are_removable():
@@ -66,7 +66,7 @@ def test_tuple_blocks_called_with_keywords_are_removable():
     units = removable_units(model, X)
     assert [(u.name, u.outputs) for u in units] == [("layers.0", 2), ("layers.1", 2), ("layers.2", 2)]
     for unit in units:
-        pruned = apply_plan(model, [unit.name], X)
+        pruned = apply_plan(model, [unit.name], example=X)
         assert pruned.get_submodule(unit.name).outputs == 2
         assert pruned(X).shape == (2, 3)
     assert set(unit_costs(model, units, X)) == {u.name for u in units}
@@ -109,7 +109,7 @@ def test_units_the_model_cannot_run_without_are_kept_with_the_reason():
     for name, reason in [("blocks.3", "returns dict, not a tensor or a tuple led by one"),
                          ("blocks.4", "takes or returns no tensor")]:
         with pytest.raises(PlanError, match=f"unit '{name}' cannot be removed: it {re.escape(reason)}; remove only"):
-            apply_plan(model, [name], X)
+            apply_plan(model, [name], example=X)
 
 
 class WeightsReader(TupleEncoder):
@@ -127,7 +127,7 @@ def test_a_unit_whose_removal_breaks_the_model_is_not_offered():
     assert removable_units(model, X) == []
     reason = "breaks the model when removed ('NoneType' object has no attribute 'sum')"
     with pytest.raises(PlanError, match=f"unit 'layers.1' cannot be removed: it {re.escape(reason)}"):
-        apply_plan(model, ["layers.1"], X)
+        apply_plan(model, ["layers.1"], example=X)
 
 
 class ResidualBlocks(nn.Module):
@@ -159,19 +159,19 @@ def test_every_unit_offered_under_a_stage_rule_is_a_plan_apply_plan_accepts(keep
     offered = removable_units(model, X, keep_per_stage=keep)
     assert len(offered) == (4 if keep < 4 else 0)
     for unit in offered:
-        apply_plan(model, [unit.name], X, keep_per_stage=keep)
+        apply_plan(model, [unit.name], example=X, keep_per_stage=keep)
     if keep == 2:
         with pytest.raises(PlanError, match=r"leaves 1 unit of stage blocks#0 .*keep at least 2 \(keep_per_stage=2\)"):
-            apply_plan(model, ["blocks.1", "blocks.2", "blocks.3"], X, keep_per_stage=2)
+            apply_plan(model, ["blocks.1", "blocks.2", "blocks.3"], example=X, keep_per_stage=2)
 
 
 def test_a_stage_of_one_unit_is_offered_only_without_the_stage_rule():
     model = ResidualBlocks(1).eval()
     assert removable_units(model, X) == []
     with pytest.raises(PlanError, match="removes every unit of stage blocks#0 .*keep at least one"):
-        apply_plan(model, ["blocks.0"], X)
+        apply_plan(model, ["blocks.0"], example=X)
     assert [u.name for u in removable_units(model, X, keep_per_stage=0)] == ["blocks.0"]
-    assert apply_plan(model, ["blocks.0"], X, keep_per_stage=0)(X).shape == (2, 3)
+    assert apply_plan(model, ["blocks.0"], example=X, keep_per_stage=0)(X).shape == (2, 3)
     for bad in (-1, 1.5, True):
         with pytest.raises(PlanError, match="keep_per_stage=.* must be an integer >= 0"):
             removable_units(model, X, keep_per_stage=bad)
@@ -184,7 +184,7 @@ def test_torchvision_resnet_units_are_still_its_shape_keeping_blocks():
     images = torch.randn(2, 3, 32, 32)
     names = [u.name for u in removable_units(model, images)]
     assert names == ["layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
-    assert apply_plan(model, ["layer3.1"], images)(images).shape == (2, 3)
+    assert apply_plan(model, ["layer3.1"], example=images)(images).shape == (2, 3)
 
 
 def test_a_plan_with_tuple_outputs_rebuilds_from_its_checkpoint(tmp_path):

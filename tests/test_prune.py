@@ -85,7 +85,7 @@ def test_units_of_stages_that_are_not_containers():
     units = removable_units(model, x)  # s3 and s4 are RegStage modules: b1 downsamples, the rest keep the shape
     assert [u.name for u in units] == [*(f"s3.b{j}" for j in range(2, 5)), *(f"s4.b{j}" for j in range(2, 8))]
     assert {u.stage for u in units} == {"s3#0", "s4#0"} and all(u.kept == 1 for u in units)
-    pruned = apply_plan(model, ["s3.b2", "s4.b5"], x)
+    pruned = apply_plan(model, ["s3.b2", "s4.b5"], example=x)
     assert isinstance(pruned.s3.b2, PassThrough) and pruned(x).shape == (2, 3)
     assert [name for name, _ in pruned.s3.named_children()] == ["b1", "b2", "b3", "b4"]
 
@@ -108,7 +108,7 @@ def test_removal_is_exact_for_a_block_that_computes_identity():
 
 def test_stage_keys_survive_pruning():
     model = make("resnet20", in_channels=1)
-    pruned = apply_plan(model, ["layer1.1", "layer3.2"], IMAGES)
+    pruned = apply_plan(model, ["layer1.1", "layer3.2"], example=IMAGES)
     names = [u.name for u in removable_units(pruned, IMAGES)]
     assert names == ["layer1.0", "layer1.2", "layer2.1", "layer2.2", "layer3.1"]
     assert {u.stage for u in removable_units(pruned, IMAGES)} == {"layer1#0", "layer2#0", "layer3#0"}
@@ -118,20 +118,20 @@ def test_stage_keys_survive_pruning():
 def test_plan_errors():
     model = make("resnet20", in_channels=1)
     with pytest.raises(PlanError, match=r"changes shape 4x28x28 -> 8x14x14 \(downsampling\)"):
-        apply_plan(model, ["layer2.0"], IMAGES)
+        apply_plan(model, ["layer2.0"], example=IMAGES)
     with pytest.raises(PlanError, match="closest: layer3.2, layer3.1"):
-        apply_plan(model, ["layer3.7"], IMAGES)
+        apply_plan(model, ["layer3.7"], example=IMAGES)
     with pytest.raises(PlanError, match="more than once"):
-        apply_plan(model, ["layer1.1", "layer1.1"], IMAGES)
+        apply_plan(model, ["layer1.1", "layer1.1"], example=IMAGES)
     with pytest.raises(PlanError, match="every unit of stage layer1#0"):
-        apply_plan(model, ["layer1.0", "layer1.1", "layer1.2"], IMAGES)
+        apply_plan(model, ["layer1.0", "layer1.1", "layer1.2"], example=IMAGES)
     with pytest.raises(PlanError, match="not a removable unit"):
         apply_plan(model, ["nope"])  # no example: names only
     vgg = make("vgg11", in_channels=1)
     with pytest.raises(PlanError, match="every unit of stage features#4"):
-        apply_plan(vgg, ["features.10", "features.11"], IMAGES)
+        apply_plan(vgg, ["features.10", "features.11"], example=IMAGES)
     with pytest.raises(PlanError, match=r"16x14x14 -> 32x14x14 \(changes the channels\)"):
-        apply_plan(vgg, ["features.2"], IMAGES)
+        apply_plan(vgg, ["features.2"], example=IMAGES)
     assert issubclass(PlanError, LayermodError) and issubclass(PlanError, ValueError)
 
 
@@ -140,7 +140,7 @@ def test_model_cost_falls_by_the_removed_units():
     units = {u.name: u for u in removable_units(model, IMAGES)}
     before = model_cost(model, IMAGES)
     plan = ["layer1.1", "layer3.1", "layer3.2"]
-    after = model_cost(apply_plan(model, plan, IMAGES), IMAGES)
+    after = model_cost(apply_plan(model, plan, example=IMAGES), IMAGES)
     assert before["params"] == sum(p.numel() for p in model.parameters())
     assert before["params"] - after["params"] == sum(units[n].params for n in plan)
     assert 0 < after["flops"] < before["flops"]
@@ -197,7 +197,7 @@ def test_angular_distance_finds_the_run_that_passes_its_input_on():
 def test_pruned_checkpoint_round_trip(tmp_path):
     model = make("smallcnn", in_channels=1)
     x = torch.randn(3, 1, 16, 16)
-    pruned = apply_plan(model, ["features.1", "features.7"], x)
+    pruned = apply_plan(model, ["features.1", "features.7"], example=x)
     args = {"width": 0.25, "in_channels": 1}
     save_checkpoint(pruned, tmp_path / "best", {"arch": "smallcnn", "arch_args": args, "plan": {"remove": ["features.1", "features.7"]}})
     loaded, meta = load_checkpoint(tmp_path / "best")

@@ -130,3 +130,22 @@ def test_prune_study_refuses_a_device_torch_cannot_use(tmp_path, setup, capsys):
     err = capsys.readouterr().err
     assert "cannot use device 'tpu9'" in err and "pass --device cpu" in err and "Traceback" not in err
     assert not (tmp_path / "x" / "matched.json").exists()
+
+
+def test_prune_study_runs_the_removal_scores_iteratively_and_records_their_cost(tmp_path, setup):
+    methods = ["modularity-phase", "modularity-ablation", "ablation-accuracy", "cosine"]
+    study = ["prune-study", *setup, "--budgets", "0.3", "--methods", ",".join(methods), "--seeds", "1",
+             "--match", "flops", "--retrain", "finetune", "--train-subset", "60", "--iterative", "--quiet"]
+    assert main([*study, "--out", str(tmp_path / "s")]) == 0
+    saved = json.loads((tmp_path / "s" / "matched.json").read_text())
+    assert saved["config"]["iterative"] is True
+    scoring = saved["config"]["scoring"]
+    assert set(scoring) == set(methods)
+    # every unit scored once without each unit, then again on the pruned network: more passes than units
+    assert scoring["ablation-accuracy"]["probe_passes"] > scoring["cosine"]["probe_passes"] >= 1
+    assert scoring["modularity-phase"]["probe_passes"] == 0  # read from the curve, no network run
+    assert {row["method"] for row in saved["rows"]} == {"none", *methods}
+    table = (tmp_path / "s" / "matched.md").read_text()
+    cosine = next(line for line in table.splitlines() if line.startswith("| cosine |"))
+    passes = scoring["cosine"]["probe_passes"]
+    assert "| scoring |" in table and cosine.endswith(f"{passes:g} pass{'es' * (passes != 1)} |")

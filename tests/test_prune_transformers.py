@@ -62,7 +62,7 @@ def check_every_offered_unit(model, example, container: str) -> None:
     assert {u.stage for u in units} == {f"{container}#0"}
     full = run(model, example)
     for unit in units:
-        pruned = apply_plan(model, [unit.name], example)
+        pruned = apply_plan(model, [unit.name], example=example)
         assert isinstance(pruned.get_submodule(unit.name), PassThrough)
         out = run(pruned, example)
         assert out.shape == full.shape and torch.isfinite(out).all()
@@ -91,7 +91,7 @@ def test_costs_and_scores_take_a_dict_batch():
     units = removable_units(model, batch)
     saved = unit_costs(model, units, batch)
     cost = model_cost(model, batch)
-    pruned = model_cost(apply_plan(model, [units[0].name], batch), batch)
+    pruned = model_cost(apply_plan(model, [units[0].name], example=batch), batch)
     assert cost["flops"] - pruned["flops"] == saved[units[0].name]["flops"] > 0
     influence = block_influence(model, units, batch)
     assert list(influence) == [u.name for u in units] and all(0 <= v <= 2 for v in influence.values())

@@ -24,7 +24,7 @@ def curve_of(means, spread=0.0, repeats=4) -> Curve:
     offsets -= offsets.mean()
     values = np.tile(means, (repeats, 1))
     values[:, 1::2] += offsets[:, None]
-    return Curve([f"l{i}" for i in range(len(means))], values, {})
+    return Curve([f"l{i}" for i in range(len(means))], values, config={})
 
 
 def kinds(verdicts):
@@ -37,7 +37,7 @@ def test_rising_curve_is_all_keep():
     assert math.isnan(verdicts[0].increment)
     assert verdicts[2].increment == pytest.approx(0.15)
     assert verdicts[2].noise == pytest.approx(0.0)
-    assert verdicts[2].threshold == pytest.approx(0.005)
+    assert verdicts[2].threshold == pytest.approx(0.5 * (0.5 - 0.1) / 3)  # half the mean step, no noise
 
 
 def test_flat_tail_is_plateau_and_dip_is_drop():
@@ -56,17 +56,51 @@ def test_spread_between_draws_widens_the_band():
 
 def test_noise_is_the_paired_standard_error():
     values = np.array([[0.1, 0.2], [0.3, 0.5], [0.2, 0.2]])
-    verdict = find_redundant(Curve(["a", "b"], values, {}), z=1.0)[1]
+    verdict = find_redundant(Curve(["a", "b"], values, config={}), z=1.0)[1]
     diffs = values[:, 1] - values[:, 0]
     assert verdict.noise == pytest.approx(diffs.std(ddof=1) / math.sqrt(3))
 
 
-def test_single_draw_is_judged_by_min_gain():
+def test_single_draw_is_judged_against_the_curves_own_rise():
     curve = curve_of([0.1, 0.104, 0.2], repeats=1)
     verdicts = find_redundant(curve)
-    assert kinds(verdicts) == ["keep", "plateau", "keep"]
+    assert kinds(verdicts) == ["keep", "plateau", "keep"]  # 0.004 is under half the mean step of 0.05
     assert verdicts[1].noise == 0.0
-    assert kinds(find_redundant(curve, min_gain=0.001)) == ["keep", "keep", "keep"]
+    assert kinds(find_redundant(curve, rel_gain=0.0)) == ["keep", "keep", "keep"]
+    assert kinds(find_redundant(curve, rel_gain=0.0, min_gain=0.005)) == ["keep", "plateau", "keep"]
+
+
+def straight_line(first: float, last: float, layers: int, repeats: int = 5, noise: float = 0.0) -> Curve:
+    """A curve rising in equal steps from ``first`` to ``last``; each draw adds its own offset to every layer
+    (what a draw's sample set does to Q) and, with ``noise``, independent jitter per layer."""
+    rng = np.random.default_rng(0)
+    values = np.linspace(first, last, layers)[None, :] + rng.normal(0, 0.01, (repeats, 1))
+    values += rng.normal(0, noise, values.shape)
+    return Curve([f"l{i}" for i in range(layers)], values, config={})
+
+
+def test_a_straight_line_is_never_a_plateau_however_shallow():
+    # ResNet56's first and last Q over its 28 points: a step of 0.0034, under the old absolute 0.005
+    line = straight_line(0.625, 0.718, 28)
+    assert (0.718 - 0.625) / 27 < 0.005
+    assert kinds(find_redundant(line)) == ["keep"] * 28
+    assert kinds(find_redundant(line, rel_gain=0.0, min_gain=0.005))[1:] == ["plateau"] * 27  # the artifact
+    steep = straight_line(0.1, 0.9, 28)
+    assert kinds(find_redundant(steep)) == ["keep"] * 28
+    assert find_redundant(line).config["step"] == pytest.approx((0.718 - 0.625) / 27, rel=1e-9)
+
+
+def test_a_flat_stretch_is_a_plateau_at_any_scale():
+    for scale in (0.01, 1.0):
+        means = scale * np.concatenate([np.linspace(0, 0.1, 6), np.full(10, 0.1), np.linspace(0.1, 0.2, 6)[1:]])
+        rng = np.random.default_rng(1)
+        values = means[None, :] + rng.normal(0, 0.001 * scale, (5, 1)) + rng.normal(0, 1e-5 * scale, (5, len(means)))
+        verdicts = kinds(find_redundant(Curve([f"l{i}" for i in range(len(means))], values, config={})))
+        assert verdicts[6:16] == ["plateau"] * 10  # the flat stretch
+        assert verdicts[:6] == ["keep"] * 6 and verdicts[16:] == ["keep"] * 5  # the rises on either side
+    # with jitter between layers the noise term widens the band: a flat stretch stays flat
+    noisy = straight_line(0.6, 0.6, 12, noise=0.002)
+    assert sum(v == "plateau" for v in kinds(find_redundant(noisy))) >= 9
 
 
 def test_bad_parameters():
@@ -74,6 +108,8 @@ def test_bad_parameters():
         find_redundant(curve_of([0.1, 0.2]), z=-1)
     with pytest.raises(PlanError, match="min_gain"):
         find_redundant(curve_of([0.1, 0.2]), min_gain=float("nan"))
+    with pytest.raises(PlanError, match="rel_gain"):
+        find_redundant(curve_of([0.1, 0.2]), rel_gain=-0.5)
 
 
 RESNET = [
@@ -144,13 +180,13 @@ def test_verdict_table_lists_every_layer():
 
 def test_plan_round_trip(tmp_path):
     verdicts = find_redundant(curve_of([0.1, 0.3, 0.3]))
-    plan = Plan(["s1.b1"], "increment", verdicts).to_dict()
+    plan = Plan(["s1.b1"], method="increment", verdicts=verdicts).to_dict()
     assert plan["budget"] == 1 and plan["verdicts"][0]["increment"] is None
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan, allow_nan=False))
     assert Plan.load(path).to_dict() == plan
     assert Plan.load(path).verdicts[2].verdict == "plateau"
-    assert Plan.load(Plan(["s1.b1"], "increment", verdicts).save(tmp_path / "run")).to_dict() == plan
+    assert Plan.load(Plan(["s1.b1"], method="increment", verdicts=verdicts).save(tmp_path / "run")).to_dict() == plan
 
 
 @pytest.mark.parametrize("text", [None, "{not json", "[1, 2]", '{"method": "x"}', '{"remove": [1]}',

@@ -20,7 +20,7 @@ VALUES = np.array([[0.10, 0.30, 0.31], [0.12, 0.34, 0.33]])
 
 
 def curve(shift: float = 0.0) -> lm.Curve:
-    return lm.Curve(LAYERS, VALUES + shift, {"k": 3, "n_classes": 2, "samples_per_draw": 8})
+    return lm.Curve(LAYERS, VALUES + shift, config={"k": 3, "n_classes": 2, "samples_per_draw": 8})
 
 
 def view(name: str) -> lm.LayerView:
@@ -51,12 +51,13 @@ def instances() -> dict[type, object]:
     summary = {"n_attacked": 4, "n_correct": 4, "n_flipped": 2, "success_rate": 0.5, "clean_accuracy": 1.0,
                "adversarial_accuracy": 0.5}
     attack = {"method": "fgsm", "norm": "linf", "eps": 0.1}
-    dynamics = lm.Dynamics.start(0, curve(), 0.5, {"k": 3}).record(2, curve(0.05), 0.8)
+    dynamics = lm.Dynamics.start(0, curve(), 0.5, config={"k": 3}).record(2, curve(0.05), 0.8)
     return {
         lm.Curve: curve(),
         lm.Dynamics: dynamics,
-        lm.LayerComparison: lm.LayerComparison(curve(), curve(), np.eye(3), ("model", "model"), {"unbiased": False}),
-        lm.Views: lm.Views([view(name) for name in LAYERS], ["cat", "dog"], {"method": "pca"}),
+        lm.LayerComparison: lm.LayerComparison(curve(), curve(), np.eye(3), names=("model", "model"),
+                                               config={"unbiased": False}),
+        lm.Views: lm.Views([view(name) for name in LAYERS], class_names=["cat", "dog"], config={"method": "pca"}),
         lm.Redundancy: lm.find_redundant(curve()),
         lm.AdversarialCurves: lm.AdversarialCurves(curve(), curve(-0.05), attack, summary),
         lm.SweepTable: lm.SweepTable(["knn"], sweep_rows("a", "exact") + sweep_rows("b", "hnsw")),
@@ -97,13 +98,13 @@ def test_load_refuses_a_hostile_file_in_one_line(kind, tmp_path):
 def test_plot_draws_into_the_given_axes_or_a_new_one(kind):
     result = instances()[kind]
     mine = Figure().add_subplot()
-    assert result.plot(mine) is mine and mine.has_data()
+    assert result.plot(ax=mine) is mine and mine.has_data()
     new = result.plot()
     assert isinstance(new, Axes) and new is not mine and new.has_data()
 
 
 def test_curve_plot_draws_the_mean():
-    drawn = curve().plot(Figure().add_subplot())
+    drawn = curve().plot(ax=Figure().add_subplot())
     np.testing.assert_array_equal(drawn.get_lines()[0].get_ydata(), VALUES.mean(axis=0))
 
 
@@ -127,7 +128,7 @@ def test_to_frame_holds_the_table():
 
 
 def test_repr_shortens_a_long_table():
-    long = lm.Curve([f"layer{i}" for i in range(40)], np.linspace(0, 0.5, 40)[None], {})
+    long = lm.Curve([f"layer{i}" for i in range(40)], np.linspace(0, 0.5, 40)[None], config={})
     text = repr(long)
     assert "layer0" in text and "layer39" in text and "layer20" not in text and "..." in text
     assert "40 rows x 4 columns" in text

@@ -153,19 +153,21 @@ shapes = {"seed": st.integers(0, 2**32 - 1), "n": st.integers(5, 30), "p": st.in
 @given(**shapes, unbiased=st.booleans())
 def test_cka_of_features_with_themselves_is_one_and_cka_is_symmetric(seed, n, p, q, unbiased):
     x, y = random_pair(seed, n, p, q)
-    assert linear_cka(x, x, unbiased) == pytest.approx(1.0, abs=1e-12)
-    assert linear_cka(x, y, unbiased) == pytest.approx(linear_cka(y, x, unbiased), rel=1e-12, abs=1e-14)
+    assert linear_cka(x, x, unbiased=unbiased) == pytest.approx(1.0, abs=1e-12)
+    assert linear_cka(x, y, unbiased=unbiased) == pytest.approx(linear_cka(y, x, unbiased=unbiased), rel=1e-12,
+                                                                abs=1e-14)
 
 
 @HYP
 @given(**shapes, scale=st.floats(1e-3, 1e3), unbiased=st.booleans())
 def test_cka_is_invariant_to_orthogonal_maps_isotropic_scaling_and_shifts(seed, n, p, q, scale, unbiased):
     x, y = random_pair(seed, n, p, q)
-    base = linear_cka(x, y, unbiased)
+    base = linear_cka(x, y, unbiased=unbiased)
     shift = np.random.default_rng(seed + 1).normal(size=p) * 10
     for x2 in (x @ orthogonal(seed, p), scale * x, x + shift):
-        assert linear_cka(x2, y, unbiased) == pytest.approx(base, rel=1e-9, abs=1e-12)
-    assert linear_cka(x, y @ orthogonal(seed + 2, q) * scale, unbiased) == pytest.approx(base, rel=1e-9, abs=1e-12)
+        assert linear_cka(x2, y, unbiased=unbiased) == pytest.approx(base, rel=1e-9, abs=1e-12)
+    assert linear_cka(x, y @ orthogonal(seed + 2, q) * scale, unbiased=unbiased) == pytest.approx(base, rel=1e-9,
+                                                                                                  abs=1e-12)
 
 
 @HYP
@@ -223,9 +225,9 @@ def test_cka_matrix_with_one_batch_is_linear_cka_of_every_pair():
     grams_a = [layer_grams(f, [np.arange(30)]) for f in features_a]
     grams_b = [layer_grams(f, [np.arange(30)]) for f in features_b]
     for unbiased in (False, True):
-        cka = cka_matrix(grams_a, grams_b, unbiased)
+        cka = cka_matrix(grams_a, grams_b=grams_b, unbiased=unbiased)
         assert cka.shape == (4, 3)
-        expected = [[linear_cka(fa, fb, unbiased) for fb in features_b] for fa in features_a]
+        expected = [[linear_cka(fa, fb, unbiased=unbiased) for fb in features_b] for fa in features_a]
         np.testing.assert_allclose(cka, expected, rtol=1e-10)
     np.testing.assert_allclose(cka_matrix(grams_a), [[feature_cka(fa, fb) for fb in features_a] for fa in features_a],
                                rtol=1e-10)
@@ -243,7 +245,7 @@ def test_cka_matrix_with_several_batches_is_the_minibatch_formula(unbiased):
     expected = [[summed(i, j) / math.sqrt(summed(i, i) * summed(j, j)) for j in range(3)] for i in range(3)]
     grams = [layer_grams(f, batches) for f in features]
     np.testing.assert_allclose(cka_matrix(grams, unbiased=unbiased), expected, rtol=1e-10)
-    np.testing.assert_allclose(cka_matrix(grams, grams, unbiased), expected, rtol=1e-10)
+    np.testing.assert_allclose(cka_matrix(grams, grams_b=grams, unbiased=unbiased), expected, rtol=1e-10)
     # not simply the mean of per-batch CKA
     per_batch = np.mean([cka_matrix([g[b:b + 1] for g in grams], unbiased=unbiased) for b in range(3)], axis=0)
     assert not np.allclose(per_batch, expected, rtol=1e-6)
@@ -266,8 +268,8 @@ def test_a_layer_without_variance_is_nan_in_the_matrix_and_an_error_for_one_pair
 @pytest.mark.parametrize("unbiased", [False, True])
 def test_a_huge_common_offset_does_not_change_cka(unbiased):
     x, y = random_pair(12, 50, 20, 10)
-    expected = linear_cka(x, y, unbiased)
-    assert linear_cka(x + 1e6, y - 1e6, unbiased) == pytest.approx(expected, abs=1e-8)
+    expected = linear_cka(x, y, unbiased=unbiased)
+    assert linear_cka(x + 1e6, y - 1e6, unbiased=unbiased) == pytest.approx(expected, abs=1e-8)
     grams = [layer_grams(f, [np.arange(25), np.arange(25, 50)]) for f in (x, y)]
     shifted = [layer_grams(f, [np.arange(25), np.arange(25, 50)]) for f in (x + 1e6, y + 1e6)]
     np.testing.assert_allclose(cka_matrix(shifted, unbiased=unbiased), cka_matrix(grams, unbiased=unbiased), atol=1e-8)
@@ -286,7 +288,7 @@ def test_wide_features_are_processed_in_column_chunks():
 def test_modularity_difference_values_and_shapes():
     d = modularity_difference([0.1, 0.4, 0.25])
     np.testing.assert_allclose(d, [[0, 0.3, 0.15], [0.3, 0, 0.15], [0.15, 0.15, 0]], atol=1e-15)
-    two = modularity_difference(np.array([0.1, 0.5]), [0.2, 0.2, 0.9])
+    two = modularity_difference(np.array([0.1, 0.5]), q_b=[0.2, 0.2, 0.9])
     assert two.shape == (2, 3)
     np.testing.assert_allclose(two, [[0.1, 0.1, 0.8], [0.3, 0.3, 0.4]], atol=1e-15)
     with pytest.raises(LayermodError) as err:
@@ -301,8 +303,8 @@ def test_plot_heatmaps_writes_a_png_for_two_models(tmp_path):
     q_a, q_b = [0.1, 0.3, 0.5], [0.2, 0.4]
     grams_a = [layer_grams(f, [np.arange(20)]) for f in layer_stack(14, 20, 3)]
     grams_b = [layer_grams(f, [np.arange(20)]) for f in layer_stack(15, 20, 2)]
-    fig = plot_heatmaps(modularity_difference(q_a, q_b), cka_matrix(grams_a, grams_b), ["a0", "a1", "a2"],
-                        ["b0", "b1"], path=tmp_path / "sim.png", label_a="model A", label_b="model B")
+    fig = plot_heatmaps(modularity_difference(q_a, q_b=q_b), cka_matrix(grams_a, grams_b=grams_b), ["a0", "a1", "a2"],
+                        layers_b=["b0", "b1"], path=tmp_path / "sim.png", label_a="model A", label_b="model B")
     assert isinstance(fig, matplotlib.figure.Figure)
     assert (tmp_path / "sim.png").read_bytes()[:8] == PNG_MAGIC
     d_ax, cka_ax = fig.axes[:2]
@@ -342,7 +344,7 @@ def test_mismatched_sample_counts_are_refused():
         linear_cka(x, y[:10])
     assert_one_line(err, "x has 12 samples but y has 10")
     with pytest.raises(FeatureError) as err:
-        cka_matrix([layer_grams(x, [np.arange(12)])], [layer_grams(y, [np.arange(10)])])
+        cka_matrix([layer_grams(x, [np.arange(12)])], grams_b=[layer_grams(y, [np.arange(10)])])
     assert_one_line(err, "grams_b[0] has shape (1, 10, 10)", "same batches")
     with pytest.raises(FeatureError) as err:
         hsic(centered_gram(x), centered_gram(y[:10]))
@@ -404,5 +406,5 @@ def test_grams_of_the_wrong_shape_are_refused():
         cka_matrix([gram])
     assert_one_line(err, "grams_a[0] must have shape (B, n, n)")
     with pytest.raises(FeatureError) as err:
-        cka_matrix([gram[None]], [])
+        cka_matrix([gram[None]], grams_b=[])
     assert_one_line(err, "grams_b is empty")

@@ -520,3 +520,29 @@ def test_local_resources_this_machine_lacks_are_refused_before_any_item(monkeypa
         run_items(_record_call, [("a", {"n": 1})], workers=workers, resources=Resources(num_cpus=os.cpu_count() + 1))
     assert _CALLS == []
     assert [r.value for r in run_items(_record_call, [("a", {"n": 1})], resources=Resources(num_gpus=0))] == [{"n": 1}]
+
+
+def test_an_item_lock_released_while_another_waits_for_it_still_admits_one_holder_at_a_time(tmp_path):
+    """The holder of an item's lock removes the lock file when it is done; a process that waited on that file must
+    not take it as held while a third process locks the path's new file (two would then make the item at once)."""
+    import threading
+    import time
+
+    from layermod.sweep.run import _claim
+
+    final, events = tmp_path / "items" / "a", []
+
+    def hold(who: str, seconds: float) -> None:
+        with _claim(final):
+            events.append(f"{who} in")
+            time.sleep(seconds)
+            events.append(f"{who} out")
+
+    with _claim(final):
+        waiting = threading.Thread(target=hold, args=("waiting", 0.3))
+        waiting.start()
+        time.sleep(0.2)  # it now waits on the file this block holds
+    hold("next", 0.3)  # the file is gone: this one locks the path anew
+    waiting.join()
+    assert events in (["waiting in", "waiting out", "next in", "next out"],
+                      ["next in", "next out", "waiting in", "waiting out"]), events

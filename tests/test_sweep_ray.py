@@ -251,6 +251,50 @@ if __name__ == "__main__":
 '''
 
 
+WAITED = '''
+import json, sys, threading, warnings
+import ray
+import layermod.sweep.rayworkers as rayworkers
+from layermod.sweep.executor import run_items
+
+
+@ray.remote(num_cpus=1)
+class Hold:
+    def ready(self):
+        return True
+
+
+def item(n):
+    return {"n": n}
+
+
+if __name__ == "__main__":
+    ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
+    holds = [Hold.remote() for _ in range(2)]  # every CPU of the cluster
+    ray.get([hold.ready.remote() for hold in holds])
+    rayworkers.NOTICE_S = 1.0
+    threading.Timer(4.0, lambda: ray.kill(holds[0])).start()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = run_items(item, [("a", {"n": 1})], backend="ray", workers=1)
+    print(json.dumps([[r.ok, r.value] for r in results] + [str(w.message) for w in caught
+                                                            if issubclass(w.category, RuntimeWarning)]))
+'''
+
+
+def test_a_run_that_waits_for_busy_resources_says_so_and_runs_once_they_are_free(ray_cluster, tmp_path):
+    address, env, _ = ray_cluster
+    (tmp_path / "driver.py").write_text(WAITED)
+    run = subprocess.run([sys.executable, "driver.py", address], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    result, *notices = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result == [True, {"n": 1}]
+    assert notices, "nothing said while the run waited for a CPU"
+    assert notices[0] == ("waited 1 s for Ray to start any of 1 workers (num_cpus=1, num_gpus=0 each); the cluster "
+                          "has 0 CPUs and 0 GPUs free: other work holds them")
+
+
 def test_resources_the_cluster_lacks_are_refused_before_any_item(ray_cluster, tmp_path):
     address, env, _ = ray_cluster
     (tmp_path / "driver.py").write_text(REFUSED)

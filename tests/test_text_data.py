@@ -101,7 +101,7 @@ def test_json_lines_and_json_forms(tmp_path, tok, rows):
     check_tokens(load_text_file(write_jsonl(tmp_path / "s.jsonl", texts, labels), tok), tok, texts, want, CLASSES)
     listed = tmp_path / "list.json"
     listed.write_text(json.dumps([{"sentence": t, "topic": y} for t, y in zip(texts, labels)]))
-    check_tokens(load_text_file(listed, tok, "sentence", "topic"), tok, texts, want, CLASSES)
+    check_tokens(load_text_file(listed, tok, text_column="sentence", label_column="topic"), tok, texts, want, CLASSES)
     columns = tmp_path / "columns.json"
     columns.write_text(json.dumps({"text": texts, "label": labels}))
     check_tokens(load_text_file(columns, tok), tok, texts, want, CLASSES)
@@ -272,14 +272,14 @@ def test_hf_folder_of_texts_with_class_names(tmp_path, tok, rows):
     texts, labels = rows
     indices = [CLASSES.index(y) for y in labels]
     folder = write_hf_folder(tmp_path / "set", texts, indices, CLASSES)
-    data, description = resolve_data(f"hf:{folder}", "train", tokenizer=tok)
+    data, description = resolve_data(f"hf:{folder}", split="train", tokenizer=tok)
     check_tokens(data, tok, texts, indices, CLASSES)
     assert description["dataset"] == f"hf:{folder}" and description["split"] == "train"
     with pytest.raises(DatasetError) as err:
-        resolve_data(f"hf:{folder}", "validation", tokenizer=tok)
+        resolve_data(f"hf:{folder}", split="validation", tokenizer=tok)
     assert_one_line(err, "no split 'validation'", "'train', 'test'", "choose with split")
     with pytest.raises(DatasetError) as err:
-        resolve_data(f"hf:{folder}", "test", tokenizer=tok, text_column="sentence", label_column="topic")
+        resolve_data(f"hf:{folder}", split="test", tokenizer=tok, text_column="sentence", label_column="topic")
     assert_one_line(err, "no column 'topic'", "'text', 'label'")
 
 
@@ -288,7 +288,7 @@ def test_hf_single_dataset_with_string_labels(tmp_path, tok, rows):
 
     texts, labels = rows
     datasets.Dataset.from_dict({"text": texts, "label": labels}).save_to_disk(str(tmp_path / "one"))
-    data, _ = resolve_data(f"hf:{tmp_path / 'one'}", "test", tokenizer=tok)
+    data, _ = resolve_data(f"hf:{tmp_path / 'one'}", split="test", tokenizer=tok)
     check_tokens(data, tok, texts, [CLASSES.index(y) for y in labels], CLASSES)
 
 
@@ -342,7 +342,7 @@ def test_torchvision_fake_data():
     pytest.importorskip("torchvision")
     data, description = resolve_data("torchvision:FakeData")
     again, _ = resolve_data("torchvision:fakedata")
-    train, _ = resolve_data("torchvision:FakeData", "train")
+    train, _ = resolve_data("torchvision:FakeData", split="train")
     assert data.data.shape == (1000, 3, 32, 32) and data.name == "torchvision:FakeData"
     assert torch.equal(data.data, again.data) and not torch.equal(data.data, train.data)
     np.testing.assert_allclose(data.data.mean(dim=(0, 2, 3)).numpy(), 0, atol=1e-4)
@@ -353,7 +353,7 @@ def test_torchvision_cifar10_in_torchvision_layout(tmp_path):
     from test_cifar import NORMALIZATION, write_cifar
 
     _, expected = write_cifar(tmp_path / "root", "cifar10", archive=True)
-    data, _ = resolve_data("torchvision:CIFAR10", "test", tmp_path / "root")
+    data, _ = resolve_data("torchvision:CIFAR10", split="test", data_dir=tmp_path / "root")
     assert data.name == "torchvision:CIFAR10" and data.data.shape == (4, 3, 32, 32)
     np.testing.assert_array_equal(data.targets.numpy(), expected["test"][1])
     assert data.normalization == {"mean": list(NORMALIZATION["cifar10"][0]), "std": list(NORMALIZATION["cifar10"][1])}
@@ -363,7 +363,7 @@ def test_torchvision_mnist_in_torchvision_layout(tmp_path):
     from idx_files import write_mnist_like
 
     expected = write_mnist_like(tmp_path / "root" / "MNIST" / "raw", compress=False)
-    data, _ = resolve_data("torchvision:MNIST", "train", tmp_path / "root")
+    data, _ = resolve_data("torchvision:MNIST", split="train", data_dir=tmp_path / "root")
     assert data.name == "torchvision:MNIST" and data.data.shape == (30, 1, 28, 28)
     np.testing.assert_array_equal(data.targets.numpy(), expected["train"][1])
     assert data.normalization == {"mean": [0.1307], "std": [0.3081]}
@@ -374,13 +374,13 @@ def test_torchvision_refusals(tmp_path):
         resolve_data("torchvision:CIFAR10")
     assert_one_line(err, "no data_dir given", "cifar-10-batches-py/", "as data_dir")
     with pytest.raises(DatasetError) as err:
-        resolve_data("torchvision:CIFAR10", "test", tmp_path / "absent")
+        resolve_data("torchvision:CIFAR10", split="test", data_dir=tmp_path / "absent")
     assert_one_line(err, "no folder", "absent")
     with pytest.raises(DatasetError) as err:
-        resolve_data("torchvision:FashionMNIST", "test", tmp_path)
+        resolve_data("torchvision:FashionMNIST", split="test", data_dir=tmp_path)
     assert_one_line(err, "FashionMNIST/raw")
     with pytest.raises(DatasetError) as err:
-        resolve_data("torchvision:ImageNet", "test", tmp_path)
+        resolve_data("torchvision:ImageNet", split="test", data_dir=tmp_path)
     assert_one_line(err, "CIFAR10, CIFAR100, MNIST, FashionMNIST, FakeData", "folder:PATH")
 
 

@@ -1,6 +1,7 @@
 """Text classifiers through the command line: ``train`` fine-tunes an ``hf:`` model on a table of texts, records
 how its inputs are read in the sidecar, and ``eval``, ``prune`` and ``prune-study`` rebuild the same inputs (dict
-batches of ``input_ids`` and ``attention_mask``) from it. The README's text example runs as written."""
+batches of ``input_ids`` and ``attention_mask``) from it. The user guide's text example (docs/guide/pruning.md)
+runs as written."""
 
 from __future__ import annotations
 
@@ -21,19 +22,19 @@ from layermod.models.checkpoint import load_checkpoint
 transformers = pytest.importorskip("transformers")
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+GUIDE = (ROOT / "docs" / "guide" / "pruning.md").read_text(encoding="utf-8")
 MARK = "<!-- tested by tests/test_text_prune.py -->"
 
 
-def readme_commands() -> list[str]:
-    """The commands of the README's marked text example, continuation lines joined."""
-    block = re.search(re.escape(MARK) + r"\n```bash\n(.*?)^```", README, flags=re.MULTILINE | re.DOTALL)
-    assert block, f"README.md has no bash block after {MARK}"
+def guide_commands() -> list[str]:
+    """The commands of the guide's marked text example, continuation lines joined."""
+    block = re.search(re.escape(MARK) + r"\n```bash\n(.*?)^```", GUIDE, flags=re.MULTILINE | re.DOTALL)
+    assert block, f"docs/guide/pruning.md has no bash block after {MARK}"
     return [line.split("  #")[0].strip() for line in block.group(1).replace("\\\n", " ").splitlines() if line.strip()]
 
 
 def run_command(line: str) -> None:
-    """A README line: ``python scripts/X.py ...`` runs the script in this process, ``layermod ...`` is ``main``."""
+    """A guide line: ``python scripts/X.py ...`` runs the script in this process, ``layermod ...`` is ``main``."""
     words = shlex.split(line)
     if words[0] == "python":
         script = ROOT / words[1]
@@ -49,18 +50,18 @@ def run_command(line: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def readme_run(tmp_path_factory) -> Path:
-    """The folder the README's text example ran in: data, model, trained checkpoint, prune run."""
-    folder = tmp_path_factory.mktemp("readme")
+def guide_run(tmp_path_factory) -> Path:
+    """The folder the guide's text example ran in: data, model, trained checkpoint, prune run."""
+    folder = tmp_path_factory.mktemp("guide")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
-        for line in readme_commands():
+        for line in guide_commands():
             run_command(line)
     return folder
 
 
 def paths(folder: Path) -> dict[str, Path]:
-    commands = " ".join(readme_commands())
+    commands = " ".join(guide_commands())
     found = dict(re.findall(r"--(weights|out|test-dataset|model) (\S+)", commands))
     trained = re.search(r"layermod train .*?--out (\S+)", commands).group(1)
     pruned = re.search(r"layermod prune .*?--out (\S+)", commands).group(1)
@@ -94,13 +95,13 @@ def eval_accuracy(capsys, *args: str) -> float:
 
 
 @pytest.fixture
-def files(readme_run, monkeypatch) -> dict[str, Path]:
-    """The README run's files; the test runs in its folder, where the sidecars' relative table paths point."""
-    monkeypatch.chdir(readme_run)
-    return paths(readme_run)
+def files(guide_run, monkeypatch) -> dict[str, Path]:
+    """The guide run's files; the test runs in its folder, where the sidecars' relative table paths point."""
+    monkeypatch.chdir(guide_run)
+    return paths(guide_run)
 
 
-def test_the_readme_example_trains_prunes_and_evaluates_a_text_classifier(files, capsys):
+def test_the_guide_example_trains_prunes_and_evaluates_a_text_classifier(files, capsys):
     model, meta = load_checkpoint(files["trained"])
     assert meta["training"]["optimizer"] == "adamw"
     assert meta["text"] == {"tokenizer": f"hf:{files['model'].resolve()}", "text_column": "text",

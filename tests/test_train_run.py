@@ -296,7 +296,8 @@ class Plain(Dataset):
 
 def test_balanced_subset():
     y = np.array([0] * 10 + [1] * 6 + [2] * 8)
-    dataset = ArrayDataset(torch.arange(24.0)[:, None], torch.from_numpy(y), ["a", "b", "c"], "toy", {"mean": [0]})
+    dataset = ArrayDataset(torch.arange(24.0)[:, None], torch.from_numpy(y), ["a", "b", "c"], "toy",
+                           normalization={"mean": [0]})
     subset = balanced_subset(dataset, 14, seed=3)
     assert isinstance(subset, ArrayDataset) and subset.normalization == {"mean": [0]}
     assert np.bincount(subset.targets.numpy()).tolist() == [4, 4, 4]

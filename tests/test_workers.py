@@ -44,14 +44,14 @@ def same(a: dict, b: dict) -> bool:
 # ---- the cache --------------------------------------------------------------------------------------------------
 
 def test_outside_a_scope_nothing_is_kept(checkpoint):
-    first, _ = cached_model(None, checkpoint)
-    second, _ = cached_model(None, checkpoint)
+    first, _ = cached_model(None, weights=checkpoint)
+    second, _ = cached_model(None, weights=checkpoint)
     assert first is not second and cache_info() == {"hits": 0, "misses": 0, "entries": 0, "capacity": CAPACITY}
 
 
 def test_a_model_is_read_once_and_handed_out_as_a_copy_no_item_can_change(checkpoint):
     with cache_scope():
-        model, description = cached_model(None, checkpoint)
+        model, description = cached_model(None, weights=checkpoint)
         pristine = state(model)
         assert cache_info() == {"hits": 0, "misses": 1, "entries": 1, "capacity": 4}
         # an item does everything it may to its copy
@@ -61,14 +61,14 @@ def test_a_model_is_read_once_and_handed_out_as_a_copy_no_item_can_change(checkp
             for p in model.parameters():
                 p.zero_()
         description["weights"] = "changed"
-        again, again_description = cached_model(None, checkpoint)
+        again, again_description = cached_model(None, weights=checkpoint)
         assert cache_info()["hits"] == 1 and again is not model
         assert not again.training and not any(m._forward_hooks for m in again.modules())
         assert same(state(again), pristine) and again_description["weights"] == str(checkpoint)
         # the file rewritten between items (other weights, size or time): read again
         torch.manual_seed(1)
         save_checkpoint(models.create("mlp", **MLP), checkpoint, {"arch": "mlp", "arch_args": MLP})
-        reread, _ = cached_model(None, checkpoint)
+        reread, _ = cached_model(None, weights=checkpoint)
         assert cache_info()["misses"] == 2 and not same(state(reread), pristine)
     assert cache_info()["entries"] == 0  # the outermost scope emptied it
 

@@ -2,7 +2,7 @@
 
     import layermod as lm
     A = lm.knn_graph(features, k=3, metric="cosine")   # (N, D) -> scipy sparse (N, N), symmetric
-    A, recall = lm.build_graph(features, lm.GraphConfig(knn="hnsw"))  # approximate, with its kNN recall
+    A, recall = lm.build_graph(features, graph=lm.GraphConfig(knn="hnsw"))  # approximate, with its kNN recall
     q = lm.modularity(A, labels)                        # labels: (N,)
     curve = lm.modularity_curve(model, (X, y), layers="auto", k=3, n_per_class=50, repeats=5, seed=0)
     curve = lm.modularity_curve(model, (X, y), graph=lm.GraphConfig(k=3), draws=lm.DrawConfig(n_per_class=50))
@@ -10,11 +10,12 @@
     model, meta = lm.load_checkpoint("runs/fm/best.safetensors")  # a layermod checkpoint and its sidecar
     verdicts = lm.find_redundant(curve)                 # per layer: increment, "plateau" / "drop" / "keep"
     curve.save("run"), lm.Curve.load("run"), curve.plot(), curve.to_frame()  # every type of lm.RESULT_TYPES alike
-    pair = lm.adversarial_curves(model, (X, y), lm.AttackConfig("pgd", eps=0.3), lm.PixelSpace())  # clean vs attacked
+    pair = lm.adversarial_curves(model, (X, y), attack=lm.AttackConfig(method="pgd", eps=0.3), space=lm.PixelSpace())
     comparison = lm.compare_layers(model, (X, y))       # D_ij = |Q_i - Q_j| beside linear CKA
 """
 
 from importlib import import_module as _import_module
+import typing as _typing
 
 from . import errors
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
@@ -67,6 +68,32 @@ _EXPORTS = {
 # itself into a matplotlib Axes (``plot(ax=None) -> Axes``) and shows its table (``to_dict``, ``to_frame``, repr).
 _RESULTS = ("Curve", "Dynamics", "LayerComparison", "Views", "Redundancy", "AdversarialCurves", "SweepTable",
             "PruningComparison", "MatchedComparison")
+
+if _typing.TYPE_CHECKING:  # what type checkers see: the same names, imported at once
+    from . import models
+    from .adversarial.attacks import AttackConfig, PixelSpace, attack, fgsm, pgd
+    from .adversarial.curves import AdversarialCurves, adversarial_curves
+    from .analysis.compare import LayerComparison, compare_layers
+    from .analysis.curve import Curve, modularity_curve
+    from .analysis.dynamics import Dynamics, TrackConfig
+    from .analysis.layer_view import LayerView, Views
+    from .analysis.redundancy import Redundancy, Verdict, find_redundant
+    from .data.datasets import load_dataset
+    from .data.draws import balanced_draws
+    from .extract.features import extract_features
+    from .extract.layers import auto_layers, select_layers, trace_calls
+    from .measure.config import DrawConfig, GraphConfig
+    from .measure.graph import build_graph, knn_graph
+    from .measure.modularity import modularity, permutation_null
+    from .measure.similarity import linear_cka
+    from .models.checkpoint import load_checkpoint
+    from .pruning.pareto import MatchedComparison
+    from .pruning.study import PruningComparison
+    from .sweep.executor import ItemResult, Resources, run_items
+    from .sweep.results import SweepTable
+    from .training.tracker import CurveTracker
+
+    RESULT_TYPES: tuple[type, ...]
 
 __version__ = "0.1.0"
 

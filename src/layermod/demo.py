@@ -44,6 +44,7 @@ def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
 
 
 def run_demo(
+    *,
     out: str | os.PathLike = "runs/demo",
     epochs: int | None = None,
     data_dir: str | os.PathLike | None = None,
@@ -81,10 +82,11 @@ def run_demo(
                               dataset="fashion-mnist", split="test", data_dir=str(data_dir) if data_dir else None,
                               test_accuracy=accuracy, training=recipe["training"])  # the same bytes, cached or not
     graph = GraphConfig.from_dict(curve.config)
-    views = layer_views(model, test_set, pick_layers(curve.layers, 3), n_per_class=30, seed=DEMO_DRAWS.seed,
+    views = layer_views(model, test_set, layers=pick_layers(curve.layers, count=3), n_per_class=30,
+                        seed=DEMO_DRAWS.seed,
                         graph=graph)
     with staged_run(out) as stage:
-        Views(views, test_set.classes, {"method": "pca", "n_per_class": 30, "seed": DEMO_DRAWS.seed,
+        Views(views, class_names=test_set.classes, config={"method": "pca", "n_per_class": 30, "seed": DEMO_DRAWS.seed,
                                          **graph.to_dict()}).save(stage)
         curve.save(stage)
     out_dir = Path(out)

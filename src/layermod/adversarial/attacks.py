@@ -99,18 +99,19 @@ def attack(
     model: nn.Module,
     inputs: Tensor,
     labels: Tensor,
-    config: AttackConfig,
+    *,
+    attack: AttackConfig,
     space: PixelSpace,
     batch_size: int = 256,
     progress: bool = False,
 ) -> AttackResult:
-    """Attack every sample of ``inputs`` as ``config`` says, in batches, and predict before and after.
+    """Attack every sample of ``inputs`` as ``attack`` says, in batches, and predict before and after.
 
     Args:
         model: a classifier returning (N, classes) logits; run in eval mode (restored) on its own device.
         inputs: (N, ...) samples in the model's (normalised) space, pixels within ``space``'s range.
         labels: (N,) int class indices.
-        config: the attack; validated first.
+        attack: the attack's settings; validated first.
         space: how inputs map to pixels.
         batch_size: samples per batch.
         progress: show a progress bar over batches (when stderr is a terminal).
@@ -118,7 +119,7 @@ def attack(
     Returns:
         :class:`AttackResult` with CPU tensors.
     """
-    config.validate(space)
+    attack.validate(space)
     check_samples(inputs, labels)
     if len(inputs) == 0:
         raise AttackError("there are no samples to attack; pass at least one sample")
@@ -126,8 +127,8 @@ def attack(
         raise AttackError(f"batch_size={batch_size!r} must be an integer >= 1")
     space.check(inputs)
     parts: dict[str, list[Tensor]] = {"inputs": [], "clean_pred": [], "adv_pred": []}
-    with evaluating(model), _seeded_global_rng(torch_seed(config.seed, AttackError), model_device(model)):
-        run = _runner(model, config, space)
+    with evaluating(model), _seeded_global_rng(torch_seed(attack.seed, AttackError), model_device(model)):
+        run = _runner(model, attack, space)
         starts = range(0, len(inputs), batch_size)
         for start in tqdm(starts, desc="attack", disable=bar_disabled(progress), leave=False):
             batch = inputs[start : start + batch_size]
@@ -138,17 +139,17 @@ def attack(
     return AttackResult(labels=labels.detach().cpu().long(), **{key: torch.cat(part) for key, part in parts.items()})
 
 
-def _runner(model: nn.Module, config: AttackConfig, space: PixelSpace) -> Callable[[Tensor, Tensor], Tensor]:
-    """``run(inputs (B, ...), labels (B,)) -> adversarial inputs (B, ...)`` for a validated config."""
-    if config.method == "fgsm":
-        return lambda x, y: fgsm(model, x, y, config.eps, space, config.norm)
-    if config.method == "pgd":
-        generator = torch.Generator().manual_seed(torch_seed(config.seed, AttackError))
+def _runner(model: nn.Module, attack: AttackConfig, space: PixelSpace) -> Callable[[Tensor, Tensor], Tensor]:
+    """``run(inputs (B, ...), labels (B,)) -> adversarial inputs (B, ...)`` for validated settings."""
+    if attack.method == "fgsm":
+        return lambda x, y: fgsm(model, x, y, eps=attack.eps, space=space, norm=attack.norm)
+    if attack.method == "pgd":
+        generator = torch.Generator().manual_seed(torch_seed(attack.seed, AttackError))
         return lambda x, y: pgd(
-            model, x, y, config.eps, space, config.steps, config.step_size, config.norm, config.random_start,
-            generator,
+            model, x, y, eps=attack.eps, space=space, steps=attack.steps, step_size=attack.step_size,
+            norm=attack.norm, random_start=attack.random_start, generator=generator,
         )
-    return torchattacks_runner(model, config, space)
+    return torchattacks_runner(model, attack, space)
 
 
 @torch.no_grad()

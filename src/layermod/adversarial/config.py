@@ -27,7 +27,7 @@ NORMS: tuple[str, ...] = ("linf", "l2")
 TORCHATTACKS_PREFIX = "torchattacks:"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AttackConfig:
     """An attack's settings.
 

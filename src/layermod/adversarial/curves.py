@@ -13,8 +13,8 @@ Decisions, on purpose:
   samples after the filter; otherwise the run stops and says which class ran short and what to change,
   rather than measuring fewer classes than the data has.
 * **Where the curves part.** The gap of a layer is the mean over draws of ``Q_clean - Q_attacked`` with its
-  paired standard error; a layer is *apart* when its gap exceeds ``max(z * se, min_gain)`` (the band of
-  :func:`layermod.find_redundant`). The parting layer is the first layer from which every later layer is
+  paired standard error; a layer is *apart* when its gap exceeds ``max(z * se, min_gain)`` (a noise band
+  with an absolute floor: the gap is measured against 0, not against a curve's own rise). The parting layer is the first layer from which every later layer is
   apart; None when the last layer is not.
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,9 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from layermod.adversarial.attacks import AttackConfig, PixelSpace, attack
+from layermod.adversarial.attacks import AttackConfig, PixelSpace
+from layermod.adversarial.attacks import attack as run_attack
 from layermod.analysis.curve import DEFAULT_MAX_BYTES, Curve, modularity_curve
-from layermod.data.arrays import as_dataset, dataset_labels, gather
+from layermod.data.arrays import Data, as_dataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
 from layermod.errors import AttackError
 from layermod.io.files import ensure_writable_dir, read_json_file, save_png, write_csv, write_json
@@ -45,6 +46,7 @@ from layermod.measure.config import DrawConfig, GraphConfig, MeasureOptions, mea
 from layermod.io.validate import literal_text, mapping, number, required, shorten, text, within
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from typing_extensions import Unpack
 
 __all__ = ["KEEP", "AdversarialCurves", "adversarial_curves"]
@@ -70,6 +72,7 @@ class AdversarialCurves(TableResult):
     attacked: Curve
     attack: dict
     summary: dict
+    _: KW_ONLY
     keep: str = "flipped"
 
     @property
@@ -92,7 +95,7 @@ class AdversarialCurves(TableResult):
         options = ", ".join(f"{key}={value}" for key, value in self.attack.get("options", {}).items())
         return method.removeprefix("torchattacks:") + (f" ({options})" if options else "")  # its options say it all
 
-    def parting_index(self, z: float = 2.0, min_gain: float = 0.005) -> int | None:
+    def parting_index(self, *, z: float = 2.0, min_gain: float = 0.005) -> int | None:
         """Index of the first layer from which every later layer's gap exceeds ``max(z * se, min_gain)``."""
         apart = self.gap > np.maximum(z * self.gap_se, min_gain)
         if not len(apart) or not apart[-1]:
@@ -130,15 +133,15 @@ class AdversarialCurves(TableResult):
         attacked = within("attacked", Curve.from_dict, required(data, "attacked"))
         if clean.layers != attacked.layers or clean.values.shape != attacked.values.shape:
             raise ValueError("the clean and attacked curves have different layers or draws")
-        summary = {key: number(required(data, key), key, 0, integer=True) for key in _COUNTS}
+        summary = {key: number(required(data, key), key, low=0, integer=True) for key in _COUNTS}
         if not summary["n_flipped"] <= summary["n_correct"] <= summary["n_attacked"]:
             raise ValueError(f"{summary['n_flipped']} flipped of {summary['n_correct']} correct of "
                              f"{summary['n_attacked']} attacked samples cannot be")
-        summary.update({key: number(required(data, key), key, 0, 1, missing=True) for key in _RATES})
+        summary.update({key: number(required(data, key), key, low=0, high=1, missing=True) for key in _RATES})
         keep = data.get("keep", "flipped")
         if keep not in KEEP:
             raise ValueError(f"keep is {shorten(repr(keep))}, not one of {', '.join(KEEP)}")
-        return cls(clean, attacked, _settings(required(data, "attack")), summary, keep)
+        return cls(clean, attacked, _settings(required(data, "attack")), summary, keep=keep)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AdversarialCurves:
@@ -146,7 +149,7 @@ class AdversarialCurves(TableResult):
         return read_json_file(path, ATTACK_JSON, cls.from_dict, "attack curves")
 
     @literal_text
-    def plot(self, ax=None):
+    def plot(self, *, ax: Axes | None = None) -> Axes:
         """Clean and attacked curves (mean, ±1 std band) with the parting layer marked, into ``ax`` (default: a
         new figure's); returns the Axes."""
         label = self.label
@@ -165,11 +168,11 @@ class AdversarialCurves(TableResult):
         return (["layer", "clean_mean", "clean_std", "attacked_mean", "attacked_std", "gap", "gap_se"],
                 [[name, *(float(column[i]) for column in columns)] for i, name in enumerate(self.clean.layers)])
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``attack.png``, ``attack.csv`` and, last, ``attack.json`` into ``out_dir`` (created); returns the
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``attack.png``, ``attack.csv`` and, last, ``attack.json`` into ``path`` (created); returns the
         directory."""
-        out = ensure_writable_dir(out_dir)
-        ax = self.plot(curve_axes(len(self.clean.layers)))
+        out = ensure_writable_dir(path)
+        ax = self.plot(ax=curve_axes(len(self.clean.layers)))
         ax.figure.tight_layout()
         save_png(ax.figure, out / ATTACK_PNG)
         columns = (self.clean.mean, self.clean.std, self.attacked.mean, self.attacked.std, self.gap, self.gap_se)
@@ -182,12 +185,12 @@ class AdversarialCurves(TableResult):
 
 def adversarial_curves(
     model: nn.Module,
-    data,
-    config: AttackConfig,
+    data: Data,
+    *,
+    attack: AttackConfig,
     space: PixelSpace,
     keep: str = "flipped",
     pool_per_class: int | None = None,
-    *,
     layers: LayerSpec = "auto",
     graph: GraphConfig | None = None,
     draws: DrawConfig | None = None,
@@ -202,12 +205,18 @@ def adversarial_curves(
     Args:
         model: a differentiable ``nn.Module`` taking ``data``'s inputs.
         data: ``(X, y)`` or a torch ``Dataset`` of ``(x, y)``, inputs in the model's (normalised) space.
-        config, space: the attack and how inputs map to pixels (see :mod:`layermod.attacks`).
+        attack: the attack's settings (see :mod:`layermod.attacks`).
+        space: how inputs map to pixels.
         keep: ``"flipped"`` keeps only samples classified correctly and flipped by the attack; ``"all"`` keeps
             every attacked sample.
         pool_per_class: samples of each class attacked (default ``2 * n_per_class * repeats``, capped by the
             smallest class).
-        layers, graph, batch_size, max_bytes, progress, pool: as for :func:`layermod.modularity_curve`.
+        layers: as for :func:`layermod.modularity_curve`.
+        graph: as for :func:`layermod.modularity_curve`.
+        batch_size: as for :func:`layermod.modularity_curve`.
+        max_bytes: as for :func:`layermod.modularity_curve`.
+        progress: as for :func:`layermod.modularity_curve`.
+        pool: as for :func:`layermod.modularity_curve`.
         draws: the draws of both curves (from the kept samples); its seed also draws the pool.
         options: fields of either config as keywords (``k=5, n_per_class=30``, ...), as for the curve.
 
@@ -216,19 +225,20 @@ def adversarial_curves(
     """
     if keep not in KEEP:
         raise AttackError(f"keep={keep!r} is not one of {', '.join(KEEP)}")
-    graph, draws = measure_configs(graph, draws, **options)
+    graph, draws = measure_configs(graph=graph, draws=draws, **options)
     n_per_class = draws.n_per_class
     dataset = as_dataset(data, per_class=pool_per_class or 2 * n_per_class * draws.repeats)
     labels = dataset_labels(dataset)
     smallest = int(np.unique(labels, return_counts=True)[1].min())
     pool_size = min(pool_per_class or 2 * n_per_class * draws.repeats, smallest)
-    attacked_samples = balanced_draws(labels, pool_size, 1, draws.seed)[0]
+    attacked_samples = balanced_draws(labels, n_per_class=pool_size, repeats=1, seed=draws.seed)[0]
     inputs, targets = gather(dataset, attacked_samples)
     if isinstance(inputs, dict) or not inputs.is_floating_point():
         kind = "a dict of inputs" if isinstance(inputs, dict) else f"{inputs.dtype} inputs"
         raise AttackError(f"attacks move inputs along the gradient, so they need float inputs (pixels), not {kind} "
                           "such as token ids; measure clean curves with modularity_curve instead")
-    result = attack(model, inputs, targets, config, space, batch_size=batch_size, progress=progress)
+    result = run_attack(model, inputs, targets, attack=attack, space=space, batch_size=batch_size,
+                        progress=progress)
     chosen = result.flipped if keep == "flipped" else torch.ones(len(targets), dtype=torch.bool)
     _check_enough(targets, chosen, n_per_class, keep, pool_size)
     kept_labels = targets[chosen]
@@ -236,10 +246,10 @@ def adversarial_curves(
                    progress=progress, pool=pool)
     clean = modularity_curve(model, (inputs[chosen], kept_labels), **measure)
     attacked = modularity_curve(model, (result.inputs[chosen], kept_labels), **measure)
-    extra = {"attack": config.to_dict(), "keep": keep, "pool_per_class": pool_size}
+    extra = {"attack": attack.to_dict(), "keep": keep, "pool_per_class": pool_size}
     return AdversarialCurves(clean.with_config(**extra, inputs="clean"),
                              attacked.with_config(**extra, inputs="attacked"),
-                             config.to_dict(), result.summary(), keep)
+                             attack.to_dict(), result.summary(), keep=keep)
 
 
 def _check_enough(targets: torch.Tensor, chosen: torch.Tensor, n_per_class: int, keep: str, pool: int) -> None:
@@ -264,10 +274,10 @@ def _settings(value: object) -> dict:
     method = text(required(settings, "method"), "attack.method")
     if method in ("fgsm", "pgd"):
         text(required(settings, "norm"), "attack.norm")
-        number(required(settings, "eps"), "attack.eps", 0)
+        number(required(settings, "eps"), "attack.eps", low=0)
     if method == "pgd":
-        number(required(settings, "steps"), "attack.steps", 1, integer=True)
-        number(required(settings, "step_size"), "attack.step_size", 0)
+        number(required(settings, "steps"), "attack.steps", low=1, integer=True)
+        number(required(settings, "step_size"), "attack.step_size", low=0)
     mapping(settings.get("options", {}), "attack.options")
     return dict(settings)
 

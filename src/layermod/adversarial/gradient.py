@@ -45,7 +45,7 @@ _NO_GRADIENT = (
 
 
 def fgsm(
-    model: nn.Module, inputs: Tensor, labels: Tensor, eps: float, space: PixelSpace, norm: str = "linf"
+    model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: float, space: PixelSpace, norm: str = "linf"
 ) -> Tensor:
     """One step of size ``eps`` (pixel units) up the loss gradient: the fast gradient sign method for L-inf,
     the fast gradient method for L2.
@@ -73,6 +73,7 @@ def pgd(
     model: nn.Module,
     inputs: Tensor,
     labels: Tensor,
+    *,
     eps: float,
     space: PixelSpace,
     steps: int = 40,
@@ -85,7 +86,12 @@ def pgd(
     the ``eps``-ball around the clean pixels and clipped to the pixel range.
 
     Args:
-        model, inputs, labels, eps, space, norm: as for :func:`fgsm`.
+        model: as for :func:`fgsm`.
+        inputs: as for :func:`fgsm`.
+        labels: as for :func:`fgsm`.
+        eps: as for :func:`fgsm`.
+        space: as for :func:`fgsm`.
+        norm: as for :func:`fgsm`.
         steps: number of steps, >= 1.
         step_size: the length of a step in pixel units (L-inf: per pixel; L2: per sample).
         random_start: start from a uniform draw in the ball instead of the clean pixels.

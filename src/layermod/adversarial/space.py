@@ -29,7 +29,7 @@ __all__ = ["PixelSpace"]
 _RANGE_TOLERANCE = 1e-4  # of the pixel range's width, for samples normalised in float32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PixelSpace:
     """How model inputs map to pixels: ``input = (pixel - mean) / std`` per channel (dim 1), pixels in
     ``[low, high]``.
@@ -66,7 +66,7 @@ class PixelSpace:
             )
 
     @classmethod
-    def from_normalization(cls, normalization: dict | None, low: float = 0.0, high: float = 1.0) -> PixelSpace:
+    def from_normalization(cls, normalization: dict | None, *, low: float = 0.0, high: float = 1.0) -> PixelSpace:
         """The space of a dataset's inputs from its ``normalization`` (``{"mean": [...], "std": [...]}`` per
         channel, as :attr:`layermod.data.ArrayDataset.normalization`; ``{}`` or None for pixel inputs)."""
         if not normalization:
@@ -77,7 +77,7 @@ class PixelSpace:
                 f"the normalization {normalization!r} has no {' or '.join(missing)}; pass "
                 "{'mean': [...], 'std': [...]} with one value per channel, or {} for none"
             )
-        return cls(normalization["mean"], normalization["std"], low, high)
+        return cls(mean=normalization["mean"], std=normalization["std"], low=low, high=high)
 
     @property
     def width(self) -> float:

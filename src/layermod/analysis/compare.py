@@ -15,14 +15,16 @@ draw (for 20 layers, 5 draws of 500 samples: 200 MB, and as much again while the
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from layermod.analysis.curve import Curve, modularity_curve
+from layermod.data.arrays import Data
 from layermod.errors import CurveError
 from layermod.io.files import ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.rundir import CKA_CSV, COMPARE_JSON, COMPARE_PNG, D_CSV
@@ -30,6 +32,11 @@ from layermod.io.table import TableResult, new_axes
 from layermod.measure.similarity import cka_matrix, draw_heatmap, heatmap_inches, layer_grams, modularity_difference
 from layermod.io.validate import literal_text, mapping, names, numbers, required, within
 from layermod.measure.config import DrawConfig, GraphConfig
+from layermod.extract.layers import LayerSpec
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["LayerComparison", "compare_layers"]
 
@@ -48,13 +55,14 @@ class LayerComparison(TableResult):
     curve_a: Curve
     curve_b: Curve
     cka: np.ndarray
+    _: KW_ONLY
     names: tuple[str, str] = ("model", "model")
     config: dict | None = None
 
     @property
     def d(self) -> np.ndarray:
         """(La, Lb) the paper's layer difference ``|Q_i - Q_j|`` from the mean curves."""
-        return modularity_difference(self.curve_a.mean, self.curve_b.mean)
+        return modularity_difference(self.curve_a.mean, q_b=self.curve_b.mean)
 
     @property
     def same_model(self) -> bool:
@@ -83,11 +91,13 @@ class LayerComparison(TableResult):
         data = mapping(data, "the comparison")
         curve_a = within("curve_a", Curve.from_dict, required(data, "curve_a"))
         curve_b = within("curve_b", Curve.from_dict, data["curve_b"]) if "curve_b" in data else curve_a
-        cka = numbers(required(data, "cka"), "cka", (len(curve_a.layers), len(curve_b.layers)), -1, 1, missing=True)
+        cka = numbers(required(data, "cka"), "cka", (len(curve_a.layers), len(curve_b.layers)), low=-1, high=1,
+                      missing=True)
         models = names(data.get("names", ["model", "model"]), "names")
         if len(models) != 2:
             raise ValueError(f"names holds {len(models)} names, not the 2 of the models compared")
-        return cls(curve_a, curve_b, cka, (models[0], models[1]), mapping(data.get("config", {}), "config"))
+        return cls(curve_a, curve_b, cka, names=(models[0], models[1]), config=mapping(data.get("config", {}),
+                                                                                       "config"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LayerComparison:
@@ -95,7 +105,7 @@ class LayerComparison(TableResult):
         return read_json_file(path, COMPARE_JSON, cls.from_dict, "a layer comparison")
 
     @literal_text
-    def plot(self, ax=None, *, matrix: str = "d"):
+    def plot(self, *, ax: Axes | None = None, matrix: str = "d") -> Axes:
         """The heat map of ``matrix`` (``"d"`` or ``"cka"``) into ``ax`` (default: a new figure's); returns the
         Axes."""
         if matrix not in ("d", "cka"):
@@ -107,14 +117,14 @@ class LayerComparison(TableResult):
                             self.curve_b.layers, label_a=names[0], label_b=names[1])
 
     @literal_text
-    def figure(self):
+    def figure(self) -> Figure:
         """The whole picture ``compare.png`` holds: D and CKA side by side (a plain matplotlib Figure)."""
         from matplotlib.figure import Figure
 
         panel = heatmap_inches(max(self.d.shape))
         fig = Figure(figsize=(2 * panel + 1.5, panel), layout="constrained")
         for ax, matrix in zip(fig.subplots(1, 2), ("d", "cka")):
-            self.plot(ax, matrix=matrix)
+            self.plot(ax=ax, matrix=matrix)
         return fig
 
     def _table(self) -> tuple[list[str], list[list]]:
@@ -122,10 +132,10 @@ class LayerComparison(TableResult):
                 for i, a in enumerate(self.curve_a.layers) for j, b in enumerate(self.curve_b.layers)]
         return ["layer_a", "layer_b", "d", "cka"], rows
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``compare.png``, ``d.csv``, ``cka.csv`` and, last, ``compare.json`` into ``out_dir`` (created);
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``compare.png``, ``d.csv``, ``cka.csv`` and, last, ``compare.json`` into ``path`` (created);
         returns the directory."""
-        out = ensure_writable_dir(out_dir)
+        out = ensure_writable_dir(path)
         save_png(self.figure(), out / COMPARE_PNG)
         for name, matrix in ((D_CSV, self.d), (CKA_CSV, self.cka)):
             write_csv(out / name, ["layer", *self.curve_b.layers],
@@ -136,16 +146,16 @@ class LayerComparison(TableResult):
 
 def compare_layers(
     model_a: nn.Module,
-    data,
+    data: Data,
+    *,
     model_b: nn.Module | None = None,
-    layers="auto",
-    layers_b=None,
+    layers: LayerSpec = "auto",
+    layers_b: LayerSpec | None = None,
     unbiased: bool = False,
     names: tuple[str, str] = ("model", "model"),
-    *,
     graph: GraphConfig | None = None,
     draws: DrawConfig | None = None,
-    **curve_options,
+    **curve_options: Any,
 ) -> LayerComparison:
     """Modularity curves and CKA between all pairs of layers, on the same class-balanced draws.
 
@@ -153,11 +163,12 @@ def compare_layers(
         model_a: the model whose layers are the rows.
         data: ``(X, y)`` or a torch ``Dataset`` of ``(x, y)`` pairs.
         model_b: a second model taking the same inputs (columns); None compares ``model_a`` with itself.
-        layers, layers_b: layer selections of the two models (``layers_b`` defaults to ``layers``).
+        layers: the layer selection of ``model_a``.
+        layers_b: that of ``model_b`` (default ``layers``).
         unbiased: the unbiased HSIC estimator in the minibatch CKA (see :mod:`layermod.similarity`).
         names: display names of the two models.
-        graph, draws: the kNN graph and the draws of both curves (see :func:`layermod.modularity_curve`); both
-            models see the same draws.
+        graph: the kNN graph of both curves (see :func:`layermod.modularity_curve`).
+        draws: the draws of both curves: both models see the same draws.
         curve_options: passed to :func:`layermod.modularity_curve` (batch_size, progress, pool, or the configs' fields
             as keywords: k, n_per_class, ...).
     """
@@ -170,8 +181,9 @@ def compare_layers(
         grams_b = []
         chosen_b = layers if layers_b is None else layers_b
         curve_b = modularity_curve(model_b, data, layers=chosen_b, visit=_collect(grams_b), **curve_options)
-    cka = cka_matrix(grams_a, grams_b, unbiased=unbiased)
-    return LayerComparison(curve_a, curve_b, cka, names, {"unbiased": unbiased, "cka": "linear, minibatch over draws"})
+    cka = cka_matrix(grams_a, grams_b=grams_b, unbiased=unbiased)
+    return LayerComparison(curve_a, curve_b, cka, names=names,
+                           config={"unbiased": unbiased, "cka": "linear, minibatch over draws"})
 
 
 def _collect(grams: list[torch.Tensor]):

@@ -47,8 +47,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from importlib.metadata import PackageNotFoundError, version
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,7 +56,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from layermod.data.arrays import as_dataset, dataset_labels, gather
+from layermod import __version__
+from layermod.data.arrays import Data, as_dataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
 from layermod.errors import CurveError, FeatureError, GraphError
 from layermod.extract.features import feature_size, iter_layer_features, model_device
@@ -78,19 +78,13 @@ from layermod.io.table import TableResult
 from layermod.analysis.curve_plot import curve_axes, plot_curves
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from typing_extensions import Unpack
 
 __all__ = ["Curve", "modularity_curve", "DEFAULT_MAX_BYTES"]
 
 DEFAULT_MAX_BYTES = 2 * 2**30
 NULL_STD_FLOOR = 1e-6  # about the rounding level of Q: a null without spread gives a finite z
-
-
-def _layermod_version() -> str:
-    try:
-        return version("layermod")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _finite_or_none(values: np.ndarray | None) -> list | None:
@@ -113,6 +107,7 @@ class Curve(TableResult):
 
     layers: list[str]
     values: np.ndarray
+    _: KW_ONLY
     config: dict = field(default_factory=dict)
     null_mean: np.ndarray | None = None
     null_std: np.ndarray | None = None
@@ -169,16 +164,17 @@ class Curve(TableResult):
         config = run_config(data.get("config", {}))
         layers = names(required(data, "layers"), "layers")
         low, high = q_bounds(config)
-        values = numbers(required(data, "values"), "values", (None, len(layers)), low, high)
+        values = numbers(required(data, "values"), "values", (None, len(layers)), low=low, high=high)
         null = [key for key in ("null_mean", "null_std", "z") if data.get(key) is not None]
         if not null:
-            return cls(layers, values, config)
+            return cls(layers, values, config=config)
         if len(null) < 3:
             raise ValueError(f"{', '.join(null)} without the rest of null_mean, null_std and z")
         per_layer = (len(layers),)
-        null_mean = numbers(data["null_mean"], "null_mean", per_layer, low, high, missing=True)
-        null_std = numbers(data["null_std"], "null_std", per_layer, 0, high - low, missing=True)
-        return cls(layers, values, config, null_mean, null_std, numbers(data["z"], "z", per_layer, missing=True))
+        null_mean = numbers(data["null_mean"], "null_mean", per_layer, low=low, high=high, missing=True)
+        null_std = numbers(data["null_std"], "null_std", per_layer, low=0, high=high - low, missing=True)
+        z = numbers(data["z"], "z", per_layer, missing=True)
+        return cls(layers, values, config=config, null_mean=null_mean, null_std=null_std, z=z)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -188,11 +184,11 @@ class Curve(TableResult):
         """Read a ``curve.json`` file (or the ``curve.json`` inside a run directory)."""
         return read_json_file(path, CURVE_JSON, cls.from_dict, "a curve")
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``curve.png``, ``curve.csv`` and, last, ``curve.json`` into ``out_dir`` (created); each file whole
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``curve.png``, ``curve.csv`` and, last, ``curve.json`` into ``path`` (created); each file whole
         or not at all, so a ``curve.json`` present means the run's files are complete. Returns the directory."""
-        out = ensure_writable_dir(out_dir)
-        ax = self.plot(curve_axes(len(self.layers)))
+        out = ensure_writable_dir(path)
+        ax = self.plot(ax=curve_axes(len(self.layers)))
         ax.figure.tight_layout()
         save_png(ax.figure, out / CURVE_PNG)
         extra = ["null_mean", "null_std", "z"] if self.z is not None else []
@@ -206,7 +202,7 @@ class Curve(TableResult):
             tmp.write_text(self.to_json())
         return out
 
-    def plot(self, ax=None, *, label: str | None = None):
+    def plot(self, *, ax: Axes | None = None, label: str | None = None) -> Axes:
         """Draw mean Q with a +-1 std band against layer names into ``ax`` (default: a new figure's); returns
         the Axes."""
         return plot_curves([self], ax=ax, labels=[label] if label else None)
@@ -219,16 +215,16 @@ class Curve(TableResult):
                 for i, name in enumerate(self.layers)]
         return columns, rows
 
-    def with_config(self, **entries) -> "Curve":
+    def with_config(self, **entries: object) -> Curve:
         """A copy whose config has ``entries`` added (e.g. how the model and data were specified)."""
         return replace(self, config={**self.config, **entries})
 
 
 def modularity_curve(
     model: nn.Module,
-    data,
-    layers: LayerSpec = "auto",
+    data: Data,
     *,
+    layers: LayerSpec = "auto",
     graph: GraphConfig | None = None,
     draws: DrawConfig | None = None,
     batch_size: int = 256,
@@ -275,12 +271,12 @@ def modularity_curve(
         LayerError, ModelError: layers that cannot be chosen, a model that fails on the data.
         FeatureError, GraphError: a layer whose features or graph cannot be measured (the message names it).
     """
-    graph, draws = measure_configs(graph, draws, **options)
+    graph, draws = measure_configs(graph=graph, draws=draws, **options)
     k, repeats, seed, shuffles = graph.k, draws.repeats, draws.seed, draws.null_permutations
     check_pool(pool)
     dataset = as_dataset(data, per_class=draws.n_per_class * repeats)
     labels = dataset_labels(dataset)
-    samples = balanced_draws(labels, draws.n_per_class, repeats, seed)
+    samples = balanced_draws(labels, n_per_class=draws.n_per_class, repeats=repeats, seed=seed)
     draw_size = len(samples[0])
     if not k < draw_size:
         raise GraphError(f"k={k} needs 1 <= k < {draw_size} samples per draw; lower k or raise n_per_class")
@@ -294,9 +290,9 @@ def modularity_curve(
     inputs, targets = gather(dataset, union)
     positions = [np.searchsorted(union, draw) for draw in samples]
 
-    device = check_device(model_device(model), "the model's device")
+    device = check_device(model_device(model), what="the model's device")
     with _seeded_torch(int(streams[-1].generate_state(1, np.uint64)[0]), device):
-        calls = trace_calls(model, slice_batch(inputs, 0, 2))
+        calls = trace_calls(model, slice_batch(inputs, 0, stop=2))
         names = select_layers(model, layers, calls)
         resolved = resolve_pool(model, pool, inputs)
         check_null_size(repeats, len(names), shuffles)
@@ -305,8 +301,8 @@ def modularity_curve(
         steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=bar_disabled(progress))
         check_budget(max_bytes, max(feature_size(calls[name], resolved) for name in names))
         # half the budget holds a pass's features, the other half a draw's copy and the search
-        layer_features = iter_layer_features(model, inputs, names, calls, max_bytes // 2, batch_size, progress,
-                                             resolved, memmap=True, on_device=True)
+        layer_features = iter_layer_features(model, inputs, names, calls, max_bytes // 2, batch_size=batch_size,
+                                             progress=progress, pool=resolved, memmap=True, on_device=True)
         recalls = np.full((repeats, len(names)), np.nan)
         for col, (name, features) in enumerate(layer_features):
             if visit is not None:
@@ -316,13 +312,13 @@ def modularity_curve(
                     with _draw_features(features, pos) as chosen:
                         search_bytes = max_bytes // 2 - (chosen.nbytes if chosen is not features and
                                                          isinstance(chosen, torch.Tensor) else 0)
-                        adjacency, found = build_graph(chosen, graph, seed=seed, device=device,
+                        adjacency, found = build_graph(chosen, graph=graph, seed=seed, device=device,
                                                        max_bytes=max(search_bytes, 3 * chosen.itemsize *
                                                                      chosen.shape[1]))
                     if found is not None:
                         recalls[row, col] = found
-                    values[row, col], null[row, col] = modularity_with_null(adjacency, targets[pos], shuffles,
-                                                                            streams[row], graph.resolution)
+                    values[row, col], null[row, col] = modularity_with_null(
+                        adjacency, targets[pos], permutations=shuffles, seed=streams[row], resolution=graph.resolution)
                 except (FeatureError, GraphError) as err:
                     raise type(err)(f"layer {name!r}: {err}") from None
                 steps.update()
@@ -338,16 +334,16 @@ def modularity_curve(
         "n_classes": int(len(np.unique(labels))),
         "samples_per_draw": draw_size,
         "disjoint_draws": len(union) == draw_size * repeats,
-        "layermod_version": _layermod_version(),
+        "layermod_version": __version__,
         "torch_version": torch.__version__,
     }
     if graph.knn != "exact" or graph.sketch_dim is not None:
         config.update(knn_recall=[float(r) for r in recalls.mean(axis=0)], knn_recall_rows=RECALL_ROWS)
     if not shuffles:
-        return Curve(names, values, config)
+        return Curve(names, values, config=config)
     spread = np.maximum(null.std(axis=2), NULL_STD_FLOOR)
     z = ((values - null.mean(axis=2)) / spread).mean(axis=0)
-    return Curve(names, values, config, null.mean(axis=(0, 2)), null.std(axis=(0, 2)), z)
+    return Curve(names, values, config=config, null_mean=null.mean(axis=(0, 2)), null_std=null.std(axis=(0, 2)), z=z)
 
 
 @contextmanager

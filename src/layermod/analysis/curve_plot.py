@@ -16,6 +16,8 @@ from layermod.io.files import save_png
 from layermod.io.validate import TITLE_CHARS, label, literal_text
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
     from layermod.analysis.curve import Curve
 
 __all__ = ["MAX_TICKS", "MAX_WIDTH", "curve_axes", "curve_table", "plot_curves"]
@@ -25,7 +27,7 @@ MAX_WIDTH = 24.0  # inches of a curve figure; beyond it, layer names are thinned
 MAX_TICKS = 50  # layer names on the axis at most
 
 
-def curve_axes(n_layers: int, interactive: bool = False):
+def curve_axes(n_layers: int, *, interactive: bool = False) -> Axes:
     """New axes for a curve of ``n_layers`` layers: 0.45 in per layer, 6 to :data:`MAX_WIDTH` in wide, 4.2 in
     high; on a pyplot figure when ``interactive``, else on a plain Figure (no GUI backend involved)."""
     size = (min(max(6.0, 0.45 * n_layers + 2), MAX_WIDTH), 4.2)
@@ -41,11 +43,12 @@ def curve_axes(n_layers: int, interactive: bool = False):
 @literal_text
 def plot_curves(
     curves: Sequence[Curve],
+    *,
     path: str | os.PathLike | None = None,
-    ax=None,
+    ax: Axes | None = None,
     labels: Sequence[str] | None = None,
     title: str | None = None,
-):
+) -> Axes:
     """Mean Q (line) with a ±1 std band per curve against layer names; the null mean dashed if present and
     the ceiling ``1 - 1/C`` for C balanced classes dotted.
 
@@ -75,7 +78,7 @@ def plot_curves(
     ax.grid(alpha=0.3)
     config = curves[0].config
     ax.set_title(label(title or f"modularity curve (k={config.get('k', '?')}, {config.get('samples_per_draw', '?')} "
-                       f"samples x {len(curves[0].values)} draws, mean ± std)", TITLE_CHARS), fontsize=10)
+                       f"samples x {len(curves[0].values)} draws, mean ± std)", limit=TITLE_CHARS), fontsize=10)
     if labels or n_classes or any(c.null_mean is not None for c in curves):
         ax.legend(fontsize=8, loc="best")
     if path is not None:

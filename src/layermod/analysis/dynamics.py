@@ -25,8 +25,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import KW_ONLY, asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,12 +40,16 @@ from layermod.extract.layers import LayerSpec
 from layermod.measure.config import DrawConfig, GraphConfig
 from layermod.io.validate import label, literal_text, mapping, names, numbers, q_bounds, required, run_config
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 __all__ = ["LEGEND_MAX", "Dynamics", "TrackConfig", "plot_dynamics"]
 
 LEGEND_MAX = 12
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrackConfig:
     """How to track the modularity curve during training.
 
@@ -99,6 +104,7 @@ class Dynamics(TableResult):
     epochs: list[int]
     values: np.ndarray
     test_acc: np.ndarray
+    _: KW_ONLY
     config: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -118,9 +124,9 @@ class Dynamics(TableResult):
         object.__setattr__(self, "test_acc", acc)
 
     @classmethod
-    def start(cls, epoch: int, curve: Curve, test_acc: float | None, config: dict | None = None) -> Dynamics:
+    def start(cls, epoch: int, curve: Curve, test_acc: float | None, *, config: dict | None = None) -> Dynamics:
         """Dynamics holding one tracked epoch: ``curve``'s layers and (repeats, L) values."""
-        return cls(curve.layers, [epoch], curve.values[None], [test_acc], dict(config or {}))
+        return cls(curve.layers, [epoch], curve.values[None], [test_acc], config=dict(config or {}))
 
     def record(self, epoch: int, curve: Curve, test_acc: float | None) -> Dynamics:
         """A copy with ``epoch`` appended; ``curve`` must have the same layers and number of draws."""
@@ -171,28 +177,29 @@ class Dynamics(TableResult):
         data = mapping(data, "the dynamics")
         config = run_config(data.get("config", {}))
         layers = names(required(data, "layers"), "layers")
-        values = numbers(required(data, "values"), "values", (None, None, len(layers)), *q_bounds(config),
+        low, high = q_bounds(config)
+        values = numbers(required(data, "values"), "values", (None, None, len(layers)), low=low, high=high,
                          missing=True)
-        epochs = numbers(required(data, "epochs"), "epochs", (len(values),), 0, integer=True)
-        test_acc = numbers(required(data, "test_acc"), "test_acc", (len(values),), 0, 1, missing=True)
-        return cls(layers, epochs.tolist(), values, test_acc, config)
+        epochs = numbers(required(data, "epochs"), "epochs", (len(values),), low=0, integer=True)
+        test_acc = numbers(required(data, "test_acc"), "test_acc", (len(values),), low=0, high=1, missing=True)
+        return cls(layers, epochs.tolist(), values, test_acc, config=config)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Dynamics:
         """Read a ``dynamics.json`` file (or the one inside a run directory)."""
         return read_json_file(path, DYNAMICS_JSON, cls.from_dict, "dynamics")
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``dynamics.png`` and then ``dynamics.json`` into ``out_dir`` (created), each atomically; returns the
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``dynamics.png`` and then ``dynamics.json`` into ``path`` (created), each atomically; returns the
         directory."""
-        out = ensure_writable_dir(out_dir)
+        out = ensure_writable_dir(path)
         save_png(self.figure(), out / DYNAMICS_PNG)
         with atomic_path(out / DYNAMICS_JSON) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         return out
 
     @literal_text
-    def plot(self, ax=None):
+    def plot(self, *, ax: Axes | None = None) -> Axes:
         """Mean Q of every layer against the epoch, coloured shallow to deep (see the module doc), into ``ax``
         (default: a new figure's); returns the Axes."""
         from matplotlib import colormaps
@@ -225,7 +232,7 @@ class Dynamics(TableResult):
         return ax
 
     @literal_text
-    def figure(self):
+    def figure(self) -> Figure:
         """The whole picture ``dynamics.png`` holds: :meth:`plot` with the test accuracy in a panel beside it
         (a plain matplotlib Figure)."""
         from matplotlib.figure import Figure
@@ -233,7 +240,7 @@ class Dynamics(TableResult):
 
         fig = Figure(figsize=(10, 4.4))
         q_ax, acc_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.4, 1]})
-        self.plot(q_ax)
+        self.plot(ax=q_ax)
         acc_ax.plot(self.epochs, self.test_acc, marker="o", ms=3, color="black")
         acc_ax.set_xlabel("epoch")
         acc_ax.set_ylabel("test accuracy")
@@ -250,14 +257,13 @@ class Dynamics(TableResult):
                 [[epoch, float(self.test_acc[t]), *map(float, mean[t])] for t, epoch in enumerate(self.epochs)])
 
 
-def plot_dynamics(path_json: str | os.PathLike, out_png: str | os.PathLike | None = None) -> Path:
-    """Redraw the training-dynamics figure from a ``dynamics.json`` file (or a run directory) alone.
+def plot_dynamics(source: str | os.PathLike, *, path: str | os.PathLike | None = None) -> Path:
+    """Redraw the training-dynamics figure from a ``dynamics.json`` file (or a run directory) ``source`` alone.
 
-    Writes ``out_png`` (default: ``dynamics.png`` next to the JSON file) and returns its path.
+    Writes ``path`` (default: ``dynamics.png`` next to the JSON file) and returns it.
     """
-    source = Path(path_json)
-    json_file = source / DYNAMICS_JSON if source.is_dir() else source
-    target = Path(out_png) if out_png is not None else json_file.with_name(DYNAMICS_PNG)
+    json_file = Path(source) / DYNAMICS_JSON if Path(source).is_dir() else Path(source)
+    target = Path(path) if path is not None else json_file.with_name(DYNAMICS_PNG)
     dynamics = Dynamics.load(json_file)
     ensure_writable_dir(target.parent)
     save_png(dynamics.figure(), target)

@@ -73,7 +73,7 @@ def check_method(method: str) -> None:
     _embedder(method)
 
 
-def embed_2d(features: torch.Tensor | np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
+def embed_2d(features: torch.Tensor | np.ndarray, *, method: str = "pca", seed: int = 0) -> np.ndarray:
     """2-D embedding of the rows of ``features``.
 
     Args:

@@ -23,8 +23,9 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,6 +47,10 @@ from layermod.io.validate import (
     shorten,
     text,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["MAX_VIEWS", "LayerView", "Views"]
 
@@ -157,6 +162,7 @@ class Views(TableResult):
     """
 
     views: list[LayerView]
+    _: KW_ONLY
     class_names: list[str] | None = None
     config: dict = field(default_factory=dict)
 
@@ -202,10 +208,10 @@ class Views(TableResult):
         :class:`~layermod.errors.ReportError` naming the file when it cannot be read."""
         return read_json_file(path, EMBEDDING_JSON, _views_from_json, "2-D views")
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``embedding.png`` and then ``embedding.json`` into ``out_dir`` (created), each whole or not at
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``embedding.png`` and then ``embedding.json`` into ``path`` (created), each whole or not at
         all; returns the directory."""
-        out = ensure_writable_dir(out_dir)
+        out = ensure_writable_dir(path)
         content = json.dumps(self.to_dict())
         save_png(self.figure(), out / EMBEDDING_PNG, tight=True)
         with atomic_path(out / EMBEDDING_JSON) as tmp:
@@ -213,7 +219,7 @@ class Views(TableResult):
         return out
 
     @literal_text
-    def plot(self, ax=None, *, layer: str | None = None, graph: bool = False):
+    def plot(self, *, ax: Axes | None = None, layer: str | None = None, graph: bool = False) -> Axes:
         """One view into ``ax`` (default: a new figure's): the samples of ``layer`` (default: the last view)
         coloured by class, or with ``graph`` its kNN graph on the same coordinates, with a legend of the
         classes; returns the Axes."""
@@ -226,7 +232,7 @@ class Views(TableResult):
         return ax
 
     @literal_text
-    def figure(self):
+    def figure(self) -> Figure:
         """The whole picture ``embedding.png`` holds (a plain matplotlib Figure): one column per view, samples
         coloured by class (top) and the kNN graph on the same coordinates (bottom); column titles give the
         layer, Q and the share of edge weight inside classes; names are drawn literally and shortened (see
@@ -273,14 +279,15 @@ def _view_from_json(i: int, entry: object) -> LayerView:
     where = f"layers[{i}]"
     entry = mapping(entry, where)
     layer = text(required(entry, "layer"), f"{where}.layer")
-    labels = numbers(required(entry, "labels"), f"{where}.labels", (None,), 0, integer=True)
+    labels = numbers(required(entry, "labels"), f"{where}.labels", (None,), low=0, integer=True)
     n = len(labels)
     if n > MAX_ITEMS:
         raise ValueError(f"{where} has {n:,} samples, more than {MAX_ITEMS:,}")
     coords = numbers(required(entry, "coords"), f"{where}.coords", (n, 2))
-    edges = numbers(required(entry, "edges"), f"{where}.edges", (None, 2), 0, n - 1, integer=True)
-    weights = numbers(required(entry, "weights"), f"{where}.weights", (len(edges),), 0)
-    q = number(required(entry, "q"), f"{where}.q", *q_bounds({}))
+    edges = numbers(required(entry, "edges"), f"{where}.edges", (None, 2), low=0, high=n - 1, integer=True)
+    weights = numbers(required(entry, "weights"), f"{where}.weights", (len(edges),), low=0)
+    low, high = q_bounds({})
+    q = number(required(entry, "q"), f"{where}.q", low=low, high=high)
     try:
         fields = _view_arrays(coords, labels, edges, weights, q)
     except ValueError as err:
@@ -302,7 +309,7 @@ def _views_from_json(data: object) -> Views:
     problem = _class_names_problem(views, class_names)
     if problem:
         raise ValueError(problem)
-    return Views(views, class_names, config)
+    return Views(views, class_names=class_names, config=config)
 
 
 def _class_colours(classes: np.ndarray) -> dict[int, tuple]:

@@ -11,12 +11,19 @@ increment is therefore ``std(d, ddof=1) / sqrt(R)`` over the ``R`` draws, which 
 built from the two layers' separate spreads. With a single draw there is no spread to measure and the noise
 is 0.
 
-Threshold. An increment is judged against the band ``max(z * noise, min_gain)``:
+Threshold. An increment is judged against the band ``max(z * noise, rel_gain * step, min_gain)``, every term
+relative to the curve itself unless ``min_gain`` is set:
 
 * ``z`` (default 2) is the number of standard errors an increment must exceed to count: an increment
   within two standard errors of 0 is not significantly above 0, so the layer is a plateau.
-* ``min_gain`` (default 0.005) is the smallest increment worth keeping a layer for: half a percent of Q is
-  negligible even when the draws agree perfectly (zero noise, or a single draw).
+* ``step = (max Q - min Q) / (L - 1)`` is the curve's mean rise per layer: the step of a straight line from its
+  lowest to its highest mean over its ``L`` layers. ``rel_gain`` (default 0.5) is the share of that step a
+  layer must add to be kept: a layer that rises at less than half the curve's average rate sits on a flat
+  stretch *of this curve*. A straight line is therefore never a plateau (every step is the average, above
+  half of it) however small its slope, and a flat stretch is one whatever the curve's overall scale; an
+  absolute threshold instead calls every layer of a slowly rising deep network flat. It also judges a curve of
+  a single draw, which has no noise to measure.
+* ``min_gain`` (default 0) is an optional absolute floor, in units of Q.
 
 Verdicts: ``"drop"`` when the increment is below ``-threshold``, ``"plateau"`` when it is within the band,
 ``"keep"`` above it. The first layer has no predecessor; its increment is NaN and it is always kept.
@@ -29,8 +36,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,7 +50,10 @@ from layermod.io.rundir import REDUNDANCY_CSV, REDUNDANCY_JSON, REDUNDANCY_PNG
 from layermod.io.table import TableResult
 from layermod.io.validate import MAX_ITEMS, label, literal_text, mapping, number, required, shorten, text
 
-__all__ = ["VERDICTS", "Redundancy", "Verdict", "find_redundant", "paired_difference", "verdict_from_dict",
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["VERDICTS", "Redundancy", "Verdict", "find_redundant", "mean_step", "paired_difference", "verdict_from_dict",
            "verdict_table", "verdict_to_dict"]
 
 VERDICTS = ("keep", "plateau", "drop")
@@ -56,7 +67,7 @@ class Verdict:
         layer: the curve's layer name.
         increment: mean Q of this layer minus mean Q of the previous layer (NaN for the first layer).
         noise: standard error of that increment over the paired draws (NaN for the first layer).
-        threshold: the band used, ``max(z * noise, min_gain)`` (NaN for the first layer).
+        threshold: the band used, ``max(z * noise, rel_gain * step, min_gain)`` (NaN for the first layer).
         verdict: ``"drop"`` (increment < -threshold), ``"plateau"`` (|increment| <= threshold) or ``"keep"``.
     """
 
@@ -96,10 +107,12 @@ class Redundancy(TableResult, Sequence):
 
     Attributes:
         verdicts: one :class:`Verdict` per layer.
-        config: the band's settings, ``{"z", "min_gain"}``.
+        config: the band's settings, ``{"z", "rel_gain", "min_gain", "step"}`` (``step``: the curve's mean rise
+            per layer, see the module doc).
     """
 
     verdicts: list[Verdict]
+    _: KW_ONLY
     config: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,27 +137,28 @@ class Redundancy(TableResult, Sequence):
     @classmethod
     def from_dict(cls, data: object) -> Redundancy:
         """Inverse of :meth:`to_dict`, for data read from a file: 1 to ``MAX_ITEMS`` verdicts checked as
-        :func:`verdict_from_dict` says, z and min_gain numbers >= 0; ValueError naming the first problem."""
+        :func:`verdict_from_dict` says, z, rel_gain, min_gain and step numbers >= 0; ValueError naming the first
+        problem."""
         data = mapping(data, "the verdicts")
         rows = required(data, "verdicts")
         if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ITEMS:
             raise ValueError(f"verdicts is not a list of 1 to {MAX_ITEMS:,} verdicts")
         config = mapping(data.get("config", {}), "config")
-        for key in ("z", "min_gain"):
+        for key in ("z", "rel_gain", "min_gain", "step"):
             if key in config:
-                number(config[key], f"config.{key}", 0)
-        return cls([verdict_from_dict(i, row) for i, row in enumerate(rows)], config)
+                number(config[key], f"config.{key}", low=0)
+        return cls([verdict_from_dict(i, row) for i, row in enumerate(rows)], config=config)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Redundancy:
         """Read ``redundancy.json`` (or the one inside a run directory), checked by :meth:`from_dict`."""
         return read_json_file(path, REDUNDANCY_JSON, cls.from_dict, "redundant layers")
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``redundancy.png``, ``redundancy.csv`` and, last, ``redundancy.json`` into ``out_dir``
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``redundancy.png``, ``redundancy.csv`` and, last, ``redundancy.json`` into ``path``
         (created), each whole or not at all; returns the directory."""
-        out = ensure_writable_dir(out_dir)
-        ax = self.plot(curve_axes(len(self.verdicts)))
+        out = ensure_writable_dir(path)
+        ax = self.plot(ax=curve_axes(len(self.verdicts)))
         ax.figure.tight_layout()
         save_png(ax.figure, out / REDUNDANCY_PNG)
         columns, rows = self._table()
@@ -153,7 +167,7 @@ class Redundancy(TableResult, Sequence):
         return out
 
     @literal_text
-    def plot(self, ax=None):
+    def plot(self, *, ax: Axes | None = None) -> Axes:
         """Each layer's increment as a bar coloured by its verdict, with the band ``±threshold`` it was judged
         against, into ``ax`` (default: a new figure's); returns the Axes."""
         ax = ax if ax is not None else curve_axes(len(self.verdicts), interactive=True)
@@ -189,21 +203,31 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
     return diffs.mean(axis=0), noise
 
 
-def find_redundant(curve: Curve, *, z: float = 2.0, min_gain: float = 0.005) -> Redundancy:
-    """One :class:`Verdict` per layer of ``curve``, in the curve's order, as a :class:`Redundancy`.
+def mean_step(curve: Curve) -> float:
+    """The curve's mean rise per layer, ``(max - min) / (L - 1)`` of its mean Q over its L layers (NaN values
+    left out); 0 for fewer than two values."""
+    means = np.asarray(curve.mean, dtype=float)
+    means = means[np.isfinite(means)]
+    return float((means.max() - means.min()) / (len(curve.layers) - 1)) if len(means) > 1 else 0.0
+
+
+def find_redundant(curve: Curve, *, z: float = 2.0, rel_gain: float = 0.5, min_gain: float = 0.0) -> Redundancy:
+    """One :class:`Verdict` per layer of ``curve``, in the curve's order, as a :class:`Redundancy`: a layer is a
+    plateau when its increment lies within ``max(z * noise, rel_gain * mean_step(curve), min_gain)`` of 0
+    (see the module doc).
 
     A layer whose increment cannot be judged (the first layer, or NaN values in the curve) is kept: without
     evidence a layer is not called redundant.
     """
-    if not (math.isfinite(z) and z >= 0):
-        raise PlanError(f"z must be a finite number >= 0, got {z}")
-    if not (math.isfinite(min_gain) and min_gain >= 0):
-        raise PlanError(f"min_gain must be a finite number >= 0, got {min_gain}")
+    for name, value in (("z", z), ("rel_gain", rel_gain), ("min_gain", min_gain)):
+        if not (math.isfinite(value) and value >= 0):
+            raise PlanError(f"{name} must be a finite number >= 0, got {value}")
     values = curve.values
+    step = mean_step(curve)
     verdicts = [Verdict(curve.layers[0], math.nan, math.nan, math.nan, "keep")] if curve.layers else []
     for index in range(1, len(curve.layers)):
         increment, noise = map(float, paired_difference(values[:, index], values[:, index - 1]))
-        threshold = max(z * noise, min_gain)
+        threshold = max(z * noise, rel_gain * step, min_gain)
         if not (math.isfinite(increment) and math.isfinite(threshold)) or increment > threshold:
             verdict = "keep"
         elif increment < -threshold:
@@ -211,7 +235,7 @@ def find_redundant(curve: Curve, *, z: float = 2.0, min_gain: float = 0.005) -> 
         else:
             verdict = "plateau"
         verdicts.append(Verdict(curve.layers[index], increment, noise, threshold, verdict))
-    return Redundancy(verdicts, {"z": z, "min_gain": min_gain})
+    return Redundancy(verdicts, config={"z": z, "rel_gain": rel_gain, "min_gain": min_gain, "step": step})
 
 
 def _fmt(value: float) -> str:

@@ -13,9 +13,10 @@ Decisions, on purpose:
 * **The graph drawn is the graph measured.** A view's edges and weights are the upper triangle of the very
   adjacency whose Q it reports (built and scored as its :class:`~layermod.measure.config.GraphConfig` says,
   as the curve's graphs are), so the picture cannot disagree with the number in its title.
-* **Same samples as a curve's draw.** The draw is ``balanced_draws(labels, n_per_class, 1, seed)[0]``: the
-  samples of a curve measured with the same ``n_per_class``, ``seed`` and ``repeats=1``. With ``repeats > 1``
-  the curve's draws are made differently, so they need not match.
+* **Same samples as a curve's draw.** The draw is
+  ``balanced_draws(labels, n_per_class=n_per_class, repeats=1, seed=seed)[0]``: the samples of a curve measured
+  with the same ``n_per_class``, ``seed`` and ``repeats=1``. With ``repeats > 1`` the curve's draws are made
+  differently, so they need not match.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch import nn
 
 from layermod.analysis.embedding import METHODS, check_method, embed_2d
 from layermod.analysis.layer_view import MAX_VIEWS, LayerView, Views
-from layermod.data.arrays import as_dataset, dataset_labels, gather
+from layermod.data.arrays import Data, as_dataset, dataset_labels, gather
 from layermod.data.draws import balanced_draws
 from layermod.errors import FeatureError, GraphError, ViewError
 from layermod.extract.features import extract_features, traced_layouts
@@ -67,23 +68,23 @@ def _view(name: str, features: torch.Tensor, labels: np.ndarray, graph: GraphCon
           seed: int) -> LayerView:
     """The view of one layer's features (n, D) with labels (n,), its graph and Q as ``graph`` says."""
     try:
-        adjacency = build_graph(features, graph, seed=seed).adjacency  # the curve's search: exact or approximate
-        q = modularity(adjacency, labels, graph.resolution)
+        adjacency = build_graph(features, graph=graph, seed=seed).adjacency  # the curve's search: exact or approximate
+        q = modularity(adjacency, labels, resolution=graph.resolution)
     except (FeatureError, GraphError) as err:
         raise type(err)(f"layer {name!r}: {err}") from None
     edges, weights = _upper_edges(adjacency)
-    return LayerView(name, embed_2d(features, method, seed), labels, edges, weights, q)
+    return LayerView(name, embed_2d(features, method=method, seed=seed), labels, edges, weights, q)
 
 
 def layer_views(
     model: nn.Module,
-    data,
+    data: Data,
+    *,
     layers: LayerSpec = "auto",
     n_per_class: int = 30,
     seed: int = 0,
     method: str = "pca",
     batch_size: int = 256,
-    *,
     graph: GraphConfig | None = None,
     pool: str = "auto",
     **options: Unpack[GraphOptions],
@@ -106,24 +107,24 @@ def layer_views(
     Returns:
         One :class:`LayerView` per selected layer, in forward order of the selection.
     """
-    graph = graph_config(graph, **options)
+    graph = graph_config(graph=graph, **options)
     check_method(method)  # before the forward pass
     check_pool(pool)
     dataset = as_dataset(data, per_class=n_per_class)
-    draw = balanced_draws(dataset_labels(dataset), n_per_class, 1, seed)[0]
+    draw = balanced_draws(dataset_labels(dataset), n_per_class=n_per_class, repeats=1, seed=seed)[0]
     if not graph.k < len(draw):
         raise GraphError(f"k={graph.k} needs 1 <= k < {len(draw)} samples per draw; lower k or raise n_per_class")
     inputs, targets = gather(dataset, draw)
-    calls = trace_calls(model, slice_batch(inputs, 0, 2))
+    calls = trace_calls(model, slice_batch(inputs, 0, stop=2))
     names = select_layers(model, layers, calls)
     once = all(calls[name].calls == 1 for name in names)
-    features = extract_features(model, inputs, names, batch_size, stop_early=once, pool=pool,
+    features = extract_features(model, inputs, layers=names, batch_size=batch_size, stop_early=once, pool=pool,
                                 layouts=traced_layouts(calls, names))
     labels = targets.numpy()
     return [_view(name, features[name], labels, graph, method, seed) for name in names]
 
 
-def pick_layers(names: Sequence[str], count: int = 3) -> list[str]:
+def pick_layers(names: Sequence[str], *, count: int = 3) -> list[str]:
     """``count`` evenly spaced layers of ``names``, first and last included (positions rounded half up).
 
     Fewer names than ``count``: all of them. ``count=1`` gives the last layer. E.g. 9 names, count 3: the

@@ -130,7 +130,7 @@ def _config_field(config: type, name: str, parse: Callable[[str], object]) -> Ca
     return read
 
 
-def add_measure_args(parser: argparse.ArgumentParser, probe: bool = False,
+def add_measure_args(parser: argparse.ArgumentParser, *, probe: bool = False,
                      title: str = "graph and draws") -> None:
     """The graph and draw options (defaults and checks from GraphConfig and DrawConfig); with ``probe``, as
     ``train`` names them (see the module doc)."""
@@ -277,7 +277,7 @@ def data_split(args: argparse.Namespace) -> str:
     return args.split
 
 
-def data_options(args: argparse.Namespace, recorded: dict | None = None) -> dict:
+def data_options(args: argparse.Namespace, *, recorded: dict | None = None) -> dict:
     """The keyword arguments of :func:`layermod.models.spec.resolve_data` beyond the dataset, split and folder.
 
     Each text option is the one given, else the one ``recorded`` (a text checkpoint's,
@@ -309,7 +309,7 @@ def checkpoint_text(weights: str | None) -> dict:
     return text_options(read_sidecar(file), sidecar_path(file)) if has_sidecar(file) else {}
 
 
-def load_model(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module, dict]:
+def load_model(args: argparse.Namespace, *, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     """The model of the options :func:`add_model_args` added, on its device, and how it was specified; ``seed``
     draws an untrained built-in model's weights. Inside an executor's worker, a copy of the one its earlier items
     loaded (:func:`layermod.models.cache.cached_model`)."""
@@ -317,7 +317,7 @@ def load_model(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module
 
     arch_args = {"num_classes": args.num_classes, "in_channels": args.in_channels, "width": args.width,
                  "hf_task": args.hf_task, **dict(args.arch_arg or [])}
-    model, description = cached_model(args.model, args.weights, arch_args=arch_args, seed=seed,
+    model, description = cached_model(args.model, weights=args.weights, arch_args=arch_args, seed=seed,
                                       pretrained=args.pretrained)
     to_device(model, args.device)
     return model, description

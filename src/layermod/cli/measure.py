@@ -83,7 +83,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     model, _ = load_model(args)
     if args.dataset:
-        dataset, _ = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
+        dataset, _ = resolve_data(args.dataset, split=data_split(args), data_dir=args.data_dir, **data_options(args))
         example, _ = gather(dataset, list(range(min(2, len(dataset)))))
     elif args.input_shape:
         example = torch.zeros(2, *args.input_shape)
@@ -118,8 +118,9 @@ def cmd_curve(args: argparse.Namespace) -> int:
 
         check_method(args.view_method)  # a missing scikit-learn is found before the curve, not after
     graph, draws = measure_configs(args)
-    model, model_description = load_model(args, draws.seed)
-    dataset, data_description = cached_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
+    model, model_description = load_model(args, seed=draws.seed)
+    dataset, data_description = cached_data(args.dataset, split=data_split(args), data_dir=args.data_dir,
+                                            **data_options(args))
     curve = modularity_curve(model, dataset, layers=args.layers, graph=graph, draws=draws, **_extraction(args))
     curve = curve.with_config(**model_description, **data_description, data_dir=args.data_dir)
     with staged_run(args.out) as stage:
@@ -141,11 +142,11 @@ def _save_views(args: argparse.Namespace, model: torch.nn.Module, dataset, curve
 
     graph = GraphConfig.from_dict(curve.config)
     per_class = args.view_per_class or min(args.n_per_class, 30)
-    views = layer_views(model, dataset, pick_layers(curve.layers, args.views), n_per_class=per_class,
+    views = layer_views(model, dataset, layers=pick_layers(curve.layers, count=args.views), n_per_class=per_class,
                         seed=args.draw_seed, method=args.view_method, batch_size=args.batch_size, graph=graph,
                         pool=curve.config.get("pool", "auto"))
     config = {"method": args.view_method, "n_per_class": per_class, "seed": args.draw_seed, **graph.to_dict()}
-    Views(views, getattr(dataset, "classes", None), config).save(out)
+    Views(views, class_names=getattr(dataset, "classes", None), config=config).save(out)
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -164,11 +165,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
     config = AttackConfig(method=args.method, eps=args.eps, norm=args.norm, steps=args.steps,
                           step_size=args.step_size, random_start=not args.no_random_start, seed=draws.seed,
                           options=dict(args.attack_arg or []))
-    model, model_description = load_model(args, draws.seed)
-    dataset, data_description = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
-    space = PixelSpace.from_normalization(getattr(dataset, "normalization", None), *args.pixel_range)
+    model, model_description = load_model(args, seed=draws.seed)
+    dataset, data_description = resolve_data(args.dataset, split=data_split(args), data_dir=args.data_dir,
+                                             **data_options(args))
+    low, high = args.pixel_range
+    space = PixelSpace.from_normalization(getattr(dataset, "normalization", None), low=low, high=high)
     config.validate(space)
-    result = adversarial_curves(model, dataset, config, space, keep=args.keep, pool_per_class=args.pool_per_class,
+    result = adversarial_curves(model, dataset, attack=config, space=space, keep=args.keep,
+                                pool_per_class=args.pool_per_class,
                                 layers=args.layers, graph=graph, draws=draws, **_extraction(args))
     described = {**model_description, **data_description, "data_dir": args.data_dir}
     result = replace(result, clean=result.clean.with_config(**described),
@@ -210,16 +214,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     check_replaceable(args.out)
     graph, draws = measure_configs(args)
-    model, description = load_model(args, draws.seed)
+    model, description = load_model(args, seed=draws.seed)
     other = None
     names = (args.weights or args.model, args.weights or args.model)
     if args.model_b or args.weights_b:
         arch_args = {"num_classes": args.num_classes, "in_channels": args.in_channels, "width": args.width}
-        other, _ = resolve_model(args.model_b, args.weights_b, arch_args if args.model_b else None, seed=draws.seed + 1)
+        other, _ = resolve_model(args.model_b, weights=args.weights_b, arch_args=arch_args if args.model_b else None,
+                                 seed=draws.seed + 1)
         to_device(other, args.device)
         names = (names[0], args.weights_b or args.model_b)
-    dataset, data_description = resolve_data(args.dataset, data_split(args), args.data_dir, **data_options(args))
-    comparison = compare_layers(model, dataset, other, layers=args.layers, layers_b=args.layers_b,
+    dataset, data_description = resolve_data(args.dataset, split=data_split(args), data_dir=args.data_dir,
+                                             **data_options(args))
+    comparison = compare_layers(model, dataset, model_b=other, layers=args.layers, layers_b=args.layers_b,
                                 unbiased=args.unbiased, names=names, graph=graph, draws=draws, **_extraction(args))
     comparison = replace(comparison, config={**comparison.config, **description, **data_description,
                                              "data_dir": args.data_dir})

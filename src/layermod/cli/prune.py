@@ -33,7 +33,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from layermod.analysis.redundancy import verdict_table
     from layermod.io.rundir import COMPARISON_JSON, PLAN_JSON, PRUNED
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.pruning.run import FINETUNE, choose_plan, prune_and_compare
+    from layermod.pruning.run import FINETUNE, choose_plan, prune_and_compare, target_curve
 
     check_replaceable(args.out)
     target = _target(args)
@@ -41,10 +41,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
     graph, draws = measure_configs(args)
+    measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet)
     with staged_run(args.out) as stage:
-        plan = choose_plan(target, stage, curve=args.curve, graph=graph, draws=draws, remove=args.remove,
-                           target_params=args.target_params, plan=args.plan, z=args.z, min_gain=args.min_gain,
-                           progress=not args.quiet)
+        plan = choose_plan(target, stage, curve=measured, graph=graph, draws=draws, remove=args.remove,
+                           target_params=args.target_params, plan=args.plan, z=args.z, rel_gain=args.rel_gain,
+                           min_gain=args.min_gain, progress=not args.quiet)
         print(verdict_table(plan.verdicts))
         print(f"plan: remove {len(plan.remove)} of {len(target.units)} removable units: {', '.join(plan.remove)}")
         if args.plan_only:
@@ -52,9 +53,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         else:
             finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size,
                                optimizer=args.optimizer)
-            comparison = prune_and_compare(target, plan, stage, finetune, methods=args.methods, seeds=args.seeds,
-                                           finetune_subset=args.finetune_subset, from_scratch=args.from_scratch,
-                                           progress=not args.quiet)
+            comparison = prune_and_compare(target, plan, stage, finetune=finetune, methods=args.methods,
+                                           seeds=args.seeds, finetune_subset=args.finetune_subset,
+                                           from_scratch=args.from_scratch, progress=not args.quiet, curve=measured)
     if comparison is None:
         print(f"wrote {args.out}/{PLAN_JSON}; edit it and pass it back with --plan")
         return 0
@@ -82,17 +83,19 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
     graph, draws = measure_configs(args)
-    verdicts = find_redundant(target_curve(target, args.curve, graph, draws, not args.quiet), z=args.z,
-                              min_gain=args.min_gain)
+    measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet)
+    verdicts = find_redundant(measured, z=args.z, rel_gain=args.rel_gain, min_gain=args.min_gain)
     finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size,
                        optimizer=args.optimizer)
     scratch = replace(finetune, epochs=args.scratch_epochs, lr=args.scratch_lr)
     with staged_run(args.out) as stage:
-        comparison = matched_study(target, stage, verdicts, finetune, scratch, train_subset=args.train_subset,
+        comparison = matched_study(target, stage, verdicts, finetune=finetune, scratch=scratch,
+                                   train_subset=args.train_subset,
                                    test_subset=args.test_subset, backend=args.backend, workers=args.workers,
                                    address=args.address, device=device, progress=not args.quiet,
                                    budgets=args.budgets, matches=args.match, retrains=args.retrain,
-                                   methods=args.methods, seeds=args.seeds)
+                                   methods=args.methods, seeds=args.seeds, curve=measured,
+                                   iterative=args.iterative)
     print(comparison.markdown())
     print(f"wrote {args.out}/{MATCHED_JSON}, {MATCHED_MD} and the Pareto figures")
     return 0
@@ -102,8 +105,8 @@ def _target(args: argparse.Namespace):
     """The checkpoint of ``--weights`` to prune, with its data (:func:`layermod.pruning.run.prepare`)."""
     from layermod.pruning.run import prepare
 
-    return prepare(args.weights, args.dataset, args.data_dir, test_dataset=args.test_dataset,
-                   text=data_options(args, checkpoint_text(args.weights)))
+    return prepare(args.weights, dataset=args.dataset, data_dir=args.data_dir, test_dataset=args.test_dataset,
+                   text=data_options(args, recorded=checkpoint_text(args.weights)))
 
 
 def _add_data(parser: argparse.ArgumentParser) -> None:
@@ -137,8 +140,22 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     _add_study(commands)
 
 
+def _add_band(parser: argparse.ArgumentParser) -> None:
+    """The plateau band of find_redundant: a layer is a plateau when its increment lies within
+    max(z x noise, rel_gain x step, min_gain) of 0."""
+    band = parser.add_argument_group(
+        "plateau band", "a layer is a plateau when its increment of mean Q lies within max(Z x noise, REL_GAIN x "
+        "step, MIN_GAIN) of 0 (a drop below it): noise is the paired standard error of the increment over the "
+        "draws, step the curve's mean rise per layer, (max Q - min Q) / (layers - 1), so a straight line is never "
+        "a plateau and a flat stretch is one whatever the curve's scale")
+    band.add_argument("--z", type=float, default=2.0, help="standard errors of the increment (default 2)")
+    band.add_argument("--rel-gain", type=float, default=0.5,
+                      help="share of the curve's mean step a layer must add to be kept (default 0.5)")
+    band.add_argument("--min-gain", type=float, default=0.0, help="an absolute floor in units of Q (default 0)")
+
+
 def _add_study(commands: argparse._SubParsersAction) -> None:
-    from layermod.pruning.choices import BUDGETS, FINETUNE, MATCHES, METHODS, RETRAINS
+    from layermod.pruning.choices import BUDGETS, DEFAULT_METHODS, FINETUNE, MATCHES, METHODS, RETRAINS
 
     study = commands.add_parser("prune-study", help="every pruning method at matched FLOPs / parameter budgets",
                                 description=cmd_prune_study.__doc__)
@@ -146,15 +163,17 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
     _add_data(study)
     study.add_argument("--curve", help="curve.json measured on this checkpoint (default: measure it now)")
     add_measure_args(study, title="graph and draws of the curve measured now")
-    study.add_argument("--z", type=float, default=2.0, help="plateau band in standard errors of the increment")
-    study.add_argument("--min-gain", type=float, default=0.005, help="increments below this are negligible")
+    _add_band(study)
     study.add_argument("--budgets", type=_shares, default=list(BUDGETS),
                        help=f"shares of the cost to remove (default {','.join(map(str, BUDGETS))})")
     study.add_argument("--match", type=_methods, default=list(MATCHES),
                        help=f"costs the budgets are shares of: {','.join(MATCHES)} (default both)")
     study.add_argument("--retrain", type=_methods, default=list(RETRAINS),
                        help=f"{','.join(RETRAINS)}: from the trained weights and/or from scratch (default both)")
-    study.add_argument("--methods", type=_methods, default=list(METHODS), help="methods compared (default: all)")
+    study.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
+                       help=f"methods compared, of {','.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})")
+    study.add_argument("--iterative", action="store_true",
+                       help="re-score the remaining units after each removal (every score-based method)")
     study.add_argument("--seeds", type=positive, default=3, help="seeds per network and retraining (default 3)")
     study.add_argument("--finetune-epochs", type=positive, default=FINETUNE.epochs,
                        help=f"epochs of retraining from the trained weights (default {FINETUNE.epochs})")
@@ -178,7 +197,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
 
 def _add_prune(commands: argparse._SubParsersAction) -> None:
     """The ``prune`` command."""
-    from layermod.pruning.choices import FINETUNE, METHODS
+    from layermod.pruning.choices import DEFAULT_METHODS, FINETUNE, METHODS
 
     prune = commands.add_parser("prune", help="remove redundant layers, fine-tune, compare with other methods",
                                 description=cmd_prune.__doc__)
@@ -192,10 +211,10 @@ def _add_prune(commands: argparse._SubParsersAction) -> None:
     prune.add_argument("--curve", help="curve.json measured on this checkpoint (default: measure it now, with the "
                        "graph and draw options below)")
     add_measure_args(prune, title="graph and draws of the curve measured now")
-    prune.add_argument("--z", type=float, default=2.0, help="plateau band in standard errors of the increment")
-    prune.add_argument("--min-gain", type=float, default=0.005, help="increments below this are negligible")
-    prune.add_argument("--methods", type=_methods, default=list(METHODS),
-                       help="methods compared at the same budget (default: all)")
+    _add_band(prune)
+    prune.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
+                       help=f"methods compared at the same budget, of {','.join(METHODS)} (default: "
+                            f"{','.join(DEFAULT_METHODS)})")
     prune.add_argument("--seeds", type=positive, default=3, help="fine-tuning seeds per method (default 3)")
     prune.add_argument("--finetune-epochs", type=positive, default=FINETUNE.epochs,
                        help=f"fine-tuning epochs (default {FINETUNE.epochs})")

@@ -146,7 +146,7 @@ def _execute(args: argparse.Namespace, work: list, resources=None, threads=None)
 
     return run_sweep(work, args.out, curve_item, resume=args.resume, backend=args.backend, workers=args.workers,
                      address=args.address, resources=resources, threads=args.threads or threads,
-                     on_result=_reporter(len(work)))
+                     on_result=_reporter(len(work)), progress=False)  # its lines are the progress
 
 
 def _tally(run) -> str:
@@ -253,7 +253,7 @@ def cmd_dynamics(args: argparse.Namespace) -> int:
         curve = Curve.load(directory)
         try:
             dynamics = (dynamics.record(epoch, curve, accuracy) if dynamics else Dynamics.start(
-                epoch, curve, accuracy, _dynamics_config(curve, args.checkpoints)))
+                epoch, curve, accuracy, config=_dynamics_config(curve, args.checkpoints)))
         except ValueError as err:
             raise SweepError(f"{err}; measure checkpoints of one architecture with the same options") from None
     print(_tally(run))

@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         graph, draws = measure_configs(args)
         track = TrackConfig(every=args.track_every, graph=graph, draws=draws)
     options = {**data_options(args), "tokenizer": arch}
-    train_set, train_description = resolve_data(args.dataset, "train", args.data_dir, **options)
+    train_set, train_description = resolve_data(args.dataset, split="train", data_dir=args.data_dir, **options)
     if args.test_dataset is not None:
         test_spec = args.test_dataset
     elif "split" in train_description:
@@ -132,10 +132,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise DatasetError(f"{args.dataset} has no test split; pass --test-dataset with held-out data")
     texts = isinstance(train_set, TokenDataset)
     text = {**options, "classes": list(train_set.classes)} if texts else None
-    test_set, _ = resolve_data(test_spec, "test", args.data_dir, **(text or options))
+    test_set, _ = resolve_data(test_spec, split="test", data_dir=args.data_dir, **(text or options))
     normalization = getattr(train_set, "normalization", None) or {}
     if args.subset is not None:
-        train_set = balanced_subset(train_set, args.subset, config.seed)
+        train_set = balanced_subset(train_set, args.subset, seed=config.seed)
     arch_args = _arch_args(args, train_set, library)
     torch.manual_seed(torch_seed(config.seed, TrainError))
     if library:
@@ -153,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     before = read_sidecar(last_weights).get("epoch", 0) if resumable else 0
     board = _TensorBoard(args.tensorboard, before + 1 if before else None) if args.tensorboard is not None else None
     try:
-        history = fit(model, train_set, test_set, config, args.out, meta, track, resume=args.resume,
+        history = fit(model, train_set, test_set, config, args.out, meta=meta, track=track, resume=args.resume,
                       progress=not args.quiet, log=board)
     finally:
         if board is not None:
@@ -210,9 +210,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_replaceable(args.out)
     model, meta = load_checkpoint(args.weights)
     to_device(model, args.device)
-    text = data_options(args, text_options(meta, sidecar_path(weights_path(args.weights))))
-    result = evaluate_checkpoint(model, meta, args.weights, args.dataset, args.split, args.data_dir,
-                                 batch_size=args.batch_size, text=text)
+    text = data_options(args, recorded=text_options(meta, sidecar_path(weights_path(args.weights))))
+    result = evaluate_checkpoint(model, meta, args.weights, dataset=args.dataset, split=args.split,
+                                 data_dir=args.data_dir, batch_size=args.batch_size, text=text)
     where = f"{result.dataset} ({result.split} split)" if result.split else result.dataset
     print(f"accuracy {result.accuracy:.4f} ({result.correct}/{result.n}) of {args.weights} on {where}")
     if args.out:

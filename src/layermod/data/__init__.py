@@ -19,7 +19,7 @@ The modules, lowest first (each imports only those before it):
 Code inside layermod imports from the defining module, never from this package.
 """
 
-from .arrays import ArrayDataset, as_dataset, dataset_labels, gather
+from .arrays import ArrayDataset, Data, Labels, as_dataset, dataset_labels, gather
 from .cifar import CIFAR_DATASETS, load_cifar
 from .datasets import DATASETS, load_dataset
 from .draws import balanced_draws
@@ -28,6 +28,6 @@ from .imagefolder import IMAGE_SUFFIXES, load_image_folder
 from .npz import load_npz
 from .text import TokenDataset, load_text_file
 
-__all__ = ["ArrayDataset", "CIFAR_DATASETS", "DATASETS", "IMAGE_SUFFIXES", "TokenDataset", "as_dataset",
-           "balanced_draws", "dataset_labels", "gather", "load_cifar", "load_dataset", "load_image_folder", "load_npz",
-           "load_text_file", "read_idx"]
+__all__ = ["ArrayDataset", "CIFAR_DATASETS", "DATASETS", "Data", "IMAGE_SUFFIXES", "Labels", "TokenDataset",
+           "as_dataset", "balanced_draws", "dataset_labels", "gather", "load_cifar", "load_dataset",
+           "load_image_folder", "load_npz", "load_text_file", "read_idx"]

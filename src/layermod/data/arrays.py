@@ -27,7 +27,8 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -36,7 +37,13 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from layermod.data.batches import cast_inputs, input_length, read_loader, split_item, stack_inputs, take
 from layermod.errors import DatasetError, LabelError, one_line
 
-__all__ = ["ArrayDataset", "as_dataset", "dataset_labels", "gather", "label_array"]
+__all__ = ["ArrayDataset", "Data", "Labels", "as_dataset", "dataset_labels", "gather", "label_array"]
+
+Labels: TypeAlias = torch.Tensor | np.ndarray | Sequence[int]
+"""(N,) integer class indices."""
+Data: TypeAlias = Dataset | DataLoader | tuple[torch.Tensor | np.ndarray | Mapping[str, torch.Tensor], Labels]
+"""Labelled samples in any of the four forms of the module doc: a Dataset of ``(x, y)`` (an
+:class:`ArrayDataset`, ...), a DataLoader, or an ``(X, y)`` pair with X (N, ...) and y (N,)."""
 
 _MAX_CLASSES = 2**16  # class indices of (X, y) labels must be below this
 
@@ -59,6 +66,7 @@ class ArrayDataset(Dataset):
         targets: torch.Tensor,
         classes: list[str],
         name: str,
+        *,
         normalization: dict | None = None,
     ) -> None:
         if input_length(data) != len(targets):
@@ -83,7 +91,7 @@ class ArrayDataset(Dataset):
         return f"ArrayDataset(name={self.name!r}, n={len(self)}, shape={shape})"
 
 
-def dataset_labels(data) -> np.ndarray:
+def dataset_labels(data: Data) -> np.ndarray:
     """Labels (N,) int64 of an ``(X, y)`` pair, an object with ``.targets``, a Dataset of ``(x, y)`` pairs or of
     dicts with ``labels`` / ``label``, or a DataLoader (read whole, see :func:`as_dataset`).
 
@@ -99,7 +107,7 @@ def dataset_labels(data) -> np.ndarray:
     return label_array([_label_value(_item(data, i)[1]) for i in range(_length(data))])
 
 
-def as_dataset(data, per_class: int | None = None) -> Dataset:
+def as_dataset(data: Data, *, per_class: int | None = None) -> Dataset:
     """Return ``data`` as a torch Dataset: an ``(X, y)`` pair or a DataLoader becomes an :class:`ArrayDataset`.
 
     ``X`` (a tensor/array, or a dict of them: ``{"input_ids": ..., "attention_mask": ...}``) keeps integer
@@ -128,10 +136,10 @@ def as_dataset(data, per_class: int | None = None) -> Dataset:
         raise LabelError(f"{input_length(x)} features but {len(y)} labels; pass one label per sample")
     if len(y) and y.min() < 0:
         raise LabelError(f"labels must be class indices >= 0, got {y.min()}; renumber the classes from 0")
-    return ArrayDataset(x, torch.from_numpy(y), _label_names(y), "tensors", {})
+    return ArrayDataset(x, torch.from_numpy(y), _label_names(y), "tensors", normalization={})
 
 
-def gather(data, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def gather(data: Data, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack the samples at ``indices``: (X, y (n,) int64 tensor), X an (n, ...) tensor (float32, or integer
     as given) or a dict of them (dict samples, e.g. ``input_ids`` and ``attention_mask``).
 
@@ -160,7 +168,7 @@ def gather(data, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(y)
 
 
-def label_array(labels) -> np.ndarray:
+def label_array(labels: Labels) -> np.ndarray:
     """Labels as a (N,) int64 array; :class:`LabelError` unless they are one-dimensional integers."""
     if isinstance(labels, torch.Tensor):
         labels = labels.detach().cpu().numpy()

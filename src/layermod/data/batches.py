@@ -14,7 +14,7 @@ What :mod:`layermod.data.arrays` builds on:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,13 +30,13 @@ LABEL_KEYS = ("labels", "label")
 Inputs = torch.Tensor | dict[str, torch.Tensor]
 
 
-def cast_inputs(x: Any, what: str, float32: bool = True) -> Inputs:
+def cast_inputs(x: Any, what: str, *, float32: bool = True) -> Inputs:
     """``x`` (tensor, array, lists, or a dict of them) as real tensors: floating as float32 (kept as they are
     with ``float32=False``), others kept."""
     if isinstance(x, Mapping):
         if not x:
             raise DatasetError(f"{what} is an empty dict; give the model's inputs (input_ids, ...)")
-        return {str(key): cast_inputs(value, f"{what}[{key!r}]", float32) for key, value in x.items()}
+        return {str(key): cast_inputs(value, f"{what}[{key!r}]", float32=float32) for key, value in x.items()}
     tensor = as_real_tensor(x, what, DatasetError)
     return tensor.float() if float32 and tensor.is_floating_point() else tensor
 
@@ -70,7 +70,7 @@ def input_length(x: Inputs) -> int:
     return len(x) if x.ndim else 0
 
 
-def take(x: Inputs, index) -> Inputs:
+def take(x: Inputs, index: int | slice | Sequence[int] | np.ndarray | torch.Tensor) -> Inputs:
     """Samples ``index`` (an int, a slice or an index tensor) of a tensor or of every entry of a dict."""
     if isinstance(x, Mapping):
         return {key: value[index] for key, value in x.items()}
@@ -110,7 +110,7 @@ def _stack(tensors: list[torch.Tensor], what: str, entry: str) -> torch.Tensor:
     return torch.stack(tensors)
 
 
-def read_loader(loader, per_class: int | None) -> tuple[Inputs, list]:
+def read_loader(loader: Iterable[Any], per_class: int | None) -> tuple[Inputs, list]:
     """Read a DataLoader once: its samples (stacked) and labels, at most ``per_class`` samples of each class.
 
     Batches are ``(x, y)`` pairs (``x`` a tensor or a dict of tensors) or dicts with ``labels`` / ``label``.

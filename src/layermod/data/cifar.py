@@ -140,6 +140,7 @@ _MAX_ARCHIVE_MEMBERS = 1000  # archive entries scanned for the wanted ones; the 
 
 def load_cifar(
     name: str,
+    *,
     split: str = "test",
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
@@ -180,7 +181,7 @@ def load_cifar(
     std = torch.tensor(layout.std).view(1, 3, 1, 1)
     x.sub_(mean).div_(std)
     y = torch.from_numpy(np.concatenate(labels))
-    return ArrayDataset(x, y, classes, key, {"mean": list(layout.mean), "std": list(layout.std)})
+    return ArrayDataset(x, y, classes, key, normalization={"mean": list(layout.mean), "std": list(layout.std)})
 
 
 class _Refusal(Exception):

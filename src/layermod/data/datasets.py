@@ -38,6 +38,7 @@ DATASETS: tuple[str, ...] = (*IDX_DATASETS, "digits", *CIFAR_DATASETS)
 
 def load_dataset(
     name: str,
+    *,
     split: str = "test",
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
@@ -58,9 +59,9 @@ def load_dataset(
         (N, 1, 8, 8) for digits, (N, 3, 32, 32) for cifar10/cifar100, (N, C, H, W) for a folder.
     """
     if str(name)[:7].lower() == "folder:":
-        return load_image_folder(str(name)[7:], split)
+        return load_image_folder(str(name)[7:], split=split)
     if str(name)[:12].lower() == "torchvision:":
-        return load_torchvision(str(name)[12:], split, data_dir)
+        return load_torchvision(str(name)[12:], split=split, data_dir=data_dir)
     key = str(name).lower()
     if key not in DATASETS:
         raise DatasetError(
@@ -72,5 +73,5 @@ def load_dataset(
     if key == "digits":
         return load_digits(split)
     if key in CIFAR_DATASETS:
-        return load_cifar(key, split, data_dir, download)
+        return load_cifar(key, split=split, data_dir=data_dir, download=download)
     return load_idx_dataset(key, split, data_dir, download)

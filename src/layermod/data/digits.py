@@ -45,4 +45,4 @@ def load_digits(split: str) -> ArrayDataset:
 
     x = torch.from_numpy((images[keep, None] - mean) / std)
     y = torch.from_numpy(labels[keep])
-    return ArrayDataset(x, y, [str(d) for d in range(10)], "digits", {"mean": [mean], "std": [std]})
+    return ArrayDataset(x, y, [str(d) for d in range(10)], "digits", normalization={"mean": [mean], "std": [std]})

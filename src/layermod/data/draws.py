@@ -18,13 +18,13 @@ from __future__ import annotations
 import numpy as np
 
 from layermod.coerce import MAX_DRAWN, seed_sequence
-from layermod.data.arrays import label_array
+from layermod.data.arrays import Labels, label_array
 from layermod.errors import LabelError
 
 __all__ = ["MAX_DRAWN", "balanced_draws"]
 
 
-def balanced_draws(labels, n_per_class: int, repeats: int, seed: int = 0) -> list[np.ndarray]:
+def balanced_draws(labels: Labels, *, n_per_class: int, repeats: int, seed: int = 0) -> list[np.ndarray]:
     """Class-balanced, seeded draws of sample indices.
 
     Args:

@@ -40,7 +40,7 @@ __all__ = ["load_hf_dataset", "normalise_images"]
 _MAX_IMAGE_BYTES = 2**31  # float32 bytes of all images of a set
 
 
-def load_hf_dataset(name: str, split: str = "test", tokenizer: Any = None, text_column: str = "text",
+def load_hf_dataset(name: str, *, split: str = "test", tokenizer: Any = None, text_column: str = "text",
                     label_column: str = "label", max_length: int = 128) -> torch.utils.data.Dataset:
     """The ``split`` of the ``datasets`` dataset ``name`` (a ``save_to_disk`` folder or a hub name), as a
     :class:`~layermod.data.text.TokenDataset` (texts) or an :class:`~layermod.data.arrays.ArrayDataset`
@@ -89,7 +89,7 @@ def load_hf_dataset(name: str, split: str = "test", tokenizer: Any = None, text_
         raise DatasetError(f"{where} has no column {text_column!r} and no image column; its columns are "
                            f"{', '.join(map(repr, columns))} (choose with text_column)")
     x, normalization = normalise_images(x)
-    return ArrayDataset(x, torch.from_numpy(y), classes, where, normalization)
+    return ArrayDataset(x, torch.from_numpy(y), classes, where, normalization=normalization)
 
 
 def _open(datasets: Any, name: str, split: str, where: str) -> Any:

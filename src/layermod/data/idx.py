@@ -162,7 +162,7 @@ def load_idx_dataset(name: str, split: str, data_dir: str | os.PathLike | None, 
     x = torch.from_numpy(images).unsqueeze(1).float().div_(255.0)
     x.sub_(norm["mean"][0]).div_(norm["std"][0])
     y = torch.from_numpy(labels.astype(np.int64))
-    return ArrayDataset(x, y, classes, name, {"mean": list(norm["mean"]), "std": list(norm["std"])})
+    return ArrayDataset(x, y, classes, name, normalization={"mean": list(norm["mean"]), "std": list(norm["std"])})
 
 
 def _wanted(name: str, split: str) -> Wanted:

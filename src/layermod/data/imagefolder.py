@@ -53,6 +53,7 @@ _BYTES_PER_PIXEL = 4  # the most a decoded mode takes (RGBA, CMYK, I, F)
 
 def load_image_folder(
     path: str | os.PathLike,
+    *,
     split: str | None = None,
     size: int | None = None,
 ) -> ArrayDataset:
@@ -104,7 +105,7 @@ def load_image_folder(
     x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     y = torch.tensor(labels, dtype=torch.int64)
     normalization = {"mean": mean.tolist(), "std": std.tolist()}
-    return ArrayDataset(x, y, classes, f"folder:{path}", normalization)
+    return ArrayDataset(x, y, classes, f"folder:{path}", normalization=normalization)
 
 
 def _set_folder(root: Path, split: str | None) -> Path:

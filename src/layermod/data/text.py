@@ -70,7 +70,7 @@ class TokenDataset(Dataset):
         return f"TokenDataset(name={self.name!r}, n={len(self)}, length={self.input_ids.shape[1]})"
 
 
-def load_text_file(path: str | os.PathLike, tokenizer: Any, text_column: str = "text", label_column: str = "label",
+def load_text_file(path: str | os.PathLike, tokenizer: Any, *, text_column: str = "text", label_column: str = "label",
                    max_length: int = 128) -> TokenDataset:
     """The texts and labels of a CSV / TSV / JSON / JSON-lines / Parquet file, tokenised with ``tokenizer``.
 

@@ -41,7 +41,7 @@ TORCHVISION_DATASETS: tuple[str, ...] = (*_READ_BY_LAYERMOD, "FakeData")
 _FAKE_SIZE = 1000
 
 
-def load_torchvision(name: str, split: str = "test", data_dir: str | os.PathLike | None = None) -> ArrayDataset:
+def load_torchvision(name: str, *, split: str = "test", data_dir: str | os.PathLike | None = None) -> ArrayDataset:
     """torchvision's dataset ``name`` (one of :data:`TORCHVISION_DATASETS`) under the root ``data_dir``."""
     key = {n.lower(): n for n in TORCHVISION_DATASETS}.get(str(name).lower())
     if key is None:
@@ -58,7 +58,7 @@ def load_torchvision(name: str, split: str = "test", data_dir: str | os.PathLike
                            "and pass it as data_dir")
     root = Path(data_dir).expanduser()
     if reader in ("cifar10", "cifar100"):
-        data = load_cifar(reader, split, root, download=False)
+        data = load_cifar(reader, split=split, data_dir=root, download=False)
     else:
         folder = root / key / "raw"
         if not folder.is_dir():
@@ -84,4 +84,4 @@ def _fake(split: str) -> ArrayDataset:
     x = np.stack([np.asarray(image.convert("RGB")) for image, _ in pairs])
     y = torch.tensor([int(label) for _, label in pairs], dtype=torch.int64)
     data, normalization = normalise_images(x)
-    return ArrayDataset(data, y, [str(c) for c in range(10)], "torchvision:FakeData", normalization)
+    return ArrayDataset(data, y, [str(c) for c in range(10)], "torchvision:FakeData", normalization=normalization)

@@ -65,7 +65,7 @@ def feature_size(call: LayerCall, pool: str = "flatten") -> int:
 
 
 def plan_passes(
-    layers: list[str], calls: dict[str, LayerCall], n_samples: int, max_bytes: int, pool: str = "flatten"
+    layers: list[str], calls: dict[str, LayerCall], n_samples: int, max_bytes: int, *, pool: str = "flatten"
 ) -> list[list[str]]:
     """Group ``layers`` (kept in order) so that each group's float32 features for ``n_samples`` fit in
     ``max_bytes``. A single layer larger than the budget gets a pass of its own."""
@@ -96,13 +96,13 @@ def traced_layouts(calls: dict[str, LayerCall], layers: list[str]) -> dict[str, 
 def extract_features(
     model: nn.Module,
     inputs: Batch,
+    *,
     layers: list[str],
     batch_size: int = 256,
     progress: bool = False,
     stop_early: bool = True,
     pool: str = "auto",
     on_device: bool = False,
-    *,
     layouts: dict[str, str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Outputs of ``layers`` for every sample of ``inputs``.
@@ -187,7 +187,7 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
             starts = range(0, n_inputs, batch_size)
             bar = tqdm(starts, desc="forward", disable=bar_disabled(progress), leave=False)
             for number, start in enumerate(bar):
-                batch = slice_batch(inputs, start, start + batch_size)
+                batch = slice_batch(inputs, start, stop=start + batch_size)
                 size, mask = batch_length(batch), batch_mask(batch)
                 batch_out.clear()
                 seen_calls.clear()
@@ -201,7 +201,8 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
                 for name in layers:
                     if name not in batch_out:
                         raise LayerError(f"layer {name!r} is never called in forward; choose another layer")
-                    features[name], layouts[name] = pool_output(batch_out[name], pool, size, name, mask, layouts[name])
+                    features[name], layouts[name] = pool_output(batch_out[name], pool, size, name, mask=mask,
+                                                                 layout=layouts[name])
                 yield start, features
     finally:
         for handle in handles:
@@ -255,6 +256,7 @@ def iter_layer_features(
     layers: list[str],
     calls: dict[str, LayerCall],
     max_bytes: int,
+    *,
     batch_size: int = 256,
     progress: bool = False,
     pool: str = "auto",
@@ -271,7 +273,7 @@ def iter_layer_features(
     pool = resolve_pool(model, pool, inputs)
     n = batch_length(inputs)
     layouts = traced_layouts(calls, layers)
-    for group in plan_passes(layers, calls, n, max_bytes, pool):
+    for group in plan_passes(layers, calls, n, max_bytes, pool=pool):
         if len(group) == 1 and 4 * n * feature_size(calls[group[0]], pool) > max_bytes:
             with tempfile.TemporaryDirectory(prefix="layermod-features-") as folder:
                 stored = _extract_to_disk(model, inputs, group[0], Path(folder), batch_size, progress, pool,
@@ -279,8 +281,8 @@ def iter_layer_features(
                 yield group[0], stored if memmap else torch.from_numpy(stored)
                 del stored
             continue
-        features = extract_features(model, inputs, group, batch_size, progress, pool=pool, on_device=on_device,
-                                    layouts=layouts)
+        features = extract_features(model, inputs, layers=group, batch_size=batch_size, progress=progress, pool=pool,
+                                    on_device=on_device, layouts=layouts)
         for name in group:
             yield name, features.pop(name)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,7 +59,7 @@ def to_model(batch: Batch, model: nn.Module) -> Batch:
     return _convert(batch, device, dtype)
 
 
-def call_model(model: nn.Module, batch: Batch):
+def call_model(model: nn.Module, batch: Batch) -> Any:
     """``model(batch)``, or ``model(**batch)`` for a dict, after :func:`to_model`; returns what the model returns."""
     batch = to_model(batch, model)
     if isinstance(batch, Mapping):
@@ -76,7 +77,7 @@ def batch_length(batch: Batch) -> int:
     return len(batch) if batch.ndim else 1
 
 
-def slice_batch(batch: Batch, start: int, stop: int | None = None) -> Batch:
+def slice_batch(batch: Batch, start: int, *, stop: int | None = None) -> Batch:
     """Samples ``start:stop`` of ``batch`` (every tensor of a dict sliced alike)."""
     if isinstance(batch, Mapping):
         return {key: value[start:stop] if isinstance(value, torch.Tensor) else value for key, value in batch.items()}

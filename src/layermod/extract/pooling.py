@@ -121,7 +121,7 @@ def _layout(out: torch.Tensor, size: int, name: str, known: str | None) -> str:
 
 
 def pool_output(
-    out: torch.Tensor, pool: str, size: int, name: str, mask: torch.Tensor | None = None, layout: str | None = None
+    out: torch.Tensor, pool: str, size: int, name: str, *, mask: torch.Tensor | None = None, layout: str | None = None
 ) -> tuple[torch.Tensor, str | None]:
     """Features (size, D) float32, on the output's device, of one layer's output on a batch of ``size`` samples.
 
@@ -148,7 +148,7 @@ def pool_output(
             )
         return out.reshape(size, -1).float(), None
     if pool == "flatten" and layout is None and out.shape[0] == size:
-        layout = "batch_first"  # as before pooling existed: the first dimension is the batch when it fits
+        layout = "batch_first"  # the first dimension is the batch when it fits
     layout = _layout(out, size, name, layout)
     tokens = (out if layout == "batch_first" else out.transpose(0, 1)).detach()
     if pool == "flatten":

@@ -19,7 +19,7 @@ TorchScript modules (``torch.jit.script``/``torch.jit.trace``) take no Python ho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import torch
 from torch import nn
@@ -62,6 +62,7 @@ class LayerCall:
     order: int
     calls: int
     shape: tuple[int, ...] | None
+    _: KW_ONLY
     batch_dim: int | None = 0
     ambiguous: bool = False
     module: str = ""
@@ -188,7 +189,7 @@ def _key(entry: dict) -> str:
 def _other_batch(example: Batch, size: int) -> Batch | None:
     """``example`` with another batch size (1 sample, or 2 when it has 1)."""
     if size > 1:
-        return slice_batch(example, 0, 1)
+        return slice_batch(example, 0, stop=1)
     if isinstance(example, torch.Tensor):
         return torch.cat([example, example]) if example.ndim else None
     return {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.ndim else v for k, v in example.items()}
@@ -240,9 +241,10 @@ def trace_calls(model: nn.Module, example: Batch) -> dict[str, LayerCall]:
     keys = [_key(e) for e in records]
     return {
         key: LayerCall(
-            key, e["kind"], e["order"], counts[e["module"]], e["shape"], located[key][0], located[key][1],
-            e["module"], e["call"], keys[e["caller"]] if e["caller"] is not None else None,
-            e["end"] if e["end"] is not None else e["order"], e["takes"], e["gives"],
+            key, e["kind"], e["order"], counts[e["module"]], e["shape"], batch_dim=located[key][0],
+            ambiguous=located[key][1], module=e["module"], call=e["call"],
+            caller=keys[e["caller"]] if e["caller"] is not None else None,
+            end=e["end"] if e["end"] is not None else e["order"], takes=e["takes"], gives=e["gives"],
         )
         for key, e in zip(keys, records)
     }

@@ -23,7 +23,7 @@ def available_devices() -> list[str]:
     return ["cpu", *(f"cuda:{i}" for i in range(count))]
 
 
-def check_device(device: str | torch.device, what: str = "device") -> torch.device:
+def check_device(device: str | torch.device, *, what: str = "device") -> torch.device:
     """``device`` as a ``torch.device``; :class:`DeviceError` (naming it as ``what``) unless it is the CPU or an
     available CUDA device."""
     try:

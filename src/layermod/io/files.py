@@ -31,11 +31,14 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from layermod.errors import LayermodError, OutputError, ReportError, one_line
 from layermod.io.rundir import REPORT_HTML, RUN_FILES, RUN_JSON
 from layermod.io.validate import REASON_CHARS, mapping, shorten
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 T = TypeVar("T")
 
@@ -153,7 +156,7 @@ def write_json(path: str | os.PathLike, data: object) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def save_png(figure, path: str | os.PathLike, tight: bool = False) -> None:
+def save_png(figure: Figure, path: str | os.PathLike, *, tight: bool = False) -> None:
     """Save a matplotlib ``figure`` as a 120-dpi PNG at ``path``, whole or not at all (``tight``: crop to the
     drawn area, for figures with legends outside their axes)."""
     with atomic_path(path) as tmp:
@@ -161,6 +164,7 @@ def save_png(figure, path: str | os.PathLike, tight: bool = False) -> None:
 
 
 def read_json_file(path: str | os.PathLike, name: str, parse: Callable[[Any], T], what: str,
+                   *,
                    error: type[LayermodError] = ReportError) -> T:
     """``parse`` of the JSON in ``path`` (a file, or the file ``name`` inside a run directory).
 
@@ -176,7 +180,7 @@ def read_json_file(path: str | os.PathLike, name: str, parse: Callable[[Any], T]
         check_recorded(path, raw)
         return parse(json.loads(raw.decode("utf-8")))
     except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError, LayermodError) as err:
-        reason = shorten(str(err), REASON_CHARS) or type(err).__name__
+        reason = shorten(str(err), limit=REASON_CHARS) or type(err).__name__
         raise error(f"cannot read {what} from {path} ({reason}); point at a {name} written by layermod") from None
 
 

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import html
 import math
+from typing import TYPE_CHECKING
 
 from layermod.errors import DependencyError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
 
 __all__ = ["SHOWN_ROWS", "TableResult", "new_axes"]
 
@@ -29,7 +34,7 @@ class TableResult:
     def _table(self) -> tuple[list[str], list[list]]:
         raise NotImplementedError
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         """The table as a pandas DataFrame (one row per table row); needs pandas."""
         try:
             import pandas as pd
@@ -61,7 +66,7 @@ class TableResult:
                 f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
-def new_axes(size: tuple[float, float], interactive: bool = True):
+def new_axes(size: tuple[float, float], *, interactive: bool = True) -> Axes:
     """New axes of a figure of ``size`` inches: on a pyplot figure when ``interactive`` (to be shown), else on
     a plain Figure (for a file; no GUI backend involved)."""
     if interactive:

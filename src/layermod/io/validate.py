@@ -75,15 +75,15 @@ P = ParamSpec("P")
 # ------------------------------------------------------------------------------------------ quoting, showing
 
 
-def shorten(content: str, limit: int = QUOTE_CHARS) -> str:
+def shorten(content: str, *, limit: int = QUOTE_CHARS) -> str:
     """``content`` on one line (runs of whitespace as one space), cut to ``limit`` characters ending in "…"."""
     flat = " ".join(content.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def label(name: str, limit: int = LABEL_CHARS) -> str:
+def label(name: str, *, limit: int = LABEL_CHARS) -> str:
     """``name`` as a figure shows it: :func:`shorten` to ``limit`` characters (default :data:`LABEL_CHARS`)."""
-    return shorten(name, limit)
+    return shorten(name, limit=limit)
 
 
 def literal_text(plot: Callable[P, T]) -> Callable[P, T]:
@@ -138,7 +138,7 @@ def within(where: str, parse: Callable[[Any], T], value: object) -> T:
         raise ValueError(f"{where}: {err}") from None
 
 
-def text(value: object, what: str, limit: int = MAX_NAME_CHARS) -> str:
+def text(value: object, what: str, *, limit: int = MAX_NAME_CHARS) -> str:
     """``value`` if it is a string of at most ``limit`` characters."""
     if not isinstance(value, str):
         raise ValueError(f"{what} is {_kind(value)}, not a string")
@@ -147,7 +147,7 @@ def text(value: object, what: str, limit: int = MAX_NAME_CHARS) -> str:
     return value
 
 
-def names(value: object, what: str, empty: bool = False) -> list[str]:
+def names(value: object, what: str, *, empty: bool = False) -> list[str]:
     """``value`` if it is a list of 1 (0 with ``empty``) to :data:`MAX_ITEMS` strings of at most
     :data:`MAX_NAME_CHARS` characters."""
     if not isinstance(value, list):
@@ -171,7 +171,7 @@ def _problem(value: object, low: float, high: float, missing: bool, integer: boo
     return None
 
 
-def number(value: object, what: str, low: float = -MAX_MAGNITUDE, high: float = MAX_MAGNITUDE, *,
+def number(value: object, what: str, *, low: float = -MAX_MAGNITUDE, high: float = MAX_MAGNITUDE,
            missing: bool = False, integer: bool = False) -> float | int:
     """``value`` if it is a finite number (an int with ``integer``) in [low, high]; with ``missing`` also
     null, returned as NaN."""
@@ -205,8 +205,8 @@ def _leaves(value: list, dims: tuple[int, ...], what: str) -> list:
     return rows
 
 
-def numbers(value: object, what: str, shape: Sequence[int | None], low: float = -MAX_MAGNITUDE,
-            high: float = MAX_MAGNITUDE, *, missing: bool = False, integer: bool = False) -> np.ndarray:
+def numbers(value: object, what: str, shape: Sequence[int | None], *, low: float = -MAX_MAGNITUDE,
+            high: float = MAX_MAGNITUDE, missing: bool = False, integer: bool = False) -> np.ndarray:
     """``value`` (nested JSON lists) as an array of ``shape`` (None: any length >= 1) whose entries pass
     :func:`number`: float64 with missing entries NaN, or int64 with ``integer``. At most :data:`MAX_ENTRIES`."""
     dims = _dims(value, what, len(shape))
@@ -226,15 +226,15 @@ def numbers(value: object, what: str, shape: Sequence[int | None], low: float = 
     return np.array([math.nan if leaf is None else leaf for leaf in leaves], dtype=np.float64).reshape(dims)
 
 
-def run_config(value: object, what: str = "config") -> dict:
+def run_config(value: object, *, what: str = "config") -> dict:
     """A measurement's config (a JSON object) whose entries that figures and bounds use are sane: ``k``,
     ``n_classes`` and ``samples_per_draw`` integers >= 1, ``resolution`` a number >= 0."""
     config = mapping(value, what)
     for key in ("k", "n_classes", "samples_per_draw"):
         if key in config:
-            number(config[key], f"{what}.{key}", 1, integer=True)
+            number(config[key], f"{what}.{key}", low=1, integer=True)
     if "resolution" in config:
-        number(config["resolution"], f"{what}.resolution", 0)
+        number(config["resolution"], f"{what}.resolution", low=0)
     return dict(config)
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from collections.abc import Iterator
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ def sketch(x: torch.Tensor | np.ndarray, dim: int, seed: int, device: torch.devi
     return out / math.sqrt(dim)
 
 
-def require_faiss():
+def require_faiss() -> ModuleType:
     """The faiss module; :class:`GraphError` saying what to install when it is missing."""
     try:
         import faiss
@@ -82,16 +83,16 @@ def _threads(faiss, count: int) -> Iterator[None]:
         faiss.omp_set_num_threads(saved)
 
 
-def ann_neighbours(rows: Rows, k: int, method: str, seed: int) -> torch.Tensor:
+def ann_neighbours(rows: Rows, k: int, knn: str, seed: int) -> torch.Tensor:
     """Each row's k approximate nearest other rows, indices (N, k) int64, -1 where the index found fewer than
-    k others (IVF when the searched cells hold too few samples); ``method`` is ``"ivf"`` or ``"hnsw"``."""
+    k others (IVF when the searched cells hold too few samples); ``knn`` is ``"ivf"`` or ``"hnsw"``."""
     faiss = require_faiss()
     n = rows.n
     data = np.ascontiguousarray(torch.cat([rows.block(s, min(s + 65536, n)).float().cpu()
                                            for s in range(0, n, 65536)]).numpy())
     inner = rows.sq is None
     metric = faiss.METRIC_INNER_PRODUCT if inner else faiss.METRIC_L2
-    if method == "ivf":
+    if knn == "ivf":
         cells = max(1, min(n // 39, round(_IVF_CELLS * math.sqrt(n))))
         quantizer = faiss.IndexFlatIP(rows.d) if inner else faiss.IndexFlatL2(rows.d)
         index = faiss.IndexIVFFlat(quantizer, rows.d, cells, metric)

@@ -165,7 +165,7 @@ def check_sketch_size(sketch_dim: int | None, samples: int, max_bytes: int) -> N
                          "lower sketch_dim or n_per_class, or raise max_bytes")
 
 
-def check_budget(max_bytes: int, width: int, what: str = "features") -> None:
+def check_budget(max_bytes: int, width: int, *, what: str = "features") -> None:
     """:class:`GraphError` unless ``max_bytes`` holds the smallest block of a search over rows of ``width``
     float32 values (a query row, a column row and their score, each a third of the budget) and is no more than
     this machine's memory."""
@@ -223,7 +223,7 @@ class _FlatConfig:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GraphConfig(_FlatConfig):
     """How a layer's kNN graph is built and scored (see :func:`layermod.knn_graph`, :func:`layermod.modularity`).
 
@@ -268,7 +268,7 @@ class GraphConfig(_FlatConfig):
         object.__setattr__(self, "resolution", check_resolution(self.resolution))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DrawConfig(_FlatConfig):
     """Which samples a measurement sees: class-balanced seeded draws, and the label shuffles of the null.
 
@@ -332,14 +332,14 @@ class MeasureOptions(GraphOptions, total=False):
     null_permutations: int
 
 
-def graph_config(graph: GraphConfig | None = None, **options: Unpack[GraphOptions]) -> GraphConfig:
+def graph_config(*, graph: GraphConfig | None = None, **options: Unpack[GraphOptions]) -> GraphConfig:
     """The graph config of a measurement without draws, from a config, keyword arguments (field names), or both
     (as :func:`measure_configs`)."""
     _refuse_unknown(options, GraphConfig)
     return _merged(GraphConfig, graph, options)
 
 
-def measure_configs(graph: GraphConfig | None = None, draws: DrawConfig | None = None,
+def measure_configs(*, graph: GraphConfig | None = None, draws: DrawConfig | None = None,
                     **options: Unpack[MeasureOptions]) -> tuple[GraphConfig, DrawConfig]:
     """The graph and draw configs of a measurement, from configs, keyword arguments (field names), or both.
 

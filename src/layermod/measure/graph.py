@@ -15,7 +15,7 @@ Decisions, on purpose:
   float for float for any blocking, budget and thread count: every weight is a float64 score computed per pair.
 * **Within a budget.** With ``max_bytes``, features whose N x D does not fit it (e.g. a numpy memmap on disk)
   are never prepared or moved whole: query rows and columns are read in blocks sized to the budget.
-* **Approximate only when asked** (:mod:`layermod.measure.ann`): ``method="ivf"`` / ``"hnsw"`` (faiss) and
+* **Approximate only when asked** (:mod:`layermod.measure.ann`): ``knn="ivf"`` / ``"hnsw"`` (faiss) and
   ``sketch_dim`` (a seeded Gaussian projection first); :func:`build_graph` also measures the recall of the
   approximate neighbours against the exact ones. Ties are not shared on the faiss path.
 * **Ties are shared.** Candidates whose float64 scores are within float64's rounding bound of the k-th best
@@ -85,7 +85,7 @@ def as_feature_matrix(features: torch.Tensor | np.ndarray) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
-def default_block_size(n: int, device: torch.device | str = "cpu") -> int:
+def default_block_size(n: int, *, device: torch.device | str = "cpu") -> int:
     """Rows per block so that one block of similarities holds about 4M entries (32M on a GPU)."""
     elements = _GPU_BLOCK_ELEMENTS if torch.device(device).type == "cuda" else _BLOCK_ELEMENTS
     return max(1, min(n, elements // max(n, 1)))
@@ -101,13 +101,13 @@ class Graph(NamedTuple):
 
 def knn_graph(
     features: torch.Tensor | np.ndarray,
+    *,
     k: int = GraphConfig.k,
     metric: Metric = GraphConfig.metric,
     symmetrize: Symmetrize = GraphConfig.symmetrize,
     weighted: bool = GraphConfig.weighted,
     block_size: int | None = None,
-    *,
-    method: Knn = GraphConfig.knn,
+    knn: Knn = GraphConfig.knn,
     sketch_dim: int | None = GraphConfig.sketch_dim,
     precision: Precision = GraphConfig.precision,
     max_bytes: int | None = None,
@@ -127,7 +127,7 @@ def knn_graph(
             (a tied place's 1 shared; cosine: only to neighbours with positive similarity, the edges of the
             weighted graph).
         block_size: rows of the similarity matrix computed at once (default: about 4M entries per block).
-        method: ``"exact"`` (default), or faiss's approximate ``"ivf"`` or ``"hnsw"`` (needs ``layermod[ann]``).
+        knn: ``"exact"`` (default), or faiss's approximate ``"ivf"`` or ``"hnsw"`` (needs ``layermod[ann]``).
         sketch_dim: project the features to this many dimensions first (approximate; default None: no sketch).
         precision: ``"float32"`` (default, exact), ``"tf32"`` or ``"bf16"`` (faster, approximate).
         max_bytes: memory budget of the search; features whose N x D exceeds it are read in blocks.
@@ -141,16 +141,16 @@ def knn_graph(
     Raises:
         FeatureError: features that are not (N, D) real finite numbers (see :func:`as_feature_matrix`).
         GraphError: an invalid option, ties needing more than ``MAX_TIED_EDGES`` edges, or an approximate
-            method without faiss.
+            search without faiss.
     """
-    return _build(features, k, metric, symmetrize, weighted, block_size, method, sketch_dim, precision,
+    return _build(features, k, metric, symmetrize, weighted, block_size, knn, sketch_dim, precision,
                   max_bytes, device, seed).adjacency
 
 
 def build_graph(
     features: torch.Tensor | np.ndarray,
-    graph: GraphConfig,
     *,
+    graph: GraphConfig,
     seed: int = 0,
     max_bytes: int | None = None,
     device: torch.device | str | None = None,
@@ -169,7 +169,7 @@ def _features(features: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     return as_feature_matrix(features)
 
 
-def _build(features, k, metric, symmetrize, weighted, block_size, method, sketch_dim, precision, max_bytes,
+def _build(features, k, metric, symmetrize, weighted, block_size, knn, sketch_dim, precision, max_bytes,
            device, seed) -> Graph:
     """:func:`knn_graph`'s work (same arguments), with the recall of an approximate search."""
     x = _features(features)
@@ -177,7 +177,7 @@ def _build(features, k, metric, symmetrize, weighted, block_size, method, sketch
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= n - 1:
         raise GraphError(f"k={k} needs 1 <= k <= N-1 = {n - 1}; lower k or use more samples")
     check_options(metric, symmetrize)
-    sketch_dim = check_search(method, sketch_dim, precision)
+    sketch_dim = check_search(knn, sketch_dim, precision)
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer))
                                   or max_bytes < 1):
         raise GraphError(f"max_bytes={max_bytes!r} must be a positive number of bytes")
@@ -195,20 +195,22 @@ def _build(features, k, metric, symmetrize, weighted, block_size, method, sketch
         x = sketch(x, sketch_dim, seed, device)
     itemsize = x.element_size() if isinstance(x, torch.Tensor) else x.itemsize
     lazy = max_bytes is not None and n * x.shape[1] * itemsize > max_bytes
-    block, cols = block_sizes(n, x.shape[1], itemsize, max_bytes) if lazy else (default_block_size(n, device), n)
+    block, cols = (block_sizes(n, x.shape[1], itemsize, max_bytes) if lazy
+                   else (default_block_size(n, device=device), n))
     block = block if block_size is None else int(block_size)
     rows = _rows(x, metric, device, lazy, block)
 
     with matmul_precision(precision):
-        if method == "exact":
-            edges = search(rows, k, block, cols, precision, max_bytes)
+        if knn == "exact":
+            edges = search(rows, k, block, cols, precision, max_bytes=max_bytes)
         else:
-            approx = ann_neighbours(rows, k, method, seed).to(device)
+            approx = ann_neighbours(rows, k, knn, seed).to(device)
             valid = (approx >= 0).flatten()
             edges = Neighbours(torch.arange(n, device=device).repeat_interleave(k)[valid], approx.flatten()[valid],
-                                torch.ones(int(valid.sum()), dtype=torch.float64, device=device), approx)
+                                torch.ones(int(valid.sum()), dtype=torch.float64, device=device), approx,
+                                scores=None, best_scores=None)
     found = None
-    if method != "exact" or sketch_dim is not None:
+    if knn != "exact" or sketch_dim is not None:
         # against the exact neighbours of the features as given (not of their sketch), read in blocks
         size = original.element_size() if isinstance(original, torch.Tensor) else original.itemsize
         budget = _RECALL_BYTES if max_bytes is None else max_bytes

@@ -124,6 +124,7 @@ def _is_missing(y: np.ndarray) -> np.ndarray:
 def modularity(
     adjacency: sp.sparray | sp.spmatrix | np.ndarray,
     labels: np.ndarray | torch.Tensor | list,
+    *,
     resolution: float = GraphConfig.resolution,
 ) -> float:
     """Modularity Q of ``adjacency`` (N, N) with ``labels`` (N,) as the communities.
@@ -150,6 +151,7 @@ def modularity(
 def permutation_null(
     adjacency: sp.sparray | sp.spmatrix | np.ndarray,
     labels: np.ndarray | torch.Tensor | list,
+    *,
     permutations: int,
     seed: int | np.random.SeedSequence = 0,
     resolution: float = GraphConfig.resolution,
@@ -165,12 +167,13 @@ def permutation_null(
     Raises:
         GraphError: as :func:`modularity`, or ``permutations`` or ``seed`` not an integer >= 0 / an integer.
     """
-    return modularity_with_null(adjacency, labels, permutations, seed, resolution)[1]
+    return modularity_with_null(adjacency, labels, permutations=permutations, seed=seed, resolution=resolution)[1]
 
 
 def modularity_with_null(
     adjacency: sp.sparray | sp.spmatrix | np.ndarray,
     labels: np.ndarray | torch.Tensor | list,
+    *,
     permutations: int,
     seed: int | np.random.SeedSequence = 0,
     resolution: float = GraphConfig.resolution,

@@ -61,8 +61,8 @@ class Neighbours(NamedTuple):
     cols: torch.Tensor
     shares: torch.Tensor
     best: torch.Tensor
-    scores: torch.Tensor | None = None
-    best_scores: torch.Tensor | None = None
+    scores: torch.Tensor | None
+    best_scores: torch.Tensor | None
 
 
 class _Bound(NamedTuple):
@@ -185,6 +185,7 @@ def _too_many(k: int, why: str) -> GraphError:
 
 
 def search(rows: Rows, k: int, block: int, cols: int, precision: Precision,
+           *,
            max_bytes: int | None = None) -> Neighbours:
     """The k best other rows of every row of ``rows`` (N, D), ``block`` query rows against ``cols`` columns at a
     time, ties at the k-th place shared (module doc).

@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -63,6 +64,10 @@ import torch
 from layermod.errors import CurveError, FeatureError
 from layermod.io.files import save_png
 from layermod.io.validate import TITLE_CHARS, label, literal_text
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
     "centered_gram",
@@ -208,7 +213,7 @@ def _normaliser(n: int, unbiased: bool) -> int:
     return n * (n - 3) if unbiased else (n - 1) ** 2
 
 
-def hsic(gram_a: torch.Tensor, gram_b: torch.Tensor, unbiased: bool = False) -> float:
+def hsic(gram_a: torch.Tensor, gram_b: torch.Tensor, *, unbiased: bool = False) -> float:
     """HSIC of two Grams (n, n) of the same samples (centred or not: the value is the same).
 
     Biased: ``tr(K H L H) / (n-1)^2``. Unbiased (``unbiased=True``, n > 3): Song et al.'s estimator, computed
@@ -233,6 +238,7 @@ def _flat_prepared(grams: Sequence[torch.Tensor], unbiased: bool, device: torch.
 
 def cka_matrix(
     grams_a: Sequence[torch.Tensor],
+    *,
     grams_b: Sequence[torch.Tensor] | None = None,
     unbiased: bool = False,
 ) -> np.ndarray:
@@ -274,7 +280,7 @@ def cka_matrix(
     return cka.cpu().numpy()
 
 
-def linear_cka(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, unbiased: bool = False) -> float:
+def linear_cka(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, unbiased: bool = False) -> float:
     """Linear CKA of features ``x`` (n, p) and ``y`` (n, q) of the same n samples.
 
     Biased: in [0, 1], 1 for identical features (and for any orthogonal transform, isotropic scaling or
@@ -290,7 +296,7 @@ def linear_cka(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, unbia
         if not gram.any():
             raise FeatureError(f"{name} has no variance across samples; CKA is undefined "
                                "(every sample has the same features)")
-    return float(cka_matrix([gram_x[None]], [gram_y[None]], unbiased)[0, 0])
+    return float(cka_matrix([gram_x[None]], grams_b=[gram_y[None]], unbiased=unbiased)[0, 0])
 
 
 # ------------------------------------------------------------------------------------ modularity difference
@@ -304,7 +310,7 @@ def _q_vector(q: Sequence[float], name: str) -> np.ndarray:
     return values
 
 
-def modularity_difference(q_a: Sequence[float], q_b: Sequence[float] | None = None) -> np.ndarray:
+def modularity_difference(q_a: Sequence[float], *, q_b: Sequence[float] | None = None) -> np.ndarray:
     """The paper's layer-difference matrix D (La, Lb): ``D_ij = |q_a[i] - q_b[j]|`` for per-layer Q values
     ``q_a`` (La,) and ``q_b`` (Lb,) (None: ``q_a``, giving a symmetric matrix with a zero diagonal)."""
     a = _q_vector(q_a, "q_a")
@@ -336,8 +342,8 @@ def heatmap_inches(n_layers: int) -> float:
 
 
 @literal_text
-def draw_heatmap(ax, matrix: np.ndarray, kind: str, layers_a: Sequence[str], layers_b: Sequence[str], *,
-                 title: str | None = None, label_a: str | None = None, label_b: str | None = None):
+def draw_heatmap(ax: Axes, matrix: np.ndarray, kind: str, layers_a: Sequence[str], layers_b: Sequence[str], *,
+                 title: str | None = None, label_a: str | None = None, label_b: str | None = None) -> Axes:
     """One heat map of :func:`plot_heatmaps` into ``ax``: ``kind`` ``"d"`` (reversed colormap from 0) or
     ``"cka"`` (on [0, 1]); returns the Axes."""
     import matplotlib
@@ -361,7 +367,7 @@ def draw_heatmap(ax, matrix: np.ndarray, kind: str, layers_a: Sequence[str], lay
     _set_layer_ticks(ax, layers_a, layers_b)
     ax.set_ylabel(label(label_a or "layer"))
     ax.set_xlabel(label(label_b or "layer"))
-    ax.set_title(label(title, TITLE_CHARS), fontsize=10)
+    ax.set_title(label(title, limit=TITLE_CHARS), fontsize=10)
     return ax
 
 
@@ -380,12 +386,13 @@ def plot_heatmaps(
     d: np.ndarray,
     cka: np.ndarray,
     layers_a: Sequence[str],
+    *,
     layers_b: Sequence[str] | None = None,
     path: str | os.PathLike | None = None,
     titles: tuple[str, str] | None = None,
     label_a: str | None = None,
     label_b: str | None = None,
-):
+) -> Figure:
     """Two heat maps side by side: the modularity difference ``d`` (left) and ``cka`` (right), both (La, Lb).
 
     Rows are ``layers_a`` (model A), columns ``layers_b`` (model B; None: ``layers_a``); layer 0 is top-left.

@@ -1,6 +1,6 @@
 """The model registry: names -> builders, with every argument checked before a builder runs.
 
-Every builder has the signature ``fn(num_classes, in_channels, width, **kwargs) -> nn.Module`` and is
+Every builder has the signature ``fn(*, num_classes, in_channels, width, **kwargs) -> nn.Module`` and is
 registered under a lower-case name with :func:`register`; :func:`create` builds a model by name and
 :func:`available` lists the names.
 
@@ -54,11 +54,13 @@ MAX_INPUT_SIZE = 4096 * 4096
 """Largest ``input_size`` (values per channel) of the MLP."""
 
 Builder = Callable[..., nn.Module]
+_SHARED = ("num_classes", "in_channels", "width")  # every builder's arguments, passed by keyword
 _REGISTRY: dict[str, Builder] = {}
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
-    """Decorator registering ``fn(num_classes, in_channels, width, **kwargs) -> nn.Module`` under ``name``.
+    """Decorator registering ``fn(*, num_classes, in_channels, width, **kwargs) -> nn.Module`` under ``name``;
+    :func:`create` passes every argument by keyword.
 
     Raises :class:`ModelError` if ``name`` is empty or already taken by a different builder.
     """
@@ -86,7 +88,8 @@ def describe(name: str) -> str | None:
     return inspect.getdoc(_builder(name))
 
 
-def create(name: str, /, num_classes: int = 10, in_channels: int = 1, width: float = 1.0, **kwargs: Any) -> nn.Module:
+def create(name: str, /, *, num_classes: int = 10, in_channels: int = 1, width: float = 1.0,
+           **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``.
 
     Args:
@@ -109,16 +112,17 @@ def create(name: str, /, num_classes: int = 10, in_channels: int = 1, width: flo
         raise ModelError(f"width={width!r:.40} must be a finite number in (0, {MAX_WIDTH:g}]")
     signature = inspect.signature(builder)
     if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
-        options = [n for n, p in list(signature.parameters.items())[3:] if p.kind is not p.VAR_POSITIONAL]
+        options = [n for n, p in signature.parameters.items() if n not in _SHARED and p.kind is not p.VAR_POSITIONAL]
         unknown = [k for k in kwargs if k not in options]
         if unknown:
             raise ModelError(f"model {key!r} has no argument {unknown[0]!r:.40}; besides num_classes, in_channels and "
                              f"width it takes {', '.join(options) or 'nothing'}")
+    shared = {"num_classes": int(num_classes), "in_channels": int(in_channels), "width": float(width)}
     try:
-        signature.bind(int(num_classes), int(in_channels), float(width), **kwargs)
+        signature.bind(**shared, **kwargs)
     except TypeError as exc:
         raise ModelError(f"bad arguments for model {key!r}: {exc}") from None
-    return builder(int(num_classes), int(in_channels), float(width), **kwargs)
+    return builder(**shared, **kwargs)
 
 
 def _builder(name: str) -> Builder:

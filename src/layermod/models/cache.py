@@ -7,8 +7,8 @@ second item of a worker that asks for the same checkpoint or dataset gets it wit
 outside a scope they only load, so a lone ``layermod curve`` or API call keeps nothing. ::
 
     with cache_scope():
-        model, _ = cached_model(None, "runs/r20/best.safetensors")   # read, verified, kept
-        model, _ = cached_model(None, "runs/r20/best.safetensors")   # a copy of the kept one
+        model, _ = cached_model(None, weights="runs/r20/best.safetensors")   # read, verified, kept
+        model, _ = cached_model(None, weights="runs/r20/best.safetensors")   # a copy of the kept one
         cache_info()   # {"hits": 1, "misses": 1, "entries": 1, "capacity": 4}
 
 Decisions, on purpose:
@@ -41,6 +41,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -119,14 +120,15 @@ def _model_key(spec, weights, arch_args, seed, pretrained) -> tuple | None:
     return ("model", spec, *files, json.dumps(arch_args or {}, sort_keys=True, default=repr), seed, pretrained)
 
 
-def cached_model(spec: str | None, weights: str | os.PathLike | None = None, *, arch_args: dict | None = None,
+def cached_model(spec: str | None, *, weights: str | os.PathLike | None = None, arch_args: dict | None = None,
                  seed: int = 0, pretrained: bool = False) -> tuple[nn.Module, dict]:
     """:func:`~layermod.models.spec.resolve_model`'s (model in eval mode, description), the model a deep copy of
     the one kept in this process (see the module doc)."""
     key = _model_key(spec, weights, arch_args, seed, pretrained)
     found = _lookup(key, lambda entry: True)
     if found is None:
-        model, description = resolve_model(spec, weights, arch_args, seed=seed, pretrained=pretrained)
+        model, description = resolve_model(spec, weights=weights, arch_args=arch_args, seed=seed,
+                                           pretrained=pretrained)
         found = (model, description, ())
         if not _keep(key, found):
             return model, description
@@ -148,14 +150,14 @@ def _data_key(spec: str, split: str, data_dir) -> tuple | None:
     return None  # code, hf: sets, text tables
 
 
-def cached_data(spec: str, split: str = "test", data_dir: str | os.PathLike | None = None,
-                **options) -> tuple[object, dict]:
+def cached_data(spec: str, *, split: str = "test", data_dir: str | os.PathLike | None = None,
+                **options: Any) -> tuple[object, dict]:
     """:func:`~layermod.models.spec.resolve_data`'s (dataset, description), the dataset a new object over the
     tensors kept in this process (see the module doc); ``options`` are resolve_data's keyword arguments."""
     key = _data_key(spec, split, data_dir)
     found = _lookup(key, lambda entry: _versions(entry[0]) == entry[2])
     if found is None:
-        data, description = resolve_data(spec, split, data_dir, **options)
+        data, description = resolve_data(spec, split=split, data_dir=data_dir, **options)
         if not isinstance(data, ArrayDataset):
             return data, description
         found = (data, description, _versions(data))

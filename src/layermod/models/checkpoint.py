@@ -90,6 +90,7 @@ def save_checkpoint(
     model: nn.Module,
     path: str | os.PathLike,
     meta: dict,
+    *,
     companions: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write ``model``'s state dict to ``path`` (safetensors) and ``meta`` to the JSON sidecar next to it, as one
@@ -134,7 +135,7 @@ def save_checkpoint(
     files = {target: _plain_tensors(model.state_dict()),
              **{target.with_name(name): _plain_tensors(tensors) for name, tensors in companions.items()}}
     commit(target, {file: functools.partial(_write_tensors, tensors) for file, tensors in files.items()}, sidecar,
-           companions)
+           companions=companions)
     return target
 
 
@@ -183,7 +184,7 @@ def load_companion(path: str | os.PathLike, name: str) -> dict[str, torch.Tensor
     """
     file = weights_path(path)
     _check_name(file)
-    source = committed(file, name)[1]
+    source = committed(file, name=name)[1]
     return _read_tensors(source, file.with_name(name))
 
 

@@ -95,6 +95,7 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 
 def commit(target: Path, writers: Mapping[Path, Callable[[Path], None]], sidecar: dict,
+           *,
            companions: Iterable[str] = ()) -> None:
     """Write the weights ``target`` and its companions as one commit (see the module doc).
 
@@ -106,7 +107,7 @@ def commit(target: Path, writers: Mapping[Path, Callable[[Path], None]], sidecar
         companions: the companions' file names, settled with the weights.
     """
     companions = list(companions)
-    settle(target, companions)
+    settle(target, companions=companions)
     try:
         digests = {}
         for file, write in writers.items():
@@ -121,7 +122,7 @@ def commit(target: Path, writers: Mapping[Path, Callable[[Path], None]], sidecar
         for file in writers:
             os.replace(_pending(file), file)
     except BaseException:
-        settle(target, companions)  # before the commit: drop the staged files; after it: finish the renames
+        settle(target, companions=companions)  # before the commit: drop the staged files; after it: finish the renames
         raise
 
 
@@ -151,7 +152,7 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     return meta
 
 
-def settle(path: str | os.PathLike, companions: Iterable[str] = ()) -> None:
+def settle(path: str | os.PathLike, *, companions: Iterable[str] = ()) -> None:
     """Bring checkpoint ``path`` to its committed state after an interrupted save (see the module doc): rename
     each staging file whose bytes the sidecar commits (where the file in place does not match) onto its final
     name, and delete every other staging file and stale atomic-write temporary of the weights, the sidecar and
@@ -184,7 +185,7 @@ def settle(path: str | os.PathLike, companions: Iterable[str] = ()) -> None:
                           f"that {target.parent} is writable") from None
 
 
-def committed(weights: Path, name: str | None = None) -> tuple[dict, Path]:
+def committed(weights: Path, *, name: str | None = None) -> tuple[dict, Path]:
     """The sidecar of ``weights`` and the path that holds the committed bytes of the weights (``name`` None) or
     of companion ``name``: the file itself or its staging file, whichever matches the recorded digest (the file
     itself, unchecked, for a version-1 sidecar). A sidecar that changes meanwhile (a save finishing) is re-read.

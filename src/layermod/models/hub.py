@@ -102,7 +102,7 @@ def recorded(args: dict, where: object) -> dict:
     return args
 
 
-def create(spec: str, /, num_classes: int | None = None, in_channels: int | None = None, pretrained: bool = False,
+def create(spec: str, /, *, num_classes: int | None = None, in_channels: int | None = None, pretrained: bool = False,
            hf_task: str | None = None, **kwargs: Any) -> nn.Module:
     """Build the third-party model ``spec`` (see the module doc for the grammar and the arguments).
 
@@ -267,7 +267,7 @@ class HFModel(nn.Module):
         return logits if logits is not None else out[0]
 
 
-def load_tokenizer(spec: str):
+def load_tokenizer(spec: str) -> Any:
     """The fast tokenizer saved with the hf: model ``spec`` (``AutoTokenizer.from_pretrained(.., use_fast=True)``).
 
     Raises:

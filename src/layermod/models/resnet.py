@@ -78,7 +78,7 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, in_planes: int, planes: int, *, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -100,7 +100,7 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, in_planes: int, planes: int, *, stride: int = 1) -> None:
         super().__init__()
         out_planes = planes * self.expansion
         self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=1, bias=False)
@@ -141,6 +141,7 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
+        *,
         block: type[BasicBlock | Bottleneck] = BasicBlock,
         blocks: Sequence[int] = (2, 2, 2, 2),
         stage_widths: Sequence[int] = (64, 128, 256, 512),
@@ -163,7 +164,7 @@ class ResNet(nn.Module):
             planes = scaled(base, width)
             stage = []
             for j in range(count):
-                stage.append(block(channels, planes, stride if j == 0 else 1))
+                stage.append(block(channels, planes, stride=stride if j == 0 else 1))
                 channels = planes * block.expansion
             self.add_module(f"layer{index}", nn.Sequential(*stage))
         self.num_stages = len(self.blocks)
@@ -215,8 +216,8 @@ _IMAGENET_DEPTHS: dict[int, tuple[type[BasicBlock | Bottleneck], tuple[int, ...]
 def _wide(depth: int, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None) -> ResNet:
     block, default = _IMAGENET_DEPTHS[depth]
     return ResNet(
-        block,
-        default if blocks is None else blocks,
+        block=block,
+        blocks=default if blocks is None else blocks,
         stage_widths=(64, 128, 256, 512),
         strides=(1, 2, 2, 2),
         stem_width=64,
@@ -229,8 +230,8 @@ def _wide(depth: int, num_classes: int, in_channels: int, width: float, blocks: 
 def _cifar(depth: int, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None) -> ResNet:
     n = (depth - 2) // 6
     return ResNet(
-        BasicBlock,
-        (n, n, n) if blocks is None else blocks,
+        block=BasicBlock,
+        blocks=(n, n, n) if blocks is None else blocks,
         stage_widths=(16, 32, 64),
         strides=(1, 2, 2),
         stem_width=16,
@@ -241,60 +242,60 @@ def _cifar(depth: int, num_classes: int, in_channels: int, width: float, blocks:
 
 
 @register("resnet18")
-def resnet18(num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
+def resnet18(*, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
     """CIFAR ResNet18: basic blocks [2, 2, 2, 2]; ``blocks`` overrides the counts. See :class:`ResNet`."""
     return _wide(18, num_classes, in_channels, width, blocks)
 
 
 @register("resnet34")
-def resnet34(num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
+def resnet34(*, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
     """CIFAR ResNet34: basic blocks [3, 4, 6, 3]; ``blocks`` overrides the counts. See :class:`ResNet`."""
     return _wide(34, num_classes, in_channels, width, blocks)
 
 
 @register("resnet50")
-def resnet50(num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
+def resnet50(*, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
     """CIFAR ResNet50: bottlenecks [3, 4, 6, 3]; ``blocks`` overrides the counts. See :class:`ResNet`."""
     return _wide(50, num_classes, in_channels, width, blocks)
 
 
 @register("resnet101")
-def resnet101(num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
+def resnet101(*, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
     """CIFAR ResNet101: bottlenecks [3, 4, 23, 3]; ``blocks`` overrides the counts. See :class:`ResNet`."""
     return _wide(101, num_classes, in_channels, width, blocks)
 
 
 @register("resnet152")
-def resnet152(num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
+def resnet152(*, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
     """CIFAR ResNet152: bottlenecks [3, 8, 36, 3]; ``blocks`` overrides the counts. See :class:`ResNet`."""
     return _wide(152, num_classes, in_channels, width, blocks)
 
 
 @register("resnet20")
-def resnet20(num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
+def resnet20(*, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
     """He et al.'s CIFAR ResNet20: 3 basic blocks per stage (16/32/64 channels). See :class:`ResNet`."""
     return _cifar(20, num_classes, in_channels, width, blocks)
 
 
 @register("resnet32")
-def resnet32(num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
+def resnet32(*, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
     """He et al.'s CIFAR ResNet32: 5 basic blocks per stage (16/32/64 channels). See :class:`ResNet`."""
     return _cifar(32, num_classes, in_channels, width, blocks)
 
 
 @register("resnet44")
-def resnet44(num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
+def resnet44(*, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
     """He et al.'s CIFAR ResNet44: 7 basic blocks per stage (16/32/64 channels). See :class:`ResNet`."""
     return _cifar(44, num_classes, in_channels, width, blocks)
 
 
 @register("resnet56")
-def resnet56(num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
+def resnet56(*, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
     """He et al.'s CIFAR ResNet56: 9 basic blocks per stage (16/32/64 channels). See :class:`ResNet`."""
     return _cifar(56, num_classes, in_channels, width, blocks)
 
 
 @register("resnet110")
-def resnet110(num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
+def resnet110(*, num_classes: int, in_channels: int, width: float, blocks: Sequence[int] | None = None) -> ResNet:
     """He et al.'s CIFAR ResNet110: 18 basic blocks per stage (16/32/64 channels). See :class:`ResNet`."""
     return _cifar(110, num_classes, in_channels, width, blocks)

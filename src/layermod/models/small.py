@@ -66,6 +66,7 @@ class SmallCNN(nn.Module):
 
     def __init__(
         self,
+        *,
         num_classes: int = 10,
         in_channels: int = 1,
         width: float = 1.0,
@@ -99,6 +100,7 @@ class MLP(nn.Module):
 
     def __init__(
         self,
+        *,
         num_classes: int = 10,
         in_channels: int = 1,
         width: float = 1.0,
@@ -123,15 +125,15 @@ class MLP(nn.Module):
 
 
 @register("smallcnn")
-def smallcnn(num_classes: int, in_channels: int, width: float, convs: Sequence[int] = (2, 2, 2)) -> SmallCNN:
+def smallcnn(*, num_classes: int, in_channels: int, width: float, convs: Sequence[int] = (2, 2, 2)) -> SmallCNN:
     """Small VGG-style CNN for 28x28 grey images (any size >= 8 works); see :class:`SmallCNN`."""
-    return SmallCNN(num_classes, in_channels, width, convs=convs)
+    return SmallCNN(num_classes=num_classes, in_channels=in_channels, width=width, convs=convs)
 
 
 @register("mlp")
-def mlp(num_classes: int, in_channels: int, width: float, depth: int = 4, input_size: int = 28 * 28) -> MLP:
+def mlp(*, num_classes: int, in_channels: int, width: float, depth: int = 4, input_size: int = 28 * 28) -> MLP:
     """Multi-layer perceptron over flattened inputs; see :class:`MLP`."""
-    return MLP(num_classes, in_channels, width, depth=depth, input_size=input_size)
+    return MLP(num_classes=num_classes, in_channels=in_channels, width=width, depth=depth, input_size=input_size)
 
 
 def _check_convs(convs: Sequence[int]) -> tuple[int, ...]:

@@ -34,10 +34,13 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from layermod import models
 from layermod.coerce import torch_seed
@@ -57,7 +60,7 @@ TEXT_DEFAULTS = {"text_column": "text", "label_column": "label", "max_length": 1
 _MAX_CLASS_NAMES = 2**16
 
 
-def import_object(spec: str, error: type[Exception] = ModelError) -> object:
+def import_object(spec: str, *, error: type[Exception] = ModelError) -> object:
     """The object named by ``"module.path:attr"`` or ``"file.py:attr"``."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -85,7 +88,7 @@ def import_object(spec: str, error: type[Exception] = ModelError) -> object:
         raise error(f"{module_name!r} has no attribute {attr!r}") from None
 
 
-def call_user_function(spec: str, function, error: type[Exception]) -> object:
+def call_user_function(spec: str, function: Callable[[], object], error: type[Exception]) -> object:
     """``function()``, the user's code named by ``spec``; whatever it raises becomes one ``error`` line."""
     try:
         return function()
@@ -98,6 +101,7 @@ def call_user_function(spec: str, function, error: type[Exception]) -> object:
 
 def resolve_model(
     spec: str | None,
+    *,
     weights: str | os.PathLike | None = None,
     arch_args: dict | None = None,
     seed: int = 0,
@@ -182,9 +186,10 @@ def has_splits(spec: str) -> bool:
     return spec in DATASETS or spec.startswith(("folder:", "hf:")) or spec[:12].lower() == "torchvision:"
 
 
-def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | None = None, *,
-                 allow_import: bool = True, tokenizer=None, text_column: str = "text", label_column: str = "label",
-                 max_length: int = 128, classes: list[str] | None = None):
+def resolve_data(spec: str, *, split: str = "test", data_dir: str | os.PathLike | None = None,
+                 allow_import: bool = True, tokenizer: Any = None, text_column: str = "text",
+                 label_column: str = "label", max_length: int = 128,
+                 classes: list[str] | None = None) -> tuple[Dataset, dict]:
     """Load the dataset a user named; returns (torch Dataset, description dict for the run's config).
 
     ``allow_import=False`` for a specification read from a file: a ``module:function`` is then refused, not run.
@@ -202,7 +207,7 @@ def resolve_data(spec: str, split: str = "test", data_dir: str | os.PathLike | N
     if spec.startswith("hf:"):
         from layermod.data.hfdata import load_hf_dataset
 
-        data = load_hf_dataset(spec[3:], split, _ModelTokenizer(tokenizer), **text)
+        data = load_hf_dataset(spec[3:], split=split, tokenizer=_ModelTokenizer(tokenizer), **text)
         return _same_classes(data, classes, spec), {"dataset": spec, "split": split, **text}
     if Path(spec).suffix.lower() in TABLE_SUFFIXES:
         data = load_text_file(spec, _ModelTokenizer(tokenizer), **text)

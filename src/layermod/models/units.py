@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import difflib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -43,11 +44,11 @@ class PassThrough(nn.Identity):
     ``hidden_states`` unchanged, or ``(hidden_states, None, ...)``.
     """
 
-    def __init__(self, outputs: int | None = None) -> None:
+    def __init__(self, *, outputs: int | None = None) -> None:
         super().__init__()
         self.outputs = outputs
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         if args:
             hidden = args[0]
         elif "hidden_states" in kwargs:
@@ -90,7 +91,7 @@ def remove_units(model: nn.Module, names: Sequence[str], *, outputs: Mapping[str
     pruned = copy.deepcopy(model)
     for name in names:
         parent_name, _, child = name.rpartition(".")
-        setattr(pruned.get_submodule(parent_name), child, PassThrough(outputs.get(name)))
+        setattr(pruned.get_submodule(parent_name), child, PassThrough(outputs=outputs.get(name)))
     return pruned
 
 

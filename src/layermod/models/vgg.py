@@ -63,6 +63,7 @@ class VGG(nn.Module):
 
     def __init__(
         self,
+        *,
         num_classes: int = 10,
         in_channels: int = 3,
         width: float = 1.0,
@@ -119,28 +120,29 @@ def check_cfg(cfg: Cfg) -> list[int | str]:
 
 
 def _build(depth: int, num_classes: int, in_channels: int, width: float, cfg: Cfg | None) -> VGG:
-    return VGG(num_classes, in_channels, width, cfg=CONFIGS[depth] if cfg is None else cfg)
+    return VGG(num_classes=num_classes, in_channels=in_channels, width=width,
+               cfg=CONFIGS[depth] if cfg is None else cfg)
 
 
 @register("vgg11")
-def vgg11(num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
+def vgg11(*, num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
     """VGG11-BN, CIFAR style (8 convs); ``cfg`` overrides the configuration. See :class:`VGG`."""
     return _build(11, num_classes, in_channels, width, cfg)
 
 
 @register("vgg13")
-def vgg13(num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
+def vgg13(*, num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
     """VGG13-BN, CIFAR style (10 convs); ``cfg`` overrides the configuration. See :class:`VGG`."""
     return _build(13, num_classes, in_channels, width, cfg)
 
 
 @register("vgg16")
-def vgg16(num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
+def vgg16(*, num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
     """VGG16-BN, CIFAR style (13 convs); ``cfg`` overrides the configuration. See :class:`VGG`."""
     return _build(16, num_classes, in_channels, width, cfg)
 
 
 @register("vgg19")
-def vgg19(num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
+def vgg19(*, num_classes: int, in_channels: int, width: float, cfg: Cfg | None = None) -> VGG:
     """VGG19-BN, CIFAR style (16 convs); ``cfg`` overrides the configuration. See :class:`VGG`."""
     return _build(19, num_classes, in_channels, width, cfg)

@@ -37,10 +37,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from layermod.analysis.curve import Curve
 from layermod.analysis.redundancy import Verdict
 from layermod.errors import PlanError
-from layermod.extract.inputs import Batch, to_model
+from layermod.extract.inputs import Batch, batch_length, to_model
 from layermod.pruning.choices import BUDGETS, MATCHES, METHODS, RETRAINS
+from layermod.pruning.ablation import counting
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.plans import SCORED, budget_for_cost, method_order, select_units
 from layermod.pruning.scores import angular_distances, method_scores
@@ -61,6 +63,7 @@ def plan_at_budget(
     total: int,
     fraction: float,
     match: str,
+    *,
     verdicts: Sequence[Verdict] | None = None,
     scores: dict | None = None,
     seed: int = 0,
@@ -81,11 +84,11 @@ def plan_at_budget(
         raise PlanError(f"unknown cost {match!r} to match; use {' or '.join(MATCHES)}")
 
     def take(order: list[str]) -> list[str]:
-        count = budget_for_cost(order, units, fraction, total, lambda unit: costs[unit.name][match], match)
+        count = budget_for_cost(order, units, fraction, total, lambda unit: costs[unit.name][match], what=match)
         return select_units(order, units, count)
 
-    if method != "angular":
-        return take(method_order(method, units, verdicts, scores, seed))
+    if method != "angular" or isinstance((scores or {}).get("angular"), list):  # an iterative order is one order
+        return take(method_order(method, units, verdicts=verdicts, scores=scores, seed=seed))
     if angular is None:
         raise PlanError("method 'angular' needs its distances: pass angular=lambda span: angular_distances(...)")
     longest = max(sum(1 for u in units if u.stage == unit.stage) for unit in units)
@@ -107,6 +110,7 @@ def matched_comparison(
     verdicts: Sequence[Verdict],
     example: Batch,
     finetune: TrainConfig,
+    *,
     scratch: TrainConfig | None = None,
     budgets: Sequence[float] = BUDGETS,
     matches: Sequence[str] = MATCHES,
@@ -116,6 +120,8 @@ def matched_comparison(
     probe: tuple[Batch, torch.Tensor] | None = None,
     progress: bool | str = "auto",
     run_jobs: Callable[[list[Job]], list[dict]] | None = None,
+    curve: Curve | None = None,
+    iterative: bool = False,
 ) -> MatchedComparison:
     """Every method at every budget of every matched cost, retrained every way with every seed.
 
@@ -136,6 +142,10 @@ def matched_comparison(
         run_jobs: runs the retraining jobs ``(units removed, retrain, seed)`` elsewhere (e.g. on an executor of
             :mod:`layermod.sweep.executor`) and returns ``{"params", "flops", "acc"}`` per job, in order; default:
             one after another in this process.
+        curve: the model's curve (``verdicts`` are its verdicts), for ``modularity-phase`` and
+            ``modularity-ablation``.
+        iterative: re-score after each removal for every score-based method (see
+            :func:`~layermod.pruning.scores.method_scores`).
 
     Returns:
         a :class:`~layermod.pruning.pareto.MatchedComparison` with one row per (method, match, budget,
@@ -146,12 +156,17 @@ def matched_comparison(
     methods = ["none", *(m for m in dict.fromkeys(methods) if m != "none")]
     x, y = probe if probe is not None else probe_batch(balanced_subset(train_data, min(512, len(train_data))))
     x = to_model(x, model)
-    scores = method_scores(model, units, [m for m in methods if m in SCORED and m != "angular"], x, y)
+    scoring: dict[str, dict] = {}  # per method: the seconds and probe passes its scores took
+    scores = method_scores(model, units, [m for m in methods if m in SCORED and (m != "angular" or iterative)], x, y,
+                           curve=curve, verdicts=verdicts, iterative=iterative, costs=scoring)
     spans: dict[int, dict] = {}
 
     def angular(span: int) -> dict:
         if span not in spans:
-            spans[span] = angular_distances(model, units, x, span)
+            with counting(model, batch_length(x)) as cost:
+                spans[span] = angular_distances(model, units, x, span)
+            spent = scoring.setdefault("angular", {"seconds": 0.0, "probe_passes": 0.0})
+            spent.update({key: round(spent[key] + value, 3) for key, value in cost.to_dict().items()})
         return spans[span]
 
     base = model_cost(model, example)
@@ -162,11 +177,11 @@ def matched_comparison(
             planned.append(("none", match, 0.0, seed, ()))
             for budget in budgets:
                 for method in methods[1:]:
-                    removed = plan_at_budget(method, units, costs, base[match], budget, match, verdicts, scores, seed,
-                                             angular)
+                    removed = plan_at_budget(method, units, costs, base[match], budget, match, verdicts=verdicts,
+                                             scores=scores, seed=seed, angular=angular)
                     planned.append((method, match, budget, seed, tuple(removed)))
     jobs = list(dict.fromkeys((removed, retrain, seed) for *_, seed, removed in planned for retrain in retrains))
-    before = {removed: evaluate(apply_plan(model, list(removed), example), test_data)
+    before = {removed: evaluate(apply_plan(model, list(removed), example=example), test_data)
               for removed in dict.fromkeys(job[0] for job in jobs)}
     if run_jobs is None:
         bar = tqdm(jobs, desc="prune + retrain", disable=bar_disabled(progress))
@@ -179,7 +194,9 @@ def matched_comparison(
              "layers_removed": list(removed), "n_removed": len(removed), **results[(removed, retrain, seed)]}
             for method, match, budget, seed, removed in planned for retrain in retrains]
     config = {"budgets": list(budgets), "matches": list(matches), "retrains": list(retrains), "seeds": seeds,
-              "finetune": finetune.to_dict(), "scratch": scratch.to_dict(), "probe_samples": len(x)}
+              "finetune": finetune.to_dict(), "scratch": scratch.to_dict(), "probe_samples": len(x),
+              "iterative": iterative, "scoring": scoring, "train_samples": len(train_data),
+              "test_samples": len(test_data), "torch_threads": torch.get_num_threads()}
     return MatchedComparison(rows, base, config)
 
 
@@ -188,7 +205,7 @@ def retrain_pruned(model: nn.Module, job: Job, config: TrainConfig, train_data: 
     """Prune, retrain with ``replace(config, seed=seed)``, evaluate: ``{"params", "flops", "acc"}`` of the job's
     network (``job`` = (units removed, ``"finetune"`` or ``"scratch"``, seed))."""
     removed, retrain, seed = job
-    pruned = apply_plan(model, list(removed), example)
+    pruned = apply_plan(model, list(removed), example=example)
     if retrain == "scratch":
         reinitialise(pruned, seed)
     train(pruned, train_data, None, replace(config, seed=seed), progress=False)

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from layermod.training.config import TrainConfig
 
-__all__ = ["BUDGETS", "FINETUNE", "MATCHES", "METHODS", "RETRAINS"]
+__all__ = ["BUDGETS", "DEFAULT_METHODS", "FINETUNE", "MATCHES", "METHODS", "RETRAINS"]
 
-METHODS = ("none", "modularity", "steepest", "cosine", "angular", "cka", "reinit", "random", "first", "last")
+METHODS = ("none", "modularity", "modularity-phase", "modularity-ablation", "steepest", "cosine", "angular", "cka",
+           "reinit", "ablation-accuracy", "random", "first", "last")
 """Every pruning method (:func:`layermod.pruning.plans.method_order`); ``none`` removes nothing."""
+
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("modularity-phase", "modularity-ablation", "ablation-accuracy"))
+"""The methods the commands compare unless told: the removal-based scores and the phase rule cost a network
+evaluation per unit, or need the curve's draws, so they are asked for by name."""
 
 MATCHES = ("flops", "params")
 RETRAINS = ("finetune", "scratch")

@@ -8,7 +8,12 @@ A :class:`MatchedComparison` holds one row per (method, matched cost, budget, re
   (:func:`layermod.measure.stats.paired_test`);
 * :meth:`~MatchedComparison.pooled`: per (match, retrain, method) the paired difference to ``modularity`` over
   every budget and seed at once (pairs matched by budget and seed): the answer to "does the curve beat this rule
-  on this network";
+  on this network". The seeds of one budget retrain the same pruned networks, so they share whatever that
+  budget's choice of layers does and are not independent of each other; ``p_budget`` therefore tests with the
+  budget as the unit: a one-sample t-test on the per-budget mean differences (B budgets, B - 1 degrees of
+  freedom), which is the test of the mean in a random-intercept model with budget as the random effect when
+  every budget has the same seeds and that model's budget variance is not estimated as 0. The t-test and the
+  sign-flip test over all pairs stay beside it;
 * :meth:`~MatchedComparison.plot`: one figure per matched cost, a panel per retraining, a line per method
   (mean accuracy with std bars against the share actually removed), the unpruned reference dotted and the
   Pareto front (the points no other point beats in both accuracy and share removed) in grey.
@@ -26,6 +31,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +43,10 @@ from layermod.io.validate import MAX_ITEMS, literal_text, mapping, number, requi
 from layermod.measure.stats import PairedTest, paired_test
 from layermod.pruning.choices import MATCHES, METHODS, RETRAINS
 from layermod.pruning.study import check_removed
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["MATCHES", "RETRAINS", "MatchedComparison"]
 
@@ -92,28 +102,37 @@ class MatchedComparison(TableResult):
 
     def pooled(self) -> list[dict]:
         """Per (match, retrain, method other than none and modularity): the paired difference to modularity over
-        every budget and seed (``{"match", "retrain", "method", **PairedTest.to_dict()}``)."""
+        every budget and seed (``{"match", "retrain", "method", **PairedTest.to_dict(), "budgets", "p_budget"}``):
+        ``budgets`` is the number of budgets with pairs, ``p_budget`` the two-sided p-value of the t-test on their
+        mean differences (None with fewer than 2 budgets or no spread between them)."""
         groups = self._groups()
         pairs: dict[tuple, tuple[list, list]] = {}
+        per_budget: dict[tuple, list[float]] = defaultdict(list)
         for (match, retrain, budget, method), rows in groups.items():
             reference = groups.get((match, retrain, budget, _REFERENCE))
             if method in ("none", _REFERENCE) or reference is None:
                 continue
             by_seed = {row["seed"]: row["acc"] for row in reference}
             mine, theirs = pairs.setdefault((match, retrain, method), ([], []))
+            differences = [row["acc"] - by_seed[row["seed"]] for row in rows if row["seed"] in by_seed]
             for row in rows:
                 if row["seed"] in by_seed:
                     mine.append(row["acc"])
                     theirs.append(by_seed[row["seed"]])
-        return [{"match": m, "retrain": r, "method": method, **paired_test(a, b).to_dict()}
+            if differences:
+                per_budget[(match, retrain, method)].append(float(np.mean(differences)))
+        return [{"match": m, "retrain": r, "method": method, **paired_test(a, b).to_dict(),
+                 "budgets": len(per_budget[(m, r, method)]), "p_budget": _budget_test(per_budget[(m, r, method)])}
                 for (m, r, method), (a, b) in pairs.items() if a]
 
     def markdown(self) -> str:
         """``matched.md``: a table per (match, retrain): a row per method, a column per budget with the accuracy
         (mean ± std over seeds, %) and the share of the matched cost actually removed, then the difference to
-        modularity pooled over budgets and seeds with its paired p-values (t-test; sign flip)."""
+        modularity pooled over budgets and seeds with its p-values (paired t-test and sign flip over all pairs;
+        t-test with the budget as the unit)."""
         summary, pooled = self.summary(), {(p["match"], p["retrain"], p["method"]): p for p in self.pooled()}
         budgets = sorted({row["budget"] for row in self.rows if row["method"] != "none"})
+        scoring = self.config.get("scoring")  # per method: what its scores took (studies that record it)
         lines = []
         for match in dict.fromkeys(row["match"] for row in self.rows):
             for retrain in dict.fromkeys(row["retrain"] for row in self.rows):
@@ -125,20 +144,24 @@ class MatchedComparison(TableResult):
                     lines += [f"Unpruned: {_pct(base['acc_mean'])} ± {_pct(base['acc_std'])} % "
                               f"(n = {base['n']}).", ""]
                 lines.append("| method | " + " | ".join(f"{_pct(b, 0)} % of {match}" for b in budgets)
-                             + " | Δ vs modularity, all budgets (p t-test; p sign-flip) |")
-                lines.append("|---|" + "---:|" * (len(budgets) + 1))
+                             + " | Δ vs modularity, all budgets (p t-test; p sign-flip; p budgets) |"
+                             + (" scoring |" if isinstance(scoring, dict) else ""))
+                lines.append("|---|" + "---:|" * (len(budgets) + 1 + isinstance(scoring, dict)))
                 for method in dict.fromkeys(m for m, b in cells if m != "none"):
                     row = [f"{_pct(c['acc_mean'])} ± {_pct(c['acc_std'])} ({_pct(c[match + '_removed'], 0)} %)"
                            if (c := cells.get((method, b))) else "–" for b in budgets]
                     p = pooled.get((match, retrain, method))
                     row.append("reference" if method == _REFERENCE else "–" if p is None else
-                               f"{_signed(p['mean'])} ± {_pct(p['std'] or 0.0)} ({_p(p['p_t'])}; {_p(p['p_sign'])})")
+                               f"{_signed(p['mean'])} ± {_pct(p['std'] or 0.0)} ({_p(p['p_t'])}; {_p(p['p_sign'])}; "
+                               f"{_p(p['p_budget'])})")
+                    if isinstance(scoring, dict):
+                        row.append(_cost(scoring.get(method)))
                     lines.append(f"| {method} | " + " | ".join(row) + " |")
                 lines.append("")
         return "\n".join(lines)
 
     @literal_text
-    def plot(self, ax=None, *, match: str = "flops", retrain: str | None = None):
+    def plot(self, *, ax: Axes | None = None, match: str = "flops", retrain: str | None = None) -> Axes:
         """Accuracy against the share of ``match`` removed after ``retrain`` (default: the first retraining), a
         line per method with the Pareto front (see the module doc), into ``ax`` (default: a new figure's);
         returns the Axes."""
@@ -166,7 +189,7 @@ class MatchedComparison(TableResult):
         return ax
 
     @literal_text
-    def figure(self, match: str):
+    def figure(self, match: str) -> Figure:
         """The whole picture ``PARETO_PNG[match]`` holds: :meth:`plot` of ``match``, a panel per retraining, one
         legend (a plain matplotlib Figure)."""
         from matplotlib.figure import Figure
@@ -174,7 +197,7 @@ class MatchedComparison(TableResult):
         retrains = list(dict.fromkeys(row["retrain"] for row in self.rows))
         figure = Figure(figsize=(5.2 * len(retrains), 4.2))
         for i, retrain in enumerate(retrains):
-            self.plot(figure.add_subplot(1, len(retrains), i + 1), match=match, retrain=retrain)
+            self.plot(ax=figure.add_subplot(1, len(retrains), i + 1), match=match, retrain=retrain)
         figure.axes[-1].legend(fontsize=7, loc="lower left")
         figure.tight_layout()
         return figure
@@ -188,9 +211,9 @@ class MatchedComparison(TableResult):
         return {"rows": list(self.rows), "base": dict(self.base), "config": dict(self.config),
                 "summary": self.summary(), "pooled": self.pooled()}
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write matched.csv, .md, the Pareto figures and, last, matched.json into ``out_dir``; returns it."""
-        out = ensure_writable_dir(out_dir)
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write matched.csv, .md, the Pareto figures and, last, matched.json into ``path``; returns it."""
+        out = ensure_writable_dir(path)
         write_csv(out / MATCHED_CSV, [*_COLUMNS, "layers_removed"],
                   ([row["method"], row["match"], row["budget"], row["retrain"], row["seed"], row["n_removed"],
                     row["params"], row["flops"], self.removed(row, "params"), self.removed(row, "flops"),
@@ -213,7 +236,7 @@ class MatchedComparison(TableResult):
             raise ValueError(f"rows is not a list of 1 to {MAX_ITEMS:,} rows")
         base = mapping(required(data, "base"), "base")
         for key in ("params", "flops"):
-            number(required(base, key), f"base.{key}", 1, integer=True)
+            number(required(base, key), f"base.{key}", low=1, integer=True)
         config = mapping(data.get("config", {}), "config")
         return cls([_row(i, row) for i, row in enumerate(rows)], dict(base), dict(config))
 
@@ -227,6 +250,16 @@ def _paired(rows: list[dict], reference: list[dict]) -> PairedTest | None:
     by_seed = {row["seed"]: row["acc"] for row in reference}
     pairs = [(row["acc"], by_seed[row["seed"]]) for row in rows if row["seed"] in by_seed]
     return paired_test(*zip(*pairs)) if pairs else None
+
+
+def _budget_test(means: list[float]) -> float | None:
+    """Two-sided p-value of the one-sample t-test of the per-budget mean differences ``means`` (B,) against 0;
+    None when it is undefined (fewer than 2 budgets, or every budget's mean the same)."""
+    if len(means) < 2 or float(np.std(means)) == 0.0:
+        return None
+    from scipy.stats import ttest_1samp
+
+    return float(ttest_1samp(means, 0.0).pvalue)
 
 
 def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -257,13 +290,21 @@ def _row(i: int, row: object) -> dict:
     for key, known in (("method", METHODS), ("match", MATCHES), ("retrain", RETRAINS)):
         if required(row, key) not in known:
             raise ValueError(f"{where}.{key} is {shorten(repr(row[key]))}, not one of {', '.join(known)}")
-    number(required(row, "budget"), f"{where}.budget", 0, 1)
+    number(required(row, "budget"), f"{where}.budget", low=0, high=1)
     if row["budget"] >= 1:
         raise ValueError(f"{where}.budget is {row['budget']}, not below 1")
-    number(required(row, "seed"), f"{where}.seed", 0, integer=True)
+    number(required(row, "seed"), f"{where}.seed", low=0, integer=True)
     check_removed(row, where)
     for key in ("params", "flops"):
-        number(required(row, key), f"{where}.{key}", 1, integer=True)
+        number(required(row, key), f"{where}.{key}", low=1, integer=True)
     for key in ("acc_pruned", "acc"):
-        number(required(row, key), f"{where}.{key}", 0, 1)
+        number(required(row, key), f"{where}.{key}", low=0, high=1)
     return dict(row)
+
+
+def _cost(spent: object) -> str:
+    """``"3.0 s, 1 pass"``: a method's scoring time and probe passes, or "–" for a method with no scores."""
+    if not isinstance(spent, dict) or not isinstance(spent.get("seconds"), (int, float)):
+        return "–"
+    passes = spent.get("probe_passes", 0)
+    return f"{spent['seconds']:.1f} s, {passes:g} pass{'es' if passes != 1 else ''}"

@@ -8,6 +8,9 @@ their stage that always stay), see :class:`layermod.pruning.units.Unit`.
   before layers that raised Q. :func:`method_order` gives the order of every pruning method of :data:`METHODS`:
 
   - ``modularity``: smallest modularity increment first (drops, then plateaus): the paper's criterion;
+  - ``modularity-phase``: the same, but units before the curve's rise only after every unit past it
+    (:mod:`layermod.pruning.ablation`);
+  - ``modularity-ablation``: smallest fall of Q at the final layer when the unit alone is removed first;
   - ``steepest``: largest increment first, the opposite choice, to test whether losing Q costs accuracy;
   - ``cosine``: smallest block influence ``1 - cos(input, output)`` first (the score used to prune LLM layers);
   - ``angular``: the run of consecutive units of one stage, as many as the budget, with the smallest angular
@@ -15,10 +18,12 @@ their stage that always stay), see :class:`layermod.pruning.units.Unit`.
   - ``cka``: largest linear CKA between a unit's input and output first (redundancy with its neighbour);
   - ``reinit``: smallest accuracy drop (then loss rise) when the unit alone is re-initialised first, in the
     spirit of SR-init;
+  - ``ablation-accuracy``: smallest probe accuracy drop (then loss rise) when the unit alone is removed first;
   - ``random``: a seeded shuffle, a new one per seed;
   - ``first`` / ``last``: the earliest / the deepest units;
   - ``none``: nothing removed: the original model, as the reference (it has no order).
-  The scores behind ``cosine``, ``angular``, ``cka`` and ``reinit`` are measured by :mod:`layermod.pruning.scores`.
+  The scores of :data:`SCORED` are measured by :func:`layermod.pruning.scores.method_scores`; an iterative
+  method's scores are its order itself (a list of unit names, re-scored after each removal).
 * **Select.** :func:`select_units` walks an order and takes units while every stage keeps at least one unit;
   :func:`budget_for_params` turns a share of the parameters into a number of units taken that way, and
   :func:`budget_for_cost` does the same for any per-unit cost (parameters or FLOPs).
@@ -35,7 +40,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +59,7 @@ __all__ = ["METHODS", "SCORED", "Plan", "budget_for_cost", "budget_for_params", 
            "select_units"]
 
 
-SCORED = ("cosine", "angular", "cka", "reinit")
+SCORED = ("modularity-phase", "modularity-ablation", "cosine", "angular", "cka", "reinit", "ablation-accuracy")
 """The methods whose order comes from a score measured on the trained model (:mod:`layermod.pruning.scores`)."""
 
 
@@ -95,6 +100,7 @@ def rank_by_increment(verdicts: Sequence[Verdict], units: Iterable) -> list[str]
 def method_order(
     method: str,
     units: Sequence[Unit],
+    *,
     verdicts: Sequence[Verdict] | None = None,
     scores: Mapping[str, Mapping] | None = None,
     seed: int = 0,
@@ -106,14 +112,18 @@ def method_order(
         units: the model's removable units.
         verdicts: the curve's verdicts, for ``modularity`` and ``steepest``.
         scores: for a method of :data:`SCORED`, ``scores[method]``: unit name -> block influence (``cosine``),
-            CKA (``cka``) or (accuracy drop, loss rise) (``reinit``); run of unit names -> angular distance
-            (``angular``).
+            CKA (``cka``), (accuracy drop, loss rise) (``reinit``, ``ablation-accuracy``), fall of Q
+            (``modularity-ablation``) or (before the rise, increment) (``modularity-phase``); run of unit names ->
+            angular distance (``angular``); or, for any of them, the unit names in order (iterative).
         seed: the shuffle of ``random``.
     """
     if method in SCORED and (scores is None or method not in scores):
         raise PlanError(f"method {method!r} needs its scores measured on the model (layermod.pruning.scores)")
     score = scores[method] if method in SCORED else {}
     names = [unit.name for unit in units]
+    if isinstance(score, (list, tuple)):  # an order measured iteratively
+        ordered = [name for name in score if name in names]
+        return ordered + [name for name in names if name not in ordered]
     if method == "angular":
         runs = sorted(score, key=lambda run: score[run])  # stable: ties keep forward order
         ordered = list(dict.fromkeys(name for run in runs for name in run))
@@ -122,7 +132,7 @@ def method_order(
         return rank_by_increment(verdicts, units)
     if method == "steepest":
         return rank_by_increment(verdicts, units)[::-1]
-    if method in ("cosine", "reinit"):
+    if method in ("cosine", "reinit", "ablation-accuracy", "modularity-ablation", "modularity-phase"):
         return sorted(names, key=lambda name: score[name])
     if method == "cka":  # undefined CKA (a constant input or output) last: no evidence either way
         return sorted(names, key=lambda name: -score[name] if math.isfinite(score[name]) else math.inf)
@@ -182,11 +192,11 @@ def select_units(order: Sequence[str], units: Iterable, budget: int) -> list[str
 def budget_for_params(order: Sequence[str], units: Iterable, fraction: float, total_params: int) -> int:
     """Smallest number of units, taken as :func:`select_units` takes them, whose params reach
     ``fraction * total_params`` (the share of the whole model's parameters to remove)."""
-    return budget_for_cost(order, units, fraction, total_params, lambda unit: unit.params, "parameters")
+    return budget_for_cost(order, units, fraction, total_params, lambda unit: unit.params, what="parameters")
 
 
 def budget_for_cost(order: Sequence[str], units: Iterable, fraction: float, total: int,
-                    cost: Callable[[Unit], int], what: str = "cost") -> int:
+                    cost: Callable[[Unit], int], *, what: str = "cost") -> int:
     """Smallest number of units, taken in ``order`` as :func:`select_units` takes them, whose summed ``cost``
     (e.g. parameters, or the FLOPs of :func:`layermod.pruning.units.unit_costs`) reaches ``fraction * total``
     (the share of the whole model's ``what`` to remove)."""
@@ -218,6 +228,7 @@ class Plan:
     """
 
     remove: list[str]
+    _: KW_ONLY
     method: str | None = None
     verdicts: list[Verdict] = field(default_factory=list)
     budget: int | None = None
@@ -252,22 +263,23 @@ class Plan:
             text(method, "method")
         budget = plan.get("budget")
         if budget is not None:
-            number(budget, "budget", 0, integer=True)
+            number(budget, "budget", low=0, integer=True)
         rows = plan.get("verdicts", [])
         if not isinstance(rows, list) or len(rows) > MAX_ITEMS:
             raise ValueError(f"verdicts is not a list of at most {MAX_ITEMS:,} verdicts")
         graph, draws = (None if plan.get(key) is None else config.from_dict(mapping(plan[key], key))
                         for key, config in (("graph", GraphConfig), ("draws", DrawConfig)))
-        return cls(remove, method, [verdict_from_dict(i, row) for i, row in enumerate(rows)], budget, graph, draws)
+        verdicts = [verdict_from_dict(i, row) for i, row in enumerate(rows)]
+        return cls(remove, method=method, verdicts=verdicts, budget=budget, graph=graph, draws=draws)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Plan:
         """Read a ``plan.json`` (possibly edited by hand), or the one inside a run directory; a one-line
         :class:`PlanError` naming the file when it cannot be read."""
-        return read_json_file(path, PLAN_JSON, cls.from_dict, "a plan", PlanError)
+        return read_json_file(path, PLAN_JSON, cls.from_dict, "a plan", error=PlanError)
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``plan.json`` into ``out_dir`` (created), whole or not at all; returns the directory."""
-        out = ensure_writable_dir(out_dir)
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``plan.json`` into ``path`` (created), whole or not at all; returns the directory."""
+        out = ensure_writable_dir(path)
         write_json(out / PLAN_JSON, self.to_dict())
         return out

@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -81,7 +82,7 @@ class PruneTarget:
         dataset: the training data's specification (the caller's, else the sidecar's).
         trusted: whether the caller named the data (only then may they be ``module:function``).
         data_dir: folder holding the dataset files, or None.
-        test_set: the held-out data the curve and the accuracies are measured on.
+        test_data: the held-out data the curve and the accuracies are measured on.
         example: (2, ...) two test inputs (or a dict of them), to trace the model and count its costs.
         units: its removable units (empty: nothing to prune).
         test_dataset: the held-out data's specification.
@@ -95,16 +96,15 @@ class PruneTarget:
     dataset: str
     trusted: bool
     data_dir: str | None
-    test_set: Dataset
+    test_data: Dataset
     example: Batch
     units: list[Unit]
     test_dataset: str
     text: dict
 
 
-def prepare(weights: str | os.PathLike, dataset: str | None = None,
-            data_dir: str | os.PathLike | None = None, *, test_dataset: str | None = None,
-            text: dict | None = None) -> PruneTarget:
+def prepare(weights: str | os.PathLike, *, dataset: str | None = None, data_dir: str | os.PathLike | None = None,
+            test_dataset: str | None = None, text: dict | None = None) -> PruneTarget:
     """The checkpoint ``weights`` with its data and removable units.
 
     Args:
@@ -119,7 +119,7 @@ def prepare(weights: str | os.PathLike, dataset: str | None = None,
         LayermodError: the checkpoint cannot be read (WeightsError), names no dataset or its data cannot be loaded
             (DatasetError).
     """
-    model, _ = resolve_model(None, weights)
+    model, _ = resolve_model(None, weights=weights)
     meta = read_sidecar(weights)
     if dataset is not None:
         spec, test_spec = dataset, test_dataset if test_dataset is not None else dataset
@@ -130,7 +130,7 @@ def prepare(weights: str | os.PathLike, dataset: str | None = None,
     test_spec = test_spec if isinstance(test_spec, str) and test_spec else spec
     trusted = dataset is not None  # data named in the sidecar may not be code
     text = text if text is not None else text_options(meta, sidecar_path(weights))
-    test_set, _ = resolve_data(test_spec, "test", data_dir, allow_import=trusted, **text)
+    test_set, _ = resolve_data(test_spec, split="test", data_dir=data_dir, allow_import=trusted, **text)
     example, _ = gather(test_set, _EXAMPLE[:len(test_set)])
     return PruneTarget(str(weights), model, meta, spec, trusted, None if data_dir is None else str(data_dir),
                        test_set, example, removable_units(model, example), test_spec, text)
@@ -138,28 +138,30 @@ def prepare(weights: str | os.PathLike, dataset: str | None = None,
 
 def choose_plan(
     target: PruneTarget,
-    out_dir: str | os.PathLike,
+    out: str | os.PathLike,
     *,
-    curve: str | os.PathLike | None = None,
+    curve: str | os.PathLike | Curve | None = None,
     graph: GraphConfig | None = None,
     draws: DrawConfig | None = None,
     remove: int | None = None,
     target_params: float | None = None,
     plan: str | os.PathLike | None = None,
     z: float = 2.0,
-    min_gain: float = 0.005,
+    rel_gain: float = 0.5,
+    min_gain: float = 0.0,
     progress: bool = False,
 ) -> Plan:
-    """The units to remove, from the curve's verdicts; written as ``out_dir/plan.json``.
+    """The units to remove, from the curve's verdicts; written as ``out/plan.json``.
 
     Args:
         target: from :func:`prepare`, with at least one removable unit.
-        out_dir: the run directory (created).
-        curve: a ``curve.json`` measured on this checkpoint; None measures it now on the test data with
-            ``graph`` and ``draws`` (default configs when None).
+        out: the run directory (created).
+        curve: a curve measured on this checkpoint (a :class:`~layermod.Curve` or the directory of its
+            ``curve.json``); None measures it now on the test data with ``graph`` and ``draws`` (default configs
+            when None).
         remove, target_params, plan: the budget, exactly one of: a number of units, a share of the parameters
             (e.g. 0.3), or an (edited) ``plan.json`` whose units are taken as they are.
-        z, min_gain: the plateau band of :func:`layermod.find_redundant`.
+        z, rel_gain, min_gain: the plateau band of :func:`layermod.find_redundant`.
         progress: progress bars while measuring.
 
     Raises:
@@ -168,31 +170,32 @@ def choose_plan(
     if sum(choice is not None for choice in (remove, target_params, plan)) != 1:
         raise PlanError("give exactly one budget: a number of units, a share of the parameters, or a plan")
     model, example, units = target.model, target.example, target.units
-    measured = target_curve(target, curve, graph, draws, progress)
-    verdicts = find_redundant(measured, z=z, min_gain=min_gain)
+    measured = target_curve(target, curve=curve, graph=graph, draws=draws, progress=progress)
+    verdicts = find_redundant(measured, z=z, rel_gain=rel_gain, min_gain=min_gain)
     if plan is not None:
         chosen = Plan.load(plan).remove
-        apply_plan(model, chosen, example)  # refuses a plan that breaks the structure
+        apply_plan(model, chosen, example=example)  # refuses a plan that breaks the structure
         method = f"edited {plan}"
     else:
-        order = method_order("modularity", units, verdicts)
+        order = method_order("modularity", units, verdicts=verdicts)
         total = sum(p.numel() for p in model.parameters())
         budget = remove if remove is not None else budget_for_params(order, units, target_params, total)
         chosen = select_units(order, units, budget)
         method = "modularity"
-    result = Plan(chosen, method, verdicts, len(chosen), GraphConfig.from_dict(measured.config),
-                  DrawConfig.from_dict(measured.config))
-    result.save(out_dir)
+    result = Plan(chosen, method=method, verdicts=verdicts, budget=len(chosen),
+                  graph=GraphConfig.from_dict(measured.config),
+                  draws=DrawConfig.from_dict(measured.config))
+    result.save(out)
     return result
 
 
-def target_curve(target: PruneTarget, curve: str | os.PathLike | None = None, graph: GraphConfig | None = None,
-                 draws: DrawConfig | None = None, progress: bool = False) -> Curve:
-    """The checkpoint's curve: read from ``curve`` (refused unless measured on the model's auto points), or
-    measured now on the test data with ``graph`` and ``draws``."""
+def target_curve(target: PruneTarget, *, curve: str | os.PathLike | Curve | None = None,
+                 graph: GraphConfig | None = None, draws: DrawConfig | None = None, progress: bool = False) -> Curve:
+    """The checkpoint's curve: ``curve`` itself, read from the ``curve`` directory (either refused unless measured
+    on the model's auto points), or measured now on the test data with ``graph`` and ``draws``."""
     if curve is None:
-        return modularity_curve(target.model, target.test_set, graph=graph, draws=draws, progress=progress)
-    measured = Curve.load(curve)
+        return modularity_curve(target.model, target.test_data, graph=graph, draws=draws, progress=progress)
+    measured = curve if isinstance(curve, Curve) else Curve.load(curve)
     if measured.layers != auto_layers(target.model, trace_calls(target.model, target.example)):
         raise PlanError(f"the curve in {curve} was measured on other layers than this model's auto points; "
                             "measure it on this checkpoint (drop curve=)")
@@ -201,11 +204,12 @@ def target_curve(target: PruneTarget, curve: str | os.PathLike | None = None, gr
 
 def matched_study(
     target: PruneTarget,
-    out_dir: str | os.PathLike,
+    out: str | os.PathLike,
     verdicts: Sequence[Verdict],
+    *,
     finetune: TrainConfig = FINETUNE,
     scratch: TrainConfig | None = None,
-    *,
+    curve: Curve | None = None,
     train_subset: int = 0,
     test_subset: int = 0,
     backend: str = "local",
@@ -213,14 +217,15 @@ def matched_study(
     address: str | None = None,
     device: str = "cpu",
     progress: bool = False,
-    **options,
+    **options: Any,
 ) -> MatchedComparison:
     """Every method at budgets matched by FLOPs and by parameters, retrained every way over seeds
     (:func:`layermod.pruning.budgets.matched_comparison`, which takes ``options``: budgets, matches, retrains,
-    methods, seeds); written into ``out_dir``.
+    methods, seeds); written into ``out``.
 
     Args:
-        target: from :func:`prepare`; verdicts: of its curve (:func:`target_curve`).
+        target: from :func:`prepare`; verdicts: of its curve (:func:`target_curve`), ``curve`` itself for the
+            methods that need it (``modularity-phase``, ``modularity-ablation``).
         finetune, scratch: the two retrainings (``scratch`` defaults to ``finetune``).
         train_subset, test_subset: retrain on / evaluate on class-balanced subsets of this many samples (0: all;
             seed 0, the same for every network).
@@ -236,10 +241,10 @@ def matched_study(
     if backend != "local" or (workers or 1) > 1:
         def run_jobs(jobs):
             return _run_elsewhere(jobs, target, finetune, scratch or finetune, train_subset, test_subset, backend,
-                                  workers, address, device)
-    comparison = matched_comparison(model, target.units, train_set, test_set, verdicts, example, finetune, scratch,
-                                    progress=progress, run_jobs=run_jobs, **options)
-    comparison.save(ensure_writable_dir(out_dir))
+                                  workers, address, device, progress)
+    comparison = matched_comparison(model, target.units, train_set, test_set, verdicts, example, finetune,
+                                    scratch=scratch, progress=progress, run_jobs=run_jobs, curve=curve, **options)
+    comparison.save(ensure_writable_dir(out))
     return comparison
 
 
@@ -248,14 +253,14 @@ def _study_sets(data: PruneTarget | dict, train_subset: int, test_subset: int) -
     an executor's worker, read once for its jobs (:func:`layermod.models.cache.cached_data`; a
     ``module:function`` dataset is code, called by every job, and text tables are read by every job)."""
     data = _data_of(data) if isinstance(data, PruneTarget) else data
-    train_set, _ = cached_data(data["dataset"], "train", data["data_dir"], allow_import=data["trusted"],
-                               **data["text"])
-    test_set, _ = cached_data(data["test_dataset"], "test", data["data_dir"], allow_import=data["trusted"],
-                              **data["text"])
+    train_set, _ = cached_data(data["dataset"], split="train", data_dir=data["data_dir"],
+                               allow_import=data["trusted"], **data["text"])
+    test_set, _ = cached_data(data["test_dataset"], split="test", data_dir=data["data_dir"],
+                              allow_import=data["trusted"], **data["text"])
     if train_subset:
-        train_set = balanced_subset(train_set, train_subset, 0)
+        train_set = balanced_subset(train_set, train_subset, seed=0)
     if test_subset:
-        test_set = balanced_subset(test_set, test_subset, 0)
+        test_set = balanced_subset(test_set, test_subset, seed=0)
     return train_set, test_set
 
 
@@ -273,7 +278,7 @@ def retrain_job(weights: str, data: dict, train_subset: int, test_subset: int, d
     getting its own copy of the model), then :func:`layermod.pruning.budgets.retrain_pruned` on ``device``."""
     train_set, test_set = _study_sets(data, train_subset, test_subset)
     example, _ = gather(test_set, _EXAMPLE[:len(test_set)])
-    model, _ = cached_model(None, weights)
+    model, _ = cached_model(None, weights=weights)
     model = model.to(device)
     return retrain_pruned(model, (tuple(removed), retrain, seed), TrainConfig(**config), train_set, test_set,
                           to_model(example, model))
@@ -281,7 +286,7 @@ def retrain_job(weights: str, data: dict, train_subset: int, test_subset: int, d
 
 def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, scratch: TrainConfig,
                    train_subset: int, test_subset: int, backend: str, workers: int | None,
-                   address: str | None, device: str) -> list[dict]:
+                   address: str | None, device: str, progress: bool | str) -> list[dict]:
     """The jobs as :func:`retrain_job` items of :func:`layermod.sweep.executor.run_items`; the first failure is one
     TrainError."""
     from layermod.sweep.executor import run_items
@@ -291,7 +296,8 @@ def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, 
     items = [(f"job-{i}", {**common, "removed": list(removed), "retrain": retrain, "seed": seed,
                            "config": (finetune if retrain == "finetune" else scratch).to_dict()})
              for i, (removed, retrain, seed) in enumerate(jobs)]
-    results = run_items(retrain_job, items, backend=backend, workers=workers, address=address, threads=1)
+    results = run_items(retrain_job, items, backend=backend, workers=workers, address=address, threads=1,
+                        progress=progress)
     failed = [result for result in results if not result.ok]
     if failed:
         raise TrainError(f"{len(failed)} of {len(results)} retraining jobs failed; the first: {failed[0].error}")
@@ -301,18 +307,19 @@ def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, 
 def prune_and_compare(
     target: PruneTarget,
     plan: Plan,
-    out_dir: str | os.PathLike,
-    finetune: TrainConfig = FINETUNE,
+    out: str | os.PathLike,
     *,
+    finetune: TrainConfig = FINETUNE,
     methods: Sequence[str] = METHODS,
     seeds: int = 3,
     finetune_subset: int = 0,
     from_scratch: bool = False,
     progress: bool = False,
+    curve: Curve | None = None,
 ) -> PruningComparison:
     """Prune as many units as ``plan`` by every method, fine-tune, evaluate; write the comparison into
-    ``out_dir`` and, when ``modularity`` is among the methods, its model (which removes ``plan``'s units) as
-    ``out_dir/pruned.safetensors``.
+    ``out`` and, when ``modularity`` is among the methods, its model (which removes ``plan``'s units) as
+    ``out/pruned.safetensors``.
 
     Args:
         target, plan: from :func:`prepare` and :func:`choose_plan`.
@@ -320,17 +327,19 @@ def prune_and_compare(
             also the batch timed for latency.
         methods, seeds, from_scratch: see :func:`layermod.pruning.study.compare_methods`.
         finetune_subset: fine-tune on a class-balanced subset of this many training samples (0: all).
+        curve: the curve behind ``plan``, for ``modularity-phase`` and ``modularity-ablation``.
     """
-    train_set, _ = resolve_data(target.dataset, "train", target.data_dir, allow_import=target.trusted, **target.text)
+    train_set, _ = resolve_data(target.dataset, split="train", data_dir=target.data_dir, allow_import=target.trusted,
+                                **target.text)
     if finetune_subset:
-        train_set = balanced_subset(train_set, finetune_subset, 0)
-    test_set = target.test_set
+        train_set = balanced_subset(train_set, finetune_subset, seed=0)
+    test_set = target.test_data
     latency_batch, _ = gather(test_set, list(range(min(finetune.batch_size, len(test_set)))))
     comparison, finals = compare_methods(target.model, target.units, len(plan.remove), train_set, test_set, finetune,
                                          plan.verdicts, target.example, methods=methods, seeds=seeds,
                                          latency_batch=latency_batch, plan=plan.remove, from_scratch=from_scratch,
-                                         progress=progress)
-    out = ensure_writable_dir(out_dir)
+                                         progress=progress, curve=curve)
+    out = ensure_writable_dir(out)
     comparison.save(out)
     if "modularity" in finals:
         row = next(r for r in comparison.rows if r["method"] == "modularity")

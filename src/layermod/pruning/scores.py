@@ -21,22 +21,32 @@ hold one batch's unit inputs and outputs at a time. The probe ``inputs`` are a b
   buffers (batch-norm statistics included) while the rest of the network keeps its trained weights; the score
   is the drop in probe accuracy, ties broken by the rise in cross-entropy. A unit whose weights can be
   scrambled at little cost is redundant; smallest first.
+* **Removal** (``ablation-accuracy``, ``modularity-ablation``) and the **phase-aware** order
+  (``modularity-phase``) are measured by :mod:`layermod.pruning.ablation`; :func:`method_scores` measures any of
+  them, one-shot or re-scored after each removal, and what each scoring cost.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields
 
 import torch
 from torch import nn
 
+from layermod.analysis.curve import Curve
+from layermod.analysis.redundancy import Verdict
 from layermod.coerce import torch_seed
 from layermod.errors import PlanError
 from layermod.extract.inputs import Batch, batch_length, call_model, slice_batch
 from layermod.extract.layers import first_tensor
 from layermod.extract.modes import evaluating
+from layermod.measure.config import GraphConfig
 from layermod.measure.similarity import centered_gram, hsic
+from layermod.pruning.ablation import (ablation_accuracy, ablation_modularity, counting, iterative_order, phase_scores,
+                                       probe_fit)
+from layermod.pruning.plans import method_order
 from layermod.pruning.units import Unit
 
 __all__ = ["angular_distances", "block_influence", "cka_redundancy", "method_scores", "reinit_sensitivity"]
@@ -70,14 +80,15 @@ def _unit_ends(model: nn.Module, names: Sequence[str], inputs: Batch,
         with evaluating(model), torch.no_grad():
             for start in range(0, batch_length(inputs), batch_size):
                 ends.clear()
-                call_model(model, slice_batch(inputs, start, start + batch_size))
+                call_model(model, slice_batch(inputs, start, stop=start + batch_size))
                 yield ends
     finally:
         for handle in handles:
             handle.remove()
 
 
-def block_influence(model: nn.Module, units: Sequence[Unit], inputs: Batch, batch_size: int = 256) -> dict[str, float]:
+def block_influence(model: nn.Module, units: Sequence[Unit], inputs: Batch, *,
+                    batch_size: int = 256) -> dict[str, float]:
     """Mean over samples of ``1 - cos(unit input, unit output)`` (each flattened) for every unit.
 
     Higher means the unit changes its input more; 0 means it passes it on (up to a positive scale).
@@ -99,6 +110,7 @@ def block_influence(model: nn.Module, units: Sequence[Unit], inputs: Batch, batc
 
 
 def angular_distances(model: nn.Module, units: Sequence[Unit], inputs: Batch, span: int,
+                      *,
                       batch_size: int = 256) -> dict[tuple[str, ...], float]:
     """Angular distance ``arccos(cos(x_in, x_out)) / pi`` across every run of ``span`` consecutive units of one
     stage (Gromov et al.): ``x_in`` the first unit's input, ``x_out`` the last one's output, each flattened, the
@@ -138,7 +150,8 @@ def _run_scores(model: nn.Module, units: Sequence[Unit], inputs: Batch, span: in
     return {run: total / n for run, total in sums.items()}
 
 
-def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: Batch, batch_size: int = 256) -> dict[str, float]:
+def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: Batch, *,
+                   batch_size: int = 256) -> dict[str, float]:
     """Minibatch linear CKA between every unit's input and output over ``inputs`` (N, ...), in [0, 1].
 
     The batches are ``batch_size`` consecutive samples (a shorter last batch is left out when there is more
@@ -152,7 +165,7 @@ def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: Batch, batch
     if n < 2:
         raise PlanError(f"CKA needs at least 2 probe samples, got {n}")
     size = min(batch_size, n)
-    used = slice_batch(inputs, 0, n - n % size) if n > size else inputs
+    used = slice_batch(inputs, 0, stop=n - n % size) if n > size else inputs
     sums = {unit.name: [0.0, 0.0, 0.0] for unit in units}  # HSIC(in, out), HSIC(in, in), HSIC(out, out)
     for ends in _unit_ends(model, list(sums), used, size):
         for name, total in sums.items():
@@ -168,6 +181,7 @@ def cka_redundancy(model: nn.Module, units: Sequence[Unit], inputs: Batch, batch
 
 
 def reinit_sensitivity(model: nn.Module, units: Sequence[Unit], inputs: Batch, labels: torch.Tensor,
+                       *,
                        seed: int = 0, batch_size: int = 256) -> dict[str, tuple[float, float]]:
     """How much probe accuracy and loss suffer when one unit is re-initialised (SR-init's criterion).
 
@@ -183,7 +197,7 @@ def reinit_sensitivity(model: nn.Module, units: Sequence[Unit], inputs: Batch, l
     """
     if batch_length(inputs) != len(labels) or not batch_length(inputs):
         raise PlanError(f"the probe has {batch_length(inputs)} inputs and {len(labels)} labels; pass one label per input")
-    accuracy, loss = _probe_fit(model, inputs, labels, batch_size)
+    accuracy, loss = probe_fit(model, inputs, labels, batch_size=batch_size)
     scores = {}
     for unit in units:
         scrambled = copy.deepcopy(model)
@@ -193,38 +207,80 @@ def reinit_sensitivity(model: nn.Module, units: Sequence[Unit], inputs: Batch, l
                 module.reset_parameters()
             if hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
-        acc_r, loss_r = _probe_fit(scrambled, inputs, labels, batch_size)
+        acc_r, loss_r = probe_fit(scrambled, inputs, labels, batch_size=batch_size)
         scores[unit.name] = (accuracy - acc_r, loss_r - loss)
     return scores
 
 
-def _probe_fit(model: nn.Module, inputs: Batch, labels: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on the probe, eval mode, every module's mode restored; the
-    logits are the output tensor (the first tensor of a tuple or dict output, e.g. a transformers ``logits``)."""
-    correct, total_loss = 0, 0.0
-    n = batch_length(inputs)
-    with evaluating(model), torch.no_grad():
-        for start in range(0, n, batch_size):
-            logits = first_tensor(call_model(model, slice_batch(inputs, start, start + batch_size)))
-            y = labels[start : start + batch_size].to(logits.device)
-            correct += int((logits.argmax(dim=1) == y).sum())
-            total_loss += float(nn.functional.cross_entropy(logits.double(), y, reduction="sum"))
-    return correct / n, total_loss / n
-
-
 def method_scores(model: nn.Module, units: Sequence[Unit], methods: Sequence[str], inputs: Batch,
-                  labels: torch.Tensor, span: int = 1, seed: int = 0) -> dict[str, dict]:
+                  labels: torch.Tensor, *, span: int = 1, seed: int = 0, curve: Curve | None = None,
+                  verdicts: Sequence[Verdict] | None = None, iterative: bool = False, steps: int | None = None,
+                  costs: dict[str, dict] | None = None) -> dict[str, dict | list]:
     """The scores that :func:`layermod.pruning.plans.method_order` needs for every scored method among
     ``methods``, measured on the probe ``inputs`` (N, ...) with ``labels`` (N,): ``{"cosine": ..., "angular":
-    ..., "cka": ..., "reinit": ...}`` (only those asked for). ``angular`` runs over ``span`` units, or single units
-    when no stage is that long."""
-    scores: dict[str, dict] = {}
-    if "cosine" in methods:
-        scores["cosine"] = block_influence(model, units, inputs)
-    if "angular" in methods:
-        scores["angular"] = angular_distances(model, units, inputs, span) or angular_distances(model, units, inputs, 1)
-    if "cka" in methods:
-        scores["cka"] = cka_redundancy(model, units, inputs)
-    if "reinit" in methods:
-        scores["reinit"] = reinit_sensitivity(model, units, inputs, labels, seed)
+    ..., ...}`` (only those asked for). ``angular`` runs over ``span`` units, or single units when no stage is that
+    long.
+
+    Args:
+        curve, verdicts: the model's curve and its verdicts, for ``modularity-phase`` (both) and
+            ``modularity-ablation`` (the curve's layers, graph and pooling).
+        iterative: every model-based method's scores become its order, built one removal at a time with every
+            remaining unit re-scored on the pruned network (:func:`~layermod.pruning.ablation.iterative_order`,
+            ``steps`` removals, default every unit; ``angular`` then scores single units).
+        costs: filled with ``{method: {"seconds", "probe_passes"}}``, what each method's scoring took.
+
+    Raises:
+        PlanError: ``modularity-phase`` or ``modularity-ablation`` without the curve (and verdicts).
+    """
+    scores: dict[str, dict | list] = {}
+    for method in (m for m in dict.fromkeys(methods) if m in _SCORERS):
+        if method in ("modularity-phase", "modularity-ablation") and curve is None or \
+                method == "modularity-phase" and verdicts is None:
+            raise PlanError(f"method {method!r} needs the model's curve and verdicts; pass curve= and verdicts=")
+        with counting(model, batch_length(inputs)) as cost:
+            def score(net: nn.Module, some: Sequence[Unit], width: int = span, method: str = method) -> dict:
+                return _SCORERS[method](net, some, inputs, labels, width, seed, curve, verdicts)
+
+            if iterative and method != "modularity-phase":
+                scores[method] = iterative_order(
+                    model, units, lambda net, some, method=method: method_order(
+                        method, some, verdicts=verdicts, scores={method: score(net, some, 1)}),
+                    steps=steps or len(units))
+            else:
+                scores[method] = score(model, units)
+        if costs is not None:
+            costs[method] = cost.to_dict()
     return scores
+
+
+def _curve_graph(curve: Curve) -> GraphConfig:
+    """The graph ``curve`` was measured with, from its config."""
+    return GraphConfig(**{f.name: curve.config[f.name] for f in fields(GraphConfig) if f.name in curve.config})
+
+
+def _ablation_modularity(model, units, inputs, labels, _span, _seed, curve, _verdicts):
+    pool = curve.config.get("pool", "auto")
+    return ablation_modularity(model, units, inputs, labels, layers=curve.layers, graph=_curve_graph(curve),
+                               pool=pool if isinstance(pool, str) else "auto")
+
+
+def _ablation_accuracy(model, units, inputs, labels, *_):
+    return ablation_accuracy(model, units, inputs, labels)
+
+
+def _phase(_model, units, _inputs, _labels, _span, _seed, curve, verdicts):
+    return phase_scores(curve, verdicts, units)
+
+
+_SCORERS: dict[str, Callable] = {
+    "modularity-phase": _phase,
+    "modularity-ablation": _ablation_modularity,
+    "cosine": lambda model, units, inputs, *_: block_influence(model, units, inputs),
+    "angular": lambda model, units, inputs, labels, span, *_: angular_distances(model, units, inputs, span)
+    or angular_distances(model, units, inputs, 1),
+    "cka": lambda model, units, inputs, *_: cka_redundancy(model, units, inputs),
+    "reinit": lambda model, units, inputs, labels, span, seed, *_: reinit_sensitivity(model, units, inputs, labels,
+                                                                                      seed=seed),
+    "ablation-accuracy": _ablation_accuracy,
+}
+"""Per scored method: ``(model, units, inputs, labels, span, seed, curve, verdicts) -> scores``."""

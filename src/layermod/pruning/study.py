@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from layermod.analysis.curve import Curve
 from layermod.analysis.redundancy import Verdict
 from layermod.coerce import bar_disabled, torch_seed
 from layermod.errors import PlanError
@@ -39,6 +41,9 @@ from layermod.pruning.plans import METHODS, SCORED, method_order, select_units
 from layermod.pruning.scores import method_scores
 from layermod.pruning.units import Unit, apply_plan, latency, model_cost
 from layermod.training.train import TrainConfig, evaluate, train
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["PruningComparison", "check_removed", "compare_methods", "probe_batch", "reinitialise"]
 
@@ -54,12 +59,14 @@ def compare_methods(
     finetune: TrainConfig,
     verdicts: Sequence[Verdict],
     example: Batch,
+    *,
     methods: Sequence[str] = METHODS,
     seeds: int = 3,
     latency_batch: Batch | None = None,
     plan: Sequence[str] | None = None,
     from_scratch: bool = False,
     progress: bool | str = "auto",
+    curve: Curve | None = None,
 ) -> tuple[PruningComparison, dict[str, nn.Module]]:
     """Prune ``budget`` units by every method, fine-tune per seed, evaluate.
 
@@ -77,6 +84,8 @@ def compare_methods(
         plan: units for the ``modularity`` method instead of its own choice (an edited plan.json).
         from_scratch: re-initialise every pruned model (seeded) before training, as the paper retrained its
             pruned networks, instead of fine-tuning from the surviving weights.
+        curve: the model's curve (``verdicts`` are its verdicts), for ``modularity-phase`` and
+            ``modularity-ablation``.
 
     Returns:
         (comparison, models): a :class:`PruningComparison` with one row per method, and the seed-0 fine-tuned
@@ -87,7 +96,8 @@ def compare_methods(
             raise PlanError(f"unknown pruning method {method!r}; use {', '.join(METHODS)}")
     scores = {}
     if set(SCORED) & set(methods):  # runs of angular as long as the budget
-        scores = method_scores(model, units, methods, *probe_batch(test_data), span=budget)
+        scores = method_scores(model, units, methods, *probe_batch(test_data), span=budget, curve=curve,
+                               verdicts=verdicts)
     timed = latency_batch if latency_batch is not None else example
     rows, finals = [], {}
     bar = tqdm(total=len(methods) * seeds, desc="prune + fine-tune", disable=bar_disabled(progress))
@@ -99,9 +109,9 @@ def compare_methods(
             elif method == "modularity" and plan is not None:
                 remove = list(plan)
             else:
-                order = method_order(method, units, verdicts, scores, seed)
+                order = method_order(method, units, verdicts=verdicts, scores=scores, seed=seed)
                 remove = select_units(order, units, budget)
-            pruned = apply_plan(model, remove, example) if remove else copy.deepcopy(model)
+            pruned = apply_plan(model, remove, example=example) if remove else copy.deepcopy(model)
             pruned_accs.append(evaluate(pruned, test_data))
             if from_scratch:
                 reinitialise(pruned, seed)
@@ -173,23 +183,23 @@ class PruningComparison(TableResult):
                          f"{100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f} % |")
         return "\n".join(lines) + "\n"
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike) -> Path:
         """Write comparison.csv, .md, .png (accuracy against removed FLOPs, mean with std bars) and, last,
-        comparison.json (the source of truth) into ``out_dir`` (created), each file whole or not at all; returns
+        comparison.json (the source of truth) into ``path`` (created), each file whole or not at all; returns
         the directory."""
-        out = ensure_writable_dir(out_dir)
+        out = ensure_writable_dir(path)
         write_csv(out / COMPARISON_CSV, [*_COLUMNS, "layers_removed"],
                   ([*(row[c] for c in _COLUMNS), " ".join(row["layers_removed"])] for row in self.rows))
         with atomic_path(out / COMPARISON_MD) as tmp:
             tmp.write_text(self.markdown())
-        ax = self.plot(new_axes((6.4, 4.2), interactive=False))
+        ax = self.plot(ax=new_axes((6.4, 4.2), interactive=False))
         ax.figure.tight_layout()
         save_png(ax.figure, out / COMPARISON_PNG)
         write_json(out / COMPARISON_JSON, self.to_dict())
         return out
 
     @literal_text
-    def plot(self, ax=None):
+    def plot(self, *, ax: Axes | None = None) -> Axes:
         """Accuracy after fine-tuning (mean with std bars) against the FLOPs each method removed, one point per
         row, into ``ax`` (default: a new figure's); returns the Axes."""
         base = next((row for row in self.rows if row["method"] == "none"), self.rows[0])
@@ -213,7 +223,7 @@ def check_removed(row: dict, where: str) -> list[str]:
     """The unit names of a row read from a file (``layers_removed``), as many as its ``n_removed`` says;
     ValueError naming ``where`` otherwise."""
     removed = names(required(row, "layers_removed"), f"{where}.layers_removed", empty=True)
-    if number(required(row, "n_removed"), f"{where}.n_removed", 0, integer=True) != len(removed):
+    if number(required(row, "n_removed"), f"{where}.n_removed", low=0, integer=True) != len(removed):
         raise ValueError(f"{where}.n_removed is {row['n_removed']} for {len(removed)} layers removed")
     return removed
 
@@ -227,12 +237,12 @@ def _row(i: int, row: object) -> dict:
         raise ValueError(f"{where}.method is {shorten(repr(method))}, not one of {', '.join(METHODS)}")
     check_removed(row, where)
     for key in ("params", "macs"):
-        number(required(row, key), f"{where}.{key}", 0, integer=True)
-    number(required(row, "flops"), f"{where}.flops", 1, integer=True)
-    number(required(row, "latency_ms"), f"{where}.latency_ms", 0)
+        number(required(row, key), f"{where}.{key}", low=0, integer=True)
+    number(required(row, "flops"), f"{where}.flops", low=1, integer=True)
+    number(required(row, "latency_ms"), f"{where}.latency_ms", low=0)
     for key in ("acc_pruned_mean", "acc_mean", "acc_std"):
-        number(required(row, key), f"{where}.{key}", 0, 1)
-    numbers(required(row, "accs"), f"{where}.accs", (None,), 0, 1)
+        number(required(row, key), f"{where}.{key}", low=0, high=1)
+    numbers(required(row, "accs"), f"{where}.accs", (None,), low=0, high=1)
     return dict(row)
 
 
@@ -244,7 +254,7 @@ def reinitialise(model: nn.Module, seed: int) -> None:
             module.reset_parameters()
 
 
-def probe_batch(data: Dataset, n: int = 512) -> tuple[Batch, torch.Tensor]:
+def probe_batch(data: Dataset, *, n: int = 512) -> tuple[Batch, torch.Tensor]:
     """The first ``n`` samples of ``data``: inputs (n, ...) or a dict of them, and labels (n,), the probe of the
     scored methods."""
     from layermod.data.arrays import gather

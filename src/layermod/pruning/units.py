@@ -49,7 +49,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 
 import torch
 from torch import nn
@@ -87,6 +87,7 @@ class Unit:
     layers: tuple[str, ...]
     stage: str
     params: int
+    _: KW_ONLY
     kept: int = 0
     outputs: int | None = None
 
@@ -162,7 +163,7 @@ def _swapped(model: nn.Module, name: str, outputs: int | None) -> Iterator[None]
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name)
     original = getattr(parent, child)
-    setattr(parent, child, PassThrough(outputs))
+    setattr(parent, child, PassThrough(outputs=outputs))
     try:
         yield
     finally:
@@ -297,7 +298,7 @@ def _fmt(shape: tuple[int, ...] | None) -> str:
     return "x".join(str(s) for s in shape) if shape else "?"
 
 
-def apply_plan(model: nn.Module, remove: Sequence[str], example: Batch | None = None, *,
+def apply_plan(model: nn.Module, remove: Sequence[str], *, example: Batch | None = None,
                keep_per_stage: int = KEEP_PER_STAGE) -> nn.Module:
     """A copy of ``model`` with the named units replaced by stand-ins; all other weights are the original's.
 
@@ -360,13 +361,13 @@ def model_cost(model: nn.Module, example: Batch) -> dict:
     params = sum(p.numel() for p in model.parameters())
     counter = FlopCounterMode(display=False)
     with evaluating(model), counter:
-        call_model(model, slice_batch(example, 0, 1))
+        call_model(model, slice_batch(example, 0, stop=1))
     flops = int(counter.get_total_flops())
     return {"params": int(params), "macs": flops // 2, "flops": flops}
 
 
 @torch.no_grad()
-def latency(model: nn.Module, batch: Batch, repeats: int = 20, warmup: int = 3) -> float:
+def latency(model: nn.Module, batch: Batch, *, repeats: int = 20, warmup: int = 3) -> float:
     """Median wall-clock seconds of one forward pass of ``batch`` (B, ...) or a dict batch, eval mode, no
     gradients.
 

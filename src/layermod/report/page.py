@@ -114,10 +114,10 @@ def _sidecar(data: object) -> dict:
     arguments = ", ".join(f"{key}={value}" for key, value in sorted(mapping(meta.get("arch_args", {}),
                                                                             "arch_args").items()))
     return {
-        "model": f"{text(meta.get('arch', 'model'), 'arch')}({shorten(arguments, TITLE_CHARS)})",
+        "model": f"{text(meta.get('arch', 'model'), 'arch')}({shorten(arguments, limit=TITLE_CHARS)})",
         "dataset": text(meta.get("dataset", "?"), "dataset"),
-        "accuracy": number(meta.get("best_accuracy", meta.get("accuracy")), "best_accuracy", 0, 1),
-        "epoch": number(meta.get("best_epoch", meta.get("epoch")), "best_epoch", 0, integer=True),
+        "accuracy": number(meta.get("best_accuracy", meta.get("accuracy")), "best_accuracy", low=0, high=1),
+        "epoch": number(meta.get("best_epoch", meta.get("epoch")), "best_epoch", low=0, integer=True),
     }
 
 
@@ -181,8 +181,9 @@ def _curve(doc: HtmlDocument, curve: Curve, run: Path) -> None:
     if curve.z is not None:
         header += ["null Q", "z"]
         rows = [[*row, curve.null_mean[i], curve.z[i]] for i, row in enumerate(rows)]
-    doc.table(header, rows, caption="per layer: mean Q, increment over the previous layer with its paired standard "
-              "error, and the verdict of find_redundant (z = 2, min gain 0.005)")
+    doc.table(header, rows, caption=f"per layer: mean Q over {_draws(curve.config, len(curve.values))}, increment "
+              "over the previous layer with its paired standard error, and the verdict of find_redundant (band: "
+              "max(2 se, half the curve's mean rise per layer))")
     doc.download(f"{run.name}-verdicts.csv", csv_text(header, rows), label="verdicts.csv")
 
 
@@ -193,7 +194,18 @@ def _views(doc: HtmlDocument, views: Views, _run: Path) -> None:
                caption=f"{method} embedding of {len(views.views[0].labels)} samples coloured by class "
                        f"(top) and the k={views.config.get('k', '?')} nearest-neighbour graph on the same positions, "
                        "edges across classes in red (bottom)")
-    doc.table(["layer", "Q", "edge weight inside classes"], [[v.layer, v.q, v.intra_fraction] for v in views.views])
+    n = len(views.views[0].labels)
+    doc.table(["layer", "Q", "edge weight inside classes"], [[v.layer, v.q, v.intra_fraction] for v in views.views],
+              caption=f"Q of each view's graph: one draw of {n} samples, so it differs from the curve's Q, which is "
+                      "the mean over its draws of as many samples as the curve's table says")
+
+
+def _draws(config: dict, repeats: int) -> str:
+    """``"5 draws of 1,000 samples (100 per class)"``, from what the curve's config records."""
+    size, per_class = config.get("samples_per_draw"), config.get("n_per_class")
+    if not isinstance(size, int) or not isinstance(per_class, int):
+        return f"{repeats} draws"
+    return f"{repeats} draw{'s' if repeats != 1 else ''} of {size:,} samples ({per_class} per class)"
 
 
 def _dynamics(doc: HtmlDocument, dynamics: Dynamics, _run: Path) -> None:
@@ -207,7 +219,7 @@ def _dynamics(doc: HtmlDocument, dynamics: Dynamics, _run: Path) -> None:
 
 def _attack(doc: HtmlDocument, result: AdversarialCurves, _run: Path) -> None:
     summary = result.summary
-    attack = shorten(result.label, TITLE_CHARS)
+    attack = shorten(result.label, limit=TITLE_CHARS)
     doc.subsection(f"Clean vs {attack}")
     ax = result.plot(ax=curve_axes(len(result.clean.layers)))
     doc.figure(ax.figure, caption="clean and attacked curves on the same draws, true labels as communities")
@@ -242,7 +254,7 @@ def _compare(doc: HtmlDocument, comparison: LayerComparison, _run: Path) -> None
 
 def _pruning(doc: HtmlDocument, comparison: PruningComparison, _run: Path) -> None:
     doc.subsection("Pruning: methods compared at the same budget")
-    ax = comparison.plot(new_axes((6.4, 4.2), interactive=False))
+    ax = comparison.plot(ax=new_axes((6.4, 4.2), interactive=False))
     doc.figure(ax.figure, caption="test accuracy after fine-tuning (mean ± std over seeds) against the "
                "FLOPs each method removed")
     header = ["method", "removed", "params", "MACs", "FLOPs", "latency (ms)", "acc. pruned", "acc. fine-tuned",
@@ -265,10 +277,12 @@ def _matched(doc: HtmlDocument, study: MatchedComparison, _run: Path) -> None:
         rows.append([s["match"], s["retrain"], s["budget"], s["method"], s["n"], s["acc_mean"], s["acc_std"],
                      s["flops_removed"], s["params_removed"], test.get("mean"), test.get("p_t"), test.get("p_sign")])
     doc.table(header, rows, caption="per budget: accuracy over seeds and the paired difference to modularity")
-    pooled = [[p["match"], p["retrain"], p["method"], p["n"], p["mean"], p["std"], p["p_t"], p["p_sign"]]
-              for p in study.pooled()]
-    doc.table(["match", "retrain", "method", "pairs", "Δ vs modularity", "± std", "p (t-test)", "p (sign flip)"],
-              pooled, caption="over every budget and seed: the paired difference to modularity")
+    pooled = [[p["match"], p["retrain"], p["method"], p["n"], p["mean"], p["std"], p["p_t"], p["p_sign"],
+               p["budgets"], p["p_budget"]] for p in study.pooled()]
+    doc.table(["match", "retrain", "method", "pairs", "Δ vs modularity", "± std", "p (t-test)", "p (sign flip)",
+               "budgets", "p (budget as unit)"],
+              pooled, caption="over every budget and seed: the paired difference to modularity; last column: the "
+              "t-test on the per-budget mean differences")
 
 
 def _plan(doc: HtmlDocument, plan: Plan, _run: Path) -> None:
@@ -381,11 +395,11 @@ def _reason(err: Exception) -> str:
     already cut), else the error's type and its message cut to :data:`~layermod.validate.REASON_CHARS`."""
     if isinstance(err, LayermodError):
         return str(err)
-    message = shorten(str(err), REASON_CHARS)
+    message = shorten(str(err), limit=REASON_CHARS)
     return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
-def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, title: str | None = None) -> list[str]:
+def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str | None = None) -> list[str]:
     """Write one HTML page gathering ``runs`` into ``out``; returns the problems (one line each) met on the way.
 
     Raises:

@@ -9,7 +9,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from layermod.errors import LayermodError, SweepError, one_line
@@ -17,7 +17,7 @@ from layermod.errors import LayermodError, SweepError, one_line
 __all__ = ["Call", "ItemResult", "Resources", "error_line", "run_call"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Resources:
     """What one Ray actor (a worker) reserves on its node for the whole run.
 
@@ -52,6 +52,7 @@ class ItemResult:
 
     id: str
     ok: bool
+    _: KW_ONLY
     value: dict | None = None
     error: str | None = None
     seconds: float = 0.0
@@ -66,6 +67,7 @@ class Call:
 
     fn: Callable[..., dict]
     item_id: str
+    _: KW_ONLY
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     cwd: str = "."
     threads: int | None = None
@@ -83,15 +85,16 @@ def run_call(call: Call) -> ItemResult:
     start = time.perf_counter()
     before = torch.get_num_threads()
     if not os.path.isdir(call.cwd):
-        return ItemResult(call.item_id, False, None, f"the working directory {call.cwd} does not exist on this "
+        return ItemResult(call.item_id, False, value=None,
+                          error=f"the working directory {call.cwd} does not exist on this "
                           "node; run from a directory that every node sees at the same path")
     try:
         with contextlib.chdir(call.cwd):
             if call.threads is not None:
                 torch.set_num_threads(call.threads)
             value = call.fn(**call.kwargs)
-        return ItemResult(call.item_id, True, value, None, time.perf_counter() - start)
+        return ItemResult(call.item_id, True, value=value, error=None, seconds=time.perf_counter() - start)
     except Exception as err:  # the item's own failure: recorded, the others go on
-        return ItemResult(call.item_id, False, None, error_line(err), time.perf_counter() - start)
+        return ItemResult(call.item_id, False, value=None, error=error_line(err), seconds=time.perf_counter() - start)
     finally:
         torch.set_num_threads(before)

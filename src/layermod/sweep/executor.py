@@ -52,6 +52,9 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from layermod.coerce import bar_disabled
 from layermod.errors import SweepError
 from layermod.sweep.calls import Call, ItemResult, Resources, run_call
 
@@ -91,6 +94,7 @@ def run_items(
     threads: int | None = None,
     max_retries: int = 3,
     on_result: Callable[[ItemResult], None] | None = None,
+    progress: bool | str = "auto",
 ) -> list[ItemResult]:
     """Call ``fn(**kwargs)`` for every ``(id, kwargs)`` item on ``backend``; one result per item, in order.
 
@@ -108,6 +112,8 @@ def run_items(
             CPU in a worker.
         max_retries: Ray: reruns of an item whose actor or node died.
         on_result: called in this process with each result as it arrives (completion order), e.g. to record it.
+        progress: a bar of the items done, their rate and the time left (``"auto"``: when stderr is a terminal
+            or in a notebook; True: when stderr is a terminal; False: none).
 
     Raises:
         SweepError: an unknown backend, Ray not installed, a cluster that cannot be reached, resources that
@@ -123,12 +129,27 @@ def run_items(
             raise SweepError(f"{name}={value!r} must be an integer >= {low}")
     resources = resources or Resources()
     cwd = os.getcwd()
+    bar = tqdm(total=len(items), desc="items", unit="item", disable=bar_disabled(progress))
+
+    def arrived(result: ItemResult) -> None:
+        bar.update(1)
+        if on_result is not None:
+            on_result(result)
+
+    with bar:
+        results = _run(fn, items, backend, workers, address, resources, threads, max_retries, arrived, cwd)
+    return [results[item_id] for item_id in ids]
+
+
+def _run(fn, items, backend, workers, address, resources, threads, max_retries, on_result,
+         cwd) -> dict[str, ItemResult]:
+    """:func:`run_items`' work, its arguments checked: results by id."""
     if backend == "ray":
         from layermod.sweep.rayworkers import run_ray
 
         _check_importable(fn)
         default = threads or max(1, int(resources.num_cpus))
-        calls = [Call(fn, item_id, kwargs, cwd, default) for item_id, kwargs in items]
+        calls = [Call(fn, item_id, kwargs=kwargs, cwd=cwd, threads=default) for item_id, kwargs in items]
         results = run_ray(calls, address, workers, resources, max_retries, on_result)
     elif workers is not None and workers > 1:
         from layermod.sweep.processes import run_processes
@@ -136,7 +157,7 @@ def run_items(
         _check_local(resources)
         _check_importable(fn)
         default = threads or max(1, (os.cpu_count() or 1) // workers)
-        calls = [Call(fn, item_id, kwargs, cwd, default) for item_id, kwargs in items]
+        calls = [Call(fn, item_id, kwargs=kwargs, cwd=cwd, threads=default) for item_id, kwargs in items]
         results = run_processes(calls, workers, on_result)
     else:
         from layermod.models.cache import cache_scope
@@ -146,7 +167,6 @@ def run_items(
         results = {}
         with cache_scope():
             for item_id, kwargs in items:
-                results[item_id] = result = run_call(Call(fn, item_id, kwargs, cwd, threads))
-                if on_result is not None:
-                    on_result(result)
-    return [results[item_id] for item_id in ids]
+                results[item_id] = result = run_call(Call(fn, item_id, kwargs=kwargs, cwd=cwd, threads=threads))
+                on_result(result)
+    return results

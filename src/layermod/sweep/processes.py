@@ -52,8 +52,9 @@ def _serve(conn: Connection) -> None:
             try:
                 conn.send(result)
             except Exception as err:  # noqa: BLE001  (fn returned what cannot be pickled)
-                conn.send(ItemResult(result.id, False, None, f"its result cannot be sent back ({error_line(err)}); "
-                                     "return a small JSON-able dict", result.seconds))
+                conn.send(ItemResult(result.id, False, value=None,
+                                     error=f"its result cannot be sent back ({error_line(err)}); "
+                                     "return a small JSON-able dict", seconds=result.seconds))
 
 
 def run_processes(calls: list[Call], workers: int, on_result: Callable[[ItemResult], None] | None
@@ -86,7 +87,7 @@ def run_processes(calls: list[Call], workers: int, on_result: Callable[[ItemResu
             try:
                 conn.send(call)
             except OSError:  # died before it could take the item (e.g. while starting)
-                settle(ItemResult(call.item_id, False, None, _died(process)))
+                settle(ItemResult(call.item_id, False, value=None, error=_died(process)))
                 conn.close()
                 conn, process = start()
                 continue
@@ -106,7 +107,7 @@ def run_processes(calls: list[Call], workers: int, on_result: Callable[[ItemResu
                     result = None
                 if result is None:
                     conn.close()
-                    settle(ItemResult(call.item_id, False, None, _died(process)))
+                    settle(ItemResult(call.item_id, False, value=None, error=_died(process)))
                     if todo:
                         feed(*start())
                 else:

@@ -12,19 +12,24 @@ Decisions, on purpose:
   actor is asked for in the dead one's place. An error raised by ``fn`` is a failed result, never retried.
 * **Nothing outlives the run.** Every actor is killed when the run ends or is interrupted; an embedded Ray
   started here is stopped here.
+* **Waiting is said.** While no actor of the run has started (the cluster's CPUs or GPUs are held by other
+  work), a warning every ``NOTICE_S`` seconds says how long it has waited, for what, and what is free.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections import Counter, deque
 from collections.abc import Callable
 
 from layermod.errors import SweepError, one_line
 from layermod.sweep.calls import Call, ItemResult, Resources, error_line, run_call
 
-__all__ = ["run_ray"]
+__all__ = ["NOTICE_S", "run_ray"]
+
+NOTICE_S = 30.0  # seconds without a started actor before a warning says what the run waits for
 
 
 class _Worker:
@@ -129,8 +134,18 @@ def _feed(ray, calls: list[Call], count: int, resources: Resources, max_retries:
 
     for _ in range(count):
         start()
+    waited = 0.0
     while running or (todo and starting):
-        done, _ = ray.wait([*running, *starting], num_returns=1)
+        done, _ = ray.wait([*running, *starting], num_returns=1, timeout=NOTICE_S)
+        if not done:
+            if not running and not idle:
+                waited += NOTICE_S
+                free = ray.available_resources()
+                warnings.warn(f"waited {waited:.0f} s for Ray to start any of {len(starting)} workers (num_cpus="
+                              f"{resources.num_cpus:g}, num_gpus={resources.num_gpus:g} each); the cluster has "
+                              f"{free.get('CPU', 0):g} CPUs and {free.get('GPU', 0):g} GPUs free: other work holds "
+                              "them", RuntimeWarning, stacklevel=2)
+            continue
         for ref in done:
             if ref in starting:
                 actor = starting.pop(ref)
@@ -153,12 +168,15 @@ def _feed(ray, calls: list[Call], count: int, resources: Resources, max_retries:
                         give(idle.pop())
                 else:
                     times = "" if tries[call.item_id] == 1 else f", {tries[call.item_id]} times"
-                    settle(ItemResult(call.item_id, False, None, f"its Ray worker was lost ({type(err).__name__}"
+                    settle(ItemResult(call.item_id, False, value=None,
+                                      error=f"its Ray worker was lost ({type(err).__name__}"
                                       f"{times}); run it again"))
             except ray.exceptions.RayError as err:  # e.g. the item's result could not be sent back
-                settle(ItemResult(call.item_id, False, None, f"its Ray worker failed ({error_line(err)[:150]})"))
+                settle(ItemResult(call.item_id, False, value=None,
+                                  error=f"its Ray worker failed ({error_line(err)[:150]})"))
                 give(actor)
     for call in todo:  # every actor is gone and none could start
-        settle(ItemResult(call.item_id, False, None, f"no Ray worker could start ({why_not[:150]}); check that "
+        settle(ItemResult(call.item_id, False, value=None,
+                          error=f"no Ray worker could start ({why_not[:150]}); check that "
                           "layermod imports on every node"))
     return results

@@ -35,6 +35,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -47,6 +48,9 @@ from layermod.io.rundir import ITEMS_DIR, RESULTS_CSV, RESULTS_PARQUET, SUMMARY_
 from layermod.io.validate import MAX_ITEMS, REASON_CHARS, TITLE_CHARS, label, literal_text, shorten
 from layermod.sweep.run import read_record
 from layermod.sweep.spec import Item
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["COLUMNS", "MAX_LINES", "SweepTable"]
 
@@ -110,12 +114,12 @@ class SweepTable(TableResult):
         """Ids of the failed items."""
         return [row["item"] for row in self.rows if row["status"] == "failed"]
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike) -> Path:
         """Write ``summary.png`` (when an item is ok), ``results.parquet`` (with pyarrow) and ``results.csv`` into
-        ``out_dir``; returns the directory."""
-        out = ensure_writable_dir(out_dir)
+        ``path``; returns the directory."""
+        out = ensure_writable_dir(path)
         if any(row["status"] == "ok" for row in self.rows):
-            ax = self.plot(curve_axes(self._width()))
+            ax = self.plot(ax=curve_axes(self._width()))
             ax.figure.tight_layout()
             save_png(ax.figure, out / SUMMARY_PNG)
         self._write_parquet(out / RESULTS_PARQUET)
@@ -165,7 +169,7 @@ class SweepTable(TableResult):
             check_recorded(path, raw)
             return cls._parse(raw.decode("utf-8"))
         except (OSError, ValueError, csv.Error) as err:
-            reason = shorten(str(err), REASON_CHARS) or type(err).__name__
+            reason = shorten(str(err), limit=REASON_CHARS) or type(err).__name__
             raise ReportError(f"cannot read a sweep table from {path} ({reason}); point at a {RESULTS_CSV} "
                               "written by layermod") from None
 
@@ -210,7 +214,7 @@ class SweepTable(TableResult):
         return lengths.pop() if len(lengths) == 1 else 20
 
     @literal_text
-    def plot(self, ax=None):
+    def plot(self, *, ax: Axes | None = None) -> Axes:
         """Draw the curves grouped by what varies (see the module doc) into ``ax`` (default: a new figure's);
         returns the Axes."""
         keys, groups = self._groups()
@@ -244,7 +248,7 @@ class SweepTable(TableResult):
         seeds = " (mean over seeds)" if "seed" in self.options else ""
         shown = "" if len(groups) <= MAX_LINES else f" (first {MAX_LINES} of {len(groups)} groups)"
         ax.set_title(label(f"{len({r['item'] for r in self.rows if r['status'] == 'ok'})} items, grouped by "
-                           f"{', '.join(keys) or 'nothing'}{seeds}{shown}", TITLE_CHARS), fontsize=10)
+                           f"{', '.join(keys) or 'nothing'}{seeds}{shown}", limit=TITLE_CHARS), fontsize=10)
         ax.legend(fontsize=7, loc="best")
         return ax
 

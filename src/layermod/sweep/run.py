@@ -32,7 +32,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ class SweepRun:
         failed: id -> one-line error of the items that failed now.
     """
 
+    _: KW_ONLY
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -132,17 +133,29 @@ def _claim(final: Path, wait: bool = True) -> Iterator[bool]:
     blocks a resume."""
     final.parent.mkdir(parents=True, exist_ok=True)
     path = final.with_name(f".{final.name}.lock")
-    with open(path, "a") as lock:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
+    while True:
+        with open(path, "a") as lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            if not _is_file_at(lock, path):  # its holder removed it while we waited: another may lock a new one
+                continue
+            try:
+                yield True
+            finally:  # a process waiting on this file finds it removed and locks the path anew
+                with contextlib.suppress(OSError):
+                    path.unlink()
             return
-        try:
-            yield True
-        finally:  # a process waiting on this file still gets it next, and finds the item complete
-            with contextlib.suppress(OSError):
-                path.unlink()
+
+
+def _is_file_at(handle, path: Path) -> bool:
+    """Whether the open file ``handle`` is still the file at ``path``."""
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _write_failure(final: Path, record: Mapping[str, Any], result: ItemResult) -> None:
@@ -180,11 +193,13 @@ def run_sweep(
     resources: Resources | None = None,
     threads: int | None = None,
     on_result: Callable[[ItemResult], None] | None = None,
+    progress: bool | str = "auto",
 ) -> SweepRun:
     """Run the ``(item, args)`` pairs of ``work`` not yet complete into ``out/items/ID`` with ``make``.
 
     ``args`` are what ``make`` receives (picklable, small); the backend options are
-    :func:`~layermod.sweep.executor.run_items`'s. ``on_result`` sees each item's result as it arrives.
+    :func:`~layermod.sweep.executor.run_items`'s, and so is ``progress``. ``on_result`` sees each item's result as
+    it arrives.
 
     Raises:
         SweepError: without ``resume``, ``out`` already holds some of these items.
@@ -216,7 +231,7 @@ def run_sweep(
     calls = [(item.id, {"make": make, "out": str((items_dir / item.id).absolute()), "args": args,
                         "record": described[item.id]}) for item, args in todo]
     run_items(item_task, calls, backend=backend, workers=workers, address=address, resources=resources,
-              threads=threads, on_result=settle)
+              threads=threads, on_result=settle, progress=progress)
     _remove_temporaries(items_dir, todo)  # left by attempts whose worker died (Ray ran the item again)
     return run
 

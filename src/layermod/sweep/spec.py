@@ -51,7 +51,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -106,6 +106,7 @@ class SweepSpec:
     items: list[Item]
     varying: list[str]
     resources: Resources
+    _: KW_ONLY
     threads: int | None = None
 
     def shard(self, index: int, count: int) -> list[Item]:
@@ -126,6 +127,7 @@ def item_hash(options: Mapping[str, object]) -> str:
 
 
 def load_spec(path: str | os.PathLike, options: Mapping[str, OptionKind],
+              *,
               max_items: int = MAX_SPEC_ITEMS) -> SweepSpec:
     """Read, check and expand the TOML spec at ``path`` whose option keys are ``options`` (name -> kind).
 
@@ -148,7 +150,7 @@ def load_spec(path: str | os.PathLike, options: Mapping[str, OptionKind],
     return parse_spec(data, options, source=str(path), max_items=max_items)
 
 
-def parse_spec(data: Mapping[str, object], options: Mapping[str, OptionKind], source: str = "the spec",
+def parse_spec(data: Mapping[str, object], options: Mapping[str, OptionKind], *, source: str = "the spec",
                max_items: int = MAX_SPEC_ITEMS) -> SweepSpec:
     """:func:`load_spec` of an already parsed TOML document ``data``; ``source`` names it in messages."""
     unknown = sorted(set(data) - {*_TABLES, *_RESOURCE_KEYS})
@@ -176,7 +178,7 @@ def parse_spec(data: Mapping[str, object], options: Mapping[str, OptionKind], so
     if len({item.id for item in items}) < len(items):  # 40-bit hashes: practically never
         raise SweepError(f"two items of {source} got the same id; change an option of one of them")
     resources, threads = _resources(data, source)
-    return SweepSpec(items, varying, resources, threads)
+    return SweepSpec(items, varying, resources, threads=threads)
 
 
 def to_argv(options: Mapping[str, object], kinds: Mapping[str, OptionKind]) -> list[str]:
@@ -274,7 +276,7 @@ def _resources(data: Mapping[str, object], source: str) -> tuple[Resources, int 
     if threads is not None and not 1 <= threads <= 1024:
         raise SweepError(f"threads = {threads} in {source} must be from 1 to 1024")
     try:
-        resources = Resources(float(given.get("num-cpus", 1)), float(given.get("num-gpus", 0)))
+        resources = Resources(num_cpus=float(given.get("num-cpus", 1)), num_gpus=float(given.get("num-gpus", 0)))
     except LayermodError as err:
         raise SweepError(f"{err} (in {source})") from None
     return resources, threads

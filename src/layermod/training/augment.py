@@ -29,6 +29,7 @@ _CROP_FLIP_DATASETS = frozenset({"cifar10", "cifar100"})
 
 def random_crop_flip(
     batch: torch.Tensor,
+    *,
     padding: int = 4,
     flip: bool = True,
     fill: torch.Tensor | None = None,
@@ -92,6 +93,6 @@ def black_fill(normalization: dict) -> torch.Tensor | None:
     return (0.0 - mean) / std
 
 
-def augmentation_for(dataset_name: str) -> bool:
-    """Whether random crop + flip is the standard augmentation of ``dataset_name`` (CIFAR-10/100 only)."""
-    return str(dataset_name).lower() in _CROP_FLIP_DATASETS
+def augmentation_for(dataset: str) -> bool:
+    """Whether random crop + flip is the standard augmentation of ``dataset`` (CIFAR-10/100 only)."""
+    return str(dataset).lower() in _CROP_FLIP_DATASETS

@@ -16,7 +16,7 @@ SCHEDULES = ("cosine", "step", "constant")
 OPTIMIZERS = ("sgd", "adamw")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     """Settings of :func:`train` and :func:`fit`.
 

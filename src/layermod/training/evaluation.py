@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 from torch import nn
@@ -54,6 +54,7 @@ class Evaluation:
     accuracy: float
     correct: int
     n: int
+    _: KW_ONLY
     weights: str | None = None
     arch: str | None = None
     arch_args: dict | None = None
@@ -74,9 +75,9 @@ class Evaluation:
         integers ``0 <= correct <= n``, ``n >= 1``; the names strings or null, arch_args an object or null, the
         epoch an integer >= 0 or null. Raises ValueError naming the first problem."""
         result = mapping(data, "the evaluation")
-        accuracy = number(required(result, "accuracy"), "accuracy", 0, 1)
-        correct = number(required(result, "correct"), "correct", 0, integer=True)
-        n = number(required(result, "n"), "n", 1, integer=True)
+        accuracy = number(required(result, "accuracy"), "accuracy", low=0, high=1)
+        correct = number(required(result, "correct"), "correct", low=0, integer=True)
+        n = number(required(result, "n"), "n", low=1, integer=True)
         if correct > n or abs(accuracy - correct / n) > _ROUNDING:
             raise ValueError(f"accuracy {accuracy:g} with {correct} correct of {n} samples cannot be")
         given = {key: result.get(key) for key in ("weights", "arch", "dataset", "split", "data_dir")}
@@ -88,7 +89,7 @@ class Evaluation:
             mapping(arch_args, "arch_args")
         epoch = result.get("epoch")
         if epoch is not None:
-            number(epoch, "epoch", 0, integer=True)
+            number(epoch, "epoch", low=0, integer=True)
         return cls(accuracy, correct, n, arch_args=arch_args, epoch=epoch, **given)
 
     @classmethod
@@ -97,9 +98,9 @@ class Evaluation:
         :class:`~layermod.errors.ReportError` naming the file when it cannot be read."""
         return read_json_file(path, EVAL_JSON, cls.from_dict, "an evaluation")
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``eval.json`` into ``out_dir`` (created), whole or not at all; returns the directory."""
-        out = ensure_writable_dir(out_dir)
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``eval.json`` into ``path`` (created), whole or not at all; returns the directory."""
+        out = ensure_writable_dir(path)
         with atomic_path(out / EVAL_JSON) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return out
@@ -109,11 +110,11 @@ def evaluate_checkpoint(
     model: nn.Module,
     meta: dict,
     weights: str | os.PathLike,
+    *,
     dataset: str | None = None,
     split: str = "test",
     data_dir: str | os.PathLike | None = None,
     batch_size: int = 512,
-    *,
     text: dict | None = None,
 ) -> Evaluation:
     """The accuracy of a checkpoint's ``model`` (with its sidecar ``meta``, read from ``weights``) on
@@ -132,8 +133,8 @@ def evaluate_checkpoint(
         data_dir = data_dir if data_dir is not None else meta.get("data_dir")
     if text is None:
         text = text_options(meta, sidecar_path(weights))
-    data, description = resolve_data(spec, split, data_dir, allow_import=dataset is not None, **text)
-    check_model_fits(model, data, spec)
+    data, description = resolve_data(spec, split=split, data_dir=data_dir, allow_import=dataset is not None, **text)
+    check_model_fits(model, data, what=spec)
     accuracy = evaluate(model, data, batch_size=batch_size)
     n = len(data)
     return Evaluation(accuracy, round(accuracy * n), n, weights=str(weights), arch=meta.get("arch"),

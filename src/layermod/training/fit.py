@@ -92,27 +92,28 @@ def fit(
     train_data: Dataset,
     test_data: Dataset,
     config: TrainConfig,
-    out_dir: str | Path,
+    out: str | Path,
+    *,
     meta: dict | None = None,
     track: TrackConfig | None = None,
     resume: bool = False,
     progress: bool | str = "auto",
     log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[dict]:
-    """Train ``model`` as a run in ``out_dir``: checkpoints and metrics every epoch, resumable (see module doc).
+    """Train ``model`` as a run in ``out``: checkpoints and metrics every epoch, resumable (see module doc).
 
     Args:
         model: the classifier, freshly initialised (or any weights: resuming replaces them), on its device.
         train_data, test_data: datasets of ``(x, y)`` pairs; ``test_data`` is evaluated after every epoch and is
             where the tracking probe is drawn from.
         config: see :class:`TrainConfig`; validated first.
-        out_dir: the run directory, created when the first files are written.
+        out: the run directory, created when the first files are written.
         meta: JSON-serialisable description written into every sidecar and compared on resume. For
             :func:`~layermod.checkpoint.load_checkpoint` to rebuild the model it holds ``"arch"`` and
             ``"arch_args"``; the CLI adds the dataset, normalisation, subset and sizes.
         track: measure the modularity curve on a fixed test probe at epoch 0, every ``track.every`` epochs and at
             the last epoch, into ``dynamics.json`` / ``dynamics.png``; ``None``: no tracking.
-        resume: continue the run saved in ``out_dir``.
+        resume: continue the run saved in ``out``.
         progress: progress bars and one line per epoch.
         log: called as ``log(epoch, scalars)`` once per epoch trained, before the epoch's files are committed,
             with ``lr``, ``train_loss``, ``train_acc``, ``test_acc`` and, at tracked epochs,
@@ -124,7 +125,7 @@ def fit(
         "test_acc", "seconds"}``. The model holds the last epoch's weights, in eval mode.
 
     Raises:
-        TrainError: bad config, a schedule that does not fit, a model that does not fit the data, ``out_dir``
+        TrainError: bad config, a schedule that does not fit, a model that does not fit the data, ``out``
             already holding a run (without ``resume``), nothing to resume, or settings differing from the saved
             run (one line naming them).
     """
@@ -133,7 +134,7 @@ def fit(
         track.validate()
     n_train = dataset_length(train_data, "training data")
     dataset_length(test_data, "test data")
-    out = Path(out_dir)
+    out = Path(out)
     meta = _plain_meta(meta)
     tracking = track.to_dict() if track is not None else None
     saved = _saved_run(out, resume)
@@ -143,14 +144,14 @@ def fit(
         if differences:
             raise TrainError(f"cannot resume {out}: the settings differ from the saved run ({'; '.join(differences)}); "
                              "repeat the saved settings (only epochs may change) or choose another output directory")
-    check_model_fits(model, train_data, "the training data")
-    check_model_fits(model, test_data, "the test data")
+    check_model_fits(model, train_data, what="the training data")
+    check_model_fits(model, test_data, what="the test data")
     _tidy(out)
     steps = num_batches(n_train, config.batch_size)
     optimizer = make_optimizer(model, config)
     tracker = None
     if track is not None:
-        tracker = CurveTracker(test_data, track, dataset=meta.get("test_dataset", meta.get("dataset")))
+        tracker = CurveTracker(test_data, track=track, dataset=meta.get("test_dataset", meta.get("dataset")))
     if saved is not None:
         history, best = _restore(model, optimizer, out, saved)
         if tracker is not None:
@@ -161,7 +162,7 @@ def fit(
     else:
         history, best = [], None
         if tracker is not None:
-            curve = tracker.measure(model, 0, evaluate(model, test_data))
+            curve = tracker.measure(model, 0, accuracy=evaluate(model, test_data))
             _log(log, 0, {"test_acc": tracker.dynamics.test_acc[0], **tracker.scalars(curve)})
         ensure_writable_dir(out)
         if tracker is not None:
@@ -171,10 +172,10 @@ def fit(
         lr = lr_at((epoch - 1) * steps, steps * config.epochs, config)
         row = run_epoch(model, train_data, test_data, optimizer, config, epoch, steps, progress)
         history.append({"epoch": epoch, "lr": lr, **row})
-        tracked = tracker is not None and tracker.should_measure(epoch, config.epochs)
+        tracked = tracker is not None and tracker.should_measure(epoch, last_epoch=config.epochs)
         scalars = {key: row[key] for key in _LOGGED}
         if tracked:
-            scalars.update(tracker.scalars(tracker.measure(model, epoch, row["test_acc"])))
+            scalars.update(tracker.scalars(tracker.measure(model, epoch, accuracy=row["test_acc"])))
         _log(log, epoch, {"lr": lr, **scalars})
         improved = best is None or row["test_acc"] > best[1]
         if improved:
@@ -306,7 +307,7 @@ def _save_last(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, si
 def _tidy(out: Path) -> None:
     """Settle interrupted checkpoint saves in ``out`` and delete stale temporaries of metrics.csv and dynamics.*
     (what a process killed while writing them leaves)."""
-    settle(out / (LAST + WEIGHTS_SUFFIX), [OPTIMIZER])
+    settle(out / (LAST + WEIGHTS_SUFFIX), companions=[OPTIMIZER])
     settle(out / (BEST + WEIGHTS_SUFFIX))
     for name in (METRICS_CSV, DYNAMICS_JSON, DYNAMICS_PNG):
         for stale in glob.glob(glob.escape(str(out / f".{name}")) + ".*.tmp"):

@@ -4,7 +4,7 @@
     from layermod.training.hf_trainer import ModularityTrainerCallback
 
     trainer = Trainer(model, TrainingArguments(output_dir, eval_strategy="epoch", report_to="tensorboard"), ...)
-    ModularityTrainerCallback(trainer, eval_data, TrackConfig(every=1), accuracy="eval_accuracy")
+    ModularityTrainerCallback(trainer, eval_data, track=TrackConfig(every=1), accuracy="eval_accuracy")
     trainer.train()   # output_dir/dynamics.json and dynamics.png; eval/modularity/<layer> in TensorBoard
 
 The twin of :mod:`layermod.training.lightning`: it only observes and logs; the measuring is a
@@ -26,10 +26,10 @@ Decisions, on purpose:
   ``eval/modularity/<layer>`` beside ``eval/loss``: the probe is drawn from the evaluation data. Their step is
   the trainer's (``state.global_step``, as for every HF metric); ``dynamics.json`` holds the epochs.
 * **Files.** ``dynamics.json`` + ``dynamics.png`` are rewritten (atomically) at every measured epoch into
-  ``out_dir``, by default ``args.output_dir``; on rank zero only (the measuring too).
+  ``out``, by default ``args.output_dir``; on rank zero only (the measuring too).
 * **Accuracy.** ``accuracy`` names a key of the evaluation's metrics (``"eval_accuracy"`` from your
   ``compute_metrics``), in [0, 1]; without it the accuracy is unknown (NaN).
-* **Resume.** ``train(resume_from_checkpoint=...)`` continues the ``dynamics.json`` found in ``out_dir``, its
+* **Resume.** ``train(resume_from_checkpoint=...)`` continues the ``dynamics.json`` found in ``out``, its
   epochs after the checkpoint's dropped; without that file the dynamics restart at the next measured epoch.
 * **Lazy.** transformers is imported when :class:`ModularityTrainerCallback` is first asked for (a module
   ``__getattr__`` builds the class), so this module imports without it.
@@ -40,11 +40,18 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from layermod.analysis.dynamics import Dynamics, TrackConfig
 from layermod.errors import TrainError
 from layermod.io.rundir import DYNAMICS_JSON
 from layermod.training.tracker import CurveTracker, lazy_class
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
+
+    from layermod.data.arrays import Data
 
 __all__ = ["ModularityTrainerCallback"]
 
@@ -67,7 +74,7 @@ def _build_callback() -> type:
                 ``labels`` / ``label`` (or of ``(x, y)`` pairs), a DataLoader (read once), or an ``(X, y)`` pair
                 with ``X`` a dict of tensors.
             track: how often, which layers, the graph and the draws (default :class:`TrackConfig`'s).
-            out_dir: where ``dynamics.json`` / ``dynamics.png`` go (default: ``trainer.args.output_dir``).
+            out: where ``dynamics.json`` / ``dynamics.png`` go (default: ``trainer.args.output_dir``).
             accuracy: key of the evaluation metrics in [0, 1] to record beside the curve (e.g.
                 ``"eval_accuracy"``).
             dataset: the data's name, recorded in the dynamics.
@@ -77,16 +84,17 @@ def _build_callback() -> type:
                 measurements.
         """
 
-        def __init__(self, trainer, data, track: TrackConfig | None = None, *,
-                     out_dir: str | os.PathLike | None = None, accuracy: str | None = None,
+        def __init__(self, trainer: Trainer, data: Data, *, track: TrackConfig | None = None,
+                     out: str | os.PathLike | None = None, accuracy: str | None = None,
                      dataset: str | None = None) -> None:
-            self.tracker = CurveTracker(data, track, dataset=dataset, split="eval")
+            self.tracker = CurveTracker(data, track=track, dataset=dataset, split="eval")
             self.trainer = trainer
-            self.out_dir = Path(out_dir if out_dir is not None else trainer.args.output_dir)
+            self.out = Path(out if out is not None else trainer.args.output_dir)
             self.accuracy = accuracy
             trainer.add_callback(self)
 
-        def on_train_begin(self, args, state, control, model=None, **kwargs) -> None:
+        def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, *,
+                           model: nn.Module | None = None, **kwargs: Any) -> None:
             strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
             if strategy != "epoch":
                 raise TrainError(f"ModularityTrainerCallback measures at the evaluation closing each epoch, but "
@@ -95,10 +103,12 @@ def _build_callback() -> type:
                 return
             if state.global_step == 0:
                 self._measure(model, state, 0, None)
-            elif (self.out_dir / DYNAMICS_JSON).is_file():
-                self.tracker.resume(Dynamics.load(self.out_dir), math.floor(state.epoch or 0))
+            elif (self.out / DYNAMICS_JSON).is_file():
+                self.tracker.resume(Dynamics.load(self.out), math.floor(state.epoch or 0))
 
-        def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs) -> None:
+        def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, *,
+                        model: nn.Module | None = None, metrics: dict[str, float] | None = None,
+                        **kwargs: Any) -> None:
             epoch = round(state.epoch or 0)
             if not state.is_world_process_zero or abs((state.epoch or 0) - epoch) > 1e-9:
                 return  # an evaluation inside an epoch
@@ -113,11 +123,11 @@ def _build_callback() -> type:
         def _measure(self, model, state, epoch: int, accuracy: float | None) -> None:
             total = state.num_train_epochs
             last = int(total) if total and float(total).is_integer() else None
-            if not self.tracker.should_measure(epoch, last):
+            if not self.tracker.should_measure(epoch, last_epoch=last):
                 return
-            curve = self.tracker.measure(model, epoch, accuracy)
+            curve = self.tracker.measure(model, epoch, accuracy=accuracy)
             self.trainer.log({f"{LOG_PREFIX}{name}": value for name, value in self.tracker.scalars(curve).items()})
-            self.tracker.save(self.out_dir)
+            self.tracker.save(self.out)
 
     ModularityTrainerCallback.__module__, ModularityTrainerCallback.__qualname__ = __name__, "ModularityTrainerCallback"
     return ModularityTrainerCallback

@@ -3,7 +3,7 @@
     from layermod.analysis.dynamics import TrackConfig
     from layermod.training.lightning import ModularityCallback
 
-    callback = ModularityCallback(val_data, TrackConfig(every=2), accuracy="val_acc")
+    callback = ModularityCallback(val_data, track=TrackConfig(every=2), accuracy="val_acc")
     trainer = lightning.pytorch.Trainer(max_epochs=10, callbacks=[callback])
     trainer.fit(module, train_loader, val_loader)
     # trainer.log_dir / "dynamics.json" and dynamics.png; modularity/<layer> in every logger
@@ -25,7 +25,7 @@ Decisions, on purpose:
   reduce across ranks (``self.log`` on one rank with ``sync_dist`` would wait for the others forever), and the
   x-axis of ``modularity/<layer>`` is then the epoch, the same as ``dynamics.json``'s, in every logger.
 * **Files.** ``dynamics.json`` + ``dynamics.png`` are rewritten (atomically) at every measured epoch into
-  ``out_dir``, by default ``trainer.log_dir`` (the TensorBoard/CSV logger's version folder, else the trainer's
+  ``out``, by default ``trainer.log_dir`` (the TensorBoard/CSV logger's version folder, else the trainer's
   ``default_root_dir``).
 * **Accuracy.** ``accuracy`` names a metric the module logs per validation epoch (``self.log("val_acc", ...)``),
   in [0, 1]; it goes into the dynamics' accuracy panel. Without it the accuracy is unknown (NaN).
@@ -45,7 +45,10 @@ from layermod.errors import TrainError
 from layermod.training.tracker import CurveTracker, lazy_class
 
 if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
     from torch import nn
+
+    from layermod.data.arrays import Data
 
 __all__ = ["ModularityCallback"]
 
@@ -65,7 +68,7 @@ def _build_callback() -> type:
             data: where the probe is drawn from (usually the validation set): an ``(X, y)`` pair, a Dataset or a
                 DataLoader (read once); batches go to the model as :func:`~layermod.modularity_curve` sends them.
             track: how often, which layers, the graph and the draws (default :class:`TrackConfig`'s).
-            out_dir: where ``dynamics.json`` / ``dynamics.png`` go (default: ``trainer.log_dir``).
+            out: where ``dynamics.json`` / ``dynamics.png`` go (default: ``trainer.log_dir``).
             accuracy: name of a logged validation metric in [0, 1] to record beside the curve.
             dataset: the data's name, recorded in the dynamics.
 
@@ -74,17 +77,17 @@ def _build_callback() -> type:
                 measurements.
         """
 
-        def __init__(self, data, track: TrackConfig | None = None, *, out_dir: str | os.PathLike | None = None,
+        def __init__(self, data: Data, *, track: TrackConfig | None = None, out: str | os.PathLike | None = None,
                      accuracy: str | None = None, dataset: str | None = None) -> None:
-            self.tracker = CurveTracker(data, track, dataset=dataset, split="validation")
-            self.out_dir = out_dir
+            self.tracker = CurveTracker(data, track=track, dataset=dataset, split="validation")
+            self.out = out
             self.accuracy = accuracy
 
-        def on_train_start(self, trainer, pl_module: nn.Module) -> None:
+        def on_train_start(self, trainer: Trainer, pl_module: nn.Module) -> None:
             if trainer.current_epoch == 0 and trainer.global_step == 0:
                 self._measure(trainer, pl_module, 0, None)
 
-        def on_validation_epoch_end(self, trainer, pl_module: nn.Module) -> None:
+        def on_validation_epoch_end(self, trainer: Trainer, pl_module: nn.Module) -> None:
             if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not trainer.is_last_batch:
                 return
             self._measure(trainer, pl_module, trainer.current_epoch + 1, self._accuracy(trainer))
@@ -100,15 +103,15 @@ def _build_callback() -> type:
                 self.tracker.resume(dynamics, dynamics.epochs[-1])
 
         def _measure(self, trainer, pl_module: nn.Module, epoch: int, accuracy: float | None) -> None:
-            out_dir = self.out_dir if self.out_dir is not None else trainer.log_dir  # every rank: it broadcasts
+            out = self.out if self.out is not None else trainer.log_dir  # every rank: it broadcasts
             last = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
-            if not trainer.is_global_zero or not self.tracker.should_measure(epoch, last):
+            if not trainer.is_global_zero or not self.tracker.should_measure(epoch, last_epoch=last):
                 return
-            curve = self.tracker.measure(pl_module, epoch, accuracy)
+            curve = self.tracker.measure(pl_module, epoch, accuracy=accuracy)
             scalars = self.tracker.scalars(curve)
             for logger in trainer.loggers:
                 logger.log_metrics(scalars, step=epoch)
-            self.tracker.save(out_dir)
+            self.tracker.save(out)
 
         def _accuracy(self, trainer) -> float | None:
             if self.accuracy is None:

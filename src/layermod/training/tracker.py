@@ -6,10 +6,10 @@ callback (:mod:`layermod.training.lightning`) and the Hugging Face Trainer callb
 probe, measures the curve at the epochs the config names into a :class:`~layermod.analysis.dynamics.Dynamics`,
 saves ``dynamics.json`` / ``dynamics.png`` and names the scalars a logger records::
 
-    tracker = CurveTracker(test_data, TrackConfig(every=5))
+    tracker = CurveTracker(test_data, track=TrackConfig(every=5))
     for epoch in range(epochs + 1):          # 0 = before the first step
         ...                                  # train one epoch (none at epoch 0)
-        if tracker.should_measure(epoch, epochs):
+        if tracker.should_measure(epoch, last_epoch=epochs):
             curve = tracker.measure(model, epoch, accuracy=test_acc)
             for tag, value in tracker.scalars(curve).items():   # {"modularity/<layer>": mean Q}
                 writer.add_scalar(tag, value, epoch)            # e.g. TensorBoard's SummaryWriter
@@ -52,7 +52,7 @@ from torch.utils.data import Dataset
 
 from layermod.analysis.curve import Curve, modularity_curve
 from layermod.analysis.dynamics import Dynamics, TrackConfig
-from layermod.data.arrays import as_dataset, dataset_labels, gather
+from layermod.data.arrays import Data, as_dataset, dataset_labels, gather
 from layermod.data.batches import take
 from layermod.data.draws import balanced_draws
 from layermod.errors import TrainError
@@ -83,7 +83,7 @@ class CurveTracker:
         DatasetError, LabelError: data the draws cannot be made from.
     """
 
-    def __init__(self, data, track: TrackConfig | None = None, *, dataset: str | None = None,
+    def __init__(self, data: Data, *, track: TrackConfig | None = None, dataset: str | None = None,
                  split: str = "test") -> None:
         self.track = track if track is not None else TrackConfig()
         self.track.validate()
@@ -91,7 +91,7 @@ class CurveTracker:
         self.dynamics: Dynamics | None = None
         self._source = {"dataset": dataset, "split": split}
 
-    def should_measure(self, epoch: int, last_epoch: int | None = None) -> bool:
+    def should_measure(self, epoch: int, *, last_epoch: int | None = None) -> bool:
         """Whether ``epoch`` (0 = before training) is measured in a run of ``last_epoch`` epochs (None: not
         known) and is later than every epoch measured so far."""
         if self.dynamics is not None and epoch <= self.dynamics.epochs[-1]:
@@ -100,7 +100,7 @@ class CurveTracker:
             return epoch == 0 or epoch % self.track.every == 0
         return self.track.tracks(epoch, last_epoch)
 
-    def measure(self, model: nn.Module, epoch: int, accuracy: float | None = None) -> Curve:
+    def measure(self, model: nn.Module, epoch: int, *, accuracy: float | None = None) -> Curve:
         """Measure ``model``'s curve on the probe and record it as ``epoch``, with the test ``accuracy`` (in [0, 1],
         or None); the model's modes and the random generators are left as they were. Returns the curve."""
         if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, numbers.Real)
@@ -115,7 +115,7 @@ class CurveTracker:
             curve = modularity_curve(model, self.probe, layers=layers, graph=self.track.graph,
                                      draws=self.track.draws, batch_size=self.track.batch_size)
         if self.dynamics is None:
-            self.dynamics = Dynamics.start(epoch, curve, accuracy, self._config(curve))
+            self.dynamics = Dynamics.start(epoch, curve, accuracy, config=self._config(curve))
         else:
             self.dynamics = self.dynamics.record(epoch, curve, accuracy)
         return curve
@@ -125,11 +125,11 @@ class CurveTracker:
         ``epoch``: later measurements, saved before an interruption, are dropped."""
         self.dynamics = dynamics.until(epoch)
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``dynamics.png`` and ``dynamics.json`` into ``out_dir`` (created), each atomically."""
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``dynamics.png`` and ``dynamics.json`` into ``path`` (created), each atomically."""
         if self.dynamics is None:
             raise TrainError("nothing measured yet; call measure before save")
-        return self.dynamics.save(out_dir)
+        return self.dynamics.save(path)
 
     @staticmethod
     def scalars(curve: Curve) -> dict[str, float]:
@@ -149,11 +149,11 @@ class _Probe(Dataset):
     """The drawn samples of ``data`` kept in memory at their own positions: ``targets`` are all N labels (the
     draws are made from them), ``probe[i]`` is sample ``i`` for a drawn ``i`` (another index is an IndexError)."""
 
-    def __init__(self, data, track: TrackConfig) -> None:
+    def __init__(self, data: Data, track: TrackConfig) -> None:
         draws = track.draws
         source = as_dataset(data, per_class=draws.n_per_class * draws.repeats)
         self.targets = torch.from_numpy(dataset_labels(source))
-        samples = balanced_draws(self.targets, draws.n_per_class, draws.repeats, draws.seed)
+        samples = balanced_draws(self.targets, n_per_class=draws.n_per_class, repeats=draws.repeats, seed=draws.seed)
         self.indices = np.unique(np.concatenate(samples))
         self.inputs, _ = gather(source, self.indices)
 

@@ -87,7 +87,7 @@ def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
     return float(config.lr) * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
-def balanced_subset(data: Dataset, size: int, seed: int = 0) -> Dataset:
+def balanced_subset(data: Dataset, size: int, *, seed: int = 0) -> Dataset:
     """A seeded class-balanced subset of ``data``: ``size // C`` samples of each of its C classes.
 
     An :class:`~layermod.data.ArrayDataset` gives an ArrayDataset and a
@@ -106,17 +106,18 @@ def balanced_subset(data: Dataset, size: int, seed: int = 0) -> Dataset:
         raise DatasetError(f"a subset of {size} needs {per_class} samples of each class but class "
                            f"{classes[smallest]} has {counts[smallest]}; use a subset size <= "
                            f"{counts[smallest] * len(classes)}")
-    (indices,) = balanced_draws(labels, per_class, 1, seed)
+    (indices,) = balanced_draws(labels, n_per_class=per_class, repeats=1, seed=seed)
     rows = torch.from_numpy(indices)
     if isinstance(data, ArrayDataset):
-        return ArrayDataset(data.data[rows], data.targets[rows], data.classes, data.name, data.normalization)
+        return ArrayDataset(data.data[rows], data.targets[rows], data.classes, data.name,
+                            normalization=data.normalization)
     if isinstance(data, TokenDataset):
         return TokenDataset(data.input_ids[rows], data.attention_mask[rows], data.targets[rows], data.classes,
                             data.name)
     return Subset(data, indices.tolist())
 
 
-def check_model_fits(model: nn.Module, data: Dataset, what: str = "data") -> None:
+def check_model_fits(model: nn.Module, data: Dataset, *, what: str = "data") -> None:
     """Run ``model`` once on two samples of ``data`` and check it returns (B, C) logits with C above every label.
 
     Raises:
@@ -146,7 +147,7 @@ def check_model_fits(model: nn.Module, data: Dataset, what: str = "data") -> Non
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: Dataset, batch_size: int = 512, device: torch.device | str | None = None
+    model: nn.Module, data: Dataset, *, batch_size: int = 512, device: torch.device | str | None = None
 ) -> float:
     """Top-1 accuracy of ``model`` on ``data``, in [0, 1].
 
@@ -172,6 +173,7 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
     generator: torch.Generator,
+    *,
     step: int = 0,
     total_steps: int | None = None,
     progress: bool = True,
@@ -225,6 +227,7 @@ def train(
     train_data: Dataset,
     test_data: Dataset | None,
     config: TrainConfig,
+    *,
     progress: bool = True,
 ) -> list[dict]:
     """Train ``model`` in place with ``config.optimizer`` (SGD with momentum and weight decay, or AdamW) and the
@@ -295,8 +298,8 @@ def run_epoch(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     loss, acc, _ = train_epoch(
-        model, train_data, optimizer, config, generator, (epoch - 1) * steps_per_epoch,
-        steps_per_epoch * config.epochs, progress=progress, desc=f"epoch {epoch}/{config.epochs}",
+        model, train_data, optimizer, config, generator, step=(epoch - 1) * steps_per_epoch,
+        total_steps=steps_per_epoch * config.epochs, progress=progress, desc=f"epoch {epoch}/{config.epochs}",
     )
     test_acc = evaluate(model, test_data) if test_data is not None else None
     row = {"epoch": epoch, "train_loss": loss, "train_acc": acc, "test_acc": test_acc,
