@@ -1,6 +1,6 @@
 """Depth pruning of two text transformers at matched FLOPs, offline, through the command line: a BERT-style encoder
 and a GPT-2 decoder, each 6 layers of width 64, trained from scratch by ``layermod train`` on a synthetic task,
-then compared by ``layermod prune-study`` (every pruning method, one FLOPs budget, fine-tuned with AdamW, a few
+then compared by ``layermod prune-study`` (its default methods, one FLOPs budget, fine-tuned with AdamW, a few
 seeds).
 
     python scripts/text_pruning.py --out docs/text-prune
