@@ -260,7 +260,7 @@ def main() -> None:
     parser.add_argument("--sketch-n-wide", type=int, default=1000)
     parser.add_argument("--per-class", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--resnet-budget", type=int, default=4 * 2**30)
+    parser.add_argument("--resnet-budget", type=int, default=6 * 2**30)
     default_json = Path(os.environ["OUT"]) / "bench_scale.json" if os.environ.get("OUT") else \
         ROOT / "benchmarks" / "results" / "bench_scale.json"
     parser.add_argument("--json", type=Path, default=default_json)
