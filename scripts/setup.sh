@@ -14,6 +14,11 @@ fi
 pip_install() { .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@"; }
 pip_install ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
 pip_install -e ".${extras:+[$extras]}"
+if [[ ",$extras," == *,test,* ]]; then
+  # torchattacks pins requests~=2.25.1, which the docs tools (requests>=2.33) contradict: resolving both sends
+  # pip's resolver backtracking for many minutes. It runs with the newer requests, so it goes in on its own.
+  pip_install --no-deps "torchattacks>=3.5"
+fi
 if [ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] && [ "$(id -u)" = 0 ] \
    && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \

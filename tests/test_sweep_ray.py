@@ -282,13 +282,18 @@ if __name__ == "__main__":
 '''
 
 
-def test_a_run_that_waits_for_busy_resources_says_so_and_runs_once_they_are_free(ray_cluster, tmp_path):
-    address, env, _ = ray_cluster
-    (tmp_path / "driver.py").write_text(WAITED)
-    run = subprocess.run([sys.executable, "driver.py", address], cwd=tmp_path, env=env, capture_output=True,
+def run_driver(code: str, cluster, folder: Path) -> object:
+    """What the driver script ``code`` prints last (JSON), run against ``cluster`` in ``folder``; it must exit 0."""
+    address, env, _ = cluster
+    (folder / "driver.py").write_text(code)
+    run = subprocess.run([sys.executable, "driver.py", address], cwd=folder, env=env, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    result, *notices = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_a_run_that_waits_for_busy_resources_says_so_and_runs_once_they_are_free(ray_cluster, tmp_path):
+    result, *notices = run_driver(WAITED, ray_cluster, tmp_path)
     assert result == [True, {"n": 1}]
     assert notices, "nothing said while the run waited for a CPU"
     assert notices[0] == ("waited 1 s for Ray to start any of 1 workers (num_cpus=1, num_gpus=0 each); the cluster "
@@ -296,12 +301,7 @@ def test_a_run_that_waits_for_busy_resources_says_so_and_runs_once_they_are_free
 
 
 def test_resources_the_cluster_lacks_are_refused_before_any_item(ray_cluster, tmp_path):
-    address, env, _ = ray_cluster
-    (tmp_path / "driver.py").write_text(REFUSED)
-    run = subprocess.run([sys.executable, "driver.py", address], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    (gpu, gpu_s), (cpu, cpu_s) = json.loads(run.stdout.strip().splitlines()[-1])
+    (gpu, gpu_s), (cpu, cpu_s) = run_driver(REFUSED, ray_cluster, tmp_path)
     assert gpu == ("each worker reserves num_gpus=0.5 but no node of the Ray cluster has that many GPUs (at most 0 "
                    "on one node, 0 in all); lower num_gpus or join a cluster that has them")
     # two nodes of one CPU each: 2 CPUs in all, yet no actor reserving 2 could ever be placed
