@@ -25,7 +25,7 @@ start = time.perf_counter()
 import layermod as lm
 import torchvision
 imported = time.perf_counter()
-data = lm.load_dataset("fashion-mnist", "test")
+data = lm.load_dataset("fashion-mnist", split="test")
 x, y = data.data.repeat(1, 3, 1, 1), data.targets
 model = torchvision.models.resnet18(num_classes=10)
 loaded = time.perf_counter()
