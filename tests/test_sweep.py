@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -317,6 +318,16 @@ def test_worker_processes_give_the_same_table(workdir, capsys):
     status, text, _ = sweep(capsys, spec, "--out", workdir / "two", "--workers", "2")
     assert status == 0 and "4 computed" in text
     assert (workdir / "two" / "results.csv").read_bytes() == (workdir / "one" / "results.csv").read_bytes()
+    # each record says which process ran it and when: this one alone, or the workers (at most 2; one may have run
+    # every item while the other started), each running one item at a time
+    expected_one = {f"{socket.gethostname()}:{os.getpid()}"}
+    for run, expected in (("one", expected_one), ("two", None)):
+        records = [json.loads((item / "item.json").read_text()) for item in (workdir / run / "items").iterdir()]
+        workers = {record["worker"] for record in records}
+        assert workers == expected if expected else (len(workers) in (1, 2) and not workers & expected_one)
+        for worker in workers:
+            mine = sorted((r for r in records if r["worker"] == worker), key=lambda r: r["started"])
+            assert all(b["started"] >= a["started"] + a["seconds"] - 1e-3 for a, b in zip(mine, mine[1:]))
 
 
 # ---- the executor's API -----------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -105,6 +106,8 @@ def item_task(make: ItemMaker, out: str, args: Mapping[str, Any], record: Mappin
     """Executor function of one item: ``make`` its run directory ``out`` and commit it; returns the record.
 
     An item already complete at ``out`` is not made again: its record is returned with ``"skipped": True``.
+    The record says where and when the item ran: ``worker`` ("host:pid"), ``started`` (Unix seconds) and
+    ``seconds``, so a sweep's timeline (each worker's start-up, the gaps between its items) can be read back.
     """
     final = Path(out)
     with _claim(final):
@@ -113,11 +116,12 @@ def item_task(make: ItemMaker, out: str, args: Mapping[str, Any], record: Mappin
             return {**found, "skipped": True}
         _remove_stale(final)
         temporary = _temporary(final)
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         try:
             temporary.mkdir(parents=True)
             make(temporary, args)
-            done = {**record, "status": "ok", "error": None, "seconds": round(time.perf_counter() - start, 3)}
+            done = {**record, "status": "ok", "error": None, "seconds": round(time.perf_counter() - start, 3),
+                    "started": round(started, 3), "worker": f"{socket.gethostname()}:{os.getpid()}"}
             write_json(temporary / ITEM_JSON, done)
             _commit(temporary, final)
             return done
