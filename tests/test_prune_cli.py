@@ -49,8 +49,7 @@ def test_prune_writes_plan_comparison_and_a_loadable_pruned_checkpoint(tmp_path,
 
 def test_plan_only_then_an_edited_plan(tmp_path, setup):
     out = tmp_path / "plan"
-    # the curve is drawn from the training images outside the fine-tuning subset: 100 of the 200 here
-    assert main(["prune", *setup, "--remove", "3", "--plan-only", "--finetune-subset", "100", "--out", str(out)]) == 0
+    assert main(["prune", *setup, "--remove", "3", "--plan-only", "--out", str(out)]) == 0
     assert not (out / "comparison.json").exists()
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps({"method": "by hand", "remove": ["layer2.2"]}))

@@ -12,6 +12,7 @@ import torch
 from layermod.cli import main
 from layermod.data.arrays import ArrayDataset
 from layermod.errors import PlanError
+from layermod.measure.config import DrawConfig
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.study import PruningComparison, choice_of, choice_split
 from layermod.training.train import balanced_subset
@@ -30,20 +31,25 @@ def ids(data) -> set[int]:
 
 
 TRAIN, TEST = numbered(400, 4, 0), numbered(80, 4, 10_000)
+DRAWS = DrawConfig(n_per_class=5, repeats=2)
 
 
 @pytest.mark.parametrize("finetune_subset", [0, 120])
 def test_the_held_out_choice_shares_no_image_with_the_fine_tuning_or_the_test_set(finetune_subset):
-    split = choice_split(TRAIN, TEST, finetune_subset=finetune_subset, test_subset=40)
+    split = choice_split(TRAIN, TEST, finetune_subset=finetune_subset, test_subset=40, draws=DRAWS)
     pool, tuned, scored = ids(split.pool), ids(split.finetune), ids(split.test)
     assert pool and not pool & tuned and not pool & scored and not tuned & scored
     assert pool <= ids(TRAIN) and scored <= ids(TEST) and len(scored) == 40
     if finetune_subset:  # the same fine-tuning images as a balanced subset, and every other one chooses
         assert torch.equal(split.finetune.data, balanced_subset(TRAIN, finetune_subset, seed=0).data)
         assert pool | tuned == ids(TRAIN)
-    else:  # a class-balanced tenth held out, the rest fine-tunes
+    else:  # a class-balanced tenth held out (it holds 2 draws of 5 per class), the rest fine-tunes
         assert len(pool) == 40 and np.bincount(split.pool.targets.numpy()).tolist() == [10] * 4
         assert pool | tuned == ids(TRAIN)
+        wider = choice_split(TRAIN, TEST, draws=DrawConfig(n_per_class=20, repeats=2))  # 40 per class needed
+        assert np.bincount(wider.pool.targets.numpy()).tolist() == [40] * 4
+        halved = choice_split(TRAIN, TEST, draws=DrawConfig(n_per_class=50, repeats=5))  # at most half a class
+        assert np.bincount(halved.pool.targets.numpy()).tolist() == [50] * 4
     assert split.record == {"split": "train-heldout", "samples": len(pool), "disjoint_from_eval": True,
                             "disjoint_from_finetune": True}
     x, y = split.probe(n=20)
@@ -58,12 +64,14 @@ def test_the_test_probe_and_one_set_of_images_are_recorded_as_overlapping():
     assert x.reshape(-1).tolist() == list(range(10_000, 10_008))
     same = choice_split(TRAIN, TRAIN, same_images=True)  # a file without splits: training and test are one set
     assert same.record["disjoint_from_eval"] is False and same.record["disjoint_from_finetune"] is True
-    assert choice_split(TRAIN, TRAIN, same_images=True, test_subset=0).record["samples"] == 40
+    assert choice_split(TRAIN, TRAIN, same_images=True, draws=DRAWS).record["samples"] == 40
 
 
 def test_the_same_seed_draws_the_same_bytes_and_another_seed_other_images():
-    a, b, c = (choice_split(TRAIN, TEST, seed=s) for s in (3, 3, 4))
+    a, b, c = (choice_split(TRAIN, TEST, seed=s, draws=DRAWS) for s in (3, 3, 4))
     assert a.pool.data.numpy().tobytes() == b.pool.data.numpy().tobytes()
+    again = choice_split(TRAIN, TEST, **a.options)  # as a worker draws it from the plain options
+    assert again.finetune.data.numpy().tobytes() == a.finetune.data.numpy().tobytes()
     assert a.probe()[0].numpy().tobytes() == b.probe()[0].numpy().tobytes()
     assert ids(a.pool) != ids(c.pool)
 

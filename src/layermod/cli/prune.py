@@ -41,7 +41,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
     graph, draws = measure_configs(args)
-    split = choice_data(target, probe=args.probe_split, finetune_subset=args.finetune_subset)
+    split = choice_data(target, probe=args.probe_split, finetune_subset=args.finetune_subset, draws=draws)
     measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet,
                             data=split.pool)
     with staged_run(args.out) as stage:
@@ -87,7 +87,7 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
         return 0
     graph, draws = measure_configs(args)
     split = choice_data(target, probe=args.probe_split, finetune_subset=args.train_subset,
-                        test_subset=args.test_subset)
+                        test_subset=args.test_subset, draws=draws)
     measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet,
                             data=split.pool)
     verdicts = find_redundant(measured, z=args.z, rel_gain=args.rel_gain, min_gain=args.min_gain)

@@ -143,13 +143,14 @@ def prepare(weights: str | os.PathLike, *, dataset: str | None = None, data_dir:
 
 
 def choice_data(target: PruneTarget, *, probe: str = "train-heldout", finetune_subset: int = 0,
-                test_subset: int = 0) -> ChoiceSplit:
+                test_subset: int = 0, draws: DrawConfig | None = None) -> ChoiceSplit:
     """The target's data split into fine-tuning, choice and evaluation
     (:func:`~layermod.pruning.study.choice_split` of its training and test data); ``finetune_subset`` and
-    ``test_subset``: class-balanced subsets of this many samples (0: all; seed 0)."""
+    ``test_subset``: class-balanced subsets of this many samples (0: all; seed 0); ``draws``: those of the curve
+    measured on the choice's pool."""
     train_set, test_set, same = _study_data(_data_of(target))
     return choice_split(train_set, test_set, probe=probe, finetune_subset=finetune_subset, test_subset=test_subset,
-                        same_images=same)
+                        same_images=same, draws=draws)
 
 
 def choose_plan(
@@ -255,8 +256,9 @@ def matched_study(
             seed 0, the same for every network).
         probe: where the scored methods' probe is drawn (:data:`~layermod.pruning.study.PROBE_SPLITS`); the
             curve is the caller's.
-        split: ``choice_data(target, probe=probe, finetune_subset=train_subset, test_subset=test_subset)`` when
-            the caller has it already (to measure the curve on its pool); its record goes into the config.
+        split: ``choice_data(target, probe=probe, finetune_subset=train_subset, test_subset=test_subset,
+            draws=...)`` when the caller has it already (to measure the curve on its pool; it then decides the
+            subsets); its record goes into the config.
         backend, workers, address: where the retraining jobs run (:func:`layermod.sweep.executor.run_items`):
             in this process (``"local"``, ``workers`` None or 1), in ``workers`` processes, or on Ray actors (one
             torch thread each); every job loads the checkpoint and data itself (:func:`retrain_job`).
@@ -269,8 +271,8 @@ def matched_study(
     run_jobs = None
     if backend != "local" or (workers or 1) > 1:
         def run_jobs(jobs):
-            return _run_elsewhere(jobs, target, finetune, scratch or finetune, train_subset, test_subset, split.split,
-                                  backend, workers, address, device, progress)
+            return _run_elsewhere(jobs, target, finetune, scratch or finetune, split.options, backend, workers,
+                                  address, device, progress)
     comparison = matched_comparison(model, target.units, split.finetune, split.test, verdicts, example, finetune,
                                     scratch=scratch, progress=progress, run_jobs=run_jobs, curve=curve,
                                     probe=split.probe(), choice=split.record, **options)
@@ -291,12 +293,11 @@ def _study_data(data: dict) -> tuple[Dataset, Dataset, bool]:
     return train_set, test_set, described == test_described
 
 
-def _study_sets(data: dict, train_subset: int, test_subset: int, probe: str) -> tuple[Dataset, Dataset]:
-    """(retraining data, test data) of a study's ``data`` (:func:`_study_data`), split as :func:`choice_data`
-    splits them."""
-    train_set, test_set, same = _study_data(data)
-    split = choice_split(train_set, test_set, probe=probe, finetune_subset=train_subset, test_subset=test_subset,
-                         same_images=same)
+def _study_sets(data: dict, choice: dict) -> tuple[Dataset, Dataset]:
+    """(retraining data, test data) of a study's ``data`` (:func:`_study_data`), split again as the study's
+    split was drawn (``choice``: its :attr:`~layermod.pruning.study.ChoiceSplit.options`)."""
+    train_set, test_set, _ = _study_data(data)
+    split = choice_split(train_set, test_set, **choice)
     return split.finetune, split.test
 
 
@@ -307,13 +308,14 @@ def _data_of(target: PruneTarget) -> dict:
             "trusted": target.trusted, "text": dict(target.text)}
 
 
-def retrain_job(weights: str, data: dict, train_subset: int, test_subset: int, device: str, removed: list[str],
-                retrain: str, seed: int, config: dict, probe: str) -> dict:
+def retrain_job(weights: str, data: dict, choice: dict, device: str, removed: list[str], retrain: str, seed: int,
+                config: dict) -> dict:
     """One retraining job of :func:`matched_study`, run where the executor puts it: loads the checkpoint and its
     ``data`` (where they come from, as plain values) (a worker reads them once for all its jobs, each job
-    getting its own copy of the model), split as the study split them (``probe``, :func:`choice_data`), then
-    :func:`layermod.pruning.budgets.retrain_pruned` on ``device``."""
-    train_set, test_set = _study_sets(data, train_subset, test_subset, probe)
+    getting its own copy of the model), split as the study split them (``choice``: the options of its
+    :class:`~layermod.pruning.study.ChoiceSplit`), then :func:`layermod.pruning.budgets.retrain_pruned` on
+    ``device``."""
+    train_set, test_set = _study_sets(data, choice)
     example, _ = gather(test_set, _EXAMPLE[:len(test_set)])
     model, _ = cached_model(None, weights=weights)
     model = model.to(device)
@@ -322,14 +324,13 @@ def retrain_job(weights: str, data: dict, train_subset: int, test_subset: int, d
 
 
 def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, scratch: TrainConfig,
-                   train_subset: int, test_subset: int, probe: str, backend: str, workers: int | None,
+                   choice: dict, backend: str, workers: int | None,
                    address: str | None, device: str, progress: bool | str) -> list[dict]:
     """The jobs as :func:`retrain_job` items of :func:`layermod.sweep.executor.run_items`; the first failure is one
     TrainError."""
     from layermod.sweep.executor import run_items
 
-    common = {"weights": target.weights, "data": _data_of(target), "train_subset": train_subset,
-              "test_subset": test_subset, "device": device, "probe": probe}
+    common = {"weights": target.weights, "data": _data_of(target), "choice": choice, "device": device}
     items = [(f"job-{i}", {**common, "removed": list(removed), "retrain": retrain, "seed": seed,
                            "config": (finetune if retrain == "finetune" else scratch).to_dict()})
              for i, (removed, retrain, seed) in enumerate(jobs)]

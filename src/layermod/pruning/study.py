@@ -47,6 +47,7 @@ from layermod.errors import PlanError
 from layermod.extract.inputs import Batch
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.table import TableResult, new_axes
+from layermod.measure.config import DrawConfig
 from layermod.io.rundir import COMPARISON_CSV, COMPARISON_JSON, COMPARISON_MD, COMPARISON_PNG
 from layermod.io.validate import literal_text, mapping, names, number, numbers, required, shorten
 from layermod.pruning.choices import PROBE_SPLITS
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["PROBE_SPLITS", "ChoiceSplit", "PruningComparison", "check_removed", "choice_of", "choice_split",
            "compare_methods", "probe_batch", "reinitialise"]
 
-HELDOUT_SHARE = 10  # fine-tuning on the whole training set holds out a class-balanced tenth of it for the choice
+HELDOUT_SHARE = 10  # fine-tuning on the whole training set holds out at least a class-balanced tenth for the choice
 _TEST_CHOICE = {"split": "test", "samples": None, "disjoint_from_eval": False}  # files without a record
 
 _COLUMNS = ["method", "n_removed", "params", "macs", "flops", "latency_ms", "acc_pruned_mean", "acc_mean", "acc_std"]
@@ -169,7 +170,7 @@ class PruningComparison(TableResult):
     """
 
     rows: list[dict]
-    config: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict, kw_only=True)
 
     def to_dict(self) -> dict:
         """JSON-ready ``{"rows": [...], "config": {...}}`` (no ``config`` when it is empty)."""
@@ -188,7 +189,7 @@ class PruningComparison(TableResult):
         methods = [row["method"] for row in checked]
         if len(set(methods)) < len(methods):
             raise ValueError(f"a method has two rows: {', '.join(methods)}")
-        return cls(checked, dict(mapping(data.get("config", {}), "config")))
+        return cls(checked, config=dict(mapping(data.get("config", {}), "config")))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PruningComparison:
@@ -296,6 +297,8 @@ class ChoiceSplit:
         pool: the images the choice draws from: the curve's draws and :meth:`probe`.
         record: ``{"split", "samples" (the pool's size), "disjoint_from_eval", "disjoint_from_finetune"}``, the
             two booleans computed from the index sets.
+        options: the keywords of :func:`choice_split` that drew it, as plain values (``draws`` as a dict), so
+            that a worker given the same data draws it again.
     """
 
     split: str
@@ -303,6 +306,7 @@ class ChoiceSplit:
     pool: Dataset
     test: Dataset
     record: dict
+    options: dict
 
     def probe(self, *, n: int = 512) -> tuple[Batch, torch.Tensor]:
         """The probe of the scored methods, inputs (n, ...) and labels (n,): a class-balanced draw of ``n`` (at
@@ -315,24 +319,28 @@ class ChoiceSplit:
 
 
 def choice_split(train_data: Dataset, test_data: Dataset, *, probe: str = "train-heldout", finetune_subset: int = 0,
-                 test_subset: int = 0, same_images: bool = False, seed: int = 0) -> ChoiceSplit:
+                 test_subset: int = 0, same_images: bool = False, draws: DrawConfig | dict | None = None,
+                 seed: int = 0) -> ChoiceSplit:
     """Split the data of a prune run into what retrains, what chooses the layers and what scores.
 
     The fine-tuning takes a class-balanced subset of ``finetune_subset`` training samples (seed 0, as
     :func:`~layermod.training.train.balanced_subset` draws it), or the whole training set; the evaluation a
     class-balanced ``test_subset`` (seed 0) of the test data, or all of it. The choice draws from, with
     ``probe="train-heldout"``, every training sample outside the fine-tuning subset; with no subset, a
-    class-balanced tenth of the training set drawn with ``seed``, the fine-tuning taking the rest. With
-    ``"test"``, from the whole test data.
+    class-balanced share of the training set drawn with ``seed``, the fine-tuning taking the rest: a tenth, or
+    more where the curve's draws need it (``repeats`` disjoint draws of ``n_per_class`` of each class, as far as
+    half of the smallest class allows). With ``"test"``, from the whole test data.
 
     Args:
         train_data, test_data: the whole training and test data (N,) and (M,) samples.
         same_images: ``train_data`` and ``test_data`` are the same samples (a file without splits), so their
             indices are compared as one set.
+        draws: the draws of the curve measured on the pool, or their dict (default :class:`~layermod.DrawConfig`'s).
 
     Raises:
         PlanError: an unknown ``probe``, or no training sample left out of the fine-tuning subset.
     """
+    draws = DrawConfig.from_dict(draws) if isinstance(draws, dict) else draws
     if probe not in PROBE_SPLITS:
         raise PlanError(f"unknown probe split {probe!r}; use {' or '.join(PROBE_SPLITS)}")
     labels = dataset_labels(train_data)
@@ -353,8 +361,11 @@ def choice_split(train_data: Dataset, test_data: Dataset, *, probe: str = "train
         if finetune_subset:
             chosen = np.setdiff1d(everything, tuned)
         else:
-            (chosen,) = balanced_draws(labels, n_per_class=max(1, len(labels) // HELDOUT_SHARE // len(np.unique(
-                labels))), repeats=1, seed=seed)
+            drawn = draws if draws is not None else DrawConfig()
+            counts = np.unique(labels, return_counts=True)[1]
+            need = min(drawn.n_per_class * drawn.repeats, int(counts.min()) // 2)
+            per_class = max(1, len(labels) // HELDOUT_SHARE // len(counts), need)
+            (chosen,) = balanced_draws(labels, n_per_class=per_class, repeats=1, seed=seed)
             tuned = np.setdiff1d(everything, chosen)
             finetune = _take(train_data, tuned)
         if len(np.unique(labels[chosen])) < len(np.unique(labels)):
@@ -366,7 +377,9 @@ def choice_split(train_data: Dataset, test_data: Dataset, *, probe: str = "train
               "disjoint_from_eval": not np.intersect1d(chosen if on_test else nothing, scored).size,
               "disjoint_from_finetune": not np.intersect1d(chosen if probe != "test" or same_images else nothing,
                                                            tuned).size}
-    return ChoiceSplit(probe, finetune, pool, test, record)
+    options = {"probe": probe, "finetune_subset": finetune_subset, "test_subset": test_subset,
+               "same_images": same_images, "draws": None if draws is None else draws.to_dict(), "seed": seed}
+    return ChoiceSplit(probe, finetune, pool, test, record, options)
 
 
 def choice_of(config: dict) -> dict:
