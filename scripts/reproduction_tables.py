@@ -1,14 +1,18 @@
 """The tables and numbers of REPRODUCTION.md, from the committed result files (docs/reproduction/, docs/evidence/,
-docs/adversarial/, docs/pruning/), and a check that the document says what the files give.
+docs/adversarial/, docs/pruning/, docs/beyond/), and a check that the document and README.md say what the files
+give.
 
     .venv/bin/python scripts/reproduction_tables.py [--root .]          # print every table and number
-    .venv/bin/python scripts/reproduction_tables.py --check [--doc REPRODUCTION.md]
+    .venv/bin/python scripts/reproduction_tables.py --check [--doc REPRODUCTION.md] [--readme README.md]
 
 REPRODUCTION.md holds the generated tables between ``<!-- tables: NAME -->`` and ``<!-- /tables -->``; ``--check``
 exits 1 when one of them differs from what this script prints, or when a decimal number in the rest of the text
 (outside code blocks, the headings, rows and ``<!-- quoted -->`` stretches that state the paper's findings, and the stretches between
 ``<!-- not in the files -->`` and ``<!-- /not -->``, which say why their numbers are not regenerable here) is not among the numbers this script
 prints. The prose check is one of membership: a number edited into another that the files also give passes.
+README.md is checked the same way: every decimal number outside its code (blocks and inline) and headings must be
+one the files give, but for the stretches of ``README_ELSEWHERE``, whose numbers come from elsewhere (each names
+its source); editing such a stretch makes its numbers checked again.
 
 Statistics. A cell compares a method with ``modularity`` over 4 budgets x 3 seeds. The seeds of one budget
 retrain the same pruned networks, so the budget is the unit: ``p budgets`` is the t-test on the 4 per-budget
@@ -32,10 +36,16 @@ from scipy.stats import spearmanr
 
 import layermod as lm
 from layermod.pruning.pareto import MatchedComparison
+from layermod.pruning.study import choice_of
 
 METHODS = ["steepest", "last", "first", "random", "cosine", "angular", "cka", "reinit"]
 ALPHA = 0.05 / 16
 PERMUTATIONS = 10_000
+README_ELSEWHERE = {  # README stretches whose numbers are not in the result files, and where they come from
+    "ceiling for 10 classes, 0.9": "1 - 1/C, the largest Q of C equal classes",
+    "took 6.7 s on 2 CPU cores: 3.1 s importing layermod and torchvision, 2.3 s for the curve":
+        "benchmarks/first_curve.py, a timing",
+}
 NETWORKS = {"resnet20-w0.25": "ResNet20, width 0.25", "resnet20-w0.5": "ResNet20, width 0.5",
             "resnet56-w0.25": "ResNet56, width 0.25", "resnet110-w0.25": "ResNet110, width 0.25",
             "vgg19-w0.25": "VGG19-BN, width 0.25", "resnet56-w0.25-n2000": "ResNet56, width 0.25, 2,000 images"}
@@ -192,6 +202,27 @@ def curve_line(name: str, curve: lm.Curve) -> str:
                                       zip(curve.layers, curve.mean, curve.std))
 
 
+def study_lines(name: str, study: MatchedComparison) -> list[str]:
+    """A study's settings (the split that chose its layers among them), every cell and every pooled difference."""
+    summary = study.summary()
+    unpruned = {(s["match"], s["retrain"]): s["acc_mean"] for s in summary if s["method"] == "none"}
+    choice = choice_of(study.config)
+    lines = [f"- study {name}: base {study.base['params']:,} parameters; layers chosen on the {choice['split']} "
+             f"split ({choice['samples'] or 'size not recorded'}, disjoint from the evaluation: "
+             f"{choice['disjoint_from_eval']}); config " + json.dumps(study.config, sort_keys=True)]
+    for s in summary:
+        lines.append(f"  - {s['match']} {s['retrain']} {100 * s['budget']:.0f} % {s['method']}: "
+                     f"{100 * s['acc_mean']:.1f} ± {100 * s['acc_std']:.1f} % / {100 * s['acc_mean']:.2f} ± "
+                     f"{100 * s['acc_std']:.2f} %, params {100 * s['params_removed']:.1f} %, FLOPs "
+                     f"{100 * s['flops_removed']:.1f} %, vs unpruned "
+                     f"{100 * (s['acc_mean'] - unpruned[(s['match'], s['retrain'])]):+.1f}")
+    for p in study.pooled():
+        lines.append(f"  - pooled {p['match']} {p['retrain']} {p['method']}: {100 * p['mean']:+.1f} ± "
+                     f"{100 * (p['std'] or 0):.1f}, p t {p_value(p['p_t'])}, p sign {p_value(p['p_sign'])}, "
+                     f"p budgets {p_value(p['p_budget'])}")
+    return lines
+
+
 def everything_else(root: Path) -> str:
     """The numbers the text quotes that no table holds: the curves, the sweeps, the studies' settings, the
     evidence runs, the attacks."""
@@ -217,20 +248,13 @@ def everything_else(root: Path) -> str:
             curve = lm.Curve.load(next((root / "docs/reproduction" / sweep / "items").glob("k-3-*")))
             lines.append(f"  - k=3 draw-to-draw std, last layer: {curve.std[-1]:.3f}")
     for name, study in studies(root).items():
-        summary = study.summary()
-        unpruned = {(s["match"], s["retrain"]): s["acc_mean"] for s in summary if s["method"] == "none"}
-        lines.append(f"- study {name}: base {study.base['params']:,} parameters; config "
-                     + json.dumps(study.config, sort_keys=True))
-        for s in summary:
-            lines.append(f"  - {s['match']} {s['retrain']} {100 * s['budget']:.0f} % {s['method']}: "
-                         f"{100 * s['acc_mean']:.1f} ± {100 * s['acc_std']:.1f} % / {100 * s['acc_mean']:.2f} ± "
-                         f"{100 * s['acc_std']:.2f} %, params {100 * s['params_removed']:.1f} %, FLOPs "
-                         f"{100 * s['flops_removed']:.1f} %, vs unpruned "
-                         f"{100 * (s['acc_mean'] - unpruned[(s['match'], s['retrain'])]):+.1f}")
-        for p in study.pooled():
-            lines.append(f"  - pooled {p['match']} {p['retrain']} {p['method']}: {100 * p['mean']:+.1f} ± "
-                         f"{100 * (p['std'] or 0):.1f}, p t {p_value(p['p_t'])}, p sign {p_value(p['p_sign'])}, "
-                         f"p budgets {p_value(p['p_budget'])}")
+        lines += study_lines(name, study)
+    for beyond in sorted((root / "docs/beyond").glob("*/study/matched.json")):  # read as JSON: the files were
+        # regenerated from their rows after the runs their run.json records
+        name = beyond.parent.parent.name
+        lines += study_lines(f"beyond {name}", MatchedComparison.from_dict(json.loads(beyond.read_text())))
+        curve = lm.Curve.from_dict(json.loads((beyond.parent.parent / "curve/curve.json").read_text()))
+        lines.append(curve_line(f"beyond {name} curve", curve))
     for name in ("vgg11", "resnet20"):
         curve = lm.Curve.load(root / "docs/evidence" / name)
         lines.append(curve_line(f"evidence {name}", curve) + "; z " + ", ".join(f"{z:.0f}" for z in curve.z))
@@ -276,8 +300,9 @@ def numbers(text: str) -> set[str]:
     return {m.group().lstrip("+-−").replace(",", "") for m in _NUMBER.finditer(text)}
 
 
-def check(doc: Path, root: Path) -> list[str]:
-    """What in ``doc`` the files do not give, one line each (empty: the document agrees)."""
+def check(doc: Path, root: Path, readme: Path | None = None) -> list[str]:
+    """What in ``doc`` (and in ``readme``, when given) the files do not give, one line each (empty: both
+    agree)."""
     text = doc.read_text()
     made = blocks(root)
     problems = []
@@ -288,7 +313,23 @@ def check(doc: Path, root: Path) -> list[str]:
         elif found[name] != body:
             problems.append(f"{doc}: the {name} table is not what the files give (rerun this script and paste it)")
     known = numbers("\n".join(made.values()) + "\n" + everything_else(root))
-    prose = _EXEMPT.sub("", _BLOCK.sub("", text))
+    problems += unknown(doc, text, _EXEMPT.sub("", _BLOCK.sub("", text)), known)
+    if readme is not None:
+        quoted = readme.read_text()
+        prose = _INLINE_CODE.sub("", _EXEMPT.sub("", quoted))
+        for stretch in README_ELSEWHERE:
+            prose = prose.replace(stretch, "")
+        problems += unknown(readme, quoted, prose, known)
+    return problems
+
+
+_INLINE_CODE = re.compile(r"`[^`\n]*`")
+
+
+def unknown(doc: Path, text: str, prose: str, known: set[str]) -> list[str]:
+    """``"doc:line: N is in no result file"`` for every number of ``prose`` (``text`` with what is exempt removed)
+    that is not ``known``."""
+    problems = []
     for number in sorted(numbers(prose) - known, key=float):
         line = next(i for i, row in enumerate(text.splitlines(), 1) if number in row.replace(",", ""))
         problems.append(f"{doc}:{line}: {number} is in no result file")
@@ -301,10 +342,11 @@ def main() -> int:
                         help="the repository holding docs/ (default: this script's)")
     parser.add_argument("--check", action="store_true", help="exit 1 when the document disagrees with the files")
     parser.add_argument("--doc", type=Path, help="the document to check (default ROOT/REPRODUCTION.md)")
+    parser.add_argument("--readme", type=Path, help="the README to check (default ROOT/README.md)")
     args = parser.parse_args()
     if args.check:
-        problems = check(args.doc or args.root / "REPRODUCTION.md", args.root)
-        print("\n".join(problems) or "REPRODUCTION.md agrees with the result files")
+        problems = check(args.doc or args.root / "REPRODUCTION.md", args.root, args.readme or args.root / "README.md")
+        print("\n".join(problems) or "REPRODUCTION.md and README.md agree with the result files")
         return 1 if problems else 0
     for name, body in blocks(args.root).items():
         print(f"<!-- tables: {name} -->\n{body}\n<!-- /tables -->\n")

@@ -345,3 +345,31 @@ def test_presets_flags_and_augmentation_defaults():
     assert config("--dataset", "cifar100", "--no-augment") == TrainConfig()
     assert config("--dataset", "digits", "--milestones", "1", "--epochs", "2") == TrainConfig(
         epochs=2, schedule="step", milestones=(1,))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_sidecars_record_the_torch_thread_count_and_older_ones_still_load(tmp_path, data, threads):
+    x, y = blobs(6, 0)
+    dataset = ArrayDataset(torch.from_numpy(x), torch.from_numpy(y), list("0123"), "blobs")
+    meta = {"arch": "smallcnn", "arch_args": {"num_classes": 4, "in_channels": 1, "width": 0.25}}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fit(models.create("smallcnn", num_classes=4, width=0.25), dataset, dataset, TrainConfig(epochs=1),
+            tmp_path / "run", meta=meta, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    for name in ("best.json", "last.json"):
+        assert sidecar(tmp_path / "run" / name)["torch_threads"] == threads
+    for name in ("best.json", "last.json"):  # a sidecar written before the thread count was recorded
+        path = tmp_path / "run" / name
+        old = sidecar(path)
+        del old["torch_threads"]
+        path.write_text(json.dumps(old, sort_keys=True))
+    model, meta_read = load_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert "torch_threads" not in meta_read and meta_read["arch"] == "smallcnn"
+    fit(models.create("smallcnn", num_classes=4, width=0.25), dataset, dataset, TrainConfig(epochs=2),
+        tmp_path / "run", meta=meta, resume=True, progress=False)
+    assert sidecar(tmp_path / "run" / "last.json")["torch_threads"] == torch.get_num_threads()
+    with pytest.raises(TrainError, match="meta keys torch_threads are written by fit"):
+        fit(model, dataset, dataset, TrainConfig(epochs=1), tmp_path / "other", meta={"torch_threads": 1})

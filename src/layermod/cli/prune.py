@@ -33,7 +33,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from layermod.analysis.redundancy import verdict_table
     from layermod.io.rundir import COMPARISON_JSON, PLAN_JSON, PRUNED
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.pruning.run import FINETUNE, choose_plan, prune_and_compare, target_curve
+    from layermod.pruning.run import FINETUNE, choice_data, choose_plan, prune_and_compare, target_curve
 
     check_replaceable(args.out)
     target = _target(args)
@@ -41,7 +41,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
     graph, draws = measure_configs(args)
-    measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet)
+    split = choice_data(target, probe=args.probe_split, finetune_subset=args.finetune_subset, draws=draws)
+    measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet,
+                            data=split.pool)
     with staged_run(args.out) as stage:
         plan = choose_plan(target, stage, curve=measured, graph=graph, draws=draws, remove=args.remove,
                            target_params=args.target_params, plan=args.plan, z=args.z, rel_gain=args.rel_gain,
@@ -55,7 +57,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
                                optimizer=args.optimizer)
             comparison = prune_and_compare(target, plan, stage, finetune=finetune, methods=args.methods,
                                            seeds=args.seeds, finetune_subset=args.finetune_subset,
-                                           from_scratch=args.from_scratch, progress=not args.quiet, curve=measured)
+                                           from_scratch=args.from_scratch, progress=not args.quiet, curve=measured,
+                                           split=split)
     if comparison is None:
         print(f"wrote {args.out}/{PLAN_JSON}; edit it and pass it back with --plan")
         return 0
@@ -73,7 +76,7 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
     from layermod.analysis.redundancy import find_redundant
     from layermod.io.rundir import MATCHED_JSON, MATCHED_MD
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.pruning.run import FINETUNE, matched_study, target_curve
+    from layermod.pruning.run import FINETUNE, choice_data, matched_study, target_curve
 
     check_replaceable(args.out)
     check_backend(args)
@@ -83,7 +86,10 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
         print(f"nothing to prune: {args.weights} has no shape-preserving residual block or sequential unit")
         return 0
     graph, draws = measure_configs(args)
-    measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet)
+    split = choice_data(target, probe=args.probe_split, finetune_subset=args.train_subset,
+                        test_subset=args.test_subset, draws=draws)
+    measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet,
+                            data=split.pool)
     verdicts = find_redundant(measured, z=args.z, rel_gain=args.rel_gain, min_gain=args.min_gain)
     finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size,
                        optimizer=args.optimizer)
@@ -95,7 +101,7 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
                                    address=args.address, device=device, progress=not args.quiet,
                                    budgets=args.budgets, matches=args.match, retrains=args.retrain,
                                    methods=args.methods, seeds=args.seeds, curve=measured,
-                                   iterative=args.iterative)
+                                   iterative=args.iterative, split=split)
     print(comparison.markdown())
     print(f"wrote {args.out}/{MATCHED_JSON}, {MATCHED_MD} and the Pareto figures")
     return 0
@@ -111,6 +117,7 @@ def _target(args: argparse.Namespace):
 
 def _add_data(parser: argparse.ArgumentParser) -> None:
     """The data options of both commands: the shared ones, --test-dataset and --optimizer."""
+    from layermod.pruning.choices import PROBE_SPLITS
     from layermod.training.config import OPTIMIZERS
 
     add_data_args(parser, required=False, split=False)
@@ -118,6 +125,9 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
                         "split)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                         help="optimizer of every retraining: sgd or adamw (for transformers; default sgd)")
+    parser.add_argument("--probe-split", choices=PROBE_SPLITS, default=PROBE_SPLITS[0],
+                        help="where the curve measured now and the scores' probe are drawn: train-heldout "
+                             "(class-balanced training images the retraining never sees; default) or test")
 
 
 def _methods(text: str) -> list[str]:

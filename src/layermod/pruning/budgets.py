@@ -23,8 +23,10 @@ network is trained again the same way with several seeds.
 * **One run per distinct network.** Plans are deduplicated: when two methods or budgets choose the same units,
   the network is trained once per seed and retraining and the result shared.
 * **Which data choose the plan.** The curve behind ``modularity``/``steepest`` and the probe of the scored
-  methods come from the caller; the probe defaults to a class-balanced draw of 512 training samples, so
-  the scores never see ``test_data``.
+  methods come from the caller, with the record of where they were drawn (``choice``, written into the
+  config; :func:`~layermod.pruning.study.choice_split` gives both, apart from the retraining and the
+  evaluation); the probe defaults to a class-balanced draw of 512 of the retraining samples, so the scores
+  never see ``test_data``.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ def matched_comparison(
     run_jobs: Callable[[list[Job]], list[dict]] | None = None,
     curve: Curve | None = None,
     iterative: bool = False,
+    choice: dict | None = None,
 ) -> MatchedComparison:
     """Every method at every budget of every matched cost, retrained every way with every seed.
 
@@ -146,6 +149,8 @@ def matched_comparison(
             ``modularity-ablation``.
         iterative: re-score after each removal for every score-based method (see
             :func:`~layermod.pruning.scores.method_scores`).
+        choice: where the probe and the curve were drawn (:attr:`~layermod.pruning.study.ChoiceSplit.record`),
+            recorded as the config's ``choice``.
 
     Returns:
         a :class:`~layermod.pruning.pareto.MatchedComparison` with one row per (method, match, budget,
@@ -196,7 +201,8 @@ def matched_comparison(
     config = {"budgets": list(budgets), "matches": list(matches), "retrains": list(retrains), "seeds": seeds,
               "finetune": finetune.to_dict(), "scratch": scratch.to_dict(), "probe_samples": len(x),
               "iterative": iterative, "scoring": scoring, "train_samples": len(train_data),
-              "test_samples": len(test_data), "torch_threads": torch.get_num_threads()}
+              "test_samples": len(test_data), "torch_threads": torch.get_num_threads(),
+              **({"choice": dict(choice)} if choice is not None else {})}
     return MatchedComparison(rows, base, config)
 
 

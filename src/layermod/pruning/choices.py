@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from layermod.training.config import TrainConfig
 
-__all__ = ["BUDGETS", "DEFAULT_METHODS", "FINETUNE", "MATCHES", "METHODS", "RETRAINS"]
+__all__ = ["BUDGETS", "DEFAULT_METHODS", "FINETUNE", "MATCHES", "METHODS", "PROBE_SPLITS", "RETRAINS"]
 
 METHODS = ("none", "modularity", "modularity-phase", "modularity-ablation", "steepest", "cosine", "angular", "cka",
            "reinit", "ablation-accuracy", "random", "first", "last")
@@ -23,3 +23,6 @@ BUDGETS = (0.1, 0.2, 0.3, 0.4)
 
 FINETUNE = TrainConfig(epochs=1, lr=0.01, batch_size=128, schedule="cosine", weight_decay=5e-4)
 """The default fine-tuning of every pruned model: one epoch of SGD, cosine schedule."""
+
+PROBE_SPLITS = ("train-heldout", "test")
+"""Where the images that choose the layers come from (:func:`layermod.pruning.study.choice_split`)."""

@@ -4,20 +4,25 @@ fine-tuned, and compared with other methods at the same budget, into one run dir
 Three steps, so that a caller can show the plan before the long fine-tuning starts:
 
 1. :func:`prepare`: the checkpoint's model, its held-out data, one example input and its removable units.
-2. :func:`choose_plan`: the curve (measured now on the test split, or read from a file measured on this
-   checkpoint), its verdicts, and the units to remove (a number, a share of the parameters, or an edited plan);
+2. :func:`choose_plan`: the curve (measured now on the images that choose, :func:`choice_data`, or read from a
+   file measured on this checkpoint), its verdicts, and the units to remove (a number, a share of the parameters, or an edited plan);
    written as ``plan.json``.
 3. :func:`prune_and_compare`: every method prunes as many units, is fine-tuned identically and evaluated
    (:func:`layermod.pruning.study.compare_methods`); written as ``comparison.json`` with its twins, and the
    ``modularity`` method's model as the pruned checkpoint.
 
-``layermod prune-study`` takes :func:`prepare`, :func:`target_curve` and :func:`matched_study`: every method at
-budgets matched by FLOPs and by parameters (:mod:`layermod.pruning.budgets`).
+``layermod prune-study`` takes :func:`prepare`, :func:`choice_data`, :func:`target_curve` and
+:func:`matched_study`: every method at budgets matched by FLOPs and by parameters
+(:mod:`layermod.pruning.budgets`).
 
 Decisions, on purpose:
 
 * **The curve fits the model.** A curve read from a file must have been measured on this checkpoint's auto
   points (the layers the units are made of); otherwise it is refused rather than ranking the wrong layers.
+* **The choice sees neither the retraining nor the evaluation** (by default): :func:`choice_data` holds out
+  training images from the fine-tuning for the curve's draws and the scored methods' probe
+  (:func:`~layermod.pruning.study.choice_split`); ``probe="test"`` draws them from the test split instead. The
+  comparison records which, in its config's ``choice``.
 * **The plan says how the curve was measured.** ``plan.json`` records the curve's graph and draw configs, so a
   plan can be traced to the measurement behind its verdicts.
 * **No code from files.** A dataset named by the checkpoint's sidecar may be a registered dataset or a file,
@@ -36,7 +41,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -60,11 +65,12 @@ from layermod.pruning.budgets import Job, matched_comparison, retrain_pruned
 from layermod.pruning.choices import FINETUNE, METHODS
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.plans import Plan, budget_for_params, method_order, select_units
-from layermod.pruning.study import PruningComparison, compare_methods
+from layermod.pruning.study import ChoiceSplit, PruningComparison, choice_split, compare_methods
 from layermod.pruning.units import Unit, apply_plan, removable_units
-from layermod.training.train import TrainConfig, balanced_subset
+from layermod.training.train import TrainConfig
 
-__all__ = ["FINETUNE", "PruneTarget", "choose_plan", "matched_study", "prepare", "prune_and_compare", "target_curve"]
+__all__ = ["FINETUNE", "PruneTarget", "choice_data", "choose_plan", "matched_study", "prepare", "prune_and_compare",
+           "target_curve"]
 
 _EXAMPLE = [0, 1]  # two samples: a module whose output has a batch dimension of 1 (GPT-2's position embedding)
 # is told apart from the ones that keep the batch, as in a curve's batches
@@ -136,6 +142,17 @@ def prepare(weights: str | os.PathLike, *, dataset: str | None = None, data_dir:
                        test_set, example, removable_units(model, example), test_spec, text)
 
 
+def choice_data(target: PruneTarget, *, probe: str = "train-heldout", finetune_subset: int = 0,
+                test_subset: int = 0, draws: DrawConfig | None = None) -> ChoiceSplit:
+    """The target's data split into fine-tuning, choice and evaluation
+    (:func:`~layermod.pruning.study.choice_split` of its training and test data); ``finetune_subset`` and
+    ``test_subset``: class-balanced subsets of this many samples (0: all; seed 0); ``draws``: those of the curve
+    measured on the choice's pool."""
+    train_set, test_set, same = _study_data(_data_of(target))
+    return choice_split(train_set, test_set, probe=probe, finetune_subset=finetune_subset, test_subset=test_subset,
+                        same_images=same, draws=draws)
+
+
 def choose_plan(
     target: PruneTarget,
     out: str | os.PathLike,
@@ -150,6 +167,7 @@ def choose_plan(
     rel_gain: float = 0.5,
     min_gain: float = 0.0,
     progress: bool = False,
+    data: Dataset | None = None,
 ) -> Plan:
     """The units to remove, from the curve's verdicts; written as ``out/plan.json``.
 
@@ -157,12 +175,14 @@ def choose_plan(
         target: from :func:`prepare`, with at least one removable unit.
         out: the run directory (created).
         curve: a curve measured on this checkpoint (a :class:`~layermod.Curve` or the directory of its
-            ``curve.json``); None measures it now on the test data with ``graph`` and ``draws`` (default configs
+            ``curve.json``); None measures it now on ``data`` with ``graph`` and ``draws`` (default configs
             when None).
         remove, target_params, plan: the budget, exactly one of: a number of units, a share of the parameters
             (e.g. 0.3), or an (edited) ``plan.json`` whose units are taken as they are.
         z, rel_gain, min_gain: the plateau band of :func:`layermod.find_redundant`.
         progress: progress bars while measuring.
+        data: the images a curve measured now is drawn from (default: the test data; the ``pool`` of
+            :func:`choice_data` keeps them apart from the fine-tuning and the evaluation).
 
     Raises:
         PlanError: a curve of other layers, a budget that cannot be met, a plan that breaks the model.
@@ -170,7 +190,7 @@ def choose_plan(
     if sum(choice is not None for choice in (remove, target_params, plan)) != 1:
         raise PlanError("give exactly one budget: a number of units, a share of the parameters, or a plan")
     model, example, units = target.model, target.example, target.units
-    measured = target_curve(target, curve=curve, graph=graph, draws=draws, progress=progress)
+    measured = target_curve(target, curve=curve, graph=graph, draws=draws, progress=progress, data=data)
     verdicts = find_redundant(measured, z=z, rel_gain=rel_gain, min_gain=min_gain)
     if plan is not None:
         chosen = Plan.load(plan).remove
@@ -190,11 +210,14 @@ def choose_plan(
 
 
 def target_curve(target: PruneTarget, *, curve: str | os.PathLike | Curve | None = None,
-                 graph: GraphConfig | None = None, draws: DrawConfig | None = None, progress: bool = False) -> Curve:
+                 graph: GraphConfig | None = None, draws: DrawConfig | None = None, progress: bool = False,
+                 data: Dataset | None = None) -> Curve:
     """The checkpoint's curve: ``curve`` itself, read from the ``curve`` directory (either refused unless measured
-    on the model's auto points), or measured now on the test data with ``graph`` and ``draws``."""
+    on the model's auto points), or measured now with ``graph`` and ``draws`` on ``data`` (default: the test
+    data; the ``pool`` of :func:`choice_data` for a choice apart from the evaluation)."""
     if curve is None:
-        return modularity_curve(target.model, target.test_data, graph=graph, draws=draws, progress=progress)
+        return modularity_curve(target.model, target.test_data if data is None else data, graph=graph, draws=draws,
+                                progress=progress)
     measured = curve if isinstance(curve, Curve) else Curve.load(curve)
     if measured.layers != auto_layers(target.model, trace_calls(target.model, target.example)):
         raise PlanError(f"the curve in {curve} was measured on other layers than this model's auto points; "
@@ -212,6 +235,8 @@ def matched_study(
     curve: Curve | None = None,
     train_subset: int = 0,
     test_subset: int = 0,
+    probe: str = "train-heldout",
+    split: ChoiceSplit | None = None,
     backend: str = "local",
     workers: int | None = None,
     address: str | None = None,
@@ -229,6 +254,11 @@ def matched_study(
         finetune, scratch: the two retrainings (``scratch`` defaults to ``finetune``).
         train_subset, test_subset: retrain on / evaluate on class-balanced subsets of this many samples (0: all;
             seed 0, the same for every network).
+        probe: where the scored methods' probe is drawn (:data:`~layermod.pruning.study.PROBE_SPLITS`); the
+            curve is the caller's.
+        split: ``choice_data(target, probe=probe, finetune_subset=train_subset, test_subset=test_subset,
+            draws=...)`` when the caller has it already (to measure the curve on its pool; it then decides the
+            subsets); its record goes into the config.
         backend, workers, address: where the retraining jobs run (:func:`layermod.sweep.executor.run_items`):
             in this process (``"local"``, ``workers`` None or 1), in ``workers`` processes, or on Ray actors (one
             torch thread each); every job loads the checkpoint and data itself (:func:`retrain_job`).
@@ -236,32 +266,39 @@ def matched_study(
     """
     model = target.model.to(device)
     example = to_model(target.example, model)
-    train_set, test_set = _study_sets(target, train_subset, test_subset)
+    if split is None:
+        split = choice_data(target, probe=probe, finetune_subset=train_subset, test_subset=test_subset)
     run_jobs = None
     if backend != "local" or (workers or 1) > 1:
         def run_jobs(jobs):
-            return _run_elsewhere(jobs, target, finetune, scratch or finetune, train_subset, test_subset, backend,
-                                  workers, address, device, progress)
-    comparison = matched_comparison(model, target.units, train_set, test_set, verdicts, example, finetune,
-                                    scratch=scratch, progress=progress, run_jobs=run_jobs, curve=curve, **options)
+            return _run_elsewhere(jobs, target, finetune, scratch or finetune, split.options, backend, workers,
+                                  address, device, progress)
+    comparison = matched_comparison(model, target.units, split.finetune, split.test, verdicts, example, finetune,
+                                    scratch=scratch, progress=progress, run_jobs=run_jobs, curve=curve,
+                                    probe=split.probe(), choice=split.record, **options)
     comparison.save(ensure_writable_dir(out))
     return comparison
 
 
-def _study_sets(data: PruneTarget | dict, train_subset: int, test_subset: int) -> tuple[Dataset, Dataset]:
-    """(retraining data, test data) of a study's ``data`` (a target, or the ``data`` of :func:`retrain_job`); in
-    an executor's worker, read once for its jobs (:func:`layermod.models.cache.cached_data`; a
-    ``module:function`` dataset is code, called by every job, and text tables are read by every job)."""
-    data = _data_of(data) if isinstance(data, PruneTarget) else data
-    train_set, _ = cached_data(data["dataset"], split="train", data_dir=data["data_dir"],
-                               allow_import=data["trusted"], **data["text"])
-    test_set, _ = cached_data(data["test_dataset"], split="test", data_dir=data["data_dir"],
-                              allow_import=data["trusted"], **data["text"])
-    if train_subset:
-        train_set = balanced_subset(train_set, train_subset, seed=0)
-    if test_subset:
-        test_set = balanced_subset(test_set, test_subset, seed=0)
-    return train_set, test_set
+def _study_data(data: dict) -> tuple[Dataset, Dataset, bool]:
+    """(training data, test data, same): the whole sets of ``data`` (where a target's data come from,
+    :func:`_data_of`), and whether they are the same samples (one file or function without splits: their loads
+    describe themselves alike), so that their indices count as one set. In an executor's worker they are read once
+    for its jobs (:func:`layermod.models.cache.cached_data`; a ``module:function`` dataset is code, called by every
+    job, and text tables are read by every job)."""
+    train_set, described = cached_data(data["dataset"], split="train", data_dir=data["data_dir"],
+                                       allow_import=data["trusted"], **data["text"])
+    test_set, test_described = cached_data(data["test_dataset"], split="test", data_dir=data["data_dir"],
+                                           allow_import=data["trusted"], **data["text"])
+    return train_set, test_set, described == test_described
+
+
+def _study_sets(data: dict, choice: dict) -> tuple[Dataset, Dataset]:
+    """(retraining data, test data) of a study's ``data`` (:func:`_study_data`), split again as the study's
+    split was drawn (``choice``: its :attr:`~layermod.pruning.study.ChoiceSplit.options`)."""
+    train_set, test_set, _ = _study_data(data)
+    split = choice_split(train_set, test_set, **choice)
+    return split.finetune, split.test
 
 
 def _data_of(target: PruneTarget) -> dict:
@@ -271,12 +308,14 @@ def _data_of(target: PruneTarget) -> dict:
             "trusted": target.trusted, "text": dict(target.text)}
 
 
-def retrain_job(weights: str, data: dict, train_subset: int, test_subset: int, device: str, removed: list[str],
-                retrain: str, seed: int, config: dict) -> dict:
+def retrain_job(weights: str, data: dict, choice: dict, device: str, removed: list[str], retrain: str, seed: int,
+                config: dict) -> dict:
     """One retraining job of :func:`matched_study`, run where the executor puts it: loads the checkpoint and its
     ``data`` (where they come from, as plain values) (a worker reads them once for all its jobs, each job
-    getting its own copy of the model), then :func:`layermod.pruning.budgets.retrain_pruned` on ``device``."""
-    train_set, test_set = _study_sets(data, train_subset, test_subset)
+    getting its own copy of the model), split as the study split them (``choice``: the options of its
+    :class:`~layermod.pruning.study.ChoiceSplit`), then :func:`layermod.pruning.budgets.retrain_pruned` on
+    ``device``."""
+    train_set, test_set = _study_sets(data, choice)
     example, _ = gather(test_set, _EXAMPLE[:len(test_set)])
     model, _ = cached_model(None, weights=weights)
     model = model.to(device)
@@ -285,14 +324,13 @@ def retrain_job(weights: str, data: dict, train_subset: int, test_subset: int, d
 
 
 def _run_elsewhere(jobs: list[Job], target: PruneTarget, finetune: TrainConfig, scratch: TrainConfig,
-                   train_subset: int, test_subset: int, backend: str, workers: int | None,
+                   choice: dict, backend: str, workers: int | None,
                    address: str | None, device: str, progress: bool | str) -> list[dict]:
     """The jobs as :func:`retrain_job` items of :func:`layermod.sweep.executor.run_items`; the first failure is one
     TrainError."""
     from layermod.sweep.executor import run_items
 
-    common = {"weights": target.weights, "data": _data_of(target), "train_subset": train_subset,
-              "test_subset": test_subset, "device": device}
+    common = {"weights": target.weights, "data": _data_of(target), "choice": choice, "device": device}
     items = [(f"job-{i}", {**common, "removed": list(removed), "retrain": retrain, "seed": seed,
                            "config": (finetune if retrain == "finetune" else scratch).to_dict()})
              for i, (removed, retrain, seed) in enumerate(jobs)]
@@ -316,6 +354,8 @@ def prune_and_compare(
     from_scratch: bool = False,
     progress: bool = False,
     curve: Curve | None = None,
+    probe: str = "train-heldout",
+    split: ChoiceSplit | None = None,
 ) -> PruningComparison:
     """Prune as many units as ``plan`` by every method, fine-tune, evaluate; write the comparison into
     ``out`` and, when ``modularity`` is among the methods, its model (which removes ``plan``'s units) as
@@ -328,17 +368,20 @@ def prune_and_compare(
         methods, seeds, from_scratch: see :func:`layermod.pruning.study.compare_methods`.
         finetune_subset: fine-tune on a class-balanced subset of this many training samples (0: all).
         curve: the curve behind ``plan``, for ``modularity-phase`` and ``modularity-ablation``.
+        probe: where the scored methods' probe is drawn (:data:`~layermod.pruning.study.PROBE_SPLITS`).
+        split: ``choice_data(target, probe=probe, finetune_subset=finetune_subset)`` when the caller has it
+            already (the one whose pool the plan's curve was measured on); its record is the comparison's
+            ``config["choice"]``.
     """
-    train_set, _ = resolve_data(target.dataset, split="train", data_dir=target.data_dir, allow_import=target.trusted,
-                                **target.text)
-    if finetune_subset:
-        train_set = balanced_subset(train_set, finetune_subset, seed=0)
-    test_set = target.test_data
+    if split is None:
+        split = choice_data(target, probe=probe, finetune_subset=finetune_subset)
+    train_set, test_set = split.finetune, split.test
     latency_batch, _ = gather(test_set, list(range(min(finetune.batch_size, len(test_set)))))
     comparison, finals = compare_methods(target.model, target.units, len(plan.remove), train_set, test_set, finetune,
                                          plan.verdicts, target.example, methods=methods, seeds=seeds,
                                          latency_batch=latency_batch, plan=plan.remove, from_scratch=from_scratch,
-                                         progress=progress, curve=curve)
+                                         progress=progress, curve=curve, probe=split.probe())
+    comparison = replace(comparison, config={"choice": split.record})
     out = ensure_writable_dir(out)
     comparison.save(out)
     if "modularity" in finals:

@@ -11,6 +11,14 @@ after fine-tuning. A row per method reports what was removed (for the first seed
 per sample, CPU latency of one batch, and test accuracy mean and std over seeds: a :class:`PruningComparison`,
 written as ``comparison.json`` (the source of truth) with ``.csv``, ``.md`` and ``.png`` twins and read back by
 :meth:`PruningComparison.load`, which refuses rows that cannot be (see :meth:`PruningComparison.from_dict`).
+
+**Which images choose the layers** (:func:`choice_split`): with ``probe="train-heldout"`` (the default of the
+prune runs) the curve's draws and the probe of the scored methods come from training images the fine-tuning
+never sees, class-balanced and seeded, so neither the retraining nor the evaluation shares an image with the
+choice; with ``"test"`` they come from the test data, as the paper measured its curves. The split's record (its
+name, its size, and whether it shares an image with the evaluation or the fine-tuning, computed from the
+indices) goes into the result's config; files written before it was recorded chose on the test split
+(:func:`choice_of`).
 """
 
 from __future__ import annotations
@@ -18,34 +26,44 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from layermod.analysis.curve import Curve
 from layermod.analysis.redundancy import Verdict
 from layermod.coerce import bar_disabled, torch_seed
+from layermod.data.arrays import ArrayDataset, dataset_labels
+from layermod.data.batches import take
+from layermod.data.draws import balanced_draws
+from layermod.data.text import TokenDataset
 from layermod.errors import PlanError
 from layermod.extract.inputs import Batch
 from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, save_png, write_csv, write_json
 from layermod.io.table import TableResult, new_axes
+from layermod.measure.config import DrawConfig
 from layermod.io.rundir import COMPARISON_CSV, COMPARISON_JSON, COMPARISON_MD, COMPARISON_PNG
 from layermod.io.validate import literal_text, mapping, names, number, numbers, required, shorten
+from layermod.pruning.choices import PROBE_SPLITS
 from layermod.pruning.plans import METHODS, SCORED, method_order, select_units
 from layermod.pruning.scores import method_scores
 from layermod.pruning.units import Unit, apply_plan, latency, model_cost
-from layermod.training.train import TrainConfig, evaluate, train
+from layermod.training.train import TrainConfig, balanced_subset, evaluate, train
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["PruningComparison", "check_removed", "compare_methods", "probe_batch", "reinitialise"]
+__all__ = ["PROBE_SPLITS", "ChoiceSplit", "PruningComparison", "check_removed", "choice_of", "choice_split",
+           "compare_methods", "probe_batch", "reinitialise"]
+
+HELDOUT_SHARE = 10  # fine-tuning on the whole training set holds out at least a class-balanced tenth for the choice
+_TEST_CHOICE = {"split": "test", "samples": None, "disjoint_from_eval": False}  # files without a record
 
 _COLUMNS = ["method", "n_removed", "params", "macs", "flops", "latency_ms", "acc_pruned_mean", "acc_mean", "acc_std"]
 
@@ -67,6 +85,7 @@ def compare_methods(
     from_scratch: bool = False,
     progress: bool | str = "auto",
     curve: Curve | None = None,
+    probe: tuple[Batch, torch.Tensor] | None = None,
 ) -> tuple[PruningComparison, dict[str, nn.Module]]:
     """Prune ``budget`` units by every method, fine-tune per seed, evaluate.
 
@@ -86,6 +105,8 @@ def compare_methods(
             pruned networks, instead of fine-tuning from the surviving weights.
         curve: the model's curve (``verdicts`` are its verdicts), for ``modularity-phase`` and
             ``modularity-ablation``.
+        probe: (inputs (n, ...) or a dict of them, labels (n,)) that score the scored methods (default: the
+            first 512 samples of ``test_data``; :meth:`ChoiceSplit.probe` gives one disjoint from it).
 
     Returns:
         (comparison, models): a :class:`PruningComparison` with one row per method, and the seed-0 fine-tuned
@@ -96,7 +117,7 @@ def compare_methods(
             raise PlanError(f"unknown pruning method {method!r}; use {', '.join(METHODS)}")
     scores = {}
     if set(SCORED) & set(methods):  # runs of angular as long as the budget
-        scores = method_scores(model, units, methods, *probe_batch(test_data), span=budget, curve=curve,
+        scores = method_scores(model, units, methods, *(probe or probe_batch(test_data)), span=budget, curve=curve,
                                verdicts=verdicts)
     timed = latency_batch if latency_batch is not None else example
     rows, finals = [], {}
@@ -144,13 +165,16 @@ class PruningComparison(TableResult):
     Attributes:
         rows: one dict per method with keys method, layers_removed, n_removed, params, macs, flops, latency_ms,
             acc_pruned_mean, acc_mean, acc_std and accs (the accuracy after fine-tuning with each seed).
+        config: what the run recorded about itself: ``choice``, the record of :func:`choice_split` (``{}``:
+            nothing, as in files written before it).
     """
 
     rows: list[dict]
+    config: dict = field(default_factory=dict, kw_only=True)
 
     def to_dict(self) -> dict:
-        """JSON-ready ``{"rows": [...]}``."""
-        return {"rows": list(self.rows)}
+        """JSON-ready ``{"rows": [...], "config": {...}}`` (no ``config`` when it is empty)."""
+        return {"rows": list(self.rows), **({"config": dict(self.config)} if self.config else {})}
 
     @classmethod
     def from_dict(cls, data: object) -> PruningComparison:
@@ -165,7 +189,7 @@ class PruningComparison(TableResult):
         methods = [row["method"] for row in checked]
         if len(set(methods)) < len(methods):
             raise ValueError(f"a method has two rows: {', '.join(methods)}")
-        return cls(checked)
+        return cls(checked, config=dict(mapping(data.get("config", {}), "config")))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PruningComparison:
@@ -261,3 +285,118 @@ def probe_batch(data: Dataset, *, n: int = 512) -> tuple[Batch, torch.Tensor]:
 
     x, y = gather(data, np.arange(min(n, len(data))))
     return x, torch.as_tensor(y)
+
+
+@dataclass(frozen=True)
+class ChoiceSplit:
+    """The images that choose the layers, those that retrain and those that score (:func:`choice_split`).
+
+    Attributes:
+        split: a name of :data:`PROBE_SPLITS`.
+        finetune: the retraining data; test: the evaluation data.
+        pool: the images the choice draws from: the curve's draws and :meth:`probe`.
+        record: ``{"split", "samples" (the pool's size), "disjoint_from_eval", "disjoint_from_finetune"}``, the
+            two booleans computed from the index sets.
+        options: the keywords of :func:`choice_split` that drew it, as plain values (``draws`` as a dict), so
+            that a worker given the same data draws it again.
+    """
+
+    split: str
+    finetune: Dataset
+    pool: Dataset
+    test: Dataset
+    record: dict
+    options: dict
+
+    def probe(self, *, n: int = 512) -> tuple[Batch, torch.Tensor]:
+        """The probe of the scored methods, inputs (n, ...) and labels (n,): a class-balanced draw of ``n`` (at
+        most) of the held-out pool (seed 0), or the first ``n`` test samples, as ``layermod prune`` took them."""
+        if self.split == "test":
+            return probe_batch(self.pool, n=n)
+        counts = np.bincount(dataset_labels(self.pool))
+        per_class = min(n // len(counts[counts > 0]), int(counts[counts > 0].min()))
+        return probe_batch(balanced_subset(self.pool, per_class * len(counts[counts > 0]), seed=0), n=n)
+
+
+def choice_split(train_data: Dataset, test_data: Dataset, *, probe: str = "train-heldout", finetune_subset: int = 0,
+                 test_subset: int = 0, same_images: bool = False, draws: DrawConfig | dict | None = None,
+                 seed: int = 0) -> ChoiceSplit:
+    """Split the data of a prune run into what retrains, what chooses the layers and what scores.
+
+    The fine-tuning takes a class-balanced subset of ``finetune_subset`` training samples (seed 0, as
+    :func:`~layermod.training.train.balanced_subset` draws it), or the whole training set; the evaluation a
+    class-balanced ``test_subset`` (seed 0) of the test data, or all of it. The choice draws from, with
+    ``probe="train-heldout"``, every training sample outside the fine-tuning subset; with no subset, a
+    class-balanced share of the training set drawn with ``seed``, the fine-tuning taking the rest: a tenth, or
+    more where the curve's draws need it (``repeats`` disjoint draws of ``n_per_class`` of each class, as far as
+    half of the smallest class allows). With ``"test"``, from the whole test data.
+
+    Args:
+        train_data, test_data: the whole training and test data (N,) and (M,) samples.
+        same_images: ``train_data`` and ``test_data`` are the same samples (a file without splits), so their
+            indices are compared as one set.
+        draws: the draws of the curve measured on the pool, or their dict (default :class:`~layermod.DrawConfig`'s).
+
+    Raises:
+        PlanError: an unknown ``probe``, or no training sample left out of the fine-tuning subset.
+    """
+    draws = DrawConfig.from_dict(draws) if isinstance(draws, dict) else draws
+    if probe not in PROBE_SPLITS:
+        raise PlanError(f"unknown probe split {probe!r}; use {' or '.join(PROBE_SPLITS)}")
+    labels = dataset_labels(train_data)
+    everything = np.arange(len(labels))
+    finetune, tuned = train_data, everything
+    if finetune_subset:
+        finetune = balanced_subset(train_data, finetune_subset, seed=0)
+        (tuned,) = balanced_draws(labels, n_per_class=finetune_subset // len(np.unique(labels)), repeats=1, seed=0)
+    test, scored = test_data, np.arange(len(test_data))
+    if test_subset:
+        test = balanced_subset(test_data, test_subset, seed=0)
+        test_labels = dataset_labels(test_data)
+        (scored,) = balanced_draws(test_labels, n_per_class=test_subset // len(np.unique(test_labels)), repeats=1,
+                                   seed=0)
+    if probe == "test":
+        pool, chosen, on_test = test_data, np.arange(len(test_data)), True
+    else:
+        if finetune_subset:
+            chosen = np.setdiff1d(everything, tuned)
+        else:
+            drawn = draws if draws is not None else DrawConfig()
+            counts = np.unique(labels, return_counts=True)[1]
+            need = min(drawn.n_per_class * drawn.repeats, int(counts.min()) // 2)
+            per_class = max(1, len(labels) // HELDOUT_SHARE // len(counts), need)
+            (chosen,) = balanced_draws(labels, n_per_class=per_class, repeats=1, seed=seed)
+            tuned = np.setdiff1d(everything, chosen)
+            finetune = _take(train_data, tuned)
+        if len(np.unique(labels[chosen])) < len(np.unique(labels)):
+            raise PlanError(f"the fine-tuning subset of {finetune_subset} leaves no training sample of some class "
+                            "to choose the layers on; fine-tune on fewer samples or use probe='test'")
+        pool, on_test = _take(train_data, chosen), same_images
+    nothing = np.empty(0, dtype=np.int64)
+    record = {"split": probe, "samples": len(chosen),
+              "disjoint_from_eval": not np.intersect1d(chosen if on_test else nothing, scored).size,
+              "disjoint_from_finetune": not np.intersect1d(chosen if probe != "test" or same_images else nothing,
+                                                           tuned).size}
+    options = {"probe": probe, "finetune_subset": finetune_subset, "test_subset": test_subset,
+               "same_images": same_images, "draws": None if draws is None else draws.to_dict(), "seed": seed}
+    return ChoiceSplit(probe, finetune, pool, test, record, options)
+
+
+def choice_of(config: dict) -> dict:
+    """The choice record of a result's ``config`` (:attr:`ChoiceSplit.record`); a file written before it was
+    recorded chose on the test split: ``{"split": "test", "samples": None, "disjoint_from_eval": False}``."""
+    recorded = config.get("choice")
+    return dict(recorded) if isinstance(recorded, dict) else dict(_TEST_CHOICE)
+
+
+def _take(data: Dataset, indices: np.ndarray) -> Dataset:
+    """The samples ``indices`` of ``data``: an ArrayDataset or TokenDataset of them (the in-memory fast path
+    stays), else a ``torch.utils.data.Subset``."""
+    rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+    if isinstance(data, ArrayDataset):
+        return ArrayDataset(take(data.data, rows), data.targets[rows], data.classes, data.name,
+                            normalization=data.normalization)
+    if isinstance(data, TokenDataset):
+        return TokenDataset(data.input_ids[rows], data.attention_mask[rows], data.targets[rows], data.classes,
+                            data.name)
+    return Subset(data, rows.tolist())

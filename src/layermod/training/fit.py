@@ -8,8 +8,9 @@ directory. It writes there:
 * ``last.safetensors`` + ``last.json`` after every epoch, ``best.safetensors`` + ``best.json`` whenever the test
   accuracy beats every earlier epoch (layermod checkpoints: :func:`~layermod.checkpoint.load_checkpoint` reads
   them); the sidecars hold the caller's ``meta`` (architecture, dataset, normalisation, ...), ``training`` (the
-  full config), ``tracking``, ``seed``, ``epoch``, ``accuracy`` (that epoch's test accuracy), ``best_epoch``,
-  ``best_accuracy`` and the ``history`` rows so far;
+  full config), ``tracking``, ``seed``, ``torch_threads`` (``torch.get_num_threads()`` of the process that
+  trained the epoch: training depends on it; a resumed run records its own), ``epoch``, ``accuracy`` (that
+  epoch's test accuracy), ``best_epoch``, ``best_accuracy`` and the ``history`` rows so far;
 * ``last-optimizer.safetensors``: the optimizer's state by parameter name (SGD's momentum buffer under the
   name itself, AdamW's ``NAME:exp_avg``, ``NAME:exp_avg_sq`` and ``NAME:step``), so that resuming is exact;
 * with tracking, ``dynamics.json`` + ``dynamics.png`` (:mod:`layermod.dynamics`), measured by a
@@ -77,7 +78,7 @@ __all__ = ["fit"]
 
 METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "seconds")
 _RUN_KEYS = frozenset({
-    "training", "tracking", "seed", "epoch", "accuracy", "best_epoch", "best_accuracy", "history",
+    "training", "tracking", "seed", "torch_threads", "epoch", "accuracy", "best_epoch", "best_accuracy", "history",
     "weights_sha256", "files_sha256", "optimizer_sha256", "format", "version",
 })
 _FREE_META = frozenset({"data_dir", "device"})
@@ -180,8 +181,9 @@ def fit(
         improved = best is None or row["test_acc"] > best[1]
         if improved:
             best = (epoch, row["test_acc"])
-        sidecar = {**meta, "training": config.to_dict(), "tracking": tracking, "seed": config.seed, "epoch": epoch,
-                   "accuracy": row["test_acc"], "best_epoch": best[0], "best_accuracy": best[1], "history": history}
+        sidecar = {**meta, "training": config.to_dict(), "tracking": tracking, "seed": config.seed,
+                   "torch_threads": torch.get_num_threads(), "epoch": epoch, "accuracy": row["test_acc"],
+                   "best_epoch": best[0], "best_accuracy": best[1], "history": history}
         with _interrupts_held():
             if improved:
                 save_checkpoint(model, out / (BEST + WEIGHTS_SUFFIX), sidecar)
