@@ -155,7 +155,7 @@ class Curve(TableResult):
     def from_dict(cls, data: dict) -> "Curve":
         """Inverse of :meth:`to_dict` (mean and std are recomputed from values), for data read from a file.
 
-        Checked as :mod:`layermod.validate` says: 1 to ``MAX_ITEMS`` layer names; values (draws, L) within
+        Checked as :mod:`layermod.io.validate` says: 1 to ``MAX_ITEMS`` layer names; values (draws, L) within
         modularity's range for the config's resolution, none missing (modularity is refused, never NaN, so a
         null or NaN Q is a damaged file; its mean would be drawn as "nan"); null_mean, null_std (>= 0) and z
         (L,) all three or none. Raises ValueError naming the first problem.
@@ -242,7 +242,7 @@ def modularity_curve(
             ``attention_mask``) and y (N,); a map-style torch ``Dataset`` of ``(x, y)`` or of dicts with
             ``labels`` / ``label``; or a ``DataLoader`` of such batches (read once, keeping what the draws need).
         layers: ``"auto"``, names, glob patterns or indices, a comma-separated string of them like the CLI's
-            ``--layers``, or a list (see :mod:`layermod.layers`).
+            ``--layers``, or a list (see :mod:`layermod.extract.layers`).
         graph: the kNN graph and the modularity's resolution (default :class:`GraphConfig`'s).
         draws: the draws and the null (default :class:`DrawConfig`'s). Its seed (any integer, see
             :mod:`layermod.coerce`) decides the draws, the null's shuffles and torch's random numbers during the

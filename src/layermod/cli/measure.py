@@ -79,7 +79,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     from layermod.data.arrays import gather
     from layermod.extract.layers import auto_layers, trace_calls
-    from layermod.models.spec import resolve_data
+    from layermod.data.spec import resolve_data
 
     model, _ = load_model(args)
     if args.dataset:
@@ -158,7 +158,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from layermod.adversarial.curves import adversarial_curves
     from layermod.io.rundir import ATTACK_CSV, ATTACK_JSON, ATTACK_PNG
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.models.spec import resolve_data
+    from layermod.data.spec import resolve_data
 
     check_replaceable(args.out)
     graph, draws = measure_configs(args)
@@ -210,7 +210,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from layermod.analysis.compare import compare_layers
     from layermod.io.rundir import CKA_CSV, COMPARE_JSON, COMPARE_PNG, D_CSV
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.models.spec import resolve_data, resolve_model
+    from layermod.data.spec import resolve_data
+    from layermod.models.spec import resolve_model
 
     check_replaceable(args.out)
     graph, draws = measure_configs(args)

@@ -97,9 +97,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from layermod.models import hub
     from layermod.models.checkpoint import read_sidecar
     from layermod.data.text import TokenDataset
-    from layermod.models.spec import resolve_data
+    from layermod.data.spec import resolve_data
     from layermod.training.fit import fit
-    from layermod.training.train import balanced_subset
+    from layermod.data.draws import balanced_subset
 
     check_writable_dir(args.out)
     if args.tensorboard is not None:

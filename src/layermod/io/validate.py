@@ -4,7 +4,7 @@ A run directory's JSON files are the source of truth of ``layermod report`` and 
 (``prune --curve``, ``train --resume``). A file edited by hand, cut short or written by something else may
 hold anything JSON can, so every loader (``Curve.from_dict``, ``Dynamics.from_dict``, ...) takes its fields
 through the functions here. They return values of the promised types or raise :class:`ValueError` with a short
-reason naming the field ("values[0][1] is 3, outside [-0.5, 1]"); :func:`layermod.fileio.read_json_file` turns
+reason naming the field ("values[0][1] is 3, outside [-0.5, 1]"); :func:`layermod.io.files.read_json_file` turns
 that into one line naming the file.
 
 Bounds, on purpose:

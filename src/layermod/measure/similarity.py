@@ -398,7 +398,7 @@ def plot_heatmaps(
     Rows are ``layers_a`` (model A), columns ``layers_b`` (model B; None: ``layers_a``); layer 0 is top-left.
     D uses the reversed colormap (0 = bright), CKA the plain one on [0, 1], so similar layers are bright in both;
     NaN cells are grey. With many layers the names are thinned and set smaller, and the panels stop growing at
-    :data:`_MAX_PANEL` inches; names are drawn literally and shortened (see :mod:`layermod.validate`).
+    :data:`_MAX_PANEL` inches; names are drawn literally and shortened (see :mod:`layermod.io.validate`).
     ``titles`` replaces the two panel titles, ``label_a``/``label_b`` the axis labels. Returns the matplotlib
     Figure; with ``path`` it is also saved as PNG (written atomically).
     """

@@ -1,7 +1,7 @@
 """Models and datasets loaded once per worker: a small cache for the items of one run.
 
 :func:`cached_model` and :func:`cached_data` take what :func:`~layermod.models.spec.resolve_model` and
-:func:`~layermod.models.spec.resolve_data` take and return what they return. Inside :func:`cache_scope` (which
+:func:`~layermod.data.spec.resolve_data` take and return what they return. Inside :func:`cache_scope` (which
 :func:`layermod.sweep.executor.run_items` opens around its items, in each worker for the worker's life) the
 second item of a worker that asks for the same checkpoint or dataset gets it without reading it again;
 outside a scope they only load, so a lone ``layermod curve`` or API call keeps nothing. ::
@@ -48,7 +48,8 @@ from torch import nn
 from layermod.data.arrays import ArrayDataset
 from layermod.data.datasets import DATASETS
 from layermod.models import hub
-from layermod.models.spec import resolve_data, resolve_model
+from layermod.data.spec import resolve_data
+from layermod.models.spec import resolve_model
 
 __all__ = ["CAPACITY", "cache_info", "cache_scope", "cached_data", "cached_model"]
 
@@ -152,7 +153,7 @@ def _data_key(spec: str, split: str, data_dir) -> tuple | None:
 
 def cached_data(spec: str, *, split: str = "test", data_dir: str | os.PathLike | None = None,
                 **options: Any) -> tuple[object, dict]:
-    """:func:`~layermod.models.spec.resolve_data`'s (dataset, description), the dataset a new object over the
+    """:func:`~layermod.data.spec.resolve_data`'s (dataset, description), the dataset a new object over the
     tensors kept in this process (see the module doc); ``options`` are resolve_data's keyword arguments."""
     key = _data_key(spec, split, data_dir)
     found = _lookup(key, lambda entry: _versions(entry[0]) == entry[2])

@@ -47,8 +47,6 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,11 +54,12 @@ from typing import Any
 
 from torch import nn
 
+from layermod.data.hfhub import hf_call, hf_source, quiet_hub
 from layermod.errors import ModelError, one_line
 from layermod.models._registry import MAX_CLASSES, MAX_IN_CHANNELS, MAX_UNITS, check_count
 
 __all__ = ["HF_TASKS", "PREFIXES", "HFModel", "canonical", "create", "is_library_spec",
-           "load_tokenizer", "recorded"]
+           "recorded"]
 
 PREFIXES = ("torchvision", "timm", "hf")
 """The libraries a model spec may name, as ``PREFIX:NAME``."""
@@ -76,8 +75,6 @@ _REFUSED = {"pretrained", "weights", "weights_backbone", "checkpoint_path", "pre
             "pretrained_cfg_overlay", "pretrained_strict", "cache_dir", "trust_remote_code", "use_safetensors",
             "revision", "token", "local_files_only", "auto_map", "config", "state_dict", "progress"}
 _DEPTHS = {"depth", "depths", "layers", "num_layers", "num_hidden_layers", "n_layer", "num_blocks", "blocks"}
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-_PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def is_library_spec(spec: object) -> bool:
@@ -131,7 +128,7 @@ def create(spec: str, /, *, num_classes: int | None = None, in_channels: int | N
             check_count(f"the sum of {key}", sum(counts), 0, MAX_UNITS)
     if hf_task is not None and library != "hf":
         raise ModelError(f"hf_task is for hf: models, not {spec}; drop it")
-    with _quiet_hub():
+    with quiet_hub():
         if library == "torchvision":
             return _torchvision(name, num_classes, in_channels, pretrained, kwargs)
         if library == "timm":
@@ -186,8 +183,8 @@ def _hf(name: str, num_classes: int | None, in_channels: int | None, pretrained:
         kwargs: dict) -> nn.Module:
     import transformers
 
-    source = _hf_source(name, pretrained)
-    config = _hf_call(name, lambda: transformers.AutoConfig.from_pretrained(source, trust_remote_code=False))
+    source = hf_source(name, pretrained=pretrained)
+    config = hf_call(name, lambda: transformers.AutoConfig.from_pretrained(source, trust_remote_code=False))
     if getattr(config, "auto_map", None):
         raise ModelError(f"hf:{name} needs its own code (auto_map), which layermod never runs; use a model "
                          "transformers implements")
@@ -210,18 +207,18 @@ def _hf(name: str, num_classes: int | None, in_channels: int | None, pretrained:
     saved = _architecture(config) if task == _task_of(config) else None
     if saved is not None:
         if pretrained:
-            model = _hf_call(name, lambda: saved.from_pretrained(
+            model = hf_call(name, lambda: saved.from_pretrained(
                 source, config=config, use_safetensors=True, ignore_mismatched_sizes=num_classes is not None))
         else:
-            model = _hf_call(name, lambda: saved(config))
+            model = hf_call(name, lambda: saved(config))
         return HFModel(model)
     auto = getattr(transformers, HF_TASKS[task])
     if pretrained:
-        model = _hf_call(name, lambda: auto.from_pretrained(
+        model = hf_call(name, lambda: auto.from_pretrained(
             source, config=config, use_safetensors=True, trust_remote_code=False,
             ignore_mismatched_sizes=num_classes is not None))
     else:
-        model = _hf_call(name, lambda: auto.from_config(config, trust_remote_code=False))
+        model = hf_call(name, lambda: auto.from_config(config, trust_remote_code=False))
     return HFModel(model)
 
 
@@ -267,57 +264,7 @@ class HFModel(nn.Module):
         return logits if logits is not None else out[0]
 
 
-def load_tokenizer(spec: str) -> Any:
-    """The fast tokenizer saved with the hf: model ``spec`` (``AutoTokenizer.from_pretrained(.., use_fast=True)``).
-
-    Raises:
-        ModelError: ``spec`` is not ``hf:DIR_OR_ID``, or no tokenizer can be read from it.
-    """
-    library, _, name = str(spec).partition(":")
-    if library != "hf" or not name:
-        raise ModelError(f"a tokenizer comes with an hf:DIR_OR_ID model, not {spec!r:.80}")
-    from transformers import AutoTokenizer
-
-    source = _hf_source(name, pretrained=False)
-    with _quiet_hub():
-        return _hf_call(name, lambda: AutoTokenizer.from_pretrained(source, use_fast=True, trust_remote_code=False))
-
-
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _hf_source(name: str, pretrained: bool) -> str:
-    """The directory or hub id of ``hf:name``; with ``pretrained`` a directory must hold safetensors weights."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"hf:{name} holds no config.json; save the model with save_pretrained(DIR)")
-        if pretrained and not any(p.name.endswith(".safetensors") or p.name.endswith(".safetensors.index.json")
-                                  for p in path.iterdir()):
-            pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLES)
-            if pickles:
-                raise ModelError(f"hf:{name} holds only pickle weights ({', '.join(pickles[:3])}), which layermod "
-                                 "never loads; convert once in trusted code: model.save_pretrained(DIR, "
-                                 "safe_serialization=True)")
-            raise ModelError(f"hf:{name} holds no .safetensors weights; drop pretrained=True for random weights")
-        return str(path)
-    if name.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(name):
-        raise ModelError(f"no directory {name!r:.80}; point hf: at a save_pretrained directory or a hub id org/name")
-    return name
-
-
-def _hf_call(name: str, build):
-    """``build()``, a transformers call; its failures as one ModelError line."""
-    try:
-        return build()
-    except ModelError:
-        raise
-    except Exception as err:  # noqa: BLE001  (transformers raises OSError, ValueError, KeyError, ...)
-        reason = one_line(err)
-        if isinstance(err, OSError) and not Path(name).expanduser().is_dir():
-            raise ModelError(f"cannot fetch hf:{name} from the Hugging Face hub ({reason}); point hf: at a local "
-                             "save_pretrained directory, or run where the hub is reachable") from None
-        raise ModelError(f"transformers cannot build hf:{name}: {reason}") from None
 
 
 def _task_of(config) -> str:
@@ -335,14 +282,3 @@ def _task_of(config) -> str:
 def _shown(kwargs: dict) -> str:
     return ", ".join(f"{key}={value!r:.30}" for key, value in kwargs.items()) or "no arguments"
 
-
-@contextlib.contextmanager
-def _quiet_hub():
-    """huggingface_hub's retry warnings off (a failed download is then our one line, not a page of retries)."""
-    logger = logging.getLogger("huggingface_hub")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

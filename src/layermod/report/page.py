@@ -392,7 +392,7 @@ def _check_together(run: Path, present: list[str]) -> None:
 
 def _reason(err: Exception) -> str:
     """One line on why an item failed: a :class:`LayermodError`'s message (whose quotes of file content are
-    already cut), else the error's type and its message cut to :data:`~layermod.validate.REASON_CHARS`."""
+    already cut), else the error's type and its message cut to :data:`~layermod.io.validate.REASON_CHARS`."""
     if isinstance(err, LayermodError):
         return str(err)
     message = shorten(str(err), limit=REASON_CHARS)

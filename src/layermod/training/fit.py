@@ -1,18 +1,18 @@
 """A training run on disk: checkpoints and metrics every epoch, exact resume, optional curve tracking.
 
-:func:`fit` trains with :mod:`layermod.train` (same seeding, schedules and augmentation) and keeps the run in a
+:func:`fit` trains with :mod:`layermod.training.train` (same seeding, schedules and augmentation) and keeps the run in a
 directory. It writes there:
 
 * ``metrics.csv``: one row per epoch, columns epoch, lr (the rate of the epoch's first step), train_loss,
   train_acc, test_acc, seconds (training pass plus evaluation);
 * ``last.safetensors`` + ``last.json`` after every epoch, ``best.safetensors`` + ``best.json`` whenever the test
-  accuracy beats every earlier epoch (layermod checkpoints: :func:`~layermod.checkpoint.load_checkpoint` reads
+  accuracy beats every earlier epoch (layermod checkpoints: :func:`~layermod.models.checkpoint.load_checkpoint` reads
   them); the sidecars hold the caller's ``meta`` (architecture, dataset, normalisation, ...), ``training`` (the
   full config), ``tracking``, ``seed``, ``epoch``, ``accuracy`` (that epoch's test accuracy), ``best_epoch``,
   ``best_accuracy`` and the ``history`` rows so far;
 * ``last-optimizer.safetensors``: the optimizer's state by parameter name (SGD's momentum buffer under the
   name itself, AdamW's ``NAME:exp_avg``, ``NAME:exp_avg_sq`` and ``NAME:step``), so that resuming is exact;
-* with tracking, ``dynamics.json`` + ``dynamics.png`` (:mod:`layermod.dynamics`), measured by a
+* with tracking, ``dynamics.json`` + ``dynamics.png`` (:mod:`layermod.analysis.dynamics`), measured by a
   :class:`~layermod.training.tracker.CurveTracker` on a probe drawn from the test data.
 
 And, on purpose:
@@ -20,7 +20,7 @@ And, on purpose:
 * **Nothing half-written.** Every file is written under a temporary name and renamed. Per epoch the order is
   best.* (one checkpoint commit), dynamics.*, then last.* with the optimizer's state as its companion file (one
   commit: ``last.json`` records the SHA-256 of ``last.safetensors`` and ``last-optimizer.safetensors`` and
-  commits the epoch, see :mod:`layermod.checkpoint`); metrics.csv is rewritten from the committed history after
+  commits the epoch, see :mod:`layermod.models.checkpoint`); metrics.csv is rewritten from the committed history after
   it. SIGINT and SIGTERM arriving while an epoch is being saved are held until it is saved. A process killed
   outright at any point leaves ``last.*`` at the previous epoch or at this one, never in between, so a resume
   loses at most the epoch in progress and continues exactly; a ``best.*`` committed ahead of ``last.*`` is
@@ -109,7 +109,7 @@ def fit(
         config: see :class:`TrainConfig`; validated first.
         out: the run directory, created when the first files are written.
         meta: JSON-serialisable description written into every sidecar and compared on resume. For
-            :func:`~layermod.checkpoint.load_checkpoint` to rebuild the model it holds ``"arch"`` and
+            :func:`~layermod.models.checkpoint.load_checkpoint` to rebuild the model it holds ``"arch"`` and
             ``"arch_args"``; the CLI adds the dataset, normalisation, subset and sizes.
         track: measure the modularity curve on a fixed test probe at epoch 0, every ``track.every`` epochs and at
             the last epoch, into ``dynamics.json`` / ``dynamics.png``; ``None``: no tracking.

@@ -1,4 +1,4 @@
-"""Train and evaluate a classifier in memory; :mod:`layermod.fit` builds resumable runs on disk on top of it.
+"""Train and evaluate a classifier in memory; :mod:`layermod.training.fit` builds resumable runs on disk on top of it.
 
 SGD with momentum and weight decay (or AdamW), the learning rate set every step by a schedule, cross-entropy
 loss, one history row per epoch; :func:`train_epoch` and :func:`evaluate` are the building blocks of both.
@@ -20,7 +20,7 @@ Decisions, on purpose:
   paper's recipe); ``"constant"`` keeps ``lr``. Every milestone must be below ``epochs``, else it would never
   take effect.
 * **Augmentation.** ``config.augment`` passes every training batch, on the CPU, through
-  ``layermod.augment.random_crop_flip`` (padding 4, horizontal flips, the padding black in the data's
+  ``layermod.training.augment.random_crop_flip`` (padding 4, horizontal flips, the padding black in the data's
   normalisation), drawing from the epoch's generator.
 * **No stray batch of one.** When the last batch of an epoch would hold a single sample (with ``batch_size > 1``
   and a larger dataset), it is skipped: batch norm cannot normalise one sample per channel.
@@ -41,12 +41,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from layermod.data.arrays import ArrayDataset, dataset_labels, gather
 from layermod.data.batches import take
-from layermod.data.draws import balanced_draws
 from layermod.data.text import TokenDataset
 from layermod.errors import DatasetError, TrainError
 from layermod.extract.features import model_device
@@ -58,7 +57,6 @@ from layermod.coerce import bar_disabled
 __all__ = [
     "PAPER_RECIPE",
     "TrainConfig",
-    "balanced_subset",
     "check_model_fits",
     "dataset_length",
     "evaluate",
@@ -85,36 +83,6 @@ def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
         epoch = min(step, total_steps - 1) * config.epochs // total_steps  # 0-based
         return float(config.lr) * float(config.gamma) ** sum(1 for m in config.milestones if m <= epoch)
     return float(config.lr) * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-
-
-def balanced_subset(data: Dataset, size: int, *, seed: int = 0) -> Dataset:
-    """A seeded class-balanced subset of ``data``: ``size // C`` samples of each of its C classes.
-
-    An :class:`~layermod.data.ArrayDataset` gives an ArrayDataset and a
-    :class:`~layermod.data.text.TokenDataset` a TokenDataset (the in-memory fast path stays), any other dataset a
-    ``torch.utils.data.Subset``. Raises :class:`DatasetError` when ``size`` is below C or a class has
-    fewer than ``size // C`` samples.
-    """
-    labels = dataset_labels(data)
-    classes, counts = np.unique(labels, return_counts=True)
-    if not is_integer(size) or size < len(classes):
-        raise DatasetError(f"a subset of {size} samples cannot hold the {len(classes)} classes; "
-                           f"use a subset size >= {len(classes)}")
-    per_class = size // len(classes)
-    smallest = int(np.argmin(counts))
-    if counts[smallest] < per_class:
-        raise DatasetError(f"a subset of {size} needs {per_class} samples of each class but class "
-                           f"{classes[smallest]} has {counts[smallest]}; use a subset size <= "
-                           f"{counts[smallest] * len(classes)}")
-    (indices,) = balanced_draws(labels, n_per_class=per_class, repeats=1, seed=seed)
-    rows = torch.from_numpy(indices)
-    if isinstance(data, ArrayDataset):
-        return ArrayDataset(data.data[rows], data.targets[rows], data.classes, data.name,
-                            normalization=data.normalization)
-    if isinstance(data, TokenDataset):
-        return TokenDataset(data.input_ids[rows], data.attention_mask[rows], data.targets[rows], data.classes,
-                            data.name)
-    return Subset(data, indices.tolist())
 
 
 def check_model_fits(model: nn.Module, data: Dataset, *, what: str = "data") -> None:
@@ -312,7 +280,7 @@ def run_epoch(
 
 
 def _augmenter(data: Dataset) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    """``(batch (B, C, H, W), generator) -> augmented batch`` from :mod:`layermod.augment`, imported lazily."""
+    """``(batch (B, C, H, W), generator) -> augmented batch`` from :mod:`layermod.training.augment`, imported lazily."""
     from layermod.training import augment
 
     fill = augment.black_fill(getattr(data, "normalization", None) or {})
