@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from layermod import __version__
@@ -255,9 +256,8 @@ def modularity_curve(
             False never.
         visit: called as ``visit(name, features, positions)`` for every layer, with its features (M, D) for
             the union of the draws (on the model's device; a tensor over a file on disk for a layer larger than
-            half of ``max_bytes``) and
-            ``positions``, one index array into those M rows per draw: other per-layer statistics on the same
-            samples without a second pass over the model.
+            half of ``max_bytes``) and ``positions``, one index array into those M rows per draw: other
+            per-layer statistics on the same samples without a second pass over the model.
         pool: ``"auto"``, ``"cls"``, ``"mean"``, ``"last"`` or ``"flatten"``: how a 3-D token output becomes
             one vector per sample (see :mod:`layermod.extract.pooling`; 4-D and 2-D outputs are flattened).
         options: fields of either config as keywords (``k=5, n_per_class=30``, ...), see
@@ -272,74 +272,88 @@ def modularity_curve(
         FeatureError, GraphError: a layer whose features or graph cannot be measured (the message names it).
     """
     graph, draws = measure_configs(graph=graph, draws=draws, **options)
-    k, repeats, seed, shuffles = graph.k, draws.repeats, draws.seed, draws.null_permutations
-    check_pool(pool)
-    dataset = as_dataset(data, per_class=draws.n_per_class * repeats)
-    labels = dataset_labels(dataset)
-    samples = balanced_draws(labels, n_per_class=draws.n_per_class, repeats=repeats, seed=seed)
-    draw_size = len(samples[0])
-    if not k < draw_size:
-        raise GraphError(f"k={k} needs 1 <= k < {draw_size} samples per draw; lower k or raise n_per_class")
-    check_sketch_size(graph.sketch_dim, draw_size, max_bytes)
-    if graph.knn != "exact":
-        require_faiss()
-    # independent streams from one seed: the draws use the root (as balanced_draws(seed) does), draw r's
-    # shuffles child r, torch the last child
-    streams = seed_sequence(seed, GraphError).spawn(repeats + 1)
+    dataset, labels, samples = _checked_draws(data, graph, draws, pool=pool, max_bytes=max_bytes)
+    # streams of one seed: the draws use the root (balanced_draws(seed)), draw r's shuffles child r, torch the last
+    streams = seed_sequence(draws.seed, GraphError).spawn(draws.repeats + 1)
     union = np.unique(np.concatenate(samples))
     inputs, targets = gather(dataset, union)
     positions = [np.searchsorted(union, draw) for draw in samples]
-
     device = check_device(model_device(model), what="the model's device")
     with _seeded_torch(int(streams[-1].generate_state(1, np.uint64)[0]), device):
         calls = trace_calls(model, slice_batch(inputs, 0, stop=2))
         names = select_layers(model, layers, calls)
         resolved = resolve_pool(model, pool, inputs)
-        check_null_size(repeats, len(names), shuffles)
-        values = np.zeros((repeats, len(names)))
-        null = np.zeros((repeats, len(names), shuffles))
-        steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=bar_disabled(progress))
+        check_null_size(draws.repeats, len(names), draws.null_permutations)
         check_budget(max_bytes, max(feature_size(calls[name], resolved) for name in names))
         # half the budget holds a pass's features, the other half a draw's copy and the search
-        layer_features = iter_layer_features(model, inputs, names, calls, max_bytes // 2, batch_size=batch_size,
-                                             progress=progress, pool=resolved, memmap=True, on_device=True)
-        recalls = np.full((repeats, len(names)), np.nan)
-        for col, (name, features) in enumerate(layer_features):
-            if visit is not None:
-                visit(name, torch.from_numpy(features) if isinstance(features, np.ndarray) else features, positions)
-            for row, pos in enumerate(positions):
-                try:
-                    with _draw_features(features, pos) as chosen:
-                        search_bytes = max_bytes // 2 - (chosen.nbytes if chosen is not features and
-                                                         isinstance(chosen, torch.Tensor) else 0)
-                        adjacency, found = build_graph(chosen, graph=graph, seed=seed, device=device,
-                                                       max_bytes=max(search_bytes, 3 * chosen.itemsize *
-                                                                     chosen.shape[1]))
-                    if found is not None:
-                        recalls[row, col] = found
-                    values[row, col], null[row, col] = modularity_with_null(
-                        adjacency, targets[pos], permutations=shuffles, seed=streams[row], resolution=graph.resolution)
-                except (FeatureError, GraphError) as err:
-                    raise type(err)(f"layer {name!r}: {err}") from None
-                steps.update()
-        steps.close()
+        features = iter_layer_features(model, inputs, names, calls, max_bytes // 2, batch_size=batch_size,
+                                       progress=progress, pool=resolved, memmap=True, on_device=True)
+        measured = _measure_layers(features, positions, targets, streams, count=len(names), graph=graph, draws=draws,
+                                   device=device, max_bytes=max_bytes, visit=visit, progress=progress)
+    config = {"layers": layers if isinstance(layers, str) else layer_items(layers), "resolved_layers": names,
+              **graph.to_dict(), **draws.to_dict(), "pool": pool, "resolved_pool": resolved,
+              "n_classes": int(len(np.unique(labels))), "samples_per_draw": len(samples[0]),
+              "disjoint_draws": len(union) == len(samples[0]) * draws.repeats}
+    return _curve(names, *measured, config=config, graph=graph)
 
-    config = {
-        "layers": layers if isinstance(layers, str) else layer_items(layers),
-        "resolved_layers": names,
-        **graph.to_dict(),
-        **draws.to_dict(),
-        "pool": pool,
-        "resolved_pool": resolved,
-        "n_classes": int(len(np.unique(labels))),
-        "samples_per_draw": draw_size,
-        "disjoint_draws": len(union) == draw_size * repeats,
-        "layermod_version": __version__,
-        "torch_version": torch.__version__,
-    }
+
+def _checked_draws(data: Data, graph: GraphConfig, draws: DrawConfig, *, pool: str,
+                   max_bytes: int) -> tuple[Dataset, np.ndarray, list[np.ndarray]]:
+    """(dataset, labels (N,), draws of sample indices), once ``pool``, ``k``, the sketch and the kNN search are
+    known to suit them."""
+    check_pool(pool)
+    dataset = as_dataset(data, per_class=draws.n_per_class * draws.repeats)
+    labels = dataset_labels(dataset)
+    samples = balanced_draws(labels, n_per_class=draws.n_per_class, repeats=draws.repeats, seed=draws.seed)
+    draw_size = len(samples[0])
+    if not graph.k < draw_size:
+        raise GraphError(f"k={graph.k} needs 1 <= k < {draw_size} samples per draw; lower k or raise n_per_class")
+    check_sketch_size(graph.sketch_dim, draw_size, max_bytes)
+    if graph.knn != "exact":
+        require_faiss()
+    return dataset, labels, samples
+
+
+def _measure_layers(layer_features: Iterator[tuple[str, torch.Tensor | np.ndarray]], positions: list[np.ndarray],
+                    targets: np.ndarray, streams: list[np.random.SeedSequence], *, count: int, graph: GraphConfig,
+                    draws: DrawConfig, device: torch.device, max_bytes: int,
+                    visit: Callable[[str, torch.Tensor, list[np.ndarray]], None] | None,
+                    progress: bool | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Modularity (repeats, L), its null (repeats, L, permutations) and the kNN recall (repeats, L; NaN when
+    exact) of the ``count`` layers' features on every draw."""
+    repeats = len(positions)
+    values, recalls = np.zeros((repeats, count)), np.full((repeats, count), np.nan)
+    null = np.zeros((repeats, count, draws.null_permutations))
+    bar = tqdm(total=count * repeats, desc="layers x draws", disable=bar_disabled(progress))
+    for col, (name, features) in enumerate(layer_features):
+        if visit is not None:
+            visit(name, torch.from_numpy(features) if isinstance(features, np.ndarray) else features, positions)
+        for row, pos in enumerate(positions):
+            try:
+                with _draw_features(features, pos) as chosen:
+                    search_bytes = max_bytes // 2 - (chosen.nbytes if chosen is not features and
+                                                     isinstance(chosen, torch.Tensor) else 0)
+                    adjacency, found = build_graph(chosen, graph=graph, seed=draws.seed, device=device,
+                                                   max_bytes=max(search_bytes, 3 * chosen.itemsize * chosen.shape[1]))
+                if found is not None:
+                    recalls[row, col] = found
+                values[row, col], null[row, col] = modularity_with_null(
+                    adjacency, targets[pos], permutations=draws.null_permutations, seed=streams[row],
+                    resolution=graph.resolution)
+            except (FeatureError, GraphError) as err:
+                raise type(err)(f"layer {name!r}: {err}") from None
+            bar.update()
+    bar.close()
+    return values, null, recalls
+
+
+def _curve(names: list[str], values: np.ndarray, null: np.ndarray, recalls: np.ndarray, *, config: dict,
+           graph: GraphConfig) -> Curve:
+    """The :class:`Curve` of the measured ``values`` (repeats, L), with the null's z-scores when there is one."""
+    config = {**config, "layermod_version": __version__, "torch_version": torch.__version__}
     if graph.knn != "exact" or graph.sketch_dim is not None:
         config.update(knn_recall=[float(r) for r in recalls.mean(axis=0)], knn_recall_rows=RECALL_ROWS)
-    if not shuffles:
+    if not null.shape[2]:
         return Curve(names, values, config=config)
     spread = np.maximum(null.std(axis=2), NULL_STD_FLOOR)
     z = ((values - null.mean(axis=2)) / spread).mean(axis=0)

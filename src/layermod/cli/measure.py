@@ -263,7 +263,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     curve.add_argument("--out", type=out_path, required=True, help="run directory for curve.json, curve.csv, curve.png")
     curve.add_argument("--quiet", action="store_true", help="no progress bars or table")
     curve.set_defaults(func=cmd_curve)
+    _add_attack_parser(commands)
+    _add_compare_parser(commands)
 
+
+def _add_attack_parser(commands: argparse._SubParsersAction) -> None:
     attack = commands.add_parser("attack", help="clean vs adversarial (FGSM / PGD) curves on the same samples",
                                  description=cmd_attack.__doc__)
     add_model_args(attack)
@@ -290,6 +294,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     attack.add_argument("--quiet", action="store_true", help="no progress bars or table")
     attack.set_defaults(func=cmd_attack)
 
+
+def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare = commands.add_parser("compare", help="layer difference |Q_i - Q_j| beside linear CKA, as heat maps",
                                   description=cmd_compare.__doc__)
     add_model_args(compare)

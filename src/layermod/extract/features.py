@@ -197,16 +197,22 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
                     pass
                 except FORWARD_ERRORS as err:
                     raise _batch_failure(err, number, len(starts), start, batch, layers) from None
-                features = {}
-                for name in layers:
-                    if name not in batch_out:
-                        raise LayerError(f"layer {name!r} is never called in forward; choose another layer")
-                    features[name], layouts[name] = pool_output(batch_out[name], pool, size, name, mask=mask,
-                                                                 layout=layouts[name])
-                yield start, features
+                yield start, _pooled(batch_out, layouts, pool=pool, size=size, mask=mask)
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _pooled(outputs: dict[str, torch.Tensor], layouts: dict[str, str | None], *, pool: str, size: int,
+            mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``{name: (B, D_name) features}`` of one batch's recorded ``outputs``, in the order of ``layouts`` (one
+    entry per chosen layer, updated with each output's layout)."""
+    features = {}
+    for name in layouts:
+        if name not in outputs:
+            raise LayerError(f"layer {name!r} is never called in forward; choose another layer")
+        features[name], layouts[name] = pool_output(outputs[name], pool, size, name, mask=mask, layout=layouts[name])
+    return features
 
 
 def _tensors(output: object) -> list[torch.Tensor]:

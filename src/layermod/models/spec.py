@@ -111,9 +111,9 @@ def _build_model(spec: str | None, weights: str | os.PathLike | None, arch_args:
 
 
 def text_options(meta: dict, where: object) -> dict:
-    """The keywords of :func:`~layermod.data.spec.resolve_data` that rebuild a text classifier's inputs as its checkpoint's sidecar
-    ``meta`` records them under ``"text"``: ``tokenizer`` (an ``hf:`` model spec), ``text_column``,
-    ``label_column``, ``max_length`` and ``classes``; ``{}`` for a checkpoint of other data.
+    """The keywords of :func:`~layermod.data.spec.resolve_data` that rebuild a text classifier's inputs as its
+    checkpoint's sidecar ``meta`` records them under ``"text"``: ``tokenizer`` (an ``hf:`` model spec),
+    ``text_column``, ``label_column``, ``max_length`` and ``classes``; ``{}`` for a checkpoint of other data.
 
     Raises:
         WeightsError: (naming ``where``) a ``"text"`` entry that is not such an object.

@@ -129,44 +129,16 @@ def fit(
             already holding a run (without ``resume``), nothing to resume, or settings differing from the saved
             run (one line naming them).
     """
-    config.validate()
-    if track is not None:
-        track.validate()
-    n_train = dataset_length(train_data, "training data")
-    dataset_length(test_data, "test data")
+    saved, meta, tracking = _check_run(model, train_data, test_data, config, Path(out), meta=meta, track=track,
+                                       resume=resume)
     out = Path(out)
-    meta = _plain_meta(meta)
-    tracking = track.to_dict() if track is not None else None
-    saved = _saved_run(out, resume)
-    if saved is not None:
-        differences = _differences(_settings(saved), _settings({**meta, "training": config.to_dict(),
-                                                                "tracking": tracking}))
-        if differences:
-            raise TrainError(f"cannot resume {out}: the settings differ from the saved run ({'; '.join(differences)}); "
-                             "repeat the saved settings (only epochs may change) or choose another output directory")
-    check_model_fits(model, train_data, what="the training data")
-    check_model_fits(model, test_data, what="the test data")
     _tidy(out)
-    steps = num_batches(n_train, config.batch_size)
+    steps = num_batches(dataset_length(train_data, "training data"), config.batch_size)
     optimizer = make_optimizer(model, config)
     tracker = None
     if track is not None:
         tracker = CurveTracker(test_data, track=track, dataset=meta.get("test_dataset", meta.get("dataset")))
-    if saved is not None:
-        history, best = _restore(model, optimizer, out, saved)
-        if tracker is not None:
-            tracker.resume(Dynamics.load(out), history[-1]["epoch"])
-        _write_metrics(out / METRICS_CSV, history)
-        if progress:
-            tqdm.write(f"resuming {out} after epoch {history[-1]['epoch']}")
-    else:
-        history, best = [], None
-        if tracker is not None:
-            curve = tracker.measure(model, 0, accuracy=evaluate(model, test_data))
-            _log(log, 0, {"test_acc": tracker.dynamics.test_acc[0], **tracker.scalars(curve)})
-        ensure_writable_dir(out)
-        if tracker is not None:
-            tracker.save(out)
+    history, best = _begin(model, optimizer, test_data, out, saved, tracker=tracker, log=log, progress=progress)
     done = history[-1]["epoch"] if history else 0
     for epoch in range(done + 1, config.epochs + 1):
         lr = lr_at((epoch - 1) * steps, steps * config.epochs, config)
@@ -182,15 +154,67 @@ def fit(
             best = (epoch, row["test_acc"])
         sidecar = {**meta, "training": config.to_dict(), "tracking": tracking, "seed": config.seed, "epoch": epoch,
                    "accuracy": row["test_acc"], "best_epoch": best[0], "best_accuracy": best[1], "history": history}
-        with _interrupts_held():
-            if improved:
-                save_checkpoint(model, out / (BEST + WEIGHTS_SUFFIX), sidecar)
-            if tracked:
-                tracker.save(out)
-            _save_last(model, optimizer, out, sidecar)
-            _write_metrics(out / METRICS_CSV, history)
+        _commit_epoch(model, optimizer, out, sidecar, best=improved, tracker=tracker if tracked else None)
     model.eval()
     return history
+
+
+def _check_run(model: nn.Module, train_data: Dataset, test_data: Dataset, config: TrainConfig, out: Path, *,
+               meta: dict | None, track: TrackConfig | None, resume: bool) -> tuple[dict | None, dict, dict | None]:
+    """(the saved run's last sidecar or None, ``meta`` as plain JSON, the tracking settings) once the settings,
+    the data and the model are checked, and a resumed run's settings are the saved ones."""
+    config.validate()
+    if track is not None:
+        track.validate()
+    dataset_length(train_data, "training data")
+    dataset_length(test_data, "test data")
+    meta = _plain_meta(meta)
+    tracking = track.to_dict() if track is not None else None
+    saved = _saved_run(out, resume)
+    if saved is not None:
+        differences = _differences(_settings(saved), _settings({**meta, "training": config.to_dict(),
+                                                                "tracking": tracking}))
+        if differences:
+            raise TrainError(f"cannot resume {out}: the settings differ from the saved run ({'; '.join(differences)}); "
+                             "repeat the saved settings (only epochs may change) or choose another output directory")
+    check_model_fits(model, train_data, what="the training data")
+    check_model_fits(model, test_data, what="the test data")
+    return saved, meta, tracking
+
+
+def _begin(model: nn.Module, optimizer: torch.optim.Optimizer, test_data: Dataset, out: Path, saved: dict | None, *,
+           tracker: CurveTracker | None, log: Callable[[int, dict[str, float]], None] | None,
+           progress: bool | str) -> tuple[list[dict], tuple | None]:
+    """(history, (best epoch, its accuracy)) to go on from: the saved run's, restored into ``model`` and
+    ``optimizer``, or a new run's (with tracking, its epoch 0 measured and saved)."""
+    if saved is not None:
+        history, best = _restore(model, optimizer, out, saved)
+        if tracker is not None:
+            tracker.resume(Dynamics.load(out), history[-1]["epoch"])
+        _write_metrics(out / METRICS_CSV, history)
+        if progress:
+            tqdm.write(f"resuming {out} after epoch {history[-1]['epoch']}")
+        return history, best
+    if tracker is not None:
+        curve = tracker.measure(model, 0, accuracy=evaluate(model, test_data))
+        _log(log, 0, {"test_acc": tracker.dynamics.test_acc[0], **tracker.scalars(curve)})
+    ensure_writable_dir(out)
+    if tracker is not None:
+        tracker.save(out)
+    return [], None
+
+
+def _commit_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, sidecar: dict, *, best: bool,
+                  tracker: CurveTracker | None) -> None:
+    """The epoch's files as one step, interrupts held: best.* when it is the best, the tracker's dynamics when
+    given, last.* and metrics.csv."""
+    with _interrupts_held():
+        if best:
+            save_checkpoint(model, out / (BEST + WEIGHTS_SUFFIX), sidecar)
+        if tracker is not None:
+            tracker.save(out)
+        _save_last(model, optimizer, out, sidecar)
+        _write_metrics(out / METRICS_CSV, sidecar["history"])
 
 
 def _log(log: Callable[[int, dict[str, float]], None] | None, epoch: int, scalars: dict) -> None:

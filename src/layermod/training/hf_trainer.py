@@ -95,10 +95,7 @@ def _build_callback() -> type:
 
         def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, *,
                            model: nn.Module | None = None, **kwargs: Any) -> None:
-            strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
-            if strategy != "epoch":
-                raise TrainError(f"ModularityTrainerCallback measures at the evaluation closing each epoch, but "
-                                 f"eval_strategy={strategy!r}; set eval_strategy='epoch' in TrainingArguments")
+            _check_strategy(args)
             if not state.is_world_process_zero:
                 return
             if state.global_step == 0:
@@ -112,25 +109,42 @@ def _build_callback() -> type:
             epoch = round(state.epoch or 0)
             if not state.is_world_process_zero or abs((state.epoch or 0) - epoch) > 1e-9:
                 return  # an evaluation inside an epoch
-            accuracy = None
-            if self.accuracy is not None:
-                if self.accuracy not in (metrics or {}):
-                    raise TrainError(f"ModularityTrainerCallback(accuracy={self.accuracy!r}): no such evaluation "
-                                     f"metric (got {', '.join(metrics or {}) or 'none'}); name another")
-                accuracy = float(metrics[self.accuracy])
+            accuracy = None if self.accuracy is None else _evaluated_accuracy(metrics, self.accuracy)
             self._measure(model, state, epoch, accuracy)
 
         def _measure(self, model, state, epoch: int, accuracy: float | None) -> None:
-            total = state.num_train_epochs
-            last = int(total) if total and float(total).is_integer() else None
-            if not self.tracker.should_measure(epoch, last_epoch=last):
-                return
-            curve = self.tracker.measure(model, epoch, accuracy=accuracy)
-            self.trainer.log({f"{LOG_PREFIX}{name}": value for name, value in self.tracker.scalars(curve).items()})
-            self.tracker.save(self.out)
+            _measure(self.tracker, self.trainer, model, state, epoch, accuracy, out=self.out)
 
     ModularityTrainerCallback.__module__, ModularityTrainerCallback.__qualname__ = __name__, "ModularityTrainerCallback"
     return ModularityTrainerCallback
+
+
+def _check_strategy(args: TrainingArguments) -> None:
+    """TrainError unless the trainer evaluates at the end of each epoch, where the callback measures."""
+    strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
+    if strategy != "epoch":
+        raise TrainError(f"ModularityTrainerCallback measures at the evaluation closing each epoch, but "
+                         f"eval_strategy={strategy!r}; set eval_strategy='epoch' in TrainingArguments")
+
+
+def _evaluated_accuracy(metrics: dict[str, float] | None, key: str) -> float:
+    """The evaluation metric ``key``; TrainError naming the metrics there are."""
+    if key not in (metrics or {}):
+        raise TrainError(f"ModularityTrainerCallback(accuracy={key!r}): no such evaluation "
+                         f"metric (got {', '.join(metrics or {}) or 'none'}); name another")
+    return float(metrics[key])
+
+
+def _measure(tracker: CurveTracker, trainer: Trainer, model: nn.Module, state: TrainerState, epoch: int,
+             accuracy: float | None, *, out: Path) -> None:
+    """At an epoch ``tracker`` measures: the curve, logged through ``trainer.log`` and saved in ``out``."""
+    total = state.num_train_epochs
+    last = int(total) if total and float(total).is_integer() else None
+    if not tracker.should_measure(epoch, last_epoch=last):
+        return
+    curve = tracker.measure(model, epoch, accuracy=accuracy)
+    trainer.log({f"{LOG_PREFIX}{name}": value for name, value in tracker.scalars(curve).items()})
+    tracker.save(out)
 
 
 __getattr__ = lazy_class(globals(), "ModularityTrainerCallback", _build_callback)

@@ -103,28 +103,38 @@ def _build_callback() -> type:
                 self.tracker.resume(dynamics, dynamics.epochs[-1])
 
         def _measure(self, trainer, pl_module: nn.Module, epoch: int, accuracy: float | None) -> None:
-            out = self.out if self.out is not None else trainer.log_dir  # every rank: it broadcasts
-            last = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
-            if not trainer.is_global_zero or not self.tracker.should_measure(epoch, last_epoch=last):
-                return
-            curve = self.tracker.measure(pl_module, epoch, accuracy=accuracy)
-            scalars = self.tracker.scalars(curve)
-            for logger in trainer.loggers:
-                logger.log_metrics(scalars, step=epoch)
-            self.tracker.save(out)
+            _measure(self.tracker, trainer, pl_module, epoch, accuracy, out=self.out)
 
         def _accuracy(self, trainer) -> float | None:
-            if self.accuracy is None:
-                return None
-            value = trainer.callback_metrics.get(self.accuracy)
-            if value is None:
-                raise TrainError(f"ModularityCallback(accuracy={self.accuracy!r}): no such metric was logged "
-                                 f"this validation epoch (logged: {', '.join(trainer.callback_metrics) or 'none'}); "
-                                 "log it with self.log in validation_step or name another")
-            return float(value)
+            return None if self.accuracy is None else _logged_accuracy(trainer, self.accuracy)
 
     ModularityCallback.__module__, ModularityCallback.__qualname__ = __name__, "ModularityCallback"
     return ModularityCallback
+
+
+def _measure(tracker: CurveTracker, trainer, pl_module: nn.Module, epoch: int, accuracy: float | None, *,
+             out: str | os.PathLike | None) -> None:
+    """On the global-zero rank at an epoch ``tracker`` measures: the curve, logged to every logger of
+    ``trainer`` and saved in ``out`` (default ``trainer.log_dir``)."""
+    out = out if out is not None else trainer.log_dir  # every rank: it broadcasts
+    last = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+    if not trainer.is_global_zero or not tracker.should_measure(epoch, last_epoch=last):
+        return
+    curve = tracker.measure(pl_module, epoch, accuracy=accuracy)
+    scalars = tracker.scalars(curve)
+    for logger in trainer.loggers:
+        logger.log_metrics(scalars, step=epoch)
+    tracker.save(out)
+
+
+def _logged_accuracy(trainer, name: str) -> float:
+    """The validation metric ``name`` that ``trainer`` logged this epoch; TrainError naming those logged."""
+    value = trainer.callback_metrics.get(name)
+    if value is None:
+        raise TrainError(f"ModularityCallback(accuracy={name!r}): no such metric was logged "
+                         f"this validation epoch (logged: {', '.join(trainer.callback_metrics) or 'none'}); "
+                         "log it with self.log in validation_step or name another")
+    return float(value)
 
 
 __getattr__ = lazy_class(globals(), "ModularityCallback", _build_callback)
