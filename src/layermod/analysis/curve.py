@@ -1,43 +1,6 @@
 """The modularity curve: Q of each layer's kNN graph, over several class-balanced draws of samples.
 
-:func:`modularity_curve` draws ``repeats`` class-balanced sets of ``n_per_class`` samples per class (disjoint
-when the data allow, see :func:`layermod.data.balanced_draws`), runs the union of those samples through the
-model once per group of layers, and for every layer and draw builds the kNN graph and measures its modularity
-with the true classes as communities. The result is a :class:`Curve`.
-
-Optionally, a label-permutation null: for every layer and draw, Q of the same graph under
-``null_permutations`` shuffles of the labels (the Q one would see by chance), summarised per layer as the
-null's mean and standard deviation and a z-score ``(Q - null mean) / null std`` averaged over draws.
-
-Decisions, on purpose (in :func:`modularity_curve`):
-
-* **One seed, independent streams.** ``seed`` (any integer) makes ``numpy.random.SeedSequence(seed)``; the
-  draws use it as :func:`layermod.balanced_draws` does, the shuffles of draw ``r`` use child ``r`` of
-  ``SeedSequence(seed).spawn(repeats + 1)`` (:func:`layermod.permutation_null` with that seed, the same
-  shuffles for every layer of a draw), and torch's generators are seeded from the last child for the forward
-  passes and restored afterwards. Rerunning with the same arguments gives the same curve, byte for byte.
-* **z is always finite.** The null needs at least 2 shuffles (1 is refused). A null whose shuffles all give
-  the same Q (up to rounding: e.g. constant features, whose complete graph looks the same under any labels)
-  has its std raised to ``NULL_STD_FLOOR`` = 1e-6, so z stays finite (about 0 when Q equals that value).
-* **Settings.** The graph and the draws are a :class:`~layermod.measure.config.GraphConfig` and a
-  :class:`~layermod.measure.config.DrawConfig`, or their fields as keywords (``k=5, n_per_class=30``); the
-  curve's config records both configs' fields under their own names.
-* **Checked before any forward pass:** the configs (on construction), the pool, the draws against the
-  labels, k against the samples of a draw, the sketch's size against ``max_bytes``, the null's size against
-  the layers chosen, and that faiss is installed for an approximate ``knn``; a failure while measuring a
-  layer names the layer.
-* **Token features.** ``pool`` (default ``"auto"``) says how a 3-D ``(batch, tokens, hidden)`` layer output
-  becomes one vector per sample (:mod:`layermod.extract.pooling`); other outputs are flattened. The config
-  records ``pool`` as asked and ``resolved_pool``, what ``"auto"`` stood for on this model.
-* **Scale.** Features are held one pass at a time within ``max_bytes`` (:func:`layermod.extract.features.
-  iter_layer_features`), so the peak memory does not grow with the number of layers; a layer that alone does
-  not fit goes to a temporary memmap and is searched in blocks within the same budget, giving the same graph.
-  The kNN runs on the model's device. An approximate search (``knn`` "ivf"/"hnsw" or a ``sketch_dim``) adds
-  ``knn_recall`` to the config: per layer, the mean over draws of the fraction of exact k nearest neighbours
-  found, measured on ``knn_recall_rows`` seeded rows of each draw against all its samples.
-* **Inputs** go to the model as it wants them (:mod:`layermod.extract.inputs`): integers kept, floats in the
-  model's floating dtype, a dict batch as keyword arguments. A DataLoader as data is read once, keeping
-  ``n_per_class * repeats`` samples of each class (:func:`layermod.data.arrays.as_dataset`).
+The decisions behind it: docs/design.md, section layermod.analysis.curve.
 """
 
 from __future__ import annotations

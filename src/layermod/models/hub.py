@@ -1,48 +1,6 @@
 """Third-party models: ``torchvision:NAME``, ``timm:NAME`` and ``hf:DIR_OR_ID``, built by the library that owns them.
 
-Grammar (the prefix is lower case; what follows it is passed on as written):
-
-* ``torchvision:NAME``: ``torchvision.models.get_model(NAME, weights=..., num_classes=...)``, NAME one of
-  ``torchvision.models.list_models()``;
-* ``timm:NAME``: ``timm.create_model(NAME, pretrained=..., num_classes=..., in_chans=...)``, NAME a model timm
-  knows (``timm.is_model``, a ``.tag`` such as ``resnet18.a1_in1k`` allowed; ``hf-hub:`` / ``local-dir:`` names
-  are not, use ``hf:``);
-* ``hf:DIR_OR_ID``: a ``save_pretrained`` directory (``config.json`` and safetensors weights) or, where the hub is
-  reachable, a hub id (``org/name``), built by the class the config's ``architectures`` names (looked up by
-  name in the ``transformers`` namespace only, a ``PreTrainedModel``: a saved ``T5EncoderModel`` is rebuilt as
-  one), unless ``hf_task`` asks for another task or no such class exists: then by the transformers Auto class of
-  the task (:data:`HF_TASKS`, the task read from the architecture's name when ``hf_task`` is not given); the
-  model is wrapped in :class:`HFModel`, whose ``forward`` returns a tensor (the logits, else the last hidden
-  state). A checkpoint records a directory as an absolute path (:func:`canonical`).
-
-These prefixes come before ``module:function``: a module of your own named ``timm`` or ``hf`` is reached as
-``timm.sub:function``, or from a file, ``path/to/hf.py:function``.
-
-:func:`create` takes layermod's own argument names: ``num_classes`` (torchvision ``num_classes``, timm
-``num_classes``, HF ``num_labels``), ``in_channels`` (timm ``in_chans``, HF ``num_channels`` of a vision config;
-torchvision takes 3 only), ``pretrained``, ``hf_task`` (hf: only), and passes any other keyword to the library
-(timm/torchvision builder arguments such as ``img_size=32``; for hf:, attributes of the config to override).
-
-Decisions, on purpose:
-
-* **Random init unless asked.** Without ``pretrained`` the library builds the model with random weights from the
-  torch RNG (which :func:`layermod.models.spec.resolve_model` seeds); an hf: directory then gives only its
-  ``config.json``. With ``pretrained`` the weights come through the library's own loader (torchvision
-  ``weights="DEFAULT"``, timm ``pretrained=True``, transformers ``from_pretrained``); a download that fails
-  (offline) is one :class:`~layermod.errors.ModelError` line saying what to do.
-* **Data, never code.** The spec names a library function and a model name, never user code, so a checkpoint
-  sidecar may name it (:func:`layermod.models.checkpoint.load_checkpoint` rebuilds through :func:`create`, without
-  ``pretrained``: the weights are the checkpoint's). transformers always gets ``trust_remote_code=False`` and
-  ``use_safetensors=True``: a config with ``auto_map`` (remote code) and a directory holding only pickle weights
-  (``pytorch_model.bin``) are refused. Arguments that load files or weights (``pretrained``, ``weights``,
-  ``checkpoint_path``, ``pretrained_cfg``, ``cache_dir``, ...) and private names (``_x``) are refused as
-  architecture arguments: ``pretrained`` is its own flag, a layermod checkpoint is ``--weights``.
-* **Bounded.** ``num_classes`` and ``in_channels`` are bounded as for the registry, and a depth argument
-  (``depth``, ``num_hidden_layers``, ``n_layer``, ...: module objects cost time even on the ``meta`` device) by
-  :data:`~layermod.models.MAX_UNITS`; a sidecar's other arguments are bounded by building on the ``meta`` device
-  and comparing with the weights header first, as for every checkpoint. (A library's own default sizes, or an hf:
-  directory's ``config.json``, are the library's: they are not bounded here.)
-* **Lazy.** torchvision, timm and transformers are imported inside the functions that use them.
+The decisions behind it: docs/design.md, section layermod.models.hub.
 """
 
 from __future__ import annotations
@@ -101,7 +59,7 @@ def recorded(args: dict, where: object) -> dict:
 
 def create(spec: str, /, *, num_classes: int | None = None, in_channels: int | None = None, pretrained: bool = False,
            hf_task: str | None = None, **kwargs: Any) -> nn.Module:
-    """Build the third-party model ``spec`` (see the module doc for the grammar and the arguments).
+    """Build the third-party model ``spec`` (docs/design.md has the grammar and the arguments).
 
     Raises:
         ModelError: an unknown library or model name, an argument the library does not take, a refused argument,

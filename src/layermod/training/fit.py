@@ -1,42 +1,6 @@
 """A training run on disk: checkpoints and metrics every epoch, exact resume, optional curve tracking.
 
-:func:`fit` trains with :mod:`layermod.training.train` (same seeding, schedules and augmentation) and keeps the run in a
-directory. It writes there:
-
-* ``metrics.csv``: one row per epoch, columns epoch, lr (the rate of the epoch's first step), train_loss,
-  train_acc, test_acc, seconds (training pass plus evaluation);
-* ``last.safetensors`` + ``last.json`` after every epoch, ``best.safetensors`` + ``best.json`` whenever the test
-  accuracy beats every earlier epoch (layermod checkpoints: :func:`~layermod.models.checkpoint.load_checkpoint` reads
-  them); the sidecars hold the caller's ``meta`` (architecture, dataset, normalisation, ...), ``training`` (the
-  full config), ``tracking``, ``seed``, ``epoch``, ``accuracy`` (that epoch's test accuracy), ``best_epoch``,
-  ``best_accuracy`` and the ``history`` rows so far;
-* ``last-optimizer.safetensors``: the optimizer's state by parameter name (SGD's momentum buffer under the
-  name itself, AdamW's ``NAME:exp_avg``, ``NAME:exp_avg_sq`` and ``NAME:step``), so that resuming is exact;
-* with tracking, ``dynamics.json`` + ``dynamics.png`` (:mod:`layermod.analysis.dynamics`), measured by a
-  :class:`~layermod.training.tracker.CurveTracker` on a probe drawn from the test data.
-
-And, on purpose:
-
-* **Nothing half-written.** Every file is written under a temporary name and renamed. Per epoch the order is
-  best.* (one checkpoint commit), dynamics.*, then last.* with the optimizer's state as its companion file (one
-  commit: ``last.json`` records the SHA-256 of ``last.safetensors`` and ``last-optimizer.safetensors`` and
-  commits the epoch, see :mod:`layermod.models.checkpoint`); metrics.csv is rewritten from the committed history after
-  it. SIGINT and SIGTERM arriving while an epoch is being saved are held until it is saved. A process killed
-  outright at any point leaves ``last.*`` at the previous epoch or at this one, never in between, so a resume
-  loses at most the epoch in progress and continues exactly; a ``best.*`` committed ahead of ``last.*`` is
-  rewritten identically when the epoch is trained again. Starting or resuming tidies the run directory first:
-  interrupted checkpoint saves are settled and stale temporaries of metrics.csv and dynamics.* are deleted.
-* **Resume.** ``resume=True`` continues from ``last.*``: weights, optimizer state, history, best accuracy and
-  tracked epochs (later ones, saved before an interruption, are dropped). Files that do not match the digests
-  in ``last.json`` (damaged, or copied from elsewhere) are refused with one line naming the files to delete; a
-  run saved before the digests covered the file bytes (checkpoint version 1) is checked against its digests of
-  the tensors. The settings must equal the saved run's: the ``meta`` except ``data_dir`` and ``device``, the
-  training config except ``epochs`` and ``num_workers``, and the tracking. ``epochs`` may grow; under a cosine
-  schedule the decay is then re-planned over the new total from the resumed step. Without ``resume`` a
-  directory that already holds a run is refused, never overwritten.
-* **Logging.** ``log`` sees an epoch's scalars before its files are committed, so a sink that keeps events by
-  step (TensorBoard with ``purge_step``) can drop, on resume, those of an epoch that was logged but never
-  committed.
+The decisions behind it: docs/design.md, section layermod.training.fit.
 """
 
 from __future__ import annotations
@@ -100,7 +64,7 @@ def fit(
     progress: bool | str = "auto",
     log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[dict]:
-    """Train ``model`` as a run in ``out``: checkpoints and metrics every epoch, resumable (see module doc).
+    """Train ``model`` as a run in ``out``: checkpoints and metrics every epoch, resumable (see docs/design.md).
 
     Args:
         model: the classifier, freshly initialised (or any weights: resuming replaces them), on its device.
@@ -311,7 +275,7 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, save
 
 
 def _optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """The optimizer's state tensors on the CPU by parameter name (see the module doc; parameters without state
+    """The optimizer's state tensors on the CPU by parameter name (see docs/design.md; parameters without state
     are left out)."""
     tensors = {}
     for name, param in model.named_parameters():

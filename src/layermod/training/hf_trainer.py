@@ -7,32 +7,7 @@
     ModularityTrainerCallback(trainer, eval_data, track=TrackConfig(every=1), accuracy="eval_accuracy")
     trainer.train()   # output_dir/dynamics.json and dynamics.png; eval/modularity/<layer> in TensorBoard
 
-The twin of :mod:`layermod.training.lightning`: it only observes and logs; the measuring is a
-:class:`~layermod.training.tracker.CurveTracker`'s (a fixed probe, the model's modes and the random generators
-left as they were). Dict batches (``input_ids``, ``attention_mask``, ...) go to the model as keyword arguments
-(:mod:`layermod.extract.inputs`).
-
-Decisions, on purpose:
-
-* **Given the trainer.** The callback is built with the trainer and adds itself to it, because a
-  ``TrainerCallback`` is not handed the trainer, and ``Trainer.log`` is the one way to reach every integration
-  ``report_to`` names (TensorBoard, W&B, ...) and ``state.log_history``.
-* **When.** Epoch 0 at ``on_train_begin`` of a run that starts from scratch; then at ``on_evaluate`` of the
-  evaluation that closes an epoch (``eval_strategy="epoch"``, required: another strategy is refused when
-  training begins), every ``track.every`` epochs and at the last epoch. Epoch ``e`` is the model after ``e``
-  epochs (``state.epoch``); an evaluation after training (``trainer.evaluate()``) measures nothing new.
-* **Names.** The scalars are logged as ``eval_modularity/<layer>`` (mean Q), so that HF's integrations, which
-  file ``eval_*`` keys under ``eval/`` and every other key under ``train/``, show them as
-  ``eval/modularity/<layer>`` beside ``eval/loss``: the probe is drawn from the evaluation data. Their step is
-  the trainer's (``state.global_step``, as for every HF metric); ``dynamics.json`` holds the epochs.
-* **Files.** ``dynamics.json`` + ``dynamics.png`` are rewritten (atomically) at every measured epoch into
-  ``out``, by default ``args.output_dir``; on rank zero only (the measuring too).
-* **Accuracy.** ``accuracy`` names a key of the evaluation's metrics (``"eval_accuracy"`` from your
-  ``compute_metrics``), in [0, 1]; without it the accuracy is unknown (NaN).
-* **Resume.** ``train(resume_from_checkpoint=...)`` continues the ``dynamics.json`` found in ``out``, its
-  epochs after the checkpoint's dropped; without that file the dynamics restart at the next measured epoch.
-* **Lazy.** transformers is imported when :class:`ModularityTrainerCallback` is first asked for (a module
-  ``__getattr__`` builds the class), so this module imports without it.
+The decisions behind it: docs/design.md, section layermod.training.hf_trainer.
 """
 
 from __future__ import annotations
@@ -66,7 +41,7 @@ def _build_callback() -> type:
 
     class ModularityTrainerCallback(TrainerCallback):
         """Measure the modularity curve of a fixed probe at the epoch-closing evaluations of ``trainer``, log
-        ``eval_modularity/<layer>`` through ``trainer.log`` and write ``dynamics.json`` (see the module doc).
+        ``eval_modularity/<layer>`` through ``trainer.log`` and write ``dynamics.json`` (see docs/design.md).
 
         Args:
             trainer: a ``transformers.Trainer``; the callback adds itself to it.
