@@ -1,7 +1,8 @@
 """The public API's shape in numbers, measured over src/layermod: prints a Markdown table.
 
-    python scripts/api_metrics.py            # the table (times `layermod --help`: 5 runs, median)
-    python scripts/api_metrics.py --no-time  # the counts alone
+    python scripts/api_metrics.py                    # the table (times `layermod --help`: 5 runs, median)
+    python scripts/api_metrics.py --no-time          # the counts alone
+    python scripts/api_metrics.py --root OTHER_TREE  # the same of another checkout (its src/layermod)
 
 Positional options are counted by tests/test_signatures.py (which fails on any); the rest here:
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
 import statistics
 import subprocess
@@ -24,15 +26,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "src" / "layermod"
 MAX_BODY = 60
 MAX_MODULE_DOC = 25
 FLAG = re.compile(r"(?<![\w-])--[a-z]")
 
 
-def _sources() -> dict[str, ast.Module]:
-    return {str(path.relative_to(ROOT)): ast.parse(path.read_text(encoding="utf-8"))
-            for path in sorted(PACKAGE.rglob("*.py"))}
+def _sources(root: Path) -> dict[str, Path]:
+    """``{path under root: path}`` of every module of the package."""
+    return {str(path.relative_to(root)): path for path in sorted((root / "src" / "layermod").rglob("*.py"))}
+
+
+def _trees(root: Path) -> dict[str, ast.Module]:
+    return {name: ast.parse(path.read_text(encoding="utf-8")) for name, path in _sources(root).items()}
 
 
 def _docstrings(tree: ast.Module) -> list[ast.Constant]:
@@ -64,11 +69,11 @@ def flags_in_messages(trees: dict[str, ast.Module]) -> list[str]:
     return found
 
 
-def doc_ratio(trees: dict[str, ast.Module]) -> tuple[int, int]:
+def doc_ratio(trees: dict[str, ast.Module], root: Path) -> tuple[int, int]:
     """(docstring lines, other non-blank lines) over the package."""
     doc = code = 0
     for name, tree in trees.items():
-        lines = (ROOT / name).read_text(encoding="utf-8").splitlines()
+        lines = (root / name).read_text(encoding="utf-8").splitlines()
         in_doc = set()
         for node in _docstrings(tree):
             in_doc |= set(range(node.lineno, node.end_lineno + 1))
@@ -99,14 +104,16 @@ def long_functions(trees: dict[str, ast.Module]) -> list[str]:
     return out
 
 
-def help_seconds(runs: int = 5) -> float:
-    """Median wall time of ``layermod --help`` over ``runs`` runs."""
-    exe = ROOT / ".venv" / "bin" / "layermod"
+def help_seconds(root: Path, runs: int = 5) -> float:
+    """Median wall time of ``layermod --help`` (root's .venv/bin/layermod, else this Python's ``-m layermod``)
+    over ``runs`` runs, the layermod of ``root/src`` first on the path."""
+    exe = root / ".venv" / "bin" / "layermod"
     command = [str(exe), "--help"] if exe.exists() else [sys.executable, "-m", "layermod", "--help"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "src"), os.environ.get("PYTHONPATH")]))}
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
+        subprocess.run(command, check=True, capture_output=True, env=env)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -115,9 +122,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-time", action="store_true", help="skip timing layermod --help")
     parser.add_argument("-v", "--verbose", action="store_true", help="list what each count counts")
+    parser.add_argument("--root", type=Path, default=ROOT, help="checkout to measure (default: this one)")
     args = parser.parse_args()
-    trees = _sources()
-    doc, code = doc_ratio(trees)
+    trees = _trees(args.root)
+    doc, code = doc_ratio(trees, args.root)
     rows = [("`raise LayermodError(` of the base class", base_class_raises(trees)),
             ("library messages (outside cli/) that name a CLI flag", flags_in_messages(trees)),
             ("module docstrings over 25 lines", long_module_docs(trees)),
@@ -127,7 +135,7 @@ def main() -> None:
         print(f"| {label} | {len(found)} |")
     print(f"| docstring lines / code lines | {doc / code:.2f} ({doc} / {code}) |")
     if not args.no_time:
-        print(f"| `layermod --help`, median of 5 runs | {help_seconds():.2f} s |")
+        print(f"| `layermod --help`, median of 5 runs | {help_seconds(args.root):.2f} s |")
     if args.verbose:
         for label, found in rows:
             print(f"\n{label}:", *found, sep="\n  ")

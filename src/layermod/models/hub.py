@@ -5,7 +5,6 @@ The decisions behind it: docs/design.md, section layermod.models.hub.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any

@@ -16,9 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from layermod.data.arrays import ArrayDataset, dataset_labels, gather
+from layermod.data.arrays import dataset_labels, gather
 from layermod.data.batches import take
-from layermod.data.text import TokenDataset
 from layermod.errors import DatasetError, TrainError
 from layermod.extract.features import model_device
 from layermod.extract.inputs import Batch, describe_batch
