@@ -8,7 +8,7 @@ ReLU of a random projection of shared class-structured inputs, float32), for ``-
   pair of layers and every minibatch, both Gram matrices are computed again from the features and the
   unbiased HSIC (Song et al. 2012) is accumulated; CKA = sum HSIC(K, L) / sqrt(sum HSIC(K, K) sum HSIC(L, L)).
   float64, the accuracy yardstick.
-* ``t_ours`` -- ``layermod.similarity.layer_grams`` once per layer, then ``cka_matrix(..., unbiased=True)``
+* ``t_ours`` -- ``layermod.measure.similarity.layer_grams`` once per layer, then ``cka_matrix(..., unbiased=True)``
   (one matrix product over all flattened, U-centred Grams).
 
 Prints both times, the speed-up and the largest absolute difference between the two matrices. It is a report:

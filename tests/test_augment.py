@@ -1,4 +1,4 @@
-"""Tests of layermod.augment: batched random crop + flip against a per-sample reference."""
+"""Tests of layermod.training.augment: batched random crop + flip against a per-sample reference."""
 
 from __future__ import annotations
 

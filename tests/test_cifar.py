@@ -1,4 +1,4 @@
-"""Tests of layermod.cifar: tiny CIFAR archives in the official python format, search order, refusal of
+"""Tests of layermod.data.cifar: tiny CIFAR archives in the official python format, search order, refusal of
 pickles that ask to run code, and corrupt or incomplete data."""
 
 from __future__ import annotations

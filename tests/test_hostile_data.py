@@ -34,7 +34,7 @@ from layermod.data.npz import load_npz
 from layermod.data.tabular import read_columns
 from layermod.errors import DatasetError, LabelError, LayermodError
 from layermod.data.imagefolder import load_image_folder
-from layermod.models.spec import resolve_data
+from layermod.data.spec import resolve_data
 from assertions import assert_one_line
 from idx_files import idx_bytes
 from limits import MiB, memory_limit

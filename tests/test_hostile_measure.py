@@ -1,7 +1,7 @@
 """Hostile inputs to the measurement: every one either gives the right answer or one clear line.
 
 Oracles: networkx for modularity, the closed form of a complete graph for constant features, brute-force
-label shuffles (same RNG procedure as documented in :mod:`layermod.curve`) for the null.
+label shuffles (same RNG procedure as documented in :mod:`layermod.analysis.curve`) for the null.
 """
 
 from __future__ import annotations

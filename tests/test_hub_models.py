@@ -12,6 +12,7 @@ import torch
 import layermod as lm
 from hf_models import tiny_bert_dir, tiny_gpt2_dir, tiny_vit_dir
 from layermod.cli import main
+from layermod.data.hfhub import load_tokenizer
 from layermod.errors import ModelError, WeightsError
 from layermod.models import hub
 from layermod.models.checkpoint import load_checkpoint, read_sidecar, save_checkpoint
@@ -202,11 +203,11 @@ def test_curve_of_an_hf_vit_directory(tmp_path, images_npz):
 
 def test_tokenizer_of_an_hf_directory(tmp_path):
     bert = tiny_bert_dir(tmp_path / "bert")
-    tokenizer = hub.load_tokenizer(f"hf:{bert}")
+    tokenizer = load_tokenizer(f"hf:{bert}")
     encoded = tokenizer(["the cat sat", "a dog ran on the mat"], padding=True)
     assert encoded["input_ids"][0][0] == tokenizer.cls_token_id and tokenizer.is_fast
     with pytest.raises(ModelError, match="comes with an hf:DIR_OR_ID model"):
-        hub.load_tokenizer("timm:resnet18")
+        load_tokenizer("timm:resnet18")
 
 
 def test_pickle_only_and_remote_code_directories_are_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of layermod.imagefolder: class-per-subfolder image folders written with Pillow."""
+"""Tests of layermod.data.imagefolder: class-per-subfolder image folders written with Pillow."""
 
 from __future__ import annotations
 

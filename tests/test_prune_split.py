@@ -15,7 +15,7 @@ from layermod.errors import PlanError
 from layermod.measure.config import DrawConfig
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.study import PruningComparison, choice_of, choice_split
-from layermod.training.train import balanced_subset
+from layermod.data.draws import balanced_subset
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Tests of layermod.similarity against plainly written oracles.
+"""Tests of layermod.measure.similarity against plainly written oracles.
 
 The oracles follow the formulas literally and share no code with the library: linear CKA in feature space
 (``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)``), the biased HSIC with an explicit centring matrix H, and

@@ -19,7 +19,7 @@ from layermod.data import text as TX
 from layermod.data.arrays import ArrayDataset, dataset_labels, gather
 from layermod.data.text import TokenDataset, load_text_file
 from layermod.errors import DatasetError, LabelError
-from layermod.models.spec import resolve_data
+from layermod.data.spec import resolve_data
 from assertions import assert_one_line
 from limits import MiB, memory_limit
 from text_data import CLASSES, sentences, vocabulary, word_tokenizer, words, write_csv, write_hf_folder, write_jsonl, \
@@ -324,7 +324,7 @@ def test_hf_folder_with_a_loading_script_is_not_run(tmp_path):
 
 
 def test_hf_hub_unreachable_is_one_line(tmp_path):
-    code = ("from layermod.models.spec import resolve_data\n"
+    code = ("from layermod.data.spec import resolve_data\n"
             "from layermod.errors import DatasetError\n"
             "try:\n    resolve_data('hf:nobody-here/no-such-set')\n"
             "except DatasetError as e:\n    print('ERROR', e)\n")

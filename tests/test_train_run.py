@@ -24,7 +24,8 @@ from layermod.cli.train import train_config
 from layermod.data.arrays import ArrayDataset
 from layermod.errors import DatasetError, TrainError
 from layermod.training.fit import fit
-from layermod.training.train import PAPER_RECIPE, TrainConfig, balanced_subset, evaluate, lr_at
+from layermod.data.draws import balanced_subset
+from layermod.training.train import PAPER_RECIPE, TrainConfig, evaluate, lr_at
 
 
 def blobs(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@
 model classified correctly and the attack then flipped (the paper's filter), and measures two curves on the
 *same* class-balanced draws of those samples: one on their clean inputs, one on their adversarial inputs.
 Communities are the true labels in both. Because the draws are identical, the two curves are paired draw by
-draw, like the layers of one curve (see :mod:`layermod.redundancy`).
+draw, like the layers of one curve (see :mod:`layermod.analysis.redundancy`).
 
 Decisions, on purpose:
 
@@ -123,7 +123,7 @@ class AdversarialCurves(TableResult):
     def from_dict(cls, data: dict) -> AdversarialCurves:
         """Inverse of :meth:`to_dict` (gap and parting layer are recomputed), for data read from a file.
 
-        Checked as :mod:`layermod.validate` says: both curves as :meth:`Curve.from_dict` checks them, on the same
+        Checked as :mod:`layermod.io.validate` says: both curves as :meth:`Curve.from_dict` checks them, on the same
         layers and draws; the attack's method and the settings :attr:`label` shows; counts integers with
         ``0 <= n_flipped <= n_correct <= n_attacked``; rates in [0, 1] or null. Raises ValueError naming the
         first problem.
@@ -205,7 +205,7 @@ def adversarial_curves(
     Args:
         model: a differentiable ``nn.Module`` taking ``data``'s inputs.
         data: ``(X, y)`` or a torch ``Dataset`` of ``(x, y)``, inputs in the model's (normalised) space.
-        attack: the attack's settings (see :mod:`layermod.attacks`).
+        attack: the attack's settings (see :mod:`layermod.adversarial.attacks`).
         space: how inputs map to pixels.
         keep: ``"flipped"`` keeps only samples classified correctly and flipped by the attack; ``"all"`` keeps
             every attacked sample.

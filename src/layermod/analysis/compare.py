@@ -2,7 +2,7 @@
 
 :func:`compare_layers` measures a model's modularity curve and, in the same pass over its layers, the centred
 Gram matrix of every layer on every draw; CKA between two layers is the minibatch CKA over the draws (see
-:mod:`layermod.similarity`). With a second model, both are measured on the same draws of the same data and
+:mod:`layermod.measure.similarity`). With a second model, both are measured on the same draws of the same data and
 the matrices are model A's layers (rows) against model B's (columns).
 
 ``D_ij = |Q_i - Q_j|`` uses the curves' mean Q over draws. Small D and high CKA both mean "these layers see
@@ -165,7 +165,7 @@ def compare_layers(
         model_b: a second model taking the same inputs (columns); None compares ``model_a`` with itself.
         layers: the layer selection of ``model_a``.
         layers_b: that of ``model_b`` (default ``layers``).
-        unbiased: the unbiased HSIC estimator in the minibatch CKA (see :mod:`layermod.similarity`).
+        unbiased: the unbiased HSIC estimator in the minibatch CKA (see :mod:`layermod.measure.similarity`).
         names: display names of the two models.
         graph: the kNN graph of both curves (see :func:`layermod.modularity_curve`).
         draws: the draws of both curves: both models see the same draws.

@@ -1,43 +1,6 @@
 """The modularity curve: Q of each layer's kNN graph, over several class-balanced draws of samples.
 
-:func:`modularity_curve` draws ``repeats`` class-balanced sets of ``n_per_class`` samples per class (disjoint
-when the data allow, see :func:`layermod.data.balanced_draws`), runs the union of those samples through the
-model once per group of layers, and for every layer and draw builds the kNN graph and measures its modularity
-with the true classes as communities. The result is a :class:`Curve`.
-
-Optionally, a label-permutation null: for every layer and draw, Q of the same graph under
-``null_permutations`` shuffles of the labels (the Q one would see by chance), summarised per layer as the
-null's mean and standard deviation and a z-score ``(Q - null mean) / null std`` averaged over draws.
-
-Decisions, on purpose (in :func:`modularity_curve`):
-
-* **One seed, independent streams.** ``seed`` (any integer) makes ``numpy.random.SeedSequence(seed)``; the
-  draws use it as :func:`layermod.balanced_draws` does, the shuffles of draw ``r`` use child ``r`` of
-  ``SeedSequence(seed).spawn(repeats + 1)`` (:func:`layermod.permutation_null` with that seed, the same
-  shuffles for every layer of a draw), and torch's generators are seeded from the last child for the forward
-  passes and restored afterwards. Rerunning with the same arguments gives the same curve, byte for byte.
-* **z is always finite.** The null needs at least 2 shuffles (1 is refused). A null whose shuffles all give
-  the same Q (up to rounding: e.g. constant features, whose complete graph looks the same under any labels)
-  has its std raised to ``NULL_STD_FLOOR`` = 1e-6, so z stays finite (about 0 when Q equals that value).
-* **Settings.** The graph and the draws are a :class:`~layermod.measure.config.GraphConfig` and a
-  :class:`~layermod.measure.config.DrawConfig`, or their fields as keywords (``k=5, n_per_class=30``); the
-  curve's config records both configs' fields under their own names.
-* **Checked before any forward pass:** the configs (on construction), the pool, the draws against the
-  labels, k against the samples of a draw, the sketch's size against ``max_bytes``, the null's size against
-  the layers chosen, and that faiss is installed for an approximate ``knn``; a failure while measuring a
-  layer names the layer.
-* **Token features.** ``pool`` (default ``"auto"``) says how a 3-D ``(batch, tokens, hidden)`` layer output
-  becomes one vector per sample (:mod:`layermod.extract.pooling`); other outputs are flattened. The config
-  records ``pool`` as asked and ``resolved_pool``, what ``"auto"`` stood for on this model.
-* **Scale.** Features are held one pass at a time within ``max_bytes`` (:func:`layermod.extract.features.
-  iter_layer_features`), so the peak memory does not grow with the number of layers; a layer that alone does
-  not fit goes to a temporary memmap and is searched in blocks within the same budget, giving the same graph.
-  The kNN runs on the model's device. An approximate search (``knn`` "ivf"/"hnsw" or a ``sketch_dim``) adds
-  ``knn_recall`` to the config: per layer, the mean over draws of the fraction of exact k nearest neighbours
-  found, measured on ``knn_recall_rows`` seeded rows of each draw against all its samples.
-* **Inputs** go to the model as it wants them (:mod:`layermod.extract.inputs`): integers kept, floats in the
-  model's floating dtype, a dict batch as keyword arguments. A DataLoader as data is read once, keeping
-  ``n_per_class * repeats`` samples of each class (:func:`layermod.data.arrays.as_dataset`).
+The decisions behind it: docs/design.md, section layermod.analysis.curve.
 """
 
 from __future__ import annotations
@@ -54,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from layermod import __version__
@@ -155,7 +119,7 @@ class Curve(TableResult):
     def from_dict(cls, data: dict) -> "Curve":
         """Inverse of :meth:`to_dict` (mean and std are recomputed from values), for data read from a file.
 
-        Checked as :mod:`layermod.validate` says: 1 to ``MAX_ITEMS`` layer names; values (draws, L) within
+        Checked as :mod:`layermod.io.validate` says: 1 to ``MAX_ITEMS`` layer names; values (draws, L) within
         modularity's range for the config's resolution, none missing (modularity is refused, never NaN, so a
         null or NaN Q is a damaged file; its mean would be drawn as "nan"); null_mean, null_std (>= 0) and z
         (L,) all three or none. Raises ValueError naming the first problem.
@@ -242,7 +206,7 @@ def modularity_curve(
             ``attention_mask``) and y (N,); a map-style torch ``Dataset`` of ``(x, y)`` or of dicts with
             ``labels`` / ``label``; or a ``DataLoader`` of such batches (read once, keeping what the draws need).
         layers: ``"auto"``, names, glob patterns or indices, a comma-separated string of them like the CLI's
-            ``--layers``, or a list (see :mod:`layermod.layers`).
+            ``--layers``, or a list (see :mod:`layermod.extract.layers`).
         graph: the kNN graph and the modularity's resolution (default :class:`GraphConfig`'s).
         draws: the draws and the null (default :class:`DrawConfig`'s). Its seed (any integer, see
             :mod:`layermod.coerce`) decides the draws, the null's shuffles and torch's random numbers during the
@@ -255,9 +219,8 @@ def modularity_curve(
             False never.
         visit: called as ``visit(name, features, positions)`` for every layer, with its features (M, D) for
             the union of the draws (on the model's device; a tensor over a file on disk for a layer larger than
-            half of ``max_bytes``) and
-            ``positions``, one index array into those M rows per draw: other per-layer statistics on the same
-            samples without a second pass over the model.
+            half of ``max_bytes``) and ``positions``, one index array into those M rows per draw: other
+            per-layer statistics on the same samples without a second pass over the model.
         pool: ``"auto"``, ``"cls"``, ``"mean"``, ``"last"`` or ``"flatten"``: how a 3-D token output becomes
             one vector per sample (see :mod:`layermod.extract.pooling`; 4-D and 2-D outputs are flattened).
         options: fields of either config as keywords (``k=5, n_per_class=30``, ...), see
@@ -272,74 +235,88 @@ def modularity_curve(
         FeatureError, GraphError: a layer whose features or graph cannot be measured (the message names it).
     """
     graph, draws = measure_configs(graph=graph, draws=draws, **options)
-    k, repeats, seed, shuffles = graph.k, draws.repeats, draws.seed, draws.null_permutations
-    check_pool(pool)
-    dataset = as_dataset(data, per_class=draws.n_per_class * repeats)
-    labels = dataset_labels(dataset)
-    samples = balanced_draws(labels, n_per_class=draws.n_per_class, repeats=repeats, seed=seed)
-    draw_size = len(samples[0])
-    if not k < draw_size:
-        raise GraphError(f"k={k} needs 1 <= k < {draw_size} samples per draw; lower k or raise n_per_class")
-    check_sketch_size(graph.sketch_dim, draw_size, max_bytes)
-    if graph.knn != "exact":
-        require_faiss()
-    # independent streams from one seed: the draws use the root (as balanced_draws(seed) does), draw r's
-    # shuffles child r, torch the last child
-    streams = seed_sequence(seed, GraphError).spawn(repeats + 1)
+    dataset, labels, samples = _checked_draws(data, graph, draws, pool=pool, max_bytes=max_bytes)
+    # streams of one seed: the draws use the root (balanced_draws(seed)), draw r's shuffles child r, torch the last
+    streams = seed_sequence(draws.seed, GraphError).spawn(draws.repeats + 1)
     union = np.unique(np.concatenate(samples))
     inputs, targets = gather(dataset, union)
     positions = [np.searchsorted(union, draw) for draw in samples]
-
     device = check_device(model_device(model), what="the model's device")
     with _seeded_torch(int(streams[-1].generate_state(1, np.uint64)[0]), device):
         calls = trace_calls(model, slice_batch(inputs, 0, stop=2))
         names = select_layers(model, layers, calls)
         resolved = resolve_pool(model, pool, inputs)
-        check_null_size(repeats, len(names), shuffles)
-        values = np.zeros((repeats, len(names)))
-        null = np.zeros((repeats, len(names), shuffles))
-        steps = tqdm(total=len(names) * repeats, desc="layers x draws", disable=bar_disabled(progress))
+        check_null_size(draws.repeats, len(names), draws.null_permutations)
         check_budget(max_bytes, max(feature_size(calls[name], resolved) for name in names))
         # half the budget holds a pass's features, the other half a draw's copy and the search
-        layer_features = iter_layer_features(model, inputs, names, calls, max_bytes // 2, batch_size=batch_size,
-                                             progress=progress, pool=resolved, memmap=True, on_device=True)
-        recalls = np.full((repeats, len(names)), np.nan)
-        for col, (name, features) in enumerate(layer_features):
-            if visit is not None:
-                visit(name, torch.from_numpy(features) if isinstance(features, np.ndarray) else features, positions)
-            for row, pos in enumerate(positions):
-                try:
-                    with _draw_features(features, pos) as chosen:
-                        search_bytes = max_bytes // 2 - (chosen.nbytes if chosen is not features and
-                                                         isinstance(chosen, torch.Tensor) else 0)
-                        adjacency, found = build_graph(chosen, graph=graph, seed=seed, device=device,
-                                                       max_bytes=max(search_bytes, 3 * chosen.itemsize *
-                                                                     chosen.shape[1]))
-                    if found is not None:
-                        recalls[row, col] = found
-                    values[row, col], null[row, col] = modularity_with_null(
-                        adjacency, targets[pos], permutations=shuffles, seed=streams[row], resolution=graph.resolution)
-                except (FeatureError, GraphError) as err:
-                    raise type(err)(f"layer {name!r}: {err}") from None
-                steps.update()
-        steps.close()
+        features = iter_layer_features(model, inputs, names, calls, max_bytes // 2, batch_size=batch_size,
+                                       progress=progress, pool=resolved, memmap=True, on_device=True)
+        measured = _measure_layers(features, positions, targets, streams, count=len(names), graph=graph, draws=draws,
+                                   device=device, max_bytes=max_bytes, visit=visit, progress=progress)
+    config = {"layers": layers if isinstance(layers, str) else layer_items(layers), "resolved_layers": names,
+              **graph.to_dict(), **draws.to_dict(), "pool": pool, "resolved_pool": resolved,
+              "n_classes": int(len(np.unique(labels))), "samples_per_draw": len(samples[0]),
+              "disjoint_draws": len(union) == len(samples[0]) * draws.repeats}
+    return _curve(names, *measured, config=config, graph=graph)
 
-    config = {
-        "layers": layers if isinstance(layers, str) else layer_items(layers),
-        "resolved_layers": names,
-        **graph.to_dict(),
-        **draws.to_dict(),
-        "pool": pool,
-        "resolved_pool": resolved,
-        "n_classes": int(len(np.unique(labels))),
-        "samples_per_draw": draw_size,
-        "disjoint_draws": len(union) == draw_size * repeats,
-        "layermod_version": __version__,
-        "torch_version": torch.__version__,
-    }
+
+def _checked_draws(data: Data, graph: GraphConfig, draws: DrawConfig, *, pool: str,
+                   max_bytes: int) -> tuple[Dataset, np.ndarray, list[np.ndarray]]:
+    """(dataset, labels (N,), draws of sample indices), once ``pool``, ``k``, the sketch and the kNN search are
+    known to suit them."""
+    check_pool(pool)
+    dataset = as_dataset(data, per_class=draws.n_per_class * draws.repeats)
+    labels = dataset_labels(dataset)
+    samples = balanced_draws(labels, n_per_class=draws.n_per_class, repeats=draws.repeats, seed=draws.seed)
+    draw_size = len(samples[0])
+    if not graph.k < draw_size:
+        raise GraphError(f"k={graph.k} needs 1 <= k < {draw_size} samples per draw; lower k or raise n_per_class")
+    check_sketch_size(graph.sketch_dim, draw_size, max_bytes)
+    if graph.knn != "exact":
+        require_faiss()
+    return dataset, labels, samples
+
+
+def _measure_layers(layer_features: Iterator[tuple[str, torch.Tensor | np.ndarray]], positions: list[np.ndarray],
+                    targets: np.ndarray, streams: list[np.random.SeedSequence], *, count: int, graph: GraphConfig,
+                    draws: DrawConfig, device: torch.device, max_bytes: int,
+                    visit: Callable[[str, torch.Tensor, list[np.ndarray]], None] | None,
+                    progress: bool | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Modularity (repeats, L), its null (repeats, L, permutations) and the kNN recall (repeats, L; NaN when
+    exact) of the ``count`` layers' features on every draw."""
+    repeats = len(positions)
+    values, recalls = np.zeros((repeats, count)), np.full((repeats, count), np.nan)
+    null = np.zeros((repeats, count, draws.null_permutations))
+    bar = tqdm(total=count * repeats, desc="layers x draws", disable=bar_disabled(progress))
+    for col, (name, features) in enumerate(layer_features):
+        if visit is not None:
+            visit(name, torch.from_numpy(features) if isinstance(features, np.ndarray) else features, positions)
+        for row, pos in enumerate(positions):
+            try:
+                with _draw_features(features, pos) as chosen:
+                    search_bytes = max_bytes // 2 - (chosen.nbytes if chosen is not features and
+                                                     isinstance(chosen, torch.Tensor) else 0)
+                    adjacency, found = build_graph(chosen, graph=graph, seed=draws.seed, device=device,
+                                                   max_bytes=max(search_bytes, 3 * chosen.itemsize * chosen.shape[1]))
+                if found is not None:
+                    recalls[row, col] = found
+                values[row, col], null[row, col] = modularity_with_null(
+                    adjacency, targets[pos], permutations=draws.null_permutations, seed=streams[row],
+                    resolution=graph.resolution)
+            except (FeatureError, GraphError) as err:
+                raise type(err)(f"layer {name!r}: {err}") from None
+            bar.update()
+    bar.close()
+    return values, null, recalls
+
+
+def _curve(names: list[str], values: np.ndarray, null: np.ndarray, recalls: np.ndarray, *, config: dict,
+           graph: GraphConfig) -> Curve:
+    """The :class:`Curve` of the measured ``values`` (repeats, L), with the null's z-scores when there is one."""
+    config = {**config, "layermod_version": __version__, "torch_version": torch.__version__}
     if graph.knn != "exact" or graph.sketch_dim is not None:
         config.update(knn_recall=[float(r) for r in recalls.mean(axis=0)], knn_recall_rows=RECALL_ROWS)
-    if not shuffles:
+    if not null.shape[2]:
         return Curve(names, values, config=config)
     spread = np.maximum(null.std(axis=2), NULL_STD_FLOOR)
     z = ((values - null.mean(axis=2)) / spread).mean(axis=0)

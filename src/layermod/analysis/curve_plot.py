@@ -53,7 +53,7 @@ def plot_curves(
     the ceiling ``1 - 1/C`` for C balanced classes dotted.
 
     Curves are drawn on the first curve's layer axis. Names and labels are drawn literally and shortened (see
-    :mod:`layermod.validate`); with more than :data:`MAX_TICKS` layers only every n-th name is shown. Returns
+    :mod:`layermod.io.validate`); with more than :data:`MAX_TICKS` layers only every n-th name is shown. Returns
     the matplotlib Axes; with ``path`` the figure is saved as PNG (written atomically) and closed.
     """
     layers = curves[0].layers

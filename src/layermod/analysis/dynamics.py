@@ -2,7 +2,7 @@
 
 :class:`TrackConfig` says how often and on which probe (class-balanced draws from the test split, seeded, so
 every tracked epoch sees the very same samples); :class:`Dynamics` holds the result, one
-:class:`~layermod.curve.Curve`'s values per tracked epoch, with the test accuracy at that epoch. It is written
+:class:`~layermod.analysis.curve.Curve`'s values per tracked epoch, with the test accuracy at that epoch. It is written
 as ``dynamics.json`` (the source of truth) and drawn as ``dynamics.png``; :func:`plot_dynamics` redraws the
 figure from the JSON file alone.
 
@@ -58,7 +58,7 @@ class TrackConfig:
         graph: the kNN graph of every measurement.
         draws: the probe: class-balanced draws from the test split (disjoint when the classes are large enough)
             and the null, the same at every tracked epoch.
-        layers: which layers (see :mod:`layermod.layers`); resolved once, at the first measurement.
+        layers: which layers (see :mod:`layermod.extract.layers`); resolved once, at the first measurement.
         batch_size: samples per forward pass while extracting features.
     """
 
@@ -172,7 +172,7 @@ class Dynamics(TableResult):
     @classmethod
     def from_dict(cls, data: dict) -> Dynamics:
         """Inverse of :meth:`to_dict` (mean is recomputed from values; null becomes NaN), for data read from a
-        file: checked as :mod:`layermod.validate` says (epochs integers >= 0, values (T, draws, L) within
+        file: checked as :mod:`layermod.io.validate` says (epochs integers >= 0, values (T, draws, L) within
         modularity's range, test_acc (T,) in [0, 1]); raises ValueError naming the first problem."""
         data = mapping(data, "the dynamics")
         config = run_config(data.get("config", {}))

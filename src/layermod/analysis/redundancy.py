@@ -1,34 +1,6 @@
 """Redundant layers from the modularity curve: one verdict per layer.
 
-A layer is redundant when it adds no modularity: its increment ``Q_l - Q_(l-1)`` is about zero (a
-*plateau*) or negative (a *drop*). Both verdicts mark a layer that can be removed; removing plateau layers
-costs almost nothing after retraining, removing layers that raised Q costs more the more Q they added.
-
-Noise. The increment is the mean over draws of the per-draw increments ``d_r = Q[r, l] - Q[r, l-1]``. Both
-layers are measured on the same samples in draw ``r``, so the two values are paired: whatever a draw does to
-Q (an easy or a hard sample set) moves both layers together and cancels in ``d_r``. The standard error of the
-increment is therefore ``std(d, ddof=1) / sqrt(R)`` over the ``R`` draws, which is much smaller than one
-built from the two layers' separate spreads. With a single draw there is no spread to measure and the noise
-is 0.
-
-Threshold. An increment is judged against the band ``max(z * noise, rel_gain * step, min_gain)``, every term
-relative to the curve itself unless ``min_gain`` is set:
-
-* ``z`` (default 2) is the number of standard errors an increment must exceed to count: an increment
-  within two standard errors of 0 is not significantly above 0, so the layer is a plateau.
-* ``step = (max Q - min Q) / (L - 1)`` is the curve's mean rise per layer: the step of a straight line from its
-  lowest to its highest mean over its ``L`` layers. ``rel_gain`` (default 0.5) is the share of that step a
-  layer must add to be kept: a layer that rises at less than half the curve's average rate sits on a flat
-  stretch *of this curve*. A straight line is therefore never a plateau (every step is the average, above
-  half of it) however small its slope, and a flat stretch is one whatever the curve's overall scale; an
-  absolute threshold instead calls every layer of a slowly rising deep network flat. It also judges a curve of
-  a single draw, which has no noise to measure.
-* ``min_gain`` (default 0) is an optional absolute floor, in units of Q.
-
-Verdicts: ``"drop"`` when the increment is below ``-threshold``, ``"plateau"`` when it is within the band,
-``"keep"`` above it. The first layer has no predecessor; its increment is NaN and it is always kept.
-
-Plans that remove redundant units are made in :mod:`layermod.pruning.plans`.
+The decisions behind it: docs/design.md, section layermod.analysis.redundancy.
 """
 
 from __future__ import annotations
@@ -108,7 +80,7 @@ class Redundancy(TableResult, Sequence):
     Attributes:
         verdicts: one :class:`Verdict` per layer.
         config: the band's settings, ``{"z", "rel_gain", "min_gain", "step"}`` (``step``: the curve's mean rise
-            per layer, see the module doc).
+            per layer, see docs/design.md).
     """
 
     verdicts: list[Verdict]
@@ -214,7 +186,7 @@ def mean_step(curve: Curve) -> float:
 def find_redundant(curve: Curve, *, z: float = 2.0, rel_gain: float = 0.5, min_gain: float = 0.0) -> Redundancy:
     """One :class:`Verdict` per layer of ``curve``, in the curve's order, as a :class:`Redundancy`: a layer is a
     plateau when its increment lies within ``max(z * noise, rel_gain * mean_step(curve), min_gain)`` of 0
-    (see the module doc).
+    (see docs/design.md).
 
     A layer whose increment cannot be judged (the first layer, or NaN values in the curve) is kept: without
     evidence a layer is not called redundant.

@@ -94,7 +94,7 @@ def layer_views(
     Args:
         model: any ``nn.Module``; evaluated in eval mode without gradients on its own device.
         data: ``(X, y)`` tensors/arrays or a torch ``Dataset`` of ``(x, y)`` (as for the curve).
-        layers: ``"auto"``, names, glob patterns or indices (see :mod:`layermod.layers`); see
+        layers: ``"auto"``, names, glob patterns or indices (see :mod:`layermod.extract.layers`); see
             :func:`pick_layers` for a few evenly spaced ones.
         n_per_class: samples of each class in the draw (n = n_per_class * classes).
         seed: seed of the draw and of t-SNE.

@@ -267,7 +267,7 @@ def add_text_args(group: argparse._ArgumentGroup) -> None:
 
 def data_split(args: argparse.Namespace) -> str:
     """``--split``, ``"test"`` when not given; one line for a split given with a dataset that has none."""
-    from layermod.models.spec import has_splits
+    from layermod.data.spec import has_splits
 
     if args.split is None:
         return "test"
@@ -278,13 +278,13 @@ def data_split(args: argparse.Namespace) -> str:
 
 
 def data_options(args: argparse.Namespace, *, recorded: dict | None = None) -> dict:
-    """The keyword arguments of :func:`layermod.models.spec.resolve_data` beyond the dataset, split and folder.
+    """The keyword arguments of :func:`layermod.data.spec.resolve_data` beyond the dataset, split and folder.
 
     Each text option is the one given, else the one ``recorded`` (a text checkpoint's,
     :func:`layermod.models.spec.text_options`; by default the sidecar of ``--weights``, without its classes), else
     the default; the tokenizer is the one of ``--model``, else the recorded one.
     """
-    from layermod.models.spec import TEXT_DEFAULTS
+    from layermod.data.spec import TEXT_DEFAULTS
 
     if recorded is None:
         recorded = {key: value for key, value in checkpoint_text(getattr(args, "weights", None)).items()

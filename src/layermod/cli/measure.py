@@ -79,7 +79,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     from layermod.data.arrays import gather
     from layermod.extract.layers import auto_layers, trace_calls
-    from layermod.models.spec import resolve_data
+    from layermod.data.spec import resolve_data
 
     model, _ = load_model(args)
     if args.dataset:
@@ -158,7 +158,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from layermod.adversarial.curves import adversarial_curves
     from layermod.io.rundir import ATTACK_CSV, ATTACK_JSON, ATTACK_PNG
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.models.spec import resolve_data
+    from layermod.data.spec import resolve_data
 
     check_replaceable(args.out)
     graph, draws = measure_configs(args)
@@ -210,7 +210,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from layermod.analysis.compare import compare_layers
     from layermod.io.rundir import CKA_CSV, COMPARE_JSON, COMPARE_PNG, D_CSV
     from layermod.io.runs import check_replaceable, staged_run
-    from layermod.models.spec import resolve_data, resolve_model
+    from layermod.data.spec import resolve_data
+    from layermod.models.spec import resolve_model
 
     check_replaceable(args.out)
     graph, draws = measure_configs(args)
@@ -262,7 +263,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     curve.add_argument("--out", type=out_path, required=True, help="run directory for curve.json, curve.csv, curve.png")
     curve.add_argument("--quiet", action="store_true", help="no progress bars or table")
     curve.set_defaults(func=cmd_curve)
+    _add_attack_parser(commands)
+    _add_compare_parser(commands)
 
+
+def _add_attack_parser(commands: argparse._SubParsersAction) -> None:
     attack = commands.add_parser("attack", help="clean vs adversarial (FGSM / PGD) curves on the same samples",
                                  description=cmd_attack.__doc__)
     add_model_args(attack)
@@ -289,6 +294,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     attack.add_argument("--quiet", action="store_true", help="no progress bars or table")
     attack.set_defaults(func=cmd_attack)
 
+
+def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare = commands.add_parser("compare", help="layer difference |Q_i - Q_j| beside linear CKA, as heat maps",
                                   description=cmd_compare.__doc__)
     add_model_args(compare)

@@ -92,47 +92,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     from layermod.analysis.dynamics import TrackConfig
     from layermod.cli.args import measure_configs
     from layermod.coerce import torch_seed
+    from layermod.data.draws import balanced_subset
     from layermod.io.files import check_writable_dir
-    from layermod.io.rundir import BEST, DYNAMICS_JSON, DYNAMICS_PNG, LAST, METRICS_CSV, WEIGHTS_SUFFIX
+    from layermod.io.rundir import LAST, WEIGHTS_SUFFIX
     from layermod.models import hub
     from layermod.models.checkpoint import read_sidecar
-    from layermod.data.text import TokenDataset
-    from layermod.models.spec import resolve_data
     from layermod.training.fit import fit
-    from layermod.training.train import balanced_subset
 
     check_writable_dir(args.out)
     if args.tensorboard is not None:
         check_writable_dir(args.tensorboard)
         _summary_writer_class()  # the missing package is one line before any work
-    library = hub.is_library_spec(args.model)
-    arch = hub.canonical(args.model) if library else args.model.strip().lower()
-    if not library and arch not in models.available():
-        if ":" in args.model:
-            raise ModelError(f"train builds registered architectures or torchvision:/timm:/hf: models (their "
-                             f"checkpoints rebuild from the sidecar), not {args.model!r}; available: "
-                             f"{', '.join(models.available())}")
-        models.create(arch)  # an unknown name: raises ModelError listing the available ones
-    if args.pretrained and not library:
-        raise ModelError(f"--pretrained loads the weights of a torchvision:, timm: or hf: model; {arch} has none")
-    if args.hf_task and not arch.startswith("hf:"):
-        raise ModelError(f"--hf-task is for hf: models, not {arch!r}; drop it")
+    arch, library = _train_arch(args)
     config = train_config(args)
     track = None
     if args.track_every:
         graph, draws = measure_configs(args)
         track = TrackConfig(every=args.track_every, graph=graph, draws=draws)
-    options = {**data_options(args), "tokenizer": arch}
-    train_set, train_description = resolve_data(args.dataset, split="train", data_dir=args.data_dir, **options)
-    if args.test_dataset is not None:
-        test_spec = args.test_dataset
-    elif "split" in train_description:
-        test_spec = args.dataset
-    else:
-        raise DatasetError(f"{args.dataset} has no test split; pass --test-dataset with held-out data")
-    texts = isinstance(train_set, TokenDataset)
-    text = {**options, "classes": list(train_set.classes)} if texts else None
-    test_set, _ = resolve_data(test_spec, split="test", data_dir=args.data_dir, **(text or options))
+    train_set, test_set, test_spec, text = _train_data(args, arch)
     normalization = getattr(train_set, "normalization", None) or {}
     if args.subset is not None:
         train_set = balanced_subset(train_set, args.subset, seed=config.seed)
@@ -147,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None, "subset": args.subset,
             "train_size": len(train_set), "test_size": len(test_set), "normalization": normalization,
             "device": args.device, **({"pretrained": True} if args.pretrained else {}),
-            **({"text": text} if texts else {})}
+            **({"text": text} if text is not None else {})}
     last_weights = os.path.join(args.out, LAST + WEIGHTS_SUFFIX)
     resumable = args.resume and os.path.isfile(os.path.join(args.out, LAST + ".json"))
     before = read_sidecar(last_weights).get("epoch", 0) if resumable else 0
@@ -158,18 +135,67 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if board is not None:
             board.close()
+    _print_trained(args, history, before=before, epochs=config.epochs, tracked=track is not None)
+    return 0
+
+
+def _train_arch(args: argparse.Namespace) -> tuple[str, bool]:
+    """(the architecture ``--model`` names as a checkpoint records it, whether it is a library model); ModelError
+    for a name train cannot build or library flags without a library model."""
+    from layermod import models
+    from layermod.models import hub
+
+    library = hub.is_library_spec(args.model)
+    arch = hub.canonical(args.model) if library else args.model.strip().lower()
+    if not library and arch not in models.available():
+        if ":" in args.model:
+            raise ModelError(f"train builds registered architectures or torchvision:/timm:/hf: models (their "
+                             f"checkpoints rebuild from the sidecar), not {args.model!r}; available: "
+                             f"{', '.join(models.available())}")
+        models.create(arch)  # an unknown name: raises ModelError listing the available ones
+    if args.pretrained and not library:
+        raise ModelError(f"--pretrained loads the weights of a torchvision:, timm: or hf: model; {arch} has none")
+    if args.hf_task and not arch.startswith("hf:"):
+        raise ModelError(f"--hf-task is for hf: models, not {arch!r}; drop it")
+    return arch, library
+
+
+def _train_data(args: argparse.Namespace, arch: str) -> tuple[Dataset, Dataset, str, dict | None]:
+    """(training set, held-out set, the held-out set's spec, the text options a checkpoint records or None for
+    data other than texts); texts are tokenised with ``arch``'s tokenizer, the held-out ones on the training
+    set's classes."""
+    from layermod.data.spec import resolve_data
+    from layermod.data.text import TokenDataset
+
+    options = {**data_options(args), "tokenizer": arch}
+    train_set, train_description = resolve_data(args.dataset, split="train", data_dir=args.data_dir, **options)
+    if args.test_dataset is not None:
+        test_spec = args.test_dataset
+    elif "split" in train_description:
+        test_spec = args.dataset
+    else:
+        raise DatasetError(f"{args.dataset} has no test split; pass --test-dataset with held-out data")
+    text = {**options, "classes": list(train_set.classes)} if isinstance(train_set, TokenDataset) else None
+    test_set, _ = resolve_data(test_spec, split="test", data_dir=args.data_dir, **(text or options))
+    return train_set, test_set, test_spec, text
+
+
+def _print_trained(args: argparse.Namespace, history: list[dict], *, before: int, epochs: int,
+                   tracked: bool) -> None:
+    """The line that ends ``layermod train``: the epochs trained, their accuracy and the files written."""
+    from layermod.io.rundir import BEST, DYNAMICS_JSON, DYNAMICS_PNG, LAST, METRICS_CSV, WEIGHTS_SUFFIX
+
     last = history[-1]
     if last["epoch"] <= before:
-        print(f"nothing to train: {args.out} already holds {last['epoch']} epochs (--epochs {config.epochs}); "
+        print(f"nothing to train: {args.out} already holds {last['epoch']} epochs (--epochs {epochs}); "
               "raise --epochs to train longer")
-        return 0
+        return
     best = max(history, key=lambda row: row["test_acc"])
     files = f"{LAST}{WEIGHTS_SUFFIX}, {BEST}{WEIGHTS_SUFFIX}, {METRICS_CSV}"
-    files += f", {DYNAMICS_JSON}, {DYNAMICS_PNG}" if track else ""
-    events = f"; TensorBoard events in {args.tensorboard}" if board is not None else ""
+    files += f", {DYNAMICS_JSON}, {DYNAMICS_PNG}" if tracked else ""
+    events = f"; TensorBoard events in {args.tensorboard}" if args.tensorboard is not None else ""
     print(f"trained epochs {before + 1}-{last['epoch']}: test accuracy {last['test_acc']:.4f} (best "
           f"{best['test_acc']:.4f} at epoch {best['epoch']}); wrote {files} in {args.out}{events}")
-    return 0
 
 
 def _summary_writer_class() -> type:
@@ -246,12 +272,29 @@ def _train_description() -> str:
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
-    from layermod.training.config import OPTIMIZERS, PAPER_RECIPE, SCHEDULES, TrainConfig
-
-    small, paper = TrainConfig(), PAPER_RECIPE
     train = commands.add_parser("train", help="train a registered architecture or library model with checkpoints "
                                 "and optional modularity tracking", description=_train_description(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_train_inputs(train)
+    _add_train_recipe(train)
+    tracking = train.add_argument_group("modularity tracking")
+    tracking.add_argument("--track-every", type=non_negative, default=0, metavar="N",
+                          help="measure the modularity curve every N epochs (and at epoch 0 and the last epoch) "
+                          "into DIR/dynamics.json and dynamics.png (default 0: off)")
+    add_measure_args(train, probe=True, title="modularity tracking: graph and probe draws (from the test split)")
+    tracking.add_argument("--tensorboard", metavar="DIR", help="also write every epoch's lr, train_loss, train_acc, "
+                          "test_acc and, when tracked, modularity/<layer> as TensorBoard events in DIR (step = "
+                          "epoch; needs layermod[tensorboard])")
+
+    train.add_argument("--out", type=out_path, required=True, help="run directory for metrics.csv, last.*, best.*, dynamics.*")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from last.* (same settings; "
+                       "--epochs may grow)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    train.set_defaults(func=cmd_train)
+
+
+def _add_train_inputs(train: argparse.ArgumentParser) -> None:
+    """The model and data groups of ``layermod train``."""
     model = train.add_argument_group("model")
     model.add_argument("--model", required=True, help="registered architecture name (see `layermod models`), "
                        "torchvision:NAME, timm:NAME or hf:DIR_OR_ID")
@@ -276,6 +319,12 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                       "datasets that call for it, CIFAR)")
     add_text_args(data)
 
+
+def _add_train_recipe(train: argparse.ArgumentParser) -> None:
+    """The training group of ``layermod train``: the recipe's flags, each with both defaults in its help."""
+    from layermod.training.config import OPTIMIZERS, PAPER_RECIPE, SCHEDULES, TrainConfig
+
+    small, paper = TrainConfig(), PAPER_RECIPE
     training = train.add_argument_group("training")
     training.add_argument("--paper", action="store_true", help="start from the paper's recipe instead of the small "
                           "CPU defaults (see above)")
@@ -300,21 +349,6 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     training.add_argument("--seed", type=int, help=f"seed of the initial weights, shuffling, augmentation and "
                           f"--subset (default {small.seed})")
     training.add_argument("--workers", type=non_negative, help="DataLoader workers for datasets not held in memory (default 0)")
-
-    tracking = train.add_argument_group("modularity tracking")
-    tracking.add_argument("--track-every", type=non_negative, default=0, metavar="N",
-                          help="measure the modularity curve every N epochs (and at epoch 0 and the last epoch) "
-                          "into DIR/dynamics.json and dynamics.png (default 0: off)")
-    add_measure_args(train, probe=True, title="modularity tracking: graph and probe draws (from the test split)")
-    tracking.add_argument("--tensorboard", metavar="DIR", help="also write every epoch's lr, train_loss, train_acc, "
-                          "test_acc and, when tracked, modularity/<layer> as TensorBoard events in DIR (step = "
-                          "epoch; needs layermod[tensorboard])")
-
-    train.add_argument("--out", type=out_path, required=True, help="run directory for metrics.csv, last.*, best.*, dynamics.*")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from last.* (same settings; "
-                       "--epochs may grow)")
-    train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    train.set_defaults(func=cmd_train)
 
 
 def _add_eval_parser(commands: argparse._SubParsersAction) -> None:

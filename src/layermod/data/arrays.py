@@ -1,28 +1,6 @@
 """The in-memory labelled dataset, and the accessors every reader, draw and measurement uses on any data.
 
-Data comes in four forms: an :class:`ArrayDataset` (what every loader of :mod:`layermod.data` returns), any
-torch ``Dataset`` of ``(x, y)`` pairs or of dicts with ``labels``, an ``(X, y)`` pair of tensors/arrays, and a
-torch ``DataLoader``. :func:`dataset_labels`, :func:`gather` and :func:`as_dataset` accept all of them;
-:func:`label_array` checks labels for them. Inputs are a tensor per sample or a dict of tensors (Hugging Face
-style: ``input_ids``, ``attention_mask``, ...), see :mod:`layermod.data.batches`.
-
-Decisions, on purpose:
-
-* **Labels are integers.** Float, boolean or string labels are a :class:`LabelError`, never rounded.
-* **Labels are class indices, kept as given.** :func:`as_dataset` names the classes ``"0" .. str(max label)``
-  so that ``classes[label]`` names ``label``; labels are not renumbered, because a model's outputs, and the
-  other split of the same data, use the same indices. A label of ``_MAX_CLASSES`` (65536) or more is a
-  :class:`LabelError` (renumber the classes), so a label like 2**40 never builds 2**40 class names.
-* **Map-style datasets only.** Draws pick samples by index, so a Dataset needs ``__len__`` and
-  ``__getitem__``; an ``IterableDataset`` or a class without ``__len__`` is a :class:`DatasetError`. Inputs
-  ``X`` that require grad are detached, small sparse ones made dense, complex ones refused
-  (:func:`layermod.coerce.as_real_tensor`).
-* **Dtypes.** Floating inputs are held as float32, integer inputs (token ids) stay integer.
-* **A DataLoader** the user already has is read once by :func:`as_dataset` into an :class:`ArrayDataset`,
-  keeping at most ``per_class`` samples of each class (what the draws need: the caller says how many), so the
-  memory is bounded even when the loader is long; it is read to its end, since a class may appear late. Its
-  batches must all have one shape (padding is the dataset's job). A shuffling loader keeps other samples on
-  every read, so give ``shuffle=False`` for a curve that reruns the same.
+The decisions behind it: docs/design.md, section layermod.data.arrays.
 """
 
 from __future__ import annotations
@@ -42,7 +20,7 @@ __all__ = ["ArrayDataset", "Data", "Labels", "as_dataset", "dataset_labels", "ga
 Labels: TypeAlias = torch.Tensor | np.ndarray | Sequence[int]
 """(N,) integer class indices."""
 Data: TypeAlias = Dataset | DataLoader | tuple[torch.Tensor | np.ndarray | Mapping[str, torch.Tensor], Labels]
-"""Labelled samples in any of the four forms of the module doc: a Dataset of ``(x, y)`` (an
+"""Labelled samples in any of the four forms :func:`as_dataset` takes: a Dataset of ``(x, y)`` (an
 :class:`ArrayDataset`, ...), a DataLoader, or an ``(X, y)`` pair with X (N, ...) and y (N,)."""
 
 _MAX_CLASSES = 2**16  # class indices of (X, y) labels must be below this

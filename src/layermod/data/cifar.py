@@ -1,49 +1,6 @@
 """CIFAR-10 and CIFAR-100 read from the official "python version" archives.
 
-``cifar10`` reads ``cifar-10-batches-py/`` (``data_batch_1`` .. ``data_batch_5``, ``test_batch``,
-``batches.meta``); ``cifar100`` reads ``cifar-100-python/`` (``train``, ``test``, ``meta``) with the 100 fine
-labels. Either the extracted folder or the ``.tar.gz`` archive may be present; :func:`load_cifar` returns an
-:class:`~layermod.data.ArrayDataset` of (N, 3, 32, 32) float32 images.
-
-Decisions, on purpose:
-
-* **No code runs from a pickle.** The batches are Python pickles, read by a restricted unpickler whose
-  ``find_class`` knows exactly the globals a pickled numpy array names: ``_reconstruct`` (under its numpy 1
-  and numpy 2 module names), ``numpy.ndarray`` and ``numpy.dtype``. Any other global (``os.system``,
-  ``builtins.eval``, ...) is refused before anything is called, as a :class:`DatasetError`. Python 2 strings
-  are read as bytes (``encoding="bytes"``). The official files (written by Python 2) need nothing more; a
-  protocol-2 re-pickle made by Python 3 encodes bytes through ``_codecs.encode`` and is refused as well.
-* **No allocation from a pickle's arguments.** Even those three globals are stand-ins, not numpy's own:
-  ``numpy.ndarray`` may only be named, never called; ``_reconstruct`` allocates nothing, and the array is
-  built from the pickled state as a view of the bytes the pickle holds, after checking that shape times
-  itemsize is exactly their length; ``numpy.dtype`` yields only plain bool, int, uint or float types. So a
-  pickle of a few bytes cannot ask for gigabytes (``numpy.ndarray((10**6, 3072), "u1")``).
-* **Pickles are scanned before they are loaded** (:func:`_check_opcodes`): only the opcodes of plain data
-  (no sets, persistent ids, extension codes, ``NEWOBJ``/``INST``, buffers), string and bytes lengths
-  within the data, memo slots and frames within the pickle's size, and at most ``_MAX_PICKLE_BUILDS``
-  containers and calls, which bounds the objects built to a small multiple of the pickle's size and their
-  nesting (a dict key of a million nested tuples would crash CPython's hash). Labels must be a flat list of
-  ints (or a 1-D integer array) and are range-checked before they become an array, so memo-shared nested
-  lists are refused instead of expanded.
-* **Archive sizes are checked before reading.** The archive is read as a gzip (or plain tar) stream through
-  a bound on the tar bytes it may yield: the expansion bound of :mod:`layermod.data.bounds` for a gzip
-  archive (32 times its size, or 16 MiB), its own size for a plain tar. A member, or an extended header,
-  that declares more is refused before it is read, as is an archive with more than
-  ``_MAX_ARCHIVE_MEMBERS`` entries before the wanted ones.
-* **Folder before archive.** In each place searched, the extracted folder is used when it exists, else the
-  archive, which is read member by member in memory with :mod:`tarfile` (nothing is extracted to disk;
-  gzip-compressed or plain tar, recognised by its first bytes).
-  ``data_dir`` may also be the extracted folder itself (recognised by its name).
-* **Search order** as for the IDX sets (:mod:`layermod.data.download`): an explicit ``data_dir`` (and
-  ``data_dir/<name>``) is the only place searched; otherwise ``$LAYERMOD_DATA/<name>`` and then the per-user
-  cache ``${XDG_CACHE_HOME:-~/.cache}/layermod/data/<name>``. A missing set is downloaded as the archive into
-  the cache under a temporary name, renamed when complete.
-* **Strict checks.** A corrupt archive or pickle, a missing batch, images that are not (N, 3072) uint8,
-  labels that do not match the images or the class count, and class names that are not a list of
-  ``n_classes`` strings are each a one-line :class:`DatasetError` naming the file and saying what to do.
-* **Normalisation.** Pixels are scaled to [0, 1] and normalised per channel with the usual fixed statistics
-  (CIFAR-10 mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616); CIFAR-100 mean
-  (0.5071, 0.4865, 0.4409), std (0.2673, 0.2564, 0.2762)), recorded in ``ArrayDataset.normalization``.
+The decisions behind it: docs/design.md, section layermod.data.cifar.
 """
 
 from __future__ import annotations
@@ -266,7 +223,7 @@ class _BatchUnpickler(pickle.Unpickler):
 
 
 def _check_opcodes(raw: bytes) -> None:
-    """Raise :class:`_Refusal` unless ``raw`` is a pickle of plain data within the bounds of the module docstring.
+    """Raise :class:`_Refusal` unless ``raw`` is a pickle of plain data within the bounds docs/design.md lists.
 
     :func:`pickletools.genops` parses every opcode without building anything and fails on a string or bytes
     length past the end of the data; this adds the opcode whitelist, the count of containers and calls, and

@@ -12,7 +12,7 @@ Decisions, on purpose:
 
 * **Names** are case-insensitive; ``folder:`` (any case) is followed by the folder's path as given, and
   ``torchvision:`` by a name of :data:`~layermod.data.tvdata.TORCHVISION_DATASETS`. Texts, tables and ``hf:``
-  datasets need the model's tokenizer, so :func:`layermod.models.spec.resolve_data` loads them
+  datasets need the model's tokenizer, so :func:`layermod.data.spec.resolve_data` loads them
   (:mod:`layermod.data.text`, :mod:`layermod.data.hfdata`). An unknown
   name or a split other than ``"train"``/``"test"`` is a one-line :class:`DatasetError` listing the choices.
 * **Where files are found and downloaded** is one search order for every named dataset read from files

@@ -15,13 +15,18 @@ Decisions, on purpose:
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
 
 from layermod.coerce import MAX_DRAWN, seed_sequence
-from layermod.data.arrays import Labels, label_array
-from layermod.errors import LabelError
+from layermod.data.arrays import ArrayDataset, Labels, dataset_labels, label_array
+from layermod.data.text import TokenDataset
+from layermod.errors import DatasetError, LabelError
 
-__all__ = ["MAX_DRAWN", "balanced_draws"]
+__all__ = ["MAX_DRAWN", "balanced_draws", "balanced_subset"]
 
 
 def balanced_draws(labels: Labels, *, n_per_class: int, repeats: int, seed: int = 0) -> list[np.ndarray]:
@@ -63,6 +68,36 @@ def balanced_draws(labels: Labels, *, n_per_class: int, repeats: int, seed: int 
             blocks.append(rng.permuted(np.tile(members, (repeats, 1)), axis=1)[:, :n_per_class])
     draws = np.sort(np.concatenate(blocks, axis=1), axis=1).astype(np.int64)
     return list(draws)
+
+
+def balanced_subset(data: Dataset, size: int, *, seed: int = 0) -> Dataset:
+    """A seeded class-balanced subset of ``data``: ``size // C`` samples of each of its C classes.
+
+    An :class:`~layermod.data.arrays.ArrayDataset` gives an ArrayDataset and a
+    :class:`~layermod.data.text.TokenDataset` a TokenDataset (the in-memory fast path stays), any other dataset a
+    ``torch.utils.data.Subset``. Raises :class:`DatasetError` when ``size`` is below C or a class has
+    fewer than ``size // C`` samples.
+    """
+    labels = dataset_labels(data)
+    classes, counts = np.unique(labels, return_counts=True)
+    if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < len(classes):
+        raise DatasetError(f"a subset of {size} samples cannot hold the {len(classes)} classes; "
+                           f"use a subset size >= {len(classes)}")
+    per_class = size // len(classes)
+    smallest = int(np.argmin(counts))
+    if counts[smallest] < per_class:
+        raise DatasetError(f"a subset of {size} needs {per_class} samples of each class but class "
+                           f"{classes[smallest]} has {counts[smallest]}; use a subset size <= "
+                           f"{counts[smallest] * len(classes)}")
+    (indices,) = balanced_draws(labels, n_per_class=per_class, repeats=1, seed=seed)
+    rows = torch.from_numpy(indices)
+    if isinstance(data, ArrayDataset):
+        return ArrayDataset(data.data[rows], data.targets[rows], data.classes, data.name,
+                            normalization=data.normalization)
+    if isinstance(data, TokenDataset):
+        return TokenDataset(data.input_ids[rows], data.attention_mask[rows], data.targets[rows], data.classes,
+                            data.name)
+    return Subset(data, indices.tolist())
 
 
 def _check_drawn(repeats: int, per_draw: int, disjoint: bool) -> None:

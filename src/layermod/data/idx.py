@@ -27,7 +27,9 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -82,33 +84,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             size = os.fstat(file.fileno()).st_size
             compressed = file.read(2) == GZIP_MAGIC
             file.seek(0)
-            stream = gzip.GzipFile(fileobj=file) if compressed else file
-
-            def read(n: int) -> bytes:
-                try:
-                    return stream.read(n)
-                except (OSError, EOFError, zlib.error) as e:
-                    if not compressed:
-                        raise
-                    raise DatasetError(
-                        f"{path} is not a valid gzip file ({one_line(e)}); delete it and download again"
-                    ) from None
-
-            magic = read(4)
-            if len(magic) < 4:
-                raise invalid("truncated header")
-            if magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
-                raise invalid(f"bad magic {magic.hex()}")
-            ndim = magic[3]
-            dims = read(4 * ndim)
-            if len(dims) < 4 * ndim:
-                raise invalid("truncated header")
-            shape = struct.unpack(f">{ndim}i", dims)
-            if any(d < 0 for d in shape):
-                raise invalid(f"negative dimension in shape {shape}")
-            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            read = _reader(gzip.GzipFile(fileobj=file) if compressed else file, path, compressed)
+            shape, dtype = _header(read, invalid)
             expected = math.prod(shape) * dtype.itemsize
-            available = size - 4 - 4 * ndim
+            available = size - 4 - 4 * len(shape)
             if not compressed and available < expected:
                 raise invalid(f"truncated data: {available} of {expected} bytes")
             if not compressed and available > expected:
@@ -129,6 +108,37 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         return np.frombuffer(payload, dtype=dtype).astype(dtype.newbyteorder("=")).reshape(shape)
     except ValueError:  # more dims than numpy allows, or dims whose product overflows next to a zero
         raise invalid(f"shape {shape} is not a usable array shape") from None
+
+
+def _reader(stream: BinaryIO, path: Path, compressed: bool) -> Callable[[int], bytes]:
+    """``read(n)`` of ``stream``; a compressed stream that is not valid gzip is one DatasetError line."""
+
+    def read(n: int) -> bytes:
+        try:
+            return stream.read(n)
+        except (OSError, EOFError, zlib.error) as e:
+            if not compressed:
+                raise
+            raise DatasetError(f"{path} is not a valid gzip file ({one_line(e)}); delete it and download again") from None
+
+    return read
+
+
+def _header(read: Callable[[int], bytes], invalid: Callable[[str], DatasetError]) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype as the file stores it) of the IDX header ``read`` gives: the magic number, then one int32 per dim."""
+    magic = read(4)
+    if len(magic) < 4:
+        raise invalid("truncated header")
+    if magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise invalid(f"bad magic {magic.hex()}")
+    ndim = magic[3]
+    dims = read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise invalid("truncated header")
+    shape = struct.unpack(f">{ndim}i", dims)
+    if any(d < 0 for d in shape):
+        raise invalid(f"negative dimension in shape {shape}")
+    return shape, np.dtype(_IDX_DTYPES[magic[2]])
 
 
 def load_idx_dataset(name: str, split: str, data_dir: str | os.PathLike | None, download: bool) -> ArrayDataset:

@@ -1,32 +1,6 @@
 """Labelled images from a folder holding one subfolder of images per class.
 
-Layouts: ``ROOT/<class>/<image>`` (one set), or split subfolders ``ROOT/train/<class>/<image>`` and
-``ROOT/test/<class>/<image>``. :func:`load_image_folder` returns an :class:`~layermod.data.ArrayDataset`;
-``load_dataset("folder:ROOT", split)`` calls it.
-
-Decisions, on purpose:
-
-* **Splits.** ``ROOT`` is split when it holds a ``train`` or ``test`` subfolder; ``split`` then names the
-  subfolder to load (any existing one, e.g. ``"val"``) and is required. Without split subfolders the whole
-  folder is the one set, whatever ``split`` says.
-* **Classes** are the subfolders (hidden ones skipped), sorted by name: label ``i`` is ``classes[i]``.
-  Samples are ordered by class, then by file name.
-* **Images** are the files directly inside a class folder whose suffix (any case) is one of
-  :data:`IMAGE_SUFFIXES`; hidden files and other suffixes are skipped. An image lying outside the class
-  folders, a class folder without images, and an image Pillow cannot decode are each a one-line
-  :class:`DatasetError` naming the path.
-* **Declared size checked before decoding.** An image whose header declares more pixels than its file can
-  sensibly hold (4 bytes per pixel over the bound of :mod:`layermod.data.bounds`: 32 times the file's size, or
-  16 MiB) is refused before Pillow decodes it, so a small decompression bomb never allocates its pixels.
-* **Colour.** Images are read as 8-bit RGB (alpha dropped), or single-channel ``L`` when every image of the
-  set is greyscale (Pillow modes ``1``, ``L``, ``LA``); greyscale images in a colour set are repeated over
-  the three channels.
-* **Size.** With ``size`` every image is resized to ``size`` x ``size`` (bilinear, antialiased when
-  shrinking); without it all images must share one size.
-* **Normalisation.** Pixels are scaled to [0, 1] and normalised per channel with the mean and (population)
-  std of the loaded set itself, recorded in ``ArrayDataset.normalization``; a constant channel keeps std 1.
-  Each split is normalised with its own statistics.
-* Pillow is imported only when a folder is loaded.
+The decisions behind it: docs/design.md, section layermod.data.imagefolder.
 """
 
 from __future__ import annotations
@@ -60,7 +34,7 @@ def load_image_folder(
     """Load the images of a class-per-subfolder folder as normalised float32 images.
 
     Args:
-        path: the folder ``ROOT`` (see the module docstring for the layouts).
+        path: the folder ``ROOT`` (see docs/design.md for the layouts).
         split: subfolder to load when ``ROOT`` holds ``train``/``test`` subfolders; ignored otherwise.
         size: side of the square every image is resized to; ``None`` keeps the size all images must share.
 

@@ -5,9 +5,9 @@ model's ``forward(input_ids=..., attention_mask=...)`` takes.
 
 Decisions, on purpose:
 
-* **The tokenizer is the model's, passed in.** The data room never loads a model; whoever resolves the model
-  spec (:func:`layermod.models.spec.resolve_data`) hands its tokenizer over. Any callable that takes a list of
-  strings with ``truncation=True, max_length=T`` and returns ``input_ids`` lists does (a transformers tokenizer).
+* **The tokenizer is the model's, passed in.** The data room never loads a model: a tokenizer is passed in, or
+  :func:`layermod.data.spec.resolve_data` loads the one saved with an ``hf:`` model (:mod:`layermod.data.hfhub`).
+  Any callable that takes a list of strings with ``truncation=True, max_length=T`` and returns ``input_ids`` lists does (a transformers tokenizer).
 * **One length per dataset.** Texts are cut to ``max_length`` tokens (special tokens included) and padded to the
   longest of the dataset (at most ``max_length``), on the tokenizer's ``padding_side``, with its pad token (else
   its end-of-text token, else 0; the attention mask is 0 there), so any samples stack.

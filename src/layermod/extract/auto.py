@@ -1,36 +1,6 @@
 """The ``"auto"`` measurement points: the stem, then one point per block of every stage.
 
-Read from one traced forward pass (:func:`layermod.extract.trace.trace_calls`), by structure only: no class
-names are matched, so this works on models layermod has never seen.
-
-* **Chains.** The calls one call makes (its callees; an ``nn.ModuleList`` that is never called itself is seen
-  through) are cut into *chains*: a callee joins the current chain when its input is the very tensor an earlier
-  member returned. ResNet's ``conv1, bn1, relu, maxpool, layer1, ...``, a transformer's layers (each taking the
-  previous one's hidden states), ALBERT's one shared layer called 12 times (12 members) are chains; DenseNet's
-  dense layers (each taking the list of all earlier features) and Inception's branches are not.
-* **Seeing through.** A chain member whose own callees form one chain from its input to its output is replaced
-  by those callees when it is an ``nn.Sequential``/``nn.ModuleList``/``nn.ModuleDict`` holding more than leaves
-  (a ResNet stage; a VGG's ``features`` of conv units), or any other module holding at least two *deep* blocks
-  of one class (a Swin, ConvNeXt or RegNet stage, a Hugging Face encoder: blocks with grandchildren, unlike a
-  norm-activation or squeeze-excitation module, so an inverted-residual block without a skip is not taken
-  apart). A member that runs only blocks of its chain's most repeated class is seen through too (a RegNet
-  stage of one block, whose block then counts with the others). A *block* is a module with submodules that is not
-  just a container of leaves (``conv -> bn -> act`` is a *unit*). A residual block returns a sum, not its last
-  callee's output, so it is never seen through.
-* **Blocks.** The chain with the most members of one block class wins (equal chains all count: an encoder and a
-  decoder; a chain inside a winner's members does not). Its
-  points are every member with submodules from the first to the last member of that class: the blocks and what
-  sits between them (DenseNet's transitions, Swin's patch merging, ConvNeXt's downsampling), never a leaf
-  (a max-pool) and never anything after the last block (the head). Deep members between the stem and the first
-  of them are blocks too (EfficientNet's and MobileNetV3's first block, of a class of its own).
-* **Stem.** The last member before the first block that holds a weight matrix or kernel (a parameter with two
-  or more dimensions) and keeps the batch dimension, else the last one with any parameter (a norm right before
-  the blocks, as BART's ``layernorm_embedding``); failing that, the last weight-holding module called (and returned)
-  before the first block, outermost first (a ViT's patch embedding, GPT-2's token embedding). Never a module
-  inside a block.
-* **Fallbacks**, when no chain has two blocks of one class: every convolution (VGG), else every ``nn.Linear``
-  (an MLP), else :class:`LayerError` asking for names; a one-line warning says so when the model has blocks
-  but none repeats.
+The decisions behind it: docs/design.md, section layermod.extract.auto.
 """
 
 from __future__ import annotations
@@ -110,7 +80,7 @@ class _Structure:
         return runs
 
     def expanded(self, name: str) -> list[str]:
-        """``name`` or, seen through (module doc), the members of the chain it runs."""
+        """``name`` or, seen through (see docs/design.md), the members of the chain it runs."""
         if name not in self._expanded:
             self._expanded[name] = self._expand(name)
         return self._expanded[name]
@@ -227,7 +197,7 @@ def _block_points(s: _Structure) -> tuple[list[str] | None, int]:
 
 
 def auto_layers(model: nn.Module, calls: dict[str, LayerCall]) -> list[str]:
-    """The default measurement points of ``model`` in forward order (rules in the module doc).
+    """The default measurement points of ``model`` in forward order (rules in docs/design.md).
 
     Args:
         model: the network.

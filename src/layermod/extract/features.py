@@ -1,6 +1,6 @@
 """Per-layer features of a model on a batch of samples, through forward hooks.
 
-Each chosen layer's output is unwrapped (:func:`layermod.layers.first_tensor`: a layer returning several
+Each chosen layer's output is unwrapped (:func:`layermod.extract.trace.first_tensor`: a layer returning several
 tensors of one batch size, such as ``(aux, main)``, is measured on the first, and a warning naming the layer and
 the shapes says so once) and made one vector per sample
 (:mod:`layermod.extract.pooling`: a 3-D token output is pooled as ``pool`` says, anything else flattened per
@@ -110,7 +110,7 @@ def extract_features(
     Args:
         model: the network; run in eval mode (its mode is restored afterwards) on its own device.
         inputs: (N, ...) samples as the model takes them, or a dict of such tensors (keyword arguments).
-        layers: module names (see :func:`layermod.layers.select_layers`).
+        layers: module names (see :func:`layermod.extract.layers.select_layers`).
         batch_size: samples per forward pass.
         progress: show a progress bar over batches (when stderr is a terminal).
         stop_early: end each forward pass once every layer has fired. A module called several times per pass
@@ -197,16 +197,22 @@ def _batches(model: nn.Module, inputs: Batch, layers: list[str], batch_size: int
                     pass
                 except FORWARD_ERRORS as err:
                     raise _batch_failure(err, number, len(starts), start, batch, layers) from None
-                features = {}
-                for name in layers:
-                    if name not in batch_out:
-                        raise LayerError(f"layer {name!r} is never called in forward; choose another layer")
-                    features[name], layouts[name] = pool_output(batch_out[name], pool, size, name, mask=mask,
-                                                                 layout=layouts[name])
-                yield start, features
+                yield start, _pooled(batch_out, layouts, pool=pool, size=size, mask=mask)
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _pooled(outputs: dict[str, torch.Tensor], layouts: dict[str, str | None], *, pool: str, size: int,
+            mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``{name: (B, D_name) features}`` of one batch's recorded ``outputs``, in the order of ``layouts`` (one
+    entry per chosen layer, updated with each output's layout)."""
+    features = {}
+    for name in layouts:
+        if name not in outputs:
+            raise LayerError(f"layer {name!r} is never called in forward; choose another layer")
+        features[name], layouts[name] = pool_output(outputs[name], pool, size, name, mask=mask, layout=layouts[name])
+    return features
 
 
 def _tensors(output: object) -> list[torch.Tensor]:

@@ -1,31 +1,6 @@
 """Choose which layers to measure: a user's choice turned into point names.
 
-Discovery is :func:`layermod.extract.trace.trace_calls` (one traced forward pass, one record per module call)
-and the default points are :func:`layermod.extract.auto.auto_layers`; both are re-exported here.
-
-Selection grammar (one item or a list of items, results concatenated without repeats):
-
-* ``"auto"``: the auto points, in forward order;
-* an exact module name as in ``model.named_modules()`` (e.g. ``"layer1.0"``): its first call; ``"name#k"`` is
-  the k-th call of a module called several times per forward pass (ALBERT's shared layer: ``...#2`` ...
-  ``...#12``);
-* a glob pattern over module names, matches in forward order, every call of each matched module. ``*`` and
-  ``?`` stay inside one dotted component: ``"blocks.*"`` is the direct children of ``blocks`` (not
-  ``blocks.0.attn``), ``"blocks.*.mlp"`` each block's ``mlp``, ``"blocks.?"`` only the one-character children
-  (``blocks.0`` ... ``blocks.9``, a warning says what ``*`` would add); ``**`` crosses dots
-  (``"layer4.**"``: everything inside ``layer4``); a pattern with ``#`` matches calls (``"shared#*"``: every
-  call after the first). Modules the pattern matches that are never called are
-  skipped; a pattern that matches no called module is an error;
-* an int: index into the ``"auto"`` points, negatives count from the end (``-1`` is the last point).
-
-A string is read like the CLI's ``--layers`` (:func:`parse_layers`): comma-separated items (commas inside a
-glob's ``[...]`` do not split), and an item that is a whole number (``"0"``, ``"-1"``) is an index, so
-``"features.0,features.3"`` is two layers and ``"0,-1"`` the first and last auto points. Inside a list, a
-string is one name or pattern and an int an index, so ``["0"]`` names the module ``0`` of an ``nn.Sequential``.
-
-Wrapper prefixes: on a model wrapped by ``nn.DataParallel``/DDP (``module.``) or ``torch.compile``
-(``_orig_mod.``) the inner name works without its prefix (``layer1`` is ``module.layer1``); a prefixed name on a
-plain model is refused with the name to use.
+The decisions behind it: docs/design.md, section layermod.extract.layers.
 """
 
 from __future__ import annotations
@@ -161,12 +136,12 @@ def _resolve(item: str, names: set[str], calls: dict[str, LayerCall]) -> str | N
 
 
 def select_layers(model: nn.Module, spec: LayerSpec, calls: dict[str, LayerCall]) -> list[str]:
-    """Resolve a layer choice (grammar in the module doc) into point names.
+    """Resolve a layer choice (grammar in docs/design.md) into point names.
 
     Args:
         model: the network.
         spec: ``"auto"``, a name, a glob, an int index into the auto points, a comma-separated string of
-            those, or a list (see the module doc).
+            those, or a list (see docs/design.md).
         calls: :func:`trace_calls` of the same model, used for order and to check every layer runs.
 
     Raises:

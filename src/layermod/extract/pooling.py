@@ -1,29 +1,6 @@
 """One feature vector per sample from a layer's output: token pooling for 3-D outputs, flattening otherwise.
 
-``pool`` applies to **3-D token features only**, ``(batch, tokens, hidden)``. Every other output is flattened
-per sample, as in the paper: a 4-D convolution output ``(B, C, H, W)`` becomes ``C * H * W`` values, a 2-D
-output stays as it is.
-
-* ``"cls"``: the token at position 0 (what BERT's pooler and classifier read);
-* ``"last"``: the last non-padding token of each sample (what a GPT-2 or Llama classifier reads; the last
-  position where the attention mask is 1, the last position without a mask);
-* ``"mean"``: the mean over the non-padding tokens (the attention mask; all tokens without a mask);
-* ``"flatten"``: tokens x hidden values, padding included (what layermod did before ``pool`` existed);
-* ``"auto"`` (the default, :func:`resolve_pool`): a token model's own choice, ``flatten`` for other models.
-
-The attention mask is the batch's ``attention_mask`` entry (a dict batch), kept beside the features, so a
-masked token never changes a ``cls``, ``last`` or ``mean`` feature. A layer whose token count differs from
-the mask's (e.g. a model that adds tokens) is refused for ``mean`` and ``last`` rather than mixing padding in.
-
-**The sequence dimension.** Batch-first ``(B, T, H)`` outputs are the rule; a sequence-first ``(T, B, H)``
-output (``nn.Transformer`` with ``batch_first=False``) is recognised from the batch size, on the first batch
-that tells them apart, or taken from the traced forward pass when the caller passes it (the curve and the
-layer views do: :func:`layermod.extract.features.traced_layouts`). Without it, a first batch with ``B == T`` is
-ambiguous and is refused for ``cls``, ``last`` and ``mean`` (never guessed): change the batch size.
-``flatten`` keeps the rule from before pooling existed: the batch comes first whenever the first dimension is
-the batch size.
-
-A sample whose mask is all zeros gets position 0 for ``last`` and a zero vector for ``mean``.
+The decisions behind it: docs/design.md, section layermod.extract.pooling.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ TorchScript modules (``torch.jit.script``/``torch.jit.trace``) take no Python ho
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import KW_ONLY, dataclass
 
 import torch
@@ -162,15 +163,7 @@ def _forward(model: nn.Module, example: Batch) -> list[dict]:
         return record
 
     handles = []
-    skip: list[str] = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
-        if any(name.startswith(prefix + ".") for prefix in skip):
-            continue
-        if isinstance(module, torch.jit.ScriptModule):  # a scripted part of an eager model: one opaque call
-            skip.append(name)
-            continue
+    for name, module in _traced_modules(model):
         handles.append(module.register_forward_pre_hook(start(name, type(module).__name__), with_kwargs=True))
         handles.append(module.register_forward_hook(finish(name), with_kwargs=True))
     try:
@@ -180,6 +173,19 @@ def _forward(model: nn.Module, example: Batch) -> list[dict]:
         for handle in handles:
             handle.remove()
     return records
+
+
+def _traced_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, module)`` of every submodule the trace hooks, in ``named_modules`` order; a scripted part of an
+    eager model (a ``torch.jit.ScriptModule``) is left out with its submodules."""
+    skip: list[str] = []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(prefix + ".") for prefix in skip):
+            continue
+        if isinstance(module, torch.jit.ScriptModule):
+            skip.append(name)
+            continue
+        yield name, module
 
 
 def _key(entry: dict) -> str:

@@ -10,7 +10,7 @@ Decisions, on purpose:
 * **Probe, don't guess.** :func:`ensure_writable_dir` creates the directory and writes (then deletes) a probe
   file, which catches read-only mounts and ACLs that ``os.access`` does not.
 * **Results are read, never trusted.** :func:`read_json_file` reads at most :data:`MAX_JSON_BYTES` of a regular
-  file and hands the parsed JSON to a loader that checks it (see :mod:`layermod.validate`); whatever fails
+  file and hands the parsed JSON to a loader that checks it (see :mod:`layermod.io.validate`); whatever fails
   becomes one line naming the file. In a run directory with a run record (:data:`~layermod.io.rundir.RUN_JSON`,
   see :mod:`layermod.io.runs`) a file of the run is read only when the record lists it with its bytes' SHA-256.
 * **Every commit is a boundary.** :data:`after_commit`, when set, is called with the path of every file renamed
@@ -170,7 +170,7 @@ def read_json_file(path: str | os.PathLike, name: str, parse: Callable[[Any], T]
 
     Any failure, from a missing file or one over :data:`MAX_JSON_BYTES` (refused unread) to a value ``parse``
     finds impossible, is one ``error`` line: "cannot read ``what`` from PATH (reason); point at a NAME written
-    by layermod", the reason cut to :data:`~layermod.validate.REASON_CHARS` characters.
+    by layermod", the reason cut to :data:`~layermod.io.validate.REASON_CHARS` characters.
     """
     path = Path(path)
     if path.is_dir():

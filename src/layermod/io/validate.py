@@ -1,29 +1,6 @@
 """Results read back from files: what they may hold, and how their text is quoted and shown.
 
-A run directory's JSON files are the source of truth of ``layermod report`` and of commands that reuse them
-(``prune --curve``, ``train --resume``). A file edited by hand, cut short or written by something else may
-hold anything JSON can, so every loader (``Curve.from_dict``, ``Dynamics.from_dict``, ...) takes its fields
-through the functions here. They return values of the promised types or raise :class:`ValueError` with a short
-reason naming the field ("values[0][1] is 3, outside [-0.5, 1]"); :func:`layermod.fileio.read_json_file` turns
-that into one line naming the file.
-
-Bounds, on purpose:
-
-* **Q within modularity's range.** Newman's modularity lies in [-1/2, 1]. At resolution gamma,
-  ``Q_gamma = Q_1 + (1 - gamma) sum_c a_c^2`` with ``0 < sum_c a_c^2 <= 1``, so Q lies in
-  ``[min(-1/2, 1/2 - gamma), 1]`` (:func:`q_bounds`, from the ``resolution`` in the file's config).
-* **Numbers are finite and not absurd.** ``null`` (and Python's ``NaN`` token, which layermod once wrote) is a
-  missing value where one may be missing (NaN in memory); ``Infinity`` never is. Quantities without a natural
-  bound (z-scores, parameter counts, FLOPs, latencies, coordinates) stay within ±:data:`MAX_MAGNITUDE`;
-  accuracies and rates within [0, 1]; standard deviations are >= 0.
-* **Sizes.** At most :data:`MAX_ITEMS` layers, epochs or rows in a list, :data:`MAX_ENTRIES` numbers in one
-  array and :data:`MAX_NAME_CHARS` characters in a name (module paths are far shorter); a file of more is
-  refused rather than drawn.
-* **Quoting and showing.** An error message quotes at most :data:`QUOTE_CHARS` characters of file content
-  (:func:`shorten`: one line, an ellipsis where cut). Figures show names shortened to :data:`LABEL_CHARS`
-  characters and titles to :data:`TITLE_CHARS` (:func:`label`); the JSON and CSV files keep them whole. Every
-  plotting function runs under :func:`literal_text`, so ``$``, ``_`` and ``^`` in a name are drawn as they
-  are, never as mathtext (which would draw them differently, or refuse the whole figure).
+The decisions behind it: docs/design.md, section layermod.io.validate.
 """
 
 from __future__ import annotations
@@ -239,6 +216,6 @@ def run_config(value: object, *, what: str = "config") -> dict:
 
 
 def q_bounds(config: dict) -> tuple[float, float]:
-    """The range of Q at the ``resolution`` of a checked ``config`` (default 1; see the module doc)."""
+    """The range of Q at the ``resolution`` of a checked ``config`` (default 1; see docs/design.md)."""
     resolution = config.get("resolution", 1.0)
     return min(-0.5, 0.5 - resolution) - _Q_SLACK, 1.0 + _Q_SLACK

@@ -1,29 +1,7 @@
 """The approximate kNN, opt-in and never the default: a random projection for wide layers and faiss indexes for
 many samples, with the recall of the neighbours they find measured against the exact ones.
 
-* :func:`sketch` -- a seeded Gaussian Johnson-Lindenstrauss projection ``x @ G / sqrt(m)`` of (N, D) features
-  to (N, m), ``G`` (D, m) standard normal. It preserves dot products, norms and distances up to a relative
-  error of about ``1 / sqrt(m)``, so the cosine of projected vectors approximates the cosine of the originals
-  (the projected rows are normalised afterwards, as any cosine input). ``G`` is drawn ``_SKETCH_ROWS`` rows at
-  a time from one seeded CPU generator, so it is never held whole (400,000 x 256 would be 400 MB) and the same
-  seed gives the same ``G`` on every device.
-* :func:`ann_neighbours` -- faiss ``IndexIVFFlat`` (k-means cells, ``nprobe`` of them searched) or
-  ``IndexHNSWFlat`` (a navigable small-world graph), inner product on the normalised rows for cosine and L2
-  for euclidean. Each row asks for k + 1 results and drops itself (or, when it is not among them, e.g.
-  with duplicates, the last). Ties are not shared on this path: the index decides which of equally similar
-  samples is returned.
-* :func:`recall` -- the fraction of the exact k nearest neighbours that the approximate search found, on a
-  seeded subsample of ``RECALL_ROWS`` query rows whose exact neighbours are computed against all N rows (a
-  ``RECALL_ROWS x N`` similarity, cheap). With ties at the k-th place the exact set is one of the tied
-  choices, so recall can read slightly low there.
-* **Deterministic.** IVF's k-means is seeded (its steps split the work by point and by centroid, so the
-  threads do not change it); HNSW is built on one OpenMP thread (parallel inserts make its graph depend on
-  thread timing), which makes its build the slow part. Searches are independent per query and use all threads.
-  Same features, same seed: same neighbours (on the same machine and faiss build: SIMD paths may differ).
-  The parameters: IVF ``2 sqrt(N)`` cells (k-means on at most 64 seeded samples per cell), 10 searched; HNSW
-  ``M = 16``, efConstruction 40,
-  efSearch 64 (or ``2 (k + 1)``).
-  faiss is the optional extra ``ann`` (``pip install layermod[ann]``), imported here only.
+The decisions behind it: docs/design.md, section layermod.measure.ann.
 """
 
 from __future__ import annotations

@@ -5,38 +5,7 @@ on which samples it is measured (:class:`DrawConfig`).
     draws = DrawConfig(n_per_class=50, repeats=5, seed=0, null_permutations=0)
     curve = modularity_curve(model, data, graph=graph, draws=draws)   # or modularity_curve(model, data, k=3, ...)
 
-Every default of the graph and of the draws is written here, once: :func:`layermod.knn_graph`,
-:func:`layermod.modularity`, the curve, the comparison, the attack curves, the views, the training tracker and
-the command line all take them from these classes (the CLI builds its options from them).
-
-Decisions, on purpose:
-
-* **Valid by construction.** Both are frozen dataclasses checked in ``__post_init__``, so a config that exists
-  is valid, and values are stored as plain Python numbers (a numpy integer becomes an ``int``, the
-  resolution a ``float``). Every failure is one line naming the field: :class:`GraphError` for the graph and
-  for ``null_permutations`` (what the null raises), :class:`LabelError` for ``n_per_class``, ``repeats`` and
-  ``seed`` (what :func:`layermod.balanced_draws` raises). Whether ``k`` fits the samples of a draw depends on
-  the data; the measurements check that once they know them.
-* **A null needs a spread.** ``null_permutations`` is 0 (no null) or at least 2: a z-score divides by the
-  spread of the shuffles, and one shuffle has none.
-* **Bounded by what they allocate.** Before any work: the draws hold at most
-  :data:`~layermod.data.draws.MAX_DRAWN` sample indices (``repeats`` x ``n_per_class`` x at least 2 classes
-  here; :func:`layermod.balanced_draws` checks the real count); a null at most ``MAX_NULL_VALUES`` Q values
-  (``repeats`` x ``null_permutations`` x the layers, at least one here, :func:`check_null_size` with the
-  curve's layers); a sketch at most ``MAX_SKETCH_DIM`` dimensions (its Gaussian is drawn in blocks of 4096
-  rows: at most 256 MiB of float32 at a time; a sketch is for reducing wide layers, far below this), and
-  :func:`check_sketch_size` fits its (samples, sketch_dim) float32 output in the measurement's memory
-  budget. The resolution is at most ``MAX_RESOLUTION`` = 1e4: Q lies in ``[1/2 - resolution, 1]`` and
-  the penalty of C balanced classes is about ``resolution / C``, so far above the number of classes Q
-  measures the class sizes, not the graph; up to 1e4, Q and its spread over draws stay finite with an
-  absolute rounding error below 1e-11 (at 1e308 the std overflows).
-* **Keywords or configs.** :func:`measure_configs` turns a measurement's keyword arguments (``k=5``,
-  ``n_per_class=30``, ...) and configs into the two configs. A keyword may repeat a config's value, but one
-  that differs from it is refused: which of the two should win is not obvious.
-* **Files.** :meth:`to_dict` gives the field names as keys: the keys a curve's ``config`` has always had, so
-  the readers of ``curve.json`` see no change. :meth:`from_dict` takes any mapping that holds them (e.g. a
-  curve's whole config): other keys are ignored, a missing field takes its default, the values are checked as
-  on construction.
+The decisions behind it: docs/design.md, section layermod.measure.config.
 """
 
 from __future__ import annotations
@@ -274,7 +243,7 @@ class DrawConfig(_FlatConfig):
 
     Attributes:
         n_per_class: samples of every class in one draw, an integer >= 1.
-        repeats: number of draws, an integer >= 1 (bounded with ``n_per_class``, see the module doc).
+        repeats: number of draws, an integer >= 1 (bounded with ``n_per_class``, see docs/design.md).
         seed: any integer (see :mod:`layermod.coerce`): the draws, the shuffles and torch's random numbers.
         null_permutations: label shuffles per layer and draw for a chance baseline: 0 (none) or at least 2.
 

@@ -1,46 +1,6 @@
 """k-nearest-neighbour graphs over samples.
 
-The default is the construction of Lu et al. (ECCV 2022): cosine similarity, each sample points to its k most
-similar *other* samples with the cosine as edge weight, and the directed graph is symmetrised as
-``A = (A_dir + A_dir^T) / 2`` (a mutual pair keeps weight ``s_ij``, a one-way pair gets ``s_ij / 2``).
-
-Decisions, on purpose:
-
-* **Blockwise.** Similarities are computed ``block_size`` rows at a time (matmul + ``topk``), so an
-  ``N x N`` dense matrix never exists for large ``N``; there is no Python loop over samples.
-* **Exact.** The matmul (on the features' device, or ``device``; float32 with TF32 off unless ``precision``
-  says otherwise) only proposes neighbours; a rounding bound certifies them, and where it cannot (nearly
-  parallel or duplicated features) float64 scores of the stored features decide (:mod:`layermod.measure.search`).
-  The graph is that of a float64 brute-force search wherever float64 separates the candidates, and the same
-  float for float for any blocking, budget and thread count: every weight is a float64 score computed per pair.
-* **Within a budget.** With ``max_bytes``, features whose N x D does not fit it (e.g. a numpy memmap on disk)
-  are never prepared or moved whole: query rows and columns are read in blocks sized to the budget.
-* **Approximate only when asked** (:mod:`layermod.measure.ann`): ``knn="ivf"`` / ``"hnsw"`` (faiss) and
-  ``sketch_dim`` (a seeded Gaussian projection first); :func:`build_graph` also measures the recall of the
-  approximate neighbours against the exact ones. Ties are not shared on the faiss path.
-* **Ties are shared.** Candidates whose float64 scores are within float64's rounding bound of the k-th best
-  are tied with it, and none of them is preferred: with ``a`` candidates clearly better than the k-th value and
-  ``m`` tied with it, every tied one gets an edge whose weight is multiplied by ``(k - a) / m``. Each sample still
-  spends k edges' worth of weight, and the graph depends only on the samples, not on their order: permuting
-  the samples permutes the graph, so Q does not change (a lower-index rule would make Q depend on the order
-  whenever samples tie, e.g. duplicated rows with different labels). The price is one edge per tied
-  candidate: more than ``MAX_TIED_EDGES`` of them in one graph (about 2,000 samples with identical features)
-  is refused with a :class:`GraphError` rather than building a dense graph.
-* **Constant features** (every sample's vector equal, or all parallel for cosine) carry no information:
-  every pair ties, the graph is complete with equal weights, and Q is the no-structure value
-  ``sum_c n_c (n_c - 1) / (N (N - 1)) - sum_c (n_c / N)^2`` (``-(C - 1) / (C (N - 1))`` for C balanced classes),
-  the same for any order and any arrangement of the labels.
-* **Zero vectors.** Cosine uses ``x / max(||x||, 1e-8)``: a zero vector has similarity 0 to everything, so
-  it ties with every sample and all its edges weigh 0: it has no edges at all. All-zero features (cosine)
-  give a graph without edges, whose modularity is undefined (:func:`layermod.modularity` refuses it).
-* **Negative cosine.** Modularity needs non-negative weights, so a negative similarity is clamped to 0:
-  a neighbour that points away is no edge at all. With ReLU features cosines are never negative.
-* **Euclidean.** Neighbours are the k nearest in L2 distance; weights are a heat kernel
-  ``exp(-d^2 / median(d_kNN^2))``, which is scale-free (1 for duplicates, about 0.37 at the typical
-  neighbour distance; all 1 when most nearest neighbours are duplicates, median 0). Neighbours are ranked
-  by the matmul expansion ``|x_i|^2 - 2 x_i.x_j + |x_j|^2``, but decided and weighted by ``d^2`` computed in
-  float64 from the differences of the chosen pairs, which is exactly 0 for duplicates (the expansion leaves
-  rounding noise, and noise divided by a noise-level median would give arbitrary weights).
+The decisions behind it: docs/design.md, section layermod.measure.graph.
 """
 
 from __future__ import annotations
@@ -123,7 +83,7 @@ def knn_graph(
         metric: ``"cosine"`` (paper) or ``"euclidean"``.
         symmetrize: ``"mean"`` (paper: ``(A + A^T) / 2``), ``"union"`` (``max(A, A^T)``: an edge when either
             side points) or ``"mutual"`` (``min(A, A^T)``: only pairs that point at each other).
-        weighted: edge weights from the metric (see module doc); ``False`` gives weight 1 per directed edge
+        weighted: edge weights from the metric (see docs/design.md); ``False`` gives weight 1 per directed edge
             (a tied place's 1 shared; cosine: only to neighbours with positive similarity, the edges of the
             weighted graph).
         block_size: rows of the similarity matrix computed at once (default: about 4M entries per block).
@@ -234,7 +194,7 @@ def _rows(x: torch.Tensor | np.ndarray, metric: str, device: torch.device, lazy:
 
 def _adjacency(rows: Rows, edges: Neighbours, k: int, metric: str, weighted: bool,
                symmetrize: str) -> sp.csr_array:
-    """The symmetrised (N, N) graph of the directed ``edges``, weighted as the module doc says."""
+    """The symmetrised (N, N) graph of the directed ``edges``, weighted as docs/design.md says."""
     n = rows.n
     # per pair, in float64: the same floats however the search was blocked
     scores = edges.scores if edges.scores is not None else rows.exact(edges.rows, edges.cols)

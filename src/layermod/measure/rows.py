@@ -1,29 +1,6 @@
 """The rows a kNN search reads, block by block, on the device that computes, within a memory budget.
 
-:class:`Rows` holds a feature matrix (N, D) prepared for one metric (cosine: rows divided by their norms,
-``x / max(||x||, 1e-8)``; euclidean: as they are, with their squared norms) and hands out blocks of it on
-the computing device. :func:`candidates` sweeps a block of query rows over the columns in blocks and keeps
-each row's best ``take`` others.
-
-Decisions, on purpose:
-
-* **In memory or lazily.** When the features fit the budget (or no budget is given), they are prepared once
-  and moved to the device whole, and the similarity of a row block is one matmul against all N rows. When N x D does not fit (e.g. a numpy memmap on disk), nothing of size N x D is
-  made: a block is read, prepared and moved when asked for, and the columns are swept in blocks whose sizes
-  follow the budget (:func:`block_sizes`): a query block, a column block and their similarities each take
-  about a third of it.
-* **Blocking does not change the result.** A row is prepared by the same elementwise operation whether it
-  is prepared alone or with all others, and row norms are per-row reductions (:func:`row_sums`), so a block
-  equals the corresponding rows of the whole prepared matrix bit for bit. A matmul's last bit may depend on how
-  the columns are blocked, so the blocked scores only propose candidates: the search decides and weighs with the
-  float64 scores of :meth:`Rows.exact`, computed per pair, which give the same float for a pair however the
-  search was blocked or threaded. Copies read from a memmap are made in memory torch allocated
-  (:func:`as_tensor`), as alignment can change a matmul's last bit too.
-* **Precision.** ``"float32"`` is plain float32 math: TF32 is switched off for the search (and restored
-  after) by :func:`matmul_precision`. ``"tf32"`` allows TF32 on a GPU (and torch's reduced-precision float32
-  matmul where the CPU has one); ``"bf16"`` multiplies bfloat16 copies of the blocks. The matmul only
-  proposes, within a bound that counts its precision (:mod:`layermod.measure.search`), so every precision
-  gives the same graph; a coarser one leaves more rows to settle in float64.
+The decisions behind it: docs/design.md, section layermod.measure.rows.
 """
 
 from __future__ import annotations

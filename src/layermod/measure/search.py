@@ -1,34 +1,6 @@
 """The exact k-nearest-neighbour search: a blocked matmul proposes, a rounding bound certifies, float64 settles.
 
-Every decision and every weight uses one score per pair, :meth:`Rows.exact` (``p``: the float64 cosine of the
-stored features, or minus their float64 squared distance), so the graph is the same float for float however the
-search is blocked, budgeted or threaded. The matmul only narrows down which pairs to score:
-
-* **Certified rows.** With ``E`` a bound on ``|matmul score - p|`` and ``l`` the least ``p`` of a row's k best
-  proposals, a candidate that could hold one of the k places, or tie with the k-th, has a matmul score of at least
-  ``l - T - E``. A row whose (k+1)-th proposal scores below that keeps its k proposals; only their k scores are
-  computed. Nearly all rows of ordinary features are settled so.
-* **The band.** Any other row collects the candidates above that threshold (counted per row as the blocks are
-  swept), and their ``p`` decide. A row with more than ``_CAP`` of them (nearly parallel or duplicated
-  features) is searched again with a float64 matmul and float64's much smaller bound first.
-* **Ties** are candidates whose ``p`` is within ``T`` of the k-th best, ``T`` twice the rounding bound of ``p``:
-  closer than that, float64 cannot order them. With ``a`` candidates better than the k-th beyond ``T`` and ``m``
-  within it, each of the ``m`` gets the share ``(k - a) / m`` of an edge (``a < k``, so no share is negative).
-* **Within bounds.** Candidates are counted before they are scored and scored in chunks; more than
-  ``MAX_TIED_EDGES`` edges to tied candidates, or ``MAX_SCORED_PAIRS`` pairs to score, is refused with a
-  :class:`GraphError` before the work.
-
-The bounds (``u`` the unit roundoff of the matmul's dtype, ``gamma_m = m u / (1 - m u)``; a sum of ``m``
-products in any order is off by at most ``gamma_m sum |a_d b_d|``, and the matmul sums D values in slices,
-:func:`layermod.measure.rows.dot_products`, so ``m = min(D, 512) + ceil(D / 512)``, not D): rows are normalised
-by float64 norms rounded once, a relative ``theta = 2 u + (D + 2) u64`` per value; the cosine of two prepared
-rows is within ``2 theta + theta^2 + (1 + theta)^2 delta`` of the exact one, ``delta`` the dot product's relative error
-(``gamma_m``, widened by TF32's or bfloat16's rounding of the inputs and bfloat16's of the output; both are
-taken to accumulate in float32, as oneDNN's and cuBLAS's default kernels do). Euclidean scores
-``2 x_i . x_j - |x_j|^2`` are within ``2 delta |x_i| r + s (r^2 + |x_i|^2) + u (2 |x_i| r + r^2)``
-(``s = u + 2 (D + 2) u64``) of ``|x_i|^2 - d_ij^2`` for every candidate with ``|x_j| <= r = |x_i| + d``, ``d^2`` the largest squared distance
-a candidate can have. ``p`` itself is within ``(2 D + 6) u64`` (cosine) or ``gamma_{D+3}(u64) d^2`` (euclidean)
-of the exact value. Each bound is widened by 1 % and ``8 u`` for the arithmetic of the threshold itself.
+The decisions behind it: docs/design.md, section layermod.measure.search.
 """
 
 from __future__ import annotations
@@ -98,7 +70,7 @@ def _working_bound(rows: Rows, precision: Precision) -> _Bound:
 
 
 class _Search:
-    """One search's thresholds, tie rule and edges (see the module doc)."""
+    """One search's thresholds, tie rule and edges (see docs/design.md)."""
 
     def __init__(self, rows: Rows, k: int, cols: int, precision: Precision):
         self.rows, self.k, self.cols, self.precision = rows, k, cols, precision
@@ -188,7 +160,7 @@ def search(rows: Rows, k: int, block: int, cols: int, precision: Precision,
            *,
            max_bytes: int | None = None) -> Neighbours:
     """The k best other rows of every row of ``rows`` (N, D), ``block`` query rows against ``cols`` columns at a
-    time, ties at the k-th place shared (module doc).
+    time, ties at the k-th place shared (docs/design.md).
 
     Raises:
         GraphError: ties that need more than ``MAX_TIED_EDGES`` edges or ``MAX_SCORED_PAIRS`` scored pairs.

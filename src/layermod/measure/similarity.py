@@ -1,54 +1,6 @@
 """Layer-to-layer similarity: linear CKA between all pairs of layers, and the modularity difference D.
 
-Linear CKA. For features X (n, p) and Y (n, q) of the same n samples, with column-centred Xc, Yc::
-
-    CKA(X, Y) = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)
-
-In Gram form, with K = X X^T, L = Y Y^T and the centring matrix H = I - 11^T/n::
-
-    HSIC(K, L) = tr(K H L H) / (n-1)^2 = <HKH, HLH>_F / (n-1)^2
-    CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))
-
-The unbiased HSIC (Song et al. 2012), with K~, L~ the Grams with zeroed diagonals and n > 3::
-
-    HSIC_1 = [tr(K~L~) + (1^T K~ 1)(1^T L~ 1) / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] / (n(n-3))
-
-It equals ``<U(K), U(L)>_F / (n(n-3))`` with U the U-centring (Szekely & Rizzo 2014)::
-
-    U(K)_ij = K~_ij - K~_i. / (n-2) - K~_.j / (n-2) + K~_.. / ((n-1)(n-2))  for i != j,  U(K)_ii = 0
-
-(dots are sums over that index). Minibatch CKA (Nguyen, Raghu & Kornblith 2021) over minibatches b of equal
-size n::
-
-    CKA = sum_b HSIC_b(K, L) / sqrt(sum_b HSIC_b(K, K) * sum_b HSIC_b(L, L))
-
-Layer difference (the paper's D): ``D_ij = |Q_i - Q_j|`` for the modularity Q of layers i and j.
-
-Decisions, on purpose:
-
-* **Gram form, float64, centred features.** Conv features have up to ~50k columns but minibatches only
-  ~100..1000 samples, so everything works on (n, n) Grams. :func:`centered_gram` centres the *features* before
-  the product: centring the Gram afterwards would subtract huge numbers from each other when the features
-  share a large offset. The centring first subtracts the first sample (exact for constant columns, which
-  therefore become exact zeros) and then the column means. Columns are converted and multiplied in chunks,
-  so a float32 layer never exists as a whole float64 copy. Grams stay on the features' device.
-* **One HSIC convention: any Gram in, centred inside.** :func:`hsic` and :func:`cka_matrix` accept centred or
-  uncentred Grams and give the same value for both: the biased estimator double-centres its inputs (a no-op,
-  up to rounding, for Grams from :func:`centered_gram`, since H is idempotent) and the unbiased estimator
-  U-centres them (U(HKH) = U(K): U-centring removes every term of the form a_i + a_j, which is all that
-  double centring adds).
-* **One matmul.** The HSIC normaliser is the same for every batch (equal batch sizes), so the sums over
-  batches are dot products of the flattened prepared (B, n, n) Grams: one (La, B n^2) @ (B n^2, Lb) product.
-  This holds one prepared float64 copy of all Grams at once.
-* **Zero variance.** CKA is 0/0 when a layer's features are the same for every sample. :func:`linear_cka`
-  (one pair, chosen by the caller) raises :class:`FeatureError`; :func:`cka_matrix` puts NaN in that layer's
-  row and column instead, so one dead layer does not sink the matrix of all the others (the heat map shows it
-  grey). The unbiased estimate is also NaN when a layer's summed self-HSIC estimate is not positive.
-* **Range.** Biased CKA lies in [0, 1] (Cauchy-Schwarz on PSD centred Grams); results are clipped to it to
-  remove rounding excursions of ~1e-16. Unbiased CKA is an estimate and is not clipped: it can be slightly
-  negative for unrelated layers.
-* **Heat maps.** D is drawn with a reversed colormap (small D bright), so that similar layers look alike in
-  both panels (high CKA bright); the colorbar label says so.
+The decisions behind it: docs/design.md, section layermod.measure.similarity.
 """
 
 from __future__ import annotations
@@ -217,7 +169,7 @@ def hsic(gram_a: torch.Tensor, gram_b: torch.Tensor, *, unbiased: bool = False) 
     """HSIC of two Grams (n, n) of the same samples (centred or not: the value is the same).
 
     Biased: ``tr(K H L H) / (n-1)^2``. Unbiased (``unbiased=True``, n > 3): Song et al.'s estimator, computed
-    as ``<U(K), U(L)>_F / (n(n-3))``. See the module docstring.
+    as ``<U(K), U(L)>_F / (n(n-3))``. See docs/design.md.
     """
     a, b = torch.as_tensor(gram_a), torch.as_tensor(gram_b)
     n = _check_grams([a, b], ["gram_a", "gram_b"], 2, unbiased)[-1]
@@ -253,7 +205,7 @@ def cka_matrix(
 
     Returns:
         float64 array (La, Lb): ``sum_b HSIC_b(a, b) / sqrt(sum_b HSIC_b(a, a) * sum_b HSIC_b(b, b))``; NaN
-        for layers whose features have no variance (see the module docstring). Computed on the device of
+        for layers whose features have no variance (see docs/design.md). Computed on the device of
         ``grams_a[0]``.
     """
     grams_a = [torch.as_tensor(g) for g in grams_a]
@@ -398,7 +350,7 @@ def plot_heatmaps(
     Rows are ``layers_a`` (model A), columns ``layers_b`` (model B; None: ``layers_a``); layer 0 is top-left.
     D uses the reversed colormap (0 = bright), CKA the plain one on [0, 1], so similar layers are bright in both;
     NaN cells are grey. With many layers the names are thinned and set smaller, and the panels stop growing at
-    :data:`_MAX_PANEL` inches; names are drawn literally and shortened (see :mod:`layermod.validate`).
+    :data:`_MAX_PANEL` inches; names are drawn literally and shortened (see :mod:`layermod.io.validate`).
     ``titles`` replaces the two panel titles, ``label_a``/``label_b`` the axis labels. Returns the matplotlib
     Figure; with ``path`` it is also saved as PNG (written atomically).
     """

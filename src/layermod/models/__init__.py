@@ -1,6 +1,6 @@
 """Model zoo: registered architectures (:mod:`._registry`), their builders (:mod:`.small`, :mod:`.vgg`,
 :mod:`.resnet`), units removed from a built model (:mod:`.units`), checkpoints (:mod:`.checkpoint`) and the
-model / data specifications a user types (:mod:`.spec`).
+model specifications a user types (:mod:`.spec`); datasets are :mod:`layermod.data.spec`'s.
 
     from layermod import models
     models.available()                                   # ['mlp', 'resnet110', ..., 'vgg19']

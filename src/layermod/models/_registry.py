@@ -12,7 +12,7 @@ Decisions, on purpose:
   inside. The builders bound their own counts the same way (:func:`check_count`: an ``int``, never a ``float``
   or ``bool``, at most :data:`MAX_UNITS` units or blocks in all, ...). A checkpoint sidecar is untrusted
   input: these bounds stop ``depth: 1e8`` or ``width: 1e6`` before any module is built, and
-  :func:`layermod.checkpoint.load_checkpoint` builds on the ``meta`` device and compares the shapes with the
+  :func:`layermod.models.checkpoint.load_checkpoint` builds on the ``meta`` device and compares the shapes with the
   weights file before allocating anything.
 * **Names.** Lookup is case-insensitive; an unknown name lists every available name and suggests the
   closest one (``difflib``).

@@ -1,35 +1,6 @@
 """Models and datasets loaded once per worker: a small cache for the items of one run.
 
-:func:`cached_model` and :func:`cached_data` take what :func:`~layermod.models.spec.resolve_model` and
-:func:`~layermod.models.spec.resolve_data` take and return what they return. Inside :func:`cache_scope` (which
-:func:`layermod.sweep.executor.run_items` opens around its items, in each worker for the worker's life) the
-second item of a worker that asks for the same checkpoint or dataset gets it without reading it again;
-outside a scope they only load, so a lone ``layermod curve`` or API call keeps nothing. ::
-
-    with cache_scope():
-        model, _ = cached_model(None, weights="runs/r20/best.safetensors")   # read, verified, kept
-        model, _ = cached_model(None, weights="runs/r20/best.safetensors")   # a copy of the kept one
-        cache_info()   # {"hits": 1, "misses": 1, "entries": 1, "capacity": 4}
-
-Decisions, on purpose:
-
-* **Keyed by what identifies the object, never by trust.** A file by its resolved path, size and modification
-  time (the weights and their sidecar; a ``.npz`` file), so a checkpoint rewritten between items is read
-  again; a registered dataset, ``folder:PATH`` or ``torchvision:NAME`` by its name, split, folder, working
-  directory and ``$LAYERMOD_DATA``; a model by its specification, options and seed as well. Code
-  (``module:function``), ``hf:`` sets and text tables are not cached: what a function returns, a hub name
-  resolves to, or a tokenizer makes of a table is not identified by its name, so those are loaded by every
-  item, as a lone run would.
-* **Bounded by count.** At most :data:`CAPACITY` (4) objects per process, models and datasets together, the
-  least recently used dropped first: a checkpoint and its train and test sets fit, a sweep over many
-  checkpoints keeps its dataset and the latest models.
-* **Nothing leaks between items.** A model is handed out as a deep copy of the kept one (what loading would
-  give: same weights, eval mode, no hooks), so an item that trains it, moves it to a GPU, hooks or prunes it
-  changes only its copy; the copy costs one copy of the weights, far less than reading and verifying the
-  file. A dataset is handed out as a new :class:`~layermod.data.arrays.ArrayDataset` object (its own class
-  list and normalisation) over the kept tensors, so no copy of the data is made; an item that writes into
-  those tensors in place (seen by torch's version counter) makes the next item load the dataset again.
-* **One run's lifetime.** The cache is emptied, and its counters reset, when the outermost scope closes.
+The decisions behind it: docs/design.md, section layermod.models.cache.
 """
 
 from __future__ import annotations
@@ -48,7 +19,8 @@ from torch import nn
 from layermod.data.arrays import ArrayDataset
 from layermod.data.datasets import DATASETS
 from layermod.models import hub
-from layermod.models.spec import resolve_data, resolve_model
+from layermod.data.spec import resolve_data
+from layermod.models.spec import resolve_model
 
 __all__ = ["CAPACITY", "cache_info", "cache_scope", "cached_data", "cached_model"]
 
@@ -123,7 +95,7 @@ def _model_key(spec, weights, arch_args, seed, pretrained) -> tuple | None:
 def cached_model(spec: str | None, *, weights: str | os.PathLike | None = None, arch_args: dict | None = None,
                  seed: int = 0, pretrained: bool = False) -> tuple[nn.Module, dict]:
     """:func:`~layermod.models.spec.resolve_model`'s (model in eval mode, description), the model a deep copy of
-    the one kept in this process (see the module doc)."""
+    the one kept in this process (see docs/design.md)."""
     key = _model_key(spec, weights, arch_args, seed, pretrained)
     found = _lookup(key, lambda entry: True)
     if found is None:
@@ -152,8 +124,8 @@ def _data_key(spec: str, split: str, data_dir) -> tuple | None:
 
 def cached_data(spec: str, *, split: str = "test", data_dir: str | os.PathLike | None = None,
                 **options: Any) -> tuple[object, dict]:
-    """:func:`~layermod.models.spec.resolve_data`'s (dataset, description), the dataset a new object over the
-    tensors kept in this process (see the module doc); ``options`` are resolve_data's keyword arguments."""
+    """:func:`~layermod.data.spec.resolve_data`'s (dataset, description), the dataset a new object over the
+    tensors kept in this process (see docs/design.md); ``options`` are resolve_data's keyword arguments."""
     key = _data_key(spec, split, data_dir)
     found = _lookup(key, lambda entry: _versions(entry[0]) == entry[2])
     if found is None:

@@ -1,38 +1,7 @@
 """Checkpoints: weights as safetensors plus a JSON sidecar that describes how to rebuild the model; the read and
 write API.
 
-A checkpoint is ``DIR/NAME.safetensors`` (the state dict) beside ``DIR/NAME.json`` (the sidecar), plus any
-companion files saved with them. :func:`save_checkpoint` writes them as one commit, and every load reads the
-committed bytes, as :mod:`layermod.models.commit` describes (staged files, digests, the sidecar as the commit
-record, interrupted saves settled by the next one); the names of that module a caller needs (:func:`read_sidecar`,
-:func:`settle`, :func:`sidecar_path`, :func:`weights_path`, :data:`FORMAT`, :data:`VERSION`) are offered here too.
-
-Decisions, on purpose:
-
-* **Verified.** Every load (:func:`load_checkpoint`, :func:`load_weights` when a layermod sidecar sits next to
-  the file, :func:`load_companion`) hashes the file and compares it with the sidecar: a damaged or swapped file
-  is one :class:`~layermod.errors.WeightsError` line naming the files to delete, never a silent load. Version-1
-  sidecars (written before the digests) still load, unverified.
-* **Untrusted sidecars.** A sidecar only names a registered architecture and its arguments, which
-  :func:`layermod.models.create` bounds and checks against the builder's signature, or a library model
-  (``torchvision:`` / ``timm:`` / ``hf:``, :mod:`layermod.models.hub`: a library function and a model name, an hf:
-  directory read as data), never ``module:function``. :func:`load_checkpoint` then
-  builds the model on the ``meta`` device (no memory) and compares its keys and shapes with the safetensors
-  header (no tensor data read) before it builds the real model, so a sidecar cannot make it allocate more than
-  the weights file holds.
-* **No pickle, ever.** Weights are read and written only with ``safetensors``; a ``.pt`` / ``.pth`` / ``.bin``
-  (pickle) file is refused by its suffix before it is opened, with a one-line recipe to convert it.
-* **Strict.** :func:`load_weights` compares keys and shapes itself and reports every kind of mismatch in one line
-  (at most 3 names of each kind) before touching the model, so a failed load leaves the model unchanged.
-  Dtypes are cast to the model's, and tensors land on the model's device.
-* **Shared storage.** Tied weights (one tensor under several keys) and views into a larger storage are saved as
-  separate contiguous copies under every key, so the file loads back with strict matching.
-* **Reproducible.** The same weights give the same bytes, in any process: the safetensors header carries one
-  metadata entry (``{"format": "pt"}``; safetensors writes several in an order that changes from process to
-  process), the sidecar has sorted keys and no timestamps. Two identical training runs write identical
-  checkpoints; their sidecars differ only in the ``seconds`` of the history rows.
-* **Paths.** ``DIR/best`` and ``DIR/best.safetensors`` name the same checkpoint; a directory means
-  ``DIR/best.safetensors``.
+The decisions behind it: docs/design.md, section layermod.models.checkpoint.
 """
 
 from __future__ import annotations
@@ -94,7 +63,7 @@ def save_checkpoint(
     companions: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write ``model``'s state dict to ``path`` (safetensors) and ``meta`` to the JSON sidecar next to it, as one
-    commit (see the module doc).
+    commit (see docs/design.md).
 
     Args:
         model: any module; its state dict is saved from CPU copies (the model is not moved).
@@ -194,7 +163,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     A sidecar ``"plan": {"remove": [unit names], "outputs": {name: n}}`` (a pruned model; ``"outputs"`` optional)
     is applied with :func:`layermod.models.remove_units` after building the architecture and before loading the weights. The
     weights' digest is checked, and the model is first built on the ``meta`` device and compared with the
-    safetensors header, so a hostile sidecar costs no memory (see the module doc).
+    safetensors header, so a hostile sidecar costs no memory (see docs/design.md).
 
     Returns:
         ``(model, meta)`` with ``meta`` the sidecar dict.
@@ -288,7 +257,7 @@ def _plain_tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``tensors`` as the safetensors file ``path``, with the one metadata entry (module doc)."""
+    """``tensors`` as the safetensors file ``path``, with the one metadata entry (docs/design.md)."""
     save_file(tensors, str(path), metadata=_METADATA)
 
 

@@ -1,40 +1,6 @@
 """A checkpoint's files committed as one step: staged files, their digests, and the sidecar as the commit record.
 
-A checkpoint is two files side by side, plus any companion files saved with them (a training run's optimizer
-state)::
-
-    DIR/best.safetensors   the state dict (tensors only)
-    DIR/best.json          {"format": "layermod-checkpoint", "version": 2, "arch": ..., "arch_args": {...},
-                            "weights_sha256": "...", "files_sha256": {"COMPANION.safetensors": "..."}, ...}
-
-**One save is one commit.** The sidecar is the commit record: it holds the SHA-256 of the bytes of the weights
-file (``weights_sha256``) and of every companion (``files_sha256``, by file name). :func:`commit`
-
-1. settles what an earlier, interrupted save of this checkpoint left behind (see below);
-2. writes the weights and each companion to a hidden staging file next to its final name
-   (``DIR/.best.safetensors.pending``) and hashes it (streaming);
-3. replaces ``DIR/best.json`` atomically (temporary file + rename): this rename is the commit;
-4. renames each staging file onto its final name.
-
-A process killed at any point leaves a loadable checkpoint: before step 3 the previous pair (the old sidecar's
-digests match the files in place; the staging files are ignored), after it the new one (a file whose bytes do
-not match the sidecar yet is found, by its digest, in its staging file and read from there: :func:`committed`).
-Loading never writes or deletes anything. The next save settles the directory (:func:`settle`): a staging file
-the sidecar commits is renamed into place, and every other staging file and stale atomic-write temporary of the
-pair and its companions (``.best.safetensors.pending``, ``.best.json.*.tmp``, ...) is deleted. An exception
-inside the save (``KeyboardInterrupt`` included) settles at once, so it leaves no hidden file behind. One writer
-per checkpoint; a load that races a save re-reads the sidecar rather than report a mismatch. The guarantee covers
-killed processes, not power cuts (nothing is fsynced). Releases that read only version-1 sidecars refuse these.
-
-Decisions, on purpose:
-
-* **Sidecars read with care.** :func:`read_sidecar` reads at most :data:`MAX_SIDECAR_BYTES` and refuses another
-  format, a newer version, or a version-2 sidecar without valid digests, each in one
-  :class:`~layermod.errors.WeightsError` line. Version-1 sidecars (written before the digests) still load,
-  unverified.
-* **Reproducible.** The sidecar has sorted keys and no timestamps: the same record gives the same bytes.
-* **Paths.** ``DIR/best`` and ``DIR/best.safetensors`` name the same checkpoint; a directory means
-  ``DIR/best.safetensors`` (:func:`weights_path`).
+The decisions behind it: docs/design.md, section layermod.models.commit.
 """
 
 from __future__ import annotations
@@ -97,7 +63,7 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 def commit(target: Path, writers: Mapping[Path, Callable[[Path], None]], sidecar: dict,
            *,
            companions: Iterable[str] = ()) -> None:
-    """Write the weights ``target`` and its companions as one commit (see the module doc).
+    """Write the weights ``target`` and its companions as one commit (see docs/design.md).
 
     Args:
         target: the weights file; ``writers`` must hold it.
@@ -153,7 +119,7 @@ def read_sidecar(path: str | os.PathLike) -> dict:
 
 
 def settle(path: str | os.PathLike, *, companions: Iterable[str] = ()) -> None:
-    """Bring checkpoint ``path`` to its committed state after an interrupted save (see the module doc): rename
+    """Bring checkpoint ``path`` to its committed state after an interrupted save (see docs/design.md): rename
     each staging file whose bytes the sidecar commits (where the file in place does not match) onto its final
     name, and delete every other staging file and stale atomic-write temporary of the weights, the sidecar and
     the ``companions`` (file names). :func:`commit` calls it first; nothing to do is a no-op.

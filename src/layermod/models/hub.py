@@ -1,66 +1,22 @@
 """Third-party models: ``torchvision:NAME``, ``timm:NAME`` and ``hf:DIR_OR_ID``, built by the library that owns them.
 
-Grammar (the prefix is lower case; what follows it is passed on as written):
-
-* ``torchvision:NAME``: ``torchvision.models.get_model(NAME, weights=..., num_classes=...)``, NAME one of
-  ``torchvision.models.list_models()``;
-* ``timm:NAME``: ``timm.create_model(NAME, pretrained=..., num_classes=..., in_chans=...)``, NAME a model timm
-  knows (``timm.is_model``, a ``.tag`` such as ``resnet18.a1_in1k`` allowed; ``hf-hub:`` / ``local-dir:`` names
-  are not, use ``hf:``);
-* ``hf:DIR_OR_ID``: a ``save_pretrained`` directory (``config.json`` and safetensors weights) or, where the hub is
-  reachable, a hub id (``org/name``), built by the class the config's ``architectures`` names (looked up by
-  name in the ``transformers`` namespace only, a ``PreTrainedModel``: a saved ``T5EncoderModel`` is rebuilt as
-  one), unless ``hf_task`` asks for another task or no such class exists: then by the transformers Auto class of
-  the task (:data:`HF_TASKS`, the task read from the architecture's name when ``hf_task`` is not given); the
-  model is wrapped in :class:`HFModel`, whose ``forward`` returns a tensor (the logits, else the last hidden
-  state). A checkpoint records a directory as an absolute path (:func:`canonical`).
-
-These prefixes come before ``module:function``: a module of your own named ``timm`` or ``hf`` is reached as
-``timm.sub:function``, or from a file, ``path/to/hf.py:function``.
-
-:func:`create` takes layermod's own argument names: ``num_classes`` (torchvision ``num_classes``, timm
-``num_classes``, HF ``num_labels``), ``in_channels`` (timm ``in_chans``, HF ``num_channels`` of a vision config;
-torchvision takes 3 only), ``pretrained``, ``hf_task`` (hf: only), and passes any other keyword to the library
-(timm/torchvision builder arguments such as ``img_size=32``; for hf:, attributes of the config to override).
-
-Decisions, on purpose:
-
-* **Random init unless asked.** Without ``pretrained`` the library builds the model with random weights from the
-  torch RNG (which :func:`layermod.models.spec.resolve_model` seeds); an hf: directory then gives only its
-  ``config.json``. With ``pretrained`` the weights come through the library's own loader (torchvision
-  ``weights="DEFAULT"``, timm ``pretrained=True``, transformers ``from_pretrained``); a download that fails
-  (offline) is one :class:`~layermod.errors.ModelError` line saying what to do.
-* **Data, never code.** The spec names a library function and a model name, never user code, so a checkpoint
-  sidecar may name it (:func:`layermod.models.checkpoint.load_checkpoint` rebuilds through :func:`create`, without
-  ``pretrained``: the weights are the checkpoint's). transformers always gets ``trust_remote_code=False`` and
-  ``use_safetensors=True``: a config with ``auto_map`` (remote code) and a directory holding only pickle weights
-  (``pytorch_model.bin``) are refused. Arguments that load files or weights (``pretrained``, ``weights``,
-  ``checkpoint_path``, ``pretrained_cfg``, ``cache_dir``, ...) and private names (``_x``) are refused as
-  architecture arguments: ``pretrained`` is its own flag, a layermod checkpoint is ``--weights``.
-* **Bounded.** ``num_classes`` and ``in_channels`` are bounded as for the registry, and a depth argument
-  (``depth``, ``num_hidden_layers``, ``n_layer``, ...: module objects cost time even on the ``meta`` device) by
-  :data:`~layermod.models.MAX_UNITS`; a sidecar's other arguments are bounded by building on the ``meta`` device
-  and comparing with the weights header first, as for every checkpoint. (A library's own default sizes, or an hf:
-  directory's ``config.json``, are the library's: they are not bounded here.)
-* **Lazy.** torchvision, timm and transformers are imported inside the functions that use them.
+The decisions behind it: docs/design.md, section layermod.models.hub.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from layermod.data.hfhub import hf_call, hf_source, quiet_hub
 from layermod.errors import ModelError, one_line
 from layermod.models._registry import MAX_CLASSES, MAX_IN_CHANNELS, MAX_UNITS, check_count
 
 __all__ = ["HF_TASKS", "PREFIXES", "HFModel", "canonical", "create", "is_library_spec",
-           "load_tokenizer", "recorded"]
+           "recorded"]
 
 PREFIXES = ("torchvision", "timm", "hf")
 """The libraries a model spec may name, as ``PREFIX:NAME``."""
@@ -76,8 +32,6 @@ _REFUSED = {"pretrained", "weights", "weights_backbone", "checkpoint_path", "pre
             "pretrained_cfg_overlay", "pretrained_strict", "cache_dir", "trust_remote_code", "use_safetensors",
             "revision", "token", "local_files_only", "auto_map", "config", "state_dict", "progress"}
 _DEPTHS = {"depth", "depths", "layers", "num_layers", "num_hidden_layers", "n_layer", "num_blocks", "blocks"}
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-_PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def is_library_spec(spec: object) -> bool:
@@ -104,7 +58,7 @@ def recorded(args: dict, where: object) -> dict:
 
 def create(spec: str, /, *, num_classes: int | None = None, in_channels: int | None = None, pretrained: bool = False,
            hf_task: str | None = None, **kwargs: Any) -> nn.Module:
-    """Build the third-party model ``spec`` (see the module doc for the grammar and the arguments).
+    """Build the third-party model ``spec`` (docs/design.md has the grammar and the arguments).
 
     Raises:
         ModelError: an unknown library or model name, an argument the library does not take, a refused argument,
@@ -131,7 +85,7 @@ def create(spec: str, /, *, num_classes: int | None = None, in_channels: int | N
             check_count(f"the sum of {key}", sum(counts), 0, MAX_UNITS)
     if hf_task is not None and library != "hf":
         raise ModelError(f"hf_task is for hf: models, not {spec}; drop it")
-    with _quiet_hub():
+    with quiet_hub():
         if library == "torchvision":
             return _torchvision(name, num_classes, in_channels, pretrained, kwargs)
         if library == "timm":
@@ -186,8 +140,8 @@ def _hf(name: str, num_classes: int | None, in_channels: int | None, pretrained:
         kwargs: dict) -> nn.Module:
     import transformers
 
-    source = _hf_source(name, pretrained)
-    config = _hf_call(name, lambda: transformers.AutoConfig.from_pretrained(source, trust_remote_code=False))
+    source = hf_source(name, pretrained=pretrained)
+    config = hf_call(name, lambda: transformers.AutoConfig.from_pretrained(source, trust_remote_code=False))
     if getattr(config, "auto_map", None):
         raise ModelError(f"hf:{name} needs its own code (auto_map), which layermod never runs; use a model "
                          "transformers implements")
@@ -210,18 +164,18 @@ def _hf(name: str, num_classes: int | None, in_channels: int | None, pretrained:
     saved = _architecture(config) if task == _task_of(config) else None
     if saved is not None:
         if pretrained:
-            model = _hf_call(name, lambda: saved.from_pretrained(
+            model = hf_call(name, lambda: saved.from_pretrained(
                 source, config=config, use_safetensors=True, ignore_mismatched_sizes=num_classes is not None))
         else:
-            model = _hf_call(name, lambda: saved(config))
+            model = hf_call(name, lambda: saved(config))
         return HFModel(model)
     auto = getattr(transformers, HF_TASKS[task])
     if pretrained:
-        model = _hf_call(name, lambda: auto.from_pretrained(
+        model = hf_call(name, lambda: auto.from_pretrained(
             source, config=config, use_safetensors=True, trust_remote_code=False,
             ignore_mismatched_sizes=num_classes is not None))
     else:
-        model = _hf_call(name, lambda: auto.from_config(config, trust_remote_code=False))
+        model = hf_call(name, lambda: auto.from_config(config, trust_remote_code=False))
     return HFModel(model)
 
 
@@ -267,57 +221,7 @@ class HFModel(nn.Module):
         return logits if logits is not None else out[0]
 
 
-def load_tokenizer(spec: str) -> Any:
-    """The fast tokenizer saved with the hf: model ``spec`` (``AutoTokenizer.from_pretrained(.., use_fast=True)``).
-
-    Raises:
-        ModelError: ``spec`` is not ``hf:DIR_OR_ID``, or no tokenizer can be read from it.
-    """
-    library, _, name = str(spec).partition(":")
-    if library != "hf" or not name:
-        raise ModelError(f"a tokenizer comes with an hf:DIR_OR_ID model, not {spec!r:.80}")
-    from transformers import AutoTokenizer
-
-    source = _hf_source(name, pretrained=False)
-    with _quiet_hub():
-        return _hf_call(name, lambda: AutoTokenizer.from_pretrained(source, use_fast=True, trust_remote_code=False))
-
-
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _hf_source(name: str, pretrained: bool) -> str:
-    """The directory or hub id of ``hf:name``; with ``pretrained`` a directory must hold safetensors weights."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"hf:{name} holds no config.json; save the model with save_pretrained(DIR)")
-        if pretrained and not any(p.name.endswith(".safetensors") or p.name.endswith(".safetensors.index.json")
-                                  for p in path.iterdir()):
-            pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLES)
-            if pickles:
-                raise ModelError(f"hf:{name} holds only pickle weights ({', '.join(pickles[:3])}), which layermod "
-                                 "never loads; convert once in trusted code: model.save_pretrained(DIR, "
-                                 "safe_serialization=True)")
-            raise ModelError(f"hf:{name} holds no .safetensors weights; drop pretrained=True for random weights")
-        return str(path)
-    if name.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(name):
-        raise ModelError(f"no directory {name!r:.80}; point hf: at a save_pretrained directory or a hub id org/name")
-    return name
-
-
-def _hf_call(name: str, build):
-    """``build()``, a transformers call; its failures as one ModelError line."""
-    try:
-        return build()
-    except ModelError:
-        raise
-    except Exception as err:  # noqa: BLE001  (transformers raises OSError, ValueError, KeyError, ...)
-        reason = one_line(err)
-        if isinstance(err, OSError) and not Path(name).expanduser().is_dir():
-            raise ModelError(f"cannot fetch hf:{name} from the Hugging Face hub ({reason}); point hf: at a local "
-                             "save_pretrained directory, or run where the hub is reachable") from None
-        raise ModelError(f"transformers cannot build hf:{name}: {reason}") from None
 
 
 def _task_of(config) -> str:
@@ -335,14 +239,3 @@ def _task_of(config) -> str:
 def _shown(kwargs: dict) -> str:
     return ", ".join(f"{key}={value!r:.30}" for key, value in kwargs.items()) or "no arguments"
 
-
-@contextlib.contextmanager
-def _quiet_hub():
-    """huggingface_hub's retry warnings off (a failed download is then our one line, not a page of retries)."""
-    logger = logging.getLogger("huggingface_hub")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

@@ -1,36 +1,6 @@
 """CIFAR-style ResNets: ``"resnet18"`` ... ``"resnet152"`` and He et al.'s ``"resnet20"`` ... ``"resnet110"``.
 
-Two families, one :class:`ResNet` class:
-
-* **ResNet18/34/50/101/152** (the common CIFAR adaptation of He et al. 2016, ImageNet depths): a 3x3 stride-1
-  stem convolution with 64 channels and **no max-pool**, four stages of 64/128/256/512 channels with strides
-  1, 2, 2, 2, :class:`BasicBlock` (18, 34) or :class:`Bottleneck` (50, 101, 152; expansion 4, stride on the 3x3
-  conv), blocks per stage [2,2,2,2], [3,4,6,3], [3,4,6,3], [3,4,23,3], [3,8,36,3]. CIFAR-10 parameter counts:
-  ResNet18 11,173,962; ResNet50 23,520,842.
-* **ResNet20/32/44/56/110** (He et al. 2016, section 4.2): a 3x3 stem with 16 channels, three stages of
-  n = (depth - 2) / 6 basic blocks with 16/32/64 channels and strides 1, 2, 2.
-
-Structure, which pruning code relies on: ``model.conv1`` / ``model.bn1`` / ``model.relu`` (the stem),
-``model.layer1`` ... ``model.layerK`` (each an ``nn.Sequential`` of blocks), ``model.avgpool``,
-``model.flatten``, ``model.fc``. Block ``j`` of stage ``i`` is ``layer{i}.{j}``; only block 0 of a stage changes
-the shape (stride or width), so every other block can be removed by rebuilding the model with a smaller
-``blocks`` count for that stage (``model.blocks`` holds the counts as built).
-
-Decisions, on purpose:
-
-* **Projection shortcuts (option B) everywhere.** When a block changes the shape its shortcut is
-  ``Conv2d(1x1, stride) -> BatchNorm2d`` (``block.shortcut.conv`` / ``.bn``), otherwise ``nn.Identity``. For the
-  ImageNet-depth models that is the usual choice. He et al.'s CIFAR ResNets used option A (zero-padded identity,
-  no parameters); option B adds two small projections, so ResNet56 has 855,770 parameters for CIFAR-10
-  instead of about 853K (the paper's "0.85M"), which changes nothing that layermod measures and makes every
-  shortcut an ordinary module a pruner can read.
-* **Measurement points.** Blocks are plain ``out + shortcut(x)`` code that :mod:`torch.fx` traces, so
-  ``layers="auto"`` gives the stem conv plus every block: ResNet18 9 points, ResNet152 51, ResNet56 28.
-* **No in-place ReLU; one module per ReLU.** Hooks must see conv and BN outputs unchanged, and each ReLU is its
-  own module (``relu1``, ``relu2`` ...) so that hooking one is called once per forward pass.
-* **Init.** Kaiming-normal (fan-out, ReLU) conv weights, BatchNorm weight 1 and bias 0, PyTorch's default for
-  ``fc``.
-* **Any input size.** Global average pooling before ``fc``; 28x28 and 32x32 inputs both work.
+The decisions behind it: docs/design.md, section layermod.models.resnet.
 """
 
 from __future__ import annotations

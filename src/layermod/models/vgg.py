@@ -1,31 +1,6 @@
 """CIFAR-style VGG with batch norm: ``"vgg11"``, ``"vgg13"``, ``"vgg16"``, ``"vgg19"``.
 
-The common CIFAR variant of Simonyan & Zisserman's VGG (configurations A, B, D, E) with a BatchNorm after every
-convolution: five stages of ``Conv3x3(padding 1) -> BatchNorm -> ReLU`` units separated by 2x2 max-pools, then
-global average pooling and one linear classifier (no 4096-wide fully connected layers). VGG16 for CIFAR-10 has
-14,724,042 parameters (14.7M).
-
-Structure (the same as ``"smallcnn"``), which pruning code relies on:
-
-* ``model.features`` is an ``nn.Sequential`` with **one child per entry of** ``model.cfg``: an int ``c`` becomes a
-  unit ``nn.Sequential(conv=Conv2d(3x3, no bias), bn=BatchNorm2d, relu=ReLU)`` with ``round(c * width)`` outputs,
-  ``"M"`` becomes ``MaxPool2d(2, ceil_mode=True)``. So ``features[i]`` is ``cfg[i]``: removing the unit
-  ``features.i`` from a model means rebuilding it with ``cfg`` minus entry ``i`` (and the same ``width``).
-* ``model.pool`` (``AdaptiveAvgPool2d(1)``), ``model.flatten``, ``model.classifier`` (the final ``nn.Linear``).
-
-Decisions, on purpose:
-
-* **Any input size.** The pools use ``ceil_mode=True`` so a side of odd length rounds up instead of down:
-  28x28 Fashion-MNIST images go 28 -> 14 -> 7 -> 4 -> 2 -> 1 through the five pools (with plain ``MaxPool2d(2)``
-  7 -> 3 -> 1 -> 0 fails), 32x32 CIFAR images go 32 -> 16 -> 8 -> 4 -> 2 -> 1 exactly as usual. Any size runs;
-  8x8 or more is the intended range.
-* **Measurement points.** ``layers="auto"`` picks every convolution's output (8 / 10 / 13 / 16 points).
-* **No conv bias, no in-place ReLU.** The BatchNorm after each conv makes a conv bias redundant; a forward hook
-  on a conv or batch-norm output must see that output, not the tensor a following in-place ReLU overwrote.
-* **Init.** Kaiming-normal (fan-out, ReLU) conv weights, BatchNorm weight 1 and bias 0, PyTorch's default for the
-  classifier.
-* **``cfg`` override.** ``cfg`` is a list of ints (base channel counts, multiplied by ``width``) and ``"M"``; it
-  replaces the named depth's configuration so a pruned VGG can be rebuilt from its checkpoint's ``arch_args``.
+The decisions behind it: docs/design.md, section layermod.models.vgg.
 """
 
 from __future__ import annotations

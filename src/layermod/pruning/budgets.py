@@ -50,7 +50,8 @@ from layermod.pruning.plans import SCORED, budget_for_cost, method_order, select
 from layermod.pruning.scores import angular_distances, method_scores
 from layermod.pruning.study import probe_batch, reinitialise
 from layermod.pruning.units import Unit, apply_plan, model_cost, unit_costs
-from layermod.training.train import TrainConfig, balanced_subset, evaluate, train
+from layermod.data.draws import balanced_subset
+from layermod.training.train import TrainConfig, evaluate, train
 from layermod.coerce import bar_disabled
 
 __all__ = ["BUDGETS", "Job", "matched_comparison", "plan_at_budget", "retrain_pruned"]

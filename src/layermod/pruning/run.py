@@ -26,7 +26,7 @@ Decisions, on purpose:
 * **The plan says how the curve was measured.** ``plan.json`` records the curve's graph and draw configs, so a
   plan can be traced to the measurement behind its verdicts.
 * **No code from files.** A dataset named by the checkpoint's sidecar may be a registered dataset or a file,
-  never ``module:function`` (see :func:`layermod.models.spec.resolve_data`); one given by the caller may be.
+  never ``module:function`` (see :func:`layermod.data.spec.resolve_data`); one given by the caller may be.
 * **The checkpoint's own data.** Without a dataset from the caller, the training data are the sidecar's
   ``dataset`` (train split) and the held-out data its ``test_dataset`` (test split; else ``dataset`` again), so
   a checkpoint trained on one table and tested on another is pruned the same way. Texts are read as the sidecar
@@ -59,7 +59,8 @@ from layermod.io.rundir import PRUNED
 from layermod.measure.config import DrawConfig, GraphConfig
 from layermod.models.cache import cached_data, cached_model
 from layermod.models.checkpoint import read_sidecar, save_checkpoint, sidecar_path
-from layermod.models.spec import resolve_data, resolve_model, text_options
+from layermod.data.spec import resolve_data
+from layermod.models.spec import resolve_model, text_options
 from layermod.models.units import removed_outputs
 from layermod.pruning.budgets import Job, matched_comparison, retrain_pruned
 from layermod.pruning.choices import FINETUNE, METHODS
@@ -67,6 +68,7 @@ from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.plans import Plan, budget_for_params, method_order, select_units
 from layermod.pruning.study import ChoiceSplit, PruningComparison, choice_split, compare_methods
 from layermod.pruning.units import Unit, apply_plan, removable_units
+from layermod.data.draws import balanced_subset
 from layermod.training.train import TrainConfig
 
 __all__ = ["FINETUNE", "PruneTarget", "choice_data", "choose_plan", "matched_study", "prepare", "prune_and_compare",
@@ -92,7 +94,7 @@ class PruneTarget:
         example: (2, ...) two test inputs (or a dict of them), to trace the model and count its costs.
         units: its removable units (empty: nothing to prune).
         test_dataset: the held-out data's specification.
-        text: the text keywords of :func:`~layermod.models.spec.resolve_data` both sets are read with
+        text: the text keywords of :func:`~layermod.data.spec.resolve_data` both sets are read with
             (``{}``: not texts).
     """
 
@@ -119,7 +121,7 @@ def prepare(weights: str | os.PathLike, *, dataset: str | None = None, data_dir:
         data_dir: folder holding the dataset files.
         test_dataset: the held-out data (default: with ``dataset``, ``dataset`` again (its test split); else the
             sidecar's).
-        text: the text keywords of :func:`~layermod.models.spec.resolve_data` (default: the sidecar's).
+        text: the text keywords of :func:`~layermod.data.spec.resolve_data` (default: the sidecar's).
 
     Raises:
         LayermodError: the checkpoint cannot be read (WeightsError), names no dataset or its data cannot be loaded

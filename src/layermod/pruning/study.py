@@ -41,7 +41,7 @@ from layermod.analysis.redundancy import Verdict
 from layermod.coerce import bar_disabled, torch_seed
 from layermod.data.arrays import ArrayDataset, dataset_labels
 from layermod.data.batches import take
-from layermod.data.draws import balanced_draws
+from layermod.data.draws import balanced_draws, balanced_subset
 from layermod.data.text import TokenDataset
 from layermod.errors import PlanError
 from layermod.extract.inputs import Batch
@@ -54,7 +54,7 @@ from layermod.pruning.choices import PROBE_SPLITS
 from layermod.pruning.plans import METHODS, SCORED, method_order, select_units
 from layermod.pruning.scores import method_scores
 from layermod.pruning.units import Unit, apply_plan, latency, model_cost
-from layermod.training.train import TrainConfig, balanced_subset, evaluate, train
+from layermod.training.train import TrainConfig, evaluate, train
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -324,7 +324,7 @@ def choice_split(train_data: Dataset, test_data: Dataset, *, probe: str = "train
     """Split the data of a prune run into what retrains, what chooses the layers and what scores.
 
     The fine-tuning takes a class-balanced subset of ``finetune_subset`` training samples (seed 0, as
-    :func:`~layermod.training.train.balanced_subset` draws it), or the whole training set; the evaluation a
+    :func:`~layermod.data.draws.balanced_subset` draws it), or the whole training set; the evaluation a
     class-balanced ``test_subset`` (seed 0) of the test data, or all of it. The choice draws from, with
     ``probe="train-heldout"``, every training sample outside the fine-tuning subset; with no subset, a
     class-balanced share of the training set drawn with ``seed``, the fine-tuning taking the rest: a tenth, or

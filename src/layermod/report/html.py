@@ -1,28 +1,6 @@
 """One self-contained HTML page, built section by section: opens anywhere, offline, with nothing to fetch.
 
-:class:`HtmlDocument` collects headings, text, notices, figures, tables, downloads and JSON data blocks, and
-renders them into a single page whose images and files are embedded as ``data:`` URIs.
-
-Decisions, on purpose:
-
-* **Plain text in, escaped always.** Every text argument is passed through :func:`html.escape` (attributes
-  included); there is no way to insert markup, so run outputs with ``<``, ``&`` or quotes in them cannot break
-  or script the page.
-* **Nothing from the network, enforced.** A Content-Security-Policy meta tag allows only ``data:`` images and
-  the page's own stylesheet and script, pinned by SHA-256 hash rather than ``'unsafe-inline'``: even markup
-  that slipped past escaping could not run a script, and any attempt to load something is refused.
-* **Reproducible bytes.** The same calls give the same page: no timestamps (put one in the subtitle if wanted),
-  insertion order kept, figures saved with fixed settings (PNG at dpi 110, ``bbox_inches="tight"``).
-* **JSON that survives ``</script>``.** :meth:`HtmlDocument.data` writes ``<``, ``>`` and ``&`` as ``\\u003c``,
-  ``\\u003e`` and ``\\u0026``, so no string can end the element or open a comment, and the element's text is
-  still plain JSON. NaN and infinities become ``null`` (``JSON.parse`` rejects them); numpy arrays and scalars
-  become lists and numbers.
-* **A check the browser fills in.** A small script runs on ``load``, checks that every image decoded and every
-  data block parses, and records ``data-render-check="ok"`` (or ``"failed: ..."``) and ``data-images="n/total"``
-  on ``<body>``; it starts as ``"pending"``, so a page whose script never ran does not pass.
-* **Anchors are safe and stable.** Section anchors are derived from the title (ASCII letters, digits and
-  hyphens, numbered when repeated); the ``data-`` prefix belongs to data blocks and ``contents`` to the table
-  of contents. An explicit anchor that is unsafe or taken is an error, since links to it would break.
+The decisions behind it: docs/design.md, section layermod.report.html.
 """
 
 from __future__ import annotations

@@ -1,29 +1,6 @@
 """Run directories -> one self-contained HTML page (``layermod report``).
 
-Every layermod command writes one run directory with JSON as the source of truth. The report reads what each
-directory holds, redraws every figure from the JSON (so pictures and numbers agree), and embeds the files the
-numbers came from as downloads, so the page needs no network and nothing beside it. A JSON block
-(``<script type="application/json" id="data-contents">``) lists what each run showed and what was left out.
-
-What is recognised, in the order shown: the checkpoint sidecar (``best.json``) and ``metrics.csv``, the curve
-with its redundancy verdicts (``curve.json``), 2-D views and kNN graphs (``embedding.json``), training
-dynamics (``dynamics.json``), clean vs attacked curves (``attack.json``), D and CKA heat maps
-(``compare.json``), pruning (``plan.json``, ``comparison.json``) and ``eval.json``. One registry,
-:data:`KNOWN_FILES`, says it all: for each file name (:mod:`layermod.io.rundir`) a :class:`Section` with the
-loader of its result type, the function that shows the result and the files offered for download beside it.
-
-Bad input, on purpose: a run directory that is missing or holds none of these files, and any file that cannot
-be read, is reported (a notice in the page and one line in the returned list) while everything readable is
-still shown. Only when nothing at all is readable is no page written (:class:`ReportError`).
-
-* **Checked by the loaders.** Every file is read by its result type's loader, which refuses what cannot be
-  (Q outside modularity's range, lengths that disagree, accuracies above 1, absurd sizes; see
-  :mod:`layermod.io.validate`) in one line naming the file; the sidecar and ``metrics.csv``, which have no
-  result type, are checked here.
-* **One file fails alone.** Each file is added inside :meth:`HtmlDocument.all_or_nothing`, and *any* exception
-  (a memory error while drawing included) leaves that file out whole, with a notice, and goes on with the next;
-  a reason from outside layermod is cut to :data:`~layermod.io.validate.REASON_CHARS` characters.
-* **Names as they are.** Figures draw layer and class names literally, shortened; tables show them whole.
+The decisions behind it: docs/design.md, section layermod.report.page.
 """
 
 from __future__ import annotations
@@ -392,7 +369,7 @@ def _check_together(run: Path, present: list[str]) -> None:
 
 def _reason(err: Exception) -> str:
     """One line on why an item failed: a :class:`LayermodError`'s message (whose quotes of file content are
-    already cut), else the error's type and its message cut to :data:`~layermod.validate.REASON_CHARS`."""
+    already cut), else the error's type and its message cut to :data:`~layermod.io.validate.REASON_CHARS`."""
     if isinstance(err, LayermodError):
         return str(err)
     message = shorten(str(err), limit=REASON_CHARS)

@@ -1,49 +1,6 @@
 """Run one function over many items: in this process, in warm worker processes, or on warm Ray actors.
 
-:func:`run_items` calls ``fn(**kwargs)`` once per ``(id, kwargs)`` item and returns one :class:`ItemResult` per
-item, in the items' order: the small JSON-able dict ``fn`` returned, or the one-line error it raised. It knows
-nothing of curves: a sweep of curves, the checkpoints of a training run and a grid of fine-tunes all run through
-it. ::
-
-    from layermod.sweep.executor import Resources, run_items
-
-    results = run_items(fine_tune, [("l1-s0", {"method": "l1", "seed": 0}), ...], backend="ray",
-                        resources=Resources(num_cpus=1, num_gpus=0), threads=1)
-    failed = [r for r in results if not r.ok]
-
-Backends:
-
-* ``"local"`` with ``workers`` None or 1: every item in this process, one after another.
-* ``"local"`` with ``workers=N`` > 1: N spawned worker processes (no forked torch or CUDA state), each alive for
-  the whole call (:mod:`~layermod.sweep.processes`).
-* ``"ray"``: one Ray actor per worker, each reserving ``resources``' ``num_cpus`` / ``num_gpus`` for the whole
-  call (:mod:`~layermod.sweep.rayworkers`): as many as the cluster fits, at most ``workers``. Without
-  ``address`` (or the ``RAY_ADDRESS`` variable) an embedded local Ray is started for the call (``workers``
-  CPUs, else all of them) and stopped after it; with one, the call joins that cluster (``"auto"``: the cluster
-  started on this machine by ``ray start``). Ray is an optional extra: ``pip install "layermod[ray]"``.
-
-Decisions, on purpose:
-
-* **Inputs travel by name.** ``fn`` must be a top-level function of a module or of the main script (checked,
-  for the process and Ray backends): workers find it by name. Items carry options, never data: each call
-  loads its own model and data, and returns only a small result, so nothing bulky crosses the Ray object
-  store; on several machines the paths an item names must exist on every one of them.
-* **Warm workers.** A worker imports torch, layermod and ``fn``'s module once and runs item after item, one at
-  a time, inside one :func:`~layermod.models.cache.cache_scope` (this process too, for the call's length), so
-  an item that loads its checkpoint or dataset with :func:`~layermod.models.cache.cached_model` /
-  :func:`~layermod.models.cache.cached_data` finds what the worker's earlier items loaded, as its own copy.
-  Results do not depend on which worker ran an item, or after which items.
-* **Same directory everywhere.** Every call runs in the caller's working directory (it must exist on every
-  node), so relative paths in the items mean the same for every worker as for the caller.
-* **Threads.** ``threads`` caps torch's intra-op threads in each call (restored afterwards in this process);
-  None keeps torch's default in this process and gives each process or actor ``num_cpus`` threads (at least
-  1), so N workers do not each start one thread per core.
-* **Failures are results.** An exception raised by ``fn`` becomes ``ItemResult(ok=False, error=one line)``
-  and the other items go on; it is never retried (it would only fail again). A worker that dies is not the
-  item's fault, and takes only the one item it was running: a lost Ray actor's item runs again on another
-  actor, up to ``max_retries`` times; a local worker process that dies fails its item, with the reason. Either
-  way a new worker takes the dead one's place and the other items go on. ``KeyboardInterrupt`` stops the whole
-  run: every worker is stopped and the items not yet run are dropped.
+The decisions behind it: docs/design.md, section layermod.sweep.executor.
 """
 
 from __future__ import annotations
@@ -108,7 +65,7 @@ def run_items(
         address: Ray: the cluster to join (default ``RAY_ADDRESS``, else an embedded one).
         resources: what each worker reserves (default 1 CPU, no GPU); refused before any item runs unless this
             machine (local) or a node of the cluster (Ray) has it.
-        threads: torch threads per call (see the module doc); None: this process's default, or one per reserved
+        threads: torch threads per call (see docs/design.md); None: this process's default, or one per reserved
             CPU in a worker.
         max_retries: Ray: reruns of an item whose actor or node died.
         on_result: called in this process with each result as it arrives (completion order), e.g. to record it.

@@ -60,67 +60,89 @@ def _serve(conn: Connection) -> None:
 def run_processes(calls: list[Call], workers: int, on_result: Callable[[ItemResult], None] | None
                   ) -> dict[str, ItemResult]:
     """Each call on one of ``workers`` warm spawned processes; results by id (``on_result`` as they arrive)."""
-    context = multiprocessing.get_context("spawn")
-    todo = deque(calls)
-    busy: dict[Connection, tuple[multiprocessing.process.BaseProcess, Call]] = {}
-    idle: list[tuple[Connection, multiprocessing.process.BaseProcess]] = []
-    started: list[tuple[Connection, multiprocessing.process.BaseProcess]] = []
-    results: dict[str, ItemResult] = {}
+    pool = _Pool(deque(calls), on_result)
     finished = False
+    try:
+        for _ in range(min(workers, len(calls))):
+            pool.feed(*pool.start())
+        while pool.busy:
+            for conn in wait(list(pool.busy)):
+                pool.receive(conn)
+        pool.release_idle()
+        finished = True
+    finally:  # on an interrupt, or after an error here: no worker outlives the run
+        pool.close(terminate=not finished)
+    return pool.results
 
-    def settle(result: ItemResult) -> None:
-        results[result.id] = result
-        if on_result is not None:
-            on_result(result)
 
-    def start() -> tuple[Connection, multiprocessing.process.BaseProcess]:
-        mine, theirs = context.Pipe()
-        process = context.Process(target=_serve, args=(theirs,), daemon=True, name="layermod-worker")
+_Worker = tuple[Connection, multiprocessing.process.BaseProcess]
+
+
+class _Pool:
+    """Warm spawned workers; each is fed the next call when it gives back its last result, and one that dies is
+    replaced while calls are left."""
+
+    def __init__(self, todo: deque[Call], on_result: Callable[[ItemResult], None] | None) -> None:
+        self.context = multiprocessing.get_context("spawn")
+        self.todo, self.on_result = todo, on_result
+        self.busy: dict[Connection, tuple[multiprocessing.process.BaseProcess, Call]] = {}
+        self.idle: list[_Worker] = []
+        self.started: list[_Worker] = []
+        self.results: dict[str, ItemResult] = {}
+
+    def settle(self, result: ItemResult) -> None:
+        self.results[result.id] = result
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def start(self) -> _Worker:
+        mine, theirs = self.context.Pipe()
+        process = self.context.Process(target=_serve, args=(theirs,), daemon=True, name="layermod-worker")
         process.start()
         theirs.close()  # the worker holds the only other end: its death is EOF here
-        started.append((mine, process))
+        self.started.append((mine, process))
         return mine, process
 
-    def feed(conn: Connection, process) -> None:
-        while todo:
-            call = todo.popleft()
+    def feed(self, conn: Connection, process: multiprocessing.process.BaseProcess) -> None:
+        while self.todo:
+            call = self.todo.popleft()
             try:
                 conn.send(call)
             except OSError:  # died before it could take the item (e.g. while starting)
-                settle(ItemResult(call.item_id, False, value=None, error=_died(process)))
+                self.settle(ItemResult(call.item_id, False, value=None, error=_died(process)))
                 conn.close()
-                conn, process = start()
+                conn, process = self.start()
                 continue
-            busy[conn] = (process, call)
+            self.busy[conn] = (process, call)
             return
-        idle.append((conn, process))
+        self.idle.append((conn, process))
 
-    try:
-        for _ in range(min(workers, len(calls))):
-            feed(*start())
-        while busy:
-            for conn in wait(list(busy)):
-                process, call = busy.pop(conn)
-                try:
-                    result = conn.recv()
-                except (EOFError, OSError):
-                    result = None
-                if result is None:
-                    conn.close()
-                    settle(ItemResult(call.item_id, False, value=None, error=_died(process)))
-                    if todo:
-                        feed(*start())
-                else:
-                    settle(result)
-                    feed(conn, process)
-        for conn, _ in idle:
+    def receive(self, conn: Connection) -> None:
+        """The result of the worker at ``conn`` (a failed item if it died), and its next call."""
+        process, call = self.busy.pop(conn)
+        try:
+            result = conn.recv()
+        except (EOFError, OSError):
+            result = None
+        if result is None:
+            conn.close()
+            self.settle(ItemResult(call.item_id, False, value=None, error=_died(process)))
+            if self.todo:
+                self.feed(*self.start())
+        else:
+            self.settle(result)
+            self.feed(conn, process)
+
+    def release_idle(self) -> None:
+        """Tell the idle workers to exit."""
+        for conn, _ in self.idle:
             with contextlib.suppress(OSError):
                 conn.send(None)
-        finished = True
-    finally:  # on an interrupt, or after an error here: no worker outlives the run
-        for conn, process in started:
-            if not finished and process.is_alive():
+
+    def close(self, *, terminate: bool) -> None:
+        """Join every worker started (terminating live ones first with ``terminate``) and close its pipe."""
+        for conn, process in self.started:
+            if terminate and process.is_alive():
                 process.terminate()
             process.join()
             conn.close()
-    return results

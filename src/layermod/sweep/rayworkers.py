@@ -107,76 +107,93 @@ def run_ray(calls: list[Call], address: str | None, workers: int | None, resourc
 def _feed(ray, calls: list[Call], count: int, resources: Resources, max_retries: int, on_result,
           actors: list) -> dict[str, ItemResult]:
     """Start ``count`` actors (listed in ``actors``) and give each free one the next call until all are done."""
-    worker = ray.remote(_Worker).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_restarts=0)
-    todo, tries = deque(calls), Counter()
-    starting: dict = {}  # ready() ref -> actor
-    running: dict = {}  # run() ref -> (actor, call)
-    idle: list = []
-    results: dict[str, ItemResult] = {}
-    why_not = "none was placed"
-
-    def start() -> None:
-        actor = worker.remote()
-        actors.append(actor)
-        starting[actor.ready.remote()] = actor
-
-    def give(actor) -> None:
-        if todo:
-            call = todo.popleft()
-            running[actor.run.remote(call)] = (actor, call)
-        else:
-            idle.append(actor)
-
-    def settle(result: ItemResult) -> None:
-        results[result.id] = result
-        if on_result is not None:
-            on_result(result)
-
+    feeder = _Feeder(ray, deque(calls), resources, max_retries, on_result, actors)
     for _ in range(count):
-        start()
+        feeder.start()
     waited = 0.0
-    while running or (todo and starting):
-        done, _ = ray.wait([*running, *starting], num_returns=1, timeout=NOTICE_S)
+    while feeder.running or (feeder.todo and feeder.starting):
+        done, _ = ray.wait([*feeder.running, *feeder.starting], num_returns=1, timeout=NOTICE_S)
         if not done:
-            if not running and not idle:
+            if not feeder.running and not feeder.idle:
                 waited += NOTICE_S
                 free = ray.available_resources()
-                warnings.warn(f"waited {waited:.0f} s for Ray to start any of {len(starting)} workers (num_cpus="
-                              f"{resources.num_cpus:g}, num_gpus={resources.num_gpus:g} each); the cluster has "
-                              f"{free.get('CPU', 0):g} CPUs and {free.get('GPU', 0):g} GPUs free: other work holds "
-                              "them", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"waited {waited:.0f} s for Ray to start any of {len(feeder.starting)} workers "
+                              f"(num_cpus={resources.num_cpus:g}, num_gpus={resources.num_gpus:g} each); the "
+                              f"cluster has {free.get('CPU', 0):g} CPUs and {free.get('GPU', 0):g} GPUs free: "
+                              "other work holds them", RuntimeWarning, stacklevel=2)
             continue
         for ref in done:
-            if ref in starting:
-                actor = starting.pop(ref)
-                try:
-                    ray.get(ref)
-                    give(actor)
-                except ray.exceptions.RayError as err:  # could not start: not asked for again
-                    why_not = error_line(err)
-                continue
-            actor, call = running.pop(ref)
-            try:
-                settle(ray.get(ref))
-                give(actor)
-            except ray.exceptions.RayActorError as err:  # the worker or its node was lost
-                start()
-                tries[call.item_id] += 1
-                if tries[call.item_id] <= max_retries:
-                    todo.appendleft(call)
-                    if idle:
-                        give(idle.pop())
-                else:
-                    times = "" if tries[call.item_id] == 1 else f", {tries[call.item_id]} times"
-                    settle(ItemResult(call.item_id, False, value=None,
-                                      error=f"its Ray worker was lost ({type(err).__name__}"
-                                      f"{times}); run it again"))
-            except ray.exceptions.RayError as err:  # e.g. the item's result could not be sent back
-                settle(ItemResult(call.item_id, False, value=None,
-                                  error=f"its Ray worker failed ({error_line(err)[:150]})"))
-                give(actor)
-    for call in todo:  # every actor is gone and none could start
-        settle(ItemResult(call.item_id, False, value=None,
-                          error=f"no Ray worker could start ({why_not[:150]}); check that "
-                          "layermod imports on every node"))
-    return results
+            if ref in feeder.starting:
+                feeder.ready(ref)
+            else:
+                feeder.returned(ref)
+    for call in feeder.todo:  # every actor is gone and none could start
+        feeder.settle(ItemResult(call.item_id, False, value=None,
+                                 error=f"no Ray worker could start ({feeder.why_not[:150]}); check that "
+                                 "layermod imports on every node"))
+    return feeder.results
+
+
+class _Feeder:
+    """The actors of one run and the calls left: started actors get the next call, lost ones are replaced and
+    their call retried up to ``max_retries`` times."""
+
+    def __init__(self, ray, todo: deque[Call], resources: Resources, max_retries: int, on_result,
+                 actors: list) -> None:
+        self.ray, self.todo, self.max_retries, self.on_result, self.actors = ray, todo, max_retries, on_result, actors
+        self.worker = ray.remote(_Worker).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
+                                                  max_restarts=0)
+        self.tries: Counter = Counter()
+        self.starting: dict = {}  # ready() ref -> actor
+        self.running: dict = {}  # run() ref -> (actor, call)
+        self.idle: list = []
+        self.results: dict[str, ItemResult] = {}
+        self.why_not = "none was placed"
+
+    def start(self) -> None:
+        actor = self.worker.remote()
+        self.actors.append(actor)
+        self.starting[actor.ready.remote()] = actor
+
+    def give(self, actor) -> None:
+        if self.todo:
+            call = self.todo.popleft()
+            self.running[actor.run.remote(call)] = (actor, call)
+        else:
+            self.idle.append(actor)
+
+    def settle(self, result: ItemResult) -> None:
+        self.results[result.id] = result
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def ready(self, ref) -> None:
+        """An actor started (it gets a call) or could not start (it is not asked for again)."""
+        actor = self.starting.pop(ref)
+        try:
+            self.ray.get(ref)
+            self.give(actor)
+        except self.ray.exceptions.RayError as err:
+            self.why_not = error_line(err)
+
+    def returned(self, ref) -> None:
+        """A call came back: its result, or a lost worker (replaced, the call retried) or a failed one."""
+        actor, call = self.running.pop(ref)
+        try:
+            self.settle(self.ray.get(ref))
+            self.give(actor)
+        except self.ray.exceptions.RayActorError as err:  # the worker or its node was lost
+            self.start()
+            self.tries[call.item_id] += 1
+            if self.tries[call.item_id] <= self.max_retries:
+                self.todo.appendleft(call)
+                if self.idle:
+                    self.give(self.idle.pop())
+            else:
+                times = "" if self.tries[call.item_id] == 1 else f", {self.tries[call.item_id]} times"
+                self.settle(ItemResult(call.item_id, False, value=None,
+                                       error=f"its Ray worker was lost ({type(err).__name__}{times}); run it again"))
+        except self.ray.exceptions.RayError as err:  # e.g. the item's result could not be sent back
+            self.settle(ItemResult(call.item_id, False, value=None,
+                                   error=f"its Ray worker failed ({error_line(err)[:150]})"))
+            self.give(actor)

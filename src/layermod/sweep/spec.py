@@ -1,43 +1,6 @@
 """Sweep specifications: a TOML file of options, expanded into items with stable ids.
 
-A spec names the long options of one command (``layermod curve``) without their dashes::
-
-    [defaults]                      # every item's options
-    model = "resnet20"
-    dataset = "cifar10"
-    n-per-class = 50
-
-    [grid]                          # their product: 3 checkpoints x 3 k x 2 seeds = 18 items
-    weights = "runs/r20/checkpoints/*.safetensors"     # a string in [grid]: a glob of files, sorted
-    k = [3, 5, 7]
-    seed = [0, 1]
-
-    [[run]]                         # extra items: options over the defaults
-    k = 10
-    layers = [0, -1]
-
-    [resources]                     # per worker (Ray actor): num-cpus, num-gpus; torch threads per item
-    num-cpus = 1
-    threads = 1
-
-Decisions, on purpose:
-
-* **Checked whole, before anything runs.** Unknown tables and keys (naming the valid ones), values of the wrong
-  TOML type, an empty list, a glob that matches no file and more than :data:`MAX_SPEC_ITEMS` items are each one
-  :class:`SweepError` line; the item count is checked before the grid is expanded. The spec file is read only
-  up to :data:`MAX_SPEC_BYTES`. What the command then makes of the values (``k = "x"``) is its own check
-  (:mod:`layermod.cli.sweep` parses every item's options with the command's parser before running any).
-* **Values.** A flag is ``true`` / ``false``; an option given more than once (``arch-arg``) is a table
-  (``arch-arg = {depth = 2}``, each entry ``KEY=VALUE`` with the value as JSON) or a list of ``"KEY=VALUE"``
-  strings; any other option a string, a number, or a list of them joined by commas (``layers = [0, -1]``).
-  In ``[grid]`` every key holds a list of alternatives (or a glob string); ``[[run]]`` entries and
-  ``[defaults]`` hold single values.
-* **Items.** ``[grid]`` gives the product of its lists over the defaults (none: the defaults alone, unless
-  ``[[run]]`` entries are given), then one item per ``[[run]]`` entry; items with the same resolved options
-  are one item. Relative paths stay as written: they are read from the working directory of the command.
-* **Stable ids.** An item's id is ``SLUG-HASH``: ``HASH``, 10 hex digits of the SHA-256 of its resolved
-  options as canonical JSON, depends on nothing else; ``SLUG`` shows the values of the options that vary
-  between the spec's items (``k-5_seed-1``, files by their stem), for people. Items are ordered by id.
+The decisions behind it: docs/design.md, section layermod.sweep.spec.
 """
 
 from __future__ import annotations
@@ -80,7 +43,7 @@ class Item:
     """One item of a sweep.
 
     Attributes:
-        id: ``SLUG-HASH`` (see the module doc).
+        id: ``SLUG-HASH`` (see docs/design.md).
         options: the resolved options, spec key -> TOML value, keys sorted.
     """
 
@@ -132,7 +95,7 @@ def load_spec(path: str | os.PathLike, options: Mapping[str, OptionKind],
     """Read, check and expand the TOML spec at ``path`` whose option keys are ``options`` (name -> kind).
 
     Raises:
-        SweepError: a file that cannot be read or is not TOML, or any problem the module doc lists.
+        SweepError: a file that cannot be read or is not TOML, or any problem docs/design.md lists.
     """
     path = Path(path)
     try:
@@ -182,7 +145,7 @@ def parse_spec(data: Mapping[str, object], options: Mapping[str, OptionKind], *,
 
 
 def to_argv(options: Mapping[str, object], kinds: Mapping[str, OptionKind]) -> list[str]:
-    """Command-line arguments of checked ``options`` (see the module doc for how values are written)."""
+    """Command-line arguments of checked ``options`` (see docs/design.md for how values are written)."""
     argv: list[str] = []
     for key, value in options.items():
         flag = f"--{key}"
@@ -222,7 +185,7 @@ def _options(table: Mapping[str, object], options: Mapping[str, OptionKind], whe
 
 
 def _value(key: str, value: object, kind: OptionKind, where: str, source: str) -> _Value:
-    """``value`` checked against the option's kind (see the module doc)."""
+    """``value`` checked against the option's kind (see docs/design.md)."""
     scalar = (str, int, float)
     if kind == "flag":
         ok = isinstance(value, bool)

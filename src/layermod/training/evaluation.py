@@ -29,7 +29,8 @@ from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file
 from layermod.io.rundir import EVAL_JSON
 from layermod.io.validate import mapping, number, required, text
 from layermod.models.commit import sidecar_path
-from layermod.models.spec import resolve_data, text_options
+from layermod.data.spec import resolve_data
+from layermod.models.spec import text_options
 from layermod.training.train import check_model_fits, evaluate
 
 __all__ = ["Evaluation", "evaluate_checkpoint"]
@@ -119,7 +120,7 @@ def evaluate_checkpoint(
 ) -> Evaluation:
     """The accuracy of a checkpoint's ``model`` (with its sidecar ``meta``, read from ``weights``) on
     ``dataset``'s ``split``, by default on the data the sidecar names (see the module doc); ``text``: the text
-    keywords of :func:`~layermod.models.spec.resolve_data` (default: the sidecar's).
+    keywords of :func:`~layermod.data.spec.resolve_data` (default: the sidecar's).
 
     Raises:
         DatasetError: no dataset given and none in the sidecar, or data that cannot be loaded.

@@ -1,43 +1,6 @@
 """A training run on disk: checkpoints and metrics every epoch, exact resume, optional curve tracking.
 
-:func:`fit` trains with :mod:`layermod.train` (same seeding, schedules and augmentation) and keeps the run in a
-directory. It writes there:
-
-* ``metrics.csv``: one row per epoch, columns epoch, lr (the rate of the epoch's first step), train_loss,
-  train_acc, test_acc, seconds (training pass plus evaluation);
-* ``last.safetensors`` + ``last.json`` after every epoch, ``best.safetensors`` + ``best.json`` whenever the test
-  accuracy beats every earlier epoch (layermod checkpoints: :func:`~layermod.checkpoint.load_checkpoint` reads
-  them); the sidecars hold the caller's ``meta`` (architecture, dataset, normalisation, ...), ``training`` (the
-  full config), ``tracking``, ``seed``, ``torch_threads`` (``torch.get_num_threads()`` of the process that
-  trained the epoch: training depends on it; a resumed run records its own), ``epoch``, ``accuracy`` (that
-  epoch's test accuracy), ``best_epoch``, ``best_accuracy`` and the ``history`` rows so far;
-* ``last-optimizer.safetensors``: the optimizer's state by parameter name (SGD's momentum buffer under the
-  name itself, AdamW's ``NAME:exp_avg``, ``NAME:exp_avg_sq`` and ``NAME:step``), so that resuming is exact;
-* with tracking, ``dynamics.json`` + ``dynamics.png`` (:mod:`layermod.dynamics`), measured by a
-  :class:`~layermod.training.tracker.CurveTracker` on a probe drawn from the test data.
-
-And, on purpose:
-
-* **Nothing half-written.** Every file is written under a temporary name and renamed. Per epoch the order is
-  best.* (one checkpoint commit), dynamics.*, then last.* with the optimizer's state as its companion file (one
-  commit: ``last.json`` records the SHA-256 of ``last.safetensors`` and ``last-optimizer.safetensors`` and
-  commits the epoch, see :mod:`layermod.checkpoint`); metrics.csv is rewritten from the committed history after
-  it. SIGINT and SIGTERM arriving while an epoch is being saved are held until it is saved. A process killed
-  outright at any point leaves ``last.*`` at the previous epoch or at this one, never in between, so a resume
-  loses at most the epoch in progress and continues exactly; a ``best.*`` committed ahead of ``last.*`` is
-  rewritten identically when the epoch is trained again. Starting or resuming tidies the run directory first:
-  interrupted checkpoint saves are settled and stale temporaries of metrics.csv and dynamics.* are deleted.
-* **Resume.** ``resume=True`` continues from ``last.*``: weights, optimizer state, history, best accuracy and
-  tracked epochs (later ones, saved before an interruption, are dropped). Files that do not match the digests
-  in ``last.json`` (damaged, or copied from elsewhere) are refused with one line naming the files to delete; a
-  run saved before the digests covered the file bytes (checkpoint version 1) is checked against its digests of
-  the tensors. The settings must equal the saved run's: the ``meta`` except ``data_dir`` and ``device``, the
-  training config except ``epochs`` and ``num_workers``, and the tracking. ``epochs`` may grow; under a cosine
-  schedule the decay is then re-planned over the new total from the resumed step. Without ``resume`` a
-  directory that already holds a run is refused, never overwritten.
-* **Logging.** ``log`` sees an epoch's scalars before its files are committed, so a sink that keeps events by
-  step (TensorBoard with ``purge_step``) can drop, on resume, those of an epoch that was logged but never
-  committed.
+The decisions behind it: docs/design.md, section layermod.training.fit.
 """
 
 from __future__ import annotations
@@ -101,7 +64,7 @@ def fit(
     progress: bool | str = "auto",
     log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[dict]:
-    """Train ``model`` as a run in ``out``: checkpoints and metrics every epoch, resumable (see module doc).
+    """Train ``model`` as a run in ``out``: checkpoints and metrics every epoch, resumable (see docs/design.md).
 
     Args:
         model: the classifier, freshly initialised (or any weights: resuming replaces them), on its device.
@@ -110,7 +73,7 @@ def fit(
         config: see :class:`TrainConfig`; validated first.
         out: the run directory, created when the first files are written.
         meta: JSON-serialisable description written into every sidecar and compared on resume. For
-            :func:`~layermod.checkpoint.load_checkpoint` to rebuild the model it holds ``"arch"`` and
+            :func:`~layermod.models.checkpoint.load_checkpoint` to rebuild the model it holds ``"arch"`` and
             ``"arch_args"``; the CLI adds the dataset, normalisation, subset and sizes.
         track: measure the modularity curve on a fixed test probe at epoch 0, every ``track.every`` epochs and at
             the last epoch, into ``dynamics.json`` / ``dynamics.png``; ``None``: no tracking.
@@ -130,44 +93,16 @@ def fit(
             already holding a run (without ``resume``), nothing to resume, or settings differing from the saved
             run (one line naming them).
     """
-    config.validate()
-    if track is not None:
-        track.validate()
-    n_train = dataset_length(train_data, "training data")
-    dataset_length(test_data, "test data")
+    saved, meta, tracking = _check_run(model, train_data, test_data, config, Path(out), meta=meta, track=track,
+                                       resume=resume)
     out = Path(out)
-    meta = _plain_meta(meta)
-    tracking = track.to_dict() if track is not None else None
-    saved = _saved_run(out, resume)
-    if saved is not None:
-        differences = _differences(_settings(saved), _settings({**meta, "training": config.to_dict(),
-                                                                "tracking": tracking}))
-        if differences:
-            raise TrainError(f"cannot resume {out}: the settings differ from the saved run ({'; '.join(differences)}); "
-                             "repeat the saved settings (only epochs may change) or choose another output directory")
-    check_model_fits(model, train_data, what="the training data")
-    check_model_fits(model, test_data, what="the test data")
     _tidy(out)
-    steps = num_batches(n_train, config.batch_size)
+    steps = num_batches(dataset_length(train_data, "training data"), config.batch_size)
     optimizer = make_optimizer(model, config)
     tracker = None
     if track is not None:
         tracker = CurveTracker(test_data, track=track, dataset=meta.get("test_dataset", meta.get("dataset")))
-    if saved is not None:
-        history, best = _restore(model, optimizer, out, saved)
-        if tracker is not None:
-            tracker.resume(Dynamics.load(out), history[-1]["epoch"])
-        _write_metrics(out / METRICS_CSV, history)
-        if progress:
-            tqdm.write(f"resuming {out} after epoch {history[-1]['epoch']}")
-    else:
-        history, best = [], None
-        if tracker is not None:
-            curve = tracker.measure(model, 0, accuracy=evaluate(model, test_data))
-            _log(log, 0, {"test_acc": tracker.dynamics.test_acc[0], **tracker.scalars(curve)})
-        ensure_writable_dir(out)
-        if tracker is not None:
-            tracker.save(out)
+    history, best = _begin(model, optimizer, test_data, out, saved, tracker=tracker, log=log, progress=progress)
     done = history[-1]["epoch"] if history else 0
     for epoch in range(done + 1, config.epochs + 1):
         lr = lr_at((epoch - 1) * steps, steps * config.epochs, config)
@@ -184,15 +119,67 @@ def fit(
         sidecar = {**meta, "training": config.to_dict(), "tracking": tracking, "seed": config.seed,
                    "torch_threads": torch.get_num_threads(), "epoch": epoch, "accuracy": row["test_acc"],
                    "best_epoch": best[0], "best_accuracy": best[1], "history": history}
-        with _interrupts_held():
-            if improved:
-                save_checkpoint(model, out / (BEST + WEIGHTS_SUFFIX), sidecar)
-            if tracked:
-                tracker.save(out)
-            _save_last(model, optimizer, out, sidecar)
-            _write_metrics(out / METRICS_CSV, history)
+        _commit_epoch(model, optimizer, out, sidecar, best=improved, tracker=tracker if tracked else None)
     model.eval()
     return history
+
+
+def _check_run(model: nn.Module, train_data: Dataset, test_data: Dataset, config: TrainConfig, out: Path, *,
+               meta: dict | None, track: TrackConfig | None, resume: bool) -> tuple[dict | None, dict, dict | None]:
+    """(the saved run's last sidecar or None, ``meta`` as plain JSON, the tracking settings) once the settings,
+    the data and the model are checked, and a resumed run's settings are the saved ones."""
+    config.validate()
+    if track is not None:
+        track.validate()
+    dataset_length(train_data, "training data")
+    dataset_length(test_data, "test data")
+    meta = _plain_meta(meta)
+    tracking = track.to_dict() if track is not None else None
+    saved = _saved_run(out, resume)
+    if saved is not None:
+        differences = _differences(_settings(saved), _settings({**meta, "training": config.to_dict(),
+                                                                "tracking": tracking}))
+        if differences:
+            raise TrainError(f"cannot resume {out}: the settings differ from the saved run ({'; '.join(differences)}); "
+                             "repeat the saved settings (only epochs may change) or choose another output directory")
+    check_model_fits(model, train_data, what="the training data")
+    check_model_fits(model, test_data, what="the test data")
+    return saved, meta, tracking
+
+
+def _begin(model: nn.Module, optimizer: torch.optim.Optimizer, test_data: Dataset, out: Path, saved: dict | None, *,
+           tracker: CurveTracker | None, log: Callable[[int, dict[str, float]], None] | None,
+           progress: bool | str) -> tuple[list[dict], tuple | None]:
+    """(history, (best epoch, its accuracy)) to go on from: the saved run's, restored into ``model`` and
+    ``optimizer``, or a new run's (with tracking, its epoch 0 measured and saved)."""
+    if saved is not None:
+        history, best = _restore(model, optimizer, out, saved)
+        if tracker is not None:
+            tracker.resume(Dynamics.load(out), history[-1]["epoch"])
+        _write_metrics(out / METRICS_CSV, history)
+        if progress:
+            tqdm.write(f"resuming {out} after epoch {history[-1]['epoch']}")
+        return history, best
+    if tracker is not None:
+        curve = tracker.measure(model, 0, accuracy=evaluate(model, test_data))
+        _log(log, 0, {"test_acc": tracker.dynamics.test_acc[0], **tracker.scalars(curve)})
+    ensure_writable_dir(out)
+    if tracker is not None:
+        tracker.save(out)
+    return [], None
+
+
+def _commit_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, sidecar: dict, *, best: bool,
+                  tracker: CurveTracker | None) -> None:
+    """The epoch's files as one step, interrupts held: best.* when it is the best, the tracker's dynamics when
+    given, last.* and metrics.csv."""
+    with _interrupts_held():
+        if best:
+            save_checkpoint(model, out / (BEST + WEIGHTS_SUFFIX), sidecar)
+        if tracker is not None:
+            tracker.save(out)
+        _save_last(model, optimizer, out, sidecar)
+        _write_metrics(out / METRICS_CSV, sidecar["history"])
 
 
 def _log(log: Callable[[int, dict[str, float]], None] | None, epoch: int, scalars: dict) -> None:
@@ -289,7 +276,7 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, save
 
 
 def _optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """The optimizer's state tensors on the CPU by parameter name (see the module doc; parameters without state
+    """The optimizer's state tensors on the CPU by parameter name (see docs/design.md; parameters without state
     are left out)."""
     tensors = {}
     for name, param in model.named_parameters():

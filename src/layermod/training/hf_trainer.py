@@ -7,32 +7,7 @@
     ModularityTrainerCallback(trainer, eval_data, track=TrackConfig(every=1), accuracy="eval_accuracy")
     trainer.train()   # output_dir/dynamics.json and dynamics.png; eval/modularity/<layer> in TensorBoard
 
-The twin of :mod:`layermod.training.lightning`: it only observes and logs; the measuring is a
-:class:`~layermod.training.tracker.CurveTracker`'s (a fixed probe, the model's modes and the random generators
-left as they were). Dict batches (``input_ids``, ``attention_mask``, ...) go to the model as keyword arguments
-(:mod:`layermod.extract.inputs`).
-
-Decisions, on purpose:
-
-* **Given the trainer.** The callback is built with the trainer and adds itself to it, because a
-  ``TrainerCallback`` is not handed the trainer, and ``Trainer.log`` is the one way to reach every integration
-  ``report_to`` names (TensorBoard, W&B, ...) and ``state.log_history``.
-* **When.** Epoch 0 at ``on_train_begin`` of a run that starts from scratch; then at ``on_evaluate`` of the
-  evaluation that closes an epoch (``eval_strategy="epoch"``, required: another strategy is refused when
-  training begins), every ``track.every`` epochs and at the last epoch. Epoch ``e`` is the model after ``e``
-  epochs (``state.epoch``); an evaluation after training (``trainer.evaluate()``) measures nothing new.
-* **Names.** The scalars are logged as ``eval_modularity/<layer>`` (mean Q), so that HF's integrations, which
-  file ``eval_*`` keys under ``eval/`` and every other key under ``train/``, show them as
-  ``eval/modularity/<layer>`` beside ``eval/loss``: the probe is drawn from the evaluation data. Their step is
-  the trainer's (``state.global_step``, as for every HF metric); ``dynamics.json`` holds the epochs.
-* **Files.** ``dynamics.json`` + ``dynamics.png`` are rewritten (atomically) at every measured epoch into
-  ``out``, by default ``args.output_dir``; on rank zero only (the measuring too).
-* **Accuracy.** ``accuracy`` names a key of the evaluation's metrics (``"eval_accuracy"`` from your
-  ``compute_metrics``), in [0, 1]; without it the accuracy is unknown (NaN).
-* **Resume.** ``train(resume_from_checkpoint=...)`` continues the ``dynamics.json`` found in ``out``, its
-  epochs after the checkpoint's dropped; without that file the dynamics restart at the next measured epoch.
-* **Lazy.** transformers is imported when :class:`ModularityTrainerCallback` is first asked for (a module
-  ``__getattr__`` builds the class), so this module imports without it.
+The decisions behind it: docs/design.md, section layermod.training.hf_trainer.
 """
 
 from __future__ import annotations
@@ -66,7 +41,7 @@ def _build_callback() -> type:
 
     class ModularityTrainerCallback(TrainerCallback):
         """Measure the modularity curve of a fixed probe at the epoch-closing evaluations of ``trainer``, log
-        ``eval_modularity/<layer>`` through ``trainer.log`` and write ``dynamics.json`` (see the module doc).
+        ``eval_modularity/<layer>`` through ``trainer.log`` and write ``dynamics.json`` (see docs/design.md).
 
         Args:
             trainer: a ``transformers.Trainer``; the callback adds itself to it.
@@ -95,10 +70,7 @@ def _build_callback() -> type:
 
         def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, *,
                            model: nn.Module | None = None, **kwargs: Any) -> None:
-            strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
-            if strategy != "epoch":
-                raise TrainError(f"ModularityTrainerCallback measures at the evaluation closing each epoch, but "
-                                 f"eval_strategy={strategy!r}; set eval_strategy='epoch' in TrainingArguments")
+            _check_strategy(args)
             if not state.is_world_process_zero:
                 return
             if state.global_step == 0:
@@ -112,25 +84,42 @@ def _build_callback() -> type:
             epoch = round(state.epoch or 0)
             if not state.is_world_process_zero or abs((state.epoch or 0) - epoch) > 1e-9:
                 return  # an evaluation inside an epoch
-            accuracy = None
-            if self.accuracy is not None:
-                if self.accuracy not in (metrics or {}):
-                    raise TrainError(f"ModularityTrainerCallback(accuracy={self.accuracy!r}): no such evaluation "
-                                     f"metric (got {', '.join(metrics or {}) or 'none'}); name another")
-                accuracy = float(metrics[self.accuracy])
+            accuracy = None if self.accuracy is None else _evaluated_accuracy(metrics, self.accuracy)
             self._measure(model, state, epoch, accuracy)
 
         def _measure(self, model, state, epoch: int, accuracy: float | None) -> None:
-            total = state.num_train_epochs
-            last = int(total) if total and float(total).is_integer() else None
-            if not self.tracker.should_measure(epoch, last_epoch=last):
-                return
-            curve = self.tracker.measure(model, epoch, accuracy=accuracy)
-            self.trainer.log({f"{LOG_PREFIX}{name}": value for name, value in self.tracker.scalars(curve).items()})
-            self.tracker.save(self.out)
+            _measure(self.tracker, self.trainer, model, state, epoch, accuracy, out=self.out)
 
     ModularityTrainerCallback.__module__, ModularityTrainerCallback.__qualname__ = __name__, "ModularityTrainerCallback"
     return ModularityTrainerCallback
+
+
+def _check_strategy(args: TrainingArguments) -> None:
+    """TrainError unless the trainer evaluates at the end of each epoch, where the callback measures."""
+    strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
+    if strategy != "epoch":
+        raise TrainError(f"ModularityTrainerCallback measures at the evaluation closing each epoch, but "
+                         f"eval_strategy={strategy!r}; set eval_strategy='epoch' in TrainingArguments")
+
+
+def _evaluated_accuracy(metrics: dict[str, float] | None, key: str) -> float:
+    """The evaluation metric ``key``; TrainError naming the metrics there are."""
+    if key not in (metrics or {}):
+        raise TrainError(f"ModularityTrainerCallback(accuracy={key!r}): no such evaluation "
+                         f"metric (got {', '.join(metrics or {}) or 'none'}); name another")
+    return float(metrics[key])
+
+
+def _measure(tracker: CurveTracker, trainer: Trainer, model: nn.Module, state: TrainerState, epoch: int,
+             accuracy: float | None, *, out: Path) -> None:
+    """At an epoch ``tracker`` measures: the curve, logged through ``trainer.log`` and saved in ``out``."""
+    total = state.num_train_epochs
+    last = int(total) if total and float(total).is_integer() else None
+    if not tracker.should_measure(epoch, last_epoch=last):
+        return
+    curve = tracker.measure(model, epoch, accuracy=accuracy)
+    trainer.log({f"{LOG_PREFIX}{name}": value for name, value in tracker.scalars(curve).items()})
+    tracker.save(out)
 
 
 __getattr__ = lazy_class(globals(), "ModularityTrainerCallback", _build_callback)

@@ -8,31 +8,7 @@
     trainer.fit(module, train_loader, val_loader)
     # trainer.log_dir / "dynamics.json" and dynamics.png; modularity/<layer> in every logger
 
-The callback only observes and logs, as Lightning's own ``LearningRateMonitor`` does; the measuring is a
-:class:`~layermod.training.tracker.CurveTracker`'s (a fixed probe, the model's modes and the random generators
-left as they were).
-
-Decisions, on purpose:
-
-* **When.** Epoch 0 at ``on_train_start`` of a fit that starts from scratch; then at ``on_validation_epoch_end``
-  of a validation that closes a training epoch (``trainer.is_last_batch``: a mid-epoch validation of
-  ``val_check_interval < 1`` is skipped), not in the sanity check nor outside ``fit``, every ``track.every``
-  epochs and at ``max_epochs``. Epochs count as layermod counts them: epoch ``e`` is the model after ``e``
-  training epochs (Lightning's ``current_epoch + 1``). Validation every n epochs (``check_val_every_n_epoch``)
-  measures only where both schedules meet.
-* **Logged through ``trainer.loggers``' ``log_metrics`` with step = the epoch,** on rank zero only (the
-  measuring too), rather than ``pl_module.log``: the probe is measured on one process, so there is nothing to
-  reduce across ranks (``self.log`` on one rank with ``sync_dist`` would wait for the others forever), and the
-  x-axis of ``modularity/<layer>`` is then the epoch, the same as ``dynamics.json``'s, in every logger.
-* **Files.** ``dynamics.json`` + ``dynamics.png`` are rewritten (atomically) at every measured epoch into
-  ``out``, by default ``trainer.log_dir`` (the TensorBoard/CSV logger's version folder, else the trainer's
-  ``default_root_dir``).
-* **Accuracy.** ``accuracy`` names a metric the module logs per validation epoch (``self.log("val_acc", ...)``),
-  in [0, 1]; it goes into the dynamics' accuracy panel. Without it the accuracy is unknown (NaN).
-* **Resume.** The measurements so far are part of the callback's state in Lightning checkpoints, so
-  ``fit(ckpt_path=...)`` continues the same dynamics.
-* **Lazy.** Lightning is imported when :class:`ModularityCallback` is first asked for (a module
-  ``__getattr__`` builds the class), so this module imports without it.
+The decisions behind it: docs/design.md, section layermod.training.lightning.
 """
 
 from __future__ import annotations
@@ -62,7 +38,7 @@ def _build_callback() -> type:
 
     class ModularityCallback(Callback):
         """Measure the modularity curve of a fixed probe every few epochs of ``Trainer.fit``, log
-        ``modularity/<layer>`` to the trainer's loggers and write ``dynamics.json`` (see the module doc).
+        ``modularity/<layer>`` to the trainer's loggers and write ``dynamics.json`` (see docs/design.md).
 
         Args:
             data: where the probe is drawn from (usually the validation set): an ``(X, y)`` pair, a Dataset or a
@@ -103,28 +79,38 @@ def _build_callback() -> type:
                 self.tracker.resume(dynamics, dynamics.epochs[-1])
 
         def _measure(self, trainer, pl_module: nn.Module, epoch: int, accuracy: float | None) -> None:
-            out = self.out if self.out is not None else trainer.log_dir  # every rank: it broadcasts
-            last = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
-            if not trainer.is_global_zero or not self.tracker.should_measure(epoch, last_epoch=last):
-                return
-            curve = self.tracker.measure(pl_module, epoch, accuracy=accuracy)
-            scalars = self.tracker.scalars(curve)
-            for logger in trainer.loggers:
-                logger.log_metrics(scalars, step=epoch)
-            self.tracker.save(out)
+            _measure(self.tracker, trainer, pl_module, epoch, accuracy, out=self.out)
 
         def _accuracy(self, trainer) -> float | None:
-            if self.accuracy is None:
-                return None
-            value = trainer.callback_metrics.get(self.accuracy)
-            if value is None:
-                raise TrainError(f"ModularityCallback(accuracy={self.accuracy!r}): no such metric was logged "
-                                 f"this validation epoch (logged: {', '.join(trainer.callback_metrics) or 'none'}); "
-                                 "log it with self.log in validation_step or name another")
-            return float(value)
+            return None if self.accuracy is None else _logged_accuracy(trainer, self.accuracy)
 
     ModularityCallback.__module__, ModularityCallback.__qualname__ = __name__, "ModularityCallback"
     return ModularityCallback
+
+
+def _measure(tracker: CurveTracker, trainer, pl_module: nn.Module, epoch: int, accuracy: float | None, *,
+             out: str | os.PathLike | None) -> None:
+    """On the global-zero rank at an epoch ``tracker`` measures: the curve, logged to every logger of
+    ``trainer`` and saved in ``out`` (default ``trainer.log_dir``)."""
+    out = out if out is not None else trainer.log_dir  # every rank: it broadcasts
+    last = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+    if not trainer.is_global_zero or not tracker.should_measure(epoch, last_epoch=last):
+        return
+    curve = tracker.measure(pl_module, epoch, accuracy=accuracy)
+    scalars = tracker.scalars(curve)
+    for logger in trainer.loggers:
+        logger.log_metrics(scalars, step=epoch)
+    tracker.save(out)
+
+
+def _logged_accuracy(trainer, name: str) -> float:
+    """The validation metric ``name`` that ``trainer`` logged this epoch; TrainError naming those logged."""
+    value = trainer.callback_metrics.get(name)
+    if value is None:
+        raise TrainError(f"ModularityCallback(accuracy={name!r}): no such metric was logged "
+                         f"this validation epoch (logged: {', '.join(trainer.callback_metrics) or 'none'}); "
+                         "log it with self.log in validation_step or name another")
+    return float(value)
 
 
 __getattr__ = lazy_class(globals(), "ModularityCallback", _build_callback)

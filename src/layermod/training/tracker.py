@@ -1,38 +1,6 @@
 """The modularity curve of a fixed probe set, measured during training by any training loop.
 
-:class:`CurveTracker` is what ``layermod train --track-every`` (:func:`layermod.training.fit.fit`), the Lightning
-callback (:mod:`layermod.training.lightning`) and the Hugging Face Trainer callback
-(:mod:`layermod.training.hf_trainer`) share: it holds a :class:`~layermod.analysis.dynamics.TrackConfig` and the
-probe, measures the curve at the epochs the config names into a :class:`~layermod.analysis.dynamics.Dynamics`,
-saves ``dynamics.json`` / ``dynamics.png`` and names the scalars a logger records::
-
-    tracker = CurveTracker(test_data, track=TrackConfig(every=5))
-    for epoch in range(epochs + 1):          # 0 = before the first step
-        ...                                  # train one epoch (none at epoch 0)
-        if tracker.should_measure(epoch, last_epoch=epochs):
-            curve = tracker.measure(model, epoch, accuracy=test_acc)
-            for tag, value in tracker.scalars(curve).items():   # {"modularity/<layer>": mean Q}
-                writer.add_scalar(tag, value, epoch)            # e.g. TensorBoard's SummaryWriter
-            tracker.save(run_dir)
-
-Decisions, on purpose:
-
-* **A fixed probe, drawn once.** The draws (``track.draws``: class-balanced, seeded) are made from the data's
-  labels when the tracker is built and only the drawn samples are kept, in memory: every measurement sees the
-  same samples, a shuffling DataLoader is read once, and a dataset's transforms run once. The kept samples stay
-  at their positions in the data, so a measurement draws exactly what :func:`~layermod.modularity_curve` draws
-  from the whole data with the same config (runs tracked before the tracker existed resume onto the same probe).
-  A probe the draws cannot be made from (too few samples of a class) fails when the tracker is built, before
-  training.
-* **Observes only.** :meth:`CurveTracker.measure` leaves the model as it found it: every module's train/eval
-  flag is put back (a measurement runs in eval mode without gradients), and the random number generators of
-  Python, NumPy's global state and torch (the CPU one and those of the model's CUDA devices) are restored, so a
-  tracked run trains exactly as an untracked one.
-* **Layers resolved once**, at the first measurement (or taken from the dynamics resumed), as
-  :mod:`layermod.analysis.dynamics` says.
-* **Accuracy** is optional (``None`` when the loop has none); one outside [0, 1] is refused.
-* **Scalar names** are ``modularity/<layer>`` (mean Q over the draws): one chart section per run in TensorBoard
-  and W&B.
+The decisions behind it: docs/design.md, section layermod.training.tracker.
 """
 
 from __future__ import annotations
@@ -64,7 +32,7 @@ SCALAR_PREFIX = "modularity/"
 
 
 class CurveTracker:
-    """The curve of a fixed probe, measured at chosen epochs into a :class:`Dynamics` (see the module doc).
+    """The curve of a fixed probe, measured at chosen epochs into a :class:`Dynamics` (see docs/design.md).
 
     Args:
         data: where the probe is drawn from: an ``(X, y)`` pair, a map-style ``Dataset`` of ``(x, y)`` or of
@@ -75,7 +43,7 @@ class CurveTracker:
 
     Attributes:
         track: the config.
-        probe: the drawn samples, a Dataset indexed as ``data`` (see the module doc).
+        probe: the drawn samples, a Dataset indexed as ``data`` (see docs/design.md).
         dynamics: what was measured so far (None before the first measurement).
 
     Raises:

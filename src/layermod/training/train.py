@@ -1,34 +1,6 @@
-"""Train and evaluate a classifier in memory; :mod:`layermod.fit` builds resumable runs on disk on top of it.
+"""Train and evaluate a classifier in memory; :mod:`layermod.training.fit` builds resumable runs on disk on top of it.
 
-SGD with momentum and weight decay (or AdamW), the learning rate set every step by a schedule, cross-entropy
-loss, one history row per epoch; :func:`train_epoch` and :func:`evaluate` are the building blocks of both.
-
-Decisions, on purpose:
-
-* **Seeded per epoch.** Epoch ``e`` (1-based) draws its shuffling order (and augmentation) from a
-  ``torch.Generator`` seeded with a mix of ``(config.seed, e)``, and reseeds torch's global generator the same
-  way (randomness inside the model, such as dropout). An epoch does not depend on how the run got there, so two
-  runs from the same initial weights with the same config give the same weights, and so does a run that was
-  interrupted and resumed (on the same device and thread count).
-* **In-memory fast path.** A dataset with tensor ``.data`` (or a dict of tensors) and ``.targets`` plus a
-  ``normalization`` attribute (layermod's ``ArrayDataset``: float32 samples, already normalised; a
-  ``TokenDataset``) and no ``transform`` is batched by indexing those tensors directly; anything else goes through a ``DataLoader``. Both paths draw the same
-  permutation from the generator, so the order of samples does not depend on the path.
-* **Schedules.** ``"cosine"`` decays per step from ``lr`` to 0 over all steps of all epochs,
-  ``lr_t = lr * (1 + cos(pi * t / T)) / 2``; ``"step"`` multiplies ``lr`` by ``gamma`` after each milestone
-  epoch (milestones 50, 100: epochs 1-50 at ``lr``, 51-100 at ``lr * gamma``, 101- at ``lr * gamma**2``, the
-  paper's recipe); ``"constant"`` keeps ``lr``. Every milestone must be below ``epochs``, else it would never
-  take effect.
-* **Augmentation.** ``config.augment`` passes every training batch, on the CPU, through
-  ``layermod.augment.random_crop_flip`` (padding 4, horizontal flips, the padding black in the data's
-  normalisation), drawing from the epoch's generator.
-* **No stray batch of one.** When the last batch of an epoch would hold a single sample (with ``batch_size > 1``
-  and a larger dataset), it is skipped: batch norm cannot normalise one sample per channel.
-* **Divergence.** A non-finite loss stops training with :class:`TrainError` (lower the learning rate) rather
-  than silently producing NaN weights.
-* **Inputs.** A batch is a tensor or a dict of tensors (``input_ids``, ``attention_mask``, ...: a
-  :class:`~layermod.data.text.TokenDataset`), which the model is called with as keyword arguments.
-* **Device.** Batches go to the device of the model's first parameter; the model is left in eval mode.
+The decisions behind it: docs/design.md, section layermod.training.train.
 """
 
 from __future__ import annotations
@@ -41,13 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from layermod.data.arrays import ArrayDataset, dataset_labels, gather
+from layermod.data.arrays import dataset_labels, gather
 from layermod.data.batches import take
-from layermod.data.draws import balanced_draws
-from layermod.data.text import TokenDataset
 from layermod.errors import DatasetError, TrainError
 from layermod.extract.features import model_device
 from layermod.extract.inputs import Batch, describe_batch
@@ -58,7 +28,6 @@ from layermod.coerce import bar_disabled
 __all__ = [
     "PAPER_RECIPE",
     "TrainConfig",
-    "balanced_subset",
     "check_model_fits",
     "dataset_length",
     "evaluate",
@@ -85,36 +54,6 @@ def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
         epoch = min(step, total_steps - 1) * config.epochs // total_steps  # 0-based
         return float(config.lr) * float(config.gamma) ** sum(1 for m in config.milestones if m <= epoch)
     return float(config.lr) * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-
-
-def balanced_subset(data: Dataset, size: int, *, seed: int = 0) -> Dataset:
-    """A seeded class-balanced subset of ``data``: ``size // C`` samples of each of its C classes.
-
-    An :class:`~layermod.data.ArrayDataset` gives an ArrayDataset and a
-    :class:`~layermod.data.text.TokenDataset` a TokenDataset (the in-memory fast path stays), any other dataset a
-    ``torch.utils.data.Subset``. Raises :class:`DatasetError` when ``size`` is below C or a class has
-    fewer than ``size // C`` samples.
-    """
-    labels = dataset_labels(data)
-    classes, counts = np.unique(labels, return_counts=True)
-    if not is_integer(size) or size < len(classes):
-        raise DatasetError(f"a subset of {size} samples cannot hold the {len(classes)} classes; "
-                           f"use a subset size >= {len(classes)}")
-    per_class = size // len(classes)
-    smallest = int(np.argmin(counts))
-    if counts[smallest] < per_class:
-        raise DatasetError(f"a subset of {size} needs {per_class} samples of each class but class "
-                           f"{classes[smallest]} has {counts[smallest]}; use a subset size <= "
-                           f"{counts[smallest] * len(classes)}")
-    (indices,) = balanced_draws(labels, n_per_class=per_class, repeats=1, seed=seed)
-    rows = torch.from_numpy(indices)
-    if isinstance(data, ArrayDataset):
-        return ArrayDataset(data.data[rows], data.targets[rows], data.classes, data.name,
-                            normalization=data.normalization)
-    if isinstance(data, TokenDataset):
-        return TokenDataset(data.input_ids[rows], data.attention_mask[rows], data.targets[rows], data.classes,
-                            data.name)
-    return Subset(data, indices.tolist())
 
 
 def check_model_fits(model: nn.Module, data: Dataset, *, what: str = "data") -> None:
@@ -152,7 +91,7 @@ def evaluate(
     """Top-1 accuracy of ``model`` on ``data``, in [0, 1].
 
     Runs without gradients in eval mode, and leaves the model in eval mode. ``data`` yields ``(x, y)`` with ``x`` a
-    float tensor (or a dict of tensors, see the module doc) and ``y`` an int class. Batches go to ``device``
+    float tensor (or a dict of tensors, see docs/design.md) and ``y`` an int class. Batches go to ``device``
     (default: the model's device); the model itself is not moved.
     """
     n = dataset_length(data, "evaluation data")
@@ -312,7 +251,7 @@ def run_epoch(
 
 
 def _augmenter(data: Dataset) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    """``(batch (B, C, H, W), generator) -> augmented batch`` from :mod:`layermod.augment`, imported lazily."""
+    """``(batch (B, C, H, W), generator) -> augmented batch`` from :mod:`layermod.training.augment`, imported lazily."""
     from layermod.training import augment
 
     fill = augment.black_fill(getattr(data, "normalization", None) or {})
@@ -349,7 +288,7 @@ def num_batches(n: int, batch_size: int) -> int:
 
 
 def _in_memory(data: Dataset) -> bool:
-    """True for a dataset whose tensors can be indexed directly (see module doc)."""
+    """True for a dataset whose tensors can be indexed directly (see docs/design.md)."""
     return (
         _tensors(getattr(data, "data", None))
         and isinstance(getattr(data, "targets", None), torch.Tensor)
