@@ -1,32 +1,6 @@
 """Pruning methods compared fairly: each removes the same share of FLOPs (or of parameters), over seeds.
 
-Removing the same *number* of layers is not a fair comparison: a late ResNet block holds 16 times the
-parameters of an early one, and a VGG conv's FLOPs depend on its stage. Here every method of
-:data:`~layermod.pruning.plans.METHODS` gets the same budget of a cost, at several budgets, and every pruned
-network is trained again the same way with several seeds.
-
-* **Costs.** :func:`~layermod.pruning.units.unit_costs` gives what each unit saves on its own (its parameters;
-  the model's FLOPs minus those without it). A budget ``f`` of cost ``c`` means: walk the method's order
-  (:func:`~layermod.pruning.plans.method_order`) under the stage rule and take units until they save at least
-  ``f`` of the model's ``c`` (:func:`~layermod.pruning.plans.budget_for_cost`). Methods overshoot by different
-  amounts, so every row records the share of FLOPs and of parameters it actually removed, measured on the
-  pruned model; the Pareto figures plot those.
-* **Angular distance at a cost.** Gromov et al. remove the run of ``n`` consecutive units closest to the
-  identity, with ``n`` fixed in advance; here ``n`` follows from the budget: the shortest run length whose
-  best run (and the runs after it) reaches the budget with at most ``n`` units.
-* **Retraining.** ``finetune``: from the surviving trained weights with the ``finetune`` config;
-  ``scratch``: a fresh seeded initialisation trained with the ``scratch`` config (as the paper retrained its
-  pruned networks). ``none`` (nothing removed) is trained the same ways, as the reference.
-* **Pairing.** Every run of seed ``s`` uses ``replace(config, seed=s)``: the same data order and
-  augmentation for every method, so methods can be compared seed by seed
-  (:mod:`layermod.measure.stats`); ``random`` draws its plan with the seed too.
-* **One run per distinct network.** Plans are deduplicated: when two methods or budgets choose the same units,
-  the network is trained once per seed and retraining and the result shared.
-* **Which data choose the plan.** The curve behind ``modularity``/``steepest`` and the probe of the scored
-  methods come from the caller, with the record of where they were drawn (``choice``, written into the
-  config; :func:`~layermod.pruning.study.choice_split` gives both, apart from the retraining and the
-  evaluation); the probe defaults to a class-balanced draw of 512 of the retraining samples, so the scores
-  never see ``test_data``.
+The decisions behind it: docs/design.md, section layermod.pruning.budgets.
 """
 
 from __future__ import annotations
@@ -165,37 +139,13 @@ def matched_comparison(
     scoring: dict[str, dict] = {}  # per method: the seconds and probe passes its scores took
     scores = method_scores(model, units, [m for m in methods if m in SCORED and (m != "angular" or iterative)], x, y,
                            curve=curve, verdicts=verdicts, iterative=iterative, costs=scoring)
-    spans: dict[int, dict] = {}
-
-    def angular(span: int) -> dict:
-        if span not in spans:
-            with counting(model, batch_length(x)) as cost:
-                spans[span] = angular_distances(model, units, x, span)
-            spent = scoring.setdefault("angular", {"seconds": 0.0, "probe_passes": 0.0})
-            spent.update({key: round(spent[key] + value, 3) for key, value in cost.to_dict().items()})
-        return spans[span]
-
+    angular = _AngularSpans(model, units, x, scoring)
     base = model_cost(model, example)
-    costs = unit_costs(model, units, example)
-    planned = []  # (method, match, budget, seed, removed)
-    for match in matches:
-        for seed in range(seeds):
-            planned.append(("none", match, 0.0, seed, ()))
-            for budget in budgets:
-                for method in methods[1:]:
-                    removed = plan_at_budget(method, units, costs, base[match], budget, match, verdicts=verdicts,
-                                             scores=scores, seed=seed, angular=angular)
-                    planned.append((method, match, budget, seed, tuple(removed)))
+    planned = _plan(methods, units, unit_costs(model, units, example), base, budgets=budgets, matches=matches,
+                    seeds=seeds, verdicts=verdicts, scores=scores, angular=angular)
     jobs = list(dict.fromkeys((removed, retrain, seed) for *_, seed, removed in planned for retrain in retrains))
-    before = {removed: evaluate(apply_plan(model, list(removed), example=example), test_data)
-              for removed in dict.fromkeys(job[0] for job in jobs)}
-    if run_jobs is None:
-        bar = tqdm(jobs, desc="prune + retrain", disable=bar_disabled(progress))
-        done = [retrain_pruned(model, job, finetune if job[1] == "finetune" else scratch, train_data, test_data,
-                               example) for job in bar]
-    else:
-        done = run_jobs(jobs)
-    results = {job: {**result, "acc_pruned": before[job[0]]} for job, result in zip(jobs, done)}
+    results = _run_jobs(jobs, model, example, train_data, test_data, finetune=finetune, scratch=scratch,
+                        run_jobs=run_jobs, progress=progress)
     rows = [{"method": method, "match": match, "budget": budget, "retrain": retrain, "seed": seed,
              "layers_removed": list(removed), "n_removed": len(removed), **results[(removed, retrain, seed)]}
             for method, match, budget, seed, removed in planned for retrain in retrains]
@@ -205,6 +155,56 @@ def matched_comparison(
               "test_samples": len(test_data), "torch_threads": torch.get_num_threads(),
               **({"choice": dict(choice)} if choice is not None else {})}
     return MatchedComparison(rows, base, config)
+
+
+class _AngularSpans:
+    """``angular(span)``: the angular distances of runs of ``span`` units, measured once per span, their cost
+    added to ``scoring["angular"]``."""
+
+    def __init__(self, model: nn.Module, units: Sequence[Unit], x: Batch, scoring: dict[str, dict]) -> None:
+        self.model, self.units, self.x, self.scoring = model, units, x, scoring
+        self.spans: dict[int, dict] = {}
+
+    def __call__(self, span: int) -> dict:
+        if span not in self.spans:
+            with counting(self.model, batch_length(self.x)) as cost:
+                self.spans[span] = angular_distances(self.model, self.units, self.x, span)
+            spent = self.scoring.setdefault("angular", {"seconds": 0.0, "probe_passes": 0.0})
+            spent.update({key: round(spent[key] + value, 3) for key, value in cost.to_dict().items()})
+        return self.spans[span]
+
+
+def _plan(methods: Sequence[str], units: Sequence[Unit], costs: dict, base: dict, *, budgets: Sequence[float],
+          matches: Sequence[str], seeds: int, verdicts: Sequence[Verdict], scores: dict,
+          angular: Callable[[int], dict]) -> list[tuple]:
+    """``(method, match, budget, seed, removed)`` for the reference (``methods[0]``, ``none``) and every method,
+    budget, match and seed."""
+    planned = []
+    for match in matches:
+        for seed in range(seeds):
+            planned.append(("none", match, 0.0, seed, ()))
+            for budget in budgets:
+                for method in methods[1:]:
+                    removed = plan_at_budget(method, units, costs, base[match], budget, match, verdicts=verdicts,
+                                             scores=scores, seed=seed, angular=angular)
+                    planned.append((method, match, budget, seed, tuple(removed)))
+    return planned
+
+
+def _run_jobs(jobs: list[Job], model: nn.Module, example: Batch, train_data: Dataset, test_data: Dataset, *,
+              finetune: TrainConfig, scratch: TrainConfig, run_jobs: Callable[[list[Job]], list[dict]] | None,
+              progress: bool | str) -> dict[Job, dict]:
+    """Each job's ``{"params", "flops", "acc", "acc_pruned"}``: retrained here one after another, or by
+    ``run_jobs``; ``acc_pruned`` is the pruned network's accuracy before retraining."""
+    before = {removed: evaluate(apply_plan(model, list(removed), example=example), test_data)
+              for removed in dict.fromkeys(job[0] for job in jobs)}
+    if run_jobs is None:
+        bar = tqdm(jobs, desc="prune + retrain", disable=bar_disabled(progress))
+        done = [retrain_pruned(model, job, finetune if job[1] == "finetune" else scratch, train_data, test_data,
+                               example) for job in bar]
+    else:
+        done = run_jobs(jobs)
+    return {job: {**result, "acc_pruned": before[job[0]]} for job, result in zip(jobs, done)}
 
 
 def retrain_pruned(model: nn.Module, job: Job, config: TrainConfig, train_data: Dataset, test_data: Dataset,

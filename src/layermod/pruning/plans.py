@@ -1,37 +1,6 @@
 """Pruning plans: the order in which a method would remove a model's units, how many it takes, and the plan file.
 
-Units are duck-typed objects with ``name``, ``layers``, ``stage`` and ``params`` (and ``kept``, the members of
-their stage that always stay), see :class:`layermod.pruning.units.Unit`.
-
-* **Rank.** :func:`rank_by_increment` orders units by the smallest modularity increment among their layers
-  (:func:`layermod.analysis.redundancy.find_redundant`), ascending, so drops come before plateaus and plateaus
-  before layers that raised Q. :func:`method_order` gives the order of every pruning method of :data:`METHODS`:
-
-  - ``modularity``: smallest modularity increment first (drops, then plateaus): the paper's criterion;
-  - ``modularity-phase``: the same, but units before the curve's rise only after every unit past it
-    (:mod:`layermod.pruning.ablation`);
-  - ``modularity-ablation``: smallest fall of Q at the final layer when the unit alone is removed first;
-  - ``steepest``: largest increment first, the opposite choice, to test whether losing Q costs accuracy;
-  - ``cosine``: smallest block influence ``1 - cos(input, output)`` first (the score used to prune LLM layers);
-  - ``angular``: the run of consecutive units of one stage, as many as the budget, with the smallest angular
-    distance between its input and its output (Gromov et al.), then the units of the next-closest runs;
-  - ``cka``: largest linear CKA between a unit's input and output first (redundancy with its neighbour);
-  - ``reinit``: smallest accuracy drop (then loss rise) when the unit alone is re-initialised first, in the
-    spirit of SR-init;
-  - ``ablation-accuracy``: smallest probe accuracy drop (then loss rise) when the unit alone is removed first;
-  - ``random``: a seeded shuffle, a new one per seed;
-  - ``first`` / ``last``: the earliest / the deepest units;
-  - ``none``: nothing removed: the original model, as the reference (it has no order).
-  The scores of :data:`SCORED` are measured by :func:`layermod.pruning.scores.method_scores`; an iterative
-  method's scores are its order itself (a list of unit names, re-scored after each removal).
-* **Select.** :func:`select_units` walks an order and takes units while every stage keeps at least one unit;
-  :func:`budget_for_params` turns a share of the parameters into a number of units taken that way, and
-  :func:`budget_for_cost` does the same for any per-unit cost (parameters or FLOPs).
-* **Plan file.** A :class:`Plan` (the units chosen, the method, the budget and the verdicts behind them) is
-  written as an editable ``plan.json`` (:meth:`Plan.save`) and read back with :meth:`Plan.load`, which needs
-  only a ``"remove"`` list of unit names: a plan edited by hand to ``{"remove": ["layer3.4"]}`` loads. What a
-  file holds beyond that is checked too, and any problem is one :class:`PlanError` line naming the file. A
-  plan has no figure: it is a list of names, shown as text.
+The decisions behind it: docs/design.md, section layermod.pruning.plans.
 """
 
 from __future__ import annotations

@@ -1,40 +1,7 @@
 """The prune run (``layermod prune``): a checkpoint's redundant units chosen from its modularity curve, removed,
 fine-tuned, and compared with other methods at the same budget, into one run directory.
 
-Three steps, so that a caller can show the plan before the long fine-tuning starts:
-
-1. :func:`prepare`: the checkpoint's model, its held-out data, one example input and its removable units.
-2. :func:`choose_plan`: the curve (measured now on the images that choose, :func:`choice_data`, or read from a
-   file measured on this checkpoint), its verdicts, and the units to remove (a number, a share of the parameters, or an edited plan);
-   written as ``plan.json``.
-3. :func:`prune_and_compare`: every method prunes as many units, is fine-tuned identically and evaluated
-   (:func:`layermod.pruning.study.compare_methods`); written as ``comparison.json`` with its twins, and the
-   ``modularity`` method's model as the pruned checkpoint.
-
-``layermod prune-study`` takes :func:`prepare`, :func:`choice_data`, :func:`target_curve` and
-:func:`matched_study`: every method at budgets matched by FLOPs and by parameters
-(:mod:`layermod.pruning.budgets`).
-
-Decisions, on purpose:
-
-* **The curve fits the model.** A curve read from a file must have been measured on this checkpoint's auto
-  points (the layers the units are made of); otherwise it is refused rather than ranking the wrong layers.
-* **The choice sees neither the retraining nor the evaluation** (by default): :func:`choice_data` holds out
-  training images from the fine-tuning for the curve's draws and the scored methods' probe
-  (:func:`~layermod.pruning.study.choice_split`); ``probe="test"`` draws them from the test split instead. The
-  comparison records which, in its config's ``choice``.
-* **The plan says how the curve was measured.** ``plan.json`` records the curve's graph and draw configs, so a
-  plan can be traced to the measurement behind its verdicts.
-* **No code from files.** A dataset named by the checkpoint's sidecar may be a registered dataset or a file,
-  never ``module:function`` (see :func:`layermod.data.spec.resolve_data`); one given by the caller may be.
-* **The checkpoint's own data.** Without a dataset from the caller, the training data are the sidecar's
-  ``dataset`` (train split) and the held-out data its ``test_dataset`` (test split; else ``dataset`` again), so
-  a checkpoint trained on one table and tested on another is pruned the same way. Texts are read as the sidecar
-  records (:func:`layermod.models.spec.text_options`), and every batch is then a dict (``input_ids``,
-  ``attention_mask``): the scores, costs, fine-tuning and evaluations all take it.
-* **The pruned checkpoint** keeps the sidecar's architecture, datasets, normalisation and text options, adds
-  the plan (so :func:`layermod.models.checkpoint.load_checkpoint` rebuilds it), the first seed's accuracy and the
-  fine-tuning recipe.
+The decisions behind it: docs/design.md, section layermod.pruning.run.
 """
 
 from __future__ import annotations
@@ -44,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 

@@ -1,29 +1,6 @@
 """Scores that other layer-pruning methods rank units by, measured on a probe batch of the trained model.
 
-Each score is a number per removable unit (or run of units); :func:`layermod.pruning.plans.method_order` turns
-it into an order. All run the model in eval mode without gradients, restore every module's training mode, and
-hold one batch's unit inputs and outputs at a time. The probe ``inputs`` are a batch (N, ...) or a dict batch
-(``input_ids``, ``attention_mask``, ...), as :func:`layermod.extract.inputs.call_model` takes it.
-
-* **Block influence** (:func:`block_influence`, method ``cosine``): ``1 - cos(input, output)`` per sample,
-  flattened, averaged over samples: the score used to prune transformer layers. A unit that returns its input
-  scores 0; smallest first.
-* **Angular distance** (:func:`angular_distances`, method ``angular``): ``arccos(cos(x_in, x_out)) / pi`` between
-  the input of a run of consecutive units of one stage and the run's output (Gromov et al., "The Unreasonable
-  Ineffectiveness of the Deeper Layers"): the run whose removal changes the least, chosen whole for a budget of
-  that many units.
-* **CKA redundancy** (:func:`cka_redundancy`, method ``cka``): linear CKA between a unit's input and its output
-  over the probe samples (minibatch CKA with the biased HSIC, :mod:`layermod.measure.similarity`): 1 when the
-  unit maps its input's sample geometry to itself up to rotation and scale, so the unit adds little that its
-  neighbour did not already hold; largest first.
-* **Re-initialisation sensitivity** (:func:`reinit_sensitivity`, method ``reinit``), in the spirit of SR-init
-  (Tang et al. 2023): every unit in turn gets a fresh, seeded default initialisation of its parameters and
-  buffers (batch-norm statistics included) while the rest of the network keeps its trained weights; the score
-  is the drop in probe accuracy, ties broken by the rise in cross-entropy. A unit whose weights can be
-  scrambled at little cost is redundant; smallest first.
-* **Removal** (``ablation-accuracy``, ``modularity-ablation``) and the **phase-aware** order
-  (``modularity-phase``) are measured by :mod:`layermod.pruning.ablation`; :func:`method_scores` measures any of
-  them, one-shot or re-scored after each removal, and what each scoring cost.
+The decisions behind it: docs/design.md, section layermod.pruning.scores.
 """
 
 from __future__ import annotations

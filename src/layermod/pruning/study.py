@@ -130,32 +130,33 @@ def compare_methods(
             elif method == "modularity" and plan is not None:
                 remove = list(plan)
             else:
-                order = method_order(method, units, verdicts=verdicts, scores=scores, seed=seed)
-                remove = select_units(order, units, budget)
-            pruned = apply_plan(model, remove, example=example) if remove else copy.deepcopy(model)
-            pruned_accs.append(evaluate(pruned, test_data))
-            if from_scratch:
-                reinitialise(pruned, seed)
-            train(pruned, train_data, None, replace(finetune, seed=seed), progress=False)
-            accs.append(evaluate(pruned, test_data))
+                remove = select_units(method_order(method, units, verdicts=verdicts, scores=scores, seed=seed),
+                                      units, budget)
+            pruned, before, after = _prune_and_train(model, remove, example, train_data, test_data,
+                                                     replace(finetune, seed=seed), from_scratch=from_scratch)
+            pruned_accs.append(before)
+            accs.append(after)
             plans.append(remove)
             if seed == 0:
                 finals[method] = pruned
             bar.update()
-        cost = model_cost(finals[method], example)
-        rows.append({
-            "method": method,
-            "layers_removed": plans[0],
-            "n_removed": len(plans[0]),
-            **cost,
-            "latency_ms": 1000 * latency(finals[method], timed),
-            "acc_pruned_mean": float(np.mean(pruned_accs)),
-            "acc_mean": float(np.mean(accs)),
-            "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
-            "accs": accs,
-        })
+        rows.append({"method": method, "layers_removed": plans[0], "n_removed": len(plans[0]),
+                     **model_cost(finals[method], example), "latency_ms": 1000 * latency(finals[method], timed),
+                     "acc_pruned_mean": float(np.mean(pruned_accs)), "acc_mean": float(np.mean(accs)),
+                     "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, "accs": accs})
     bar.close()
     return PruningComparison(rows), finals
+
+
+def _prune_and_train(model: nn.Module, remove: list[str], example: Batch, train_data: Dataset, test_data: Dataset,
+                     config: TrainConfig, *, from_scratch: bool) -> tuple[nn.Module, float, float]:
+    """(the pruned network, trained with ``config``; its test accuracy before and after training)."""
+    pruned = apply_plan(model, remove, example=example) if remove else copy.deepcopy(model)
+    before = evaluate(pruned, test_data)
+    if from_scratch:
+        reinitialise(pruned, config.seed)
+    train(pruned, train_data, None, config, progress=False)
+    return pruned, before, evaluate(pruned, test_data)
 
 
 @dataclass(frozen=True, repr=False)

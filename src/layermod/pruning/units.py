@@ -1,45 +1,6 @@
 """Remove whole layers from a network, and measure what that saves.
 
-A **unit** is the piece of a network that a pruning plan may remove: it is replaced by a
-:class:`~layermod.models.units.PassThrough`, which takes whatever the unit was called with and hands its input on
-(in the structure the unit returned: the tensor, or a tuple led by it). Units are found generically, with no
-per-architecture code, on one example batch (a tensor, token ids, or a dict such as ``{"input_ids": ...,
-"attention_mask": ...}`` or ``{"pixel_values": ...}``: every form :func:`layermod.modularity_curve` takes):
-
-* **Candidates.** For every measurement point of :func:`layermod.layers.auto_layers` take the outermost
-  module among the point and its ancestors that (a) is a direct child of an ``nn.Sequential`` or
-  ``nn.ModuleList``, or of a stage whose children are all blocks of one class (a timm RegNet's ``s3``), and
-  (b) contains no other measurement point. A ResNet gives its blocks (``layer3.4``), a VGG
-  or ``"smallcnn"`` its ``conv -> bn -> relu`` units (``features.7``, holding the point ``features.7.conv``), a
-  BERT its encoder layers (``bert.encoder.layer.1``). A point with no such module (a ResNet's stem conv, a child
-  of the model itself) gives no unit.
-* **Removable.** A candidate is removable only if, on the example batch, (1) its input tensor (first positional
-  argument, else the ``hidden_states`` keyword) has the same shape as its output tensor (last call if it runs
-  more than once), (2) it returns a tensor or a tuple whose first entry is one, and (3) the model with only this
-  unit removed runs on the batch and returns outputs of the unpruned model's shapes. Downsampling blocks and
-  convolutions that change the channel count are therefore kept: removing them would break the shapes.
-* **Stages.** Within one container, consecutive candidates form a stage; any other child (a max-pool, a
-  dropout) ends it, removed units are skipped. The stage key is ``"{container}#{run}"`` (``"<root>"`` when the
-  model itself is the container), runs counted from 0 in forward order: VGG's ``features#0`` ... ``features#4``
-  between its max-pools, a ResNet's ``layer3#0`` (one stage per ``layerK``, its downsampling first block a kept
-  member), a BERT's ``bert.encoder.layer#0``. The **stage rule** ``keep_per_stage`` (default 1) is an option of
-  :func:`removable_units` and :func:`apply_plan`: a plan must leave that many candidates (removable or not) in
-  every stage, and :func:`removable_units` offers only units whose stage can lose them, so every unit it offers
-  is a plan :func:`apply_plan` accepts.
-
-Decisions, on purpose:
-
-* **Warm start.** :func:`apply_plan` deep-copies the model and swaps units for stand-ins; every surviving
-  parameter and buffer is the original's, ready to fine-tune. With an example batch it runs the pruned model once
-  and refuses a plan it cannot run. A pruned registry model is saved like any other, with ``{"plan": {"remove":
-  [...]}}`` in its checkpoint sidecar (:func:`layermod.checkpoint.load_checkpoint` rebuilds the architecture,
-  applies the plan, then loads the weights).
-* **Costs per sample.** :func:`model_cost` counts FLOPs with :class:`torch.utils.flop_counter.FlopCounterMode`,
-  which counts only matmul- and convolution-like operators (``mm``, ``addmm``, ``bmm``, ``convolution``,
-  attention, ...) at 2 FLOPs per multiply-add; batch norm, activations, pooling and additions count 0. MACs are
-  FLOPs // 2. A ``Linear(10, 20)`` on one sample is 400 FLOPs, 200 MACs.
-* **Modes.** Every pass runs in eval mode without gradients, each module's own train/eval flag restored after
-  (:func:`layermod.extract.modes.evaluating`).
+The decisions behind it: docs/design.md, section layermod.pruning.units.
 """
 
 from __future__ import annotations
