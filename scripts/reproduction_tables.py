@@ -45,6 +45,7 @@ README_ELSEWHERE = {  # README stretches whose numbers are not in the result fil
     "ceiling for 10 classes, 0.9": "1 - 1/C, the largest Q of C equal classes",
     "took 6.7 s on 2 CPU cores: 3.1 s importing layermod and torchvision, 2.3 s for the curve":
         "benchmarks/first_curve.py, a timing",
+    "(`z` 2, `rel_gain` 0.5:": "the defaults of find_redundant",
 }
 NETWORKS = {"resnet20-w0.25": "ResNet20, width 0.25", "resnet20-w0.5": "ResNet20, width 0.5",
             "resnet56-w0.25": "ResNet56, width 0.25", "resnet110-w0.25": "ResNet110, width 0.25",
