@@ -122,6 +122,7 @@ def matched_comparison(
     run_jobs: Callable[[list[Job]], list[dict]] | None = None,
     curve: Curve | None = None,
     iterative: bool = False,
+    bn_batches: int = 0,
 ) -> MatchedComparison:
     """Every method at every budget of every matched cost, retrained every way with every seed.
 
@@ -146,6 +147,8 @@ def matched_comparison(
             ``modularity-ablation``.
         iterative: re-score after each removal for every score-based method (see
             :func:`~layermod.pruning.scores.method_scores`).
+        bn_batches: the removal scores re-estimate batch-norm statistics on this many batches of 256
+            class-balanced training images (seed 0) before scoring (0: never).
 
     Returns:
         a :class:`~layermod.pruning.pareto.MatchedComparison` with one row per (method, match, budget,
@@ -157,8 +160,11 @@ def matched_comparison(
     x, y = probe if probe is not None else probe_batch(balanced_subset(train_data, min(512, len(train_data))))
     x = to_model(x, model)
     scoring: dict[str, dict] = {}  # per method: the seconds and probe passes its scores took
+    refresh = to_model(probe_batch(balanced_subset(train_data, min(256 * bn_batches, len(train_data))),
+                                   n=256 * bn_batches)[0], model) if bn_batches else None
     scores = method_scores(model, units, [m for m in methods if m in SCORED and (m != "angular" or iterative)], x, y,
-                           curve=curve, verdicts=verdicts, iterative=iterative, costs=scoring)
+                           curve=curve, verdicts=verdicts, iterative=iterative, costs=scoring, bn_batches=bn_batches,
+                           bn_inputs=refresh)
     spans: dict[int, dict] = {}
 
     def angular(span: int) -> dict:
@@ -195,7 +201,7 @@ def matched_comparison(
             for method, match, budget, seed, removed in planned for retrain in retrains]
     config = {"budgets": list(budgets), "matches": list(matches), "retrains": list(retrains), "seeds": seeds,
               "finetune": finetune.to_dict(), "scratch": scratch.to_dict(), "probe_samples": len(x),
-              "iterative": iterative, "scoring": scoring, "train_samples": len(train_data),
+              "iterative": iterative, "bn_batches": bn_batches, "scoring": scoring, "train_samples": len(train_data),
               "test_samples": len(test_data), "torch_threads": torch.get_num_threads()}
     return MatchedComparison(rows, base, config)
 
