@@ -5,11 +5,12 @@ Three steps, so that a caller can show the plan before the long fine-tuning star
 
 1. :func:`prepare`: the checkpoint's model, its held-out data, one example input and its removable units.
 2. :func:`choose_plan`: the curve (measured now on the test split, or read from a file measured on this
-   checkpoint), its verdicts, and the units to remove (a number, a share of the parameters, or an edited plan);
-   written as ``plan.json``.
+   checkpoint), its verdicts, and the units to remove (a number, a share of the parameters, or an edited plan)
+   in the order of one method (default ``auto``: :data:`~layermod.pruning.choices.AUTO`, the one the committed
+   matched-FLOPs studies favour; ``modularity``: the paper's rule); written as ``plan.json``.
 3. :func:`prune_and_compare`: every method prunes as many units, is fine-tuned identically and evaluated
    (:func:`layermod.pruning.study.compare_methods`); written as ``comparison.json`` with its twins, and the
-   ``modularity`` method's model as the pruned checkpoint.
+   plan's method's model (which removes the plan's units) as the pruned checkpoint.
 
 ``layermod prune-study`` takes :func:`prepare`, :func:`target_curve` and :func:`matched_study`: every method at
 budgets matched by FLOPs and by parameters (:mod:`layermod.pruning.budgets`).
@@ -18,6 +19,9 @@ Decisions, on purpose:
 
 * **The curve fits the model.** A curve read from a file must have been measured on this checkpoint's auto
   points (the layers the units are made of); otherwise it is refused rather than ranking the wrong layers.
+* **A scored plan is chosen on training images.** A method that scores the trained model (``cosine``,
+  ``reinit``, ...) chooses the plan on a class-balanced draw of 512 training images (seed 0), as
+  ``prune-study`` does, never on the held-out data the methods are compared on.
 * **The plan says how the curve was measured.** ``plan.json`` records the curve's graph and draw configs, so a
   plan can be traced to the measurement behind its verdicts.
 * **No code from files.** A dataset named by the checkpoint's sidecar may be a registered dataset or a file,
@@ -37,6 +41,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -56,11 +61,12 @@ from layermod.models.cache import cached_data, cached_model
 from layermod.models.checkpoint import read_sidecar, save_checkpoint, sidecar_path
 from layermod.models.spec import resolve_data, resolve_model, text_options
 from layermod.models.units import removed_outputs
-from layermod.pruning.budgets import Job, matched_comparison, retrain_pruned
-from layermod.pruning.choices import FINETUNE, METHODS
+from layermod.pruning.budgets import Job, matched_comparison, plan_at_budget, retrain_pruned
+from layermod.pruning.choices import AUTO, FINETUNE, METHODS
 from layermod.pruning.pareto import MatchedComparison
-from layermod.pruning.plans import Plan, budget_for_params, method_order, select_units
-from layermod.pruning.study import PruningComparison, compare_methods
+from layermod.pruning.plans import SCORED, Plan, method_order, select_units
+from layermod.pruning.scores import angular_distances, method_scores
+from layermod.pruning.study import PruningComparison, compare_methods, probe_batch
 from layermod.pruning.units import Unit, apply_plan, removable_units
 from layermod.training.train import TrainConfig, balanced_subset
 
@@ -150,8 +156,10 @@ def choose_plan(
     rel_gain: float = 0.5,
     min_gain: float = 0.0,
     progress: bool = False,
+    method: str = "auto",
+    bn_batches: int = 0,
 ) -> Plan:
-    """The units to remove, from the curve's verdicts; written as ``out/plan.json``.
+    """The units to remove, in ``method``'s order; written as ``out/plan.json`` with the curve's verdicts.
 
     Args:
         target: from :func:`prepare`, with at least one removable unit.
@@ -163,30 +171,66 @@ def choose_plan(
             (e.g. 0.3), or an (edited) ``plan.json`` whose units are taken as they are.
         z, rel_gain, min_gain: the plateau band of :func:`layermod.find_redundant`.
         progress: progress bars while measuring.
+        method: a method of :data:`METHODS` other than ``none``, or ``"auto"`` (:data:`AUTO`); ``random``
+            draws with seed 0. Not used with ``plan``.
+        bn_batches: a removal score re-estimates batch-norm statistics on this many batches of 256 training
+            images before scoring (:func:`~layermod.pruning.ablation.ablation_accuracy`; 0: never).
 
     Raises:
-        PlanError: a curve of other layers, a budget that cannot be met, a plan that breaks the model.
+        PlanError: a curve of other layers, a budget that cannot be met, a plan that breaks the model, an
+            unknown method.
     """
     if sum(choice is not None for choice in (remove, target_params, plan)) != 1:
         raise PlanError("give exactly one budget: a number of units, a share of the parameters, or a plan")
+    resolved = AUTO if method == "auto" else method
+    if resolved not in METHODS or resolved == "none":
+        raise PlanError(f"unknown method {method!r} to choose the plan; use auto or one of "
+                        f"{', '.join(m for m in METHODS if m != 'none')}")
     model, example, units = target.model, target.example, target.units
     measured = target_curve(target, curve=curve, graph=graph, draws=draws, progress=progress)
     verdicts = find_redundant(measured, z=z, rel_gain=rel_gain, min_gain=min_gain)
     if plan is not None:
         chosen = Plan.load(plan).remove
         apply_plan(model, chosen, example=example)  # refuses a plan that breaks the structure
-        method = f"edited {plan}"
+        resolved, asked = f"edited {plan}", None
     else:
-        order = method_order("modularity", units, verdicts=verdicts)
-        total = sum(p.numel() for p in model.parameters())
-        budget = remove if remove is not None else budget_for_params(order, units, target_params, total)
-        chosen = select_units(order, units, budget)
-        method = "modularity"
-    result = Plan(chosen, method=method, verdicts=verdicts, budget=len(chosen),
+        chosen = _choose(target, resolved, measured, verdicts, remove, target_params, bn_batches)
+        asked = method if method != resolved else None
+    result = Plan(chosen, method=resolved, verdicts=verdicts, budget=len(chosen),
                   graph=GraphConfig.from_dict(measured.config),
-                  draws=DrawConfig.from_dict(measured.config))
+                  draws=DrawConfig.from_dict(measured.config), asked=asked, bn_batches=bn_batches)
     result.save(out)
     return result
+
+
+def _choose(target: PruneTarget, method: str, curve: Curve, verdicts: Sequence[Verdict], remove: int | None,
+            target_params: float | None, bn_batches: int) -> list[str]:
+    """The units ``method`` removes: ``remove`` of them, or enough for ``target_params`` of the parameters; a
+    scored method scores the model on training images (:func:`_training_probe`)."""
+    model, units = target.model, target.units
+    scores, angular = None, None
+    if method in SCORED:
+        x, y, refresh = _training_probe(target, bn_batches)
+        scores = method_scores(model, units, [method], x, y, span=remove or 1, curve=curve, verdicts=verdicts,
+                               bn_batches=bn_batches, bn_inputs=refresh)
+        angular = partial(angular_distances, model, units, x)  # span -> distances of runs that long
+    if remove is not None:
+        return select_units(method_order(method, units, verdicts=verdicts, scores=scores), units, remove)
+    costs = {unit.name: {"params": unit.params} for unit in units}
+    total = sum(p.numel() for p in model.parameters())
+    return plan_at_budget(method, units, costs, total, target_params, "params", verdicts=verdicts, scores=scores,
+                          angular=angular)
+
+
+def _training_probe(target: PruneTarget, bn_batches: int) -> tuple[Batch, torch.Tensor, Batch | None]:
+    """(inputs (512, ...), labels (512,)) of a class-balanced draw of the training data (seed 0), and, with
+    ``bn_batches``, the inputs of a draw of ``256 * bn_batches`` for re-estimating batch norm (else None)."""
+    train_set, _ = resolve_data(target.dataset, split="train", data_dir=target.data_dir, allow_import=target.trusted,
+                                **target.text)
+    x, y = probe_batch(balanced_subset(train_set, min(512, len(train_set))))
+    refresh = probe_batch(balanced_subset(train_set, min(256 * bn_batches, len(train_set))),
+                          n=256 * bn_batches)[0] if bn_batches else None
+    return x, y, refresh
 
 
 def target_curve(target: PruneTarget, *, curve: str | os.PathLike | Curve | None = None,
@@ -316,10 +360,11 @@ def prune_and_compare(
     from_scratch: bool = False,
     progress: bool = False,
     curve: Curve | None = None,
+    bn_batches: int = 0,
 ) -> PruningComparison:
     """Prune as many units as ``plan`` by every method, fine-tune, evaluate; write the comparison into
-    ``out`` and, when ``modularity`` is among the methods, its model (which removes ``plan``'s units) as
-    ``out/pruned.safetensors``.
+    ``out`` and the model of the plan's method (its row removes ``plan``'s units; ``modularity`` for a plan
+    edited by hand), compared whether or not ``methods`` names it, as ``out/pruned.safetensors``.
 
     Args:
         target, plan: from :func:`prepare` and :func:`choose_plan`.
@@ -328,7 +373,10 @@ def prune_and_compare(
         methods, seeds, from_scratch: see :func:`layermod.pruning.study.compare_methods`.
         finetune_subset: fine-tune on a class-balanced subset of this many training samples (0: all).
         curve: the curve behind ``plan``, for ``modularity-phase`` and ``modularity-ablation``.
+        bn_batches: the removal scores' batch-norm re-estimation (see :func:`choose_plan`).
     """
+    planned = plan.method if plan.method in METHODS and plan.method != "none" else "modularity"
+    methods = list(dict.fromkeys([*methods, planned]))
     train_set, _ = resolve_data(target.dataset, split="train", data_dir=target.data_dir, allow_import=target.trusted,
                                 **target.text)
     if finetune_subset:
@@ -338,14 +386,13 @@ def prune_and_compare(
     comparison, finals = compare_methods(target.model, target.units, len(plan.remove), train_set, test_set, finetune,
                                          plan.verdicts, target.example, methods=methods, seeds=seeds,
                                          latency_batch=latency_batch, plan=plan.remove, from_scratch=from_scratch,
-                                         progress=progress, curve=curve)
+                                         progress=progress, curve=curve, planned=planned, bn_batches=bn_batches)
     out = ensure_writable_dir(out)
     comparison.save(out)
-    if "modularity" in finals:
-        row = next(r for r in comparison.rows if r["method"] == "modularity")
-        meta = {key: value for key, value in target.meta.items() if key in _SIDECAR_KEPT}
-        outputs = removed_outputs(finals["modularity"])  # the removed units that stood for a tuple
-        record = {"remove": plan.remove, **({"outputs": outputs} if outputs else {})}
-        save_checkpoint(finals["modularity"], out / PRUNED,
-                        {**meta, "plan": record, "accuracy": row["accs"][0], "finetune": finetune.to_dict()})
+    row = next(r for r in comparison.rows if r["method"] == planned)
+    meta = {key: value for key, value in target.meta.items() if key in _SIDECAR_KEPT}
+    outputs = removed_outputs(finals[planned])  # the removed units that stood for a tuple
+    record = {"remove": plan.remove, **({"outputs": outputs} if outputs else {})}
+    save_checkpoint(finals[planned], out / PRUNED,
+                    {**meta, "plan": record, "accuracy": row["accs"][0], "finetune": finetune.to_dict()})
     return comparison
