@@ -69,7 +69,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _method_line(asked: str, used: str) -> str:
+def _method_line(asked: str, used: str | None) -> str:
     """What chose the plan, and what the evidence recommends."""
     from layermod.pruning.choices import AUTO
 

@@ -85,7 +85,7 @@ def _refreshed(model: nn.Module, bn_batches: int, bn_inputs: Batch | None, batch
                own: bool = False) -> nn.Module:
     """``model`` itself (``bn_batches=0``), or with its batch-norm statistics re-estimated: in place when it is
     the caller's ``own`` copy, else in a copy."""
-    if not bn_batches:
+    if not bn_batches or bn_inputs is None:  # no inputs with bn_batches: refused by _check_refresh
         return model
     return refresh_batch_norm(model if own else copy.deepcopy(model), bn_inputs, batches=bn_batches,
                               batch_size=batch_size)

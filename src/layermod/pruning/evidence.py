@@ -63,7 +63,8 @@ class Evidence:
         """``method``'s accuracy minus each common method's run there (itself aside), averaged, at one network and
         budget."""
         accs = self.accuracy[network][budget]
-        return float(np.mean([accs[method] - accs[other] for other in self.common if other != method and other in accs]))
+        others = [other for other in self.common if other != method and other in accs]
+        return float(np.mean([accs[method] - accs[other] for other in others]))
 
     def per_network(self, method: str) -> dict[str, float]:
         """``{network: mean margin over its budgets}``, for the networks ``method`` ran on."""
@@ -96,7 +97,7 @@ class Evidence:
                 ours = [m for m in accs if m in DERIVED]
                 theirs = [m for m in accs if m not in DERIVED]
                 if ours and theirs:
-                    a, b = max(ours, key=accs.get), max(theirs, key=accs.get)
+                    a, b = (max(group, key=lambda m: accs[m]) for group in (ours, theirs))
                     out[(network, budget)] = (a, accs[a], b, accs[b])
         return out
 

@@ -256,8 +256,8 @@ class Plan:
     @classmethod
     def from_dict(cls, data: object) -> Plan:
         """Inverse of :meth:`to_dict`, for a plan read from a file: a JSON object with a ``"remove"`` list of unit
-        names and, if present, a method name and the one asked for, a budget and ``bn_batches`` (integers >= 0), at most ``MAX_ITEMS`` verdicts
-        (layer, increment, noise and threshold numbers or null, and a verdict of
+        names and, if present, a method name and the one asked for, a budget and ``bn_batches`` (integers >= 0),
+        at most ``MAX_ITEMS`` verdicts (layer, increment, noise and threshold numbers or null, and a verdict of
         :data:`~layermod.analysis.redundancy.VERDICTS`) and the graph and draw configs, checked as
         :mod:`layermod.io.validate` and the configs say. Raises ValueError (a LayermodError for a config)
         naming the first problem."""
