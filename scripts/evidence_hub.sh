@@ -25,7 +25,7 @@ rm -rf "$vit"
   --n-per-class 100 --repeats 5 --null 20 --views 0 --device "$DEVICE" --out docs/vit/auto
 cp "$vit/metrics.csv" "$vit/best.json" docs/vit/
 # Depth pruning guided by the [CLS] curve: 2 of the 6 blocks by each method, fine-tuned 1 epoch on 6,000 images.
-.venv/bin/layermod prune --weights "$vit/best.safetensors" --curve docs/vit/curve.json --remove 2 \
+.venv/bin/layermod prune --weights "$vit/best.safetensors" --curve docs/vit/curve.json --remove 2 --method modularity \
   --methods none,modularity,cosine,angular,random,last --seeds 3 --finetune-epochs 1 --finetune-subset 6000 \
   --quiet --out docs/vit/prune
 rm -f docs/vit/prune/pruned.safetensors  # no weights in the repository; plan.json and the sidecar remain

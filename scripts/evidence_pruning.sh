@@ -19,6 +19,6 @@ if [ ! -f "$run/best.safetensors" ]; then
 fi
 .venv/bin/layermod curve --weights "$run/best.safetensors" --dataset fashion-mnist --n-per-class 100 \
   --repeats 5 --device "$DEVICE" --out "$OUT/curve"
-.venv/bin/layermod prune --weights "$run/best.safetensors" --curve "$OUT/curve/curve.json" --remove "$REMOVE" \
+.venv/bin/layermod prune --weights "$run/best.safetensors" --curve "$OUT/curve/curve.json" --remove "$REMOVE" --method modularity \
   --seeds "$SEEDS" --finetune-epochs "$FT_EPOCHS" --finetune-subset "$FT_SUBSET" --out "$OUT"
 rm -f "$OUT/pruned.safetensors"  # the weights stay out of the repository; plan.json and the sidecar remain

@@ -35,6 +35,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 import layermod as lm
+import pruning_evidence  # scripts/pruning_evidence.py, beside this one
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.study import choice_of
 
@@ -126,6 +127,12 @@ def budget_row(root: Path, name: str, match: str, budget: float) -> str:
         lines.append(f"| {s['method']} | {100 * s['params_removed']:.1f} % | {100 * s['flops_removed']:.1f} % | "
                      f"{100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f} % | {vs} |")
     return "\n".join(lines)
+
+
+def beyond(root: Path) -> str:
+    """The held-out ResNet32's matched.md: every method it ran, at each budget and pooled against modularity."""
+    text = pruning_evidence.studies(root)["resnet32-w0.25"].markdown().strip()
+    return text.split("\n", 2)[2]  # without the heading
 
 
 def size_items(root: Path) -> dict[str, lm.Curve]:
@@ -287,7 +294,9 @@ def everything_else(root: Path) -> str:
 def blocks(root: Path) -> dict[str, str]:
     return {"versus": versus(root), "vgg19-budgets": per_budget(root, "vgg19-w0.25-finetune"),
             "resnet56-60": budget_row(root, "resnet56-w0.25-finetune", "flops", 0.6),
-            "plateaus": plateaus(root), "d-vs-cka": d_vs_cka(root)}
+            "plateaus": plateaus(root), "d-vs-cka": d_vs_cka(root), "beyond-resnet32": beyond(root),
+            "pooled": pruning_evidence.evidence(root).markdown(),
+            "target": pruning_evidence.target(pruning_evidence.evidence(root))}
 
 
 _BLOCK = re.compile(r"<!-- tables: (?P<name>[\w-]+) -->\n(?P<body>.*?)\n<!-- /tables -->", re.S)

@@ -12,7 +12,8 @@ from layermod.analysis.curve import Curve
 from layermod.analysis.phase import find_rise
 from layermod.analysis.redundancy import find_redundant
 from layermod.errors import CurveError, PlanError
-from layermod.pruning.ablation import ablation_accuracy, ablation_modularity, iterative_order, phase_scores
+from layermod.pruning.ablation import (ablation_accuracy, ablation_modularity, iterative_order, phase_scores,
+                                      refresh_batch_norm)
 from layermod.pruning.plans import method_order
 from layermod.pruning.scores import block_influence, method_scores
 from layermod.pruning.units import Unit, removable_units
@@ -157,3 +158,85 @@ def test_every_scoring_records_its_seconds_and_probe_passes():
     assert all(cost["seconds"] >= 0 for cost in costs.values())
     with pytest.raises(PlanError, match="needs the model's curve"):
         method_scores(model, units, ["modularity-phase"], x, y)
+
+
+class Shift(nn.Module):
+    """``x + shift``, shape kept."""
+
+    def __init__(self, shift: float) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.tensor(shift))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.shift
+
+
+class Gain(nn.Module):
+    """``gain * x``: with gain 1 the identity, exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gain * x
+
+
+def sign_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 2) points, class 1 when x0 is near +1, class 0 near -1; x1 is noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = 0.1 * torch.randn(n, 2, generator=g)
+    x[:, 0] += 2.0 * y - 1.0
+    return x, y
+
+
+def shifted_net(train: torch.Tensor) -> tuple[nn.Sequential, list[Unit]]:
+    """Shift by 3, an identity, a batch norm whose running statistics are those of the shifted training points, and
+    a head that reads the sign of the normalised x0. Without the shift the batch norm subtracts a mean of 3 that
+    is no longer there: every point lands on class 0, until the statistics are re-estimated."""
+    norm, head = nn.BatchNorm1d(2), nn.Linear(2, 2)
+    with torch.no_grad():
+        norm.running_mean.copy_((train + 3.0).mean(0))
+        norm.running_var.copy_(train.var(0))
+        head.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+        head.bias.zero_()
+    model = nn.Sequential(Shift(3.0), Gain(), norm, head).eval()
+    return model, [Unit("0", ("0",), "s", 0), Unit("1", ("1",), "s", 1)]
+
+
+def test_re_estimated_batch_norm_leaves_the_damage_a_removal_does_not_repair_and_the_model_untouched():
+    train, _ = sign_data(512, seed=1)
+    x, y = sign_data(200, seed=2)
+    model, units = shifted_net(train)
+    before = {key: (value.dtype, value.numpy().tobytes()) for key, value in model.state_dict().items()}
+    plain = ablation_accuracy(model, units, x, y)
+    assert plain["0"][0] == pytest.approx(0.5)  # from 100 % to every point on class 0
+    assert plain["1"] == (0.0, 0.0)
+    refreshed = ablation_accuracy(model, units, x, y, bn_batches=2, bn_inputs=train)
+    assert refreshed["0"][0] == 0.0 and abs(refreshed["0"][1]) < 1e-6  # the statistics fit again: no damage left
+    assert refreshed["1"] == (0.0, 0.0)
+    layers = ["1", "2", "3"]
+    fall = ablation_modularity(model, units, x, y, layers=layers, bn_batches=2, bn_inputs=train)
+    assert fall["1"] == 0.0
+    after = {key: (value.dtype, value.numpy().tobytes()) for key, value in model.state_dict().items()}
+    assert after == before and not model.training and model[2].momentum == 0.1
+    with pytest.raises(PlanError, match="pass bn_inputs"):
+        ablation_accuracy(model, units, x, y, bn_batches=1)
+    with pytest.raises(PlanError, match="bn_batches must be"):
+        ablation_modularity(model, units, x, y, layers=layers, bn_batches=-1, bn_inputs=train)
+
+
+def test_batch_norm_statistics_are_re_estimated_as_the_average_over_the_batches():
+    inputs = torch.randn(50, 3, generator=torch.Generator().manual_seed(0)) * 2 + 5
+    model = nn.Sequential(nn.BatchNorm1d(3, momentum=0.3)).eval()
+    refresh_batch_norm(model, inputs, batches=2, batch_size=20)  # the first 40 samples, 10 left out
+    first, second = inputs[:20].double(), inputs[20:40].double()
+    mean = (first.mean(0) + second.mean(0)) / 2
+    var = (first.var(0) + second.var(0)) / 2  # each batch's unbiased variance
+    assert torch.allclose(model[0].running_mean.double(), mean, atol=1e-6)
+    assert torch.allclose(model[0].running_var.double(), var, atol=1e-5)
+    assert model[0].momentum == 0.3 and not model.training and not model[0].training
+    refresh_batch_norm(model, inputs, batches=9, batch_size=20)  # fewer samples than batches: all of them
+    assert torch.allclose(model[0].running_mean.double(), (inputs[:20].double().mean(0) + inputs[20:40].double().mean(0)
+                                                            + inputs[40:].double().mean(0)) / 3, atol=1e-6)

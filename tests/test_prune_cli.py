@@ -11,6 +11,7 @@ from torch import nn
 from layermod import models
 from layermod.models.checkpoint import load_checkpoint, save_checkpoint
 from layermod.cli import main
+from layermod.pruning.choices import AUTO
 
 
 @pytest.fixture
@@ -25,12 +26,13 @@ def test_prune_writes_plan_comparison_and_a_loadable_pruned_checkpoint(tmp_path,
     out = tmp_path / "run"
     assert main(["prune", *setup, "--remove", "2", "--seeds", "2", "--finetune-subset", "100", "--out", str(out)]) == 0
     plan = json.loads((out / "plan.json").read_text())
-    assert len(plan["remove"]) == 2 and plan["method"] == "modularity"
+    assert len(plan["remove"]) == 2 and plan["method"] == AUTO and plan["asked"] == "auto"
+    assert f"method: auto = {AUTO}" in capsys.readouterr().out
     rows = {row["method"]: row for row in json.loads((out / "comparison.json").read_text())["rows"]}
     assert set(rows) == {"none", "modularity", "steepest", "cosine", "angular", "cka", "reinit", "random", "first",
                          "last"}
     assert rows["none"]["n_removed"] == 0
-    assert rows["modularity"]["layers_removed"] == plan["remove"]
+    assert rows[AUTO]["layers_removed"] == plan["remove"]
     assert rows["first"]["layers_removed"] == ["layer1.0", "layer1.1"]
     assert rows["last"]["layers_removed"] == ["layer3.2", "layer3.1"]
     for method, row in rows.items():
@@ -44,7 +46,31 @@ def test_prune_writes_plan_comparison_and_a_loadable_pruned_checkpoint(tmp_path,
     pruned, meta = load_checkpoint(out / "pruned.safetensors")
     assert meta["plan"]["remove"] == plan["remove"]
     assert all(isinstance(dict(pruned.named_modules())[name], nn.Identity) for name in plan["remove"])
-    assert sum(p.numel() for p in pruned.parameters()) == rows["modularity"]["params"]
+    assert sum(p.numel() for p in pruned.parameters()) == rows[AUTO]["params"]
+
+
+def test_the_plan_is_chosen_by_the_method_asked_for_and_auto_is_the_evidence_s(tmp_path, setup, capsys):
+    def plan(*extra: str) -> dict:
+        out = tmp_path / "-".join(extra or ("default",))
+        assert main(["prune", *setup, "--remove", "2", "--plan-only", *extra, "--out", str(out)]) == 0
+        return json.loads((out / "plan.json").read_text())
+
+    assert plan("--method", "first")["remove"] == ["layer1.0", "layer1.1"]
+    assert plan("--method", "last")["remove"] == ["layer3.2", "layer3.1"]
+    assert f"the committed matched-FLOPs studies favour {AUTO} (--method auto)" in capsys.readouterr().out
+    default, named = plan(), plan("--method", AUTO)
+    assert f"method: auto = {AUTO}" in capsys.readouterr().out
+    assert (default["method"], default["asked"], named["asked"]) == (AUTO, "auto", None)
+    assert default["remove"] == named["remove"]
+    paper = plan("--method", "modularity")
+    increments = {v["layer"]: v["increment"] for v in paper["verdicts"]}
+    removable = [f"layer1.{i}" for i in range(3)] + [f"layer{s}.{i}" for s in (2, 3) for i in (1, 2)]
+    flattest = sorted(removable, key=increments.get)  # the downsampling blocks layer2.0 and layer3.0 stay
+    assert paper["method"] == "modularity" and paper["remove"] == flattest[:2]
+    scored = plan("--method", "ablation-accuracy", "--bn-batches", "1")
+    assert scored["bn_batches"] == 1 and len(scored["remove"]) == 2
+    with pytest.raises(SystemExit):
+        main(["prune", *setup, "--remove", "2", "--method", "none", "--out", str(tmp_path / "x")])
 
 
 def test_plan_only_then_an_edited_plan(tmp_path, setup):
@@ -136,9 +162,9 @@ def test_prune_study_runs_the_removal_scores_iteratively_and_records_their_cost(
     methods = ["modularity-phase", "modularity-ablation", "ablation-accuracy", "cosine"]
     study = ["prune-study", *setup, "--budgets", "0.3", "--methods", ",".join(methods), "--seeds", "1",
              "--match", "flops", "--retrain", "finetune", "--train-subset", "60", "--iterative", "--quiet"]
-    assert main([*study, "--out", str(tmp_path / "s")]) == 0
+    assert main([*study, "--bn-batches", "1", "--out", str(tmp_path / "s")]) == 0
     saved = json.loads((tmp_path / "s" / "matched.json").read_text())
-    assert saved["config"]["iterative"] is True
+    assert saved["config"]["iterative"] is True and saved["config"]["bn_batches"] == 1
     scoring = saved["config"]["scoring"]
     assert set(scoring) == set(methods)
     # every unit scored once without each unit, then again on the pruned network: more passes than units

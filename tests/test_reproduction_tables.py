@@ -33,6 +33,9 @@ def test_the_document_agrees_with_the_files():
     ("r +0.29, permutation p 0.019 (D", "r +0.29, permutation p 0.021 (D", "the d-vs-cka table"),  # a generated block
     ("| ResNet56, width 0.25 | 28 | 0.625 -> 0.718 | 0.0034 | 9 / **9** / 9 | 20 |",
      "| ResNet56, width 0.25 | 28 | 0.625 -> 0.718 | 0.0034 | 9 / **8** / 9 | 20 |", "the plateaus table"),
+    ("| **cosine** | +7.6 |", "| **cosine** | +7.9 |", "the pooled table"),  # the pooled ranking
+    ("| vgg19-w0.25 | 15 % | modularity 78.03 |", "| vgg19-w0.25 | 15 % | modularity 78.30 |", "the target table"),
+    ("at 40 % (45.18 %)", "at 40 % (45.81 %)", "45.81 is in no result file"),  # the held-out network's prose
 ])
 def test_an_edited_number_fails_the_check(tmp_path, old, new, says):
     assert DOC.count(old) == 1

@@ -18,6 +18,7 @@ from layermod.cli.args import (
     checkpoint_text,
     data_options,
     measure_configs,
+    non_negative,
     out_path,
     positive,
     resolve_device,
@@ -27,7 +28,8 @@ __all__ = ["add_parsers"]
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    """Find redundant layers from the curve, prune them, fine-tune, and compare against other methods."""
+    """Choose layers to remove (by --method: default auto, the method the committed matched-FLOPs studies favour;
+    modularity, the curve's plateaus), prune them, fine-tune, and compare against other methods."""
     from dataclasses import replace
 
     from layermod.analysis.redundancy import verdict_table
@@ -47,8 +49,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     with staged_run(args.out) as stage:
         plan = choose_plan(target, stage, curve=measured, graph=graph, draws=draws, remove=args.remove,
                            target_params=args.target_params, plan=args.plan, z=args.z, rel_gain=args.rel_gain,
-                           min_gain=args.min_gain, progress=not args.quiet)
+                           min_gain=args.min_gain, progress=not args.quiet, method=args.method,
+                           bn_batches=args.bn_batches, data=split.pool)
         print(verdict_table(plan.verdicts))
+        print(_method_line(args.method, plan.method))
         print(f"plan: remove {len(plan.remove)} of {len(target.units)} removable units: {', '.join(plan.remove)}")
         if args.plan_only:
             comparison = None
@@ -58,14 +62,25 @@ def cmd_prune(args: argparse.Namespace) -> int:
             comparison = prune_and_compare(target, plan, stage, finetune=finetune, methods=args.methods,
                                            seeds=args.seeds, finetune_subset=args.finetune_subset,
                                            from_scratch=args.from_scratch, progress=not args.quiet, curve=measured,
-                                           split=split)
+                                           split=split, bn_batches=args.bn_batches)
     if comparison is None:
         print(f"wrote {args.out}/{PLAN_JSON}; edit it and pass it back with --plan")
         return 0
     print(comparison.markdown())
-    pruned = f", {PRUNED}" if "modularity" in args.methods else ""
-    print(f"wrote {args.out}/{PLAN_JSON}, {COMPARISON_JSON}/.csv/.md/.png{pruned}")
+    print(f"wrote {args.out}/{PLAN_JSON}, {COMPARISON_JSON}/.csv/.md/.png, {PRUNED}")
     return 0
+
+
+def _method_line(asked: str, used: str | None) -> str:
+    """What chose the plan, and what the evidence recommends."""
+    from layermod.pruning.choices import AUTO
+
+    if asked == "auto" and used == AUTO:
+        return (f"method: auto = {AUTO}, the best pooled accuracy of the committed matched-FLOPs studies "
+                "(docs/guide/pruning.md); --method modularity for the paper's rule")
+    if used == AUTO:
+        return f"method: {used}, the one the committed matched-FLOPs studies favour"
+    return f"method: {used}; the committed matched-FLOPs studies favour {AUTO} (--method auto)"
 
 
 def cmd_prune_study(args: argparse.Namespace) -> int:
@@ -101,7 +116,7 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
                                    address=args.address, device=device, progress=not args.quiet,
                                    budgets=args.budgets, matches=args.match, retrains=args.retrain,
                                    methods=args.methods, seeds=args.seeds, curve=measured,
-                                   iterative=args.iterative, split=split)
+                                   iterative=args.iterative, split=split, bn_batches=args.bn_batches)
     print(comparison.markdown())
     print(f"wrote {args.out}/{MATCHED_JSON}, {MATCHED_MD} and the Pareto figures")
     return 0
@@ -128,6 +143,13 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-split", choices=PROBE_SPLITS, default=PROBE_SPLITS[0],
                         help="where the curve measured now and the scores' probe are drawn: train-heldout "
                              "(class-balanced training images the retraining never sees; default) or test")
+
+
+def _add_bn(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bn-batches", type=non_negative, default=0, metavar="N",
+                        help="the removal scores (ablation-accuracy, modularity-ablation) re-estimate batch-norm "
+                             "statistics on N batches of 256 training images after removing a unit, then score "
+                             "(default 0: the trained statistics)")
 
 
 def _methods(text: str) -> list[str]:
@@ -184,6 +206,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
                        help=f"methods compared, of {','.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})")
     study.add_argument("--iterative", action="store_true",
                        help="re-score the remaining units after each removal (every score-based method)")
+    _add_bn(study)
     study.add_argument("--seeds", type=positive, default=3, help="seeds per network and retraining (default 3)")
     study.add_argument("--finetune-epochs", type=positive, default=FINETUNE.epochs,
                        help=f"epochs of retraining from the trained weights (default {FINETUNE.epochs})")
@@ -207,7 +230,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
 
 def _add_prune(commands: argparse._SubParsersAction) -> None:
     """The ``prune`` command."""
-    from layermod.pruning.choices import DEFAULT_METHODS, FINETUNE, METHODS
+    from layermod.pruning.choices import AUTO, DEFAULT_METHODS, FINETUNE, METHODS
 
     prune = commands.add_parser("prune", help="remove redundant layers, fine-tune, compare with other methods",
                                 description=cmd_prune.__doc__)
@@ -218,6 +241,11 @@ def _add_prune(commands: argparse._SubParsersAction) -> None:
     budget.add_argument("--target-params", type=float, help="fraction of parameters to remove, e.g. 0.3")
     budget.add_argument("--plan", help="an edited plan.json to apply instead of choosing")
     prune.add_argument("--plan-only", action="store_true", help="write plan.json and stop")
+    prune.add_argument("--method", choices=["auto", *(m for m in METHODS if m != "none")], default="auto",
+                       help=f"the method that chooses the plan (default auto: {AUTO}, the best pooled result of "
+                            "the committed matched-FLOPs studies; modularity: the paper's rule, the curve's "
+                            "smallest increments first)")
+    _add_bn(prune)
     prune.add_argument("--curve", help="curve.json measured on this checkpoint (default: measure it now, with the "
                        "graph and draw options below)")
     add_measure_args(prune, title="graph and draws of the curve measured now")

@@ -7,6 +7,11 @@
   by how much Q falls (label graph, no training): at the final measured layer by default, the representation the
   classifier reads and the one place every removal can show; ``points="later"`` averages over every measured
   layer after the unit instead. One graph over all probe samples per layer.
+* **Batch-norm re-estimation** (``bn_batches`` of both removal scores, :func:`refresh_batch_norm`): a removal
+  shifts what the next batch-norm layers see, so their trained running statistics no longer fit; with
+  ``bn_batches=N`` the network with the unit removed, and the intact one it is compared with, get running
+  statistics re-estimated on N batches of training images before they are scored, so the score is the damage that
+  is left once the statistics fit again (what a fine-tuning repairs first). Each runs in a copy.
 * **Phase-aware plateaus** (:func:`phase_scores`, method ``modularity-phase``): the paper's smallest-increment
   order, but a unit whose layers all come before the curve's rise (:func:`~layermod.analysis.phase.find_rise`)
   is taken only after every unit past it.
@@ -18,6 +23,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,9 +48,10 @@ from layermod.models.units import remove_units
 from layermod.pruning.units import Unit
 
 __all__ = ["POINTS", "ScoringCost", "ablation_accuracy", "ablation_modularity", "counting", "iterative_order",
-           "phase_scores", "probe_fit", "without"]
+           "phase_scores", "probe_fit", "refresh_batch_norm", "without"]
 
 POINTS = ("final", "later")
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def without(model: nn.Module, units: Sequence[Unit], names: Sequence[str]) -> nn.Module:
@@ -53,20 +60,67 @@ def without(model: nn.Module, units: Sequence[Unit], names: Sequence[str]) -> nn
     return remove_units(model, list(names), outputs=structure)
 
 
+def refresh_batch_norm(model: nn.Module, inputs: Batch, *, batches: int, batch_size: int = 256) -> nn.Module:
+    """Re-estimate, in place, the running mean and variance of every batch-norm layer of ``model`` that tracks
+    them: reset, then the cumulative average (momentum None) over the first ``batches`` batches of ``batch_size``
+    of ``inputs`` (N, ...; all of them when fewer), run without gradients with only those layers in training
+    mode. Every module's mode and every momentum are restored. Returns ``model``."""
+    norms = [m for m in model.modules() if isinstance(m, _BATCH_NORMS) and m.track_running_stats]
+    momenta = [norm.momentum for norm in norms]
+    with evaluating(model), torch.no_grad():
+        try:
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None
+                norm.train()
+            for start in range(0, min(batch_length(inputs), batches * batch_size), batch_size):
+                call_model(model, slice_batch(inputs, start, stop=start + batch_size))
+        finally:
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
+    return model
+
+
+def _refreshed(model: nn.Module, bn_batches: int, bn_inputs: Batch | None, batch_size: int, *,
+               own: bool = False) -> nn.Module:
+    """``model`` itself (``bn_batches=0``), or with its batch-norm statistics re-estimated: in place when it is
+    the caller's ``own`` copy, else in a copy."""
+    if not bn_batches or bn_inputs is None:  # no inputs with bn_batches: refused by _check_refresh
+        return model
+    return refresh_batch_norm(model if own else copy.deepcopy(model), bn_inputs, batches=bn_batches,
+                              batch_size=batch_size)
+
+
+def _check_refresh(bn_batches: int, bn_inputs: Batch | None) -> None:
+    if not isinstance(bn_batches, int) or bn_batches < 0:
+        raise PlanError(f"bn_batches must be an integer >= 0, got {bn_batches!r}")
+    if bn_batches and (bn_inputs is None or not batch_length(bn_inputs)):
+        raise PlanError("re-estimating batch norm needs training images; pass bn_inputs")
+
+
 def ablation_accuracy(model: nn.Module, units: Sequence[Unit], inputs: Batch, labels: torch.Tensor, *,
-                      batch_size: int = 256) -> dict[str, tuple[float, float]]:
+                      batch_size: int = 256, bn_batches: int = 0,
+                      bn_inputs: Batch | None = None) -> dict[str, tuple[float, float]]:
     """``{unit name: (accuracy drop, loss rise)}`` on the probe ``inputs`` (N, ...) with ``labels`` (N,) when
     that unit alone is removed (``model`` is not modified). Smaller is more redundant.
 
+    Args:
+        bn_batches: re-estimate the batch-norm statistics of the intact and of every pruned network on this many
+            batches of ``batch_size`` of ``bn_inputs`` (M, ...), training images, before scoring (0: never).
+
     Raises:
-        PlanError: inputs and labels of different lengths, or an empty probe.
+        PlanError: inputs and labels of different lengths, an empty probe, or ``bn_batches`` without
+            ``bn_inputs``.
     """
     if batch_length(inputs) != len(labels) or not batch_length(inputs):
         raise PlanError(f"the probe has {batch_length(inputs)} inputs and {len(labels)} labels; pass one label per input")
-    accuracy, loss = probe_fit(model, inputs, labels, batch_size=batch_size)
+    _check_refresh(bn_batches, bn_inputs)
+    accuracy, loss = probe_fit(_refreshed(model, bn_batches, bn_inputs, batch_size), inputs, labels,
+                               batch_size=batch_size)
     scores = {}
     for unit in units:
-        acc_r, loss_r = probe_fit(without(model, units, [unit.name]), inputs, labels, batch_size=batch_size)
+        pruned = _refreshed(without(model, units, [unit.name]), bn_batches, bn_inputs, batch_size, own=True)
+        acc_r, loss_r = probe_fit(pruned, inputs, labels, batch_size=batch_size)
         scores[unit.name] = (accuracy - acc_r, loss_r - loss)
     return scores
 
@@ -103,7 +157,8 @@ def _q(model: nn.Module, inputs: Batch, labels: np.ndarray, layers: Sequence[str
 
 def ablation_modularity(model: nn.Module, units: Sequence[Unit], inputs: Batch, labels: torch.Tensor, *,
                         layers: Sequence[str], graph: GraphConfig | None = None, points: str = "final",
-                        pool: str = "auto", batch_size: int = 256) -> dict[str, float]:
+                        pool: str = "auto", batch_size: int = 256, bn_batches: int = 0,
+                        bn_inputs: Batch | None = None) -> dict[str, float]:
     """``{unit name: fall of Q}`` when that unit alone is removed: Q of ``model`` minus Q of the model without
     it, on one graph over the probe ``inputs`` (N, ...) with ``labels`` (N,) as communities, at the final layer of
     ``layers`` (``points="final"``) or averaged over the layers of ``layers`` after the unit (``"later"``).
@@ -113,9 +168,11 @@ def ablation_modularity(model: nn.Module, units: Sequence[Unit], inputs: Batch, 
         layers: the curve's measured layers, in depth order (names in ``model``; a removed unit's own layers
             are never scored).
         graph: the curve's graph (default :class:`GraphConfig`'s); pool: its pooling of token outputs.
+        bn_batches, bn_inputs: batch-norm re-estimation before scoring, as :func:`ablation_accuracy`.
 
     Raises:
-        PlanError: ``points`` not one of :data:`POINTS`, no layers, or inputs and labels of different lengths.
+        PlanError: ``points`` not one of :data:`POINTS`, no layers, inputs and labels of different lengths, or
+            ``bn_batches`` without ``bn_inputs``.
     """
     if points not in POINTS:
         raise PlanError(f"points={points!r}: use one of {', '.join(POINTS)}")
@@ -123,14 +180,16 @@ def ablation_modularity(model: nn.Module, units: Sequence[Unit], inputs: Batch, 
         raise PlanError("ablation_modularity needs the curve's layers; pass layers=curve.layers")
     if batch_length(inputs) != len(labels):
         raise PlanError(f"the probe has {batch_length(inputs)} inputs and {len(labels)} labels; pass one label per input")
+    _check_refresh(bn_batches, bn_inputs)
     graph = graph or GraphConfig()
     y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
     scored = {unit.name: _later_layers(unit, list(layers), points) for unit in units}
-    base = _q(model, inputs, y, sorted({layer for names in scored.values() for layer in names}, key=list(layers).index),
-              graph, pool, batch_size)
+    needed = sorted({layer for names in scored.values() for layer in names}, key=list(layers).index)
+    base = _q(_refreshed(model, bn_batches, bn_inputs, batch_size), inputs, y, needed, graph, pool, batch_size)
     scores = {}
     for unit in units:
-        after = _q(without(model, units, [unit.name]), inputs, y, scored[unit.name], graph, pool, batch_size)
+        pruned = _refreshed(without(model, units, [unit.name]), bn_batches, bn_inputs, batch_size, own=True)
+        after = _q(pruned, inputs, y, scored[unit.name], graph, pool, batch_size)
         scores[unit.name] = float(np.mean([base[layer] - after[layer] for layer in scored[unit.name]]))
     return scores
 

@@ -100,6 +100,7 @@ def matched_comparison(
     curve: Curve | None = None,
     iterative: bool = False,
     choice: dict | None = None,
+    bn_batches: int = 0,
 ) -> MatchedComparison:
     """Every method at every budget of every matched cost, retrained every way with every seed.
 
@@ -126,6 +127,8 @@ def matched_comparison(
             :func:`~layermod.pruning.scores.method_scores`).
         choice: where the probe and the curve were drawn (:attr:`~layermod.pruning.study.ChoiceSplit.record`),
             recorded as the config's ``choice``.
+        bn_batches: the removal scores re-estimate batch-norm statistics on this many batches of 256
+            class-balanced training images (seed 0) before scoring (0: never).
 
     Returns:
         a :class:`~layermod.pruning.pareto.MatchedComparison` with one row per (method, match, budget,
@@ -137,8 +140,11 @@ def matched_comparison(
     x, y = probe if probe is not None else probe_batch(balanced_subset(train_data, min(512, len(train_data))))
     x = to_model(x, model)
     scoring: dict[str, dict] = {}  # per method: the seconds and probe passes its scores took
+    refresh = to_model(probe_batch(balanced_subset(train_data, min(256 * bn_batches, len(train_data))),
+                                   n=256 * bn_batches)[0], model) if bn_batches else None
     scores = method_scores(model, units, [m for m in methods if m in SCORED and (m != "angular" or iterative)], x, y,
-                           curve=curve, verdicts=verdicts, iterative=iterative, costs=scoring)
+                           curve=curve, verdicts=verdicts, iterative=iterative, costs=scoring, bn_batches=bn_batches,
+                           bn_inputs=refresh)
     angular = _AngularSpans(model, units, x, scoring)
     base = model_cost(model, example)
     planned = _plan(methods, units, unit_costs(model, units, example), base, budgets=budgets, matches=matches,
@@ -151,7 +157,8 @@ def matched_comparison(
             for method, match, budget, seed, removed in planned for retrain in retrains]
     config = {"budgets": list(budgets), "matches": list(matches), "retrains": list(retrains), "seeds": seeds,
               "finetune": finetune.to_dict(), "scratch": scratch.to_dict(), "probe_samples": len(x),
-              "iterative": iterative, "scoring": scoring, "train_samples": len(train_data),
+              "iterative": iterative, "bn_batches": bn_batches, "scoring": scoring,
+              "train_samples": len(train_data),
               "test_samples": len(test_data), "torch_threads": torch.get_num_threads(),
               **({"choice": dict(choice)} if choice is not None else {})}
     return MatchedComparison(rows, base, config)

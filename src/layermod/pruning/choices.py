@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from layermod.training.config import TrainConfig
 
-__all__ = ["BUDGETS", "DEFAULT_METHODS", "FINETUNE", "MATCHES", "METHODS", "PROBE_SPLITS", "RETRAINS"]
+__all__ = ["AUTO", "BUDGETS", "DEFAULT_METHODS", "FINETUNE", "MATCHES", "METHODS", "PROBE_SPLITS", "RETRAINS"]
 
 METHODS = ("none", "modularity", "modularity-phase", "modularity-ablation", "steepest", "cosine", "angular", "cka",
            "reinit", "ablation-accuracy", "random", "first", "last")
@@ -14,6 +14,10 @@ METHODS = ("none", "modularity", "modularity-phase", "modularity-ablation", "ste
 DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("modularity-phase", "modularity-ablation", "ablation-accuracy"))
 """The methods the commands compare unless told: the removal-based scores and the phase rule cost a network
 evaluation per unit, or need the curve's draws, so they are asked for by name."""
+
+AUTO = "cosine"
+"""The method ``auto`` takes: the best pooled margin at matched FLOPs over the committed studies
+(:func:`layermod.pruning.evidence.pool`), as ``scripts/pruning_evidence.py`` computes it from their files."""
 
 MATCHES = ("flops", "params")
 RETRAINS = ("finetune", "scratch")

@@ -194,6 +194,8 @@ class Plan:
         verdicts: the curve's verdicts behind the choice (none for a plan written by hand).
         budget: the number of units asked for; None means as many as ``remove`` names.
         graph, draws: how the curve behind the verdicts was measured (None for a plan written by hand).
+        asked: the method asked for when it named another (``"auto"``, which resolved to ``method``), else None.
+        bn_batches: batches of training images the removal scores re-estimated batch-norm statistics on (0: none).
     """
 
     remove: list[str]
@@ -203,33 +205,38 @@ class Plan:
     budget: int | None = None
     graph: GraphConfig | None = None
     draws: DrawConfig | None = None
+    asked: str | None = None
+    bn_batches: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "remove", list(self.remove))
         object.__setattr__(self, "verdicts", list(self.verdicts))
 
     def to_dict(self) -> dict:
-        """JSON-ready plan ``{"method", "remove", "budget", "verdicts", "graph", "draws"}`` (the configs as
-        dicts, or null); undefined numbers of the verdicts become null so the file stays strict JSON."""
+        """JSON-ready plan ``{"method", "asked", "remove", "budget", "verdicts", "graph", "draws", "bn_batches"}``
+        (the configs as dicts, or null); undefined numbers of the verdicts become null so the file stays strict
+        JSON."""
         rows = [verdict_to_dict(v) for v in self.verdicts]
-        return {"method": self.method, "remove": list(self.remove),
+        return {"method": self.method, "asked": self.asked, "remove": list(self.remove),
                 "budget": len(self.remove) if self.budget is None else self.budget, "verdicts": rows,
                 "graph": None if self.graph is None else self.graph.to_dict(),
-                "draws": None if self.draws is None else self.draws.to_dict()}
+                "draws": None if self.draws is None else self.draws.to_dict(), "bn_batches": self.bn_batches}
 
     @classmethod
     def from_dict(cls, data: object) -> Plan:
         """Inverse of :meth:`to_dict`, for a plan read from a file: a JSON object with a ``"remove"`` list of unit
-        names and, if present, a method name, a budget (an integer >= 0), at most ``MAX_ITEMS`` verdicts
-        (layer, increment, noise and threshold numbers or null, and a verdict of
+        names and, if present, a method name and the one asked for, a budget and ``bn_batches`` (integers >= 0),
+        at most ``MAX_ITEMS`` verdicts (layer, increment, noise and threshold numbers or null, and a verdict of
         :data:`~layermod.analysis.redundancy.VERDICTS`) and the graph and draw configs, checked as
         :mod:`layermod.io.validate` and the configs say. Raises ValueError (a LayermodError for a config)
         naming the first problem."""
         plan = mapping(data, "the plan")
         remove = names(required(plan, "remove"), "remove", empty=True)
-        method = plan.get("method")
-        if method is not None:
-            text(method, "method")
+        method, asked = plan.get("method"), plan.get("asked")
+        for key, value in (("method", method), ("asked", asked)):
+            if value is not None:
+                text(value, key)
+        bn_batches = number(plan.get("bn_batches", 0), "bn_batches", low=0, integer=True)
         budget = plan.get("budget")
         if budget is not None:
             number(budget, "budget", low=0, integer=True)
@@ -239,7 +246,8 @@ class Plan:
         graph, draws = (None if plan.get(key) is None else config.from_dict(mapping(plan[key], key))
                         for key, config in (("graph", GraphConfig), ("draws", DrawConfig)))
         verdicts = [verdict_from_dict(i, row) for i, row in enumerate(rows)]
-        return cls(remove, method=method, verdicts=verdicts, budget=budget, graph=graph, draws=draws)
+        return cls(remove, method=method, verdicts=verdicts, budget=budget, graph=graph, draws=draws, asked=asked,
+                   bn_batches=bn_batches)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Plan:

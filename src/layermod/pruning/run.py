@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -28,11 +30,12 @@ from layermod.models.checkpoint import read_sidecar, save_checkpoint, sidecar_pa
 from layermod.data.spec import resolve_data
 from layermod.models.spec import resolve_model, text_options
 from layermod.models.units import removed_outputs
-from layermod.pruning.budgets import Job, matched_comparison, retrain_pruned
-from layermod.pruning.choices import FINETUNE, METHODS
+from layermod.pruning.budgets import Job, matched_comparison, plan_at_budget, retrain_pruned
+from layermod.pruning.choices import AUTO, FINETUNE, METHODS
 from layermod.pruning.pareto import MatchedComparison
-from layermod.pruning.plans import Plan, budget_for_params, method_order, select_units
-from layermod.pruning.study import ChoiceSplit, PruningComparison, choice_split, compare_methods
+from layermod.pruning.plans import SCORED, Plan, method_order, select_units
+from layermod.pruning.scores import angular_distances, method_scores
+from layermod.pruning.study import ChoiceSplit, PruningComparison, choice_split, compare_methods, probe_batch
 from layermod.pruning.units import Unit, apply_plan, removable_units
 from layermod.data.draws import balanced_subset
 from layermod.training.train import TrainConfig
@@ -136,8 +139,10 @@ def choose_plan(
     min_gain: float = 0.0,
     progress: bool = False,
     data: Dataset | None = None,
+    method: str = "auto",
+    bn_batches: int = 0,
 ) -> Plan:
-    """The units to remove, from the curve's verdicts; written as ``out/plan.json``.
+    """The units to remove, in ``method``'s order; written as ``out/plan.json`` with the curve's verdicts.
 
     Args:
         target: from :func:`prepare`, with at least one removable unit.
@@ -151,30 +156,68 @@ def choose_plan(
         progress: progress bars while measuring.
         data: the images a curve measured now is drawn from (default: the test data; the ``pool`` of
             :func:`choice_data` keeps them apart from the fine-tuning and the evaluation).
+        method: a method of :data:`METHODS` other than ``none``, or ``"auto"`` (:data:`AUTO`); ``random``
+            draws with seed 0. Not used with ``plan``.
+        bn_batches: a removal score re-estimates batch-norm statistics on this many batches of 256 training
+            images before scoring (:func:`~layermod.pruning.ablation.ablation_accuracy`; 0: never).
 
     Raises:
-        PlanError: a curve of other layers, a budget that cannot be met, a plan that breaks the model.
+        PlanError: a curve of other layers, a budget that cannot be met, a plan that breaks the model, an
+            unknown method.
     """
     if sum(choice is not None for choice in (remove, target_params, plan)) != 1:
         raise PlanError("give exactly one budget: a number of units, a share of the parameters, or a plan")
+    resolved = AUTO if method == "auto" else method
+    if resolved not in METHODS or resolved == "none":
+        raise PlanError(f"unknown method {method!r} to choose the plan; use auto or one of "
+                        f"{', '.join(m for m in METHODS if m != 'none')}")
     model, example, units = target.model, target.example, target.units
     measured = target_curve(target, curve=curve, graph=graph, draws=draws, progress=progress, data=data)
     verdicts = find_redundant(measured, z=z, rel_gain=rel_gain, min_gain=min_gain)
     if plan is not None:
         chosen = Plan.load(plan).remove
         apply_plan(model, chosen, example=example)  # refuses a plan that breaks the structure
-        method = f"edited {plan}"
+        resolved, asked = f"edited {plan}", None
     else:
-        order = method_order("modularity", units, verdicts=verdicts)
-        total = sum(p.numel() for p in model.parameters())
-        budget = remove if remove is not None else budget_for_params(order, units, target_params, total)
-        chosen = select_units(order, units, budget)
-        method = "modularity"
-    result = Plan(chosen, method=method, verdicts=verdicts, budget=len(chosen),
+        chosen = _choose(target, resolved, measured, verdicts, remove, target_params, bn_batches, data)
+        asked = method if method != resolved else None
+    result = Plan(chosen, method=resolved, verdicts=verdicts, budget=len(chosen),
                   graph=GraphConfig.from_dict(measured.config),
-                  draws=DrawConfig.from_dict(measured.config))
+                  draws=DrawConfig.from_dict(measured.config), asked=asked, bn_batches=bn_batches)
     result.save(out)
     return result
+
+
+def _choose(target: PruneTarget, method: str, curve: Curve, verdicts: Sequence[Verdict], remove: int | None,
+            target_params: float | None, bn_batches: int, pool: Dataset | None) -> list[str]:
+    """The units ``method`` removes: ``remove`` of them, or enough for ``target_params`` of the parameters; a
+    scored method scores the model on ``pool`` or on the training images (:func:`_training_probe`)."""
+    model, units = target.model, target.units
+    scores, angular = None, None
+    if method in SCORED:
+        x, y, refresh = _training_probe(target, bn_batches, pool)
+        scores = method_scores(model, units, [method], x, y, span=remove or 1, curve=curve, verdicts=verdicts,
+                               bn_batches=bn_batches, bn_inputs=refresh)
+        angular = partial(angular_distances, model, units, x)  # span -> distances of runs that long
+    if remove is not None:
+        return select_units(method_order(method, units, verdicts=verdicts, scores=scores), units, remove)
+    costs = {unit.name: {"params": unit.params} for unit in units}
+    total = sum(p.numel() for p in model.parameters())
+    return plan_at_budget(method, units, costs, total, target_params, "params", verdicts=verdicts, scores=scores,
+                          angular=angular)
+
+
+def _training_probe(target: PruneTarget, bn_batches: int,
+                    pool: Dataset | None) -> tuple[Batch, torch.Tensor, Batch | None]:
+    """(inputs (512, ...), labels (512,)) of a class-balanced draw (seed 0) of ``pool`` (default: the training
+    data), and, with ``bn_batches``, the inputs of a draw of ``256 * bn_batches`` for re-estimating batch norm
+    (else None)."""
+    train_set = pool if pool is not None else resolve_data(target.dataset, split="train", data_dir=target.data_dir,
+                                                           allow_import=target.trusted, **target.text)[0]
+    x, y = probe_batch(balanced_subset(train_set, min(512, len(train_set))))
+    refresh = probe_batch(balanced_subset(train_set, min(256 * bn_batches, len(train_set))),
+                          n=256 * bn_batches)[0] if bn_batches else None
+    return x, y, refresh
 
 
 def target_curve(target: PruneTarget, *, curve: str | os.PathLike | Curve | None = None,
@@ -324,10 +367,11 @@ def prune_and_compare(
     curve: Curve | None = None,
     probe: str = "train-heldout",
     split: ChoiceSplit | None = None,
+    bn_batches: int = 0,
 ) -> PruningComparison:
     """Prune as many units as ``plan`` by every method, fine-tune, evaluate; write the comparison into
-    ``out`` and, when ``modularity`` is among the methods, its model (which removes ``plan``'s units) as
-    ``out/pruned.safetensors``.
+    ``out`` and the model of the plan's method (its row removes ``plan``'s units; ``modularity`` for a plan
+    edited by hand), compared whether or not ``methods`` names it, as ``out/pruned.safetensors``.
 
     Args:
         target, plan: from :func:`prepare` and :func:`choose_plan`.
@@ -340,7 +384,13 @@ def prune_and_compare(
         split: ``choice_data(target, probe=probe, finetune_subset=finetune_subset)`` when the caller has it
             already (the one whose pool the plan's curve was measured on); its record is the comparison's
             ``config["choice"]``.
+    if split is None:
+        split = choice_data(target, probe=probe, finetune_subset=finetune_subset)
+    train_set, test_set = split.finetune, split.test
+        bn_batches: the removal scores' batch-norm re-estimation (see :func:`choose_plan`).
     """
+    planned = plan.method if plan.method in METHODS and plan.method != "none" else "modularity"
+    methods = list(dict.fromkeys([*methods, planned]))
     if split is None:
         split = choice_data(target, probe=probe, finetune_subset=finetune_subset)
     train_set, test_set = split.finetune, split.test
@@ -348,15 +398,15 @@ def prune_and_compare(
     comparison, finals = compare_methods(target.model, target.units, len(plan.remove), train_set, test_set, finetune,
                                          plan.verdicts, target.example, methods=methods, seeds=seeds,
                                          latency_batch=latency_batch, plan=plan.remove, from_scratch=from_scratch,
-                                         progress=progress, curve=curve, probe=split.probe())
+                                         progress=progress, curve=curve, probe=split.probe(), planned=planned,
+                                         bn_batches=bn_batches)
     comparison = replace(comparison, config={"choice": split.record})
     out = ensure_writable_dir(out)
     comparison.save(out)
-    if "modularity" in finals:
-        row = next(r for r in comparison.rows if r["method"] == "modularity")
-        meta = {key: value for key, value in target.meta.items() if key in _SIDECAR_KEPT}
-        outputs = removed_outputs(finals["modularity"])  # the removed units that stood for a tuple
-        record = {"remove": plan.remove, **({"outputs": outputs} if outputs else {})}
-        save_checkpoint(finals["modularity"], out / PRUNED,
-                        {**meta, "plan": record, "accuracy": row["accs"][0], "finetune": finetune.to_dict()})
+    row = next(r for r in comparison.rows if r["method"] == planned)
+    meta = {key: value for key, value in target.meta.items() if key in _SIDECAR_KEPT}
+    outputs = removed_outputs(finals[planned])  # the removed units that stood for a tuple
+    record = {"remove": plan.remove, **({"outputs": outputs} if outputs else {})}
+    save_checkpoint(finals[planned], out / PRUNED,
+                    {**meta, "plan": record, "accuracy": row["accs"][0], "finetune": finetune.to_dict()})
     return comparison

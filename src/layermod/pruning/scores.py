@@ -192,7 +192,8 @@ def reinit_sensitivity(model: nn.Module, units: Sequence[Unit], inputs: Batch, l
 def method_scores(model: nn.Module, units: Sequence[Unit], methods: Sequence[str], inputs: Batch,
                   labels: torch.Tensor, *, span: int = 1, seed: int = 0, curve: Curve | None = None,
                   verdicts: Sequence[Verdict] | None = None, iterative: bool = False, steps: int | None = None,
-                  costs: dict[str, dict] | None = None) -> dict[str, dict | list]:
+                  costs: dict[str, dict] | None = None, bn_batches: int = 0,
+                  bn_inputs: Batch | None = None) -> dict[str, dict | list]:
     """The scores that :func:`layermod.pruning.plans.method_order` needs for every scored method among
     ``methods``, measured on the probe ``inputs`` (N, ...) with ``labels`` (N,): ``{"cosine": ..., "angular":
     ..., ...}`` (only those asked for). ``angular`` runs over ``span`` units, or single units when no stage is that
@@ -205,18 +206,22 @@ def method_scores(model: nn.Module, units: Sequence[Unit], methods: Sequence[str
             remaining unit re-scored on the pruned network (:func:`~layermod.pruning.ablation.iterative_order`,
             ``steps`` removals, default every unit; ``angular`` then scores single units).
         costs: filled with ``{method: {"seconds", "probe_passes"}}``, what each method's scoring took.
+        bn_batches, bn_inputs: the removal scores (``ablation-accuracy``, ``modularity-ablation``) re-estimate
+            batch-norm statistics on this many batches of these training images (M, ...) before scoring
+            (:func:`~layermod.pruning.ablation.ablation_accuracy`; 0: never).
 
     Raises:
         PlanError: ``modularity-phase`` or ``modularity-ablation`` without the curve (and verdicts).
     """
     scores: dict[str, dict | list] = {}
+    refresh = {"bn_batches": bn_batches, "bn_inputs": bn_inputs}
     for method in (m for m in dict.fromkeys(methods) if m in _SCORERS):
         if method in ("modularity-phase", "modularity-ablation") and curve is None or \
                 method == "modularity-phase" and verdicts is None:
             raise PlanError(f"method {method!r} needs the model's curve and verdicts; pass curve= and verdicts=")
         with counting(model, batch_length(inputs)) as cost:
             def score(net: nn.Module, some: Sequence[Unit], width: int = span, method: str = method) -> dict:
-                return _SCORERS[method](net, some, inputs, labels, width, seed, curve, verdicts)
+                return _SCORERS[method](net, some, inputs, labels, width, seed, curve, verdicts, refresh)
 
             if iterative and method != "modularity-phase":
                 scores[method] = iterative_order(
@@ -235,17 +240,17 @@ def _curve_graph(curve: Curve) -> GraphConfig:
     return GraphConfig(**{f.name: curve.config[f.name] for f in fields(GraphConfig) if f.name in curve.config})
 
 
-def _ablation_modularity(model, units, inputs, labels, _span, _seed, curve, _verdicts):
+def _ablation_modularity(model, units, inputs, labels, _span, _seed, curve, _verdicts, refresh):
     pool = curve.config.get("pool", "auto")
     return ablation_modularity(model, units, inputs, labels, layers=curve.layers, graph=_curve_graph(curve),
-                               pool=pool if isinstance(pool, str) else "auto")
+                               pool=pool if isinstance(pool, str) else "auto", **refresh)
 
 
-def _ablation_accuracy(model, units, inputs, labels, *_):
-    return ablation_accuracy(model, units, inputs, labels)
+def _ablation_accuracy(model, units, inputs, labels, _span, _seed, _curve, _verdicts, refresh):
+    return ablation_accuracy(model, units, inputs, labels, **refresh)
 
 
-def _phase(_model, units, _inputs, _labels, _span, _seed, curve, verdicts):
+def _phase(_model, units, _inputs, _labels, _span, _seed, curve, verdicts, _refresh):
     return phase_scores(curve, verdicts, units)
 
 
@@ -260,4 +265,5 @@ _SCORERS: dict[str, Callable] = {
                                                                                       seed=seed),
     "ablation-accuracy": _ablation_accuracy,
 }
-"""Per scored method: ``(model, units, inputs, labels, span, seed, curve, verdicts) -> scores``."""
+"""Per scored method: ``(model, units, inputs, labels, span, seed, curve, verdicts, refresh) -> scores``,
+``refresh`` the batch-norm keywords of the removal scores."""

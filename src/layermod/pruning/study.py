@@ -86,6 +86,8 @@ def compare_methods(
     progress: bool | str = "auto",
     curve: Curve | None = None,
     probe: tuple[Batch, torch.Tensor] | None = None,
+    planned: str = "modularity",
+    bn_batches: int = 0,
 ) -> tuple[PruningComparison, dict[str, nn.Module]]:
     """Prune ``budget`` units by every method, fine-tune per seed, evaluate.
 
@@ -100,13 +102,16 @@ def compare_methods(
         methods: names from :data:`~layermod.pruning.plans.METHODS`.
         seeds: fine-tuning runs per method (random also draws a new plan per seed).
         latency_batch: (B, ...) inputs (or a dict of them) timed for CPU latency (default: ``example``).
-        plan: units for the ``modularity`` method instead of its own choice (an edited plan.json).
+        plan: units for the ``planned`` method instead of its own choice (the plan.json of its choice, or one
+            edited by hand).
         from_scratch: re-initialise every pruned model (seeded) before training, as the paper retrained its
             pruned networks, instead of fine-tuning from the surviving weights.
         curve: the model's curve (``verdicts`` are its verdicts), for ``modularity-phase`` and
             ``modularity-ablation``.
         probe: (inputs (n, ...) or a dict of them, labels (n,)) that score the scored methods (default: the
             first 512 samples of ``test_data``; :meth:`ChoiceSplit.probe` gives one disjoint from it).
+        bn_batches: the removal scores re-estimate batch-norm statistics on this many batches of 256 training
+            images before scoring (:func:`~layermod.pruning.ablation.ablation_accuracy`; 0: never).
 
     Returns:
         (comparison, models): a :class:`PruningComparison` with one row per method, and the seed-0 fine-tuned
@@ -117,8 +122,9 @@ def compare_methods(
             raise PlanError(f"unknown pruning method {method!r}; use {', '.join(METHODS)}")
     scores = {}
     if set(SCORED) & set(methods):  # runs of angular as long as the budget
+        refresh = probe_batch(train_data, n=256 * bn_batches)[0] if bn_batches else None
         scores = method_scores(model, units, methods, *(probe or probe_batch(test_data)), span=budget, curve=curve,
-                               verdicts=verdicts)
+                               verdicts=verdicts, bn_batches=bn_batches, bn_inputs=refresh)
     timed = latency_batch if latency_batch is not None else example
     rows, finals = [], {}
     bar = tqdm(total=len(methods) * seeds, desc="prune + fine-tune", disable=bar_disabled(progress))
@@ -127,7 +133,7 @@ def compare_methods(
         for seed in range(seeds):
             if method == "none":
                 remove: list[str] = []
-            elif method == "modularity" and plan is not None:
+            elif method == planned and plan is not None:
                 remove = list(plan)
             else:
                 remove = select_units(method_order(method, units, verdicts=verdicts, scores=scores, seed=seed),
