@@ -120,11 +120,8 @@ def compare_methods(
     for method in methods:
         if method not in METHODS:
             raise PlanError(f"unknown pruning method {method!r}; use {', '.join(METHODS)}")
-    scores = {}
-    if set(SCORED) & set(methods):  # runs of angular as long as the budget
-        refresh = probe_batch(train_data, n=256 * bn_batches)[0] if bn_batches else None
-        scores = method_scores(model, units, methods, *(probe or probe_batch(test_data)), span=budget, curve=curve,
-                               verdicts=verdicts, bn_batches=bn_batches, bn_inputs=refresh)
+    scores = _scores(model, units, methods, probe or probe_batch(test_data), train_data, budget=budget, curve=curve,
+                     verdicts=verdicts, bn_batches=bn_batches)
     timed = latency_batch if latency_batch is not None else example
     rows, finals = [], {}
     bar = tqdm(total=len(methods) * seeds, desc="prune + fine-tune", disable=bar_disabled(progress))
@@ -153,6 +150,18 @@ def compare_methods(
     bar.close()
     return PruningComparison(rows), finals
 
+
+
+def _scores(model: nn.Module, units: Sequence[Unit], methods: Sequence[str], probe: tuple[Batch, torch.Tensor],
+            train_data: Dataset, *, budget: int, curve: Curve | None, verdicts: Sequence[Verdict],
+            bn_batches: int) -> dict:
+    """The scores of the scored methods among ``methods`` on ``probe`` (runs of angular as long as the budget;
+    batch norm re-estimated on the first ``256 * bn_batches`` training images); {} when there are none."""
+    if not set(SCORED) & set(methods):
+        return {}
+    refresh = probe_batch(train_data, n=256 * bn_batches)[0] if bn_batches else None
+    return method_scores(model, units, methods, *probe, span=budget, curve=curve, verdicts=verdicts,
+                         bn_batches=bn_batches, bn_inputs=refresh)
 
 def _prune_and_train(model: nn.Module, remove: list[str], example: Batch, train_data: Dataset, test_data: Dataset,
                      config: TrainConfig, *, from_scratch: bool) -> tuple[nn.Module, float, float]:
