@@ -82,6 +82,8 @@ def arg_names(body: list[str]) -> tuple[list[str], list[str]]:
         entry = ENTRY.match(line[indent:])
         if entry:
             names += [name.lstrip("*") for name in entry.group(1).split(", ")]
+            if ", " in entry.group(1):  # griffe reads it as one parameter named "a, b" (the strict build fails)
+                malformed.append(line.strip())
         else:
             malformed.append(line.strip())
     return names, malformed
@@ -107,7 +109,7 @@ def problems(function) -> list[str]:
         found += [f"Args: does not name {name!r}" for name in params if name not in names]
         found += [f"Args: names {name!r}, not a parameter" for name in names if name not in allowed]
         found += [f"Args: {name!r} twice" for name in sorted({n for n in names if names.count(n) > 1})]
-        found += [f"Args: line is no 'name: text' entry: {line!r}" for line in malformed]
+        found += [f"Args: line is no 'name: text' entry of one name: {line!r}" for line in malformed]
     if signature.return_annotation not in (None, "None", inspect.Signature.empty) and not (
             section(lines, "Returns") or section(lines, "Yields")):
         found.append(f"no Returns: or Yields: section (returns {signature.return_annotation})")
@@ -152,6 +154,18 @@ def planted_numpy(features) -> float:
     return 0.0
 
 
+def planted_pair(features, labels) -> float:
+    """Two names in one entry.
+
+    Args:
+        features, labels: (N, D) tensor and (N,) ints.
+
+    Returns:
+        A number.
+    """
+    return 0.0
+
+
 def planted_bare(features, *, k: int = 10) -> float:
     """No sections at all."""
     return 0.0
@@ -161,6 +175,8 @@ def test_the_checker_reports_planted_faults():
     assert problems(planted) == ["Args: does not name 'labels'", "Args: does not name 'k'",
                                  "Args: names 'classes', not a parameter"]
     assert "NumPy-style 'Parameters' section" in problems(planted_numpy)
+    assert problems(planted_pair) == ["Args: line is no 'name: text' entry of one name: "
+                                      "'features, labels: (N, D) tensor and (N,) ints.'"]
     assert problems(planted_bare) == ["no Args: section (parameters features, k)",
                                       "no Returns: or Yields: section (returns float)"]
 
@@ -170,8 +186,9 @@ def test_the_checker_accepts_a_good_docstring():
         """A good docstring.
 
         Args:
-            features, labels: (N, D) tensor and (N,) ints; the second line of the entry
+            features: (N, D) tensor; the second line of the entry
                 is indented further.
+            labels: (N,) ints.
             k: neighbours.
             **kwargs: passed on.
 

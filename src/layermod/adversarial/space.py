@@ -72,7 +72,8 @@ class PixelSpace:
         Args:
             normalization: ``{"mean": [...], "std": [...]}`` per channel, as
                 :attr:`layermod.data.ArrayDataset.normalization`; ``{}`` or None for pixel inputs.
-            low, high: the pixels' range.
+            low: the lowest pixel value.
+            high: the highest pixel value.
 
         Returns:
             The :class:`PixelSpace`.

@@ -54,7 +54,8 @@ def resolve_data(spec: str, *, split: str = "test", data_dir: str | os.PathLike 
         allow_import: False for a specification read from a file: a ``module:function`` is then refused, not run.
         tokenizer: a tokenizer, or the model's specification, whose tokenizer (an ``hf:`` model's,
             :func:`layermod.data.hfhub.load_tokenizer`) is loaded only when the data are texts.
-        text_column, label_column: the columns of the texts and of their labels.
+        text_column: the column of the texts.
+        label_column: the column of their labels.
         max_length: tokens per text.
         classes: the class names a classifier was trained on, in index order: texts whose labels number other
             names are refused.

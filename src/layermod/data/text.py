@@ -79,7 +79,8 @@ def load_text_file(path: str | os.PathLike, tokenizer: Any, *, text_column: str 
     Args:
         path: the file.
         tokenizer: a Hugging Face tokenizer.
-        text_column, label_column: the columns of the texts and of their labels.
+        text_column: the column of the texts.
+        label_column: the column of their labels.
         max_length: tokens per text (longer texts are cut).
 
     Returns:

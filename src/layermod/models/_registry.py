@@ -183,7 +183,8 @@ def check_count(name: str, value: Any, low: int, high: int) -> int:
     Args:
         name: the argument's name, for the message.
         value: the value given.
-        low, high: the bounds, inclusive.
+        low: the lowest value allowed.
+        high: the highest value allowed.
 
     Returns:
         ``value`` as an ``int``.
