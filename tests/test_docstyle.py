@@ -110,9 +110,11 @@ def problems(function) -> list[str]:
         found += [f"Args: names {name!r}, not a parameter" for name in names if name not in allowed]
         found += [f"Args: {name!r} twice" for name in sorted({n for n in names if names.count(n) > 1})]
         found += [f"Args: line is no 'name: text' entry of one name: {line!r}" for line in malformed]
-    if signature.return_annotation not in (None, "None", inspect.Signature.empty) and not (
-            section(lines, "Returns") or section(lines, "Yields")):
+    returns = section(lines, "Returns") or section(lines, "Yields")
+    if signature.return_annotation not in (None, "None", inspect.Signature.empty) and not returns:
         found.append(f"no Returns: or Yields: section (returns {signature.return_annotation})")
+    if returns and len(arg_names(returns)[1]) > 1:  # griffe makes each line at the section's indentation an item
+        found.append("Returns: text continued at the section's indentation (indent the lines after the first)")
     return found
 
 
@@ -139,7 +141,8 @@ def planted(features, labels, *, k: int = 10) -> float:
         classes: stale name.
 
     Returns:
-        A number.
+        A number,
+        continued at the section's indentation.
     """
     return 0.0
 
@@ -173,7 +176,9 @@ def planted_bare(features, *, k: int = 10) -> float:
 
 def test_the_checker_reports_planted_faults():
     assert problems(planted) == ["Args: does not name 'labels'", "Args: does not name 'k'",
-                                 "Args: names 'classes', not a parameter"]
+                                 "Args: names 'classes', not a parameter",
+                                 "Returns: text continued at the section's indentation "
+                                 "(indent the lines after the first)"]
     assert "NumPy-style 'Parameters' section" in problems(planted_numpy)
     assert problems(planted_pair) == ["Args: line is no 'name: text' entry of one name: "
                                       "'features, labels: (N, D) tensor and (N,) ints.'"]
@@ -193,7 +198,8 @@ def test_the_checker_accepts_a_good_docstring():
             **kwargs: passed on.
 
         Returns:
-            A number.
+            A number, the description
+                continued further in.
         """
         return 0.0
 

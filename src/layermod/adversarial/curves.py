@@ -116,7 +116,7 @@ class AdversarialCurves(TableResult):
 
         Returns:
             clean, attacked (curve dicts), attack, keep, the summary's counts, gap and gap_se (L,) and the parting
-            layer (name and index, or None).
+                layer (name and index, or None).
         """
         index = self.parting_index()
         return {

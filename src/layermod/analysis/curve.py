@@ -106,7 +106,7 @@ class Curve(TableResult):
 
         Returns:
             ``{"layers": [L names], "mean": [L], "std": [L], "values": [draws][L], "config": {...}}``, undefined
-            numbers as null.
+                numbers as null.
         """
         out = {
             "layers": list(self.layers),

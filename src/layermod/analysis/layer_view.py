@@ -180,7 +180,7 @@ class Views(TableResult):
 
         Returns:
             ``{"class_names": [...] | None, "config": {...}, "layers": [{"layer", "q", "coords", "labels", "edges",
-            "weights"}, ...]}`` with coords (n, 2), labels (n,), edges (E, 2), weights (E,) as lists.
+                "weights"}, ...]}`` with coords (n, 2), labels (n,), edges (E, 2), weights (E,) as lists.
         """
         return {
             "class_names": None if self.class_names is None else list(self.class_names),

@@ -41,7 +41,7 @@ def balanced_draws(labels: Labels, *, n_per_class: int, repeats: int, seed: int 
 
     Returns:
         ``repeats`` sorted int64 arrays of ``n_per_class * n_classes`` indices each. The draws are disjoint
-        when every class has at least ``n_per_class * repeats`` samples; otherwise they may overlap.
+            when every class has at least ``n_per_class * repeats`` samples; otherwise they may overlap.
     """
     y = label_array(labels)
     for arg, value in (("n_per_class", n_per_class), ("repeats", repeats)):

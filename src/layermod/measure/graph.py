@@ -96,7 +96,7 @@ def knn_graph(
 
     Returns:
         (N, N) symmetric ``scipy.sparse.csr_array`` of float64 weights, no explicit zeros; at most ``2 k N``
-        stored entries unless samples tie for the k-th place (then one more per tied candidate).
+            stored entries unless samples tie for the k-th place (then one more per tied candidate).
 
     Raises:
         FeatureError: features that are not (N, D) real finite numbers (see :func:`as_feature_matrix`).

@@ -93,8 +93,8 @@ class MatchedComparison(TableResult):
 
         Returns:
             One dict per group: n, acc_mean, acc_std (ddof 1, 0 for one seed), n_removed, flops_removed and
-            params_removed (means), and ``vs_modularity``: the paired difference ``acc - acc of modularity`` seed by
-            seed (None for modularity itself or without it).
+                params_removed (means), and ``vs_modularity``: the paired difference ``acc - acc of modularity`` seed by
+                seed (None for modularity itself or without it).
         """
         groups = self._groups()
         out = []
@@ -119,8 +119,8 @@ class MatchedComparison(TableResult):
 
         Returns:
             One dict per group, ``{"match", "retrain", "method", **PairedTest.to_dict(), "budgets", "p_budget"}``:
-            ``budgets`` is the number of budgets with pairs, ``p_budget`` the two-sided p-value of the t-test on
-            their mean differences (None with fewer than 2 budgets or no spread between them).
+                ``budgets`` is the number of budgets with pairs, ``p_budget`` the two-sided p-value of the t-test on
+                their mean differences (None with fewer than 2 budgets or no spread between them).
         """
         groups = self._groups()
         pairs: dict[tuple, tuple[list, list]] = {}
@@ -147,9 +147,9 @@ class MatchedComparison(TableResult):
 
         Returns:
             The Markdown text: a row per method, a column per budget with the accuracy (mean ± std over seeds, %)
-            and the share of the matched cost actually removed, then the difference to modularity pooled over
-            budgets and seeds with its p-values (paired t-test and sign flip over all pairs; t-test with the budget
-            as the unit).
+                and the share of the matched cost actually removed, then the difference to modularity pooled over
+                budgets and seeds with its p-values (paired t-test and sign flip over all pairs; t-test with the budget
+                as the unit).
         """
         summary, pooled = self.summary(), {(p["match"], p["retrain"], p["method"]): p for p in self.pooled()}
         budgets = sorted({row["budget"] for row in self.rows if row["method"] != "none"})

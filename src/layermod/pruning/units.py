@@ -258,8 +258,8 @@ def kept_units(model: nn.Module, example: Batch, *, keep_per_stage: int = KEEP_P
 
     Returns:
         ``{unit name: why it is kept}``, e.g. ``{"layer2.0": "changes shape 16x32x32 -> 32x16x16
-        (downsampling)"}``; empty when it offers them all or the model has no candidate (no measured block is a
-        child of a container or stage).
+            (downsampling)"}``; empty when it offers them all or the model has no candidate (no measured block is a
+            child of a container or stage).
 
     Raises:
         ModelError: the model cannot run on ``example``.
@@ -336,8 +336,8 @@ def model_cost(model: nn.Module, example: Batch) -> dict:
 
     Returns:
         ``{"params": int, "macs": int, "flops": int}``: ``params`` counts every parameter (removed units have
-        none); ``flops`` are torch's FlopCounterMode count (matmul/conv-like operators only, 2 per multiply-add);
-        ``macs`` = ``flops // 2`` multiply-accumulates.
+            none); ``flops`` are torch's FlopCounterMode count (matmul/conv-like operators only, 2 per multiply-add);
+            ``macs`` = ``flops // 2`` multiply-accumulates.
     """
     params = sum(p.numel() for p in model.parameters())
     counter = FlopCounterMode(display=False)
