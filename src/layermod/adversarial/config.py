@@ -51,7 +51,14 @@ class AttackConfig:
     options: dict = field(default_factory=dict)
 
     def validate(self, space: PixelSpace) -> None:
-        """Raise :class:`AttackError` for settings that cannot run in ``space``."""
+        """Raise :class:`AttackError` for settings that cannot run in ``space``.
+
+        Args:
+            space: the pixel space of the inputs the attack perturbs.
+
+        Raises:
+            AttackError: an unknown method, or a budget the space cannot hold.
+        """
         if self.method not in METHODS and not torchattacks_name(self.method):
             raise AttackError(
                 f"unknown attack method {self.method!r}; use 'fgsm', 'pgd' or 'torchattacks:NAME' "
@@ -71,7 +78,11 @@ class AttackConfig:
             raise AttackError("options must not hold 'eps'; set the budget with eps, in pixel units")
 
     def to_dict(self) -> dict:
-        """The settings as a JSON-ready dict (``options`` copied)."""
+        """The settings as a JSON-ready dict (``options`` copied).
+
+        Returns:
+            ``{field: value}``.
+        """
         return asdict(self)
 
 

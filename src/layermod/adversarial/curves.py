@@ -96,7 +96,15 @@ class AdversarialCurves(TableResult):
         return method.removeprefix("torchattacks:") + (f" ({options})" if options else "")  # its options say it all
 
     def parting_index(self, *, z: float = 2.0, min_gain: float = 0.005) -> int | None:
-        """Index of the first layer from which every later layer's gap exceeds ``max(z * se, min_gain)``."""
+        """Index of the first layer from which every later layer's gap exceeds ``max(z * se, min_gain)``.
+
+        Args:
+            z: the gap's margin in standard errors.
+            min_gain: the smallest gap counted, in units of Q.
+
+        Returns:
+            The layer index in [0, L), or None when the last layer's gap does not exceed it.
+        """
         apart = self.gap > np.maximum(z * self.gap_se, min_gain)
         if not len(apart) or not apart[-1]:
             return None
@@ -104,8 +112,12 @@ class AdversarialCurves(TableResult):
         return int(together[-1]) + 1 if len(together) else 0
 
     def to_dict(self) -> dict:
-        """JSON-ready: clean, attacked (curve dicts), attack, keep, the summary's counts, gap, gap_se and the
-        parting layer (name and index, or None)."""
+        """JSON-ready dict of both curves and the attack.
+
+        Returns:
+            clean, attacked (curve dicts), attack, keep, the summary's counts, gap and gap_se (L,) and the parting
+                layer (name and index, or None).
+        """
         index = self.parting_index()
         return {
             "clean": self.clean.to_dict(),
@@ -125,8 +137,16 @@ class AdversarialCurves(TableResult):
 
         Checked as :mod:`layermod.io.validate` says: both curves as :meth:`Curve.from_dict` checks them, on the same
         layers and draws; the attack's method and the settings :attr:`label` shows; counts integers with
-        ``0 <= n_flipped <= n_correct <= n_attacked``; rates in [0, 1] or null. Raises ValueError naming the
-        first problem.
+        ``0 <= n_flipped <= n_correct <= n_attacked``; rates in [0, 1] or null.
+
+        Args:
+            data: a dict as :meth:`to_dict` writes it.
+
+        Returns:
+            The :class:`AdversarialCurves`.
+
+        Raises:
+            ValueError: naming the first problem.
         """
         data = mapping(data, "the attack result")
         clean = within("clean", Curve.from_dict, required(data, "clean"))
@@ -145,13 +165,29 @@ class AdversarialCurves(TableResult):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AdversarialCurves:
-        """Read ``attack.json`` (or the ``attack.json`` inside a run directory)."""
+        """Read ``attack.json`` (or the ``attack.json`` inside a run directory).
+
+        Args:
+            path: the file or the run directory.
+
+        Returns:
+            The :class:`AdversarialCurves`, checked by :meth:`from_dict`.
+
+        Raises:
+            ReportError: the file is missing, unreadable or malformed (one line naming it).
+        """
         return read_json_file(path, ATTACK_JSON, cls.from_dict, "attack curves")
 
     @literal_text
     def plot(self, *, ax: Axes | None = None) -> Axes:
-        """Clean and attacked curves (mean, ±1 std band) with the parting layer marked, into ``ax`` (default: a
-        new figure's); returns the Axes."""
+        """Clean and attacked curves (mean, ±1 std band) with the parting layer marked.
+
+        Args:
+            ax: the Axes to draw into (default: a new figure's).
+
+        Returns:
+            The Axes.
+        """
         label = self.label
         ax = plot_curves([self.clean, self.attacked], ax=ax, labels=["clean", label],
                          title=f"clean vs {label}: {self.summary['n_flipped']} samples flipped of "
@@ -169,8 +205,17 @@ class AdversarialCurves(TableResult):
                 [[name, *(float(column[i]) for column in columns)] for i, name in enumerate(self.clean.layers)])
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``attack.png``, ``attack.csv`` and, last, ``attack.json`` into ``path`` (created); returns the
-        directory."""
+        """Write ``attack.png``, ``attack.csv`` and, last, ``attack.json`` into ``path`` (created).
+
+        Args:
+            path: the run directory.
+
+        Returns:
+            The directory.
+
+        Raises:
+            OutputError: ``path`` cannot be created or written.
+        """
         out = ensure_writable_dir(path)
         ax = self.plot(ax=curve_axes(len(self.clean.layers)))
         ax.figure.tight_layout()

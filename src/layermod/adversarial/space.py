@@ -67,8 +67,20 @@ class PixelSpace:
 
     @classmethod
     def from_normalization(cls, normalization: dict | None, *, low: float = 0.0, high: float = 1.0) -> PixelSpace:
-        """The space of a dataset's inputs from its ``normalization`` (``{"mean": [...], "std": [...]}`` per
-        channel, as :attr:`layermod.data.ArrayDataset.normalization`; ``{}`` or None for pixel inputs)."""
+        """The space of a dataset's inputs from its ``normalization``.
+
+        Args:
+            normalization: ``{"mean": [...], "std": [...]}`` per channel, as
+                :attr:`layermod.data.ArrayDataset.normalization`; ``{}`` or None for pixel inputs.
+            low: the lowest pixel value.
+            high: the highest pixel value.
+
+        Returns:
+            The :class:`PixelSpace`.
+
+        Raises:
+            AttackError: a normalization without mean or std.
+        """
         if not normalization:
             return cls(low=low, high=high)
         missing = [key for key in ("mean", "std") if key not in normalization]
@@ -85,20 +97,40 @@ class PixelSpace:
         return self.high - self.low
 
     def to_pixels(self, inputs: Tensor) -> Tensor:
-        """(N, C, ...) model inputs -> pixels of the same shape; (N, D) or any shape with a single mean."""
+        """Model inputs to pixels of the same shape.
+
+        Args:
+            inputs: (N, C, ...) model inputs; (N, D) or any shape with a single mean.
+
+        Returns:
+            The pixels, the shape of ``inputs``.
+        """
         if not self.mean:
             return inputs
         return inputs * self._per_channel(self.std, inputs) + self._per_channel(self.mean, inputs)
 
     def to_inputs(self, pixels: Tensor) -> Tensor:
-        """(N, C, ...) pixels -> model inputs of the same shape; the inverse of :meth:`to_pixels`."""
+        """Pixels to model inputs of the same shape; the inverse of :meth:`to_pixels`.
+
+        Args:
+            pixels: (N, C, ...) pixels.
+
+        Returns:
+            The model inputs, the shape of ``pixels``.
+        """
         if not self.mean:
             return pixels
         return (pixels - self._per_channel(self.mean, pixels)) / self._per_channel(self.std, pixels)
 
     def check(self, inputs: Tensor) -> None:
-        """Raise :class:`AttackError` when the pixels of ``inputs`` (N, ...) are not finite or fall outside
-        ``[low, high]`` by more than a float32 rounding slack."""
+        """Check that the pixels of ``inputs`` are finite and within ``[low, high]``.
+
+        Args:
+            inputs: (N, ...) model inputs.
+
+        Raises:
+            AttackError: pixels not finite, or outside ``[low, high]`` by more than a float32 rounding slack.
+        """
         if inputs.numel() == 0:
             return
         pixels = self.to_pixels(inputs.detach())

@@ -69,7 +69,11 @@ class LayerComparison(TableResult):
         return self.curve_a is self.curve_b
 
     def to_dict(self) -> dict:
-        """JSON-ready: layers_a, layers_b, names, d, cka, the curves (curve_b only for two models), config."""
+        """JSON-ready: layers_a, layers_b, names, d, cka, the curves (curve_b only for two models), config.
+
+        Returns:
+            The dict; d and cka as (La, Lb) nested lists.
+        """
         out = {
             "layers_a": list(self.curve_a.layers),
             "layers_b": list(self.curve_b.layers),
@@ -85,9 +89,20 @@ class LayerComparison(TableResult):
 
     @classmethod
     def from_dict(cls, data: dict) -> LayerComparison:
-        """Inverse of :meth:`to_dict` (D is recomputed from the curves), for data read from a file: the curves
-        checked as :meth:`Curve.from_dict` checks them, cka (La, Lb) in [-1, 1] or null (NaN for a layer without
-        variance), two model names. Raises ValueError naming the first problem."""
+        """Inverse of :meth:`to_dict` (D is recomputed from the curves), for data read from a file.
+
+        Checked: the curves as :meth:`Curve.from_dict` checks them, cka (La, Lb) in [-1, 1] or null (NaN for a
+        layer without variance), two model names.
+
+        Args:
+            data: a dict as :meth:`to_dict` writes it.
+
+        Returns:
+            The :class:`LayerComparison`.
+
+        Raises:
+            ValueError: naming the first problem.
+        """
         data = mapping(data, "the comparison")
         curve_a = within("curve_a", Curve.from_dict, required(data, "curve_a"))
         curve_b = within("curve_b", Curve.from_dict, data["curve_b"]) if "curve_b" in data else curve_a
@@ -101,13 +116,33 @@ class LayerComparison(TableResult):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LayerComparison:
-        """Read ``compare.json`` (or the ``compare.json`` inside a run directory)."""
+        """Read ``compare.json`` (or the ``compare.json`` inside a run directory).
+
+        Args:
+            path: the file or the run directory.
+
+        Returns:
+            The :class:`LayerComparison`, checked by :meth:`from_dict`.
+
+        Raises:
+            ReportError: the file is missing, unreadable or malformed (one line naming it).
+        """
         return read_json_file(path, COMPARE_JSON, cls.from_dict, "a layer comparison")
 
     @literal_text
     def plot(self, *, ax: Axes | None = None, matrix: str = "d") -> Axes:
-        """The heat map of ``matrix`` (``"d"`` or ``"cka"``) into ``ax`` (default: a new figure's); returns the
-        Axes."""
+        """The heat map of ``matrix``.
+
+        Args:
+            ax: the Axes to draw into (default: a new figure's).
+            matrix: ``"d"`` or ``"cka"``.
+
+        Returns:
+            The Axes.
+
+        Raises:
+            CurveError: ``matrix`` is neither.
+        """
         if matrix not in ("d", "cka"):
             raise CurveError(f"matrix={matrix!r} is not one of d, cka")
         names = (None, None) if self.same_model else self.names
@@ -118,7 +153,11 @@ class LayerComparison(TableResult):
 
     @literal_text
     def figure(self) -> Figure:
-        """The whole picture ``compare.png`` holds: D and CKA side by side (a plain matplotlib Figure)."""
+        """The whole picture ``compare.png`` holds: D and CKA side by side.
+
+        Returns:
+            A plain matplotlib Figure.
+        """
         from matplotlib.figure import Figure
 
         panel = heatmap_inches(max(self.d.shape))
@@ -133,8 +172,17 @@ class LayerComparison(TableResult):
         return ["layer_a", "layer_b", "d", "cka"], rows
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``compare.png``, ``d.csv``, ``cka.csv`` and, last, ``compare.json`` into ``path`` (created);
-        returns the directory."""
+        """Write ``compare.png``, ``d.csv``, ``cka.csv`` and, last, ``compare.json`` into ``path`` (created).
+
+        Args:
+            path: the run directory.
+
+        Returns:
+            The directory.
+
+        Raises:
+            OutputError: ``path`` cannot be created or written.
+        """
         out = ensure_writable_dir(path)
         save_png(self.figure(), out / COMPARE_PNG)
         for name, matrix in ((D_CSV, self.d), (CKA_CSV, self.cka)):
@@ -161,7 +209,7 @@ def compare_layers(
 
     Args:
         model_a: the model whose layers are the rows.
-        data: ``(X, y)`` or a torch ``Dataset`` of ``(x, y)`` pairs.
+        data: ``(X, y)`` or a torch ``Dataset`` of ``(x, y)`` pairs; X (N, ...) inputs, y (N,) ints.
         model_b: a second model taking the same inputs (columns); None compares ``model_a`` with itself.
         layers: the layer selection of ``model_a``.
         layers_b: that of ``model_b`` (default ``layers``).
@@ -169,8 +217,11 @@ def compare_layers(
         names: display names of the two models.
         graph: the kNN graph of both curves (see :func:`layermod.modularity_curve`).
         draws: the draws of both curves: both models see the same draws.
-        curve_options: passed to :func:`layermod.modularity_curve` (batch_size, progress, pool, or the configs' fields
-            as keywords: k, n_per_class, ...).
+        curve_options: passed to :func:`layermod.modularity_curve` (batch_size, progress, pool, or the configs'
+            fields as keywords: k, n_per_class, ...).
+
+    Returns:
+        The :class:`LayerComparison`: both curves, d and cka (La, Lb).
     """
     grams_a: list[torch.Tensor] = []
     curve_options.update(graph=graph, draws=draws)  # the same configs for both models

@@ -102,7 +102,12 @@ class Curve(TableResult):
         return np.diff(self.mean, prepend=0.0)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict with keys layers, mean, std, values, config (and null_mean, null_std, z)."""
+        """JSON-ready dict with keys layers, mean, std, values, config (and null_mean, null_std, z).
+
+        Returns:
+            ``{"layers": [L names], "mean": [L], "std": [L], "values": [draws][L], "config": {...}}``, undefined
+                numbers as null.
+        """
         out = {
             "layers": list(self.layers),
             "mean": _finite_or_none(self.mean),
@@ -122,7 +127,16 @@ class Curve(TableResult):
         Checked as :mod:`layermod.io.validate` says: 1 to ``MAX_ITEMS`` layer names; values (draws, L) within
         modularity's range for the config's resolution, none missing (modularity is refused, never NaN, so a
         null or NaN Q is a damaged file; its mean would be drawn as "nan"); null_mean, null_std (>= 0) and z
-        (L,) all three or none. Raises ValueError naming the first problem.
+        (L,) all three or none.
+
+        Args:
+            data: a dict as :meth:`to_dict` writes it.
+
+        Returns:
+            The :class:`Curve`.
+
+        Raises:
+            ValueError: naming the first problem.
         """
         data = mapping(data, "the curve")
         config = run_config(data.get("config", {}))
@@ -141,16 +155,42 @@ class Curve(TableResult):
         return cls(layers, values, config=config, null_mean=null_mean, null_std=null_std, z=z)
 
     def to_json(self) -> str:
+        """The curve as indented JSON text.
+
+        Returns:
+            :meth:`to_dict` as a JSON string.
+        """
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Curve":
-        """Read a ``curve.json`` file (or the ``curve.json`` inside a run directory)."""
+        """Read a ``curve.json`` file (or the ``curve.json`` inside a run directory).
+
+        Args:
+            path: the file or the run directory.
+
+        Returns:
+            The :class:`Curve`, checked by :meth:`from_dict`.
+
+        Raises:
+            ReportError: the file is missing, unreadable or malformed (one line naming it).
+        """
         return read_json_file(path, CURVE_JSON, cls.from_dict, "a curve")
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``curve.png``, ``curve.csv`` and, last, ``curve.json`` into ``path`` (created); each file whole
-        or not at all, so a ``curve.json`` present means the run's files are complete. Returns the directory."""
+        """Write ``curve.png``, ``curve.csv`` and, last, ``curve.json`` into ``path`` (created).
+
+        Each file is whole or not at all, so a ``curve.json`` present means the run's files are complete.
+
+        Args:
+            path: the run directory.
+
+        Returns:
+            The directory.
+
+        Raises:
+            OutputError: ``path`` cannot be created or written.
+        """
         out = ensure_writable_dir(path)
         ax = self.plot(ax=curve_axes(len(self.layers)))
         ax.figure.tight_layout()
@@ -167,8 +207,15 @@ class Curve(TableResult):
         return out
 
     def plot(self, *, ax: Axes | None = None, label: str | None = None) -> Axes:
-        """Draw mean Q with a +-1 std band against layer names into ``ax`` (default: a new figure's); returns
-        the Axes."""
+        """Draw mean Q with a +-1 std band against layer names.
+
+        Args:
+            ax: the Axes to draw into (default: a new figure's).
+            label: the legend label of the line (default: none).
+
+        Returns:
+            The Axes.
+        """
         return plot_curves([self], ax=ax, labels=[label] if label else None)
 
     def _table(self) -> tuple[list[str], list[list]]:
@@ -180,7 +227,11 @@ class Curve(TableResult):
         return columns, rows
 
     def with_config(self, **entries: object) -> Curve:
-        """A copy whose config has ``entries`` added (e.g. how the model and data were specified)."""
+        """A copy whose config has ``entries`` added (e.g. how the model and data were specified).
+
+        Returns:
+            The new :class:`Curve`.
+        """
         return replace(self, config={**self.config, **entries})
 
 

@@ -76,11 +76,23 @@ class TrackConfig:
                 raise TrainError(f"TrackConfig.{name}={value!r} must be an integer >= 1")
 
     def tracks(self, epoch: int, last: int) -> bool:
-        """Whether ``epoch`` (0 = before training) is measured in a run of ``last`` epochs."""
+        """Whether ``epoch`` is measured in a run of ``last`` epochs.
+
+        Args:
+            epoch: the epoch, 0 = before training.
+            last: the run's last epoch.
+
+        Returns:
+            True for epoch 0, the last epoch and every ``every``-th.
+        """
         return epoch == 0 or epoch == last or epoch % self.every == 0
 
     def to_dict(self) -> dict:
-        """Plain dict of the fields (JSON-ready; a tuple of layers becomes a list)."""
+        """Plain dict of the fields (JSON-ready; a tuple of layers becomes a list).
+
+        Returns:
+            ``{field: value}``.
+        """
         out = asdict(self)
         if not isinstance(self.layers, (str, int)):
             out["layers"] = list(self.layers)
@@ -125,11 +137,33 @@ class Dynamics(TableResult):
 
     @classmethod
     def start(cls, epoch: int, curve: Curve, test_acc: float | None, *, config: dict | None = None) -> Dynamics:
-        """Dynamics holding one tracked epoch: ``curve``'s layers and (repeats, L) values."""
+        """Dynamics holding one tracked epoch: ``curve``'s layers and (repeats, L) values.
+
+        Args:
+            epoch: the epoch measured.
+            curve: its curve, values (repeats, L).
+            test_acc: the test accuracy in [0, 1], or None.
+            config: the run's settings to record.
+
+        Returns:
+            The :class:`Dynamics`, values (1, repeats, L).
+        """
         return cls(curve.layers, [epoch], curve.values[None], [test_acc], config=dict(config or {}))
 
     def record(self, epoch: int, curve: Curve, test_acc: float | None) -> Dynamics:
-        """A copy with ``epoch`` appended; ``curve`` must have the same layers and number of draws."""
+        """A copy with ``epoch`` appended; ``curve`` must have the same layers and number of draws.
+
+        Args:
+            epoch: the epoch measured.
+            curve: its curve, values (repeats, L).
+            test_acc: the test accuracy in [0, 1], or None.
+
+        Returns:
+            The new :class:`Dynamics`, values (T + 1, repeats, L).
+
+        Raises:
+            ValueError: other layers or another number of draws.
+        """
         if curve.layers != self.layers or curve.values.shape[0] != self.values.shape[1]:
             raise ValueError(
                 f"epoch {epoch} measured {len(curve.layers)} layers x {curve.values.shape[0]} draws, the earlier "
@@ -139,7 +173,17 @@ class Dynamics(TableResult):
                        test_acc=np.append(self.test_acc, np.nan if test_acc is None else test_acc))
 
     def until(self, epoch: int) -> Dynamics:
-        """A copy keeping the tracked epochs <= ``epoch``."""
+        """A copy keeping the tracked epochs <= ``epoch``.
+
+        Args:
+            epoch: the last epoch kept.
+
+        Returns:
+            The new :class:`Dynamics`.
+
+        Raises:
+            ValueError: no tracked epoch <= ``epoch``.
+        """
         keep = [i for i, e in enumerate(self.epochs) if e <= epoch]
         if not keep:
             raise ValueError(f"no tracked epoch <= {epoch}")
@@ -159,7 +203,11 @@ class Dynamics(TableResult):
         return self.values.std(axis=1, ddof=1)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict: layers, epochs, values (T x repeats x L), mean (T x L), test_acc (T), config."""
+        """JSON-ready dict: layers, epochs, values (T x repeats x L), mean (T x L), test_acc (T), config.
+
+        Returns:
+            The dict; NaN as null.
+        """
         return {
             "layers": list(self.layers),
             "epochs": list(self.epochs),
@@ -171,9 +219,20 @@ class Dynamics(TableResult):
 
     @classmethod
     def from_dict(cls, data: dict) -> Dynamics:
-        """Inverse of :meth:`to_dict` (mean is recomputed from values; null becomes NaN), for data read from a
-        file: checked as :mod:`layermod.io.validate` says (epochs integers >= 0, values (T, draws, L) within
-        modularity's range, test_acc (T,) in [0, 1]); raises ValueError naming the first problem."""
+        """Inverse of :meth:`to_dict` (mean is recomputed from values; null becomes NaN), for data read from a file.
+
+        Checked as :mod:`layermod.io.validate` says: epochs integers >= 0, values (T, draws, L) within
+        modularity's range, test_acc (T,) in [0, 1].
+
+        Args:
+            data: a dict as :meth:`to_dict` writes it.
+
+        Returns:
+            The :class:`Dynamics`.
+
+        Raises:
+            ValueError: naming the first problem.
+        """
         data = mapping(data, "the dynamics")
         config = run_config(data.get("config", {}))
         layers = names(required(data, "layers"), "layers")
@@ -186,12 +245,31 @@ class Dynamics(TableResult):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Dynamics:
-        """Read a ``dynamics.json`` file (or the one inside a run directory)."""
+        """Read a ``dynamics.json`` file (or the one inside a run directory).
+
+        Args:
+            path: the file or the run directory.
+
+        Returns:
+            The :class:`Dynamics`, checked by :meth:`from_dict`.
+
+        Raises:
+            ReportError: the file is missing, unreadable or malformed (one line naming it).
+        """
         return read_json_file(path, DYNAMICS_JSON, cls.from_dict, "dynamics")
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``dynamics.png`` and then ``dynamics.json`` into ``path`` (created), each atomically; returns the
-        directory."""
+        """Write ``dynamics.png`` and then ``dynamics.json`` into ``path`` (created), each atomically.
+
+        Args:
+            path: the run directory.
+
+        Returns:
+            The directory.
+
+        Raises:
+            OutputError: ``path`` cannot be created or written.
+        """
         out = ensure_writable_dir(path)
         save_png(self.figure(), out / DYNAMICS_PNG)
         with atomic_path(out / DYNAMICS_JSON) as tmp:
@@ -200,8 +278,14 @@ class Dynamics(TableResult):
 
     @literal_text
     def plot(self, *, ax: Axes | None = None) -> Axes:
-        """Mean Q of every layer against the epoch, coloured shallow to deep (see the module doc), into ``ax``
-        (default: a new figure's); returns the Axes."""
+        """Mean Q of every layer against the epoch, coloured shallow to deep (see the module doc).
+
+        Args:
+            ax: the Axes to draw into (default: a new figure's).
+
+        Returns:
+            The Axes.
+        """
         from matplotlib import colormaps
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import ListedColormap, Normalize
@@ -233,8 +317,11 @@ class Dynamics(TableResult):
 
     @literal_text
     def figure(self) -> Figure:
-        """The whole picture ``dynamics.png`` holds: :meth:`plot` with the test accuracy in a panel beside it
-        (a plain matplotlib Figure)."""
+        """The whole picture ``dynamics.png`` holds: :meth:`plot` with the test accuracy in a panel beside it.
+
+        Returns:
+            A plain matplotlib Figure.
+        """
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
 
@@ -258,9 +345,18 @@ class Dynamics(TableResult):
 
 
 def plot_dynamics(source: str | os.PathLike, *, path: str | os.PathLike | None = None) -> Path:
-    """Redraw the training-dynamics figure from a ``dynamics.json`` file (or a run directory) ``source`` alone.
+    """Redraw the training-dynamics figure from a ``dynamics.json`` file (or a run directory) alone.
 
-    Writes ``path`` (default: ``dynamics.png`` next to the JSON file) and returns it.
+    Args:
+        source: the ``dynamics.json`` file or its run directory.
+        path: the PNG to write (default: ``dynamics.png`` next to the JSON file).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ReportError: ``source`` cannot be read.
+        OutputError: ``path`` cannot be written.
     """
     json_file = Path(source) / DYNAMICS_JSON if Path(source).is_dir() else Path(source)
     target = Path(path) if path is not None else json_file.with_name(DYNAMICS_PNG)

@@ -176,9 +176,12 @@ class Views(TableResult):
             raise ViewError(f"{problem}; pass one name per class, indexed by label")
 
     def to_dict(self) -> dict:
-        """JSON-ready dict: ``{"class_names": [...] | None, "config": {...}, "layers": [{"layer", "q", "coords",
-        "labels", "edges", "weights"}, ...]}`` with coords (n, 2), labels (n,), edges (E, 2), weights (E,) as
-        lists."""
+        """JSON-ready dict of the views.
+
+        Returns:
+            ``{"class_names": [...] | None, "config": {...}, "layers": [{"layer", "q", "coords", "labels", "edges",
+                "weights"}, ...]}`` with coords (n, 2), labels (n,), edges (E, 2), weights (E,) as lists.
+        """
         return {
             "class_names": None if self.class_names is None else list(self.class_names),
             "config": dict(self.config),
@@ -193,9 +196,16 @@ class Views(TableResult):
     def from_dict(cls, data: dict) -> Views:
         """Inverse of :meth:`to_dict`; ``class_names`` and ``config`` may be absent (None and ``{}``).
 
-        Anything malformed (not a dict, missing keys, arrays whose lengths disagree, edges out of range,
-        non-finite or out-of-range numbers, more than :data:`MAX_VIEWS` views, labels without a class name)
-        raises a one-line :class:`LayermodError`.
+        Args:
+            data: a dict as :meth:`to_dict` writes it.
+
+        Returns:
+            The :class:`Views`.
+
+        Raises:
+            ViewError: anything malformed (not a dict, missing keys, arrays whose lengths disagree, edges out of
+                range, non-finite or out-of-range numbers, more than :data:`MAX_VIEWS` views, labels without a
+                class name), in one line.
         """
         try:
             return _views_from_json(data)
@@ -204,13 +214,31 @@ class Views(TableResult):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Views:
-        """Read ``embedding.json`` (or the one inside a run directory); a one-line
-        :class:`~layermod.errors.ReportError` naming the file when it cannot be read."""
+        """Read ``embedding.json`` (or the one inside a run directory).
+
+        Args:
+            path: the file or the run directory.
+
+        Returns:
+            The :class:`Views`.
+
+        Raises:
+            ReportError: the file cannot be read (one line naming it).
+        """
         return read_json_file(path, EMBEDDING_JSON, _views_from_json, "2-D views")
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``embedding.png`` and then ``embedding.json`` into ``path`` (created), each whole or not at
-        all; returns the directory."""
+        """Write ``embedding.png`` and then ``embedding.json`` into ``path`` (created), each whole or not at all.
+
+        Args:
+            path: the run directory.
+
+        Returns:
+            The directory.
+
+        Raises:
+            OutputError: ``path`` cannot be created or written.
+        """
         out = ensure_writable_dir(path)
         content = json.dumps(self.to_dict())
         save_png(self.figure(), out / EMBEDDING_PNG, tight=True)
@@ -220,9 +248,16 @@ class Views(TableResult):
 
     @literal_text
     def plot(self, *, ax: Axes | None = None, layer: str | None = None, graph: bool = False) -> Axes:
-        """One view into ``ax`` (default: a new figure's): the samples of ``layer`` (default: the last view)
-        coloured by class, or with ``graph`` its kNN graph on the same coordinates, with a legend of the
-        classes; returns the Axes."""
+        """One view: the samples of ``layer`` coloured by class, or its kNN graph, with a legend of the classes.
+
+        Args:
+            ax: the Axes to draw into (default: a new figure's).
+            layer: the view's layer (default: the last view).
+            graph: draw the kNN graph on the same coordinates instead of the samples.
+
+        Returns:
+            The Axes.
+        """
         view = self._view(layer)
         ax = ax if ax is not None else new_axes((4.8, 3.6))
         colours = self._colours()
@@ -233,10 +268,15 @@ class Views(TableResult):
 
     @literal_text
     def figure(self) -> Figure:
-        """The whole picture ``embedding.png`` holds (a plain matplotlib Figure): one column per view, samples
-        coloured by class (top) and the kNN graph on the same coordinates (bottom); column titles give the
-        layer, Q and the share of edge weight inside classes; names are drawn literally and shortened (see
-        :mod:`layermod.io.validate`)."""
+        """The whole picture ``embedding.png`` holds.
+
+        One column per view, samples coloured by class (top) and the kNN graph on the same coordinates (bottom);
+        column titles give the layer, Q and the share of edge weight inside classes; names are drawn literally
+        and shortened (see :mod:`layermod.io.validate`).
+
+        Returns:
+            A plain matplotlib Figure.
+        """
         from matplotlib.figure import Figure
 
         self._view(None)

@@ -103,14 +103,29 @@ class Redundancy(TableResult, Sequence):
         return [v.layer for v in self.verdicts if v.verdict != "keep"]
 
     def to_dict(self) -> dict:
-        """JSON-ready ``{"verdicts": [...], "config": {...}}``; undefined numbers as null."""
+        """JSON-ready ``{"verdicts": [...], "config": {...}}``; undefined numbers as null.
+
+        Returns:
+            One dict per verdict under ``"verdicts"``, in the curve's layer order, and the config.
+        """
         return {"verdicts": [verdict_to_dict(v) for v in self.verdicts], "config": dict(self.config)}
 
     @classmethod
     def from_dict(cls, data: object) -> Redundancy:
-        """Inverse of :meth:`to_dict`, for data read from a file: 1 to ``MAX_ITEMS`` verdicts checked as
-        :func:`verdict_from_dict` says, z, rel_gain, min_gain and step numbers >= 0; ValueError naming the first
-        problem."""
+        """Inverse of :meth:`to_dict`, for data read from a file.
+
+        Checked: 1 to ``MAX_ITEMS`` verdicts checked as :func:`verdict_from_dict` says, z, rel_gain, min_gain and
+        step numbers >= 0.
+
+        Args:
+            data: a dict as :meth:`to_dict` writes it.
+
+        Returns:
+            The :class:`Redundancy`.
+
+        Raises:
+            ValueError: naming the first problem.
+        """
         data = mapping(data, "the verdicts")
         rows = required(data, "verdicts")
         if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ITEMS:
@@ -123,12 +138,33 @@ class Redundancy(TableResult, Sequence):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Redundancy:
-        """Read ``redundancy.json`` (or the one inside a run directory), checked by :meth:`from_dict`."""
+        """Read ``redundancy.json`` (or the one inside a run directory), checked by :meth:`from_dict`.
+
+        Args:
+            path: the file or the run directory.
+
+        Returns:
+            The :class:`Redundancy`.
+
+        Raises:
+            ReportError: the file is missing, unreadable or malformed (one line naming it).
+        """
         return read_json_file(path, REDUNDANCY_JSON, cls.from_dict, "redundant layers")
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``redundancy.png``, ``redundancy.csv`` and, last, ``redundancy.json`` into ``path``
-        (created), each whole or not at all; returns the directory."""
+        """Write ``redundancy.png``, ``redundancy.csv`` and, last, ``redundancy.json`` into ``path`` (created).
+
+        Each file is whole or not at all.
+
+        Args:
+            path: the run directory.
+
+        Returns:
+            The directory.
+
+        Raises:
+            OutputError: ``path`` cannot be created or written.
+        """
         out = ensure_writable_dir(path)
         ax = self.plot(ax=curve_axes(len(self.verdicts)))
         ax.figure.tight_layout()
@@ -140,8 +176,14 @@ class Redundancy(TableResult, Sequence):
 
     @literal_text
     def plot(self, *, ax: Axes | None = None) -> Axes:
-        """Each layer's increment as a bar coloured by its verdict, with the band ``±threshold`` it was judged
-        against, into ``ax`` (default: a new figure's); returns the Axes."""
+        """Each layer's increment as a bar coloured by its verdict, with the band ``±threshold`` it was judged against.
+
+        Args:
+            ax: the Axes to draw into (default: a new figure's).
+
+        Returns:
+            The Axes.
+        """
         ax = ax if ax is not None else curve_axes(len(self.verdicts), interactive=True)
         x = np.arange(len(self.verdicts))
         increments = np.array([v.increment for v in self.verdicts])
@@ -184,12 +226,23 @@ def mean_step(curve: Curve) -> float:
 
 
 def find_redundant(curve: Curve, *, z: float = 2.0, rel_gain: float = 0.5, min_gain: float = 0.0) -> Redundancy:
-    """One :class:`Verdict` per layer of ``curve``, in the curve's order, as a :class:`Redundancy`: a layer is a
-    plateau when its increment lies within ``max(z * noise, rel_gain * mean_step(curve), min_gain)`` of 0
-    (see docs/design.md).
+    """One :class:`Verdict` per layer of ``curve``, in the curve's order, as a :class:`Redundancy`.
 
-    A layer whose increment cannot be judged (the first layer, or NaN values in the curve) is kept: without
-    evidence a layer is not called redundant.
+    A layer is a plateau when its increment lies within ``max(z * noise, rel_gain * mean_step(curve), min_gain)``
+    of 0 (see docs/design.md). A layer whose increment cannot be judged (the first layer, or NaN values in the
+    curve) is kept: without evidence a layer is not called redundant.
+
+    Args:
+        curve: the modularity curve, values (draws, L).
+        z: the noise band in standard errors of the increment.
+        rel_gain: the band as a share of the curve's mean step.
+        min_gain: the smallest band, in units of Q.
+
+    Returns:
+        The :class:`Redundancy`: L verdicts.
+
+    Raises:
+        PlanError: ``z``, ``rel_gain`` or ``min_gain`` not a finite number >= 0.
     """
     for name, value in (("z", z), ("rel_gain", rel_gain), ("min_gain", min_gain)):
         if not (math.isfinite(value) and value >= 0):

@@ -90,9 +90,16 @@ def as_dataset(data: Data, *, per_class: int | None = None) -> Dataset:
 
     ``X`` (a tensor/array, or a dict of them: ``{"input_ids": ..., "attention_mask": ...}``) keeps integer
     inputs as they are and makes floating ones float32 (N, ...); ``y`` becomes int64 class indices (>= 0);
-    ``classes`` are ``"0" .. str(max label)``, name ``"tensors"``, no normalisation. A DataLoader is read once,
-    keeping the first ``per_class`` samples of each class (all of them when None). A map-style Dataset is
+    ``classes`` are ``"0" .. str(max label)``, name ``"tensors"``, no normalisation. A map-style Dataset is
     returned unchanged.
+
+    Args:
+        data: ``(X, y)`` with X (N, ...) and y (N,) ints, a DataLoader of such batches, or a Dataset.
+        per_class: for a DataLoader, read once: the first ``per_class`` samples of each class kept (all of
+            them when None).
+
+    Returns:
+        The Dataset.
 
     Raises:
         DatasetError: neither a pair, a DataLoader nor a Dataset, a Dataset without ``__len__`` (e.g. an

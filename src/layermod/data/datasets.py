@@ -56,7 +56,7 @@ def load_dataset(
 
     Returns:
         :class:`~layermod.data.arrays.ArrayDataset` with data (N, 1, 28, 28) for fashion-mnist/mnist,
-        (N, 1, 8, 8) for digits, (N, 3, 32, 32) for cifar10/cifar100, (N, C, H, W) for a folder.
+            (N, 1, 8, 8) for digits, (N, 3, 32, 32) for cifar10/cifar100, (N, C, H, W) for a folder.
     """
     if str(name)[:7].lower() == "folder:":
         return load_image_folder(str(name)[7:], split=split)

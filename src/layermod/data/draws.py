@@ -41,7 +41,7 @@ def balanced_draws(labels: Labels, *, n_per_class: int, repeats: int, seed: int 
 
     Returns:
         ``repeats`` sorted int64 arrays of ``n_per_class * n_classes`` indices each. The draws are disjoint
-        when every class has at least ``n_per_class * repeats`` samples; otherwise they may overlap.
+            when every class has at least ``n_per_class * repeats`` samples; otherwise they may overlap.
     """
     y = label_array(labels)
     for arg, value in (("n_per_class", n_per_class), ("repeats", repeats)):
@@ -75,8 +75,18 @@ def balanced_subset(data: Dataset, size: int, *, seed: int = 0) -> Dataset:
 
     An :class:`~layermod.data.arrays.ArrayDataset` gives an ArrayDataset and a
     :class:`~layermod.data.text.TokenDataset` a TokenDataset (the in-memory fast path stays), any other dataset a
-    ``torch.utils.data.Subset``. Raises :class:`DatasetError` when ``size`` is below C or a class has
-    fewer than ``size // C`` samples.
+    ``torch.utils.data.Subset``.
+
+    Args:
+        data: a map-style Dataset of ``(x, y)`` pairs.
+        size: the samples wanted, >= C.
+        seed: the draw's seed.
+
+    Returns:
+        The subset, ``size // C * C`` samples.
+
+    Raises:
+        DatasetError: ``size`` below C or a class with fewer than ``size // C`` samples.
     """
     labels = dataset_labels(data)
     classes, counts = np.unique(labels, return_counts=True)

@@ -40,7 +40,7 @@ def load_image_folder(
 
     Returns:
         :class:`~layermod.data.ArrayDataset` named ``"folder:ROOT"`` with data (N, C, H, W) float32
-        (C = 3, or 1 when all images are greyscale), targets (N,) int64 and the class folder names.
+            (C = 3, or 1 when all images are greyscale), targets (N,) int64 and the class folder names.
     """
     if not str(path):
         raise DatasetError("no image folder given; pass folder:PATH with the folder holding the class subfolders")

@@ -32,12 +32,20 @@ _NUMERIC_KINDS = "biuf"  # numpy dtype kinds of bool, int, uint, float
 
 
 def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays ``X`` as float32 (N, ...) and ``y`` (N,) in native byte order from a ``.npz`` file, without pickle.
+    """Arrays ``X`` and ``y`` in native byte order from a ``.npz`` file, without pickle.
 
     Each member's sizes are checked against the file, and its ``.npy`` header (numeric dtype, shape) against the
-    member, before the array is allocated (see the module docstring). Raises :class:`DatasetError` (one line
-    naming the file) for a file that is no zip archive, lacks ``X.npy`` or ``y.npy``, or holds an array that is
-    not numeric or does not match its header.
+    member, before the array is allocated (see the module docstring).
+
+    Args:
+        path: the ``.npz`` file, with members ``X.npy`` and ``y.npy``.
+
+    Returns:
+        ``(X, y)``: X float32 (N, ...), y (N,).
+
+    Raises:
+        DatasetError: (one line naming the file) a file that is no zip archive, lacks ``X.npy`` or ``y.npy``, or
+            holds an array that is not numeric or does not match its header.
     """
     path = Path(path)
     try:

@@ -41,14 +41,30 @@ def resolve_data(spec: str, *, split: str = "test", data_dir: str | os.PathLike 
                  allow_import: bool = True, tokenizer: Any = None, text_column: str = "text",
                  label_column: str = "label", max_length: int = 128,
                  classes: list[str] | None = None) -> tuple[Dataset, dict]:
-    """Load the dataset a user named; returns (torch Dataset, description dict for the run's config).
+    """Load the dataset a user named.
 
-    ``allow_import=False`` for a specification read from a file: a ``module:function`` is then refused, not run.
     Texts (a CSV / TSV / JSON / JSON-lines / Parquet file, an ``hf:`` set of texts) are tokenised with
-    ``tokenizer``: a tokenizer, or the model's specification, whose tokenizer (an ``hf:`` model's,
-    :func:`layermod.data.hfhub.load_tokenizer`) is loaded only when the data are texts. ``text_column``,
-    ``label_column``, ``max_length`` and ``classes`` (the class names a classifier was trained on, in index order:
-    texts whose labels number other names are refused) are read for those only.
+    ``tokenizer``; the text options are read for those only.
+
+    Args:
+        spec: a dataset name, ``folder:DIR``, ``torchvision:NAME``, a ``.npz`` file, a text file, ``hf:NAME`` or
+            ``module:function``.
+        split: ``"train"`` or ``"test"``, for named sets.
+        data_dir: where named sets are stored.
+        allow_import: False for a specification read from a file: a ``module:function`` is then refused, not run.
+        tokenizer: a tokenizer, or the model's specification, whose tokenizer (an ``hf:`` model's,
+            :func:`layermod.data.hfhub.load_tokenizer`) is loaded only when the data are texts.
+        text_column: the column of the texts.
+        label_column: the column of their labels.
+        max_length: tokens per text.
+        classes: the class names a classifier was trained on, in index order: texts whose labels number other
+            names are refused.
+
+    Returns:
+        (torch Dataset, description dict for the run's config).
+
+    Raises:
+        DatasetError: a specification that names no data, or data that cannot be read.
     """
     if spec in DATASETS or spec.startswith("folder:") or spec[:12].lower() == "torchvision:":
         return load_dataset(spec, split=split, data_dir=data_dir), {"dataset": spec, "split": split}

@@ -75,6 +75,19 @@ def load_text_file(path: str | os.PathLike, tokenizer: Any, *, text_column: str 
     """The texts and labels of a CSV / TSV / JSON / JSON-lines / Parquet file, tokenised with ``tokenizer``.
 
     Columns, labels and bounds as in :mod:`layermod.data.tabular`; tokenisation as in the module doc.
+
+    Args:
+        path: the file.
+        tokenizer: a Hugging Face tokenizer.
+        text_column: the column of the texts.
+        label_column: the column of their labels.
+        max_length: tokens per text (longer texts are cut).
+
+    Returns:
+        The :class:`TokenDataset`: input_ids and attention_mask (N, T), T <= max_length the longest, labels (N,).
+
+    Raises:
+        DatasetError: a file, column, label or tokenizer that fails, or a bad ``max_length``.
     """
     check_max_length(max_length)
     texts, labels = read_columns(path, text_column, label_column)

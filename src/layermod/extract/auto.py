@@ -203,6 +203,9 @@ def auto_layers(model: nn.Module, calls: dict[str, LayerCall]) -> list[str]:
         model: the network.
         calls: :func:`trace_calls` of the same model.
 
+    Returns:
+        The point names, in forward order.
+
     Raises:
         LayerError: no blocks, convolutions or linear layers to choose from.
     """

@@ -144,6 +144,9 @@ def select_layers(model: nn.Module, spec: LayerSpec, calls: dict[str, LayerCall]
             those, or a list (see docs/design.md).
         calls: :func:`trace_calls` of the same model, used for order and to check every layer runs.
 
+    Returns:
+        The point names, in forward order.
+
     Raises:
         LayerError: unknown name (with the closest real names, or without a wrapper prefix), a pattern matching
             no called module, an index out of range, a layer never called in forward, returning no tensor, or

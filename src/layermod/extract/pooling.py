@@ -30,7 +30,17 @@ DECODER_MODEL_TYPES = frozenset({
 
 
 def check_pool(pool: str) -> str:
-    """``pool`` if it is one of :data:`POOLS`, else a :class:`FeatureError`."""
+    """``pool`` if it is one of :data:`POOLS`, else a :class:`FeatureError`.
+
+    Args:
+        pool: the pooling's name.
+
+    Returns:
+        ``pool``.
+
+    Raises:
+        FeatureError: ``pool`` not one of :data:`POOLS`.
+    """
     if not isinstance(pool, str) or pool not in POOLS:
         raise FeatureError(f"pool={pool!r} is not one of {', '.join(POOLS)}")
     return pool
@@ -52,7 +62,18 @@ def resolve_pool(model: nn.Module, pool: str, example: Batch) -> str:
     Face ``config``): ``"last"`` for a decoder (``config.is_decoder`` or ``model_type`` in
     :data:`DECODER_MODEL_TYPES`), ``"cls"`` for an encoder with a ``[CLS]`` token (``model_type`` in
     :data:`CLS_MODEL_TYPES`, or a submodule named ``pooler``), else ``"mean"``. For any other model (float
-    inputs, no config: CNNs, MLPs, a timm ViT) ``"auto"`` is ``"flatten"``. Other values are returned as given.
+    inputs, no config: CNNs, MLPs, a timm ViT) ``"auto"`` is ``"flatten"``.
+
+    Args:
+        model: the network.
+        pool: one of :data:`POOLS`.
+        example: a batch of inputs, (B, ...) tensor or a dict of them.
+
+    Returns:
+        The pooling's name; values other than ``"auto"`` as given.
+
+    Raises:
+        FeatureError: ``pool`` not one of :data:`POOLS`.
     """
     if check_pool(pool) != "auto":
         return pool

@@ -96,7 +96,7 @@ def knn_graph(
 
     Returns:
         (N, N) symmetric ``scipy.sparse.csr_array`` of float64 weights, no explicit zeros; at most ``2 k N``
-        stored entries unless samples tie for the k-th place (then one more per tied candidate).
+            stored entries unless samples tie for the k-th place (then one more per tied candidate).
 
     Raises:
         FeatureError: features that are not (N, D) real finite numbers (see :func:`as_feature_matrix`).
@@ -115,8 +115,22 @@ def build_graph(
     max_bytes: int | None = None,
     device: torch.device | str | None = None,
 ) -> Graph:
-    """The kNN graph that ``graph`` describes over ``features`` (N, D), with the recall of an approximate search
-    (arguments as for :func:`knn_graph`)."""
+    """The kNN graph that ``graph`` describes over ``features``, with the recall of an approximate search.
+
+    Args:
+        features: (N, D) tensor or ndarray (as for :func:`knn_graph`).
+        graph: k, metric, symmetrize, weights, search, sketch and precision.
+        seed: any integer: the sketch's projection, IVF's k-means and the recall's rows.
+        max_bytes: memory budget of the search; features whose N x D exceeds it are read in blocks.
+        device: where the search runs (default: the features' device).
+
+    Returns:
+        :class:`Graph`: adjacency (N, N) as :func:`knn_graph` returns it, and the recall (None when exact).
+
+    Raises:
+        FeatureError: features that are not (N, D) real finite numbers.
+        GraphError: as :func:`knn_graph`.
+    """
     return _build(features, graph.k, graph.metric, graph.symmetrize, graph.weighted, None, graph.knn,
                   graph.sketch_dim, graph.precision, max_bytes, device, seed)
 

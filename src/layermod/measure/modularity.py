@@ -161,11 +161,19 @@ def permutation_null(
     This is the Q one would see by chance with the same class sizes: the null for a z-score. Shuffle ``p`` is
     the ``p``-th ``rng.permutation(labels)`` of ``rng = numpy.random.default_rng(seed)``.
 
+    Args:
+        adjacency: symmetric, non-negative (N, N) scipy sparse matrix/array, dense array or tensor.
+        labels: (N,) class of each node.
+        permutations: the number of shuffles, an integer >= 0.
+        seed: an integer or a ``numpy.random.SeedSequence``.
+        resolution: gamma, as for :func:`modularity`.
+
     Returns:
         (permutations,) float64 array of Q values.
 
     Raises:
         GraphError: as :func:`modularity`, or ``permutations`` or ``seed`` not an integer >= 0 / an integer.
+        LabelError: as :func:`modularity`.
     """
     return modularity_with_null(adjacency, labels, permutations=permutations, seed=seed, resolution=resolution)[1]
 

@@ -238,8 +238,17 @@ def linear_cka(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, un
     Biased: in [0, 1], 1 for identical features (and for any orthogonal transform, isotropic scaling or
     shift of either). Unbiased (n > 3): the same with Song et al.'s HSIC estimator (not clipped).
 
-    Raises :class:`FeatureError` for mismatched sample counts, the input errors of :func:`centered_gram`, and
-    features without variance across samples (CKA is 0/0 there).
+    Args:
+        x: (n, p) tensor or ndarray.
+        y: (n, q) tensor or ndarray.
+        unbiased: Song et al.'s unbiased HSIC estimator.
+
+    Returns:
+        The CKA as a float.
+
+    Raises:
+        FeatureError: mismatched sample counts, the input errors of :func:`centered_gram`, and features
+            without variance across samples (CKA is 0/0 there).
     """
     gram_x, gram_y = centered_gram(x), centered_gram(y)
     if gram_x.shape != gram_y.shape:

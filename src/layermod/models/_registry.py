@@ -59,10 +59,18 @@ _REGISTRY: dict[str, Builder] = {}
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
-    """Decorator registering ``fn(*, num_classes, in_channels, width, **kwargs) -> nn.Module`` under ``name``;
-    :func:`create` passes every argument by keyword.
+    """Decorator registering a builder under ``name``; :func:`create` passes every argument by keyword.
 
-    Raises :class:`ModelError` if ``name`` is empty or already taken by a different builder.
+    The builder is ``fn(*, num_classes, in_channels, width, **kwargs) -> nn.Module``.
+
+    Args:
+        name: the model's name (case-insensitive).
+
+    Returns:
+        The decorator; it returns the builder unchanged.
+
+    Raises:
+        ModelError: ``name`` empty or already taken by a different builder.
     """
     key = str(name).strip().lower()
     if not key:
@@ -79,12 +87,26 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 
 def available() -> list[str]:
-    """Sorted names of every registered model."""
+    """Sorted names of every registered model.
+
+    Returns:
+        The names.
+    """
     return sorted(_REGISTRY)
 
 
 def describe(name: str) -> str | None:
-    """The docstring of the builder registered as ``name`` (None if it has none)."""
+    """The docstring of the builder registered as ``name`` (None if it has none).
+
+    Args:
+        name: a name from :func:`available`.
+
+    Returns:
+        The docstring, or None.
+
+    Raises:
+        ModelError: unknown name.
+    """
     return inspect.getdoc(_builder(name))
 
 
@@ -98,6 +120,9 @@ def create(name: str, /, *, num_classes: int = 10, in_channels: int = 1, width: 
         in_channels: channels of the input images, in [1, :data:`MAX_IN_CHANNELS`].
         width: multiplier of every channel / hidden count, in (0, :data:`MAX_WIDTH`].
         **kwargs: builder-specific options (e.g. ``depth`` for ``"mlp"``), checked against its signature.
+
+    Returns:
+        The ``nn.Module``: (N, in_channels, ...) inputs in, (N, num_classes) logits out.
 
     Raises:
         ModelError: unknown name (the message lists the available ones) or bad arguments (one line naming the
@@ -138,13 +163,35 @@ def _builder(name: str) -> Builder:
 
 
 def scaled(base: int, width: float) -> int:
-    """``round(base * width)``, at least 1: the channel count a builder uses for ``base`` at ``width``."""
+    """``round(base * width)``, at least 1: the channel count a builder uses for ``base`` at ``width``.
+
+    Args:
+        base: the count at width 1.
+        width: the multiplier.
+
+    Returns:
+        The count, >= 1.
+    """
     return max(1, round(base * width))
 
 
 def check_count(name: str, value: Any, low: int, high: int) -> int:
-    """``value`` as an ``int`` in [``low``, ``high``]; :class:`ModelError` naming ``name`` and the bounds otherwise
-    (a ``float`` such as ``1e8`` or a ``bool`` is refused, not rounded)."""
+    """``value`` as an ``int`` in [``low``, ``high``].
+
+    A ``float`` such as ``1e8`` or a ``bool`` is refused, not rounded.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value given.
+        low: the lowest value allowed.
+        high: the highest value allowed.
+
+    Returns:
+        ``value`` as an ``int``.
+
+    Raises:
+        ModelError: naming ``name`` and the bounds.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
         raise ModelError(f"{name}={value!r:.40} must be an integer in [{low}, {high:,}]")
     return int(value)

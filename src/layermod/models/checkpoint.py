@@ -109,10 +109,17 @@ def save_checkpoint(
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a ``.safetensors`` file into ``model`` with strict key and shape matching; returns ``model``.
+    """Load a ``.safetensors`` file into ``model`` with strict key and shape matching.
 
     When a layermod sidecar sits next to the file, the file's SHA-256 is checked against it first (a JSON file
     of another format there is ignored).
+
+    Args:
+        model: the network, built with the architecture of the weights.
+        path: the ``.safetensors`` file.
+
+    Returns:
+        ``model``, its weights loaded.
 
     Raises:
         WeightsError: one line naming the file when it is missing, not a safetensors file (pickle files are
@@ -160,10 +167,13 @@ def load_companion(path: str | os.PathLike, name: str) -> dict[str, torch.Tensor
 def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     """Rebuild a registry model from the sidecar's ``"arch"`` / ``"arch_args"``, load its weights, eval mode.
 
-    A sidecar ``"plan": {"remove": [unit names], "outputs": {name: n}}`` (a pruned model; ``"outputs"`` optional)
-    is applied with :func:`layermod.models.remove_units` after building the architecture and before loading the weights. The
-    weights' digest is checked, and the model is first built on the ``meta`` device and compared with the
-    safetensors header, so a hostile sidecar costs no memory (see docs/design.md).
+    A sidecar ``"plan": {"remove": [unit names], "outputs": {name: n}}`` (a pruned model; ``"outputs"``
+    optional) is applied with :func:`layermod.models.remove_units` after building the architecture and before
+    loading the weights. The weights' digest is checked, and the model is first built on the ``meta`` device
+    and compared with the safetensors header, so a hostile sidecar costs no memory (see docs/design.md).
+
+    Args:
+        path: the ``.safetensors`` file (its sidecar next to it).
 
     Returns:
         ``(model, meta)`` with ``meta`` the sidecar dict.

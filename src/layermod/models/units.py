@@ -69,8 +69,11 @@ def remove_units(model: nn.Module, names: Sequence[str], *, outputs: Mapping[str
     Args:
         model: the network.
         names: module names, e.g. ``["layer3.4"]``.
-        outputs: ``{name: n}`` for the units that returned a tuple of ``n`` (see :func:`check_outputs`); the others
-            returned their tensor.
+        outputs: ``{name: n}`` for the units that returned a tuple of ``n`` (see :func:`check_outputs`); the
+            others returned their tensor.
+
+    Returns:
+        The pruned copy.
 
     Raises:
         PlanError: a name listed twice, a name that is not a submodule of ``model`` (with the closest names),
@@ -98,6 +101,13 @@ def remove_units(model: nn.Module, names: Sequence[str], *, outputs: Mapping[str
 def check_outputs(outputs: object, names: Sequence[str]) -> dict[str, int]:
     """``outputs`` as ``{unit name: tuple length >= 1}`` over units among ``names``.
 
+    Args:
+        outputs: the plan's ``"outputs"`` entry.
+        names: the units the plan removes.
+
+    Returns:
+        ``{unit name: tuple length}``.
+
     Raises:
         PlanError: not such a mapping, or a key that is not among ``names``.
     """
@@ -113,7 +123,14 @@ def check_outputs(outputs: object, names: Sequence[str]) -> dict[str, int]:
 
 
 def removed_outputs(model: nn.Module) -> dict[str, int]:
-    """``{name: n}`` of the removed units of ``model`` that stand in for a tuple of ``n`` (for a plan record)."""
+    """The removed units of ``model`` that stand in for a tuple (for a plan record).
+
+    Args:
+        model: a network pruned by :func:`remove_units`.
+
+    Returns:
+        ``{name: n}``, n the tuple's length.
+    """
     return {name: module.outputs for name, module in model.named_modules()
             if isinstance(module, PassThrough) and module.outputs is not None}
 

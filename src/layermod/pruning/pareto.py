@@ -71,7 +71,15 @@ class MatchedComparison(TableResult):
     config: dict
 
     def removed(self, row: dict, cost: str) -> float:
-        """Share of the unpruned model's ``cost`` (``"flops"`` or ``"params"``) that ``row``'s network lacks."""
+        """Share of the unpruned model's ``cost`` that ``row``'s network lacks.
+
+        Args:
+            row: one of :attr:`rows`.
+            cost: ``"flops"`` or ``"params"``.
+
+        Returns:
+            The share, at most 1.
+        """
         return 1.0 - row[cost] / self.base[cost]
 
     def _groups(self) -> dict[tuple, list[dict]]:
@@ -81,9 +89,13 @@ class MatchedComparison(TableResult):
         return groups
 
     def summary(self) -> list[dict]:
-        """Per (match, retrain, budget, method), in the rows' order: n, acc_mean, acc_std (ddof 1, 0 for one
-        seed), n_removed, flops_removed and params_removed (means), and ``vs_modularity``: the paired
-        difference ``acc - acc of modularity`` seed by seed (None for modularity itself or without it)."""
+        """Per (match, retrain, budget, method), in the rows' order, the seeds' statistics.
+
+        Returns:
+            One dict per group: n, acc_mean, acc_std (ddof 1, 0 for one seed), n_removed, flops_removed and
+                params_removed (means), and ``vs_modularity``: the paired difference ``acc - acc of modularity`` seed by
+                seed (None for modularity itself or without it).
+        """
         groups = self._groups()
         out = []
         for (match, retrain, budget, method), rows in groups.items():
@@ -101,10 +113,15 @@ class MatchedComparison(TableResult):
         return out
 
     def pooled(self) -> list[dict]:
-        """Per (match, retrain, method other than none and modularity): the paired difference to modularity over
-        every budget and seed (``{"match", "retrain", "method", **PairedTest.to_dict(), "budgets", "p_budget"}``):
-        ``budgets`` is the number of budgets with pairs, ``p_budget`` the two-sided p-value of the t-test on their
-        mean differences (None with fewer than 2 budgets or no spread between them)."""
+        """Per (match, retrain, method other than none and modularity): the paired difference to modularity.
+
+        Pooled over every budget and seed.
+
+        Returns:
+            One dict per group, ``{"match", "retrain", "method", **PairedTest.to_dict(), "budgets", "p_budget"}``:
+                ``budgets`` is the number of budgets with pairs, ``p_budget`` the two-sided p-value of the t-test on
+                their mean differences (None with fewer than 2 budgets or no spread between them).
+        """
         groups = self._groups()
         pairs: dict[tuple, tuple[list, list]] = {}
         per_budget: dict[tuple, list[float]] = defaultdict(list)
@@ -126,10 +143,14 @@ class MatchedComparison(TableResult):
                 for (m, r, method), (a, b) in pairs.items() if a]
 
     def markdown(self) -> str:
-        """``matched.md``: a table per (match, retrain): a row per method, a column per budget with the accuracy
-        (mean ± std over seeds, %) and the share of the matched cost actually removed, then the difference to
-        modularity pooled over budgets and seeds with its p-values (paired t-test and sign flip over all pairs;
-        t-test with the budget as the unit)."""
+        """``matched.md``: a table per (match, retrain).
+
+        Returns:
+            The Markdown text: a row per method, a column per budget with the accuracy (mean ± std over seeds, %)
+                and the share of the matched cost actually removed, then the difference to modularity pooled over
+                budgets and seeds with its p-values (paired t-test and sign flip over all pairs; t-test with the budget
+                as the unit).
+        """
         summary, pooled = self.summary(), {(p["match"], p["retrain"], p["method"]): p for p in self.pooled()}
         budgets = sorted({row["budget"] for row in self.rows if row["method"] != "none"})
         scoring = self.config.get("scoring")  # per method: what its scores took (studies that record it)
@@ -162,9 +183,21 @@ class MatchedComparison(TableResult):
 
     @literal_text
     def plot(self, *, ax: Axes | None = None, match: str = "flops", retrain: str | None = None) -> Axes:
-        """Accuracy against the share of ``match`` removed after ``retrain`` (default: the first retraining), a
-        line per method with the Pareto front (see the module doc), into ``ax`` (default: a new figure's);
-        returns the Axes."""
+        """Accuracy against the share of ``match`` removed, a line per method with the Pareto front.
+
+        See the module doc for the front.
+
+        Args:
+            ax: the Axes to draw into (default: a new figure's).
+            match: the cost matched, one of :data:`MATCHES`.
+            retrain: the retraining (default: the first).
+
+        Returns:
+            The Axes.
+
+        Raises:
+            PlanError: no panel for ``match`` and ``retrain``.
+        """
         retrains = list(dict.fromkeys(row["retrain"] for row in self.rows))
         retrain = retrains[0] if retrain is None else retrain
         if match not in MATCHES or retrain not in retrains:
@@ -190,8 +223,14 @@ class MatchedComparison(TableResult):
 
     @literal_text
     def figure(self, match: str) -> Figure:
-        """The whole picture ``PARETO_PNG[match]`` holds: :meth:`plot` of ``match``, a panel per retraining, one
-        legend (a plain matplotlib Figure)."""
+        """The whole picture ``PARETO_PNG[match]`` holds: :meth:`plot` of ``match``, a panel per retraining.
+
+        Args:
+            match: the cost matched, one of :data:`MATCHES`.
+
+        Returns:
+            A plain matplotlib Figure with one legend.
+        """
         from matplotlib.figure import Figure
 
         retrains = list(dict.fromkeys(row["retrain"] for row in self.rows))
@@ -207,12 +246,26 @@ class MatchedComparison(TableResult):
                            row["acc_pruned"], row["acc"]] for row in self.rows]
 
     def to_dict(self) -> dict:
-        """JSON-ready ``{"rows", "base", "config", "summary", "pooled"}`` (the last two for readers only)."""
+        """JSON-ready ``{"rows", "base", "config", "summary", "pooled"}`` (the last two for readers only).
+
+        Returns:
+            The dict.
+        """
         return {"rows": list(self.rows), "base": dict(self.base), "config": dict(self.config),
                 "summary": self.summary(), "pooled": self.pooled()}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write matched.csv, .md, the Pareto figures and, last, matched.json into ``path``; returns it."""
+        """Write matched.csv, .md, the Pareto figures and, last, matched.json into ``path``.
+
+        Args:
+            path: the run directory (created).
+
+        Returns:
+            The directory.
+
+        Raises:
+            OutputError: ``path`` cannot be created or written.
+        """
         out = ensure_writable_dir(path)
         write_csv(out / MATCHED_CSV, [*_COLUMNS, "layers_removed"],
                   ([row["method"], row["match"], row["budget"], row["retrain"], row["seed"], row["n_removed"],
@@ -227,9 +280,20 @@ class MatchedComparison(TableResult):
 
     @classmethod
     def from_dict(cls, data: object) -> MatchedComparison:
-        """A comparison read from a file: the rows (at most MAX_ITEMS, each checked: known method, match and
-        retraining, budget in [0, 1), seed and counts integers >= 0, as many names as n_removed, params and flops
-        positive integers, accuracies in [0, 1]) and the base cost; ValueError naming the first problem."""
+        """A comparison read from a file: the rows and the base cost, checked.
+
+        At most MAX_ITEMS rows, each checked: known method, match and retraining, budget in [0, 1), seed and
+        counts integers >= 0, as many names as n_removed, params and flops positive integers, accuracies in [0, 1].
+
+        Args:
+            data: a dict as :meth:`to_dict` writes it.
+
+        Returns:
+            The :class:`MatchedComparison`.
+
+        Raises:
+            ValueError: naming the first problem.
+        """
         data = mapping(data, "the matched comparison")
         rows = required(data, "rows")
         if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ITEMS:
@@ -242,7 +306,17 @@ class MatchedComparison(TableResult):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> MatchedComparison:
-        """Read ``matched.json`` (or the one inside a run directory), checked by :meth:`from_dict`."""
+        """Read ``matched.json`` (or the one inside a run directory), checked by :meth:`from_dict`.
+
+        Args:
+            path: the file or the run directory.
+
+        Returns:
+            The :class:`MatchedComparison`.
+
+        Raises:
+            ReportError: the file is missing, unreadable or malformed (one line naming it).
+        """
         return read_json_file(path, MATCHED_JSON, cls.from_dict, "a matched pruning comparison")
 
 

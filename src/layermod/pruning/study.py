@@ -189,15 +189,30 @@ class PruningComparison(TableResult):
     config: dict = field(default_factory=dict, kw_only=True)
 
     def to_dict(self) -> dict:
-        """JSON-ready ``{"rows": [...], "config": {...}}`` (no ``config`` when it is empty)."""
+        """JSON-ready ``{"rows": [...], "config": {...}}`` (no ``config`` when it is empty).
+
+        Returns:
+            The dict, one row per method.
+        """
         return {"rows": list(self.rows), **({"config": dict(self.config)} if self.config else {})}
 
     @classmethod
     def from_dict(cls, data: object) -> PruningComparison:
-        """The comparison of a ``comparison.json`` read from a file, checked as :mod:`layermod.io.validate` says:
-        one row per method of :data:`~layermod.pruning.plans.METHODS`, each with the units removed (as many as
-        ``n_removed``), params, MACs and FLOPs (integers, FLOPs >= 1), a latency >= 0 and accuracies (and their
-        std) in [0, 1]. Raises ValueError naming the first problem."""
+        """The comparison of a ``comparison.json`` read from a file.
+
+        Checked as :mod:`layermod.io.validate` says: one row per method of :data:`~layermod.pruning.plans.METHODS`,
+        each with the units removed (as many as ``n_removed``), params, MACs and FLOPs (integers, FLOPs >= 1), a
+        latency >= 0 and accuracies (and their std) in [0, 1].
+
+        Args:
+            data: a dict as :meth:`to_dict` writes it.
+
+        Returns:
+            The :class:`PruningComparison`.
+
+        Raises:
+            ValueError: naming the first problem.
+        """
         rows = required(mapping(data, "the comparison"), "rows")
         if not isinstance(rows, list) or not 1 <= len(rows) <= len(METHODS):
             raise ValueError(f"rows is not a list of 1 to {len(METHODS)} rows")
@@ -209,12 +224,25 @@ class PruningComparison(TableResult):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PruningComparison:
-        """Read ``comparison.json`` (or the one inside a run directory), checked by :meth:`from_dict`; a one-line
-        :class:`~layermod.errors.ReportError` naming the file otherwise."""
+        """Read ``comparison.json`` (or the one inside a run directory), checked by :meth:`from_dict`.
+
+        Args:
+            path: the file or the run directory.
+
+        Returns:
+            The :class:`PruningComparison`.
+
+        Raises:
+            ReportError: the file cannot be read (one line naming it).
+        """
         return read_json_file(path, COMPARISON_JSON, cls.from_dict, "a pruning comparison")
 
     def markdown(self) -> str:
-        """The rows as a Markdown table (``comparison.md``), accuracies in percent."""
+        """The rows as a Markdown table (``comparison.md``), accuracies in percent.
+
+        Returns:
+            The Markdown text.
+        """
         lines = ["| method | removed | params | MACs | FLOPs | latency (ms) | acc. pruned | acc. fine-tuned |",
                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for row in self.rows:
@@ -224,9 +252,20 @@ class PruningComparison(TableResult):
         return "\n".join(lines) + "\n"
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write comparison.csv, .md, .png (accuracy against removed FLOPs, mean with std bars) and, last,
-        comparison.json (the source of truth) into ``path`` (created), each file whole or not at all; returns
-        the directory."""
+        """Write comparison.csv, .md, .png and, last, comparison.json into ``path`` (created).
+
+        The figure shows accuracy against removed FLOPs, mean with std bars; ``comparison.json`` is the source of
+        truth. Each file is whole or not at all.
+
+        Args:
+            path: the run directory.
+
+        Returns:
+            The directory.
+
+        Raises:
+            OutputError: ``path`` cannot be created or written.
+        """
         out = ensure_writable_dir(path)
         write_csv(out / COMPARISON_CSV, [*_COLUMNS, "layers_removed"],
                   ([*(row[c] for c in _COLUMNS), " ".join(row["layers_removed"])] for row in self.rows))
@@ -240,8 +279,16 @@ class PruningComparison(TableResult):
 
     @literal_text
     def plot(self, *, ax: Axes | None = None) -> Axes:
-        """Accuracy after fine-tuning (mean with std bars) against the FLOPs each method removed, one point per
-        row, into ``ax`` (default: a new figure's); returns the Axes."""
+        """Accuracy after fine-tuning (mean with std bars) against the FLOPs each method removed.
+
+        One point per row.
+
+        Args:
+            ax: the Axes to draw into (default: a new figure's).
+
+        Returns:
+            The Axes.
+        """
         base = next((row for row in self.rows if row["method"] == "none"), self.rows[0])
         ax = ax if ax is not None else new_axes((6.4, 4.2))
         for row in self.rows:

@@ -229,8 +229,12 @@ def removable_units(model: nn.Module, example: Batch, *, keep_per_stage: int = K
     Args:
         model: the network; every module's training mode is restored afterwards.
         example: an input batch (B, ...), or a dict of such tensors (``input_ids``, ``attention_mask``,
-            ``pixel_values``, ...), as :func:`layermod.extract.inputs.call_model` takes it (two samples are plenty).
+            ``pixel_values``, ...), as :func:`layermod.extract.inputs.call_model` takes it (two samples are
+            plenty).
         keep_per_stage: candidates every stage keeps; a unit is offered only if its stage has more members.
+
+    Returns:
+        The :class:`Unit` list.
 
     Raises:
         ModelError: the model cannot run on ``example``.
@@ -245,9 +249,22 @@ def removable_units(model: nn.Module, example: Batch, *, keep_per_stage: int = K
 
 
 def kept_units(model: nn.Module, example: Batch, *, keep_per_stage: int = KEEP_PER_STAGE) -> dict[str, str]:
-    """``{unit name: why it is kept}`` for every candidate :func:`removable_units` does not offer, in forward
-    order, e.g. ``{"layer2.0": "changes shape 16x32x32 -> 32x16x16 (downsampling)"}``; empty when it offers them
-    all or the model has no candidate (no measured block is a child of a container or stage)."""
+    """Why each candidate :func:`removable_units` does not offer is kept, in forward order.
+
+    Args:
+        model: the network.
+        example: an input batch (B, ...) or dict batch, as :func:`removable_units` takes it.
+        keep_per_stage: candidates every stage keeps.
+
+    Returns:
+        ``{unit name: why it is kept}``, e.g. ``{"layer2.0": "changes shape 16x32x32 -> 32x16x16
+            (downsampling)"}``; empty when it offers them all or the model has no candidate (no measured block is a
+            child of a container or stage).
+
+    Raises:
+        ModelError: the model cannot run on ``example``.
+        PlanError: ``keep_per_stage`` is not an integer >= 0.
+    """
     keep = _check_keep(keep_per_stage)
     candidates = _candidates(model, example)
     size = Counter(c.unit.stage for c in candidates)
@@ -270,6 +287,9 @@ def apply_plan(model: nn.Module, remove: Sequence[str], *, example: Batch | None
             against the units found on it, and to run the pruned model on once; without it only the names are
             checked (each must be a module of ``model``) and every removed unit is taken to return a tensor.
         keep_per_stage: candidates every stage must keep (checked with ``example``).
+
+    Returns:
+        The pruned copy.
 
     Raises:
         PlanError: a name listed twice, an unknown name (with the closest unit names), a unit that is not
@@ -316,8 +336,8 @@ def model_cost(model: nn.Module, example: Batch) -> dict:
 
     Returns:
         ``{"params": int, "macs": int, "flops": int}``: ``params`` counts every parameter (removed units have
-        none); ``flops`` are torch's FlopCounterMode count (matmul/conv-like operators only, 2 per multiply-add);
-        ``macs`` = ``flops // 2`` multiply-accumulates.
+            none); ``flops`` are torch's FlopCounterMode count (matmul/conv-like operators only, 2 per multiply-add);
+            ``macs`` = ``flops // 2`` multiply-accumulates.
     """
     params = sum(p.numel() for p in model.parameters())
     counter = FlopCounterMode(display=False)

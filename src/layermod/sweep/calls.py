@@ -58,6 +58,11 @@ class ItemResult:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
+        """The result as a JSON-ready dict.
+
+        Returns:
+            ``{"id", "ok", "value", "error", "seconds"}``.
+        """
         return {"id": self.id, "ok": self.ok, "value": self.value, "error": self.error, "seconds": self.seconds}
 
 

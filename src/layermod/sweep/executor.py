@@ -72,6 +72,9 @@ def run_items(
         progress: a bar of the items done, their rate and the time left (``"auto"``: when stderr is a terminal
             or in a notebook; True: when stderr is a terminal; False: none).
 
+    Returns:
+        One :class:`ItemResult` per item, in the items' order.
+
     Raises:
         SweepError: an unknown backend, Ray not installed, a cluster that cannot be reached, resources that
             cannot be met, bad numbers.

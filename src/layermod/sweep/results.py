@@ -90,7 +90,16 @@ class SweepTable(TableResult):
 
     @classmethod
     def collect(cls, items: Sequence[Item], varying: Sequence[str], out: str | os.PathLike) -> SweepTable:
-        """The table of ``items`` (the whole sweep, ordered by id) as their directories in ``out`` hold them."""
+        """The table of ``items`` (the whole sweep, ordered by id) as their directories in ``out`` hold them.
+
+        Args:
+            items: the sweep's items.
+            varying: the options that vary across them (the table's option columns).
+            out: the sweep directory.
+
+        Returns:
+            The :class:`SweepTable`; items without a record are left out.
+        """
         rows = []
         for item in items:
             directory = Path(out) / ITEMS_DIR / item.id
@@ -115,8 +124,17 @@ class SweepTable(TableResult):
         return [row["item"] for row in self.rows if row["status"] == "failed"]
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``summary.png`` (when an item is ok), ``results.parquet`` (with pyarrow) and ``results.csv`` into
-        ``path``; returns the directory."""
+        """Write ``summary.png`` (when an item is ok), ``results.parquet`` (with pyarrow) and ``results.csv``.
+
+        Args:
+            path: the directory (created).
+
+        Returns:
+            The directory.
+
+        Raises:
+            OutputError: ``path`` cannot be created or written.
+        """
         out = ensure_writable_dir(path)
         if any(row["status"] == "ok" for row in self.rows):
             ax = self.plot(ax=curve_axes(self._width()))
@@ -128,7 +146,11 @@ class SweepTable(TableResult):
         return out
 
     def to_dict(self) -> dict:
-        """JSON-ready ``{"options": [...], "rows": [...]}``."""
+        """JSON-ready ``{"options": [...], "rows": [...]}``.
+
+        Returns:
+            The dict.
+        """
         return {"options": list(self.options), "rows": [dict(row) for row in self.rows]}
 
     def _table(self) -> tuple[list[str], list[list]]:
@@ -158,10 +180,19 @@ class SweepTable(TableResult):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SweepTable:
-        """Read ``results.csv`` (or the one in a sweep directory): option cells as text, numbers checked; a
-        one-line :class:`~layermod.errors.ReportError` naming the file for a header without the columns above,
-        more than :data:`MAX_ROWS` rows, rows of another length, numbers that do not read, a status other than
-        ok / failed, or a file that is not a regular file of at most :data:`MAX_CSV_BYTES`."""
+        """Read ``results.csv`` (or the one in a sweep directory): option cells as text, numbers checked.
+
+        Args:
+            path: the file or the sweep directory.
+
+        Returns:
+            The :class:`SweepTable`.
+
+        Raises:
+            ReportError: one line naming the file, for a header without the columns above, more than
+                :data:`MAX_ROWS` rows, rows of another length, numbers that do not read, a status other than ok /
+                failed, or a file that is not a regular file of at most :data:`MAX_CSV_BYTES`.
+        """
         path = Path(path)
         path = path / RESULTS_CSV if path.is_dir() else path
         try:
@@ -215,8 +246,17 @@ class SweepTable(TableResult):
 
     @literal_text
     def plot(self, *, ax: Axes | None = None) -> Axes:
-        """Draw the curves grouped by what varies (see the module doc) into ``ax`` (default: a new figure's);
-        returns the Axes."""
+        """Draw the curves grouped by what varies (see the module doc).
+
+        Args:
+            ax: the Axes to draw into (default: a new figure's).
+
+        Returns:
+            The Axes.
+
+        Raises:
+            SweepError: no item of the table is ok.
+        """
         keys, groups = self._groups()
         if not groups:
             raise SweepError("no item of the table is ok; there is no curve to plot")

@@ -60,8 +60,15 @@ class CurveTracker:
         self._source = {"dataset": dataset, "split": split}
 
     def should_measure(self, epoch: int, *, last_epoch: int | None = None) -> bool:
-        """Whether ``epoch`` (0 = before training) is measured in a run of ``last_epoch`` epochs (None: not
-        known) and is later than every epoch measured so far."""
+        """Whether ``epoch`` is measured, and is later than every epoch measured so far.
+
+        Args:
+            epoch: the epoch, 0 = before training.
+            last_epoch: the run's last epoch (None: not known).
+
+        Returns:
+            True when it is to be measured.
+        """
         if self.dynamics is not None and epoch <= self.dynamics.epochs[-1]:
             return False
         if last_epoch is None:
@@ -69,8 +76,21 @@ class CurveTracker:
         return self.track.tracks(epoch, last_epoch)
 
     def measure(self, model: nn.Module, epoch: int, *, accuracy: float | None = None) -> Curve:
-        """Measure ``model``'s curve on the probe and record it as ``epoch``, with the test ``accuracy`` (in [0, 1],
-        or None); the model's modes and the random generators are left as they were. Returns the curve."""
+        """Measure ``model``'s curve on the probe and record it as ``epoch``.
+
+        The model's modes and the random generators are left as they were.
+
+        Args:
+            model: the network being trained.
+            epoch: the epoch, after the last one measured.
+            accuracy: the test accuracy, in [0, 1], or None.
+
+        Returns:
+            The :class:`Curve`, values (repeats, L).
+
+        Raises:
+            TrainError: an accuracy outside [0, 1], or an epoch not after the last one measured.
+        """
         if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, numbers.Real)
                                      or not 0 <= accuracy <= 1):
             raise TrainError(f"accuracy {accuracy!r} at epoch {epoch} must be a number in [0, 1] or None")
@@ -89,19 +109,41 @@ class CurveTracker:
         return curve
 
     def resume(self, dynamics: Dynamics, epoch: int) -> None:
-        """Continue ``dynamics`` (a run's earlier measurements, e.g. loaded from its ``dynamics.json``) from
-        ``epoch``: later measurements, saved before an interruption, are dropped."""
+        """Continue ``dynamics`` from ``epoch``: later measurements, saved before an interruption, are dropped.
+
+        Args:
+            dynamics: a run's earlier measurements, e.g. loaded from its ``dynamics.json``.
+            epoch: the last epoch kept.
+        """
         self.dynamics = dynamics.until(epoch)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``dynamics.png`` and ``dynamics.json`` into ``path`` (created), each atomically."""
+        """Write ``dynamics.png`` and ``dynamics.json`` into ``path`` (created), each atomically.
+
+        Args:
+            path: the run directory.
+
+        Returns:
+            The directory.
+
+        Raises:
+            TrainError: nothing measured yet.
+            OutputError: ``path`` cannot be created or written.
+        """
         if self.dynamics is None:
             raise TrainError("nothing measured yet; call measure before save")
         return self.dynamics.save(path)
 
     @staticmethod
     def scalars(curve: Curve) -> dict[str, float]:
-        """``{"modularity/<layer>": mean Q}`` of ``curve``, in layer order: what a logger records."""
+        """``{"modularity/<layer>": mean Q}`` of ``curve``, in layer order: what a logger records.
+
+        Args:
+            curve: a measured curve.
+
+        Returns:
+            The scalars, one per layer.
+        """
         return {f"{SCALAR_PREFIX}{name}": float(q) for name, q in zip(curve.layers, curve.mean)}
 
     def _config(self, curve: Curve) -> dict:
