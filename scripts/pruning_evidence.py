@@ -13,7 +13,6 @@ not what this script prints.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -27,14 +26,13 @@ _BLOCK = re.compile(r"<!-- evidence: ranking -->\n(?P<body>.*?)\n<!-- /evidence 
 
 
 def studies(root: Path) -> dict[str, MatchedComparison]:
-    """The committed studies, each rebuilt from its rows (:meth:`MatchedComparison.from_dict`; the held-out study's
-    summaries were rewritten after its run, so its run record no longer vouches for the file's bytes)."""
+    """The committed studies with fine-tuned rows at matched FLOPs, by network, read with the loader's checks."""
     out: dict[str, MatchedComparison] = {}
     for path in sorted((root / "docs/reproduction").glob("pruning-*/matched.json")) + \
             sorted((root / "docs/beyond").glob("*/study/matched.json")):
         name = (path.parent.name.removeprefix("pruning-") if path.parent.name != "study"
                 else path.parent.parent.name).rsplit("-", 1)[0]
-        study = MatchedComparison.from_dict(json.loads(path.read_text()))
+        study = MatchedComparison.load(path.parent)
         if any(row["match"] == "flops" and row["retrain"] == "finetune" for row in study.rows):
             out[name] = study
     return out

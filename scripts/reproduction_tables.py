@@ -257,11 +257,10 @@ def everything_else(root: Path) -> str:
             lines.append(f"  - k=3 draw-to-draw std, last layer: {curve.std[-1]:.3f}")
     for name, study in studies(root).items():
         lines += study_lines(name, study)
-    for beyond in sorted((root / "docs/beyond").glob("*/study/matched.json")):  # read as JSON: the files were
-        # regenerated from their rows after the runs their run.json records
+    for beyond in sorted((root / "docs/beyond").glob("*/study/matched.json")):
         name = beyond.parent.parent.name
-        lines += study_lines(f"beyond {name}", MatchedComparison.from_dict(json.loads(beyond.read_text())))
-        curve = lm.Curve.from_dict(json.loads((beyond.parent.parent / "curve/curve.json").read_text()))
+        lines += study_lines(f"beyond {name}", MatchedComparison.load(beyond.parent))
+        curve = lm.Curve.load(beyond.parent.parent / "curve")
         lines.append(curve_line(f"beyond {name} curve", curve))
     for name in ("vgg11", "resnet20"):
         curve = lm.Curve.load(root / "docs/evidence" / name)
