@@ -105,16 +105,26 @@ def test_a_tiny_study_records_its_split_and_repeats_its_bytes(tmp_path, setup):
         assert main([*study, "--out", str(tmp_path / name)]) == 0
     a, b = ((tmp_path / name / "matched.json").read_bytes() for name in ("a", "b"))
     assert a == b
-    assert json.loads(a)["config"]["choice"] == {"split": "train-heldout", "samples": 100,
+    assert json.loads(a)["config"]["choice"] == {"split": "train-heldout", "samples": 100, "curve": "pool",
                                                  "disjoint_from_eval": True, "disjoint_from_finetune": True}
     assert main([*study, "--probe-split", "test", "--out", str(tmp_path / "t")]) == 0
     test = json.loads((tmp_path / "t" / "matched.json").read_text())["config"]["choice"]
-    assert test == {"split": "test", "samples": 100, "disjoint_from_eval": False, "disjoint_from_finetune": True}
+    assert test == {"split": "test", "samples": 100, "curve": "pool", "disjoint_from_eval": False,
+                    "disjoint_from_finetune": True}
+    # a curve read from a file measured on the test split chose on the evaluation's images, and says so
+    weights = setup[setup.index("--weights") + 1]
+    assert main(["curve", "--weights", weights, "--dataset", "fashion-mnist", "--data-dir",
+                 setup[setup.index("--data-dir") + 1], "--n-per-class", "5", "--repeats", "2", "--views", "0",
+                 "--quiet", "--out", str(tmp_path / "c")]) == 0
+    assert main([*study, "--curve", str(tmp_path / "c"), "--out", str(tmp_path / "f")]) == 0
+    read = json.loads((tmp_path / "f" / "matched.json").read_text())["config"]["choice"]
+    assert read == {"split": "train-heldout", "samples": 100, "curve": "test", "disjoint_from_eval": False,
+                    "disjoint_from_finetune": True}
 
 
 def test_the_prune_run_records_its_split(tmp_path, setup):
     assert main(["prune", *setup, "--remove", "1", "--methods", "modularity,cosine", "--seeds", "1",
                  "--finetune-subset", "100", "--out", str(tmp_path / "p")]) == 0
     saved = PruningComparison.load(tmp_path / "p")
-    assert saved.config == {"choice": {"split": "train-heldout", "samples": 100, "disjoint_from_eval": True,
-                                       "disjoint_from_finetune": True}}
+    assert saved.config == {"choice": {"split": "train-heldout", "samples": 100, "curve": "pool",
+                                       "disjoint_from_eval": True, "disjoint_from_finetune": True}}

@@ -46,6 +46,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     split = choice_data(target, probe=args.probe_split, finetune_subset=args.finetune_subset, draws=draws)
     measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet,
                             data=split.pool)
+    split = split.with_curve(measured, measured_here=args.curve is None)
     with staged_run(args.out) as stage:
         plan = choose_plan(target, stage, curve=measured, graph=graph, draws=draws, remove=args.remove,
                            target_params=args.target_params, plan=args.plan, z=args.z, rel_gain=args.rel_gain,
@@ -105,6 +106,7 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
                         test_subset=args.test_subset, draws=draws)
     measured = target_curve(target, curve=args.curve, graph=graph, draws=draws, progress=not args.quiet,
                             data=split.pool)
+    split = split.with_curve(measured, measured_here=args.curve is None)
     verdicts = find_redundant(measured, z=args.z, rel_gain=args.rel_gain, min_gain=args.min_gain)
     finetune = replace(FINETUNE, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size,
                        optimizer=args.optimizer)

@@ -371,6 +371,27 @@ class ChoiceSplit:
     record: dict
     options: dict
 
+    def with_curve(self, curve: Curve | None, *, measured_here: bool) -> ChoiceSplit:
+        """This split, its record saying where the curve whose verdicts choose was measured.
+
+        Args:
+            curve: that curve (None: no curve-based method).
+            measured_here: whether it was measured now on :attr:`pool`; else it was read from a file, and the
+                record takes the split its config names (``"split"``: ``"test"``, ``"train"``, or unknown).
+
+        Returns:
+            the split with ``record["curve"]``: ``"pool"``, or the file's split. A curve of the test split shares
+            the evaluation's images (``disjoint_from_eval`` False); one of the training split may share the
+            fine-tuning's (``disjoint_from_finetune`` False); one of an unknown split, either.
+        """
+        if curve is None or measured_here:
+            return replace(self, record={**self.record, "curve": "pool"})
+        where = str(curve.config.get("split", "unknown"))
+        record = {**self.record, "curve": where,
+                  "disjoint_from_eval": self.record["disjoint_from_eval"] and where == "train",
+                  "disjoint_from_finetune": self.record["disjoint_from_finetune"] and where == "test"}
+        return replace(self, record=record)
+
     def probe(self, *, n: int = 512) -> tuple[Batch, torch.Tensor]:
         """The probe of the scored methods, inputs (n, ...) and labels (n,): a class-balanced draw of ``n`` (at
         most) of the held-out pool (seed 0), or the first ``n`` test samples, as ``layermod prune`` took them."""
