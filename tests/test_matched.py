@@ -208,6 +208,40 @@ def test_the_budget_is_the_unit_of_the_budget_test():
     assert comparison({0.1: [0.01, 0.03]}).pooled()[0]["p_budget"] is None  # one budget: no test
 
 
+def test_studies_of_several_base_networks_pair_by_network_and_use_it_as_a_unit(tmp_path):
+    # three base networks, one retraining seed each (seed 0 in every study): the pairs must not collapse by seed
+    per_network = [{0.1: [0.01], 0.2: [0.03]}, {0.1: [0.02], 0.2: [0.06]}, {0.1: [-0.01], 0.2: [0.01]}]
+    pooled = MatchedComparison.over_networks([comparison(d) for d in per_network])
+    test = pooled.pooled()[0]
+    differences = [d for net in per_network for v in net.values() for d in v]
+    assert test["n"] == 6 and test["mean"] == pytest.approx(np.mean(differences))
+    assert test["networks"] == 3
+    means = [np.mean([v[0] for v in net.values()]) for net in per_network]
+    assert test["p_network"] == pytest.approx(ttest_rel(means, [0.0] * 3).pvalue)
+    budget_means = [np.mean([net[b][0] for net in per_network]) for b in (0.1, 0.2)]
+    assert test["p_budget"] == pytest.approx(ttest_rel(budget_means, [0.0] * 2).pvalue)
+    cell = next(s for s in pooled.summary() if s["method"] == "last" and s["budget"] == 0.2)
+    assert cell["n"] == 3 and cell["vs_modularity"]["mean"] == pytest.approx(np.mean([0.03, 0.06, 0.01]))
+    assert "p networks" in pooled.markdown() and "p networks" not in comparison(per_network[0]).markdown()
+    assert comparison(per_network[0]).pooled()[0]["p_network"] is None  # one network: no test
+    again = MatchedComparison.load(pooled.save(tmp_path / "pooled"))  # the tag survives the file
+    assert again.pooled() == pooled.pooled()
+
+
+def test_pooling_refuses_other_architectures_and_pooled_studies():
+    one = comparison({0.1: [0.01]})
+    other = MatchedComparison(one.rows, {"params": 21, "flops": 20}, {})
+    with pytest.raises(PlanError, match="one architecture"):
+        MatchedComparison.over_networks([one, other])
+    with pytest.raises(PlanError, match="already pools"):
+        MatchedComparison.over_networks([MatchedComparison.over_networks([one, one])])
+    with pytest.raises(PlanError, match="no studies"):
+        MatchedComparison.over_networks([])
+    rows = [{**row, "network": -1} for row in one.rows]
+    with pytest.raises(ValueError, match="network"):
+        MatchedComparison.from_dict({"rows": rows, "base": one.base})
+
+
 @pytest.fixture(scope="module")
 def study():
     model, data = resnet(), blobs()

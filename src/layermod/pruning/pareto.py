@@ -14,6 +14,9 @@ A :class:`MatchedComparison` holds one row per (method, matched cost, budget, re
   freedom), which is the test of the mean in a random-intercept model with budget as the random effect when
   every budget has the same seeds and that model's budget variance is not estimated as 0. The t-test and the
   sign-flip test over all pairs stay beside it;
+* :meth:`~MatchedComparison.over_networks`: the studies of several independently trained base networks of one
+  architecture as one comparison, each row tagged with its ``network``; pairs are matched by network and seed, and
+  ``p_network`` tests with the base network as the unit;
 * :meth:`~MatchedComparison.plot`: one figure per matched cost, a panel per retraining, a line per method
   (mean accuracy with std bars against the share actually removed), the unpruned reference dotted and the
   Pareto front (the points no other point beats in both accuracy and share removed) in grey.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,32 +119,70 @@ class MatchedComparison(TableResult):
     def pooled(self) -> list[dict]:
         """Per (match, retrain, method other than none and modularity): the paired difference to modularity.
 
-        Pooled over every budget and seed.
+        Pooled over every budget, base network and seed.
 
         Returns:
-            One dict per group, ``{"match", "retrain", "method", **PairedTest.to_dict(), "budgets", "p_budget"}``:
-                ``budgets`` is the number of budgets with pairs, ``p_budget`` the two-sided p-value of the t-test on
-                their mean differences (None with fewer than 2 budgets or no spread between them).
+            One dict per group, ``{"match", "retrain", "method", **PairedTest.to_dict(), "budgets", "p_budget",
+                "networks", "p_network"}``: ``budgets`` is the number of budgets with pairs, ``p_budget`` the two-sided
+                p-value of the t-test on their mean differences; ``networks`` and ``p_network`` the same with the base
+                network as the unit (None with fewer than 2 units or no spread between them).
         """
         groups = self._groups()
         pairs: dict[tuple, tuple[list, list]] = {}
         per_budget: dict[tuple, list[float]] = defaultdict(list)
+        per_network: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for (match, retrain, budget, method), rows in groups.items():
             reference = groups.get((match, retrain, budget, _REFERENCE))
             if method in ("none", _REFERENCE) or reference is None:
                 continue
-            by_seed = {row["seed"]: row["acc"] for row in reference}
+            by_key = {_pair_key(row): row["acc"] for row in reference}
             mine, theirs = pairs.setdefault((match, retrain, method), ([], []))
-            differences = [row["acc"] - by_seed[row["seed"]] for row in rows if row["seed"] in by_seed]
+            differences = []
             for row in rows:
-                if row["seed"] in by_seed:
+                if _pair_key(row) in by_key:
                     mine.append(row["acc"])
-                    theirs.append(by_seed[row["seed"]])
+                    theirs.append(by_key[_pair_key(row)])
+                    differences.append(mine[-1] - theirs[-1])
+                    per_network[(match, retrain, method)][row.get("network", 0)].append(differences[-1])
             if differences:
                 per_budget[(match, retrain, method)].append(float(np.mean(differences)))
-        return [{"match": m, "retrain": r, "method": method, **paired_test(a, b).to_dict(),
-                 "budgets": len(per_budget[(m, r, method)]), "p_budget": _budget_test(per_budget[(m, r, method)])}
-                for (m, r, method), (a, b) in pairs.items() if a]
+        out = []
+        for (m, r, method), (a, b) in pairs.items():
+            if not a:
+                continue
+            networks = [float(np.mean(d)) for d in per_network[(m, r, method)].values()]
+            out.append({"match": m, "retrain": r, "method": method, **paired_test(a, b).to_dict(),
+                        "budgets": len(per_budget[(m, r, method)]), "p_budget": _budget_test(per_budget[(m, r, method)]),
+                        "networks": len(networks), "p_network": _budget_test(networks)})
+        return out
+
+    @classmethod
+    def over_networks(cls, studies: Sequence[MatchedComparison]) -> MatchedComparison:
+        """Studies of independently trained base networks of one architecture, as one comparison.
+
+        Args:
+            studies: one study per base network, each of one network, with the same base cost.
+
+        Returns:
+            The rows of every study, study ``i``'s tagged ``network: i``; the base cost they share; config
+                ``{"networks": [each study's config]}``.
+
+        Raises:
+            PlanError: no studies, a study already pooled, or base costs that differ (not one architecture).
+        """
+        if not studies:
+            raise PlanError("no studies to pool; pass one study per base network")
+        first = studies[0].base
+        rows = []
+        for i, study in enumerate(studies):
+            if any("network" in row for row in study.rows):
+                raise PlanError(f"study {i} already pools several base networks; pass one study per network")
+            if (study.base["params"], study.base["flops"]) != (first["params"], first["flops"]):
+                raise PlanError(f"study {i} prunes a network of {study.base['params']:,} parameters and "
+                                f"{study.base['flops']:,} FLOPs, study 0 one of {first['params']:,} and "
+                                f"{first['flops']:,}; pool base networks of one architecture")
+            rows += [{**row, "network": i} for row in study.rows]
+        return cls(rows, dict(first), {"networks": [dict(study.config) for study in studies]})
 
     def markdown(self) -> str:
         """``matched.md``: a table per (match, retrain).
@@ -149,11 +191,12 @@ class MatchedComparison(TableResult):
             The Markdown text: a row per method, a column per budget with the accuracy (mean ± std over seeds, %)
                 and the share of the matched cost actually removed, then the difference to modularity pooled over
                 budgets and seeds with its p-values (paired t-test and sign flip over all pairs; t-test with the budget
-                as the unit).
+                as the unit, and with the base network as the unit when the rows hold several).
         """
         summary, pooled = self.summary(), {(p["match"], p["retrain"], p["method"]): p for p in self.pooled()}
         budgets = sorted({row["budget"] for row in self.rows if row["method"] != "none"})
         scoring = self.config.get("scoring")  # per method: what its scores took (studies that record it)
+        several = len({row.get("network", 0) for row in self.rows}) > 1
         lines = []
         for match in dict.fromkeys(row["match"] for row in self.rows):
             for retrain in dict.fromkeys(row["retrain"] for row in self.rows):
@@ -165,7 +208,8 @@ class MatchedComparison(TableResult):
                     lines += [f"Unpruned: {_pct(base['acc_mean'])} ± {_pct(base['acc_std'])} % "
                               f"(n = {base['n']}).", ""]
                 lines.append("| method | " + " | ".join(f"{_pct(b, 0)} % of {match}" for b in budgets)
-                             + " | Δ vs modularity, all budgets (p t-test; p sign-flip; p budgets) |"
+                             + " | Δ vs modularity, all budgets (p t-test; p sign-flip; p budgets"
+                             + ("; p networks) |" if several else ") |")
                              + (" scoring |" if isinstance(scoring, dict) else ""))
                 lines.append("|---|" + "---:|" * (len(budgets) + 1 + isinstance(scoring, dict)))
                 for method in dict.fromkeys(m for m, b in cells if m != "none"):
@@ -174,7 +218,7 @@ class MatchedComparison(TableResult):
                     p = pooled.get((match, retrain, method))
                     row.append("reference" if method == _REFERENCE else "–" if p is None else
                                f"{_signed(p['mean'])} ± {_pct(p['std'] or 0.0)} ({_p(p['p_t'])}; {_p(p['p_sign'])}; "
-                               f"{_p(p['p_budget'])})")
+                               f"{_p(p['p_budget'])}" + (f"; {_p(p['p_network'])})" if several else ")"))
                     if isinstance(scoring, dict):
                         row.append(_cost(scoring.get(method)))
                     lines.append(f"| {method} | " + " | ".join(row) + " |")
@@ -320,15 +364,20 @@ class MatchedComparison(TableResult):
         return read_json_file(path, MATCHED_JSON, cls.from_dict, "a matched pruning comparison")
 
 
+def _pair_key(row: dict) -> tuple[int, int]:
+    """What pairs two methods' rows of one budget: the base network and the retraining seed."""
+    return row.get("network", 0), row["seed"]
+
+
 def _paired(rows: list[dict], reference: list[dict]) -> PairedTest | None:
-    by_seed = {row["seed"]: row["acc"] for row in reference}
-    pairs = [(row["acc"], by_seed[row["seed"]]) for row in rows if row["seed"] in by_seed]
+    by_key = {_pair_key(row): row["acc"] for row in reference}
+    pairs = [(row["acc"], by_key[_pair_key(row)]) for row in rows if _pair_key(row) in by_key]
     return paired_test(*zip(*pairs)) if pairs else None
 
 
 def _budget_test(means: list[float]) -> float | None:
-    """Two-sided p-value of the one-sample t-test of the per-budget mean differences ``means`` (B,) against 0;
-    None when it is undefined (fewer than 2 budgets, or every budget's mean the same)."""
+    """Two-sided p-value of the one-sample t-test of the per-unit (budget or base network) mean differences
+    ``means`` (B,) against 0; None when it is undefined (fewer than 2 units, or every unit's mean the same)."""
     if len(means) < 2 or float(np.std(means)) == 0.0:
         return None
     from scipy.stats import ttest_1samp
@@ -368,6 +417,8 @@ def _row(i: int, row: object) -> dict:
     if row["budget"] >= 1:
         raise ValueError(f"{where}.budget is {row['budget']}, not below 1")
     number(required(row, "seed"), f"{where}.seed", low=0, integer=True)
+    if "network" in row:
+        number(row["network"], f"{where}.network", low=0, integer=True)
     check_removed(row, where)
     for key in ("params", "flops"):
         number(required(row, key), f"{where}.{key}", low=1, integer=True)
