@@ -51,6 +51,25 @@ def test_margins_are_against_the_methods_every_network_ran_and_pooled_over_netwo
     assert "| **cosine** | +20.0 | +0.0 | +40.0 | 2 |" in found.markdown()
 
 
+def test_versus_pairs_by_network_and_budget_with_the_network_as_the_unit():
+    from scipy.stats import ttest_1samp
+
+    a = study({0.2: {"modularity": [0.8, 0.6], "cosine": [0.5, 0.5]}, 0.4: {"modularity": [0.4], "cosine": [0.6]}})
+    b = study({0.2: {"modularity": [0.5], "cosine": [0.9]}})
+    c = study({0.2: {"modularity": [0.7], "cosine": [0.6]}, 0.4: {"modularity": [0.3], "cosine": [0.2]}})
+    test = pool({"a": a, "b": b, "c": c}).versus("modularity", "cosine")
+    # a: (0.7 - 0.5 + 0.4 - 0.6) / 2 = 0; b: -0.4; c: 0.1: the network means, whatever their number of budgets
+    assert test["per_network"] == pytest.approx({"a": 0.0, "b": -0.4, "c": 0.1})
+    assert test["cells"] == 5 and test["mean"] == pytest.approx(-0.1)
+    assert test["p_network"] == pytest.approx(ttest_1samp([0.0, -0.4, 0.1], 0.0).pvalue)
+    assert test["per_budget"][0.2] == (pytest.approx((0.2 - 0.4 + 0.1) / 3), 3)
+    assert test["per_budget"][0.4] == (pytest.approx((-0.2 + 0.1) / 2), 2)
+    assert 0 < test["p_sign"] <= 1
+    assert pool({"b": b, "c": c}).versus("cosine", "modularity")["mean"] == pytest.approx(0.15)
+    with pytest.raises(PlanError, match="no network ran both"):
+        pool({"a": a}).versus("modularity", "cka")
+
+
 def test_pooling_refuses_studies_it_cannot_compare():
     with pytest.raises(PlanError, match="no study"):
         pool({"a": study({0.2: {"modularity": [0.5]}}, match="params")})

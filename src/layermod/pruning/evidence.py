@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from layermod.errors import PlanError
+from layermod.measure.stats import paired_test
 from layermod.pruning.pareto import MatchedComparison
 
 __all__ = ["DERIVED", "Evidence", "pool"]
@@ -83,6 +84,42 @@ class Evidence:
             return -self.pooled(method), method
 
         return sorted(self.common, key=key) + sorted((m for m in self.methods() if m not in self.common), key=key)
+
+    def versus(self, method: str, other: str) -> dict:
+        """``method`` against ``other`` where both ran: paired by network and budget, the network the unit.
+
+        Args:
+            method: the method tested.
+            other: its opponent.
+
+        Returns:
+            ``{"cells", "mean", "per_network", "per_budget", "p_network", "p_sign"}``: the number of (network,
+                budget) cells; the mean over networks of each network's mean accuracy difference; those per-network
+                means; ``{budget: (mean over networks, networks)}``; the two-sided p-value of the t-test on the
+                per-network means (None with fewer than 2 networks or no spread); the sign-flip p-value over the
+                cells.
+
+        Raises:
+            PlanError: no network ran both.
+        """
+        cells = {(network, budget): accs[method] - accs[other] for network, budgets in self.accuracy.items()
+                 for budget, accs in budgets.items() if method in accs and other in accs}
+        if not cells:
+            raise PlanError(f"no network ran both {method!r} and {other!r}; pick two methods one study compared")
+        per_network = {n: float(np.mean([d for (net, _), d in cells.items() if net == n]))
+                       for n in dict.fromkeys(net for net, _ in cells)}
+        per_budget = {b: (float(np.mean(d)), len(d)) for b in sorted({b for _, b in cells})
+                      if (d := [v for (_, budget), v in cells.items() if budget == b])}
+        means = list(per_network.values())
+        p_network = None
+        if len(means) > 1 and float(np.std(means)) > 0:
+            from scipy.stats import ttest_1samp
+
+            p_network = float(ttest_1samp(means, 0.0).pvalue)
+        differences = list(cells.values())
+        return {"cells": len(cells), "mean": float(np.mean(means)), "per_network": per_network,
+                "per_budget": per_budget, "p_network": p_network,
+                "p_sign": paired_test(differences, [0.0] * len(differences)).p_sign}
 
     def best(self) -> str:
         """The common method with the best pooled margin: what ``auto`` resolves to."""
