@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from layermod.analysis.curve import Curve
 from layermod.cli import main
 from layermod.data.arrays import ArrayDataset
 from layermod.errors import PlanError
@@ -120,6 +121,11 @@ def test_a_tiny_study_records_its_split_and_repeats_its_bytes(tmp_path, setup):
     read = json.loads((tmp_path / "f" / "matched.json").read_text())["config"]["choice"]
     assert read == {"split": "train-heldout", "samples": 100, "curve": "test", "disjoint_from_eval": False,
                     "disjoint_from_finetune": True}
+    # the curve a study measured is kept beside it (the same bytes on a rerun); one read from a file is not copied
+    assert (tmp_path / "a" / "curve.json").read_bytes() == (tmp_path / "b" / "curve.json").read_bytes()
+    chose, tested = Curve.load(tmp_path / "a"), Curve.load(tmp_path / "c")
+    assert chose.layers == tested.layers and not np.allclose(chose.values, tested.values)  # other images
+    assert not (tmp_path / "f" / "curve.json").exists()
 
 
 def test_the_prune_run_records_its_split(tmp_path, setup):

@@ -86,7 +86,8 @@ def _method_line(asked: str, used: str | None) -> str:
 
 def cmd_prune_study(args: argparse.Namespace) -> int:
     """Compare every pruning method at budgets matched by FLOPs and by parameters, retrained from the trained
-    weights and from scratch, over seeds; write matched.json/.csv/.md and the Pareto figures."""
+    weights and from scratch, over seeds; write matched.json/.csv/.md, the Pareto figures and, when measured
+    here, the curve that chose the layers (curve.json/.csv/.png)."""
     from dataclasses import replace
 
     from layermod.analysis.redundancy import find_redundant
@@ -119,8 +120,11 @@ def cmd_prune_study(args: argparse.Namespace) -> int:
                                    budgets=args.budgets, matches=args.match, retrains=args.retrain,
                                    methods=args.methods, seeds=args.seeds, curve=measured,
                                    iterative=args.iterative, split=split, bn_batches=args.bn_batches)
+        if args.curve is None:
+            measured.save(stage)  # the curve that chose the layers, beside the study it chose for
     print(comparison.markdown())
-    print(f"wrote {args.out}/{MATCHED_JSON}, {MATCHED_MD} and the Pareto figures")
+    print(f"wrote {args.out}/{MATCHED_JSON}, {MATCHED_MD}, the Pareto figures"
+          + (" and the curve measured here" if args.curve is None else ""))
     return 0
 
 
