@@ -62,6 +62,9 @@ def test_versus_pairs_by_network_and_budget_with_the_network_as_the_unit():
     assert test["per_network"] == pytest.approx({"a": 0.0, "b": -0.4, "c": 0.1})
     assert test["cells"] == 5 and test["mean"] == pytest.approx(-0.1)
     assert test["p_network"] == pytest.approx(ttest_1samp([0.0, -0.4, 0.1], 0.0).pvalue)
+    # per network, the budget is the unit: a's two budgets differ by +0.2 and -0.2; b has one budget: no test
+    assert test["p_per_network"]["a"] == pytest.approx(ttest_1samp([0.2, -0.2], 0.0).pvalue)
+    assert test["p_per_network"]["b"] is None
     assert test["per_budget"][0.2] == (pytest.approx((0.2 - 0.4 + 0.1) / 3), 3)
     assert test["per_budget"][0.4] == (pytest.approx((-0.2 + 0.1) / 2), 2)
     assert 0 < test["p_sign"] <= 1

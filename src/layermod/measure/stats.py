@@ -26,7 +26,7 @@ import numpy as np
 
 from layermod.errors import CurveError
 
-__all__ = ["PairedTest", "paired_test"]
+__all__ = ["PairedTest", "mean_test", "paired_test"]
 
 _EXACT_MAX = 16
 _DRAWS = 1 << 16
@@ -54,6 +54,16 @@ class PairedTest:
         """JSON-ready: undefined numbers become None."""
         return {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
                 for key, value in asdict(self).items()}
+
+
+def mean_test(differences: Sequence[float]) -> float | None:
+    """Two-sided p-value of the one-sample t-test of ``differences`` (n,) against 0, e.g. one mean difference per
+    budget or per base network, each the unit; None when undefined (fewer than 2 values, or all the same)."""
+    if len(differences) < 2 or float(np.std(differences)) == 0.0:
+        return None
+    from scipy.stats import ttest_1samp
+
+    return float(ttest_1samp(differences, 0.0).pvalue)
 
 
 def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from layermod.errors import PlanError
-from layermod.measure.stats import paired_test
+from layermod.measure.stats import mean_test, paired_test
 from layermod.pruning.pareto import MatchedComparison
 
 __all__ = ["DERIVED", "Evidence", "pool"]
@@ -93,11 +93,12 @@ class Evidence:
             other: its opponent.
 
         Returns:
-            ``{"cells", "mean", "per_network", "per_budget", "p_network", "p_sign"}``: the number of (network,
-                budget) cells; the mean over networks of each network's mean accuracy difference; those per-network
-                means; ``{budget: (mean over networks, networks)}``; the two-sided p-value of the t-test on the
-                per-network means (None with fewer than 2 networks or no spread); the sign-flip p-value over the
-                cells.
+            ``{"cells", "mean", "per_network", "p_per_network", "per_budget", "p_network", "p_sign"}``: the number
+                of (network, budget) cells; the mean over networks of each network's mean accuracy difference; those
+                per-network means; per network the two-sided p-value of the t-test on its budgets' differences (the
+                budget the unit; None with fewer than 2 budgets or no spread); ``{budget: (mean over networks,
+                networks)}``; the p-value of the t-test on the per-network means (the network the unit); the
+                sign-flip p-value over the cells.
 
         Raises:
             PlanError: no network ran both.
@@ -110,15 +111,11 @@ class Evidence:
                        for n in dict.fromkeys(net for net, _ in cells)}
         per_budget = {b: (float(np.mean(d)), len(d)) for b in sorted({b for _, b in cells})
                       if (d := [v for (_, budget), v in cells.items() if budget == b])}
-        means = list(per_network.values())
-        p_network = None
-        if len(means) > 1 and float(np.std(means)) > 0:
-            from scipy.stats import ttest_1samp
-
-            p_network = float(ttest_1samp(means, 0.0).pvalue)
+        p_per_network = {n: mean_test([d for (net, _), d in cells.items() if net == n]) for n in per_network}
         differences = list(cells.values())
-        return {"cells": len(cells), "mean": float(np.mean(means)), "per_network": per_network,
-                "per_budget": per_budget, "p_network": p_network,
+        return {"cells": len(cells), "mean": float(np.mean(list(per_network.values()))), "per_network": per_network,
+                "p_per_network": p_per_network, "per_budget": per_budget,
+                "p_network": mean_test(list(per_network.values())),
                 "p_sign": paired_test(differences, [0.0] * len(differences)).p_sign}
 
     def best(self) -> str:

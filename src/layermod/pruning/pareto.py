@@ -44,7 +44,7 @@ from layermod.io.files import atomic_path, ensure_writable_dir, read_json_file, 
 from layermod.io.rundir import MATCHED_CSV, MATCHED_JSON, MATCHED_MD, PARETO_PNG
 from layermod.io.table import TableResult, new_axes
 from layermod.io.validate import MAX_ITEMS, literal_text, mapping, number, required, shorten
-from layermod.measure.stats import PairedTest, paired_test
+from layermod.measure.stats import PairedTest, mean_test, paired_test
 from layermod.pruning.choices import MATCHES, METHODS, RETRAINS
 from layermod.pruning.study import check_removed
 
@@ -152,8 +152,8 @@ class MatchedComparison(TableResult):
                 continue
             networks = [float(np.mean(d)) for d in per_network[(m, r, method)].values()]
             out.append({"match": m, "retrain": r, "method": method, **paired_test(a, b).to_dict(),
-                        "budgets": len(per_budget[(m, r, method)]), "p_budget": _budget_test(per_budget[(m, r, method)]),
-                        "networks": len(networks), "p_network": _budget_test(networks)})
+                        "budgets": len(per_budget[(m, r, method)]), "p_budget": mean_test(per_budget[(m, r, method)]),
+                        "networks": len(networks), "p_network": mean_test(networks)})
         return out
 
     @classmethod
@@ -373,16 +373,6 @@ def _paired(rows: list[dict], reference: list[dict]) -> PairedTest | None:
     by_key = {_pair_key(row): row["acc"] for row in reference}
     pairs = [(row["acc"], by_key[_pair_key(row)]) for row in rows if _pair_key(row) in by_key]
     return paired_test(*zip(*pairs)) if pairs else None
-
-
-def _budget_test(means: list[float]) -> float | None:
-    """Two-sided p-value of the one-sample t-test of the per-unit (budget or base network) mean differences
-    ``means`` (B,) against 0; None when it is undefined (fewer than 2 units, or every unit's mean the same)."""
-    if len(means) < 2 or float(np.std(means)) == 0.0:
-        return None
-    from scipy.stats import ttest_1samp
-
-    return float(ttest_1samp(means, 0.0).pvalue)
 
 
 def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
