@@ -12,8 +12,13 @@ from layermod.analysis.curve import Curve
 from layermod.analysis.phase import find_rise
 from layermod.analysis.redundancy import find_redundant
 from layermod.errors import CurveError, PlanError
+from layermod import models
+from layermod.extract.features import extract_features
+from layermod.measure.config import GraphConfig
+from layermod.measure.graph import build_graph
+from layermod.measure.modularity import modularity
 from layermod.pruning.ablation import (ablation_accuracy, ablation_modularity, iterative_order, phase_scores,
-                                      refresh_batch_norm)
+                                      refresh_batch_norm, without)
 from layermod.pruning.plans import method_order
 from layermod.pruning.scores import block_influence, method_scores
 from layermod.pruning.units import Unit, removable_units
@@ -80,6 +85,29 @@ def test_removing_the_block_that_decodes_the_classes_is_scored_as_damage_and_ide
     assert later["2"] == pytest.approx(fall["2"] / 3, abs=1e-3) and abs(later["4"]) < 1e-12
     assert method_order("ablation-accuracy", units, scores={"ablation-accuracy": accuracy})[-1] == "2"
     assert method_order("modularity-ablation", units, scores={"modularity-ablation": fall})[-1] == "2"
+
+
+@pytest.mark.parametrize("points", ["final", "later"])
+def test_a_removed_unit_that_holds_the_final_point_is_scored_at_its_stand_in(points):
+    # a VGG unit is a module with a conv inside; the curve's final point is the last unit's conv, which the
+    # network without that unit no longer has: the point at that depth is then what entered the unit
+    torch.manual_seed(0)
+    model = models.create("vgg11", width=0.125, num_classes=CLASSES, in_channels=1).eval()
+    x, y = torch.randn(4 * CLASSES, 1, 28, 28), torch.arange(CLASSES).repeat(4)
+    units = removable_units(model, x[:2])
+    last = units[-1]
+    layers = [unit.layers[0] for unit in units]
+    assert layers[-1] in last.layers and layers[-1] != last.name
+    fall = ablation_modularity(model, units, x, y, layers=layers, points=points)
+    assert set(fall) == {unit.name for unit in units} and all(np.isfinite(list(fall.values())))
+    graph = build_graph(extract_features(model, x, layers=[layers[-1]])[layers[-1]], graph=GraphConfig()).adjacency
+    before = modularity(graph, y.numpy())
+    entering = extract_features(without(model, units, [last.name]), x, layers=[last.name])[last.name]
+    after = modularity(build_graph(entering, graph=GraphConfig()).adjacency, y.numpy())
+    assert fall[last.name] == pytest.approx(before - after)
+    # re-scored after that removal (an iterative order): the network no longer has the point, its stand-in does
+    again = ablation_modularity(without(model, units, [last.name]), units[:-1], x, y, layers=layers, points=points)
+    assert set(again) == {unit.name for unit in units[:-1]} and all(np.isfinite(list(again.values())))
 
 
 def test_ablation_refuses_bad_options():

@@ -150,9 +150,26 @@ def _later_layers(unit: Unit, layers: Sequence[str], points: str) -> list[str]:
 
 def _q(model: nn.Module, inputs: Batch, labels: np.ndarray, layers: Sequence[str], graph: GraphConfig, pool: str,
        batch_size: int) -> dict[str, float]:
-    features = extract_features(model, inputs, layers=list(layers), batch_size=batch_size, pool=pool)
-    return {name: modularity(build_graph(x, graph=graph).adjacency, labels, resolution=graph.resolution)
-            for name, x in features.items()}
+    """``{layer: Q}`` of ``model`` at ``layers``, each read where :func:`_reading_points` says."""
+    at = _reading_points(model, layers)
+    features = extract_features(model, inputs, layers=list(dict.fromkeys(at.values())), batch_size=batch_size,
+                                pool=pool)
+    q = {name: modularity(build_graph(x, graph=graph).adjacency, labels, resolution=graph.resolution)
+         for name, x in features.items()}
+    return {layer: q[at[layer]] for layer in layers}
+
+
+def _reading_points(model: nn.Module, layers: Sequence[str]) -> dict[str, str]:
+    """``{layer: the module it is read at}``: itself, or where a removal took it (a VGG unit's conv), the nearest
+    enclosing module still there: the removed unit's stand-in, which passes on what entered the unit."""
+    names = dict(model.named_modules())
+    out = {}
+    for layer in layers:
+        point = layer
+        while point not in names and "." in point:
+            point = point.rsplit(".", 1)[0]
+        out[layer] = point
+    return out
 
 
 def ablation_modularity(model: nn.Module, units: Sequence[Unit], inputs: Batch, labels: torch.Tensor, *,
@@ -165,8 +182,10 @@ def ablation_modularity(model: nn.Module, units: Sequence[Unit], inputs: Batch, 
     Smaller is more redundant; a unit whose removal raises Q scores below 0.
 
     Args:
-        layers: the curve's measured layers, in depth order (names in ``model``; a removed unit's own layers
-            are never scored).
+        layers: the curve's measured layers, in depth order (names in ``model``); "later" never scores a removed
+            unit's own layers, and a point that a removal took (the final one, when the last unit holds it; any
+            point of a unit removed earlier in an iterative order) is read at the unit's stand-in, which passes on
+            what entered the unit.
         graph: the curve's graph (default :class:`GraphConfig`'s); pool: its pooling of token outputs.
         bn_batches, bn_inputs: batch-norm re-estimation before scoring, as :func:`ablation_accuracy`.
 
