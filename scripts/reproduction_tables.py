@@ -40,6 +40,7 @@ from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.study import choice_of
 
 METHODS = ["steepest", "last", "first", "random", "cosine", "angular", "cka", "reinit"]
+BEYOND = ["modularity-phase", "modularity-ablation", "ablation-accuracy"]
 ALPHA = 0.05 / 16
 PERMUTATIONS = 10_000
 README_ELSEWHERE = {  # README stretches whose numbers are not in the result files, and where they come from
@@ -63,7 +64,46 @@ def studies(root: Path) -> dict[str, MatchedComparison]:
 
 
 def versus(root: Path) -> str:
-    """Every network's pooled difference to modularity, a column per method, with both p-values."""
+    """Each design network's difference to modularity, pooled over its base networks, budgets and seeds, a column
+    per method: the p-values with the budget as the unit, with the base network as the unit (with several), and
+    the sign-flip test over the pairs; bold where every one is below the threshold."""
+    methods = METHODS + BEYOND
+    lines = ["| network | base networks | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
+    for name, study in pruning_evidence.studies(root).items():
+        pooled = {p["method"]: p for p in study.pooled() if p["match"] == "flops" and p["retrain"] == "finetune"}
+        several = pooled["cosine"]["networks"] > 1
+        cells = []
+        for method in methods:
+            p = pooled.get(method)
+            if p is None:
+                cells.append("–")
+                continue
+            tests = [p["p_budget"], p["p_sign"]] + ([p["p_network"]] if several else [])
+            bold = "**" if all(t is not None and t < ALPHA for t in tests) else ""
+            network = f"{p_value(p['p_network'])}; " if several else ""
+            cells.append(f"{bold}{100 * p['mean']:+.1f}{bold} ({p_value(p['p_budget'])}; {network}"
+                         f"{p_value(p['p_sign'])})")
+        lines.append(f"| {name} | {pooled['cosine']['networks']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def networks(root: Path) -> str:
+    """The trained base networks of docs/reproduction/networks/ (their training records): accuracy on the 10,000
+    test images, with the recipe each record names."""
+    lines = ["| network | seed | parameters | training images | epochs | torch threads | test accuracy |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for path in sorted((root / "docs/reproduction/networks").glob("*/best.json")):
+        best = json.loads(path.read_text())
+        name = path.parent.name.rsplit("-seed", 1)[0]
+        count = sum(p.numel() for p in lm.models.create(best["arch"], **best["arch_args"]).parameters())
+        lines.append(f"| {name} | {best['seed']} | {count:,} | {best['train_size']:,} | {best['training']['epochs']} "
+                     f"| {best['torch_threads']} | {100 * best['accuracy']:.2f} % |")
+    return "\n".join(lines)
+
+
+def versus_test_split(root: Path) -> str:
+    """The first studies' (one base network, layers chosen on the test split) pooled difference to modularity, a
+    column per method, with both p-values."""
     lines = ["| network | retrain | matched by | " + " | ".join(METHODS) + " |",
              "|---|---|---|" + "---:|" * len(METHODS)]
     for name, study in studies(root).items():
@@ -83,18 +123,18 @@ def versus(root: Path) -> str:
     return "\n".join(lines)
 
 
-def per_budget(root: Path, name: str, match: str = "flops") -> str:
+def per_budget(study: MatchedComparison, match: str = "flops") -> str:
     """One network's differences to modularity budget by budget, with the share of ``match`` each removed;
     "≥" marks a method that removed at least modularity's share (a like-for-like or harder comparison for
     modularity)."""
-    study = studies(root)[name]
     cells = {(s["budget"], s["method"]): s for s in study.summary() if s["match"] == match}
     budgets = sorted({b for b, m in cells if m != "none"})
-    lines = ["| budget | modularity | " + " | ".join(METHODS) + " |", "|---|---:|" + "---:|" * len(METHODS)]
+    methods = [m for m in METHODS + BEYOND if any((b, m) in cells for b in budgets)]
+    lines = ["| budget | modularity | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
     for budget in budgets:
         ref = cells[(budget, "modularity")]
         row = [f"{100 * budget:.0f} %", f"{100 * ref['acc_mean']:.1f} ({100 * ref[match + '_removed']:.1f} %)"]
-        for method in METHODS:
+        for method in methods:
             s = cells.get((budget, method))
             if s is None:
                 row.append("–")
@@ -103,7 +143,7 @@ def per_budget(root: Path, name: str, match: str = "flops") -> str:
             row.append(f"{100 * s['vs_modularity']['mean']:+.1f} ({mark}{100 * s[match + '_removed']:.1f} %)")
         lines.append("| " + " | ".join(row) + " |")
     like = []
-    for method in METHODS:
+    for method in methods:
         fair = [cells[(b, method)]["vs_modularity"]["mean"] for b in budgets
                 if (b, method) in cells and cells[(b, method)][match + "_removed"]
                 >= cells[(b, "modularity")][match + "_removed"] - 1e-9]
@@ -114,10 +154,11 @@ def per_budget(root: Path, name: str, match: str = "flops") -> str:
     return "\n".join(lines)
 
 
-def budget_row(root: Path, name: str, match: str, budget: float) -> str:
+def budget_row(study: MatchedComparison, match: str, budget: float) -> str:
     """Every method at one budget of one cost (the paper's ResNet56 row)."""
-    study = studies(root)[name]
-    lines = ["| method | parameters removed | FLOPs removed | accuracy (3 seeds) | Δ vs modularity (p t; p sign) |",
+    n = {s["n"] for s in study.summary() if s["budget"] == budget}
+    lines = [f"| method | parameters removed | FLOPs removed | accuracy ({'/'.join(map(str, sorted(n)))} runs) | "
+             "Δ vs modularity (p t; p sign) |",
              "|---|---:|---:|---:|---:|"]
     for s in study.summary():
         if s["match"] != match or s["budget"] not in (0.0, budget):
@@ -131,7 +172,7 @@ def budget_row(root: Path, name: str, match: str, budget: float) -> str:
 
 def beyond(root: Path) -> str:
     """The held-out ResNet32's matched.md: every method it ran, at each budget and pooled against modularity."""
-    text = pruning_evidence.studies(root)["resnet32-w0.25"].markdown().strip()
+    text = pruning_evidence.studies(root, pruning_evidence.HELD_OUT)["resnet32-w0.25"].markdown().strip()
     return text.split("\n", 2)[2]  # without the heading
 
 
@@ -214,7 +255,7 @@ def study_lines(name: str, study: MatchedComparison) -> list[str]:
     """A study's settings (the split that chose its layers among them), every cell and every pooled difference."""
     summary = study.summary()
     unpruned = {(s["match"], s["retrain"]): s["acc_mean"] for s in summary if s["method"] == "none"}
-    choice = choice_of(study.config)
+    choice = choice_of(study.config["networks"][0] if "networks" in study.config else study.config)
     lines = [f"- study {name}: base {study.base['params']:,} parameters; layers chosen on the {choice['split']} "
              f"split ({choice['samples'] or 'size not recorded'}, disjoint from the evaluation: "
              f"{choice['disjoint_from_eval']}); config " + json.dumps(study.config, sort_keys=True)]
@@ -257,6 +298,13 @@ def everything_else(root: Path) -> str:
             lines.append(f"  - k=3 draw-to-draw std, last layer: {curve.std[-1]:.3f}")
     for name, study in studies(root).items():
         lines += study_lines(name, study)
+    for name, study in pruning_evidence.bases(root).items():
+        lines += study_lines(f"bases {name}", study)
+    for path in sorted((root / "docs/reproduction/bases").glob("*/curve.json")):
+        curve = lm.Curve.load(path.parent)
+        verdicts = lm.find_redundant(curve)
+        lines.append(curve_line(f"bases curve {path.parent.name}", curve) + "; plateau or drop: "
+                     + ", ".join(verdicts.redundant) + f" ({len(verdicts.redundant)} of {len(curve.layers) - 1})")
     for beyond in sorted((root / "docs/beyond").glob("*/study/matched.json")):
         name = beyond.parent.parent.name
         lines += study_lines(f"beyond {name}", MatchedComparison.load(beyond.parent))
@@ -291,11 +339,15 @@ def everything_else(root: Path) -> str:
 
 
 def blocks(root: Path) -> dict[str, str]:
-    return {"versus": versus(root), "vgg19-budgets": per_budget(root, "vgg19-w0.25-finetune"),
-            "resnet56-60": budget_row(root, "resnet56-w0.25-finetune", "flops", 0.6),
+    design = pruning_evidence.studies(root)
+    found, held_out = pruning_evidence.evidence(root), pruning_evidence.evidence(root, pruning_evidence.HELD_OUT)
+    return {"networks": networks(root), "versus": versus(root), "versus-test-split": versus_test_split(root),
+            "vgg19-budgets": per_budget(design["vgg19-w0.25"]),
+            "resnet56-60": budget_row(design["resnet56-w0.25"], "flops", 0.6),
             "plateaus": plateaus(root), "d-vs-cka": d_vs_cka(root), "beyond-resnet32": beyond(root),
-            "pooled": pruning_evidence.evidence(root).markdown(),
-            "target": pruning_evidence.target(pruning_evidence.evidence(root))}
+            "pooled": found.markdown(), "derived-versus": pruning_evidence.versus(found),
+            "target": pruning_evidence.target(found), "held-out-pooled": held_out.markdown(),
+            "held-out-versus": pruning_evidence.versus(held_out), "held-out-target": pruning_evidence.target(held_out)}
 
 
 _BLOCK = re.compile(r"<!-- tables: (?P<name>[\w-]+) -->\n(?P<body>.*?)\n<!-- /tables -->", re.S)

@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
+# one set-up at a time per checkout: two scripts started together would otherwise reinstall layermod over each
+# other, and one of them find no .venv/bin/layermod
+exec 9>.setup.lock
+flock 9
 if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
