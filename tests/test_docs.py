@@ -43,8 +43,10 @@ def nav_pages() -> list[str]:
 ROOT_PAGES = {"reproduction.md": "REPRODUCTION.md", "changelog.md": "CHANGELOG.md"}
 PAGES = ["README.md", *(ROOT_PAGES.get(page, f"docs/{page}") for page in nav_pages())]
 USE_IT = (DOCS / "guide" / "use-it.md").read_text(encoding="utf-8")
-# ``<!-- docs-test: backend="local" -->`` before a block: the test runs it on the local backend (no Ray to start)
+# ``<!-- docs-test: backend="local" -->`` before a block: the test runs it on the local backend (no Ray to start);
+# ``<!-- docs-test: in-repository -->``: it reads the committed result files, so it runs from the repository root
 MARKER = re.compile(r"<!-- docs-test: (\S+) -->\n$")
+IN_REPOSITORY = "in-repository"
 
 
 def python_blocks(page: str) -> list[tuple[str, int, str]]:
@@ -54,7 +56,9 @@ def python_blocks(page: str) -> list[tuple[str, int, str]]:
     for match in re.finditer(r"^```python\s*\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
         code, line = match.group(1), text.count("\n", 0, match.start()) + 1
         marked = MARKER.search(text[max(0, match.start() - 60):match.start()])
-        if marked:
+        if marked and marked.group(1) == IN_REPOSITORY:
+            code = f"# {IN_REPOSITORY}\n{code}"
+        elif marked:
             assert 'backend="ray"' in code, f"{page}:{line}: the marker names a backend the block does not use"
             code = code.replace('backend="ray"', marked.group(1))
         blocks.append((page, line, code))
@@ -99,7 +103,7 @@ def test_every_python_block_runs(page, line, code, tmp_path, monkeypatch):
     for library in ("lightning", "transformers", "tensorboard", "torchvision"):
         if library in code:
             pytest.importorskip(library)
-    monkeypatch.chdir(tmp_path)  # the blocks write into the working directory
+    monkeypatch.chdir(ROOT if code.startswith(f"# {IN_REPOSITORY}\n") else tmp_path)  # blocks write into it
     if "runs/digits-mlp" in code or '"digits"' in code:
         pytest.importorskip("sklearn")
     if '"fashion-mnist"' in code and not fashion_mnist_found():
@@ -107,6 +111,8 @@ def test_every_python_block_runs(page, line, code, tmp_path, monkeypatch):
     if "runs/digits-mlp" in code:
         use_it_checkpoint(tmp_path)
     namespace = run_block(code, page, line)
+    if "pooled" in namespace:
+        check_pooled(namespace)
     if "fine_tune" in namespace:
         assert namespace["failed"] == {} and len(namespace["accuracy"]) == 6
         assert all(0.5 < value <= 1 for value in namespace["accuracy"].values())
@@ -116,6 +122,13 @@ def test_every_python_block_runs(page, line, code, tmp_path, monkeypatch):
         check_use_it(namespace, tmp_path)
     if "lm" in namespace and "curve" in namespace and "torchvision" in namespace:
         check_first_curve(namespace, tmp_path)
+
+
+def check_pooled(namespace: dict) -> None:
+    pooled, studies = namespace["pooled"], namespace["studies"]
+    assert len(studies) == 3 and len(pooled.rows) == sum(len(study.rows) for study in studies)
+    assert {row["network"] for row in pooled.rows} == {0, 1, 2}
+    assert all(p["networks"] == 3 for p in pooled.pooled())
 
 
 def check_first_curve(namespace: dict, folder: Path) -> None:

@@ -29,8 +29,9 @@ def test_prune_writes_plan_comparison_and_a_loadable_pruned_checkpoint(tmp_path,
     assert len(plan["remove"]) == 2 and plan["method"] == AUTO and plan["asked"] == "auto"
     assert f"method: auto = {AUTO}" in capsys.readouterr().out
     rows = {row["method"]: row for row in json.loads((out / "comparison.json").read_text())["rows"]}
+    # the default comparison, and the method the plan used whether or not it is one of them
     assert set(rows) == {"none", "modularity", "steepest", "cosine", "angular", "cka", "reinit", "random", "first",
-                         "last"}
+                         "last", AUTO}
     assert rows["none"]["n_removed"] == 0
     assert rows[AUTO]["layers_removed"] == plan["remove"]
     assert rows["first"]["layers_removed"] == ["layer1.0", "layer1.1"]

@@ -15,9 +15,10 @@ DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("modularity-phase", "mod
 """The methods the commands compare unless told: the removal-based scores and the phase rule cost a network
 evaluation per unit, or need the curve's draws, so they are asked for by name."""
 
-AUTO = "cosine"
-"""The method ``auto`` takes: the best pooled margin at matched FLOPs over the committed studies
-(:func:`layermod.pruning.evidence.pool`), as ``scripts/pruning_evidence.py`` computes it from their files."""
+AUTO = "modularity-ablation"
+"""The method ``auto`` takes: the best pooled margin at matched FLOPs over the committed studies of the design
+networks (:func:`layermod.pruning.evidence.pool`), as ``scripts/pruning_evidence.py`` computes it from their
+files; chosen before the held-out networks were run."""
 
 MATCHES = ("flops", "params")
 RETRAINS = ("finetune", "scratch")
