@@ -67,14 +67,15 @@ def versus(found: Evidence) -> str:
     for method in (m for m in DERIVED if m in found.methods()):
         for other in OPPONENTS:
             test = found.versus(method, other)
-            cells = [f"{100 * test['per_network'][n]:+.1f} ({_p(test['p_per_network'][n])})"
+            cells = [f"{100 * test['per_network'][n]:+.1f} ({p_value(test['p_per_network'][n])})"
                      if n in test["per_network"] else "–" for n in networks]
-            lines.append(f"| {method} | {other} | {100 * test['mean']:+.1f} ({_p(test['p_network'])}; "
-                         f"{_p(test['p_sign'])}) | " + " | ".join(cells) + " |")
+            lines.append(f"| {method} | {other} | {100 * test['mean']:+.1f} ({p_value(test['p_network'])}; "
+                         f"{p_value(test['p_sign'])}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _p(value: float | None) -> str:
+def p_value(value: float | None) -> str:
+    """A p-value in two significant digits, n/a when the test is undefined."""
     return "n/a" if value is None else f"{value:.2g}"
 
 

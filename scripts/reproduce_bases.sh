@@ -12,9 +12,12 @@
 #     with seed 0 and retraining seeds 0, 1, 2.
 #   retraining: ResNet56 seed 0, the best four methods of the design networks at 30 and 60 %, fine-tuned for 3
 #     epochs on 20,000 images (docs/reproduction/retraining/).
+#   8c: the paper's ResNet56 row: the curve's choice at 60 % of the FLOPs and the unpruned network, each of the 3
+#     base networks fine-tuned for 8 epochs on 20,000 images (docs/reproduction/8c/).
 # scripts/reproduction_tables.py pools the studies of one architecture with the base network as the unit. CPU,
-# one torch thread per job: design about 70 minutes of one core, held-out about 50, retraining about 20; run
-# two at once, e.g. `bash scripts/reproduce_bases.sh vgg19-w0.25 & bash scripts/reproduce_bases.sh resnet56-w0.25`.
+# one torch thread per job, training included: design about 75 minutes of one core, held-out about 45,
+# retraining about 16 (WORKERS=2: two retraining jobs at a time), 8c about 30; run two at once, e.g.
+# `bash scripts/reproduce_bases.sh vgg19-w0.25 & bash scripts/reproduce_bases.sh resnet56-w0.25`.
 set -euo pipefail
 # training, and so every result downstream of it, depends on the torch thread count: pin it
 export OMP_NUM_THREADS="${TORCH_THREADS:-1}" MKL_NUM_THREADS="${TORCH_THREADS:-1}"
@@ -60,7 +63,9 @@ for name in ${networks[*]}; do
     vit6 | resnet32-w0.5) base "$name" 0 2000 3 ;;
     retraining) study resnet56-w0.25 0 20000 1 "$OUT/retraining/resnet56-w0.25-seed0" --methods "none,$BEST4" \
       --budgets 0.3,0.6 --finetune-epochs 3 --workers "${WORKERS:-1}" ;;
+    8c) for seed in 0 1 2; do study resnet56-w0.25 "$seed" 20000 1 "$OUT/8c/resnet56-w0.25-seed$seed" \
+      --methods none,modularity --budgets 0.6 --finetune-epochs 8; done ;;
     *) echo "unknown network $name: vgg19-w0.25, resnet56-w0.25, resnet110-w0.25, vit6 (design), vgg16-w0.25," \
-      "resnet32-w0.5 (held out) or retraining" >&2; exit 2 ;;
+      "resnet32-w0.5 (held out), retraining or 8c" >&2; exit 2 ;;
   esac
 done

@@ -36,12 +36,14 @@ from scipy.stats import spearmanr
 
 import layermod as lm
 import pruning_evidence  # scripts/pruning_evidence.py, beside this one
+from layermod.models.spec import resolve_model
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.study import choice_of
 
 METHODS = ["steepest", "last", "first", "random", "cosine", "angular", "cka", "reinit"]
 BEYOND = ["modularity-phase", "modularity-ablation", "ablation-accuracy"]
 ALPHA = 0.05 / 16
+p_value = pruning_evidence.p_value
 PERMUTATIONS = 10_000
 README_ELSEWHERE = {  # README stretches whose numbers are not in the result files, and where they come from
     "ceiling for 10 classes, 0.9": "1 - 1/C, the largest Q of C equal classes",
@@ -52,10 +54,6 @@ README_ELSEWHERE = {  # README stretches whose numbers are not in the result fil
 NETWORKS = {"resnet20-w0.25": "ResNet20, width 0.25", "resnet20-w0.5": "ResNet20, width 0.5",
             "resnet56-w0.25": "ResNet56, width 0.25", "resnet110-w0.25": "ResNet110, width 0.25",
             "vgg19-w0.25": "VGG19-BN, width 0.25", "resnet56-w0.25-n2000": "ResNet56, width 0.25, 2,000 images"}
-
-
-def p_value(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2g}"
 
 
 def studies(root: Path) -> dict[str, MatchedComparison]:
@@ -71,7 +69,8 @@ def versus(root: Path) -> str:
     lines = ["| network | base networks | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
     for name, study in pruning_evidence.studies(root).items():
         pooled = {p["method"]: p for p in study.pooled() if p["match"] == "flops" and p["retrain"] == "finetune"}
-        several = pooled["cosine"]["networks"] > 1
+        bases = len({row.get("network", 0) for row in study.rows})
+        several = bases > 1
         cells = []
         for method in methods:
             p = pooled.get(method)
@@ -83,7 +82,7 @@ def versus(root: Path) -> str:
             network = f"{p_value(p['p_network'])}; " if several else ""
             cells.append(f"{bold}{100 * p['mean']:+.1f}{bold} ({p_value(p['p_budget'])}; {network}"
                          f"{p_value(p['p_sign'])})")
-        lines.append(f"| {name} | {pooled['cosine']['networks']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {bases} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -95,7 +94,8 @@ def networks(root: Path) -> str:
     for path in sorted((root / "docs/reproduction/networks").glob("*/best.json")):
         best = json.loads(path.read_text())
         name = path.parent.name.rsplit("-seed", 1)[0]
-        count = sum(p.numel() for p in lm.models.create(best["arch"], **best["arch_args"]).parameters())
+        model, _ = resolve_model(best["arch"], arch_args=best["arch_args"])
+        count = sum(p.numel() for p in model.parameters())
         lines.append(f"| {name} | {best['seed']} | {count:,} | {best['train_size']:,} | {best['training']['epochs']} "
                      f"| {best['torch_threads']} | {100 * best['accuracy']:.2f} % |")
     return "\n".join(lines)
@@ -167,6 +167,57 @@ def budget_row(study: MatchedComparison, match: str, budget: float) -> str:
         vs = "" if test is None else f"{100 * test['mean']:+.1f} ({p_value(test['p_t'])}; {p_value(test['p_sign'])})"
         lines.append(f"| {s['method']} | {100 * s['params_removed']:.1f} % | {100 * s['flops_removed']:.1f} % | "
                      f"{100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f} % | {vs} |")
+    return "\n".join(lines)
+
+
+def retraining(root: Path) -> str:
+    """The best four methods of the design networks on ResNet56 (base network 0) with one fine-tuning epoch on
+    3,000 images (its study over base networks) and with 3 epochs on 20,000 (docs/reproduction/retraining/):
+    accuracy and rank at each budget."""
+    short = MatchedComparison.load(root / "docs/reproduction/bases/resnet56-w0.25-seed0").summary()
+    long = MatchedComparison.load(root / "docs/reproduction/retraining/resnet56-w0.25-seed0").summary()
+    methods = [s["method"] for s in long if s["method"] != "none" and s["budget"] == min(x["budget"] for x in long
+                                                                                         if x["method"] != "none")]
+    budgets = sorted({s["budget"] for s in long if s["method"] != "none"})
+    cells = {(s["method"], s["budget"], which): s["acc_mean"] for which, summary in (("short", short), ("long", long))
+             for s in summary}
+    lines = ["| method | " + " | ".join(f"{100 * b:.0f} %: 1 epoch on 3,000 | {100 * b:.0f} %: 3 epochs on 20,000"
+                                       for b in budgets) + " |", "|---|" + "---:|" * (2 * len(budgets))]
+    for method in methods:
+        row = []
+        for budget in budgets:
+            for which in ("short", "long"):
+                accs = sorted((cells[(m, budget, which)] for m in methods), reverse=True)
+                acc = cells[(method, budget, which)]
+                row.append(f"{100 * acc:.2f} % ({accs.index(acc) + 1})")
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    spread = [f"{100 * b:.0f} %: {100 * (max(a) - min(a)):.2f} and {100 * (max(c) - min(c)):.2f}" for b in budgets
+              for a, c in [[[cells[(m, b, which)] for m in methods] for which in ("short", "long")]]]
+    unpruned = [cells[("none", 0.0, which)] for which in ("short", "long")]
+    lines += ["", f"Unpruned, fine-tuned alike: {100 * unpruned[0]:.2f} % and {100 * unpruned[1]:.2f} %; in brackets "
+              "each method's rank at that budget and retraining (ties share the better rank). Best minus worst, in "
+              "points, after the short and the long retraining: " + "; ".join(spread) + "."]
+    return "\n".join(lines)
+
+
+def paper_row(root: Path) -> str:
+    """The paper's ResNet56 row retrained for longer (docs/reproduction/8c/): per base network the curve's choice
+    at 60 % of the FLOPs against the unpruned network, both fine-tuned alike, and the paired test over them."""
+    lines = ["| base network | parameters removed | FLOPs removed | unpruned | modularity's choice | difference |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    pruned, whole = [], []
+    for path in sorted((root / "docs/reproduction/8c").glob("*-seed*/matched.json")):
+        study = MatchedComparison.load(path.parent)
+        rows = {row["method"]: row for row in study.rows}
+        a, b = rows["modularity"], rows["none"]
+        pruned.append(a["acc"])
+        whole.append(b["acc"])
+        lines.append(f"| {path.parent.name.rsplit('-seed', 1)[1]} | {100 * study.removed(a, 'params'):.1f} % | "
+                     f"{100 * study.removed(a, 'flops'):.1f} % | {100 * b['acc']:.2f} % | {100 * a['acc']:.2f} % | "
+                     f"{100 * (a['acc'] - b['acc']):+.2f} |")
+    test = lm.measure.stats.paired_test(pruned, whole)
+    lines += ["", f"Mean difference {100 * test.mean:+.2f} ± {100 * test.std:.2f} points over {test.n} base networks "
+              f"(paired t-test p {p_value(test.p_t)}; sign-flip p {p_value(test.p_sign)})."]
     return "\n".join(lines)
 
 
@@ -347,7 +398,8 @@ def blocks(root: Path) -> dict[str, str]:
             "plateaus": plateaus(root), "d-vs-cka": d_vs_cka(root), "beyond-resnet32": beyond(root),
             "pooled": found.markdown(), "derived-versus": pruning_evidence.versus(found),
             "target": pruning_evidence.target(found), "held-out-pooled": held_out.markdown(),
-            "held-out-versus": pruning_evidence.versus(held_out), "held-out-target": pruning_evidence.target(held_out)}
+            "held-out-versus": pruning_evidence.versus(held_out), "held-out-target": pruning_evidence.target(held_out),
+            "retraining": retraining(root), "paper-row": paper_row(root)}
 
 
 _BLOCK = re.compile(r"<!-- tables: (?P<name>[\w-]+) -->\n(?P<body>.*?)\n<!-- /tables -->", re.S)
