@@ -36,6 +36,7 @@ from scipy.stats import spearmanr
 
 import layermod as lm
 import pruning_evidence  # scripts/pruning_evidence.py, beside this one
+from layermod.models.hub import is_library_spec
 from layermod.models.spec import resolve_model
 from layermod.pruning.pareto import MatchedComparison
 from layermod.pruning.study import choice_of
@@ -94,6 +95,8 @@ def networks(root: Path) -> str:
     for path in sorted((root / "docs/reproduction/networks").glob("*/best.json")):
         best = json.loads(path.read_text())
         name = path.parent.name.rsplit("-seed", 1)[0]
+        if ":" in best["arch"] and not is_library_spec(best["arch"]):  # never import what a file names
+            raise SystemExit(f"{path}: arch {best['arch'][:60]!r} is not a registered or library model")
         model, _ = resolve_model(best["arch"], arch_args=best["arch_args"])
         count = sum(p.numel() for p in model.parameters())
         lines.append(f"| {name} | {best['seed']} | {count:,} | {best['train_size']:,} | {best['training']['epochs']} "
